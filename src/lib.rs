@@ -1,0 +1,1 @@
+//! haproxy-rs: a RESP-aware Redis proxy that follows Sentinel.

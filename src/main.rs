@@ -1,0 +1,2 @@
+//! The `haproxy-rs` binary.
+fn main() {}
