@@ -1,0 +1,224 @@
+//! The stats HTTP server: `/`, `/stats.json`, `/metrics`, `/healthz` over hyper http1.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{render_html, render_json, render_prometheus, Stats};
+
+/// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often ops/s rates are resampled.
+const RATE_TICK: Duration = Duration::from_secs(1);
+
+/// A response with a body and content type.
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Maps a method and path to a response; pure apart from taking a snapshot.
+fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
+    let known = matches!(
+        path,
+        "/" | "/stats" | "/stats.json" | "/metrics" | "/healthz"
+    );
+    if !known {
+        return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".to_owned());
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "method not allowed\n".to_owned(),
+        );
+        resp.headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    let snap = stats.snapshot();
+    match path {
+        "/stats.json" => respond(StatusCode::OK, "application/json", render_json(&snap)),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_prometheus(&snap),
+        ),
+        "/healthz" if snap.healthy() => respond(StatusCode::OK, TEXT, "ok\n".to_owned()),
+        "/healthz" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "no master\n".to_owned(),
+        ),
+        _ => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            render_html(&snap),
+        ),
+    }
+}
+
+/// Serves the stats page on `listener` until `shutdown` is cancelled.
+///
+/// Also spawns a 1 s ticker that resamples ops/s so rates stay fresh between page loads.
+/// On cancel it stops accepting and asks open connections to finish their current request
+/// and close (hyper graceful shutdown); it returns without waiting for them.
+pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
+    tokio::spawn(tick_rates(Arc::clone(&stats), shutdown.clone()));
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                tracing::trace!(client.addr = %peer, "stats connection");
+                tokio::spawn(serve_connection(
+                    stream,
+                    Arc::clone(&stats),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stats accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+    tracing::debug!("stats server stopped accepting");
+}
+
+async fn tick_rates(stats: Arc<Stats>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(RATE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => stats.refresh_rates(),
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let resp = route(req.method(), req.uri().path(), &stats);
+        async move { Ok::<_, Infallible>(resp) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Browsers and scrapers hang up mid-request all the time.
+        tracing::debug!(error = %e, "stats connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.expect("read");
+        let text = String::from_utf8(buf).expect("utf8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        (status, head.to_ascii_lowercase(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn serves_page_json_metrics_health_and_404() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stats = Stats::new("sentinel", Some("mymaster"));
+        stats.backend("127.0.0.1:6391").set_up(true);
+        let token = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Arc::clone(&stats), token.clone()));
+
+        let (status, head, body) = get(addr, "GET", "/").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: text/html"));
+        assert!(body.contains("127.0.0.1:6391"));
+
+        let (status, head, body) = get(addr, "GET", "/stats.json").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["backends"][0]["state"], "UP");
+
+        let (status, head, body) = get(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("version=0.0.4"));
+        assert!(body.contains("# TYPE haproxy_rs_backend_up gauge"));
+
+        let (status, _, body) = get(addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (503, "no master\n"));
+        stats.set_master(Some("127.0.0.1:6391"));
+        let (status, _, body) = get(addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+        assert_eq!(get(addr, "GET", "/nope").await.0, 404);
+        assert_eq!(get(addr, "POST", "/metrics").await.0, 405);
+
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after cancel")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_accepting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let token = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Stats::new("static", None), token.clone()));
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns")
+            .expect("no panic");
+        // The listener was dropped with the task, so nothing answers any more.
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+}

@@ -1,0 +1,282 @@
+//! Stats registry, its point-in-time [`Snapshot`], and the HTTP stats page on :8404.
+//!
+//! The data path holds `Arc`s to [`ListenerStats`] and [`BackendStats`] and only touches
+//! atomics. Registration, failovers and snapshots take `std::sync::Mutex`es that are never
+//! held across an `.await` and never on the per-command path.
+
+mod counters;
+mod histogram;
+mod http;
+mod render;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use counters::{
+    BackendSnapshot, BackendState, BackendStats, LatencySnapshot, ListenerSnapshot, ListenerStats,
+    Role, SentinelSnapshot, SentinelStats,
+};
+pub use histogram::{Histogram, HistogramSnapshot};
+pub use http::serve;
+pub use render::{render_html, render_json, render_prometheus};
+
+use counters::{lock, unix_millis};
+
+/// How many failovers the history keeps.
+pub const FAILOVER_HISTORY: usize = 50;
+
+/// One observed change of master.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct FailoverRecord {
+    /// When it was recorded (unix millis).
+    pub at_ms: u64,
+    /// The master before, if one was known.
+    pub old_master: Option<String>,
+    /// The new master.
+    pub new_master: String,
+    /// How it was detected, e.g. `+switch-master` or `poll`.
+    pub detected_by: String,
+}
+
+/// The stats registry: one per proxy, shared by the data path, topology tasks and the
+/// stats page.
+#[derive(Debug)]
+pub struct Stats {
+    mode: String,
+    master_name: Option<String>,
+    started_at: Instant,
+    started_ms: u64,
+    master: Mutex<Option<String>>,
+    listeners: Mutex<Vec<Arc<ListenerStats>>>,
+    backends: Mutex<Vec<Arc<BackendStats>>>,
+    sentinels: Mutex<Vec<Arc<SentinelStats>>>,
+    failovers: Mutex<VecDeque<FailoverRecord>>,
+    failovers_total: AtomicU64,
+}
+
+/// Everything the stats page shows, copied at one moment. Times are unix millis, ages
+/// are milliseconds before `now_ms`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Crate version.
+    pub version: String,
+    /// When the snapshot was taken.
+    pub now_ms: u64,
+    /// When the proxy started.
+    pub started_ms: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Topology mode: `sentinel` or `static`.
+    pub mode: String,
+    /// Sentinel master name, if in sentinel mode.
+    pub master_name: Option<String>,
+    /// Current master address, if known; `/healthz` is 200 only when this is set.
+    pub master: Option<String>,
+    /// Client-facing listeners.
+    pub listeners: Vec<ListenerSnapshot>,
+    /// Redis backends, in registration order.
+    pub backends: Vec<BackendSnapshot>,
+    /// Sentinel links.
+    pub sentinels: Vec<SentinelSnapshot>,
+    /// Failovers seen since start.
+    pub failovers_total: u64,
+    /// The last [`FAILOVER_HISTORY`] failovers, newest first.
+    pub failovers: Vec<FailoverRecord>,
+}
+
+impl Snapshot {
+    /// Whether a master is known (what `/healthz` reports).
+    pub fn healthy(&self) -> bool {
+        self.master.is_some()
+    }
+}
+
+impl Stats {
+    /// A new registry; `mode` is `"sentinel"` or `"static"`.
+    pub fn new(mode: &str, master_name: Option<&str>) -> Arc<Stats> {
+        Arc::new(Stats {
+            mode: mode.to_owned(),
+            master_name: master_name.map(str::to_owned),
+            started_at: Instant::now(),
+            started_ms: unix_millis(),
+            master: Mutex::new(None),
+            listeners: Mutex::new(Vec::new()),
+            backends: Mutex::new(Vec::new()),
+            sentinels: Mutex::new(Vec::new()),
+            failovers: Mutex::new(VecDeque::with_capacity(FAILOVER_HISTORY)),
+            failovers_total: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a listener (once, at start) and returns its counters.
+    pub fn listener(&self, name: &str, addr: SocketAddr) -> Arc<ListenerStats> {
+        let stats = Arc::new(ListenerStats::new(name, addr));
+        lock(&self.listeners).push(Arc::clone(&stats));
+        stats
+    }
+
+    /// The counters of backend `addr`, created on first use.
+    pub fn backend(&self, addr: &str) -> Arc<BackendStats> {
+        let mut backends = lock(&self.backends);
+        if let Some(b) = backends.iter().find(|b| b.addr() == addr) {
+            return Arc::clone(b);
+        }
+        let b = Arc::new(BackendStats::new(addr));
+        backends.push(Arc::clone(&b));
+        b
+    }
+
+    /// The state of the link to sentinel `addr`, created on first use.
+    pub fn sentinel(&self, addr: &str) -> Arc<SentinelStats> {
+        let mut sentinels = lock(&self.sentinels);
+        if let Some(s) = sentinels.iter().find(|s| s.addr() == addr) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(SentinelStats::new(addr));
+        sentinels.push(Arc::clone(&s));
+        s
+    }
+
+    /// Records a change of master; the history keeps the last [`FAILOVER_HISTORY`].
+    pub fn record_failover(&self, old_master: Option<&str>, new_master: &str, detected_by: &str) {
+        let record = FailoverRecord {
+            at_ms: unix_millis(),
+            old_master: old_master.map(str::to_owned),
+            new_master: new_master.to_owned(),
+            detected_by: detected_by.to_owned(),
+        };
+        let mut history = lock(&self.failovers);
+        while history.len() >= FAILOVER_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(record);
+        self.failovers_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets (or clears) the current master address.
+    pub fn set_master(&self, addr: Option<&str>) {
+        *lock(&self.master) = addr.map(str::to_owned);
+    }
+
+    /// Recomputes ops/s rates whose window has elapsed; the stats server calls this every
+    /// second so rates stay fresh between page loads. Snapshots do it too.
+    pub fn refresh_rates(&self) {
+        let now = Instant::now();
+        for l in self.listeners() {
+            l.refresh_rate(now);
+        }
+        for b in self.backends() {
+            b.refresh_rate(now);
+        }
+    }
+
+    // Clone the Arc lists so the registry locks are not held while reading counters.
+    fn listeners(&self) -> Vec<Arc<ListenerStats>> {
+        lock(&self.listeners).clone()
+    }
+
+    fn backends(&self) -> Vec<Arc<BackendStats>> {
+        lock(&self.backends).clone()
+    }
+
+    /// Copies everything the page shows.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let now_ms = unix_millis();
+        let sentinels = lock(&self.sentinels).clone();
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            now_ms,
+            started_ms: self.started_ms,
+            uptime_secs: now.saturating_duration_since(self.started_at).as_secs(),
+            mode: self.mode.clone(),
+            master_name: self.master_name.clone(),
+            master: lock(&self.master).clone(),
+            listeners: self.listeners().iter().map(|l| l.snapshot(now)).collect(),
+            backends: self
+                .backends()
+                .iter()
+                .map(|b| b.snapshot(now, now_ms))
+                .collect(),
+            sentinels: sentinels.iter().map(|s| s.snapshot(now_ms)).collect(),
+            failovers_total: self.failovers_total.load(Ordering::Relaxed),
+            failovers: lock(&self.failovers).iter().rev().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_and_sentinel_are_get_or_create() {
+        let stats = Stats::new("sentinel", Some("mymaster"));
+        let a = stats.backend("127.0.0.1:6391");
+        let b = stats.backend("127.0.0.1:6391");
+        assert!(Arc::ptr_eq(&a, &b));
+        stats.backend("127.0.0.1:6392");
+        let s1 = stats.sentinel("127.0.0.1:26379");
+        let s2 = stats.sentinel("127.0.0.1:26379");
+        assert!(Arc::ptr_eq(&s1, &s2));
+        let snap = stats.snapshot();
+        assert_eq!(snap.backends.len(), 2);
+        assert_eq!(snap.sentinels.len(), 1);
+        assert_eq!(snap.mode, "sentinel");
+        assert_eq!(snap.master_name.as_deref(), Some("mymaster"));
+    }
+
+    #[test]
+    fn failover_history_keeps_the_last_fifty_newest_first() {
+        let stats = Stats::new("sentinel", Some("mymaster"));
+        for i in 0..60 {
+            let old = format!("10.0.0.{i}:6379");
+            let new = format!("10.0.0.{}:6379", i + 1);
+            stats.record_failover(Some(&old), &new, "+switch-master");
+        }
+        let snap = stats.snapshot();
+        assert_eq!(snap.failovers_total, 60);
+        assert_eq!(snap.failovers.len(), FAILOVER_HISTORY);
+        assert_eq!(snap.failovers[0].new_master, "10.0.0.60:6379");
+        assert_eq!(snap.failovers[49].new_master, "10.0.0.11:6379");
+    }
+
+    #[test]
+    fn master_drives_health() {
+        let stats = Stats::new("static", None);
+        assert!(!stats.snapshot().healthy());
+        stats.set_master(Some("127.0.0.1:6391"));
+        let snap = stats.snapshot();
+        assert!(snap.healthy());
+        assert_eq!(snap.master.as_deref(), Some("127.0.0.1:6391"));
+        stats.set_master(None);
+        assert!(!stats.snapshot().healthy());
+    }
+
+    #[test]
+    fn listeners_are_registered_and_counted() {
+        let stats = Stats::new("static", None);
+        let l = stats.listener("redis", "127.0.0.1:6380".parse().expect("addr"));
+        l.connection_opened();
+        l.command();
+        stats.refresh_rates();
+        let snap = stats.snapshot();
+        assert_eq!(snap.listeners.len(), 1);
+        assert_eq!(snap.listeners[0].commands, 1);
+        assert_eq!(snap.listeners[0].current_connections, 1);
+    }
+
+    #[test]
+    fn stats_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Stats>();
+        assert_send_sync::<ListenerStats>();
+        assert_send_sync::<BackendStats>();
+        assert_send_sync::<SentinelStats>();
+    }
+}
