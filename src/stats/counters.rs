@@ -52,7 +52,8 @@ impl RateMeter {
     }
 
     /// Takes a sample if a full window has passed; returns the latest rate. Before the first
-    /// full window it reports the provisional rate since creation.
+    /// full window it reports the count over one window (a burst in the first milliseconds
+    /// must not read as millions of ops/s).
     fn update(&mut self, count: u64, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.prev_at).as_secs_f64();
         let delta = count.saturating_sub(self.prev_count) as f64;
@@ -64,10 +65,8 @@ impl RateMeter {
             rate
         } else if let Some(rate) = self.rate {
             rate
-        } else if elapsed > 0.0 {
-            delta / elapsed
         } else {
-            0.0
+            delta / RATE_WINDOW.as_secs_f64()
         }
     }
 }
@@ -586,8 +585,8 @@ mod tests {
             prev_at: start,
             rate: None,
         };
-        // Provisional rate inside the first window.
-        assert_eq!(m.update(50, start + Duration::from_millis(500)), 100.0);
+        // Inside the first window: the count so far, over one window.
+        assert_eq!(m.update(50, start + Duration::from_millis(1)), 50.0);
         assert_eq!(m.update(200, start + Duration::from_secs(2)), 100.0);
         // Inside the next window the last full-window rate is kept.
         assert_eq!(m.update(900, start + Duration::from_millis(2500)), 100.0);

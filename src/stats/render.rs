@@ -78,8 +78,8 @@ h1{font-size:18px;margin:0 0 6px;color:#fff;background:#20446e;padding:6px 10px}
 h2{font-size:14px;margin:16px 0 4px;color:#20446e}\
 table{border-collapse:collapse;margin-bottom:6px}\
 th,td{border:1px solid #999;padding:2px 8px;text-align:right;white-space:nowrap}\
-th{background:#20a0ff;color:#fff;font-weight:bold}\
-td.l,th.l{text-align:left}\
+th{background:#20a0ff;color:#fff;font-weight:bold;text-align:center}\
+td.l{text-align:left}\
 tr.up{background:#c0ffc0}tr.down{background:#ff9090}tr.unknown{background:#e0e0e0}\
 tr.master .role{font-weight:bold}\
 .info td{border:none;text-align:left;padding:1px 8px}.info td:first-child{font-weight:bold}\
@@ -132,9 +132,8 @@ fn num(v: impl Display) -> Cell {
 /// A titled table; `headers` is `|`-separated; `rows` are (row class, cells).
 fn table(out: &mut String, title: &str, headers: &str, rows: Vec<(String, Vec<Cell>)>) {
     let _ = write!(out, "<h2>{title}</h2>\n<table><tr>");
-    for (i, h) in headers.split('|').enumerate() {
-        let class = if i == 0 { " class=\"l\"" } else { "" };
-        let _ = write!(out, "<th{class}>{h}</th>");
+    for h in headers.split('|') {
+        let _ = write!(out, "<th>{h}</th>");
     }
     out.push_str("</tr>\n");
     if rows.is_empty() {
