@@ -9,6 +9,9 @@ use serde::Serialize;
 
 use super::histogram::Histogram;
 
+// Every atomic here uses `Relaxed`: each is an independent statistic and no other memory is
+// published through it, so readers only need each value to be eventually current.
+
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub(crate) fn unix_millis() -> u64 {
     SystemTime::now()

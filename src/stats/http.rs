@@ -75,14 +75,21 @@ fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
 
 /// Serves the stats page on `listener` until `shutdown` is cancelled.
 ///
-/// Also spawns a 1 s ticker that resamples ops/s so rates stay fresh between page loads.
+/// Also resamples ops/s every second so rates stay fresh between page loads.
 /// On cancel it stops accepting and asks open connections to finish their current request
 /// and close (hyper graceful shutdown); it returns without waiting for them.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
-    tokio::spawn(tick_rates(Arc::clone(&stats), shutdown.clone()));
+    // The ticker lives in this loop rather than its own task so that dropping `serve`
+    // leaves nothing behind.
+    let mut tick = tokio::time::interval(RATE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                stats.refresh_rates();
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -104,17 +111,6 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: Cancellat
         }
     }
     tracing::debug!("stats server stopped accepting");
-}
-
-async fn tick_rates(stats: Arc<Stats>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(RATE_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => stats.refresh_rates(),
-        }
-    }
 }
 
 async fn serve_connection(
