@@ -55,7 +55,9 @@ impl ReplyScanner {
                     return Ok(None);
                 }
                 if buf.get(end - 2..end) != Some(&b"\r\n"[..]) {
-                    return Err(DecodeError::InvalidReply("bulk string not followed by CRLF"));
+                    return Err(DecodeError::InvalidReply(
+                        "bulk string not followed by CRLF",
+                    ));
                 }
                 self.blob_end = None;
                 self.pos = end;
@@ -183,7 +185,9 @@ fn header_count(body: &[u8], len: usize) -> Result<Option<u64>, DecodeError> {
         return Ok(None);
     }
     if body == b"?" {
-        return Err(DecodeError::InvalidReply("streamed RESP3 types are not supported"));
+        return Err(DecodeError::InvalidReply(
+            "streamed RESP3 types are not supported",
+        ));
     }
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::InvalidReply("bad length"))?;
     if !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -283,7 +287,10 @@ mod tests {
         let mut ok = "*1\r\n".repeat(4);
         ok.push_str(":1\r\n");
         let mut s = ReplyScanner::new(4);
-        assert!(s.next(&mut BytesMut::from(ok.as_bytes())).unwrap().is_some());
+        assert!(s
+            .next(&mut BytesMut::from(ok.as_bytes()))
+            .unwrap()
+            .is_some());
         let deep = format!("*1\r\n{ok}");
         let mut s = ReplyScanner::new(4);
         assert_eq!(
@@ -294,7 +301,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in [&b"?x\r\n"[..], b"+OK\n", b"$abc\r\n", b"$3\r\nabcXY", b"*-2\r\n"] {
+        for bad in [
+            &b"?x\r\n"[..],
+            b"+OK\n",
+            b"$abc\r\n",
+            b"$3\r\nabcXY",
+            b"*-2\r\n",
+        ] {
             let mut s = ReplyScanner::new(8);
             assert!(s.next(&mut BytesMut::from(bad)).is_err(), "{bad:?}");
         }

@@ -172,7 +172,9 @@ impl RequestParser {
     fn find(&mut self, buf: &[u8], needle: u8) -> Line {
         let limit = self.limits.max_inline_len;
         // A terminator further than `limit` bytes into the line is "too long" whatever the read splits were.
-        let window_end = buf.len().min(self.pos.saturating_add(limit).saturating_add(1));
+        let window_end = buf
+            .len()
+            .min(self.pos.saturating_add(limit).saturating_add(1));
         let from = self.scan.max(self.pos);
         let hay = buf.get(from..window_end).unwrap_or_default();
         match hay.iter().position(|&b| b == needle) {
@@ -343,7 +345,11 @@ pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
         loop {
             let c = at(p);
             if inq {
-                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() {
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && hex(at(p + 2)).is_some()
+                    && hex(at(p + 3)).is_some()
+                {
                     cur.push(hex(at(p + 2)).unwrap_or(0) * 16 + hex(at(p + 3)).unwrap_or(0));
                     p += 3;
                 } else if c == b'\\' && at(p + 1) != 0 {
@@ -402,7 +408,9 @@ pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
 }
 
 fn hex(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]

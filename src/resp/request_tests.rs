@@ -88,7 +88,9 @@ fn parses_the_pipeline_split_at_random_points() {
         let mut pieces = Vec::new();
         let mut rest = PIPELINE;
         while !rest.is_empty() {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let n = ((seed >> 33) as usize % 12 + 1).min(rest.len());
             let (a, b) = rest.split_at(n);
             pieces.push(a);
@@ -104,7 +106,10 @@ fn raw_is_the_exact_multibulk_and_zero_copy() {
     let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n"[..]);
     let r = p.next(&mut buf).unwrap().unwrap();
     assert_eq!(&r.raw()[..], b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
-    assert_eq!((r.argc(), r.name(), r.arg(1), r.arg(2)), (2, &b"GET"[..], Some(&b"k"[..]), None));
+    assert_eq!(
+        (r.argc(), r.name(), r.arg(1), r.arg(2)),
+        (2, &b"GET"[..], Some(&b"k"[..]), None)
+    );
     assert_eq!(&buf[..], b"*1\r\n$4\r\nPING\r\n");
 }
 
@@ -153,15 +158,27 @@ fn every_error_text_matches_redis() {
     assert_eq!(err(b"*1\r\n$-1\r\n"), bl);
     assert_eq!(err(b"*1\r\n$536870913\r\n"), bl);
     assert_eq!(err(b"*1\r\n$\r\n"), bl);
-    assert_eq!(err(b"*1\r\n:1\r\n"), "Protocol error: expected '$', got ':'");
-    assert_eq!(err(b"*2\r\n$1\r\na\r\nfoo\r\n"), "Protocol error: expected '$', got 'f'");
+    assert_eq!(
+        err(b"*1\r\n:1\r\n"),
+        "Protocol error: expected '$', got ':'"
+    );
+    assert_eq!(
+        err(b"*2\r\n$1\r\na\r\nfoo\r\n"),
+        "Protocol error: expected '$', got 'f'"
+    );
     let big = vec![b'1'; 64 * 1024 + 1];
-    assert_eq!(err(&[b"*", &big[..]].concat()), "Protocol error: too big mbulk count string");
+    assert_eq!(
+        err(&[b"*", &big[..]].concat()),
+        "Protocol error: too big mbulk count string"
+    );
     assert_eq!(
         err(&[b"*1\r\n$", &big[..]].concat()),
         "Protocol error: too big bulk count string"
     );
-    assert_eq!(err(&vec![b'a'; 64 * 1024 + 1]), "Protocol error: too big inline request");
+    assert_eq!(
+        err(&vec![b'a'; 64 * 1024 + 1]),
+        "Protocol error: too big inline request"
+    );
 }
 
 #[test]
@@ -175,11 +192,26 @@ fn limits_are_enforced_at_their_boundaries() {
     let mut buf = BytesMut::from(&b"*2\r\n$3\r\nabc\r\n$0\r\n\r\n0123456789\n"[..]);
     assert_eq!(p.next(&mut buf).unwrap().unwrap().argc(), 2);
     assert_eq!(p.next(&mut buf).unwrap().unwrap().name(), b"0123456789");
-    assert_eq!(err_of(b"*3\r\n", limits), "Protocol error: invalid multibulk length");
-    assert_eq!(err_of(b"*1\r\n$4\r\n", limits), "Protocol error: invalid bulk length");
-    assert_eq!(err_of(b"0123456789a", limits), "Protocol error: too big inline request");
-    assert_eq!(err_of(b"0123456789a\n", limits), "Protocol error: too big inline request");
-    assert_eq!(err_of(b"*00000000002\r\n", limits), "Protocol error: too big mbulk count string");
+    assert_eq!(
+        err_of(b"*3\r\n", limits),
+        "Protocol error: invalid multibulk length"
+    );
+    assert_eq!(
+        err_of(b"*1\r\n$4\r\n", limits),
+        "Protocol error: invalid bulk length"
+    );
+    assert_eq!(
+        err_of(b"0123456789a", limits),
+        "Protocol error: too big inline request"
+    );
+    assert_eq!(
+        err_of(b"0123456789a\n", limits),
+        "Protocol error: too big inline request"
+    );
+    assert_eq!(
+        err_of(b"*00000000002\r\n", limits),
+        "Protocol error: too big mbulk count string"
+    );
     // Exactly at the limit, with no terminator yet: wait for more.
     let mut p = RequestParser::new(limits);
     assert_eq!(p.next(&mut BytesMut::from(&b"0123456789"[..])), Ok(None));
@@ -227,6 +259,11 @@ fn a_million_arguments_in_16k_pieces_parse_in_linear_time() {
     assert_eq!(req.arg(n - 1), Some(&b"0999999"[..]));
     assert_eq!(req.raw().len(), input.len());
     // Every byte searched at most once: a parser restarting per piece would search ~900x more.
-    assert!(p.scanned <= input.len() as u64, "{} > {}", p.scanned, input.len());
+    assert!(
+        p.scanned <= input.len() as u64,
+        "{} > {}",
+        p.scanned,
+        input.len()
+    );
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
 }

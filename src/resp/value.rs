@@ -86,7 +86,7 @@ pub fn parse_value(raw: Bytes) -> Result<Value, DecodeError> {
     loop {
         let mut done = match cur.token()? {
             Token::Value(v) => Some(v),
-            Token::Aggregate { count, discard } if count == 0 => (!discard).then(|| Value::Array(Vec::new())),
+            Token::Aggregate { count: 0, discard } => (!discard).then(|| Value::Array(Vec::new())),
             Token::Aggregate { count, discard } => {
                 stack.push(Open {
                     items: Vec::with_capacity(count.min(MAX_PREALLOC)),
@@ -148,7 +148,9 @@ impl Cursor {
             .filter(|&e| e.saturating_add(2) <= self.raw.len())
             .ok_or(DecodeError::InvalidReply("incomplete frame"))?;
         if self.raw.get(end..end + 2) != Some(&b"\r\n"[..]) {
-            return Err(DecodeError::InvalidReply("bulk string not followed by CRLF"));
+            return Err(DecodeError::InvalidReply(
+                "bulk string not followed by CRLF",
+            ));
         }
         let data = self.raw.slice(self.pos..end);
         self.pos = end + 2;
@@ -243,7 +245,10 @@ mod tests {
         assert_eq!(parse(b"#t\r\n"), Value::Int(1));
         assert_eq!(parse(b"#f\r\n"), Value::Int(0));
         assert_eq!(parse(b",1.5\r\n"), bulk("1.5"));
-        assert_eq!(parse(b"(123456789012345678901234\r\n"), bulk("123456789012345678901234"));
+        assert_eq!(
+            parse(b"(123456789012345678901234\r\n"),
+            bulk("123456789012345678901234")
+        );
         assert_eq!(parse(b"=8\r\ntxt:a\r\nb\r\n"), bulk("a\r\nb"));
         assert_eq!(parse(b"$2\r\n42\r\n").as_int(), Some(42));
         assert_eq!(parse(b"$2\r\nhi\r\n").as_str(), Some("hi"));
@@ -265,7 +270,9 @@ mod tests {
         let replica = &a[2].as_array().unwrap()[0];
         assert_eq!(replica.as_array().unwrap()[1].as_int(), Some(9001));
 
-        let slave = parse(b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:3167038\r\n");
+        let slave = parse(
+            b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:3167038\r\n",
+        );
         assert_eq!(slave.as_array().unwrap()[3].as_str(), Some("connected"));
     }
 
@@ -277,7 +284,10 @@ mod tests {
         assert_eq!(a[0].as_str(), Some("b"));
         assert_eq!(a[2].as_str(), Some("a"));
         assert_eq!(a[3], Value::Array(vec![Value::Int(1)]));
-        assert_eq!(parse(b"*2\r\n*0\r\n%0\r\n"), Value::Array(vec![Value::Array(vec![]), Value::Array(vec![])]));
+        assert_eq!(
+            parse(b"*2\r\n*0\r\n%0\r\n"),
+            Value::Array(vec![Value::Array(vec![]), Value::Array(vec![])])
+        );
     }
 
     #[test]
@@ -298,7 +308,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_frames() {
-        for bad in [&b""[..], b"+OK", b"*2\r\n:1\r\n", b"$3\r\nab\r\n", b":x\r\n", b"+OK\r\n+OK\r\n", b"?\r\n"] {
+        for bad in [
+            &b""[..],
+            b"+OK",
+            b"*2\r\n:1\r\n",
+            b"$3\r\nab\r\n",
+            b":x\r\n",
+            b"+OK\r\n+OK\r\n",
+            b"?\r\n",
+        ] {
             assert!(parse_value(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }
