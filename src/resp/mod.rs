@@ -21,7 +21,7 @@ pub use command::{CommandFlags, CommandInfo, CommandTable, CommandTableError};
 pub use encode::{bulk_reply, encode_command, error_reply, int_reply, nil_reply, status_reply};
 pub use reply::{is_error_reply, ReplyScanner};
 pub use request::{Request, RequestLimits, RequestParser};
-pub use value::{parse_value, Value};
+pub use value::{parse_value, Value, MAX_VALUE_DEPTH};
 
 /// A malformed client request or backend reply.
 ///

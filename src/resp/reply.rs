@@ -47,7 +47,7 @@ impl ReplyScanner {
     ///
     /// # Errors
     /// [`DecodeError::InvalidReply`] or [`DecodeError::ReplyTooDeep`]: the backend stream is unusable and the
-    /// connection must be dropped.
+    /// connection must be dropped (the scanner is not usable afterwards).
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
         loop {
             if let Some(end) = self.blob_end {

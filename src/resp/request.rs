@@ -205,6 +205,8 @@ impl RequestParser {
             Some(cr) if buf.get(cr) == Some(&b'\r') => cr,
             _ => nl,
         };
+        // Redis's strchr() stops at a NUL and would then wait for more input until the 64 KiB limit;
+        // ending the line at the NUL instead (sdssplitargs does) avoids that stall.
         let args = split_args(buf.get(..end).unwrap_or_default())?;
         buf.advance(nl + 1);
         self.reset();

@@ -7,6 +7,9 @@ use super::{string2ll, DecodeError};
 /// Cap on up-front element reservations, whatever count the frame declared.
 const MAX_PREALLOC: usize = 1024;
 
+/// Deepest nesting accepted. Parsing is iterative, but dropping a [`Value`] recurses once per level.
+pub const MAX_VALUE_DEPTH: usize = 512;
+
 /// A decoded RESP2/RESP3 reply.
 ///
 /// RESP3 maps, sets and pushes become [`Value::Array`] (maps as `k1, v1, k2, v2, ...` in wire order);
@@ -75,11 +78,12 @@ struct Open {
 
 /// Decodes one complete frame, as split off by [`ReplyScanner`](super::ReplyScanner).
 ///
-/// Iterative (an explicit stack, no recursion), so any nesting depth is safe; zero-copy for strings.
-/// Hand-written rather than redis-protocol's decoder so RESP3 maps keep their wire order.
+/// Iterative (an explicit stack, no recursion) and zero-copy for strings. Hand-written rather than
+/// redis-protocol's decoder so RESP3 maps keep their wire order and non-hashable map keys are fine.
 ///
 /// # Errors
-/// [`DecodeError::InvalidReply`] if `raw` is not exactly one well-formed frame.
+/// [`DecodeError::InvalidReply`] if `raw` is not exactly one well-formed frame;
+/// [`DecodeError::ReplyTooDeep`] if it nests more than [`MAX_VALUE_DEPTH`] aggregates.
 pub fn parse_value(raw: Bytes) -> Result<Value, DecodeError> {
     let mut cur = Cursor { raw, pos: 0 };
     let mut stack: Vec<Open> = Vec::new();
@@ -88,6 +92,9 @@ pub fn parse_value(raw: Bytes) -> Result<Value, DecodeError> {
             Token::Value(v) => Some(v),
             Token::Aggregate { count: 0, discard } => (!discard).then(|| Value::Array(Vec::new())),
             Token::Aggregate { count, discard } => {
+                if stack.len() >= MAX_VALUE_DEPTH {
+                    return Err(DecodeError::ReplyTooDeep(MAX_VALUE_DEPTH));
+                }
                 stack.push(Open {
                     items: Vec::with_capacity(count.min(MAX_PREALLOC)),
                     remaining: count,
@@ -291,12 +298,18 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_does_not_recurse() {
-        let depth = 100_000;
+    fn deep_nesting_is_bounded() {
+        let mut raw = "*1\r\n".repeat(MAX_VALUE_DEPTH + 1).into_bytes();
+        raw.extend_from_slice(b":1\r\n");
+        assert_eq!(
+            parse_value(Bytes::from(raw)),
+            Err(DecodeError::ReplyTooDeep(MAX_VALUE_DEPTH))
+        );
+        let depth = MAX_VALUE_DEPTH;
         let mut raw = "*1\r\n".repeat(depth).into_bytes();
         raw.extend_from_slice(b":1\r\n");
         let v = parse_value(Bytes::from(raw)).unwrap();
-        // Dropping a deeply nested Value recurses; unwrap it iteratively instead.
+        // Count the levels (unwrapping iteratively, as dropping recurses).
         let mut v = v;
         let mut levels = 0;
         while let Value::Array(mut items) = v {
