@@ -1,5 +1,7 @@
-//! haproxy-rs: a RESP-aware Redis proxy that follows Sentinel.
+//! haproxy-rs: a RESP-aware Redis proxy.
 //!
-//! - [`stats`]: counters for listeners, backends and sentinel links, and the stats page on :8404.
+//! - [`resp`]: RESP framing.
+//! - [`stats`]: counters and the stats page.
 
+pub mod resp;
 pub mod stats;
