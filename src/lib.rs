@@ -1,7 +1,217 @@
-//! haproxy-rs: a RESP-aware Redis proxy.
+//! haproxy-rs: a RESP-aware Redis proxy that follows Sentinel.
 //!
-//! - [`resp`]: RESP framing.
-//! - [`stats`]: counters and the stats page.
+//! Crate map:
+//! - [`cli`]: subcommands and flags; [`config`]: the TOML file, validation.
+//! - [`resp`]: the client request parser, backend reply framing, encoding, the command table.
+//! - [`router`]: classifying commands, the [`router::RoutingTable`] snapshot, read-your-writes.
+//! - [`topology`]: Sentinel links, static servers and health checks that publish routing tables.
+//! - [`backend`]: shared, pipelined connections to each Redis server.
+//! - [`proxy`]: listeners and client sessions.
+//! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
+//! - [`shutdown`]: graceful shutdown.
 
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod proxy;
 pub mod resp;
+pub mod router;
+pub mod shutdown;
 pub mod stats;
+pub mod topology;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use backend::{BackendSet, ConnSettings};
+use config::{parse_listen_addr, Config, ConfigError};
+use proxy::listener::Listener;
+use proxy::ProxyContext;
+use resp::RequestLimits;
+use router::{Endpoint, ReplicationClock, RoutingTable};
+use stats::Stats;
+use topology::TopologyState;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listening socket could not be opened.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// The read/write endpoint's bound address.
+    pub addr: SocketAddr,
+    /// The read-only endpoint's bound address.
+    pub read_addr: Option<SocketAddr>,
+    /// The stats page's bound address.
+    pub stats_addr: Option<SocketAddr>,
+    /// The stats registry.
+    pub stats: Arc<Stats>,
+    /// The current routing table.
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    background: TaskTracker,
+    backend_token: CancellationToken,
+}
+
+impl Proxy {
+    /// Waits until shutdown is requested, then stops gracefully: no new clients, in-flight
+    /// requests answered (within [`shutdown::GRACE`]), then backends closed.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        if !shutdown::drain(&self.sessions, shutdown::GRACE).await {
+            tracing::warn!("some client sessions did not finish within the grace period");
+        }
+        self.backend_token.cancel();
+        shutdown::drain(&self.background, Duration::from_secs(2)).await;
+    }
+
+    /// Requests shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    let sa = parse_listen_addr(addr)
+        .map_err(|problem| StartError::Config(ConfigError::Invalid { key: what, problem }))?;
+    TcpListener::bind(sa)
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Validates `cfg`, binds every listener and starts the topology, sessions and stats tasks.
+///
+/// # Errors
+/// An invalid config or a listener that cannot bind.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
+    cfg.validate()?;
+    let main_socket = bind("listen", &cfg.listen).await?;
+    let read_socket = match &cfg.read_listen {
+        Some(a) => Some(bind("read_listen", a).await?),
+        None => None,
+    };
+    let stats_socket = match &cfg.stats {
+        Some(a) => Some(bind("stats", a).await?),
+        None => None,
+    };
+    let (mode, master_name) = match &cfg.sentinel {
+        Some(s) => ("sentinel", Some(s.master_name.as_str())),
+        None => ("static", None),
+    };
+    let stats = Stats::new(mode, master_name);
+    let sessions = TaskTracker::new();
+    let background = TaskTracker::new();
+    let backend_token = CancellationToken::new();
+    let backends = Arc::new(BackendSet::new(
+        ConnSettings::from_config(&cfg.backend),
+        stats.clone(),
+        backend_token.clone(),
+        background.clone(),
+    ));
+    let clock = Arc::new(ReplicationClock::default());
+    let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+    let state = Arc::new(TopologyState::new(
+        backends,
+        stats.clone(),
+        Duration::from_millis(cfg.backend.health_interval_ms),
+        cfg.routing.max_replica_lag_secs,
+        clock.clone(),
+        changes_tx,
+        background.clone(),
+        backend_token.clone(),
+    ));
+    match &cfg.sentinel {
+        Some(s) => background.spawn(topology::sentinel::run_sentinel(
+            s.clone(),
+            state.clone(),
+            changes_rx,
+        )),
+        None => background.spawn(topology::static_servers::run_static(
+            cfg.servers.clone(),
+            state.clone(),
+            changes_rx,
+        )),
+    };
+    let ctx = Arc::new(ProxyContext {
+        table: state.table.clone(),
+        commands: state.commands.clone(),
+        clock,
+        routing: cfg.routing.clone(),
+        limits: RequestLimits::default(),
+        max_pipeline: cfg.max_pipeline,
+        backend_password: cfg.backend.password.clone(),
+        backend_username: cfg.backend.username.clone(),
+    });
+    let clients = Arc::new(Semaphore::new(cfg.max_clients));
+    let addr = local_addr(&main_socket);
+    let read_addr = read_socket.as_ref().map(local_addr);
+    let stats_addr = stats_socket.as_ref().map(local_addr);
+    let listeners = std::iter::once(("main", Endpoint::Main, main_socket))
+        .chain(read_socket.map(|s| ("read", Endpoint::ReadOnly, s)));
+    for (name, endpoint, socket) in listeners {
+        let listener = Listener {
+            stats: stats.listener(name, local_addr(&socket)),
+            socket,
+            endpoint,
+            ctx: ctx.clone(),
+            clients: clients.clone(),
+        };
+        tracing::info!(listener = name, addr = %local_addr(&listener.socket), "listening");
+        background.spawn(listener.serve(shutdown.clone(), sessions.clone()));
+    }
+    if let Some(socket) = stats_socket {
+        tracing::info!(addr = %local_addr(&socket), "stats page");
+        background.spawn(stats::serve(socket, stats.clone(), shutdown.clone()));
+    }
+    Ok(Proxy {
+        addr,
+        read_addr,
+        stats_addr,
+        stats,
+        table: state.table.clone(),
+        shutdown,
+        sessions,
+        background,
+        backend_token,
+    })
+}
+
+fn local_addr(s: &TcpListener) -> SocketAddr {
+    s.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Starts the proxy and serves until `shutdown` is cancelled.
+///
+/// # Errors
+/// See [`start`].
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    start(cfg, shutdown).await?.wait().await;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! One backend connection as an actor: requests in through a channel, written in batches,
+//! replies matched to requests in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{connect_tcp, BackendError, ConnSettings};
+use crate::resp::{encode_command, is_error_reply, ReplyScanner};
+use crate::stats::BackendStats;
+
+/// Most requests written but not yet answered on one connection.
+const MAX_IN_FLIGHT: usize = 16 * 1024;
+/// Stop taking new requests while this much is waiting to be written.
+const MAX_WRITE_BUF: usize = 4 * 1024 * 1024;
+/// Deepest reply nesting accepted.
+const MAX_REPLY_DEPTH: usize = 64;
+/// First reconnect delay; it doubles up to `max_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The reply to one request: the raw reply frame, or why there is none.
+pub type ReplyResult = Result<Bytes, BackendError>;
+
+/// One request for a backend connection.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// The request exactly as it goes on the wire.
+    pub raw: Bytes,
+    /// Where its reply goes.
+    pub reply: oneshot::Sender<ReplyResult>,
+}
+
+impl Dispatch {
+    /// A request and the receiver of its reply.
+    pub fn new(raw: Bytes) -> (Dispatch, oneshot::Receiver<ReplyResult>) {
+        let (tx, rx) = oneshot::channel();
+        (Dispatch { raw, reply: tx }, rx)
+    }
+}
+
+/// The actor: connect, serve until the connection fails, reconnect with backoff; ends when the
+/// token is cancelled or every sender is gone.
+pub(crate) async fn run_conn(
+    addr: Arc<str>,
+    settings: Arc<ConnSettings>,
+    mut rx: mpsc::Receiver<Dispatch>,
+    stats: Arc<BackendStats>,
+    token: CancellationToken,
+) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let connected = tokio::select! {
+            _ = token.cancelled() => break,
+            r = connect(&addr, &settings) => r,
+        };
+        match connected {
+            Ok(stream) => {
+                backoff = MIN_BACKOFF;
+                stats.connection_opened();
+                tracing::debug!(backend.addr = %addr, "backend connection up");
+                let result = serve(stream, &mut rx, &settings, &stats, &token).await;
+                stats.connection_closed();
+                match result {
+                    Ok(Ended::Shutdown) => break,
+                    Ok(Ended::NoSenders) => return,
+                    Err(e) => {
+                        tracing::warn!(backend.addr = %addr, error = %e, "backend connection lost")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(backend.addr = %addr, error = %e, retry_in_ms = backoff.as_millis() as u64, "backend connect failed");
+                if !refuse_for(backoff, &mut rx, &token).await {
+                    break;
+                }
+                backoff = (backoff * 2).min(settings.max_backoff);
+            }
+        }
+    }
+    rx.close();
+    while let Ok(d) = rx.try_recv() {
+        let _ = d.reply.send(Err(BackendError::Unavailable));
+    }
+}
+
+/// Connects and authenticates; the connection is named `haproxy-rs` for `CLIENT LIST`.
+async fn connect(addr: &str, settings: &ConnSettings) -> Result<TcpStream, BackendError> {
+    let mut stream = connect_tcp(addr, settings.connect_timeout).await?;
+    let mut hello = BytesMut::new();
+    let mut expected = 1;
+    let has_auth = settings.creds.auth_command().is_some();
+    if let Some(auth) = settings.creds.auth_command() {
+        hello.extend_from_slice(&encode_command(&auth));
+        expected += 1;
+    }
+    hello.extend_from_slice(&encode_command(&["CLIENT", "SETNAME", "haproxy-rs"]));
+    let handshake = async {
+        stream.write_all(&hello).await?;
+        let mut rbuf = BytesMut::new();
+        let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+        let mut seen = 0;
+        while seen < expected {
+            while let Some(frame) = scanner.next(&mut rbuf)? {
+                // Only AUTH's refusal is fatal; a server that renamed CLIENT still serves.
+                if seen == 0 && has_auth && is_error_reply(&frame) {
+                    return Err(BackendError::Auth(
+                        String::from_utf8_lossy(&frame).trim().to_string(),
+                    ));
+                }
+                seen += 1;
+            }
+            if seen < expected && stream.read_buf(&mut rbuf).await? == 0 {
+                return Err(BackendError::Closed);
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(settings.connect_timeout, handshake)
+        .await
+        .map_err(|_| BackendError::Timeout)??;
+    Ok(stream)
+}
+
+/// While the backend is unreachable, answer every request at once instead of queueing it.
+/// Returns false when the actor should stop.
+async fn refuse_for(
+    delay: Duration,
+    rx: &mut mpsc::Receiver<Dispatch>,
+    token: &CancellationToken,
+) -> bool {
+    let until = tokio::time::sleep(delay);
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return false,
+            _ = &mut until => return true,
+            d = rx.recv() => match d {
+                Some(d) => { let _ = d.reply.send(Err(BackendError::Unavailable)); }
+                None => return false,
+            },
+        }
+    }
+}
+
+enum Ended {
+    Shutdown,
+    NoSenders,
+}
+
+/// Serves one live connection. Reading, writing and taking new requests run concurrently in one
+/// select loop (`read_buf` and `write_buf` are cancel-safe), so a slow reply never stops writes.
+async fn serve(
+    stream: TcpStream,
+    rx: &mut mpsc::Receiver<Dispatch>,
+    settings: &ConnSettings,
+    stats: &BackendStats,
+    token: &CancellationToken,
+) -> Result<Ended, BackendError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut in_flight: VecDeque<(oneshot::Sender<ReplyResult>, Instant)> = VecDeque::new();
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut batch = Vec::with_capacity(128);
+    let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let result = loop {
+        let can_take = wbuf.len() < MAX_WRITE_BUF && in_flight.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 256), if can_take => {
+                if n == 0 {
+                    break Ok(Ended::NoSenders);
+                }
+                let now = Instant::now();
+                for d in batch.drain(..) {
+                    wbuf.extend_from_slice(&d.raw);
+                    in_flight.push_back((d.reply, now));
+                }
+            }
+            w = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+                if let Err(e) = w {
+                    break Err(e.into());
+                }
+            }
+            r = rd.read_buf(&mut rbuf) => {
+                match r {
+                    Ok(0) => break Err(BackendError::Closed),
+                    Ok(_) => {}
+                    Err(e) => break Err(e.into()),
+                }
+                if let Err(e) = deliver(&mut scanner, &mut rbuf, &mut in_flight, stats) {
+                    break Err(e);
+                }
+            }
+            _ = tick.tick() => {
+                if in_flight.front().is_some_and(|(_, sent)| sent.elapsed() > settings.command_timeout) {
+                    break Err(BackendError::Timeout);
+                }
+            }
+            _ = token.cancelled() => break Ok(Ended::Shutdown),
+        }
+    };
+    for (reply, _) in in_flight.drain(..) {
+        let _ = reply.send(Err(BackendError::ConnectionLost));
+    }
+    result
+}
+
+/// Hands every complete reply in `rbuf` to the oldest waiting request.
+fn deliver(
+    scanner: &mut ReplyScanner,
+    rbuf: &mut BytesMut,
+    in_flight: &mut VecDeque<(oneshot::Sender<ReplyResult>, Instant)>,
+    stats: &BackendStats,
+) -> Result<(), BackendError> {
+    let mut now = None;
+    while let Some(frame) = scanner.next(rbuf)? {
+        let Some((reply, sent)) = in_flight.pop_front() else {
+            return Err(BackendError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "reply without a request",
+            )));
+        };
+        let now = *now.get_or_insert_with(Instant::now);
+        stats.record(now.saturating_duration_since(sent), !is_error_reply(&frame));
+        let _ = reply.send(Ok(frame));
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! Backends: one Redis server each, reached through a few shared, pipelined connections.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod conn;
+pub mod control;
+pub mod pool;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use conn::Dispatch;
+pub use control::{ControlConn, Credentials};
+pub use pool::BackendPool;
+
+use crate::config::BackendConfig;
+use crate::resp::DecodeError;
+use crate::stats::{BackendStats, Role, Stats};
+
+/// Why a backend request failed, and whether it may have run on the server.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Connect, read or write failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The server closed the connection.
+    #[error("connection closed by server")]
+    Closed,
+    /// The server refused our credentials.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// The server sent bytes that are not RESP.
+    #[error("bad reply: {0}")]
+    Protocol(#[from] DecodeError),
+    /// The request was never sent: the connection is down (safe to retry elsewhere).
+    #[error("no connection to the server")]
+    Unavailable,
+    /// The connection failed after the request was handed to it: it may or may not have run.
+    #[error("connection lost, the command's outcome is unknown")]
+    ConnectionLost,
+}
+
+impl BackendError {
+    /// True when the request may have reached the server, so it must not be replayed.
+    pub fn may_have_executed(&self) -> bool {
+        !matches!(self, BackendError::Unavailable | BackendError::Auth(_))
+    }
+}
+
+/// Opens a TCP connection with TCP_NODELAY and keepalive (both legs of the proxy use these).
+///
+/// # Errors
+/// Resolution or connect failure, or the timeout.
+pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, BackendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| BackendError::Timeout)??;
+    tune_socket(&stream);
+    Ok(stream)
+}
+
+/// TCP_NODELAY and keepalive (30 s idle, 10 s interval) on a stream; failures only cost latency.
+pub fn tune_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&ka);
+}
+
+/// What the health checks last saw of a server (atomics: read on every routed read).
+#[derive(Debug, Default)]
+pub struct BackendHealth {
+    reachable: AtomicBool,
+    role: AtomicU8,
+    link_up: AtomicBool,
+    lag_ok: AtomicBool,
+    offset: AtomicU64,
+}
+
+const ROLE_UNKNOWN: u8 = 0;
+const ROLE_MASTER: u8 = 1;
+const ROLE_REPLICA: u8 = 2;
+
+impl BackendHealth {
+    /// Records a failed check.
+    pub fn set_unreachable(&self) {
+        self.reachable.store(false, Ordering::Release);
+    }
+    /// Records a successful check.
+    pub fn set_checked(&self, role: Role, offset: u64, link_up: bool, lag_ok: bool) {
+        let r = match role {
+            Role::Master => ROLE_MASTER,
+            Role::Replica => ROLE_REPLICA,
+            Role::Unknown => ROLE_UNKNOWN,
+        };
+        self.role.store(r, Ordering::Relaxed);
+        self.offset.store(offset, Ordering::Relaxed);
+        self.link_up.store(link_up, Ordering::Relaxed);
+        self.lag_ok.store(lag_ok, Ordering::Relaxed);
+        self.reachable.store(true, Ordering::Release);
+    }
+    /// Whether the last check succeeded.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+    /// The role the server reported last.
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            ROLE_MASTER => Role::Master,
+            ROLE_REPLICA => Role::Replica,
+            _ => Role::Unknown,
+        }
+    }
+    /// Replication offset: `master_repl_offset` of a master, `slave_repl_offset` of a replica.
+    pub fn offset(&self) -> u64 {
+        self.offset.load(Ordering::Relaxed)
+    }
+    /// A replica fit to serve reads: reachable, linked to its master, not lagging.
+    pub fn serves_reads(&self) -> bool {
+        self.reachable()
+            && self.role.load(Ordering::Relaxed) == ROLE_REPLICA
+            && self.link_up.load(Ordering::Relaxed)
+            && self.lag_ok.load(Ordering::Relaxed)
+    }
+}
+
+/// One Redis server: its connections, its health and its counters.
+pub struct Backend {
+    addr: String,
+    pool: BackendPool,
+    /// What the health checks see.
+    pub health: BackendHealth,
+    /// Counters for the stats page.
+    pub stats: Arc<BackendStats>,
+    token: CancellationToken,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("addr", &self.addr).finish()
+    }
+}
+
+impl Backend {
+    /// `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+    /// The shared connections.
+    pub fn pool(&self) -> &BackendPool {
+        &self.pool
+    }
+    /// Cancelled when the backend is retired or the proxy stops.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+/// Settings every backend connection uses.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// Connections per backend.
+    pub connections: usize,
+    /// AUTH sent on connect.
+    pub creds: Credentials,
+    /// Connect + AUTH deadline.
+    pub connect_timeout: Duration,
+    /// Oldest in-flight request age before the connection is dropped.
+    pub command_timeout: Duration,
+    /// Cap of the reconnect backoff.
+    pub max_backoff: Duration,
+}
+
+impl ConnSettings {
+    /// From the `[backend]` table.
+    pub fn from_config(b: &BackendConfig) -> ConnSettings {
+        ConnSettings {
+            connections: b.connections,
+            creds: Credentials {
+                username: b.username.clone(),
+                password: b.password.clone(),
+            },
+            connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+            command_timeout: Duration::from_millis(b.command_timeout_ms),
+            max_backoff: Duration::from_millis(b.max_backoff_ms),
+        }
+    }
+}
+
+/// Every backend the topology has named, by address, so connections survive routing-table swaps.
+pub struct BackendSet {
+    map: Mutex<HashMap<String, Arc<Backend>>>,
+    settings: Arc<ConnSettings>,
+    stats: Arc<Stats>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl BackendSet {
+    /// An empty set; backends' tasks run on `tracker` and stop with `token`.
+    pub fn new(
+        settings: ConnSettings,
+        stats: Arc<Stats>,
+        token: CancellationToken,
+        tracker: TaskTracker,
+    ) -> BackendSet {
+        BackendSet {
+            map: Mutex::new(HashMap::new()),
+            settings: Arc::new(settings),
+            stats,
+            token,
+            tracker,
+        }
+    }
+
+    /// The backend for `addr`, creating it (and its connections) if new; the bool says it is new.
+    pub fn get_or_spawn(&self, addr: &str) -> (Arc<Backend>, bool) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(addr) {
+            return (b.clone(), false);
+        }
+        let token = self.token.child_token();
+        let stats = self.stats.backend(addr);
+        let pool = BackendPool::spawn(
+            addr,
+            self.settings.clone(),
+            stats.clone(),
+            token.clone(),
+            &self.tracker,
+        );
+        let backend = Arc::new(Backend {
+            addr: addr.to_string(),
+            pool,
+            health: BackendHealth::default(),
+            stats,
+            token,
+        });
+        map.insert(addr.to_string(), backend.clone());
+        (backend, true)
+    }
+
+    /// Stops and forgets every backend not in `keep`.
+    pub fn retain(&self, keep: &[&str]) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|addr, b| {
+            let kept = keep.contains(&addr.as_str());
+            if !kept {
+                b.token.cancel();
+            }
+            kept
+        });
+    }
+
+    /// Credentials for control connections to the servers.
+    pub fn credentials(&self) -> &Credentials {
+        &self.settings.creds
+    }
+
+    /// Connect deadline for control connections.
+    pub fn connect_timeout(&self) -> Duration {
+        self.settings.connect_timeout
+    }
+}

@@ -1,0 +1,176 @@
+//! Command-line interface: subcommands and the flags that lay over the config file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, MaskedString, SentinelConfig};
+
+/// A RESP-aware Redis proxy that follows Sentinel: one endpoint, writes to the master, reads to replicas.
+#[derive(Debug, Parser)]
+#[command(name = "haproxy-rs", version, about)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `haproxy_rs=debug`.
+    #[arg(long, global = true, env = "HAPROXY_RS_LOG", default_value = "info")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the proxy.
+    Run(RunArgs),
+}
+
+/// Flags of `haproxy-rs run`. Each one given overrides the same setting of the config file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read/write endpoint, e.g. 0.0.0.0:6379 or :6379.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Read-only endpoint (replicas), e.g. :6380.
+    #[arg(long, value_name = "ADDR")]
+    pub read_listen: Option<String>,
+    /// Stats page address, e.g. :8404.
+    #[arg(long, value_name = "ADDR")]
+    pub stats: Option<String>,
+    /// A sentinel, HOST:PORT (repeat the flag, or comma-separate in the variable).
+    #[arg(
+        long = "sentinel",
+        value_name = "HOST:PORT",
+        env = "REDIS_SENTINEL_ADDRS",
+        value_delimiter = ','
+    )]
+    pub sentinels: Vec<String>,
+    /// Name of the master the sentinels monitor.
+    #[arg(long, value_name = "NAME", env = "REDIS_MASTER_NAME")]
+    pub master_name: Option<String>,
+    /// A static list of servers instead of Sentinel, HOST:PORT,HOST:PORT,...
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// Password of the Redis servers.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "REDIS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// Password of the sentinels.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sentinel_password: Option<String>,
+}
+
+impl RunArgs {
+    /// The config file (or the defaults) with every given flag and variable laid over it, validated.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or the result does not validate.
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = &self.listen {
+            cfg.listen = v.clone();
+        }
+        if let Some(v) = &self.read_listen {
+            cfg.read_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.stats {
+            cfg.stats = (!v.is_empty() && v != "off").then(|| v.clone());
+        }
+        let sentinels: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !sentinels.is_empty() || self.master_name.is_some() {
+            let s = cfg.sentinel.get_or_insert_with(SentinelConfig::default);
+            if !sentinels.is_empty() {
+                s.addrs = sentinels;
+            }
+            if let Some(name) = &self.master_name {
+                s.master_name = name.clone();
+            }
+        }
+        if !self.servers.is_empty() {
+            cfg.servers = self.servers.iter().map(|s| s.trim().to_string()).collect();
+        }
+        if let Some(p) = &self.password {
+            cfg.backend.password = Some(MaskedString::new(p.clone()));
+        }
+        if let Some(p) = &self.sentinel_password {
+            if let Some(s) = cfg.sentinel.as_mut() {
+                s.password = Some(MaskedString::new(p.clone()));
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let mut full = vec!["haproxy-rs", "run"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Run(a) => a,
+        }
+    }
+
+    #[test]
+    fn flags_alone_make_a_config() {
+        let cfg = run_args(&[
+            "--listen",
+            ":7001",
+            "--sentinel",
+            "127.0.0.1:26379",
+            "--sentinel",
+            "127.0.0.1:26380",
+            "--master-name",
+            "cache",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(cfg.listen, ":7001");
+        let s = cfg.sentinel.unwrap();
+        assert_eq!(s.addrs.len(), 2);
+        assert_eq!(s.master_name, "cache");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("haproxy-rs-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "listen = \":7000\"\nservers = [\"127.0.0.1:1\"]\n").unwrap();
+        let cfg = run_args(&["-c", path.to_str().unwrap(), "--listen", ":7002"])
+            .to_config()
+            .unwrap();
+        assert_eq!(cfg.listen, ":7002");
+        assert_eq!(cfg.servers, vec!["127.0.0.1:1".to_string()]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_missing_backend_is_refused_with_its_key() {
+        let err = run_args(&["--listen", ":7003"]).to_config().unwrap_err();
+        assert!(err.to_string().contains("sentinel.addrs"), "{err}");
+    }
+}

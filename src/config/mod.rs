@@ -1,0 +1,245 @@
+//! Settings: the TOML file, with CLI flags and environment variables laid over it.
+
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use validate::parse_listen_addr;
+
+/// Everything the proxy needs to start. Built by [`Config::from_toml`] or by hand (tests),
+/// then checked by [`Config::validate`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Read/write client endpoint (HAProxy's `bind :6379`): writes to the master, reads to replicas.
+    pub listen: String,
+    /// Optional read-only endpoint (HAProxy's `:6380` replica backend).
+    pub read_listen: Option<String>,
+    /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
+    pub stats: Option<String>,
+    /// Most client connections served at once; further clients wait in the accept queue.
+    pub max_clients: usize,
+    /// Most requests of one client in flight at once (a pipeline deeper than this is read as replies drain).
+    pub max_pipeline: usize,
+    /// Follow a Sentinel-managed master (exclusive with `servers`).
+    pub sentinel: Option<SentinelConfig>,
+    /// A static list of servers checked with PING + ROLE, the way the HAProxy config did.
+    pub servers: Vec<String>,
+    /// Connections to each Redis server.
+    pub backend: BackendConfig,
+    /// Where commands go.
+    pub routing: RoutingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:6379".into(),
+            read_listen: None,
+            stats: Some("0.0.0.0:8404".into()),
+            max_clients: 10_000,
+            max_pipeline: 1024,
+            sentinel: None,
+            servers: Vec::new(),
+            backend: BackendConfig::default(),
+            routing: RoutingConfig::default(),
+        }
+    }
+}
+
+/// The `[sentinel]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// Every sentinel of the quorum, `host:port`.
+    pub addrs: Vec<String>,
+    /// The monitored master's name (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// Sentinel's own ACL user, if any.
+    pub username: Option<String>,
+    /// Sentinel's own password (`requirepass` in sentinel.conf), if any.
+    pub password: Option<MaskedString>,
+    /// How often each sentinel is asked for the whole topology, besides reacting to its events.
+    pub reconcile_interval_ms: u64,
+}
+
+impl Default for SentinelConfig {
+    fn default() -> Self {
+        SentinelConfig {
+            addrs: Vec::new(),
+            master_name: "mymaster".into(),
+            username: None,
+            password: None,
+            reconcile_interval_ms: 1000,
+        }
+    }
+}
+
+/// The `[backend]` table: how the proxy talks to each Redis server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// Shared, pipelined connections per server (twemproxy's `server_connections`).
+    pub connections: usize,
+    /// ACL user for the servers, if any.
+    pub username: Option<String>,
+    /// Password for the servers (`requirepass` / `masterauth`), if any.
+    pub password: Option<MaskedString>,
+    /// Time allowed to connect (and authenticate).
+    pub connect_timeout_ms: u64,
+    /// A connection whose oldest request waits longer than this is closed and its requests fail.
+    pub command_timeout_ms: u64,
+    /// How often each server's `INFO replication` is checked (health, role, replication offset).
+    pub health_interval_ms: u64,
+    /// Longest wait between reconnect attempts (the backoff doubles up to this).
+    pub max_backoff_ms: u64,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            connections: 2,
+            username: None,
+            password: None,
+            connect_timeout_ms: 1000,
+            command_timeout_ms: 10_000,
+            health_interval_ms: 100,
+            max_backoff_ms: 2000,
+        }
+    }
+}
+
+/// The `[routing]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Where read-only commands go.
+    pub read_policy: ReadPolicy,
+    /// Whether a client reads its own writes on the main endpoint.
+    pub read_consistency: ReadConsistency,
+    /// A replica whose last contact with its master is older than this many seconds gets no reads.
+    pub max_replica_lag_secs: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            read_policy: ReadPolicy::PreferReplica,
+            read_consistency: ReadConsistency::ReadYourWrites,
+            max_replica_lag_secs: 10,
+        }
+    }
+}
+
+/// Where read-only commands go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadPolicy {
+    /// Every command to the master.
+    Master,
+    /// Reads to healthy replicas, to the master when there is none.
+    PreferReplica,
+    /// Reads only to healthy replicas; an error when there is none.
+    Replica,
+}
+
+/// Whether a client's reads see its own earlier writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadConsistency {
+    /// After a write, the client's reads go to the master until a replica has replicated past it.
+    ReadYourWrites,
+    /// Reads go to any healthy replica, which may not have the client's latest write yet.
+    Eventual,
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct MaskedString(String);
+
+impl MaskedString {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        MaskedString(s.into())
+    }
+    /// The secret itself, for the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MaskedString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+/// A configuration that cannot be used; the message names the key and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The TOML parser's message, which names the key and line.
+        message: String,
+    },
+    /// A key has a value the proxy cannot use.
+    #[error("config: `{key}`: {problem}")]
+    Invalid {
+        /// The key, dotted (`backend.connections`).
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the source in error messages.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for bad TOML, unknown keys or wrong types.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// A config for a Sentinel-managed master, everything else default.
+    pub fn for_sentinels(addrs: Vec<String>, master_name: &str) -> Config {
+        Config {
+            sentinel: Some(SentinelConfig {
+                addrs,
+                master_name: master_name.to_string(),
+                ..SentinelConfig::default()
+            }),
+            ..Config::default()
+        }
+    }
+}

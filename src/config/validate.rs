@@ -1,0 +1,233 @@
+//! The validation pass: every problem is reported with its key before anything starts.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// Parses a listen address: `host:port`, `[v6]:port`, or HAProxy's `:port` (all interfaces).
+///
+/// # Errors
+/// A message saying what form is expected.
+pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else if s == "localhost" || s.starts_with("localhost:") {
+        s.replacen("localhost", "127.0.0.1", 1)
+    } else {
+        s.to_string()
+    };
+    full.parse()
+        .map_err(|_| format!("expected an address like 0.0.0.0:6379 or :6379, got {s:?}"))
+}
+
+/// Checks a `host:port` backend address without resolving it (names may only resolve later, as in compose).
+fn check_server_addr(key: &'static str, s: &str) -> Result<(), ConfigError> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(invalid(key, format!("expected host:port, got {s:?}")));
+    };
+    if host.is_empty() {
+        return Err(invalid(key, format!("missing host in {s:?}")));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(invalid(key, format!("bad port in {s:?}"))),
+    }
+}
+
+fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max} (got {value})"),
+        ));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every key; the first problem found is returned.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key and the problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_listen_addr(&self.listen).map_err(|p| invalid("listen", p))?;
+        if let Some(r) = &self.read_listen {
+            let addr = parse_listen_addr(r).map_err(|p| invalid("read_listen", p))?;
+            if r == &self.listen && addr.port() != 0 {
+                return Err(invalid("read_listen", "must differ from `listen`"));
+            }
+        }
+        if let Some(s) = &self.stats {
+            parse_listen_addr(s).map_err(|p| invalid("stats", p))?;
+        }
+        check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
+        check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
+        match (&self.sentinel, self.servers.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "servers",
+                    "set either `[sentinel]` or `servers`, not both",
+                ))
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "sentinel.addrs",
+                    "no backend: set `[sentinel] addrs` (--sentinel, REDIS_SENTINEL_ADDRS) or `servers` (--servers)",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(s) = &self.sentinel {
+            if s.addrs.is_empty() {
+                return Err(invalid("sentinel.addrs", "needs at least one host:port"));
+            }
+            for a in &s.addrs {
+                check_server_addr("sentinel.addrs", a)?;
+            }
+            if s.master_name.trim().is_empty() {
+                return Err(invalid("sentinel.master_name", "must not be empty"));
+            }
+            check_range(
+                "sentinel.reconcile_interval_ms",
+                s.reconcile_interval_ms,
+                50,
+                60_000,
+            )?;
+        }
+        for a in &self.servers {
+            check_server_addr("servers", a)?;
+        }
+        let b = &self.backend;
+        check_range("backend.connections", b.connections as u64, 1, 64)?;
+        check_range(
+            "backend.connect_timeout_ms",
+            b.connect_timeout_ms,
+            10,
+            60_000,
+        )?;
+        check_range(
+            "backend.command_timeout_ms",
+            b.command_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        check_range(
+            "backend.health_interval_ms",
+            b.health_interval_ms,
+            10,
+            60_000,
+        )?;
+        check_range("backend.max_backoff_ms", b.max_backoff_ms, 10, 600_000)?;
+        if b.username.is_some() && b.password.is_none() {
+            return Err(invalid(
+                "backend.password",
+                "required when `backend.username` is set",
+            ));
+        }
+        check_range(
+            "routing.max_replica_lag_secs",
+            self.routing.max_replica_lag_secs,
+            0,
+            86_400,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ReadConsistency, ReadPolicy};
+
+    fn base() -> Config {
+        Config::for_sentinels(vec!["127.0.0.1:26379".into()], "mymaster")
+    }
+
+    fn key_of(r: Result<(), ConfigError>) -> &'static str {
+        match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_with_a_sentinel_are_valid() {
+        base().validate().unwrap();
+    }
+
+    #[test]
+    fn no_backend_names_sentinel_addrs() {
+        assert_eq!(key_of(Config::default().validate()), "sentinel.addrs");
+    }
+
+    #[test]
+    fn both_sentinel_and_servers_is_refused() {
+        let mut c = base();
+        c.servers = vec!["127.0.0.1:6379".into()];
+        assert_eq!(key_of(c.validate()), "servers");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = base();
+        c.backend.connections = 0;
+        assert_eq!(key_of(c.validate()), "backend.connections");
+        let mut c = base();
+        c.listen = "nonsense".into();
+        assert_eq!(key_of(c.validate()), "listen");
+        let mut c = base();
+        c.sentinel.as_mut().unwrap().addrs = vec!["host-without-port".into()];
+        assert_eq!(key_of(c.validate()), "sentinel.addrs");
+        let mut c = base();
+        c.servers = vec![];
+        c.sentinel = None;
+        c.servers = vec!["a:0".into()];
+        assert_eq!(key_of(c.validate()), "servers");
+    }
+
+    #[test]
+    fn listen_accepts_haproxy_style_port_only() {
+        assert_eq!(
+            parse_listen_addr(":6379").unwrap(),
+            "0.0.0.0:6379".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_addr("localhost:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert!(parse_listen_addr("6379").is_err());
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_keys() {
+        let c = Config::from_toml(
+            r#"
+listen = ":7000"
+[sentinel]
+addrs = ["10.0.0.1:26379"]
+master_name = "m"
+password = "s3cret"
+[routing]
+read_policy = "replica"
+read_consistency = "eventual"
+"#,
+            "test.toml",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.routing.read_policy, ReadPolicy::Replica);
+        assert_eq!(c.routing.read_consistency, ReadConsistency::Eventual);
+        assert!(!format!("{c:?}").contains("s3cret"), "password leaked");
+        let err = Config::from_toml("listen = \":1\"\nlisen = 3\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::from_toml("[backend]\nconnections = \"two\"\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("connections"), "{err}");
+    }
+}

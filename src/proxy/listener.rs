@@ -1,0 +1,82 @@
+//! Accept loop: a shared client limit, backoff on accept errors, one session task per client.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::session::Session;
+use super::ProxyContext;
+use crate::backend::tune_socket;
+use crate::router::Endpoint;
+use crate::stats::ListenerStats;
+
+/// Session ids, process-wide; they also spread sessions over backend connection slots.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(0);
+
+/// Everything one accept loop needs.
+pub struct Listener {
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// Main or read-only.
+    pub endpoint: Endpoint,
+    /// Shared state.
+    pub ctx: Arc<ProxyContext>,
+    /// This listener's counters.
+    pub stats: Arc<ListenerStats>,
+    /// Client slots shared by all listeners (`max_clients`).
+    pub clients: Arc<Semaphore>,
+}
+
+impl Listener {
+    /// Accepts until `shutdown`; sessions run on `tracker` and finish their in-flight requests.
+    pub async fn serve(self, shutdown: CancellationToken, tracker: TaskTracker) {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = self.clients.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.socket.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(1);
+                    a
+                }
+                Err(e) => {
+                    // Typically EMFILE: wait for sessions to end instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            tune_socket(&stream);
+            let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+            let session = Session::new(self.ctx.clone(), self.endpoint, self.stats.clone(), id);
+            let stats = self.stats.clone();
+            let token = shutdown.clone();
+            let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
+            tracker.spawn(
+                async move {
+                    let _permit = permit;
+                    stats.connection_opened();
+                    session.run(stream, token).await;
+                    stats.connection_closed();
+                }
+                .instrument(span),
+            );
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! One client connection: parse requests, route each, and return replies in request order.
+//!
+//! A session is a single task. Requests are dispatched as soon as they are parsed (pipelining),
+//! each to the backend connection slot this session sticks to, so its requests to one backend keep
+//! their order. Replies wait in a FIFO and are written in batches, so a pipeline that mixes reads
+//! (replicas) and writes (master) still comes back in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::reply::{backend_error, protocol_error};
+use super::ProxyContext;
+use crate::backend::conn::ReplyResult;
+use crate::backend::{Backend, BackendError, Dispatch};
+use crate::config::ReadConsistency;
+use crate::resp::{
+    error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
+};
+use crate::router::{
+    classify, route, Class, Endpoint, ReadNeed, ReadYourWrites, Route, RoutingTable,
+};
+use crate::stats::ListenerStats;
+
+/// A reply slot, in request order.
+enum Pending {
+    /// Known already (local answers, refusals, errors).
+    Ready(Bytes),
+    /// Sent to a backend; the reply comes through `rx`.
+    Waiting {
+        rx: oneshot::Receiver<ReplyResult>,
+        write: bool,
+        backend: Arc<Backend>,
+    },
+}
+
+/// One client's state.
+pub struct Session {
+    ctx: Arc<ProxyContext>,
+    endpoint: Endpoint,
+    stats: Arc<ListenerStats>,
+    /// Backend connection slot; fixed for the session's life.
+    slot: usize,
+    /// Round-robin cursor over replicas.
+    cursor: usize,
+    rw: ReadYourWrites,
+    track_writes: bool,
+    pending: VecDeque<Pending>,
+    /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
+    closing: bool,
+}
+
+enum Event {
+    Reply(ReplyResult),
+    Read(std::io::Result<usize>),
+    Shutdown,
+}
+
+impl Session {
+    /// A session for client number `id` on `endpoint`.
+    pub fn new(
+        ctx: Arc<ProxyContext>,
+        endpoint: Endpoint,
+        stats: Arc<ListenerStats>,
+        id: u64,
+    ) -> Session {
+        let track_writes = endpoint == Endpoint::Main
+            && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
+        Session {
+            ctx,
+            endpoint,
+            stats,
+            slot: id as usize,
+            cursor: id as usize,
+            rw: ReadYourWrites::default(),
+            track_writes,
+            pending: VecDeque::new(),
+            closing: false,
+        }
+    }
+
+    /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
+    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+        let (mut rd, mut wr) = stream.into_split();
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut parser = RequestParser::new(self.ctx.limits);
+        loop {
+            if !self.closing {
+                self.dispatch_parsed(&mut parser, &mut inbuf).await;
+            }
+            self.collect_ready(&mut out);
+            if !out.is_empty() {
+                if let Err(e) = wr.write_all(&out).await {
+                    tracing::debug!(error = %e, "client write failed");
+                    return;
+                }
+                out.clear();
+                continue;
+            }
+            if self.closing && self.pending.is_empty() {
+                break;
+            }
+            let can_read = !self.closing && self.pending.len() < self.ctx.max_pipeline;
+            let event = tokio::select! {
+                r = front_reply(&mut self.pending) => Event::Reply(r),
+                r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
+                _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
+            };
+            match event {
+                Event::Reply(result) => {
+                    if let Some(Pending::Waiting { write, backend, .. }) = self.pending.pop_front()
+                    {
+                        let bytes = self.finish(write, &backend, result);
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                Event::Read(Ok(0)) => self.closing = true,
+                Event::Read(Ok(_)) => {}
+                Event::Read(Err(e)) => {
+                    tracing::debug!(error = %e, "client read failed");
+                    return;
+                }
+                Event::Shutdown => self.closing = true,
+            }
+        }
+        let _ = wr.shutdown().await;
+    }
+
+    /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap.
+    async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
+        let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
+        while self.pending.len() < self.ctx.max_pipeline {
+            match parser.next(inbuf) {
+                Ok(Some(req)) => {
+                    let (table, commands) = snapshot.get_or_insert_with(|| {
+                        (self.ctx.table.load_full(), self.ctx.commands.load_full())
+                    });
+                    let (table, commands) = (table.clone(), commands.clone());
+                    self.handle(req, &table, &commands).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.stats.error();
+                    let (reply, _close) = protocol_error(&e);
+                    tracing::debug!(error = %e, "client protocol error");
+                    self.pending.push_back(Pending::Ready(reply));
+                    self.closing = true;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
+        self.stats.command();
+        let write = match classify(commands, &req) {
+            Class::Read => false,
+            Class::Write => true,
+            Class::Local(reply) | Class::Reject(reply) => {
+                return self.pending.push_back(Pending::Ready(reply));
+            }
+            Class::Quit => {
+                self.closing = true;
+                return self.pending.push_back(Pending::Ready(status_reply("OK")));
+            }
+            Class::Auth => {
+                let reply = self.auth_reply(&req);
+                return self.pending.push_back(Pending::Ready(reply));
+            }
+        };
+        let need = if self.track_writes && !write {
+            self.rw.need(&self.ctx.clock)
+        } else {
+            ReadNeed::Any
+        };
+        let policy = self.ctx.routing.read_policy;
+        let backend = match route(table, self.endpoint, policy, write, need, &mut self.cursor) {
+            Route::Backend(b) => b.clone(),
+            Route::Error(reply) => return self.pending.push_back(Pending::Ready(reply)),
+        };
+        let (dispatch, rx) = Dispatch::new(req.raw().clone());
+        match backend.pool().send(self.slot, dispatch).await {
+            Ok(()) => {
+                if write && self.track_writes {
+                    self.rw.write_sent();
+                }
+                self.pending
+                    .push_back(Pending::Waiting { rx, write, backend });
+            }
+            Err(e) => {
+                let (reply, _) = backend_error(&e, backend.addr());
+                self.pending.push_back(Pending::Ready(reply));
+            }
+        }
+    }
+
+    /// Moves every reply that is already known, from the front of the queue, into `out`.
+    fn collect_ready(&mut self, out: &mut BytesMut) {
+        loop {
+            match self.pending.front_mut() {
+                Some(Pending::Ready(_)) => {
+                    if let Some(Pending::Ready(b)) = self.pending.pop_front() {
+                        out.extend_from_slice(&b);
+                    }
+                }
+                Some(Pending::Waiting { rx, .. }) => {
+                    let result = match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(oneshot::error::TryRecvError::Empty) => return,
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            Err(BackendError::ConnectionLost)
+                        }
+                    };
+                    if let Some(Pending::Waiting { write, backend, .. }) = self.pending.pop_front()
+                    {
+                        let bytes = self.finish(write, &backend, result);
+                        out.extend_from_slice(&bytes);
+                    }
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// A backend reply (or failure) as the bytes the client gets.
+    fn finish(&mut self, write: bool, backend: &Backend, result: ReplyResult) -> Bytes {
+        if write && self.track_writes {
+            self.rw.write_done(&self.ctx.clock);
+        }
+        match result {
+            Ok(frame) => {
+                if is_error_reply(&frame) {
+                    self.stats.error();
+                }
+                frame
+            }
+            Err(e) => {
+                self.stats.error();
+                tracing::debug!(backend.addr = backend.addr(), error = %e, "request failed");
+                backend_error(&e, backend.addr()).0
+            }
+        }
+    }
+
+    /// `AUTH [user] password`, checked against the backend's credentials: a client configured with
+    /// the servers' password keeps working through the proxy.
+    fn auth_reply(&self, req: &Request) -> Bytes {
+        let (user, pass) = match (req.argc(), req.arg(1), req.arg(2)) {
+            (2, Some(p), _) => (None, p),
+            (3, Some(u), Some(p)) => (Some(u), p),
+            _ => return error_reply("ERR wrong number of arguments for 'auth' command"),
+        };
+        let Some(expected) = &self.ctx.backend_password else {
+            if user.is_none() {
+                return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            }
+            return error_reply("WRONGPASS invalid username-password pair or user is disabled.");
+        };
+        let expected_user = self.ctx.backend_username.as_deref().unwrap_or("default");
+        let user_ok = user.is_none_or(|u| constant_time_eq(u, expected_user.as_bytes()));
+        if user_ok && constant_time_eq(pass, expected.expose().as_bytes()) {
+            status_reply("OK")
+        } else {
+            error_reply("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+}
+
+/// Waits for the reply at the front of the queue (never resolves when the front is not waiting).
+async fn front_reply(pending: &mut VecDeque<Pending>) -> ReplyResult {
+    match pending.front_mut() {
+        Some(Pending::Waiting { rx, .. }) => rx.await.unwrap_or(Err(BackendError::ConnectionLost)),
+        _ => std::future::pending().await,
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

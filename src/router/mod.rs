@@ -1,0 +1,206 @@
+//! Routing: what kind of command a request is, and which backend it goes to.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod consistency;
+pub mod table;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use consistency::{ReadNeed, ReadYourWrites, ReplicationClock};
+pub use table::RoutingTable;
+
+use crate::backend::Backend;
+use crate::config::ReadPolicy;
+use crate::resp::{bulk_reply, error_reply, status_reply, CommandFlags, CommandTable, Request};
+
+/// What a request is, as far as routing cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// Read-only: may go to a replica.
+    Read,
+    /// Writes, unknown and everything else: the master.
+    Write,
+    /// The proxy answers it itself with this reply.
+    Local(Bytes),
+    /// `QUIT`: `+OK`, then close.
+    Quit,
+    /// `AUTH`: checked by the session against the backend password.
+    Auth,
+    /// Refused with this error reply; the connection stays open.
+    Reject(Bytes),
+}
+
+/// Commands that would change the state of a shared backend connection. Each is refused with an
+/// error naming it until sessions own backend connections for them.
+const CONNECTION_STATE: &[&str] = &[
+    "multi",
+    "exec",
+    "discard",
+    "watch",
+    "unwatch",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+    "monitor",
+    "sync",
+    "psync",
+    "reset",
+    "readonly",
+    "readwrite",
+    "hello",
+    "wait",
+    "waitaof",
+    "client|setname",
+    "client|getname",
+    "client|id",
+    "client|info",
+    "client|kill",
+    "client|reply",
+    "client|tracking",
+    "client|caching",
+    "client|trackinginfo",
+    "client|getredir",
+    "client|no-evict",
+    "client|no-touch",
+    "client|pause",
+    "client|unpause",
+    "client|unblock",
+];
+
+fn unsupported(name: &str, why: &str) -> Class {
+    Class::Reject(error_reply(&format!(
+        "ERR haproxy-rs does not support '{}' yet: {why}",
+        name.replace('|', " ").to_uppercase()
+    )))
+}
+
+/// Classifies a request by the command table (the backend's own `COMMAND` flags).
+pub fn classify(commands: &CommandTable, req: &Request) -> Class {
+    let Some(info) = commands.lookup(req) else {
+        return Class::Write; // unknown (module or newer command): the master decides
+    };
+    match info.name.as_str() {
+        "ping" => match req.argc() {
+            1 => Class::Local(status_reply("PONG")),
+            2 => Class::Local(bulk_reply(req.arg(1).unwrap_or_default())),
+            _ => Class::Write, // let Redis word the arity error
+        },
+        "quit" => Class::Quit,
+        "auth" => Class::Auth,
+        "select" => match req.arg(1) {
+            Some(b"0") if req.argc() == 2 => Class::Local(status_reply("OK")),
+            _ => unsupported(
+                "select",
+                "the proxy serves database 0 only; SELECT would change a shared backend connection",
+            ),
+        },
+        "client|setinfo" => Class::Local(status_reply("OK")),
+        name if CONNECTION_STATE.contains(&name) => unsupported(
+            name,
+            "it would change the state of a shared backend connection",
+        ),
+        "xread" | "xreadgroup" if has_block_arg(req) => unsupported(
+            info.name.as_str(),
+            "blocking commands would stall a shared backend connection",
+        ),
+        "xread" | "xreadgroup" => by_flags(info.flags),
+        name if info.flags.contains(CommandFlags::BLOCKING) => unsupported(
+            name,
+            "blocking commands would stall a shared backend connection",
+        ),
+        _ => by_flags(info.flags),
+    }
+}
+
+fn by_flags(flags: CommandFlags) -> Class {
+    if flags.contains(CommandFlags::READONLY) && !flags.contains(CommandFlags::WRITE) {
+        Class::Read
+    } else {
+        Class::Write
+    }
+}
+
+fn has_block_arg(req: &Request) -> bool {
+    req.args().any(|a| a.eq_ignore_ascii_case(b"block"))
+}
+
+/// Which listener a session came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Read/write: writes to the master, reads by policy.
+    Main,
+    /// Read-only: reads to replicas, writes refused.
+    ReadOnly,
+}
+
+/// Where one request goes.
+#[derive(Debug)]
+pub enum Route<'t> {
+    /// To this backend.
+    Backend(&'t Arc<Backend>),
+    /// Answered with this error.
+    Error(Bytes),
+}
+
+/// The error a client sees when the master is unknown.
+pub fn no_master_reply() -> Bytes {
+    error_reply("ERR haproxy-rs: no master is known right now (failover in progress or sentinels unreachable)")
+}
+
+/// Routes a read or write. `need` is the session's read-your-writes requirement (`Any` when off).
+pub fn route<'t>(
+    table: &'t RoutingTable,
+    endpoint: Endpoint,
+    policy: ReadPolicy,
+    write: bool,
+    need: ReadNeed,
+    cursor: &mut usize,
+) -> Route<'t> {
+    if write {
+        if endpoint == Endpoint::ReadOnly {
+            return Route::Error(error_reply(
+                "READONLY You can't write against a read only replica.",
+            ));
+        }
+        return master(table);
+    }
+    let min_offset = match need {
+        ReadNeed::Any => None,
+        ReadNeed::Offset(o) => Some(o),
+        ReadNeed::Master => return master(table),
+    };
+    match policy {
+        ReadPolicy::Master => master(table),
+        ReadPolicy::PreferReplica => match table.pick_replica(min_offset, cursor) {
+            Some(r) => Route::Backend(r),
+            None => master(table),
+        },
+        ReadPolicy::Replica => match table.pick_replica(min_offset, cursor) {
+            Some(r) => Route::Backend(r),
+            None if min_offset.is_some() => master(table),
+            None => Route::Error(error_reply(
+                "ERR haproxy-rs: no healthy replica (read_policy = \"replica\")",
+            )),
+        },
+    }
+}
+
+fn master(table: &RoutingTable) -> Route<'_> {
+    match &table.master {
+        Some(m) => Route::Backend(m),
+        None => Route::Error(no_master_reply()),
+    }
+}

@@ -1,0 +1,48 @@
+//! The routing table: one immutable snapshot of the topology, swapped whole.
+
+use std::sync::Arc;
+
+use crate::backend::Backend;
+
+/// Where commands can go right now. Built complete by the topology and swapped in through an
+/// `ArcSwap`, so a session sees either the old or the new table, never a mix.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Bumped on every change.
+    pub generation: u64,
+    /// The master writes go to; `None` while it is unknown.
+    pub master: Option<Arc<Backend>>,
+    /// Replicas named by the topology; each one's health decides whether it gets reads.
+    pub replicas: Vec<Arc<Backend>>,
+}
+
+impl RoutingTable {
+    /// A replica that serves reads and has replicated at least `min_offset`, round-robin from `*cursor`.
+    pub fn pick_replica(
+        &self,
+        min_offset: Option<u64>,
+        cursor: &mut usize,
+    ) -> Option<&Arc<Backend>> {
+        let n = self.replicas.len();
+        for i in 0..n {
+            let idx = cursor.wrapping_add(i) % n;
+            let Some(r) = self.replicas.get(idx) else {
+                continue;
+            };
+            if r.health.serves_reads() && min_offset.is_none_or(|o| r.health.offset() >= o) {
+                *cursor = idx.wrapping_add(1);
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// Addresses in this table (master first).
+    pub fn addrs(&self) -> Vec<&str> {
+        self.master
+            .iter()
+            .chain(self.replicas.iter())
+            .map(|b| b.addr())
+            .collect()
+    }
+}

@@ -1,0 +1,180 @@
+//! Health checks: each backend's `INFO replication`, polled on its own control connection.
+//!
+//! The checks feed three things: whether a replica may serve reads (reachable, linked, not
+//! lagging), the role each server reports (static mode builds its table from it), and the
+//! master's replication offset for read-your-writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use crate::backend::control::info_field;
+use crate::backend::{Backend, ControlConn, Credentials};
+use crate::resp::Value;
+use crate::router::{ReplicationClock, RoutingTable};
+use crate::stats::Role;
+
+/// What a health task shares with the topology.
+#[derive(Clone)]
+pub struct HealthContext {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Connect and reply deadline.
+    pub timeout: Duration,
+    /// Backend credentials.
+    pub creds: Credentials,
+    /// Replicas whose master link was last active longer ago are not read from.
+    pub max_lag_secs: u64,
+    /// The current table, to know which backend is the master now.
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Fed with the master's offset.
+    pub clock: Arc<ReplicationClock>,
+    /// Told when a backend's role or reachability changes.
+    pub changes: mpsc::UnboundedSender<String>,
+}
+
+/// One parsed `INFO replication`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationInfo {
+    /// `role:`.
+    pub role: Role,
+    /// `master_repl_offset` (master) or `slave_repl_offset` (replica).
+    pub offset: u64,
+    /// `master_link_status:up` (always true for a master).
+    pub link_up: bool,
+    /// `master_last_io_seconds_ago` (0 for a master).
+    pub last_io_secs: u64,
+}
+
+/// Parses the text of `INFO replication`.
+pub fn parse_replication(info: &str) -> ReplicationInfo {
+    let num = |k: &str| info_field(info, k).and_then(|v| v.parse::<i64>().ok());
+    match info_field(info, "role") {
+        Some("master") => ReplicationInfo {
+            role: Role::Master,
+            offset: num("master_repl_offset").unwrap_or(0).max(0) as u64,
+            link_up: true,
+            last_io_secs: 0,
+        },
+        Some("slave") => ReplicationInfo {
+            role: Role::Replica,
+            offset: num("slave_repl_offset").unwrap_or(0).max(0) as u64,
+            link_up: info_field(info, "master_link_status") == Some("up"),
+            // -1 while never connected: treat as very old.
+            last_io_secs: num("master_last_io_seconds_ago").map_or(u64::MAX, |v| {
+                if v < 0 {
+                    u64::MAX
+                } else {
+                    v as u64
+                }
+            }),
+        },
+        _ => ReplicationInfo {
+            role: Role::Unknown,
+            offset: 0,
+            link_up: false,
+            last_io_secs: u64::MAX,
+        },
+    }
+}
+
+/// Checks `backend` every interval until the backend is retired.
+pub async fn run_health(backend: Arc<Backend>, ctx: HealthContext) {
+    let mut conn: Option<ControlConn> = None;
+    let mut ticker = tokio::time::interval(ctx.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last: Option<(bool, Role)> = None;
+    loop {
+        tokio::select! {
+            _ = backend.token().cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let seen = check_once(&backend, &ctx, &mut conn).await;
+        let state = match seen {
+            Some(info) => (true, info.role),
+            None => (false, Role::Unknown),
+        };
+        if last != Some(state) {
+            match state {
+                (true, role) => tracing::info!(backend.addr = backend.addr(), ?role, "backend up"),
+                (false, _) => tracing::warn!(backend.addr = backend.addr(), "backend down"),
+            }
+            backend.stats.set_up(state.0);
+            backend.stats.set_role(state.1);
+            last = Some(state);
+            let _ = ctx.changes.send(backend.addr().to_string());
+        }
+    }
+}
+
+async fn check_once(
+    backend: &Arc<Backend>,
+    ctx: &HealthContext,
+    conn: &mut Option<ControlConn>,
+) -> Option<ReplicationInfo> {
+    if conn.is_none() {
+        match ControlConn::connect(backend.addr(), &ctx.creds, ctx.timeout).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                tracing::debug!(backend.addr = backend.addr(), error = %e, "health connect failed");
+                backend.health.set_unreachable();
+                return None;
+            }
+        }
+    }
+    let c = conn.as_mut()?;
+    let is_master = ctx
+        .table
+        .load()
+        .master
+        .as_ref()
+        .is_some_and(|m| Arc::ptr_eq(m, backend));
+    let seq = is_master.then(|| ctx.clock.begin());
+    let text = match c.call(&["INFO", "replication"]).await {
+        Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(other) => {
+            tracing::debug!(backend.addr = backend.addr(), reply = ?other, "health check refused");
+            backend.health.set_unreachable();
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!(backend.addr = backend.addr(), error = %e, "health check failed");
+            *conn = None;
+            backend.health.set_unreachable();
+            return None;
+        }
+    };
+    let info = parse_replication(&text);
+    let lag_ok = info.last_io_secs <= ctx.max_lag_secs;
+    backend
+        .health
+        .set_checked(info.role, info.offset, info.link_up, lag_ok);
+    backend.stats.set_replication(info.offset, info.link_up);
+    if let (Some(seq), Role::Master) = (seq, info.role) {
+        ctx.clock.complete(seq, info.offset);
+    }
+    Some(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_master_and_replica() {
+        let m = parse_replication(
+            "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nmaster_repl_offset:1234\r\n",
+        );
+        assert_eq!(m.role, Role::Master);
+        assert_eq!(m.offset, 1234);
+        let r = parse_replication("role:slave\r\nmaster_host:127.0.0.1\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nslave_repl_offset:99\r\n");
+        assert_eq!(r.role, Role::Replica);
+        assert_eq!(r.offset, 99);
+        assert!(!r.link_up);
+        assert_eq!(r.last_io_secs, u64::MAX);
+        assert_eq!(parse_replication("garbage").role, Role::Unknown);
+    }
+}

@@ -1,0 +1,170 @@
+//! Topology: who is master and who are replicas, kept current in background tasks that build
+//! a whole new [`RoutingTable`] on every change and swap it in.
+
+pub mod health;
+pub mod sentinel;
+pub mod static_servers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{BackendSet, ControlConn};
+use crate::resp::{CommandTable, Value};
+use crate::router::{ReplicationClock, RoutingTable};
+use crate::stats::{Role, Stats};
+use health::{run_health, HealthContext};
+
+/// Shared by the topology tasks: the table they publish and the backends behind it.
+pub struct TopologyState {
+    /// The published table.
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Every known backend.
+    pub backends: Arc<BackendSet>,
+    /// Command flags, replaced once fetched from a master.
+    pub commands: Arc<ArcSwap<CommandTable>>,
+    /// Stats registry.
+    pub stats: Arc<Stats>,
+    /// Health-check settings (and the channel that reports role/reachability changes).
+    pub health: HealthContext,
+    /// Background tasks.
+    pub tracker: TaskTracker,
+    /// Stops the topology tasks.
+    pub token: CancellationToken,
+    fetched_commands: std::sync::atomic::AtomicBool,
+}
+
+impl TopologyState {
+    /// Bundles the shared pieces; `changes` receives health transitions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        backends: Arc<BackendSet>,
+        stats: Arc<Stats>,
+        interval: Duration,
+        max_lag_secs: u64,
+        clock: Arc<ReplicationClock>,
+        changes: mpsc::UnboundedSender<String>,
+        tracker: TaskTracker,
+        token: CancellationToken,
+    ) -> TopologyState {
+        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+        let health = HealthContext {
+            interval,
+            timeout: backends.connect_timeout(),
+            creds: backends.credentials().clone(),
+            max_lag_secs,
+            table: table.clone(),
+            clock,
+            changes,
+        };
+        TopologyState {
+            table,
+            backends,
+            commands: Arc::new(ArcSwap::from_pointee(CommandTable::builtin())),
+            stats,
+            health,
+            tracker,
+            token,
+            fetched_commands: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Builds and publishes a table with this master and these replicas (addresses), starting
+    /// connections and health checks for new servers. Returns true if the table changed.
+    pub fn publish(&self, master: Option<&str>, replicas: &[String]) -> bool {
+        let current = self.table.load();
+        let same_master = current.master.as_ref().map(|b| b.addr()) == master;
+        let same_replicas = current.replicas.len() == replicas.len()
+            && current
+                .replicas
+                .iter()
+                .zip(replicas)
+                .all(|(b, a)| b.addr() == a);
+        if same_master && same_replicas {
+            return false;
+        }
+        let master_backend = master.map(|a| self.backend(a));
+        let replica_backends = replicas
+            .iter()
+            .filter(|a| Some(a.as_str()) != master)
+            .map(|a| self.backend(a))
+            .collect();
+        let table = RoutingTable {
+            generation: current.generation + 1,
+            master: master_backend,
+            replicas: replica_backends,
+        };
+        if let Some(m) = &table.master {
+            m.stats.set_role(Role::Master);
+        }
+        for r in &table.replicas {
+            r.stats.set_role(Role::Replica);
+        }
+        self.stats.set_master(master);
+        tracing::info!(generation = table.generation, master = ?master, replicas = ?replicas, "routing table updated");
+        self.table.store(Arc::new(table));
+        if let Some(m) = master {
+            self.fetch_commands_once(m);
+        }
+        true
+    }
+
+    /// The backend for `addr`, with a health task if it is new.
+    fn backend(&self, addr: &str) -> Arc<crate::backend::Backend> {
+        let (b, new) = self.backends.get_or_spawn(addr);
+        if new {
+            self.tracker
+                .spawn(run_health(b.clone(), self.health.clone()));
+        }
+        b
+    }
+
+    /// Replaces the built-in command table with the master's own `COMMAND` reply, once.
+    fn fetch_commands_once(&self, master: &str) {
+        use std::sync::atomic::Ordering;
+        if self.fetched_commands.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let addr = master.to_string();
+        let creds = self.health.creds.clone();
+        let timeout = self.health.timeout.max(Duration::from_secs(2));
+        let commands = self.commands.clone();
+        self.tracker.spawn(async move {
+            let fetched = async {
+                let mut c = ControlConn::connect(&addr, &creds, timeout).await.ok()?;
+                match c.call(&["COMMAND"]).await.ok()? {
+                    v @ Value::Array(_) => CommandTable::from_command_reply(&v).ok(),
+                    _ => None,
+                }
+            }
+            .await;
+            match fetched {
+                Some(t) => {
+                    tracing::info!(commands = t.len(), "command table fetched from the master");
+                    commands.store(Arc::new(t));
+                }
+                None => tracing::warn!(
+                    "could not fetch COMMAND from the master; using the built-in table"
+                ),
+            }
+        });
+    }
+}
+
+/// Asks a server for its role (`ROLE`), to confirm a new master before routing writes to it.
+pub async fn probe_role(addr: &str, state: &TopologyState) -> Option<Role> {
+    let mut c = ControlConn::connect(addr, &state.health.creds, state.health.timeout)
+        .await
+        .ok()?;
+    let reply = c.call(&["ROLE"]).await.ok()?;
+    let first = reply.as_array()?.first()?.as_bytes()?.to_vec();
+    Some(match first.as_slice() {
+        b"master" => Role::Master,
+        b"slave" => Role::Replica,
+        _ => Role::Unknown,
+    })
+}
