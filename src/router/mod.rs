@@ -107,7 +107,16 @@ pub fn classify(commands: &CommandTable, req: &Request) -> Class {
                 "the proxy serves database 0 only; SELECT would change a shared backend connection",
             ),
         },
+        // Clients announce their library name (Redis 7.2+); on a shared connection it would only
+        // mislabel the proxy's connection, and on 7.0 it is unknown: accept it here.
         "client|setinfo" => Class::Local(status_reply("OK")),
+        "client"
+            if req
+                .arg(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"setinfo")) =>
+        {
+            Class::Local(status_reply("OK"))
+        }
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
@@ -202,5 +211,104 @@ fn master(table: &RoutingTable) -> Route<'_> {
     match &table.master {
         Some(m) => Route::Backend(m),
         None => Route::Error(no_master_reply()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(args: &[&str]) -> Class {
+        classify(&CommandTable::builtin(), &Request::from_args(args))
+    }
+
+    #[test]
+    fn reads_writes_and_unknowns() {
+        assert_eq!(class(&["GET", "k"]), Class::Read);
+        assert_eq!(class(&["mget", "a", "b"]), Class::Read);
+        assert_eq!(class(&["SET", "k", "v"]), Class::Write);
+        assert_eq!(class(&["EVAL_RO", "return 1", "0"]), Class::Read);
+        assert_eq!(class(&["EVAL", "return 1", "0"]), Class::Write);
+        assert_eq!(
+            class(&["MODULE.CMD", "x"]),
+            Class::Write,
+            "unknown goes to the master"
+        );
+        assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
+    }
+
+    #[test]
+    fn local_answers() {
+        assert_eq!(class(&["PING"]), Class::Local(status_reply("PONG")));
+        assert_eq!(class(&["ping", "hi"]), Class::Local(bulk_reply(b"hi")));
+        assert_eq!(class(&["SELECT", "0"]), Class::Local(status_reply("OK")));
+        assert_eq!(class(&["QUIT"]), Class::Quit);
+        assert_eq!(class(&["auth", "pw"]), Class::Auth);
+        assert_eq!(
+            class(&["CLIENT", "SETINFO", "LIB-NAME", "x"]),
+            Class::Local(status_reply("OK"))
+        );
+    }
+
+    #[test]
+    fn connection_state_and_blocking_commands_are_refused() {
+        for args in [
+            &["MULTI"][..],
+            &["SUBSCRIBE", "c"],
+            &["SELECT", "1"],
+            &["CLIENT", "SETNAME", "x"],
+            &["BLPOP", "q", "0"],
+            &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+            &["WAIT", "1", "0"],
+        ] {
+            match class(args) {
+                Class::Reject(b) => {
+                    assert!(
+                        b.starts_with(b"-ERR haproxy-rs does not support"),
+                        "{args:?}"
+                    )
+                }
+                other => panic!("{args:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn writes_without_a_master_get_an_error_and_the_read_endpoint_refuses_writes() {
+        let t = RoutingTable::default();
+        let mut cursor = 0;
+        match route(
+            &t,
+            Endpoint::Main,
+            ReadPolicy::PreferReplica,
+            true,
+            ReadNeed::Any,
+            &mut cursor,
+        ) {
+            Route::Error(b) => assert!(b.starts_with(b"-ERR haproxy-rs: no master")),
+            other => panic!("{other:?}"),
+        }
+        match route(
+            &t,
+            Endpoint::ReadOnly,
+            ReadPolicy::PreferReplica,
+            true,
+            ReadNeed::Any,
+            &mut cursor,
+        ) {
+            Route::Error(b) => assert!(b.starts_with(b"-READONLY")),
+            other => panic!("{other:?}"),
+        }
+        match route(
+            &t,
+            Endpoint::Main,
+            ReadPolicy::Replica,
+            false,
+            ReadNeed::Any,
+            &mut cursor,
+        ) {
+            Route::Error(b) => assert!(b.starts_with(b"-ERR haproxy-rs: no healthy replica")),
+            other => panic!("{other:?}"),
+        }
     }
 }
