@@ -135,3 +135,19 @@ fn info_parsing() {
         Some("up")
     );
 }
+
+#[tokio::test]
+async fn killing_the_master_promotes_a_replica() {
+    let topo = Topology::builder()
+        .down_after(Duration::from_millis(1000))
+        .failover_timeout(Duration::from_millis(5000))
+        .start()
+        .await;
+    let old = topo.master.addr();
+    topo.master.kill();
+    let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
+    assert!(
+        topo.replicas.iter().any(|r| r.addr() == new),
+        "a replica was promoted: {new}"
+    );
+}

@@ -61,7 +61,7 @@ impl Process {
     /// (Re)starts the program from its config file; the previous child must be gone.
     pub(super) fn respawn(&self) {
         let stdio = File::create(self.dir().join("stdio.log")).expect("create stdio.log");
-        let child = Command::new(self.program)
+        let child = command(self.program)
             .arg(&self.conf)
             .current_dir(self.dir())
             .stdin(Stdio::null())
@@ -117,6 +117,28 @@ impl Process {
             }
         }
         out
+    }
+}
+
+/// `program` wrapped in `setpriv --pdeathsig KILL` when util-linux provides it, so servers die with the test
+/// binary even when it is SIGKILLed (a CI timeout) and `Drop` never runs. The signal fires when the
+/// *thread* that spawned the server exits: start servers from the test's task, not from `spawn_blocking`.
+fn command(program: &str) -> Command {
+    static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let have_setpriv = *SETPRIV.get_or_init(|| {
+        Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if have_setpriv {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--pdeathsig", "KILL", program]);
+        cmd
+    } else {
+        Command::new(program)
     }
 }
 

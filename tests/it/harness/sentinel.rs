@@ -404,6 +404,36 @@ impl Topology {
         }
     }
 
+    /// Waits until some sentinel names a master other than `old` and that server answers `ROLE` as master
+    /// (after a kill: down-after, then the vote; see the failover timeline). Returns its address.
+    ///
+    /// # Panics
+    /// When no promotion is visible within `timeout` (scaled).
+    pub async fn wait_new_master(&self, old: &str, timeout: Duration) -> String {
+        let mut new = String::new();
+        crate::eventually!(
+            timeout,
+            {
+                let mut found = false;
+                for s in &self.sentinels {
+                    match s.master_addr().await {
+                        Some(addr) if addr != old && self.servers().any(|r| r.addr() == addr) => {
+                            if role(self.server_by_addr(&addr)).await.as_deref() == Some("master") {
+                                new = addr;
+                                found = true;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                found
+            },
+            "a sentinel names a promoted master other than {old}"
+        );
+        new
+    }
+
     /// `SENTINEL FAILOVER` on the first sentinel (retried while it answers -NOGOODSLAVE/-INPROG), then
     /// waits until that sentinel's get-master-addr-by-name changes and the new master answers `ROLE` as
     /// master. Returns the new master's address.
