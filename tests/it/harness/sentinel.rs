@@ -410,28 +410,33 @@ impl Topology {
     /// # Panics
     /// When no promotion is visible within `timeout` (scaled).
     pub async fn wait_new_master(&self, old: &str, timeout: Duration) -> String {
-        let mut new = String::new();
+        let mut new = None;
         crate::eventually!(
             timeout,
             {
-                let mut found = false;
-                for s in &self.sentinels {
-                    match s.master_addr().await {
-                        Some(addr) if addr != old && self.servers().any(|r| r.addr() == addr) => {
-                            if role(self.server_by_addr(&addr)).await.as_deref() == Some("master") {
-                                new = addr;
-                                found = true;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                found
+                new = self.promoted_master(old).await;
+                new.is_some()
             },
             "a sentinel names a promoted master other than {old}"
         );
-        new
+        new.unwrap_or_default()
+    }
+
+    /// The first address a sentinel names as master that is not `old`, belongs to this topology and
+    /// answers `ROLE` as master.
+    async fn promoted_master(&self, old: &str) -> Option<String> {
+        for s in &self.sentinels {
+            let Some(addr) = s.master_addr().await else {
+                continue;
+            };
+            if addr == old || !self.servers().any(|r| r.addr() == addr) {
+                continue;
+            }
+            if role(self.server_by_addr(&addr)).await.as_deref() == Some("master") {
+                return Some(addr);
+            }
+        }
+        None
     }
 
     /// `SENTINEL FAILOVER` on the first sentinel (retried while it answers -NOGOODSLAVE/-INPROG), then
