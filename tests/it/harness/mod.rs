@@ -1,0 +1,17 @@
+//! Test harness: real `redis-server` and `redis-sentinel` processes on loopback ports, and polling asserts.
+//!
+//! - `ports`: process-wide registry of free loopback ports (sozu `port_registry`).
+//! - `redis`: [`RedisServer`], a master or replica in its own temp dir, killed on drop.
+//! - `sentinel`: [`Sentinel`] and [`Topology`] (master + replicas + sentinels, `failover()`).
+//! - `eventually`: the [`eventually!`](crate::eventually) macro and the `HAPROXY_RS_TEST_PATIENCE` multiplier.
+
+// The harness is an API for every test module; each build uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod eventually;
+pub mod ports;
+pub mod redis;
+pub mod sentinel;
+
+pub use self::redis::RedisServer;
+pub use self::sentinel::{Sentinel, SentinelOptions, Topology, MASTER_NAME};
