@@ -40,6 +40,9 @@ pub struct RunArgs {
     /// Stats page address, e.g. :8404.
     #[arg(long, value_name = "ADDR")]
     pub stats: Option<String>,
+    /// Worker threads (0: one per core).
+    #[arg(long, value_name = "N", env = "HAPROXY_RS_THREADS")]
+    pub threads: Option<usize>,
     /// A sentinel, HOST:PORT (repeat the flag, or comma-separate in the variable).
     #[arg(
         long = "sentinel",
@@ -87,6 +90,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.read_listen {
             cfg.read_listen = Some(v.clone());
+        }
+        if let Some(n) = self.threads {
+            cfg.threads = n;
         }
         if let Some(v) = &self.stats {
             cfg.stats = (!v.is_empty() && v != "off").then(|| v.clone());

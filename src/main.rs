@@ -19,10 +19,11 @@ fn main() -> ExitCode {
             return ExitCode::from(64); // EX_USAGE: bad configuration
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cfg.threads > 0 {
+        builder.worker_threads(cfg.threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("haproxy-rs: cannot start the runtime: {e}");

@@ -20,6 +20,8 @@ pub struct Config {
     pub read_listen: Option<String>,
     /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
     pub stats: Option<String>,
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
     /// Most client connections served at once; further clients wait in the accept queue.
     pub max_clients: usize,
     /// Most requests of one client in flight at once (a pipeline deeper than this is read as replies drain).
@@ -40,6 +42,7 @@ impl Default for Config {
             listen: "0.0.0.0:6379".into(),
             read_listen: None,
             stats: Some("0.0.0.0:8404".into()),
+            threads: 0,
             max_clients: 10_000,
             max_pipeline: 1024,
             sentinel: None,

@@ -67,6 +67,7 @@ impl Config {
         if let Some(s) = &self.stats {
             parse_listen_addr(s).map_err(|p| invalid("stats", p))?;
         }
+        check_range("threads", self.threads as u64, 0, 1024)?;
         check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
         check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
         match (&self.sentinel, self.servers.is_empty()) {

@@ -2,6 +2,11 @@
 //!
 //! One test binary (ripgrep, shotover): `harness` holds the process helpers, the other modules the tests.
 
+mod clients;
 mod compose;
 mod harness;
 mod harness_selftest;
+mod protocol;
+mod routing;
+mod sentinel_failover;
+mod stats_http;

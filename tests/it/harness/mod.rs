@@ -10,6 +10,7 @@
 
 pub mod eventually;
 pub mod ports;
+pub mod proxy;
 pub mod redis;
 pub mod sentinel;
 

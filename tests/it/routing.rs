@@ -1,0 +1,162 @@
+//! Where commands go: writes to the master, reads over the replicas, replies in order.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use crate::eventually;
+use crate::harness::proxy::ProxyBuilder;
+use crate::harness::{RedisServer, Topology};
+
+/// A master and two linked replicas, no sentinel (static mode is enough for routing).
+async fn trio() -> (RedisServer, RedisServer, RedisServer) {
+    let master = RedisServer::start().await;
+    let r1 = RedisServer::start_replica_of(&master).await;
+    let r2 = RedisServer::start_replica_of(&master).await;
+    (master, r1, r2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_land_on_the_master() {
+    let (master, r1, r2) = trio().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), r1.addr(), r2.addr()])
+        .start(2)
+        .await;
+    assert_eq!(proxy.master().as_deref(), Some(master.addr().as_str()));
+    let mut c = proxy.client().await;
+    for i in 0..50 {
+        let _: () = c.set(format!("w{i}"), i).await.unwrap();
+    }
+    assert_eq!(master.commandstats("set").await, 50);
+    assert_eq!(
+        r1.commandstats("set").await,
+        0,
+        "replicas take no client writes"
+    );
+    assert_eq!(r2.commandstats("set").await, 0);
+    let mut direct = master.client().await;
+    let v: i64 = direct.get("w49").await.unwrap();
+    assert_eq!(v, 49);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_spread_over_both_replicas() {
+    let (master, r1, r2) = trio().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), r1.addr(), r2.addr()])
+        .start(2)
+        .await;
+    let mut c = proxy.client().await;
+    for _ in 0..200 {
+        let _: Option<String> = c.get("nothing").await.unwrap();
+    }
+    let (g0, g1, g2) = (
+        master.commandstats("get").await,
+        r1.commandstats("get").await,
+        r2.commandstats("get").await,
+    );
+    assert_eq!(g0, 0, "no read went to the master");
+    assert_eq!(g1 + g2, 200);
+    assert!(g1 >= 50 && g2 >= 50, "round-robin: {g1} and {g2}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_pipeline_comes_back_in_order_and_reads_its_own_writes() {
+    let (master, r1, r2) = trio().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), r1.addr(), r2.addr()])
+        .start(2)
+        .await;
+    let mut c = proxy.client().await;
+    for round in 0..20 {
+        let mut pipe = redis::pipe();
+        for i in 0..25 {
+            let key = format!("p{i}");
+            pipe.set(&key, format!("{round}-{i}")).ignore().get(&key);
+        }
+        let got: Vec<String> = pipe.query_async(&mut c).await.unwrap();
+        let want: Vec<String> = (0..25).map(|i| format!("{round}-{i}")).collect();
+        assert_eq!(got, want, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_return_to_replicas_once_they_have_the_write() {
+    let (master, r1, r2) = trio().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), r1.addr(), r2.addr()])
+        .start(2)
+        .await;
+    let mut c = proxy.client().await;
+    let _: () = c.set("ryw", "1").await.unwrap();
+    let before = r1.commandstats("get").await + r2.commandstats("get").await;
+    eventually!(Duration::from_secs(5), {
+        let v: String = c.get("ryw").await.unwrap();
+        assert_eq!(
+            v, "1",
+            "a read never sees an older value than the client's write"
+        );
+        r1.commandstats("get").await + r2.commandstats("get").await > before
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_read_endpoint_serves_replicas_and_refuses_writes() {
+    let (master, r1, r2) = trio().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), r1.addr(), r2.addr()])
+        .start(2)
+        .await;
+    let mut direct = master.client().await;
+    let _: () = direct.set("ro", "x").await.unwrap();
+    let mut c = proxy.read_client().await;
+    eventually!(Duration::from_secs(5), {
+        let v: Option<String> = c.get("ro").await.unwrap();
+        v.as_deref() == Some("x")
+    });
+    let err = c.set::<_, _, ()>("ro", "y").await.unwrap_err();
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+    assert_eq!(master.commandstats("get").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_state_commands_get_a_clear_error() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut c = proxy.client().await;
+    for cmd in ["MULTI", "SUBSCRIBE", "SELECT"] {
+        let mut q = redis::cmd(cmd);
+        if cmd != "MULTI" {
+            q.arg("1");
+        }
+        let err = q.query_async::<()>(&mut c).await.unwrap_err();
+        assert!(err.to_string().contains("does not support"), "{cmd}: {err}");
+    }
+    let err = redis::cmd("BLPOP")
+        .arg("q")
+        .arg(0)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("blocking"), "{err}");
+    // The connection still works, and SELECT 0 is harmless.
+    let _: () = redis::cmd("SELECT")
+        .arg(0)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_finds_master_and_replicas() {
+    let topo = Topology::start(2, 1).await;
+    let proxy = ProxyBuilder::sentinel(&topo).eventual().start(2).await;
+    assert_eq!(proxy.master(), Some(topo.master.addr()));
+    let mut c = proxy.client().await;
+    let _: () = c.set("s", "1").await.unwrap();
+    assert_eq!(topo.master.commandstats("set").await, 1);
+    for _ in 0..20 {
+        let _: Option<String> = c.get("s").await.unwrap();
+    }
+    let replica_gets: u64 =
+        topo.replicas[0].commandstats("get").await + topo.replicas[1].commandstats("get").await;
+    assert_eq!(replica_gets, 20);
+}
