@@ -167,6 +167,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         max_pipeline: cfg.max_pipeline,
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
+        server_version: state.server_version.clone(),
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);

@@ -25,6 +25,15 @@ const MAX_REPLY_DEPTH: usize = 64;
 /// First reconnect delay; it doubles up to `max_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The protocol a connection speaks; a client's `HELLO 3` moves its session to RESP3 connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2, the default.
+    Resp2,
+    /// RESP3 (after `HELLO 3`).
+    Resp3,
+}
+
 /// The reply to one request: the raw reply frame, or why there is none.
 pub type ReplyResult = Result<Bytes, BackendError>;
 
@@ -50,6 +59,7 @@ impl Dispatch {
 pub(crate) async fn run_conn(
     addr: Arc<str>,
     settings: Arc<ConnSettings>,
+    protocol: Protocol,
     mut rx: mpsc::Receiver<Dispatch>,
     stats: Arc<BackendStats>,
     token: CancellationToken,
@@ -58,7 +68,7 @@ pub(crate) async fn run_conn(
     loop {
         let connected = tokio::select! {
             _ = token.cancelled() => break,
-            r = connect(&addr, &settings) => r,
+            r = connect(&addr, &settings, protocol) => r,
         };
         match connected {
             Ok(stream) => {
@@ -90,33 +100,41 @@ pub(crate) async fn run_conn(
     }
 }
 
-/// Connects and authenticates; the connection is named `haproxy-rs` for `CLIENT LIST`.
-async fn connect(addr: &str, settings: &ConnSettings) -> Result<TcpStream, BackendError> {
+/// Connects, authenticates and, for a RESP3 pool, switches the protocol with `HELLO 3`; the
+/// connection is named `haproxy-rs` for `CLIENT LIST`.
+async fn connect(
+    addr: &str,
+    settings: &ConnSettings,
+    protocol: Protocol,
+) -> Result<TcpStream, BackendError> {
     let mut stream = connect_tcp(addr, settings.connect_timeout).await?;
-    let mut hello = BytesMut::new();
-    let mut expected = 1;
-    let has_auth = settings.creds.auth_command().is_some();
+    // (command, whether an error reply to it is fatal)
+    let mut steps: Vec<(Bytes, bool)> = Vec::new();
     if let Some(auth) = settings.creds.auth_command() {
-        hello.extend_from_slice(&encode_command(&auth));
-        expected += 1;
+        steps.push((encode_command(&auth), true));
     }
-    hello.extend_from_slice(&encode_command(&["CLIENT", "SETNAME", "haproxy-rs"]));
+    if protocol == Protocol::Resp3 {
+        steps.push((encode_command(&["HELLO", "3"]), true));
+    }
+    // A server that renamed CLIENT still serves.
+    steps.push((encode_command(&["CLIENT", "SETNAME", "haproxy-rs"]), false));
     let handshake = async {
-        stream.write_all(&hello).await?;
+        let out: Vec<u8> = steps.iter().flat_map(|(c, _)| c.iter().copied()).collect();
+        stream.write_all(&out).await?;
         let mut rbuf = BytesMut::new();
         let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
         let mut seen = 0;
-        while seen < expected {
+        while seen < steps.len() {
             while let Some(frame) = scanner.next(&mut rbuf)? {
-                // Only AUTH's refusal is fatal; a server that renamed CLIENT still serves.
-                if seen == 0 && has_auth && is_error_reply(&frame) {
+                let fatal = steps.get(seen).is_some_and(|(_, fatal)| *fatal);
+                if fatal && is_error_reply(&frame) {
                     return Err(BackendError::Auth(
                         String::from_utf8_lossy(&frame).trim().to_string(),
                     ));
                 }
                 seen += 1;
             }
-            if seen < expected && stream.read_buf(&mut rbuf).await? == 0 {
+            if seen < steps.len() && stream.read_buf(&mut rbuf).await? == 0 {
                 return Err(BackendError::Closed);
             }
         }

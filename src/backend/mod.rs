@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conn::Dispatch;
+pub use conn::{Dispatch, Protocol};
 pub use control::{ControlConn, Credentials};
 pub use pool::BackendPool;
 
@@ -146,6 +146,10 @@ impl BackendHealth {
 pub struct Backend {
     addr: String,
     pool: BackendPool,
+    /// RESP3 connections, opened when the first `HELLO 3` client needs them.
+    pool3: std::sync::OnceLock<BackendPool>,
+    settings: Arc<ConnSettings>,
+    tracker: TaskTracker,
     /// What the health checks see.
     pub health: BackendHealth,
     /// Counters for the stats page.
@@ -164,9 +168,21 @@ impl Backend {
     pub fn addr(&self) -> &str {
         &self.addr
     }
-    /// The shared connections.
-    pub fn pool(&self) -> &BackendPool {
-        &self.pool
+    /// The shared connections speaking `protocol`.
+    pub fn pool(&self, protocol: Protocol) -> &BackendPool {
+        match protocol {
+            Protocol::Resp2 => &self.pool,
+            Protocol::Resp3 => self.pool3.get_or_init(|| {
+                BackendPool::spawn(
+                    &self.addr,
+                    self.settings.clone(),
+                    self.stats.clone(),
+                    self.token.clone(),
+                    &self.tracker,
+                    Protocol::Resp3,
+                )
+            }),
+        }
     }
     /// Cancelled when the backend is retired or the proxy stops.
     pub fn token(&self) -> &CancellationToken {
@@ -245,10 +261,14 @@ impl BackendSet {
             stats.clone(),
             token.clone(),
             &self.tracker,
+            Protocol::Resp2,
         );
         let backend = Arc::new(Backend {
             addr: addr.to_string(),
             pool,
+            pool3: std::sync::OnceLock::new(),
+            settings: self.settings.clone(),
+            tracker: self.tracker.clone(),
             health: BackendHealth::default(),
             stats,
             token,

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{run_conn, Dispatch};
+use super::conn::{run_conn, Dispatch, Protocol};
 use super::{BackendError, ConnSettings};
 use crate::stats::BackendStats;
 
@@ -27,6 +27,7 @@ impl BackendPool {
         stats: Arc<BackendStats>,
         token: CancellationToken,
         tracker: &TaskTracker,
+        protocol: Protocol,
     ) -> BackendPool {
         let addr: Arc<str> = Arc::from(addr);
         let conns = (0..settings.connections.max(1))
@@ -35,6 +36,7 @@ impl BackendPool {
                 tracker.spawn(run_conn(
                     addr.clone(),
                     settings.clone(),
+                    protocol,
                     rx,
                     stats.clone(),
                     token.clone(),

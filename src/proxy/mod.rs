@@ -40,4 +40,6 @@ pub struct ProxyContext {
     pub backend_password: Option<MaskedString>,
     /// The backend ACL user, if any.
     pub backend_username: Option<String>,
+    /// The master's `redis_version`, reported by `HELLO`.
+    pub server_version: Arc<ArcSwap<String>>,
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{backend_error, protocol_error};
 use super::ProxyContext;
 use crate::backend::conn::ReplyResult;
-use crate::backend::{Backend, BackendError, Dispatch};
+use crate::backend::{Backend, BackendError, Dispatch, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
@@ -48,6 +48,10 @@ pub struct Session {
     slot: usize,
     /// Round-robin cursor over replicas.
     cursor: usize,
+    /// Client id reported by `HELLO`.
+    id: u64,
+    /// RESP2 until the client says `HELLO 3`.
+    protocol: Protocol,
     rw: ReadYourWrites,
     track_writes: bool,
     pending: VecDeque<Pending>,
@@ -77,6 +81,8 @@ impl Session {
             stats,
             slot: id as usize,
             cursor: id as usize,
+            id,
+            protocol: Protocol::Resp2,
             rw: ReadYourWrites::default(),
             track_writes,
             pending: VecDeque::new(),
@@ -173,6 +179,10 @@ impl Session {
                 let reply = self.auth_reply(&req);
                 return self.pending.push_back(Pending::Ready(reply));
             }
+            Class::Hello => {
+                let reply = self.hello_reply(&req);
+                return self.pending.push_back(Pending::Ready(reply));
+            }
         };
         let need = if self.track_writes && !write {
             self.rw.need(&self.ctx.clock)
@@ -185,7 +195,7 @@ impl Session {
             Route::Error(reply) => return self.pending.push_back(Pending::Ready(reply)),
         };
         let (dispatch, rx) = Dispatch::new(req.raw().clone());
-        match backend.pool().send(self.slot, dispatch).await {
+        match backend.pool(self.protocol).send(self.slot, dispatch).await {
             Ok(()) => {
                 if write && self.track_writes {
                     self.rw.write_sent();
@@ -256,20 +266,92 @@ impl Session {
             (3, Some(u), Some(p)) => (Some(u), p),
             _ => return error_reply("ERR wrong number of arguments for 'auth' command"),
         };
+        if self.ctx.backend_password.is_none() && user.is_none() {
+            return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+        }
+        if self.credentials_match(user, pass) {
+            status_reply("OK")
+        } else {
+            error_reply(WRONGPASS)
+        }
+    }
+
+    fn credentials_match(&self, user: Option<&[u8]>, pass: &[u8]) -> bool {
         let Some(expected) = &self.ctx.backend_password else {
-            if user.is_none() {
-                return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-            }
-            return error_reply("WRONGPASS invalid username-password pair or user is disabled.");
+            // No password: Redis's default user accepts any password via HELLO ... AUTH default x.
+            return user.is_none_or(|u| u == b"default");
         };
         let expected_user = self.ctx.backend_username.as_deref().unwrap_or("default");
         let user_ok = user.is_none_or(|u| constant_time_eq(u, expected_user.as_bytes()));
-        if user_ok && constant_time_eq(pass, expected.expose().as_bytes()) {
-            status_reply("OK")
-        } else {
-            error_reply("WRONGPASS invalid username-password pair or user is disabled.")
-        }
+        user_ok && constant_time_eq(pass, expected.expose().as_bytes())
     }
+
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. `HELLO 3`
+    /// moves this session to RESP3 backend connections, so replies keep their RESP3 types.
+    fn hello_reply(&mut self, req: &Request) -> Bytes {
+        let mut protocol = self.protocol;
+        let mut i = 1;
+        if let Some(v) = req.arg(1) {
+            protocol = match v {
+                b"2" => Protocol::Resp2,
+                b"3" => Protocol::Resp3,
+                _ if std::str::from_utf8(v).is_ok_and(|s| s.parse::<i64>().is_ok()) => {
+                    return error_reply("NOPROTO sorry, this protocol version is not supported.")
+                }
+                _ => return error_reply("ERR Protocol version is not an integer or out of range"),
+            };
+            i = 2;
+        }
+        while let Some(opt) = req.arg(i) {
+            if opt.eq_ignore_ascii_case(b"auth") {
+                let (Some(user), Some(pass)) = (req.arg(i + 1), req.arg(i + 2)) else {
+                    return hello_syntax_error(opt);
+                };
+                if !self.credentials_match(Some(user), pass) {
+                    return error_reply(WRONGPASS);
+                }
+                i += 3;
+            } else if opt.eq_ignore_ascii_case(b"setname") && req.arg(i + 1).is_some() {
+                i += 2;
+            } else {
+                return hello_syntax_error(opt);
+            }
+        }
+        self.protocol = protocol;
+        hello_map(protocol, &self.ctx.server_version.load(), self.id)
+    }
+}
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn hello_syntax_error(opt: &[u8]) -> Bytes {
+    error_reply(&format!(
+        "ERR Syntax error in HELLO option '{}'",
+        String::from_utf8_lossy(opt)
+    ))
+}
+
+/// The `HELLO` reply: a map in RESP3, a flat array in RESP2.
+fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
+    let proto = if protocol == Protocol::Resp3 { 3 } else { 2 };
+    let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+    let mut out = if proto == 3 {
+        "%7\r\n".to_string()
+    } else {
+        "*14\r\n".to_string()
+    };
+    for (k, v) in [("server", bulk("redis")), ("version", bulk(version))] {
+        out.push_str(&bulk(k));
+        out.push_str(&v);
+    }
+    out.push_str(&format!("{}:{proto}\r\n", bulk("proto")));
+    out.push_str(&format!("{}:{}\r\n", bulk("id"), id + 1));
+    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+        out.push_str(&bulk(k));
+        out.push_str(&bulk(v));
+    }
+    out.push_str(&format!("{}*0\r\n", bulk("modules")));
+    Bytes::from(out)
 }
 
 /// Waits for the reply at the front of the queue (never resolves when the front is not waiting).

@@ -36,6 +36,8 @@ pub enum Class {
     Quit,
     /// `AUTH`: checked by the session against the backend password.
     Auth,
+    /// `HELLO`: answered by the session, which may switch to RESP3 connections.
+    Hello,
     /// Refused with this error reply; the connection stays open.
     Reject(Bytes),
 }
@@ -60,7 +62,6 @@ const CONNECTION_STATE: &[&str] = &[
     "reset",
     "readonly",
     "readwrite",
-    "hello",
     "wait",
     "waitaof",
     "client|setname",
@@ -100,6 +101,7 @@ pub fn classify(commands: &CommandTable, req: &Request) -> Class {
         },
         "quit" => Class::Quit,
         "auth" => Class::Auth,
+        "hello" => Class::Hello,
         "select" => match req.arg(1) {
             Some(b"0") if req.argc() == 2 => Class::Local(status_reply("OK")),
             _ => unsupported(

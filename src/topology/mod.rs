@@ -27,6 +27,8 @@ pub struct TopologyState {
     pub backends: Arc<BackendSet>,
     /// Command flags, replaced once fetched from a master.
     pub commands: Arc<ArcSwap<CommandTable>>,
+    /// The master's `redis_version`, once fetched.
+    pub server_version: Arc<ArcSwap<String>>,
     /// Stats registry.
     pub stats: Arc<Stats>,
     /// Health-check settings (and the channel that reports role/reachability changes).
@@ -65,6 +67,7 @@ impl TopologyState {
             table,
             backends,
             commands: Arc::new(ArcSwap::from_pointee(CommandTable::builtin())),
+            server_version: Arc::new(ArcSwap::from_pointee("7.0.0".to_string())),
             stats,
             health,
             tracker,
@@ -133,9 +136,16 @@ impl TopologyState {
         let creds = self.health.creds.clone();
         let timeout = self.health.timeout.max(Duration::from_secs(2));
         let commands = self.commands.clone();
+        let version = self.server_version.clone();
         self.tracker.spawn(async move {
             let fetched = async {
                 let mut c = ControlConn::connect(&addr, &creds, timeout).await.ok()?;
+                if let Ok(Value::Bulk(info)) = c.call(&["INFO", "server"]).await {
+                    let info = String::from_utf8_lossy(&info);
+                    if let Some(v) = crate::backend::control::info_field(&info, "redis_version") {
+                        version.store(Arc::new(v.to_string()));
+                    }
+                }
                 match c.call(&["COMMAND"]).await.ok()? {
                     v @ Value::Array(_) => CommandTable::from_command_reply(&v).ok(),
                     _ => None,

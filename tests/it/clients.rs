@@ -31,8 +31,17 @@ async fn redis_cli_redis_benchmark_and_python_work_through_the_proxy() {
         run(&mut c).trim().to_string()
     };
     assert_eq!(cli(&["SET", "cli", "hello"]), "OK");
-    assert_eq!(cli(&["GET", "cli"]), "hello");
     assert_eq!(cli(&["INCR", "counter"]), "1");
+    // One redis-cli connection reads its own write (commands from stdin share the connection).
+    let mut piped = Command::new("sh");
+    piped.args([
+        "-c",
+        &format!("printf 'SET cli2 v2\\nGET cli2\\n' | redis-cli -h 127.0.0.1 -p {port}"),
+    ]);
+    assert_eq!(
+        run(&mut piped).split_whitespace().collect::<Vec<_>>(),
+        ["OK", "v2"]
+    );
 
     let bench = tokio::task::spawn_blocking({
         let port = port.clone();
@@ -62,21 +71,26 @@ async fn redis_cli_redis_benchmark_and_python_work_through_the_proxy() {
         "{bench}"
     );
     assert!(!bench.to_lowercase().contains("error"), "{bench}");
-    assert_eq!(master.commandstats("set").await >= 5000, true);
+    assert!(master.commandstats("set").await >= 5000);
 
+    // redis-py 5+ says HELLO on connect (RESP3 by default in recent versions): both protocols.
     let script = r#"
 import sys, redis
-r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
-assert r.ping()
-r.set("py", "1")
-assert r.get("py") == b"1"
-p = r.pipeline(transaction=False)
-for i in range(100):
-    p.set(f"py{i}", i)
-    p.get(f"py{i}")
-res = p.execute()
-assert res[1::2] == [str(i).encode() for i in range(100)], res[:6]
-assert r.mget("py1", "py2", "missing") == [b"1", b"2", None]
+for proto in (2, 3):
+    r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), protocol=proto)
+    assert r.ping()
+    r.set("py", "1")
+    assert r.get("py") == b"1"
+    p = r.pipeline(transaction=False)
+    for i in range(100):
+        p.set(f"py{i}", i)
+        p.get(f"py{i}")
+    res = p.execute()
+    assert res[1::2] == [str(i).encode() for i in range(100)], res[:6]
+    assert r.mget("py1", "py2", "missing") == [b"1", b"2", None]
+    r.hset("h", mapping={"a": "1"})
+    assert r.hgetall("h") == {b"a": b"1"}
+    r.close()
 print("python ok")
 "#;
     let out = tokio::task::spawn_blocking(move || {
