@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::reply::{backend_error, protocol_error};
+use super::reply::{backend_error, protocol_error, Close};
 use super::ProxyContext;
 use crate::backend::conn::ReplyResult;
 use crate::backend::{Backend, BackendError, Dispatch, Protocol};
@@ -144,19 +144,18 @@ impl Session {
         while self.pending.len() < self.ctx.max_pipeline {
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
-                    let (table, commands) = snapshot.get_or_insert_with(|| {
-                        (self.ctx.table.load_full(), self.ctx.commands.load_full())
-                    });
-                    let (table, commands) = (table.clone(), commands.clone());
-                    self.handle(req, &table, &commands).await;
+                    let ctx = &self.ctx;
+                    let (table, commands) = snapshot
+                        .get_or_insert_with(|| (ctx.table.load_full(), ctx.commands.load_full()));
+                    self.handle(req, table, commands).await;
                 }
                 Ok(None) => break,
                 Err(e) => {
                     self.stats.error();
-                    let (reply, _close) = protocol_error(&e);
+                    let (reply, close) = protocol_error(&e);
                     tracing::debug!(error = %e, "client protocol error");
                     self.pending.push_back(Pending::Ready(reply));
-                    self.closing = true;
+                    self.closing |= close == Close::AfterReply;
                     break;
                 }
             }
