@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conn::{Dispatch, Protocol};
+pub use conn::{BatchReply, Dispatch, Protocol};
 pub use control::{ControlConn, Credentials};
 pub use pool::BackendPool;
 

@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reply::{backend_error, protocol_error, Close};
 use super::ProxyContext;
-use crate::backend::conn::ReplyResult;
-use crate::backend::{Backend, BackendError, Dispatch, Protocol};
+use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
@@ -31,12 +30,23 @@ use crate::stats::ListenerStats;
 enum Pending {
     /// Known already (local answers, refusals, errors).
     Ready(Bytes),
-    /// Sent to a backend; the reply comes through `rx`.
+    /// `count` requests sent to a backend as one dispatch; their replies come through `rx`.
     Waiting {
-        rx: oneshot::Receiver<ReplyResult>,
-        write: bool,
+        rx: oneshot::Receiver<BatchReply>,
+        count: usize,
+        writes: u32,
         backend: Arc<Backend>,
     },
+}
+
+/// Requests for one backend gathered while parsing one read, sent when the target changes or the
+/// input runs dry: a pipeline becomes one dispatch instead of one per request.
+struct OpenBatch {
+    backend: Arc<Backend>,
+    /// Opened by a read that any replica may serve, so later such reads join it.
+    any_read: bool,
+    count: usize,
+    writes: u32,
 }
 
 /// One client's state.
@@ -55,12 +65,17 @@ pub struct Session {
     rw: ReadYourWrites,
     track_writes: bool,
     pending: VecDeque<Pending>,
+    /// Requests parsed whose replies have not been written yet.
+    queued: usize,
+    open: Option<OpenBatch>,
+    /// The open batch's bytes; reused, so dispatching does not allocate once it has grown.
+    batch_buf: BytesMut,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
     closing: bool,
 }
 
 enum Event {
-    Reply(ReplyResult),
+    Reply(BatchReply),
     Read(std::io::Result<usize>),
     Shutdown,
 }
@@ -86,6 +101,9 @@ impl Session {
             rw: ReadYourWrites::default(),
             track_writes,
             pending: VecDeque::new(),
+            queued: 0,
+            open: None,
+            batch_buf: BytesMut::new(),
             closing: false,
         }
     }
@@ -112,18 +130,22 @@ impl Session {
             if self.closing && self.pending.is_empty() {
                 break;
             }
-            let can_read = !self.closing && self.pending.len() < self.ctx.max_pipeline;
+            let can_read = !self.closing && self.queued < self.ctx.max_pipeline;
             let event = tokio::select! {
                 r = front_reply(&mut self.pending) => Event::Reply(r),
                 r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
-                Event::Reply(result) => {
-                    if let Some(Pending::Waiting { write, backend, .. }) = self.pending.pop_front()
+                Event::Reply(reply) => {
+                    if let Some(Pending::Waiting {
+                        count,
+                        writes,
+                        backend,
+                        ..
+                    }) = self.pending.pop_front()
                     {
-                        let bytes = self.finish(write, &backend, result);
-                        out.extend_from_slice(&bytes);
+                        self.finish(count, writes, &backend, reply, &mut out);
                     }
                 }
                 Event::Read(Ok(0)) => self.closing = true,
@@ -141,7 +163,7 @@ impl Session {
     /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap.
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
-        while self.pending.len() < self.ctx.max_pipeline {
+        while self.queued < self.ctx.max_pipeline {
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let ctx = &self.ctx;
@@ -154,12 +176,13 @@ impl Session {
                     self.stats.error();
                     let (reply, close) = protocol_error(&e);
                     tracing::debug!(error = %e, "client protocol error");
-                    self.pending.push_back(Pending::Ready(reply));
+                    self.push_ready(reply).await;
                     self.closing |= close == Close::AfterReply;
                     break;
                 }
             }
         }
+        self.flush().await;
     }
 
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
@@ -167,20 +190,20 @@ impl Session {
         let write = match classify(commands, &req) {
             Class::Read => false,
             Class::Write => true,
-            Class::Local(reply) | Class::Reject(reply) => {
-                return self.pending.push_back(Pending::Ready(reply));
-            }
+            Class::Local(reply) | Class::Reject(reply) => return self.push_ready(reply).await,
             Class::Quit => {
                 self.closing = true;
-                return self.pending.push_back(Pending::Ready(status_reply("OK")));
+                return self.push_ready(status_reply("OK")).await;
             }
             Class::Auth => {
                 let reply = self.auth_reply(&req);
-                return self.pending.push_back(Pending::Ready(reply));
+                return self.push_ready(reply).await;
             }
             Class::Hello => {
+                // Flush first: the batch was gathered for the protocol in force before HELLO.
+                self.flush().await;
                 let reply = self.hello_reply(&req);
-                return self.pending.push_back(Pending::Ready(reply));
+                return self.push_ready(reply).await;
             }
         };
         let need = if self.track_writes && !write {
@@ -188,23 +211,80 @@ impl Session {
         } else {
             ReadNeed::Any
         };
-        let policy = self.ctx.routing.read_policy;
-        let backend = match route(table, self.endpoint, policy, write, need, &mut self.cursor) {
-            Route::Backend(b) => b.clone(),
-            Route::Error(reply) => return self.pending.push_back(Pending::Ready(reply)),
-        };
-        let (dispatch, rx) = Dispatch::new(req.raw().clone());
-        match backend.pool(self.protocol).send(self.slot, dispatch).await {
-            Ok(()) => {
-                if write && self.track_writes {
+        let any_read = !write && need == ReadNeed::Any;
+        if !(any_read && self.open.as_ref().is_some_and(|o| o.any_read)) {
+            let policy = self.ctx.routing.read_policy;
+            let backend = match route(table, self.endpoint, policy, write, need, &mut self.cursor) {
+                Route::Backend(b) => b,
+                Route::Error(reply) => return self.push_ready(reply).await,
+            };
+            if !self
+                .open
+                .as_ref()
+                .is_some_and(|o| Arc::ptr_eq(&o.backend, backend))
+            {
+                self.flush().await;
+                self.open = Some(OpenBatch {
+                    backend: backend.clone(),
+                    any_read,
+                    count: 0,
+                    writes: 0,
+                });
+            }
+        }
+        if let Some(open) = &mut self.open {
+            self.batch_buf.extend_from_slice(req.raw());
+            open.count += 1;
+            self.queued += 1;
+            if write {
+                open.writes += 1;
+                if self.track_writes {
                     self.rw.write_sent();
                 }
-                self.pending
-                    .push_back(Pending::Waiting { rx, write, backend });
             }
+        }
+    }
+
+    /// Queues a reply known already, after whatever was gathered before it.
+    async fn push_ready(&mut self, reply: Bytes) {
+        self.flush().await;
+        self.queued += 1;
+        self.pending.push_back(Pending::Ready(reply));
+    }
+
+    /// Sends the open batch to its backend.
+    async fn flush(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let raw = self.batch_buf.split().freeze();
+        let (dispatch, rx) = Dispatch::new(raw, open.count);
+        match open
+            .backend
+            .pool(self.protocol)
+            .send(self.slot, dispatch)
+            .await
+        {
+            Ok(()) => self.pending.push_back(Pending::Waiting {
+                rx,
+                count: open.count,
+                writes: open.writes,
+                backend: open.backend,
+            }),
             Err(e) => {
-                let (reply, _) = backend_error(&e, backend.addr());
-                self.pending.push_back(Pending::Ready(reply));
+                let (reply, _) = backend_error(&e, open.backend.addr());
+                for _ in 0..open.count {
+                    self.pending.push_back(Pending::Ready(reply.clone()));
+                }
+                self.writes_done(open.writes);
+            }
+        }
+    }
+
+    fn writes_done(&mut self, writes: u32) {
+        if self.track_writes {
+            for _ in 0..writes {
+                self.rw.write_done(&self.ctx.clock);
             }
         }
     }
@@ -215,21 +295,26 @@ impl Session {
             match self.pending.front_mut() {
                 Some(Pending::Ready(_)) => {
                     if let Some(Pending::Ready(b)) = self.pending.pop_front() {
+                        self.queued -= 1;
                         out.extend_from_slice(&b);
                     }
                 }
                 Some(Pending::Waiting { rx, .. }) => {
-                    let result = match rx.try_recv() {
+                    let reply = match rx.try_recv() {
                         Ok(r) => r,
                         Err(oneshot::error::TryRecvError::Empty) => return,
                         Err(oneshot::error::TryRecvError::Closed) => {
-                            Err(BackendError::ConnectionLost)
+                            BatchReply::failed(BackendError::ConnectionLost)
                         }
                     };
-                    if let Some(Pending::Waiting { write, backend, .. }) = self.pending.pop_front()
+                    if let Some(Pending::Waiting {
+                        count,
+                        writes,
+                        backend,
+                        ..
+                    }) = self.pending.pop_front()
                     {
-                        let bytes = self.finish(write, &backend, result);
-                        out.extend_from_slice(&bytes);
+                        self.finish(count, writes, &backend, reply, out);
                     }
                 }
                 None => return,
@@ -237,22 +322,32 @@ impl Session {
         }
     }
 
-    /// A backend reply (or failure) as the bytes the client gets.
-    fn finish(&mut self, write: bool, backend: &Backend, result: ReplyResult) -> Bytes {
-        if write && self.track_writes {
-            self.rw.write_done(&self.ctx.clock);
-        }
-        match result {
-            Ok(frame) => {
-                if is_error_reply(&frame) {
-                    self.stats.error();
-                }
-                frame
-            }
-            Err(e) => {
+    /// Writes a dispatch's replies into `out`: the frames, then an error for each request the
+    /// backend did not answer.
+    fn finish(
+        &mut self,
+        count: usize,
+        writes: u32,
+        backend: &Backend,
+        reply: BatchReply,
+        out: &mut BytesMut,
+    ) {
+        self.writes_done(writes);
+        self.queued -= count;
+        let answered = reply.frames.len().min(count);
+        for frame in reply.frames.iter().take(count) {
+            if is_error_reply(frame) {
                 self.stats.error();
-                tracing::debug!(backend.addr = backend.addr(), error = %e, "request failed");
-                backend_error(&e, backend.addr()).0
+            }
+            out.extend_from_slice(frame);
+        }
+        if answered < count {
+            let error = reply.error.unwrap_or(BackendError::ConnectionLost);
+            tracing::debug!(backend.addr = backend.addr(), error = %error, "request failed");
+            let (bytes, _) = backend_error(&error, backend.addr());
+            for _ in answered..count {
+                self.stats.error();
+                out.extend_from_slice(&bytes);
             }
         }
     }
@@ -353,10 +448,12 @@ fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
     Bytes::from(out)
 }
 
-/// Waits for the reply at the front of the queue (never resolves when the front is not waiting).
-async fn front_reply(pending: &mut VecDeque<Pending>) -> ReplyResult {
+/// Waits for the replies at the front of the queue (never resolves when the front is not waiting).
+async fn front_reply(pending: &mut VecDeque<Pending>) -> BatchReply {
     match pending.front_mut() {
-        Some(Pending::Waiting { rx, .. }) => rx.await.unwrap_or(Err(BackendError::ConnectionLost)),
+        Some(Pending::Waiting { rx, .. }) => rx
+            .await
+            .unwrap_or_else(|_| BatchReply::failed(BackendError::ConnectionLost)),
         _ => std::future::pending().await,
     }
 }

@@ -163,3 +163,83 @@ async fn sentinel_mode_finds_master_and_replicas() {
         topo.replicas[0].commandstats("get").await + topo.replicas[1].commandstats("get").await;
     assert_eq!(replica_gets, 20);
 }
+
+/// Reads `n` complete replies from `s` (bounded in time), as raw frames.
+async fn read_replies(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut scanner = haproxy_rs::resp::ReplyScanner::new(8);
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    let read_all = async {
+        while frames.len() < n {
+            while let Some(f) = scanner.next(&mut buf).unwrap() {
+                frames.push(String::from_utf8_lossy(&f).trim_end().to_string());
+            }
+            if frames.len() < n && s.read_buf(&mut buf).await.unwrap() == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("replies within 10 s");
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_answers_keep_their_place_in_a_pipeline() {
+    let (master, r1, r2) = trio().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), r1.addr(), r2.addr()])
+        .start(2)
+        .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let input = "SET o 1\r\nGET o\r\nPING\r\nGET missing\r\nECHO x\r\nMULTI\r\nINCR o\r\nGET o\r\nPING hi\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
+        .await
+        .unwrap();
+    let got = read_replies(&mut s, 9).await;
+    assert_eq!(got.len(), 9, "{got:?}");
+    assert_eq!(got[..5], ["+OK", "$1\r\n1", "+PONG", "$-1", "$1\r\nx"]);
+    assert!(got[5].starts_with("-ERR"), "MULTI is refused: {got:?}");
+    assert_eq!(got[6..], [":2", "$1\r\n2", "$2\r\nhi"]);
+}
+
+/// Whether a server answers `PING` within 200 ms (not while it runs `DEBUG SLEEP`).
+async fn answers_ping(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ping = async {
+        let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
+        c.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 7];
+        c.read_exact(&mut buf).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(200), ping).await,
+        Ok(Some(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_pipeline_gets_one_reply_when_the_master_dies() {
+    let master = RedisServer::start_with("enable-debug-command yes\n").await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    // The master sleeps on the second request, so every request is in flight when it dies (Redis
+    // sends a pipeline's replies together, so not even the first one has been answered).
+    let input = "SET d 1\r\nDEBUG SLEEP 5\r\nSET d 2\r\nPING\r\nGET d\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
+        .await
+        .unwrap();
+    eventually!(Duration::from_secs(5), !answers_ping(&master.addr()).await);
+    master.kill();
+    let got = read_replies(&mut s, 5).await;
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(got[4].starts_with("-ERR haproxy-rs"), "{got:?}");
+    for i in [0, 1, 2] {
+        assert!(
+            got[i].starts_with("-ERR") && got[i].contains("outcome is unknown"),
+            "request {i} has an outcome-unknown error: {got:?}"
+        );
+    }
+    assert_eq!(got[3], "+PONG", "{got:?}");
+}
