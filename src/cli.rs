@@ -40,7 +40,7 @@ pub struct RunArgs {
     /// Stats page address, e.g. :8404.
     #[arg(long, value_name = "ADDR")]
     pub stats: Option<String>,
-    /// Worker threads (0: one per core).
+    /// Session threads, each with its own clients and backend connections (0: one per core).
     #[arg(long, value_name = "N", env = "HAPROXY_RS_THREADS")]
     pub threads: Option<usize>,
     /// A sentinel, HOST:PORT (repeat the flag, or comma-separate in the variable).

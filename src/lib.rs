@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use backend::{BackendSet, ConnSettings};
 use config::{parse_listen_addr, Config, ConfigError};
 use proxy::listener::Listener;
+use proxy::workers::Workers;
 use proxy::ProxyContext;
 use resp::RequestLimits;
 use router::{Endpoint, ReplicationClock, RoutingTable};
@@ -55,6 +56,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The session threads could not be started.
+    #[error("cannot start the session threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A running proxy.
@@ -73,6 +77,7 @@ pub struct Proxy {
     sessions: TaskTracker,
     background: TaskTracker,
     backend_token: CancellationToken,
+    workers: Arc<Workers>,
 }
 
 impl Proxy {
@@ -85,6 +90,7 @@ impl Proxy {
         }
         self.backend_token.cancel();
         shutdown::drain(&self.background, Duration::from_secs(2)).await;
+        self.workers.stop();
     }
 
     /// Requests shutdown.
@@ -128,8 +134,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
     let backend_token = CancellationToken::new();
+    let threads = match cfg.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let workers = Arc::new(Workers::start(threads, &sessions).map_err(StartError::Threads)?);
     let backends = Arc::new(BackendSet::new(
-        ConnSettings::from_config(&cfg.backend),
+        ConnSettings::from_config(&cfg.backend, workers.len()),
         stats.clone(),
         backend_token.clone(),
         background.clone(),
@@ -182,9 +193,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             endpoint,
             ctx: ctx.clone(),
             clients: clients.clone(),
+            workers: workers.clone(),
         };
         tracing::info!(listener = name, addr = %local_addr(&listener.socket), "listening");
-        background.spawn(listener.serve(shutdown.clone(), sessions.clone()));
+        background.spawn(listener.serve(shutdown.clone()));
     }
     if let Some(socket) = stats_socket {
         tracing::info!(addr = %local_addr(&socket), "stats page");
@@ -200,6 +212,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         sessions,
         background,
         backend_token,
+        workers,
     })
 }
 

@@ -19,10 +19,8 @@ fn main() -> ExitCode {
             return ExitCode::from(64); // EX_USAGE: bad configuration
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if cfg.threads > 0 {
-        builder.worker_threads(cfg.threads);
-    }
+    // Sessions run on their own threads (`threads`); this runtime runs listeners and the topology.
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -145,9 +145,9 @@ impl BackendHealth {
 /// One Redis server: its connections, its health and its counters.
 pub struct Backend {
     addr: String,
-    pool: BackendPool,
-    /// RESP3 connections, opened when the first `HELLO 3` client needs them.
-    pool3: std::sync::OnceLock<BackendPool>,
+    /// Connections per (session thread, protocol), each set opened on first use by that thread
+    /// and running on it: `pools[thread * 2 + protocol]`.
+    pools: Box<[std::sync::OnceLock<BackendPool>]>,
     settings: Arc<ConnSettings>,
     tracker: TaskTracker,
     /// What the health checks see.
@@ -168,21 +168,25 @@ impl Backend {
     pub fn addr(&self) -> &str {
         &self.addr
     }
-    /// The shared connections speaking `protocol`.
-    pub fn pool(&self, protocol: Protocol) -> &BackendPool {
-        match protocol {
-            Protocol::Resp2 => &self.pool,
-            Protocol::Resp3 => self.pool3.get_or_init(|| {
-                BackendPool::spawn(
-                    &self.addr,
-                    self.settings.clone(),
-                    self.stats.clone(),
-                    self.token.clone(),
-                    &self.tracker,
-                    Protocol::Resp3,
-                )
-            }),
-        }
+    /// The calling session thread's connections speaking `protocol`, opened on first use (their
+    /// actors are spawned on the caller's runtime, so they run on the caller's thread).
+    pub fn pool(&self, protocol: Protocol) -> Option<&BackendPool> {
+        let worker = crate::proxy::workers::current_index();
+        let index = worker * 2 + usize::from(protocol == Protocol::Resp3);
+        let cell = self
+            .pools
+            .get(index)
+            .or_else(|| self.pools.get(index % 2))?;
+        Some(cell.get_or_init(|| {
+            BackendPool::spawn(
+                &self.addr,
+                self.settings.clone(),
+                self.stats.clone(),
+                self.token.clone(),
+                &self.tracker,
+                protocol,
+            )
+        }))
     }
     /// Cancelled when the backend is retired or the proxy stops.
     pub fn token(&self) -> &CancellationToken {
@@ -193,8 +197,10 @@ impl Backend {
 /// Settings every backend connection uses.
 #[derive(Debug, Clone)]
 pub struct ConnSettings {
-    /// Connections per backend.
+    /// Connections per backend and session thread.
     pub connections: usize,
+    /// Session threads (each has its own connections).
+    pub workers: usize,
     /// AUTH sent on connect.
     pub creds: Credentials,
     /// Connect + AUTH deadline.
@@ -206,10 +212,11 @@ pub struct ConnSettings {
 }
 
 impl ConnSettings {
-    /// From the `[backend]` table.
-    pub fn from_config(b: &BackendConfig) -> ConnSettings {
+    /// From the `[backend]` table, for `workers` session threads.
+    pub fn from_config(b: &BackendConfig, workers: usize) -> ConnSettings {
         ConnSettings {
             connections: b.connections,
+            workers,
             creds: Credentials {
                 username: b.username.clone(),
                 password: b.password.clone(),
@@ -255,18 +262,11 @@ impl BackendSet {
         }
         let token = self.token.child_token();
         let stats = self.stats.backend(addr);
-        let pool = BackendPool::spawn(
-            addr,
-            self.settings.clone(),
-            stats.clone(),
-            token.clone(),
-            &self.tracker,
-            Protocol::Resp2,
-        );
         let backend = Arc::new(Backend {
             addr: addr.to_string(),
-            pool,
-            pool3: std::sync::OnceLock::new(),
+            pools: (0..self.settings.workers.max(1) * 2)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
             settings: self.settings.clone(),
             tracker: self.tracker.clone(),
             health: BackendHealth::default(),

@@ -20,7 +20,7 @@ pub struct Config {
     pub read_listen: Option<String>,
     /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
     pub stats: Option<String>,
-    /// Worker threads; 0 means one per core.
+    /// Session threads, each with its own clients and backend connections; 0 means one per core.
     pub threads: usize,
     /// Most client connections served at once; further clients wait in the accept queue.
     pub max_clients: usize,
@@ -85,7 +85,8 @@ impl Default for SentinelConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
-    /// Shared, pipelined connections per server (twemproxy's `server_connections`).
+    /// Shared, pipelined connections per server and session thread (twemproxy's
+    /// `server_connections`). One gives Redis the largest batches.
     pub connections: usize,
     /// ACL user for the servers, if any.
     pub username: Option<String>,
@@ -104,7 +105,7 @@ pub struct BackendConfig {
 impl Default for BackendConfig {
     fn default() -> Self {
         BackendConfig {
-            connections: 2,
+            connections: 1,
             username: None,
             password: None,
             connect_timeout_ms: 1000,

@@ -4,13 +4,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::session::Session;
+use super::workers::{Job, Workers};
 use super::ProxyContext;
 use crate::backend::tune_socket;
 use crate::router::Endpoint;
@@ -31,11 +31,14 @@ pub struct Listener {
     pub stats: Arc<ListenerStats>,
     /// Client slots shared by all listeners (`max_clients`).
     pub clients: Arc<Semaphore>,
+    /// The session threads that serve accepted clients.
+    pub workers: Arc<Workers>,
 }
 
 impl Listener {
-    /// Accepts until `shutdown`; sessions run on `tracker` and finish their in-flight requests.
-    pub async fn serve(self, shutdown: CancellationToken, tracker: TaskTracker) {
+    /// Accepts until `shutdown`; sessions run on the session threads and finish their in-flight
+    /// requests.
+    pub async fn serve(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(1);
         loop {
             let permit = tokio::select! {
@@ -63,20 +66,40 @@ impl Listener {
                 }
             };
             tune_socket(&stream);
+            // Deregistered here, registered again in the session thread's runtime.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand the connection to a session thread");
+                    continue;
+                }
+            };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
             let session = Session::new(self.ctx.clone(), self.endpoint, self.stats.clone(), id);
             let stats = self.stats.clone();
             let token = shutdown.clone();
             let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
-            tracker.spawn(
-                async move {
-                    let _permit = permit;
-                    stats.connection_opened();
-                    session.run(stream, token).await;
-                    stats.connection_closed();
-                }
-                .instrument(span),
-            );
+            let job: Job = Box::new(move || {
+                Box::pin(
+                    async move {
+                        let _permit = permit;
+                        let stream = match TcpStream::from_std(stream) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot register the connection");
+                                return;
+                            }
+                        };
+                        stats.connection_opened();
+                        session.run(stream, token).await;
+                        stats.connection_closed();
+                    }
+                    .instrument(span),
+                )
+            });
+            if !self.workers.submit(id as usize, job) {
+                break;
+            }
         }
     }
 }

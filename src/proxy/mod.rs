@@ -12,6 +12,7 @@
 pub mod listener;
 pub mod reply;
 pub mod session;
+pub mod workers;
 
 use std::sync::Arc;
 

@@ -259,12 +259,11 @@ impl Session {
         };
         let raw = self.batch_buf.split().freeze();
         let (dispatch, rx) = Dispatch::new(raw, open.count);
-        match open
-            .backend
-            .pool(self.protocol)
-            .send(self.slot, dispatch)
-            .await
-        {
+        let sent = match open.backend.pool(self.protocol) {
+            Some(pool) => pool.send(self.slot, dispatch).await,
+            None => Err(BackendError::Unavailable),
+        };
+        match sent {
             Ok(()) => self.pending.push_back(Pending::Waiting {
                 rx,
                 count: open.count,
