@@ -162,6 +162,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             s.clone(),
             state.clone(),
             changes_rx,
+            Duration::from_millis(cfg.failover.hold_ms),
         )),
         None => background.spawn(topology::static_servers::run_static(
             cfg.servers.clone(),
@@ -179,6 +180,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
         server_version: state.server_version.clone(),
+        table_changes: state.generations.subscribe(),
+        hold: Duration::from_millis(cfg.failover.hold_ms),
+        max_held_bytes: cfg.failover.max_held_bytes,
+        holds: stats.hold(),
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);

@@ -285,6 +285,11 @@ async fn serve(
             _ = token.cancelled() => break Ok(Ended::Shutdown),
         }
     };
+    if matches!(result, Ok(Ended::Shutdown)) {
+        // Reset instead of a clean close (no FIN handshake with a server that may be stopped);
+        // requests still in flight are answered "outcome unknown" below.
+        let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
+    }
     for f in in_flight.drain(..) {
         f.fail(BackendError::ConnectionLost);
     }

@@ -289,6 +289,17 @@ impl BackendSet {
         });
     }
 
+    /// Closes every connection to `addr` at once (in-flight requests get "outcome unknown") and
+    /// forgets it, so the next [`get_or_spawn`](Self::get_or_spawn) starts afresh. Used on the old
+    /// master after a failover: nothing more may reach it through connections opened while it was
+    /// the master.
+    pub fn reset(&self, addr: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.remove(addr) {
+            b.token.cancel();
+        }
+    }
+
     /// Credentials for control connections to the servers.
     pub fn credentials(&self) -> &Credentials {
         &self.settings.creds

@@ -34,6 +34,8 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Where commands go.
     pub routing: RoutingConfig,
+    /// What happens to writes while the master is being replaced.
+    pub failover: FailoverConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,26 @@ impl Default for Config {
             servers: Vec::new(),
             backend: BackendConfig::default(),
             routing: RoutingConfig::default(),
+            failover: FailoverConfig::default(),
+        }
+    }
+}
+
+/// The `[failover]` table: writes are held, not failed, while there is no master to write to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// Longest a request waits for a master (`failover_hold`); then it gets `-TRYAGAIN`.
+    pub hold_ms: u64,
+    /// Most request bytes held at once, over all clients; past it, requests get `-TRYAGAIN` at once.
+    pub max_held_bytes: usize,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            hold_ms: 10_000,
+            max_held_bytes: 64 << 20,
         }
     }
 }

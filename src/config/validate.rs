@@ -70,6 +70,13 @@ impl Config {
         check_range("threads", self.threads as u64, 0, 1024)?;
         check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
         check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
+        check_range("failover.hold_ms", self.failover.hold_ms, 0, 600_000)?;
+        check_range(
+            "failover.max_held_bytes",
+            self.failover.max_held_bytes as u64,
+            0,
+            1 << 40,
+        )?;
         match (&self.sentinel, self.servers.is_empty()) {
             (Some(_), false) => {
                 return Err(invalid(

@@ -10,6 +10,7 @@
 )]
 
 pub mod listener;
+pub mod local;
 pub mod reply;
 pub mod session;
 pub mod workers;
@@ -21,6 +22,7 @@ use arc_swap::ArcSwap;
 use crate::config::{MaskedString, RoutingConfig};
 use crate::resp::{CommandTable, RequestLimits};
 use crate::router::{ReplicationClock, RoutingTable};
+use crate::stats::HoldStats;
 
 /// What every session shares: the current routing table and command table, and settings.
 pub struct ProxyContext {
@@ -43,4 +45,12 @@ pub struct ProxyContext {
     pub backend_username: Option<String>,
     /// The master's `redis_version`, reported by `HELLO`.
     pub server_version: Arc<ArcSwap<String>>,
+    /// Routing-table generations: held requests are routed again on every change.
+    pub table_changes: tokio::sync::watch::Receiver<u64>,
+    /// Longest a request is held waiting for a master (`failover.hold_ms`).
+    pub hold: std::time::Duration,
+    /// Bound on held request bytes, all sessions together.
+    pub max_held_bytes: usize,
+    /// Held-request accounting (the bound and the stats).
+    pub holds: Arc<HoldStats>,
 }

@@ -1,52 +1,81 @@
 //! One client connection: parse requests, route each, and return replies in request order.
 //!
-//! A session is a single task. Requests are dispatched as soon as they are parsed (pipelining),
-//! each to the backend connection slot this session sticks to, so its requests to one backend keep
-//! their order. Replies wait in a FIFO and are written in batches, so a pipeline that mixes reads
-//! (replicas) and writes (master) still comes back in order.
+//! A session is a single task. Requests are dispatched as soon as they are parsed (pipelining):
+//! consecutive requests for the same backend go as one batch, on the backend connection slot this
+//! session sticks to, so its requests to one backend keep their order. Replies wait in a FIFO and
+//! are written in batches, so a pipeline that mixes reads (replicas) and writes (master) still
+//! comes back in order.
+//!
+//! While there is no master to write to (a failover is under way, or the master's connection is
+//! down) requests that need it are *held* in the FIFO, in order, and routed again whenever the
+//! routing table changes (and every [`HOLD_RETRY`]); after `failover.hold_ms` they get
+//! `-TRYAGAIN`. Once a session holds something, everything after it is held too, so a later
+//! request never overtakes an earlier one. See `LIFECYCLE.md`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::reply::{backend_error, protocol_error, Close};
-use super::ProxyContext;
+use super::{local, ProxyContext};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
 use crate::config::ReadConsistency;
-use crate::resp::{
-    error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
-};
+use crate::resp::{is_error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::{
-    classify, route, Class, Endpoint, ReadNeed, ReadYourWrites, Route, RoutingTable,
+    classify, hold_expired_reply, hold_full_reply, route, Class, Endpoint, ReadNeed,
+    ReadYourWrites, Route, RoutingTable,
 };
 use crate::stats::ListenerStats;
+
+/// How often held requests are routed again when the table has not changed (a master whose
+/// connection is down may come back without a new table).
+const HOLD_RETRY: Duration = Duration::from_millis(100);
+
+/// Requests for one backend, sent (or to be sent) as one dispatch.
+struct Batch {
+    /// The requests, back to back, as they go on the wire.
+    raw: Bytes,
+    count: usize,
+    writes: u32,
+    /// When the first of them was parsed.
+    since: Instant,
+}
 
 /// A reply slot, in request order.
 enum Pending {
     /// Known already (local answers, refusals, errors).
     Ready(Bytes),
-    /// `count` requests sent to a backend as one dispatch; their replies come through `rx`.
+    /// Sent to a backend; the replies come through `rx`.
     Waiting {
         rx: oneshot::Receiver<BatchReply>,
-        count: usize,
-        writes: u32,
+        batch: Batch,
         backend: Arc<Backend>,
     },
+    /// Waiting for a master (its bytes count against `max_held_bytes`).
+    Held(Batch),
 }
 
-/// Requests for one backend gathered while parsing one read, sent when the target changes or the
-/// input runs dry: a pipeline becomes one dispatch instead of one per request.
+/// Where the batch being gathered goes.
+enum Target {
+    Backend(Arc<Backend>),
+    Hold,
+}
+
+/// Requests gathered while parsing one read, sent when the target changes or the input runs dry:
+/// a pipeline becomes one dispatch instead of one per request.
 struct OpenBatch {
-    backend: Arc<Backend>,
+    target: Target,
     /// Opened by a read that any replica may serve, so later such reads join it.
     any_read: bool,
     count: usize,
     writes: u32,
+    since: Instant,
 }
 
 /// One client's state.
@@ -65,11 +94,14 @@ pub struct Session {
     rw: ReadYourWrites,
     track_writes: bool,
     pending: VecDeque<Pending>,
+    /// `Held` entries in `pending`.
+    held: usize,
     /// Requests parsed whose replies have not been written yet.
     queued: usize,
     open: Option<OpenBatch>,
     /// The open batch's bytes; reused, so dispatching does not allocate once it has grown.
     batch_buf: BytesMut,
+    table_changes: watch::Receiver<u64>,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
     closing: bool,
 }
@@ -77,6 +109,7 @@ pub struct Session {
 enum Event {
     Reply(BatchReply),
     Read(std::io::Result<usize>),
+    RetryHeld,
     Shutdown,
 }
 
@@ -90,6 +123,7 @@ impl Session {
     ) -> Session {
         let track_writes = endpoint == Endpoint::Main
             && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
+        let table_changes = ctx.table_changes.clone();
         Session {
             ctx,
             endpoint,
@@ -101,9 +135,11 @@ impl Session {
             rw: ReadYourWrites::default(),
             track_writes,
             pending: VecDeque::new(),
+            held: 0,
             queued: 0,
             open: None,
             batch_buf: BytesMut::new(),
+            table_changes,
             closing: false,
         }
     }
@@ -122,42 +158,45 @@ impl Session {
             if !out.is_empty() {
                 if let Err(e) = wr.write_all(&out).await {
                     tracing::debug!(error = %e, "client write failed");
-                    return;
+                    break;
                 }
                 out.clear();
                 continue;
             }
             if self.closing && self.pending.is_empty() {
+                let _ = wr.shutdown().await;
                 break;
             }
             let can_read = !self.closing && self.queued < self.ctx.max_pipeline;
+            let holding = self.held > 0;
             let event = tokio::select! {
                 r = front_reply(&mut self.pending) => Event::Reply(r),
                 r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
+                _ = table_changed(&mut self.table_changes), if holding => Event::RetryHeld,
+                _ = tokio::time::sleep(HOLD_RETRY), if holding => Event::RetryHeld,
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
                 Event::Reply(reply) => {
-                    if let Some(Pending::Waiting {
-                        count,
-                        writes,
-                        backend,
-                        ..
-                    }) = self.pending.pop_front()
+                    if let Some(Pending::Waiting { batch, backend, .. }) = self.pending.pop_front()
                     {
-                        self.finish(count, writes, &backend, reply, &mut out);
+                        self.finish(batch, &backend, reply, &mut out);
                     }
                 }
                 Event::Read(Ok(0)) => self.closing = true,
                 Event::Read(Ok(_)) => {}
                 Event::Read(Err(e)) => {
                     tracing::debug!(error = %e, "client read failed");
-                    return;
+                    break;
                 }
-                Event::Shutdown => self.closing = true,
+                Event::RetryHeld => self.release_held(false).await,
+                Event::Shutdown => {
+                    self.closing = true;
+                    self.release_held(true).await;
+                }
             }
         }
-        let _ = wr.shutdown().await;
+        self.drop_held();
     }
 
     /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap.
@@ -196,13 +235,14 @@ impl Session {
                 return self.push_ready(status_reply("OK")).await;
             }
             Class::Auth => {
-                let reply = self.auth_reply(&req);
+                let reply = local::auth_reply(&self.ctx, &req);
                 return self.push_ready(reply).await;
             }
             Class::Hello => {
                 // Flush first: the batch was gathered for the protocol in force before HELLO.
                 self.flush().await;
-                let reply = self.hello_reply(&req);
+                let (reply, protocol) = local::hello(&self.ctx, self.protocol, self.id, &req);
+                self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
         };
@@ -212,36 +252,57 @@ impl Session {
             ReadNeed::Any
         };
         let any_read = !write && need == ReadNeed::Any;
-        if !(any_read && self.open.as_ref().is_some_and(|o| o.any_read)) {
+        let holding = self.held > 0
+            || matches!(
+                self.open,
+                Some(OpenBatch {
+                    target: Target::Hold,
+                    ..
+                })
+            );
+        let joins_open = self.open.as_ref().is_some_and(|o| o.any_read && any_read);
+        if holding {
+            self.gather(Target::Hold, any_read).await;
+        } else if !joins_open {
             let policy = self.ctx.routing.read_policy;
-            let backend = match route(table, self.endpoint, policy, write, need, &mut self.cursor) {
-                Route::Backend(b) => b,
+            let target = match route(table, self.endpoint, policy, write, need, &mut self.cursor) {
+                Route::Backend(b) => Target::Backend(b.clone()),
+                Route::Hold => Target::Hold,
                 Route::Error(reply) => return self.push_ready(reply).await,
             };
-            if !self
-                .open
-                .as_ref()
-                .is_some_and(|o| Arc::ptr_eq(&o.backend, backend))
-            {
-                self.flush().await;
-                self.open = Some(OpenBatch {
-                    backend: backend.clone(),
-                    any_read,
-                    count: 0,
-                    writes: 0,
-                });
-            }
+            self.gather(target, any_read).await;
         }
+        self.batch_buf.extend_from_slice(req.raw());
+        self.queued += 1;
         if let Some(open) = &mut self.open {
-            self.batch_buf.extend_from_slice(req.raw());
             open.count += 1;
-            self.queued += 1;
             if write {
                 open.writes += 1;
-                if self.track_writes {
-                    self.rw.write_sent();
-                }
             }
+        }
+        if write && self.track_writes {
+            self.rw.write_sent();
+        }
+    }
+
+    /// Makes `target` the open batch's target, sending the open batch first if it goes elsewhere.
+    async fn gather(&mut self, target: Target, any_read: bool) {
+        let same = match (&self.open, &target) {
+            (Some(o), Target::Backend(b)) => {
+                matches!(&o.target, Target::Backend(ob) if Arc::ptr_eq(ob, b))
+            }
+            (Some(o), Target::Hold) => matches!(o.target, Target::Hold),
+            (None, _) => false,
+        };
+        if !same {
+            self.flush().await;
+            self.open = Some(OpenBatch {
+                target,
+                any_read,
+                count: 0,
+                writes: 0,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -252,32 +313,137 @@ impl Session {
         self.pending.push_back(Pending::Ready(reply));
     }
 
-    /// Sends the open batch to its backend.
+    /// Sends (or holds) the open batch.
     async fn flush(&mut self) {
         let Some(open) = self.open.take() else {
             return;
         };
-        let raw = self.batch_buf.split().freeze();
-        let (dispatch, rx) = Dispatch::new(raw, open.count);
-        let sent = match open.backend.pool(self.protocol) {
+        let batch = Batch {
+            raw: self.batch_buf.split().freeze(),
+            count: open.count,
+            writes: open.writes,
+            since: open.since,
+        };
+        match open.target {
+            Target::Backend(backend) => self.dispatch(batch, backend).await,
+            Target::Hold => self.hold(batch, false),
+        }
+    }
+
+    /// Sends a batch to `backend`; one the backend's connections refuse unsent is held.
+    async fn dispatch(&mut self, batch: Batch, backend: Arc<Backend>) {
+        let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count);
+        let sent = match backend.pool(self.protocol) {
             Some(pool) => pool.send(self.slot, dispatch).await,
             None => Err(BackendError::Unavailable),
         };
         match sent {
-            Ok(()) => self.pending.push_back(Pending::Waiting {
-                rx,
-                count: open.count,
-                writes: open.writes,
-                backend: open.backend,
-            }),
-            Err(e) => {
-                let (reply, _) = backend_error(&e, open.backend.addr());
-                for _ in 0..open.count {
-                    self.pending.push_back(Pending::Ready(reply.clone()));
-                }
-                self.writes_done(open.writes);
+            Ok(()) => self
+                .pending
+                .push_back(Pending::Waiting { rx, batch, backend }),
+            Err(_) => self.hold(batch, false),
+        }
+    }
+
+    /// Holds a batch (at the front of the queue when `front`), or refuses it at once when the
+    /// held bytes would pass `max_held_bytes`.
+    fn hold(&mut self, batch: Batch, front: bool) {
+        let max = self.ctx.max_held_bytes;
+        if self.ctx.holds.try_hold(batch.raw.len(), batch.count, max) {
+            self.held += 1;
+            if front {
+                self.pending.push_front(Pending::Held(batch));
+            } else {
+                self.pending.push_back(Pending::Held(batch));
+            }
+        } else {
+            self.fail_batch(batch, hold_full_reply(), front);
+        }
+    }
+
+    /// Answers every request of `batch` with `reply` (never sent anywhere).
+    fn fail_batch(&mut self, batch: Batch, reply: Bytes, front: bool) {
+        self.writes_done(batch.writes);
+        for _ in 0..batch.count {
+            self.stats.error();
+            if front {
+                self.pending.push_front(Pending::Ready(reply.clone()));
+            } else {
+                self.pending.push_back(Pending::Ready(reply.clone()));
             }
         }
+    }
+
+    /// Routes held requests again, in order: sent on when there is a master, answered
+    /// `-TRYAGAIN` once held for `failover.hold_ms` (or at once when `expire_all`).
+    async fn release_held(&mut self, expire_all: bool) {
+        if self.held == 0 {
+            return;
+        }
+        let table = self.ctx.table.load_full();
+        let entries = std::mem::take(&mut self.pending);
+        self.held = 0;
+        for entry in entries {
+            match entry {
+                Pending::Held(batch) => self.release(batch, &table, expire_all).await,
+                other => {
+                    self.flush().await;
+                    self.pending.push_back(other);
+                }
+            }
+        }
+        self.flush().await;
+    }
+
+    async fn release(&mut self, batch: Batch, table: &RoutingTable, expire_all: bool) {
+        let (bytes, count) = (batch.raw.len(), batch.count);
+        let waited = batch.since.elapsed();
+        if expire_all || waited >= self.ctx.hold {
+            self.ctx.holds.leave(bytes, count, false);
+            tracing::debug!(
+                requests = count,
+                waited_ms = waited.as_millis() as u64,
+                "held requests expired"
+            );
+            return self.fail_batch(batch, hold_expired_reply(waited), false);
+        }
+        let write = batch.writes > 0;
+        let route_to = if self.held > 0 {
+            Route::Hold // keep the order behind a batch that is still held
+        } else {
+            let need = if self.track_writes && !write {
+                self.rw.need(&self.ctx.clock)
+            } else {
+                ReadNeed::Any
+            };
+            let policy = self.ctx.routing.read_policy;
+            route(table, self.endpoint, policy, write, need, &mut self.cursor)
+        };
+        match route_to {
+            Route::Backend(b) => {
+                self.ctx.holds.leave(bytes, count, true);
+                let b = b.clone();
+                self.dispatch(batch, b).await;
+            }
+            Route::Hold => {
+                self.held += 1;
+                self.pending.push_back(Pending::Held(batch));
+            }
+            Route::Error(reply) => {
+                self.ctx.holds.leave(bytes, count, false);
+                self.fail_batch(batch, reply, false);
+            }
+        }
+    }
+
+    /// Gives back the budget of requests still held when the session ends.
+    fn drop_held(&mut self) {
+        for entry in self.pending.drain(..) {
+            if let Pending::Held(b) = entry {
+                self.ctx.holds.leave(b.raw.len(), b.count, false);
+            }
+        }
+        self.held = 0;
     }
 
     fn writes_done(&mut self, writes: u32) {
@@ -291,47 +457,38 @@ impl Session {
     /// Moves every reply that is already known, from the front of the queue, into `out`.
     fn collect_ready(&mut self, out: &mut BytesMut) {
         loop {
-            match self.pending.front_mut() {
-                Some(Pending::Ready(_)) => {
-                    if let Some(Pending::Ready(b)) = self.pending.pop_front() {
-                        self.queued -= 1;
-                        out.extend_from_slice(&b);
+            let reply = match self.pending.front_mut() {
+                Some(Pending::Ready(_)) => None,
+                Some(Pending::Waiting { rx, .. }) => match rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(oneshot::error::TryRecvError::Empty) => return,
+                    Err(oneshot::error::TryRecvError::Closed) => {
+                        Some(BatchReply::failed(BackendError::ConnectionLost))
                     }
+                },
+                Some(Pending::Held(_)) | None => return,
+            };
+            match (self.pending.pop_front(), reply) {
+                (Some(Pending::Ready(b)), _) => {
+                    self.queued -= 1;
+                    out.extend_from_slice(&b);
                 }
-                Some(Pending::Waiting { rx, .. }) => {
-                    let reply = match rx.try_recv() {
-                        Ok(r) => r,
-                        Err(oneshot::error::TryRecvError::Empty) => return,
-                        Err(oneshot::error::TryRecvError::Closed) => {
-                            BatchReply::failed(BackendError::ConnectionLost)
-                        }
-                    };
-                    if let Some(Pending::Waiting {
-                        count,
-                        writes,
-                        backend,
-                        ..
-                    }) = self.pending.pop_front()
-                    {
-                        self.finish(count, writes, &backend, reply, out);
-                    }
+                (Some(Pending::Waiting { batch, backend, .. }), Some(reply)) => {
+                    self.finish(batch, &backend, reply, out);
                 }
-                None => return,
+                _ => return,
             }
         }
     }
 
     /// Writes a dispatch's replies into `out`: the frames, then an error for each request the
-    /// backend did not answer.
-    fn finish(
-        &mut self,
-        count: usize,
-        writes: u32,
-        backend: &Backend,
-        reply: BatchReply,
-        out: &mut BytesMut,
-    ) {
-        self.writes_done(writes);
+    /// backend did not answer. A batch the backend refused unsent is held instead.
+    fn finish(&mut self, batch: Batch, backend: &Backend, reply: BatchReply, out: &mut BytesMut) {
+        if reply.frames.is_empty() && matches!(reply.error, Some(BackendError::Unavailable)) {
+            return self.hold(batch, true);
+        }
+        let count = batch.count;
+        self.writes_done(batch.writes);
         self.queued -= count;
         let answered = reply.frames.len().min(count);
         for frame in reply.frames.iter().take(count) {
@@ -350,101 +507,6 @@ impl Session {
             }
         }
     }
-
-    /// `AUTH [user] password`, checked against the backend's credentials: a client configured with
-    /// the servers' password keeps working through the proxy.
-    fn auth_reply(&self, req: &Request) -> Bytes {
-        let (user, pass) = match (req.argc(), req.arg(1), req.arg(2)) {
-            (2, Some(p), _) => (None, p),
-            (3, Some(u), Some(p)) => (Some(u), p),
-            _ => return error_reply("ERR wrong number of arguments for 'auth' command"),
-        };
-        if self.ctx.backend_password.is_none() && user.is_none() {
-            return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-        }
-        if self.credentials_match(user, pass) {
-            status_reply("OK")
-        } else {
-            error_reply(WRONGPASS)
-        }
-    }
-
-    fn credentials_match(&self, user: Option<&[u8]>, pass: &[u8]) -> bool {
-        let Some(expected) = &self.ctx.backend_password else {
-            // No password: Redis's default user accepts any password via HELLO ... AUTH default x.
-            return user.is_none_or(|u| u == b"default");
-        };
-        let expected_user = self.ctx.backend_username.as_deref().unwrap_or("default");
-        let user_ok = user.is_none_or(|u| constant_time_eq(u, expected_user.as_bytes()));
-        user_ok && constant_time_eq(pass, expected.expose().as_bytes())
-    }
-
-    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. `HELLO 3`
-    /// moves this session to RESP3 backend connections, so replies keep their RESP3 types.
-    fn hello_reply(&mut self, req: &Request) -> Bytes {
-        let mut protocol = self.protocol;
-        let mut i = 1;
-        if let Some(v) = req.arg(1) {
-            protocol = match v {
-                b"2" => Protocol::Resp2,
-                b"3" => Protocol::Resp3,
-                _ if std::str::from_utf8(v).is_ok_and(|s| s.parse::<i64>().is_ok()) => {
-                    return error_reply("NOPROTO sorry, this protocol version is not supported.")
-                }
-                _ => return error_reply("ERR Protocol version is not an integer or out of range"),
-            };
-            i = 2;
-        }
-        while let Some(opt) = req.arg(i) {
-            if opt.eq_ignore_ascii_case(b"auth") {
-                let (Some(user), Some(pass)) = (req.arg(i + 1), req.arg(i + 2)) else {
-                    return hello_syntax_error(opt);
-                };
-                if !self.credentials_match(Some(user), pass) {
-                    return error_reply(WRONGPASS);
-                }
-                i += 3;
-            } else if opt.eq_ignore_ascii_case(b"setname") && req.arg(i + 1).is_some() {
-                i += 2;
-            } else {
-                return hello_syntax_error(opt);
-            }
-        }
-        self.protocol = protocol;
-        hello_map(protocol, &self.ctx.server_version.load(), self.id)
-    }
-}
-
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-
-fn hello_syntax_error(opt: &[u8]) -> Bytes {
-    error_reply(&format!(
-        "ERR Syntax error in HELLO option '{}'",
-        String::from_utf8_lossy(opt)
-    ))
-}
-
-/// The `HELLO` reply: a map in RESP3, a flat array in RESP2.
-fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
-    let proto = if protocol == Protocol::Resp3 { 3 } else { 2 };
-    let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
-    let mut out = if proto == 3 {
-        "%7\r\n".to_string()
-    } else {
-        "*14\r\n".to_string()
-    };
-    for (k, v) in [("server", bulk("redis")), ("version", bulk(version))] {
-        out.push_str(&bulk(k));
-        out.push_str(&v);
-    }
-    out.push_str(&format!("{}:{proto}\r\n", bulk("proto")));
-    out.push_str(&format!("{}:{}\r\n", bulk("id"), id + 1));
-    for (k, v) in [("mode", "standalone"), ("role", "master")] {
-        out.push_str(&bulk(k));
-        out.push_str(&bulk(v));
-    }
-    out.push_str(&format!("{}*0\r\n", bulk("modules")));
-    Bytes::from(out)
 }
 
 /// Waits for the replies at the front of the queue (never resolves when the front is not waiting).
@@ -457,22 +519,9 @@ async fn front_reply(pending: &mut VecDeque<Pending>) -> BatchReply {
     }
 }
 
-/// Compares secrets in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+/// Resolves when the routing table changes (never, once the topology is gone).
+async fn table_changed(rx: &mut watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

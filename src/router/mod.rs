@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use consistency::{ReadNeed, ReadYourWrites, ReplicationClock};
-pub use table::RoutingTable;
+pub use table::{Fence, RoutingTable};
 
 use crate::backend::Backend;
 use crate::config::ReadPolicy;
@@ -162,13 +162,24 @@ pub enum Endpoint {
 pub enum Route<'t> {
     /// To this backend.
     Backend(&'t Arc<Backend>),
+    /// It needs the master and there is none to write to right now (a failover is under way, or
+    /// the master is unknown): the session holds it and routes it again when the table changes.
+    Hold,
     /// Answered with this error.
     Error(Bytes),
 }
 
-/// The error a client sees when the master is unknown.
-pub fn no_master_reply() -> Bytes {
-    error_reply("ERR haproxy-rs: no master is known right now (failover in progress or sentinels unreachable)")
+/// The error a held request gets once it has waited `failover_hold` for a master.
+pub fn hold_expired_reply(held: std::time::Duration) -> Bytes {
+    error_reply(&format!(
+        "TRYAGAIN haproxy-rs: no master to write to for {:.1}s (failover in progress or master unreachable); the command was not executed",
+        held.as_secs_f64()
+    ))
+}
+
+/// The error a request gets when holding it would exceed `max_held_bytes`.
+pub fn hold_full_reply() -> Bytes {
+    error_reply("TRYAGAIN haproxy-rs: too many requests held for the failover (max_held_bytes); the command was not executed")
 }
 
 /// Routes a read or write. `need` is the session's read-your-writes requirement (`Any` when off).
@@ -211,8 +222,8 @@ pub fn route<'t>(
 
 fn master(table: &RoutingTable) -> Route<'_> {
     match &table.master {
-        Some(m) => Route::Backend(m),
-        None => Route::Error(no_master_reply()),
+        Some(m) if table.fence.is_none() => Route::Backend(m),
+        _ => Route::Hold,
     }
 }
 
@@ -276,20 +287,36 @@ mod tests {
     }
 
     #[test]
-    fn writes_without_a_master_get_an_error_and_the_read_endpoint_refuses_writes() {
+    fn writes_without_a_master_are_held_and_the_read_endpoint_refuses_writes() {
         let t = RoutingTable::default();
         let mut cursor = 0;
-        match route(
-            &t,
+        for (write, need) in [(true, ReadNeed::Any), (false, ReadNeed::Master)] {
+            let r = route(
+                &t,
+                Endpoint::Main,
+                ReadPolicy::PreferReplica,
+                write,
+                need,
+                &mut cursor,
+            );
+            assert!(matches!(r, Route::Hold), "{r:?}");
+        }
+        let fenced = RoutingTable {
+            fence: Some(Fence {
+                since: std::time::Instant::now(),
+                cause: "test".into(),
+            }),
+            ..RoutingTable::default()
+        };
+        let r = route(
+            &fenced,
             Endpoint::Main,
-            ReadPolicy::PreferReplica,
-            true,
+            ReadPolicy::Master,
+            false,
             ReadNeed::Any,
             &mut cursor,
-        ) {
-            Route::Error(b) => assert!(b.starts_with(b"-ERR haproxy-rs: no master")),
-            other => panic!("{other:?}"),
-        }
+        );
+        assert!(matches!(r, Route::Hold), "{r:?}");
         match route(
             &t,
             Endpoint::ReadOnly,

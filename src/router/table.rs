@@ -1,8 +1,19 @@
 //! The routing table: one immutable snapshot of the topology, swapped whole.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::backend::Backend;
+
+/// Writes are fenced off the master: a failover is under way, so new writes wait (held by the
+/// sessions) instead of reaching a master that is being replaced.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// When the first sign of the failover came.
+    pub since: Instant,
+    /// What it was (`sentinel 127.0.0.1:26379: +odown`, ...).
+    pub cause: String,
+}
 
 /// Where commands can go right now. Built complete by the topology and swapped in through an
 /// `ArcSwap`, so a session sees either the old or the new table, never a mix.
@@ -14,6 +25,8 @@ pub struct RoutingTable {
     pub master: Option<Arc<Backend>>,
     /// Replicas named by the topology; each one's health decides whether it gets reads.
     pub replicas: Vec<Arc<Backend>>,
+    /// Set while a failover is under way: `master` is the old master and gets no writes.
+    pub fence: Option<Fence>,
 }
 
 impl RoutingTable {

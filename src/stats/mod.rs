@@ -6,6 +6,7 @@
 
 mod counters;
 mod histogram;
+mod hold;
 mod http;
 mod render;
 
@@ -22,6 +23,7 @@ pub use counters::{
     Role, SentinelSnapshot, SentinelStats,
 };
 pub use histogram::{Histogram, HistogramSnapshot};
+pub use hold::{HoldSnapshot, HoldStats};
 pub use http::serve;
 pub use render::{render_html, render_json, render_prometheus};
 
@@ -41,6 +43,11 @@ pub struct FailoverRecord {
     pub new_master: String,
     /// How it was detected, e.g. `+switch-master` or `poll`.
     pub detected_by: String,
+    /// How long writes were held (from the first sign of the failover to the new master), when
+    /// they were fenced.
+    pub writes_held_ms: Option<u64>,
+    /// The Sentinel events seen during the failover, `+<ms after the first> <sentinel> <event>`.
+    pub events: Vec<String>,
 }
 
 /// The stats registry: one per proxy, shared by the data path, topology tasks and the
@@ -57,6 +64,7 @@ pub struct Stats {
     sentinels: Mutex<Vec<Arc<SentinelStats>>>,
     failovers: Mutex<VecDeque<FailoverRecord>>,
     failovers_total: AtomicU64,
+    hold: Arc<HoldStats>,
 }
 
 /// Everything the stats page shows, copied at one moment. Times are unix millis, ages
@@ -87,6 +95,8 @@ pub struct Snapshot {
     pub failovers_total: u64,
     /// The last [`FAILOVER_HISTORY`] failovers, newest first.
     pub failovers: Vec<FailoverRecord>,
+    /// Requests held while there was no master to write to.
+    pub hold: HoldSnapshot,
 }
 
 impl Snapshot {
@@ -110,7 +120,13 @@ impl Stats {
             sentinels: Mutex::new(Vec::new()),
             failovers: Mutex::new(VecDeque::with_capacity(FAILOVER_HISTORY)),
             failovers_total: AtomicU64::new(0),
+            hold: Arc::new(HoldStats::default()),
         })
+    }
+
+    /// The held-request counters (shared with the sessions).
+    pub fn hold(&self) -> Arc<HoldStats> {
+        Arc::clone(&self.hold)
     }
 
     /// Registers a listener (once, at start) and returns its counters.
@@ -144,12 +160,36 @@ impl Stats {
 
     /// Records a change of master; the history keeps the last [`FAILOVER_HISTORY`].
     pub fn record_failover(&self, old_master: Option<&str>, new_master: &str, detected_by: &str) {
-        let record = FailoverRecord {
+        self.push_failover(FailoverRecord {
             at_ms: unix_millis(),
             old_master: old_master.map(str::to_owned),
             new_master: new_master.to_owned(),
             detected_by: detected_by.to_owned(),
-        };
+            writes_held_ms: None,
+            events: Vec::new(),
+        });
+    }
+
+    /// Records a failover during which writes were fenced for `held`.
+    pub fn record_fenced_failover(
+        &self,
+        old_master: &str,
+        new_master: &str,
+        detected_by: &str,
+        held: std::time::Duration,
+        events: Vec<String>,
+    ) {
+        self.push_failover(FailoverRecord {
+            at_ms: unix_millis(),
+            old_master: Some(old_master.to_owned()),
+            new_master: new_master.to_owned(),
+            detected_by: detected_by.to_owned(),
+            writes_held_ms: Some(u64::try_from(held.as_millis()).unwrap_or(u64::MAX)),
+            events,
+        });
+    }
+
+    fn push_failover(&self, record: FailoverRecord) {
         let mut history = lock(&self.failovers);
         while history.len() >= FAILOVER_HISTORY {
             history.pop_front();
@@ -206,6 +246,7 @@ impl Stats {
             sentinels: sentinels.iter().map(|s| s.snapshot(now_ms)).collect(),
             failovers_total: self.failovers_total.load(Ordering::Relaxed),
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
+            hold: self.hold.snapshot(),
         }
     }
 }

@@ -241,16 +241,37 @@ fn html_sentinels(out: &mut String, s: &Snapshot) {
 }
 
 fn html_failovers(out: &mut String, s: &Snapshot) {
+    let h = &s.hold;
+    let class = if h.held_now > 0 { "down" } else { "" };
+    let held = vec![
+        num(h.held_now),
+        num(h.held_bytes),
+        num(h.held_total),
+        num(h.released_total),
+        num(h.expired_total),
+        num(h.refused_total),
+    ];
+    table(
+        out,
+        "Requests held for a master (failover)",
+        "Now|Bytes now|Held|Released|Expired (-TRYAGAIN)|Refused (full)",
+        vec![(class.to_owned(), held)],
+    );
     let rows = s.failovers.iter().map(|f| {
         let cells = vec![
             Cell::Text(fmt_when(Some(f.at_ms), s.now_ms)),
             opt_text(f.old_master.as_deref()),
             Cell::Text(esc(&f.new_master)),
             Cell::Text(esc(&f.detected_by)),
+            Cell::Text(
+                f.writes_held_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms} ms")),
+            ),
+            Cell::Text(esc(&f.events.join("; "))),
         ];
         (String::new(), cells)
     });
-    let headers = "Time|Old master|New master|Detected by";
+    let headers = "Time|Old master|New master|Detected by|Writes held|Sentinel events";
     table(
         out,
         "Failover history (newest first)",
@@ -367,6 +388,32 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     p.sample("master_known", &[], u8::from(s.healthy()));
     p.family("failovers_total", "counter", "Master changes seen.");
     p.sample("failovers_total", &[], s.failovers_total);
+    let h = &s.hold;
+    p.family(
+        "held_requests",
+        "gauge",
+        "Requests waiting for a master now.",
+    );
+    p.sample("held_requests", &[], h.held_now);
+    p.family(
+        "held_bytes",
+        "gauge",
+        "Bytes of the requests waiting for a master now.",
+    );
+    p.sample("held_bytes", &[], h.held_bytes);
+    p.family(
+        "held_requests_total",
+        "counter",
+        "Requests held for a master, by outcome.",
+    );
+    for (outcome, n) in [
+        ("held", h.held_total),
+        ("released", h.released_total),
+        ("expired", h.expired_total),
+        ("refused", h.refused_total),
+    ] {
+        p.sample("held_requests_total", &[("outcome", outcome)], n);
+    }
 }
 
 fn bool_f(b: bool) -> f64 {

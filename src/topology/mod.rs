@@ -1,6 +1,7 @@
 //! Topology: who is master and who are replicas, kept current in background tasks that build
 //! a whole new [`RoutingTable`] on every change and swap it in.
 
+pub mod failover;
 pub mod health;
 pub mod sentinel;
 pub mod static_servers;
@@ -15,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{BackendSet, ControlConn};
 use crate::resp::{CommandTable, Value};
-use crate::router::{ReplicationClock, RoutingTable};
+use crate::router::{Fence, ReplicationClock, RoutingTable};
 use crate::stats::{Role, Stats};
 use health::{run_health, HealthContext};
 
@@ -37,6 +38,8 @@ pub struct TopologyState {
     pub tracker: TaskTracker,
     /// Stops the topology tasks.
     pub token: CancellationToken,
+    /// The generation of every table published (sessions holding requests watch it).
+    pub generations: tokio::sync::watch::Sender<u64>,
     fetched_commands: std::sync::atomic::AtomicBool,
 }
 
@@ -72,6 +75,7 @@ impl TopologyState {
             health,
             tracker,
             token,
+            generations: tokio::sync::watch::Sender::new(0),
             fetched_commands: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -90,6 +94,13 @@ impl TopologyState {
         if same_master && same_replicas {
             return false;
         }
+        if !same_master {
+            // Whatever is still in flight to the old master gets "outcome unknown"; nothing sent
+            // while it was the master lingers on a connection that later reaches it as a replica.
+            if let Some(old) = &current.master {
+                self.backends.reset(old.addr());
+            }
+        }
         let master_backend = master.map(|a| self.backend(a));
         let replica_backends = replicas
             .iter()
@@ -100,6 +111,12 @@ impl TopologyState {
             generation: current.generation + 1,
             master: master_backend,
             replicas: replica_backends,
+            // A fence stays until the master changes (or `set_fence(None)`).
+            fence: if same_master {
+                current.fence.clone()
+            } else {
+                None
+            },
         };
         if let Some(m) = &table.master {
             m.stats.set_role(Role::Master);
@@ -109,11 +126,31 @@ impl TopologyState {
         }
         self.stats.set_master(master);
         tracing::info!(generation = table.generation, master = ?master, replicas = ?replicas, "routing table updated");
+        let generation = table.generation;
         self.table.store(Arc::new(table));
+        self.generations.send_replace(generation);
         if let Some(m) = master {
             self.fetch_commands_once(m);
         }
         true
+    }
+
+    /// Fences writes off the current master (a failover is under way) or lifts the fence.
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        let current = self.table.load_full();
+        if current.fence.is_none() && fence.is_none() {
+            return;
+        }
+        let table = RoutingTable {
+            generation: current.generation + 1,
+            master: current.master.clone(),
+            replicas: current.replicas.clone(),
+            fence,
+        };
+        tracing::info!(generation = table.generation, fence = ?table.fence.as_ref().map(|f| &f.cause), "write fence changed");
+        let generation = table.generation;
+        self.table.store(Arc::new(table));
+        self.generations.send_replace(generation);
     }
 
     /// The backend for `addr`, with a health task if it is new.

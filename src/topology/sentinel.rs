@@ -12,10 +12,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::failover::{failover_aborted, failover_sign};
 use super::{probe_role, TopologyState};
 use crate::backend::{ControlConn, Credentials};
 use crate::config::SentinelConfig;
 use crate::resp::Value;
+use crate::router::Fence;
 use crate::stats::{Role, SentinelStats};
 
 /// What one sentinel says about our master.
@@ -40,13 +42,34 @@ enum LinkMsg {
     Down {
         sentinel: String,
     },
+    /// An event about our master, sent before the link re-queries the sentinel.
+    Event {
+        sentinel: String,
+        channel: String,
+        payload: String,
+    },
 }
 
-/// Starts one link per sentinel and runs the manager until shutdown.
+/// A failover seen in progress: writes are fenced off `old_master` since `since`.
+#[derive(Debug)]
+struct Failover {
+    old_master: String,
+    candidate: Option<String>,
+    since: Instant,
+    first_sign: String,
+    events: Vec<String>,
+    /// The candidate answered `ROLE` as master and was published.
+    promoted: bool,
+}
+
+/// Starts one link per sentinel and runs the manager until shutdown. `fence_timeout` lifts a
+/// fence whose failover never came (the sentinels still name the old master and it still
+/// answers as master).
 pub async fn run_sentinel(
     cfg: SentinelConfig,
     state: Arc<TopologyState>,
     mut changes: mpsc::UnboundedReceiver<String>,
+    fence_timeout: Duration,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let creds = Credentials {
@@ -67,7 +90,8 @@ pub async fn run_sentinel(
     }
     drop(tx);
     let mut views: HashMap<String, SentinelView> = HashMap::new();
-    let mut retry = tokio::time::interval(Duration::from_millis(200));
+    let mut failover: Option<Failover> = None;
+    let mut retry = tokio::time::interval(Duration::from_millis(100));
     loop {
         let cause = tokio::select! {
             _ = state.token.cancelled() => return,
@@ -80,13 +104,118 @@ pub async fn run_sentinel(
                     views.remove(&sentinel);
                     continue;
                 }
+                Some(LinkMsg::Event { sentinel, channel, payload }) => {
+                    on_event(&state, &mut failover, &sentinel, &channel, &payload);
+                    advance(&state, &mut failover, fence_timeout, &views).await;
+                    continue;
+                }
                 None => return,
             },
             // Health transitions and a periodic retry re-evaluate an unconfirmed master.
             _ = changes.recv() => "health change".to_string(),
             _ = retry.tick() => "retry".to_string(),
         };
-        reconcile(&state, &views, &cause).await;
+        advance(&state, &mut failover, fence_timeout, &views).await;
+        reconcile(&state, &views, &mut failover, &cause).await;
+    }
+}
+
+/// Fences writes at the first sign that the current master is being replaced, and notes the
+/// candidate the events name.
+fn on_event(
+    state: &TopologyState,
+    failover: &mut Option<Failover>,
+    sentinel: &str,
+    channel: &str,
+    payload: &str,
+) {
+    if let Some(f) = failover.as_mut().filter(|f| !f.promoted) {
+        let ms = f.since.elapsed().as_millis();
+        if f.events.len() < 64 {
+            f.events
+                .push(format!("+{ms}ms {sentinel} {channel} {payload}"));
+        }
+        if failover_aborted(channel, payload, &f.old_master) {
+            tracing::warn!(master = %f.old_master, %channel, "failover given up; writes resume to the master");
+            state.set_fence(None);
+            *failover = None;
+            return;
+        }
+        if let Some(c) = failover_sign(channel, payload, &f.old_master).and_then(|s| s.candidate) {
+            f.candidate = Some(c);
+        }
+        return;
+    }
+    // No failover, or the last one is done as far as routing goes: a sign about the current
+    // master starts a new one.
+    let table = state.table.load_full();
+    let Some(master) = table.master.as_ref().map(|m| m.addr().to_string()) else {
+        return; // no master to fence: writes are held anyway
+    };
+    let Some(sign) = failover_sign(channel, payload, &master) else {
+        return;
+    };
+    let first_sign = format!("sentinel {sentinel}: {channel}");
+    tracing::warn!(%master, event = %first_sign, candidate = ?sign.candidate, "failover under way: holding writes");
+    state.set_fence(Some(Fence {
+        since: std::time::Instant::now(),
+        cause: first_sign.clone(),
+    }));
+    *failover = Some(Failover {
+        old_master: master,
+        candidate: sign.candidate,
+        since: Instant::now(),
+        first_sign,
+        events: vec![format!("+0ms {sentinel} {channel} {payload}")],
+        promoted: false,
+    });
+}
+
+/// Moves a fenced failover on: publishes the candidate once it answers `ROLE` as master, or
+/// lifts the fence when no failover came within `fence_timeout`.
+async fn advance(
+    state: &TopologyState,
+    failover: &mut Option<Failover>,
+    fence_timeout: Duration,
+    views: &HashMap<String, SentinelView>,
+) {
+    let Some(f) = failover.as_mut() else {
+        return;
+    };
+    if f.promoted {
+        return;
+    }
+    if let Some(c) = f.candidate.clone().filter(|c| *c != f.old_master) {
+        if probe_role(&c, state).await == Some(Role::Master) {
+            let replicas: Vec<String> = state
+                .table
+                .load()
+                .replicas
+                .iter()
+                .map(|r| r.addr().to_string())
+                .filter(|r| *r != c)
+                .collect();
+            let held = f.since.elapsed();
+            tracing::info!(old = %f.old_master, new = %c, held_ms = held.as_millis() as u64, "new master answers ROLE as master: releasing writes");
+            state.publish(Some(&c), &replicas);
+            state.stats.record_fenced_failover(
+                &f.old_master,
+                &c,
+                &f.first_sign,
+                held,
+                f.events.clone(),
+            );
+            f.promoted = true;
+            return;
+        }
+    }
+    if f.since.elapsed() >= fence_timeout {
+        let still_named = choose(views).is_some_and(|v| v.master == f.old_master);
+        if still_named && probe_role(&f.old_master, state).await == Some(Role::Master) {
+            tracing::warn!(master = %f.old_master, "no failover followed its first sign; writes resume to the master");
+            state.set_fence(None);
+            *failover = None;
+        }
     }
 }
 
@@ -105,12 +234,35 @@ fn choose(views: &HashMap<String, SentinelView>) -> Option<&SentinelView> {
     })
 }
 
-async fn reconcile(state: &TopologyState, views: &HashMap<String, SentinelView>, cause: &str) {
+async fn reconcile(
+    state: &TopologyState,
+    views: &HashMap<String, SentinelView>,
+    failover: &mut Option<Failover>,
+    cause: &str,
+) {
     let Some(view) = choose(views) else {
         return; // no sentinel reachable: keep the last known topology
     };
     let current = state.table.load_full();
     let current_master = current.master.as_ref().map(|b| b.addr().to_string());
+    if let (Some(f), Some(m)) = (failover.as_ref(), current_master.as_deref()) {
+        if f.promoted && view.master == f.old_master {
+            // The sentinels have not switched yet (their config epoch may already be the new
+            // one): never go back to the old master, which answers as master until Sentinel
+            // converts it, while the promoted one still answers as master.
+            if probe_role(m, state).await == Some(Role::Master) {
+                state.publish(Some(m), &without(&view.replicas, &[m, &f.old_master]));
+                return;
+            }
+            *failover = None;
+        }
+    }
+    if failover
+        .as_ref()
+        .is_some_and(|f| f.promoted && current_master.as_deref() == Some(view.master.as_str()))
+    {
+        *failover = None; // the sentinels caught up with the failover we followed
+    }
     if current_master.as_deref() != Some(view.master.as_str()) {
         // Confirm before routing writes to it: a sentinel may lag, or the promotion may not be done.
         match probe_role(&view.master, state).await {
@@ -119,25 +271,36 @@ async fn reconcile(state: &TopologyState, views: &HashMap<String, SentinelView>,
                 tracing::debug!(candidate = %view.master, role = ?other, "sentinels name a master that does not answer ROLE as master yet");
                 // Still publish replica changes under the current master.
                 if let Some(m) = current_master.as_deref() {
-                    let replicas: Vec<String> = view
-                        .replicas
-                        .iter()
-                        .filter(|r| r.as_str() != m)
-                        .cloned()
-                        .collect();
-                    state.publish(Some(m), &replicas);
+                    state.publish(Some(m), &without(&view.replicas, &[m]));
                 }
                 return;
             }
         }
         tracing::info!(old = ?current_master, new = %view.master, epoch = view.config_epoch, %cause, "master changed");
-        if current_master.is_some() {
-            state
-                .stats
-                .record_failover(current_master.as_deref(), &view.master, cause);
+        // A fenced failover the sentinels finished before its candidate was confirmed.
+        let caught_up = failover.take_if(|f| !f.promoted && view.master != f.old_master);
+        match (&caught_up, current_master.as_deref()) {
+            (Some(f), _) => state.stats.record_fenced_failover(
+                &f.old_master,
+                &view.master,
+                &f.first_sign,
+                f.since.elapsed(),
+                f.events.clone(),
+            ),
+            (None, Some(old)) => state.stats.record_failover(Some(old), &view.master, cause),
+            (None, None) => {}
         }
     }
     state.publish(Some(&view.master), &view.replicas);
+}
+
+/// `replicas` minus the addresses in `exclude`.
+fn without(replicas: &[String], exclude: &[&str]) -> Vec<String> {
+    replicas
+        .iter()
+        .filter(|r| !exclude.contains(&r.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// One sentinel's connections.
@@ -204,6 +367,11 @@ impl Link {
                         if concerns_master(&channel, &payload, &self.master_name) {
                             self.stats.event(&channel);
                             tracing::info!(sentinel.addr = %self.addr, %channel, %payload, "sentinel event");
+                            let _ = self.tx.send(LinkMsg::Event {
+                                sentinel: self.addr.clone(),
+                                channel: channel.clone(),
+                                payload: payload.clone(),
+                            });
                             if let Err(e) = self.report(&mut cmd, &channel).await {
                                 return e;
                             }

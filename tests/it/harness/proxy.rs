@@ -61,6 +61,13 @@ impl ProxyBuilder {
 
     /// Starts the proxy and waits until it knows a master and `replicas` replicas serve reads.
     pub async fn start(self, replicas: usize) -> TestProxy {
+        // `HAPROXY_RS_TEST_LOG=haproxy_rs=debug cargo test ... -- --nocapture` shows the proxy's log.
+        if let Ok(filter) = std::env::var("HAPROXY_RS_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let token = CancellationToken::new();
         let proxy = haproxy_rs::start(self.cfg, token.clone())
             .await

@@ -1,0 +1,128 @@
+//! Commands a session answers itself because they concern the client's connection to the proxy:
+//! `AUTH` and `HELLO`.
+
+use bytes::Bytes;
+
+use super::ProxyContext;
+use crate::backend::Protocol;
+use crate::resp::{error_reply, status_reply, Request};
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// `AUTH [user] password`, checked against the backend's credentials: a client configured with
+/// the servers' password keeps working through the proxy.
+pub fn auth_reply(ctx: &ProxyContext, req: &Request) -> Bytes {
+    let (user, pass) = match (req.argc(), req.arg(1), req.arg(2)) {
+        (2, Some(p), _) => (None, p),
+        (3, Some(u), Some(p)) => (Some(u), p),
+        _ => return error_reply("ERR wrong number of arguments for 'auth' command"),
+    };
+    if ctx.backend_password.is_none() && user.is_none() {
+        return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    }
+    if credentials_match(ctx, user, pass) {
+        status_reply("OK")
+    } else {
+        error_reply(WRONGPASS)
+    }
+}
+
+fn credentials_match(ctx: &ProxyContext, user: Option<&[u8]>, pass: &[u8]) -> bool {
+    let Some(expected) = &ctx.backend_password else {
+        // No password: Redis's default user accepts any password via HELLO ... AUTH default x.
+        return user.is_none_or(|u| u == b"default");
+    };
+    let expected_user = ctx.backend_username.as_deref().unwrap_or("default");
+    let user_ok = user.is_none_or(|u| constant_time_eq(u, expected_user.as_bytes()));
+    user_ok && constant_time_eq(pass, expected.expose().as_bytes())
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. Returns the
+/// reply and the protocol the session speaks from now on (`HELLO 3` moves it to RESP3 backend
+/// connections, so replies keep their RESP3 types).
+pub fn hello(ctx: &ProxyContext, current: Protocol, id: u64, req: &Request) -> (Bytes, Protocol) {
+    let mut protocol = current;
+    let mut i = 1;
+    if let Some(v) = req.arg(1) {
+        protocol = match v {
+            b"2" => Protocol::Resp2,
+            b"3" => Protocol::Resp3,
+            _ if std::str::from_utf8(v).is_ok_and(|s| s.parse::<i64>().is_ok()) => {
+                let e = error_reply("NOPROTO sorry, this protocol version is not supported.");
+                return (e, current);
+            }
+            _ => {
+                let e = error_reply("ERR Protocol version is not an integer or out of range");
+                return (e, current);
+            }
+        };
+        i = 2;
+    }
+    while let Some(opt) = req.arg(i) {
+        if opt.eq_ignore_ascii_case(b"auth") {
+            let (Some(user), Some(pass)) = (req.arg(i + 1), req.arg(i + 2)) else {
+                return (hello_syntax_error(opt), current);
+            };
+            if !credentials_match(ctx, Some(user), pass) {
+                return (error_reply(WRONGPASS), current);
+            }
+            i += 3;
+        } else if opt.eq_ignore_ascii_case(b"setname") && req.arg(i + 1).is_some() {
+            i += 2;
+        } else {
+            return (hello_syntax_error(opt), current);
+        }
+    }
+    let reply = hello_map(protocol, &ctx.server_version.load(), id);
+    (reply, protocol)
+}
+
+fn hello_syntax_error(opt: &[u8]) -> Bytes {
+    error_reply(&format!(
+        "ERR Syntax error in HELLO option '{}'",
+        String::from_utf8_lossy(opt)
+    ))
+}
+
+/// The `HELLO` reply: a map in RESP3, a flat array in RESP2.
+fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
+    let proto = if protocol == Protocol::Resp3 { 3 } else { 2 };
+    let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+    let mut out = if proto == 3 {
+        "%7\r\n".to_string()
+    } else {
+        "*14\r\n".to_string()
+    };
+    for (k, v) in [("server", bulk("redis")), ("version", bulk(version))] {
+        out.push_str(&bulk(k));
+        out.push_str(&v);
+    }
+    out.push_str(&format!("{}:{proto}\r\n", bulk("proto")));
+    out.push_str(&format!("{}:{}\r\n", bulk("id"), id + 1));
+    for (k, v) in [("mode", "standalone"), ("role", "master")] {
+        out.push_str(&bulk(k));
+        out.push_str(&bulk(v));
+    }
+    out.push_str(&format!("{}*0\r\n", bulk("modules")));
+    Bytes::from(out)
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
