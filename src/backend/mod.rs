@@ -133,11 +133,16 @@ impl BackendHealth {
     pub fn offset(&self) -> u64 {
         self.offset.load(Ordering::Relaxed)
     }
-    /// A replica fit to serve reads: reachable, linked to its master, not lagging.
+    /// Whether the replica's link to its master was up at the last check.
+    pub fn link_up(&self) -> bool {
+        self.link_up.load(Ordering::Relaxed)
+    }
+    /// A replica fit to serve reads: reachable, and its data at most `max_replica_lag_secs`
+    /// old (its link is up and recently active, or went down no longer ago than that: during
+    /// a failover replicas keep serving reads).
     pub fn serves_reads(&self) -> bool {
         self.reachable()
             && self.role.load(Ordering::Relaxed) == ROLE_REPLICA
-            && self.link_up.load(Ordering::Relaxed)
             && self.lag_ok.load(Ordering::Relaxed)
     }
 }

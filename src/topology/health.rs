@@ -45,7 +45,10 @@ pub struct ReplicationInfo {
     pub offset: u64,
     /// `master_link_status:up` (always true for a master).
     pub link_up: bool,
-    /// `master_last_io_seconds_ago` (0 for a master).
+    /// How old the replica's data may be, in seconds: `master_last_io_seconds_ago` while the
+    /// link is up, `master_link_down_since_seconds` while it is down (a failover drops every
+    /// replica's link; its data is still as fresh as the moment the link went down). 0 for a
+    /// master, `u64::MAX` for a replica that never synced.
     pub last_io_secs: u64,
 }
 
@@ -64,13 +67,12 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
             offset: num("slave_repl_offset").unwrap_or(0).max(0) as u64,
             link_up: info_field(info, "master_link_status") == Some("up"),
             // -1 while never connected: treat as very old.
-            last_io_secs: num("master_last_io_seconds_ago").map_or(u64::MAX, |v| {
-                if v < 0 {
-                    u64::MAX
-                } else {
-                    v as u64
-                }
-            }),
+            last_io_secs: match info_field(info, "master_link_status") {
+                Some("up") => num("master_last_io_seconds_ago"),
+                _ => num("master_link_down_since_seconds"),
+            }
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(u64::MAX),
         },
         _ => ReplicationInfo {
             role: Role::Unknown,
@@ -176,5 +178,7 @@ mod tests {
         assert!(!r.link_up);
         assert_eq!(r.last_io_secs, u64::MAX);
         assert_eq!(parse_replication("garbage").role, Role::Unknown);
+        let lost = parse_replication("role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_link_down_since_seconds:3\r\n");
+        assert_eq!(lost.last_io_secs, 3, "data as old as the link's loss");
     }
 }

@@ -4,6 +4,7 @@
 
 mod clients;
 mod compose;
+mod failover_writes;
 mod harness;
 mod harness_selftest;
 mod protocol;

@@ -1,0 +1,200 @@
+//! Failover without loss (issue 3): writes are held while the master is replaced, not failed, and
+//! no acknowledged write is lost.
+
+use std::time::Duration;
+
+use crate::eventually;
+use crate::harness::load::{missing_keys, LoadReport, WriteLoad};
+use crate::harness::proxy::{ProxyBuilder, TestProxy};
+use crate::harness::{RedisServer, Topology};
+
+/// Waits until the load has acknowledged `n` more writes than now.
+async fn more_acks(load: &WriteLoad, n: u64) {
+    let target = load.acked() + n;
+    eventually!(
+        Duration::from_secs(30),
+        load.acked() >= target,
+        "the load gets {n} more writes acknowledged"
+    );
+}
+
+/// Waits until the proxy writes to `new` and the load got more writes through, then stops it.
+async fn stop_after_switch(proxy: &TestProxy, load: WriteLoad, new: &str) -> LoadReport {
+    eventually!(
+        Duration::from_secs(30),
+        proxy.master().as_deref() == Some(new),
+        "the proxy writes to {new}"
+    );
+    more_acks(&load, 200).await;
+    load.stop().await
+}
+
+/// Every acknowledged write is on `server`.
+async fn assert_none_lost(server: &RedisServer, report: &LoadReport) {
+    let missing = missing_keys(server, &report.acked).await;
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes are not on the new master {}, e.g. {:?}",
+        missing.len(),
+        report.acked.len(),
+        server.addr(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_failover_under_writes_loses_nothing_and_shows_no_error() {
+    let topo = Topology::start(2, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let load = WriteLoad::start(proxy.addr(), 4, "planned");
+    more_acks(&load, 200).await;
+
+    let new = topo.failover().await;
+    let report = stop_after_switch(&proxy, load, &new).await;
+
+    assert!(
+        report.errors.is_empty(),
+        "no client error during a planned failover: {:?}",
+        report.errors
+    );
+    assert_none_lost(topo.server_by_addr(&new), &report).await;
+    let snap = proxy.proxy.stats.snapshot();
+    let record = snap.failovers.first().expect("the failover is recorded");
+    assert!(
+        record.writes_held_ms.is_some(),
+        "writes were fenced: {record:?}"
+    );
+    assert!(
+        snap.hold.released_total > 0,
+        "held writes were released: {:?}",
+        snap.hold
+    );
+    assert_eq!(snap.hold.expired_total, 0, "{:?}", snap.hold);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_master_under_writes_costs_latency_not_errors() {
+    let topo = Topology::builder()
+        .down_after(Duration::from_millis(1000))
+        .start()
+        .await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let old = topo.master.addr();
+    let clients = 4;
+    let load = WriteLoad::start(proxy.addr(), clients, "kill");
+    more_acks(&load, 200).await;
+
+    topo.master.kill();
+    let killed_at = load.started.elapsed();
+    let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
+    let report = stop_after_switch(&proxy, load, &new).await;
+
+    // At most the one request each client had in flight at the kill fails, and it says that its
+    // outcome is unknown; everything sent after waits for the new master.
+    assert!(
+        report.errors.len() <= clients,
+        "errors: {:?}",
+        report.errors
+    );
+    for e in &report.errors {
+        assert!(
+            e.what.contains("outcome is unknown") && e.at < killed_at + Duration::from_millis(500),
+            "only requests in flight at the kill ({killed_at:?}) fail: {e:?}"
+        );
+    }
+    assert_none_lost(topo.server_by_addr(&new), &report).await;
+    assert!(
+        report.max_latency >= Duration::from_millis(500),
+        "some writes waited for the new master: max latency {:?}",
+        report.max_latency
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_that_never_returns_ends_in_tryagain_at_the_bound_and_reads_go_on() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .with(|c| {
+            c.failover.hold_ms = 800;
+            c.failover.max_held_bytes = 4096;
+        })
+        .start(1)
+        .await;
+    let mut c = proxy.client().await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut direct = replica.client().await;
+    eventually!(
+        Duration::from_secs(10),
+        redis::cmd("EXISTS")
+            .arg("k")
+            .query_async::<bool>(&mut direct)
+            .await
+            .unwrap(),
+        "the replica has k"
+    );
+    master.kill();
+
+    let started = std::time::Instant::now();
+    let r: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("k")
+        .arg("w")
+        .query_async(&mut c)
+        .await;
+    let waited = started.elapsed();
+    let err = r.expect_err("no master: the write fails at the bound");
+    assert!(
+        err.to_string().contains("TRYAGAIN") || err.code() == Some("TRYAGAIN"),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_secs(5),
+        "held about hold_ms (800 ms): {waited:?}"
+    );
+    // Reads are served by the replica meanwhile (a new client: no writes of its own to wait for).
+    let mut rc = proxy.client().await;
+    let v: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("v"));
+
+    // The byte bound: a pipeline larger than max_held_bytes is refused at once, not buffered.
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.set(format!("big{i}"), "x".repeat(100));
+    }
+    let started = std::time::Instant::now();
+    let r: redis::RedisResult<()> = pipe.query_async(&mut c).await;
+    assert!(r.is_err(), "writes without a master fail");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let hold = proxy.proxy.stats.snapshot().hold;
+    assert!(hold.refused_total > 0, "{hold:?}");
+    assert_eq!(hold.held_now, 0, "{hold:?}");
+    assert_eq!(hold.held_bytes, 0, "{hold:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noreplicas_from_the_master_reaches_the_client_verbatim_and_is_not_retried() {
+    let master = RedisServer::start_with("min-replicas-to-write 1\n").await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut c = proxy.client().await;
+    let r: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut c)
+        .await;
+    let err = r.expect_err("the master refuses writes without replicas");
+    assert!(err.to_string().contains("NOREPLICAS"), "{err}");
+    let stats = master.info("commandstats").await;
+    assert!(
+        stats.contains("cmdstat_set:calls=0,") && stats.contains("rejected_calls=1,"),
+        "one SET, rejected once, not retried: {stats}"
+    );
+}
