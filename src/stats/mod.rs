@@ -85,6 +85,9 @@ pub struct Snapshot {
     pub master_name: Option<String>,
     /// Current master address, if known; `/healthz` is 200 only when this is set.
     pub master: Option<String>,
+    /// Where the topology comes from right now, in words: all sentinels, some, or none (then the
+    /// last known topology is served, checked by the proxy's own health checks).
+    pub topology_status: String,
     /// Client-facing listeners.
     pub listeners: Vec<ListenerSnapshot>,
     /// Redis backends, in registration order.
@@ -229,6 +232,9 @@ impl Stats {
         let now = Instant::now();
         let now_ms = unix_millis();
         let sentinels = lock(&self.sentinels).clone();
+        let sentinels: Vec<SentinelSnapshot> =
+            sentinels.iter().map(|s| s.snapshot(now_ms)).collect();
+        let topology_status = topology_status(&self.mode, &sentinels);
         Snapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             now_ms,
@@ -243,11 +249,26 @@ impl Stats {
                 .iter()
                 .map(|b| b.snapshot(now, now_ms))
                 .collect(),
-            sentinels: sentinels.iter().map(|s| s.snapshot(now_ms)).collect(),
+            sentinels,
+            topology_status,
             failovers_total: self.failovers_total.load(Ordering::Relaxed),
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
             hold: self.hold.snapshot(),
         }
+    }
+}
+
+/// The topology's source in words, for the page and `/stats.json`.
+fn topology_status(mode: &str, sentinels: &[SentinelSnapshot]) -> String {
+    if mode != "sentinel" {
+        return "static servers, roles from health checks".to_owned();
+    }
+    let up = sentinels.iter().filter(|s| s.connected).count();
+    match (up, sentinels.len()) {
+        (0, _) => "ALL SENTINELS UNREACHABLE: serving the last known topology, checked by health checks only"
+            .to_owned(),
+        (u, n) if u == n => format!("following {n} sentinels"),
+        (u, n) => format!("{u} of {n} sentinels reachable"),
     }
 }
 

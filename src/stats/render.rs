@@ -101,7 +101,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
 <tr><td>version</td><td>{}</td></tr>\
 <tr><td>started</td><td>{} UTC</td></tr>\
 <tr><td>uptime</td><td>{}</td></tr>\
-<tr><td>topology</td><td>{}</td></tr>\
+<tr><td>topology</td><td>{} ({})</td></tr>\
 <tr><td>master name</td><td>{}</td></tr>\
 <tr><td>current master</td><td>{master}</td></tr>\
 <tr><td>failovers</td><td>{}</td></tr>\
@@ -113,6 +113,11 @@ fn html_head(out: &mut String, s: &Snapshot) {
         fmt_time(s.started_ms),
         fmt_age_secs(s.uptime_secs),
         esc(&s.mode),
+        if s.topology_status.starts_with("ALL") {
+            format!("<span class=\"bad\">{}</span>", esc(&s.topology_status))
+        } else {
+            esc(&s.topology_status)
+        },
         s.master_name.as_deref().map_or("-".to_owned(), esc),
         s.failovers_total,
         fmt_time(s.now_ms),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::eventually;
 use crate::harness::load::{missing_keys, LoadReport, WriteLoad};
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
+use crate::harness::sentinel::role;
 use crate::harness::{RedisServer, Topology};
 
 /// Waits until the load has acknowledged `n` more writes than now.
@@ -197,4 +198,121 @@ async fn noreplicas_from_the_master_reaches_the_client_verbatim_and_is_not_retri
         stats.contains("cmdstat_set:calls=0,") && stats.contains("rejected_calls=1,"),
         "one SET, rejected once, not retried: {stats}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_master_that_comes_back_claiming_master_gets_no_writes() {
+    let topo = Topology::builder()
+        .down_after(Duration::from_millis(1000))
+        .start()
+        .await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let old = topo.master.addr();
+    let clients = 4;
+    let load = WriteLoad::start(proxy.addr(), clients, "stale");
+    more_acks(&load, 200).await;
+
+    topo.master.stop();
+    let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
+    eventually!(
+        Duration::from_secs(30),
+        proxy.master().as_deref() == Some(new.as_str()),
+        "the proxy writes to {new}"
+    );
+    more_acks(&load, 100).await;
+    topo.master.cont();
+    // It answers as the master until Sentinel converts it (seconds later); writes go on meanwhile.
+    let claimed = role(&topo.master).await;
+    more_acks(&load, 500).await;
+    let report = load.stop().await;
+
+    assert_eq!(
+        claimed.as_deref(),
+        Some("master"),
+        "the scenario: {old} came back calling itself master"
+    );
+    assert_none_lost(topo.server_by_addr(&new), &report).await;
+    // Only the request each client had in flight on the stopped master fails, as unknown.
+    assert!(report.errors.len() <= clients, "{:?}", report.errors);
+    for e in &report.errors {
+        assert!(e.what.contains("outcome is unknown"), "{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_failovers_in_a_row_with_a_sentinel_killed_midway() {
+    let topo = Topology::start(2, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let load = WriteLoad::start(proxy.addr(), 2, "five");
+    more_acks(&load, 100).await;
+    let mut master = topo.master.addr();
+    for round in 0..5 {
+        if round == 2 {
+            topo.sentinels[2].kill(); // the quorum (2 of 3) still elects a leader
+        }
+        // Sentinel promotes only a replica it has fresh INFO from: let the last switch settle.
+        eventually!(
+            Duration::from_secs(60),
+            topo.sentinels[0].sees(2, 2).await,
+            "round {round}: the sentinel sees both replicas linked"
+        );
+        master = topo.failover().await;
+        eventually!(
+            Duration::from_secs(30),
+            proxy.master().as_deref() == Some(master.as_str()),
+            "round {round}: the proxy writes to {master}"
+        );
+        more_acks(&load, 100).await;
+    }
+    let report = load.stop().await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_none_lost(topo.server_by_addr(&master), &report).await;
+    assert!(proxy.proxy.stats.snapshot().failovers_total >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_sentinel_down_the_last_topology_serves_and_the_page_says_so() {
+    let topo = Topology::start(1, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(1).await;
+    let mut c = proxy.client().await;
+    for s in &topo.sentinels {
+        s.stop();
+    }
+    eventually!(
+        Duration::from_secs(30),
+        proxy
+            .proxy
+            .stats
+            .snapshot()
+            .topology_status
+            .starts_with("ALL SENTINELS UNREACHABLE"),
+        "the stats say no sentinel is reachable"
+    );
+    let _: () = redis::cmd("SET")
+        .arg("s")
+        .arg("1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("s")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(v, "1");
+    assert_eq!(proxy.master().as_deref(), Some(topo.master.addr().as_str()));
+    for s in &topo.sentinels {
+        s.cont();
+    }
+    eventually!(
+        Duration::from_secs(30),
+        proxy.proxy.stats.snapshot().topology_status == "following 3 sentinels",
+        "the links come back"
+    );
+    let _: () = redis::cmd("SET")
+        .arg("s")
+        .arg("2")
+        .query_async(&mut c)
+        .await
+        .unwrap();
 }
