@@ -30,6 +30,22 @@ async fn stop_after_switch(proxy: &TestProxy, load: WriteLoad, new: &str) -> Loa
     load.stop().await
 }
 
+/// A topology whose sentinels call a master down after 1 s, a proxy, and `clients` writers that
+/// have had 200 writes acknowledged.
+async fn quick_topology_under_load(
+    clients: usize,
+    prefix: &str,
+) -> (Topology, TestProxy, WriteLoad) {
+    let topo = Topology::builder()
+        .down_after(Duration::from_millis(1000))
+        .start()
+        .await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let load = WriteLoad::start(proxy.addr(), clients, prefix);
+    more_acks(&load, 200).await;
+    (topo, proxy, load)
+}
+
 /// Every acknowledged write is on `server`.
 async fn assert_none_lost(server: &RedisServer, report: &LoadReport) {
     let missing = missing_keys(server, &report.acked).await;
@@ -75,15 +91,9 @@ async fn planned_failover_under_writes_loses_nothing_and_shows_no_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_master_under_writes_costs_latency_not_errors() {
-    let topo = Topology::builder()
-        .down_after(Duration::from_millis(1000))
-        .start()
-        .await;
-    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
-    let old = topo.master.addr();
     let clients = 4;
-    let load = WriteLoad::start(proxy.addr(), clients, "kill");
-    more_acks(&load, 200).await;
+    let (topo, proxy, load) = quick_topology_under_load(clients, "kill").await;
+    let old = topo.master.addr();
 
     topo.master.kill();
     let killed_at = load.started.elapsed();
@@ -202,15 +212,9 @@ async fn noreplicas_from_the_master_reaches_the_client_verbatim_and_is_not_retri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_master_that_comes_back_claiming_master_gets_no_writes() {
-    let topo = Topology::builder()
-        .down_after(Duration::from_millis(1000))
-        .start()
-        .await;
-    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
-    let old = topo.master.addr();
     let clients = 4;
-    let load = WriteLoad::start(proxy.addr(), clients, "stale");
-    more_acks(&load, 200).await;
+    let (topo, proxy, load) = quick_topology_under_load(clients, "stale").await;
+    let old = topo.master.addr();
 
     topo.master.stop();
     let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
