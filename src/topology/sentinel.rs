@@ -54,12 +54,9 @@ enum LinkMsg {
 #[derive(Debug)]
 struct Failover {
     old_master: String,
-    candidate: Option<String>,
     since: Instant,
     first_sign: String,
     events: Vec<String>,
-    /// The candidate answered `ROLE` as master and was published.
-    promoted: bool,
 }
 
 /// Starts one link per sentinel and runs the manager until shutdown. `fence_timeout` lifts a
@@ -89,6 +86,7 @@ pub async fn run_sentinel(
         state.tracker.spawn(link.run(state.token.clone()));
     }
     drop(tx);
+    let total = cfg.addrs.len();
     let mut views: HashMap<String, SentinelView> = HashMap::new();
     let mut failover: Option<Failover> = None;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
@@ -106,7 +104,7 @@ pub async fn run_sentinel(
                 }
                 Some(LinkMsg::Event { sentinel, channel, payload }) => {
                     on_event(&state, &mut failover, &sentinel, &channel, &payload);
-                    advance(&state, &mut failover, fence_timeout, &views).await;
+                    advance(&state, &mut failover, fence_timeout, &views, total).await;
                     continue;
                 }
                 None => return,
@@ -115,13 +113,13 @@ pub async fn run_sentinel(
             _ = changes.recv() => "health change".to_string(),
             _ = retry.tick() => "retry".to_string(),
         };
-        advance(&state, &mut failover, fence_timeout, &views).await;
-        reconcile(&state, &views, &mut failover, &cause).await;
+        advance(&state, &mut failover, fence_timeout, &views, total).await;
+        reconcile(&state, &views, total, &mut failover, &cause).await;
     }
 }
 
-/// Fences writes at the first sign that the current master is being replaced, and notes the
-/// candidate the events name.
+/// Fences writes at the first sign that the current master is being replaced, and records the
+/// events of a failover in progress (and lifts the fence when it is given up).
 fn on_event(
     state: &TopologyState,
     failover: &mut Option<Failover>,
@@ -129,7 +127,7 @@ fn on_event(
     channel: &str,
     payload: &str,
 ) {
-    if let Some(f) = failover.as_mut().filter(|f| !f.promoted) {
+    if let Some(f) = failover.as_mut() {
         let ms = f.since.elapsed().as_millis();
         if f.events.len() < 64 {
             f.events
@@ -141,13 +139,8 @@ fn on_event(
             *failover = None;
             return;
         }
-        if let Some(c) = failover_sign(channel, payload, &f.old_master).and_then(|s| s.candidate) {
-            f.candidate = Some(c);
-        }
         return;
     }
-    // No failover, or the last one is done as far as routing goes: a sign about the current
-    // master starts a new one.
     let table = state.table.load_full();
     let Some(master) = table.master.as_ref().map(|m| m.addr().to_string()) else {
         return; // no master to fence: writes are held anyway
@@ -163,108 +156,70 @@ fn on_event(
     }));
     *failover = Some(Failover {
         old_master: master,
-        candidate: sign.candidate,
         since: Instant::now(),
         first_sign,
         events: vec![format!("+0ms {sentinel} {channel} {payload}")],
-        promoted: false,
     });
 }
 
-/// Moves a fenced failover on: publishes the candidate once it answers `ROLE` as master, or
-/// lifts the fence when no failover came within `fence_timeout`.
+/// Lifts a fence when no failover came within `fence_timeout`: a majority of the sentinels
+/// still name the old master and it still answers as master.
 async fn advance(
     state: &TopologyState,
     failover: &mut Option<Failover>,
     fence_timeout: Duration,
     views: &HashMap<String, SentinelView>,
+    total: usize,
 ) {
     let Some(f) = failover.as_mut() else {
         return;
     };
-    if f.promoted {
+    if f.since.elapsed() < fence_timeout {
         return;
     }
-    if let Some(c) = f.candidate.clone().filter(|c| *c != f.old_master) {
-        if probe_role(&c, state).await == Some(Role::Master) {
-            let replicas: Vec<String> = state
-                .table
-                .load()
-                .replicas
-                .iter()
-                .map(|r| r.addr().to_string())
-                .filter(|r| *r != c)
-                .collect();
-            let held = f.since.elapsed();
-            tracing::info!(old = %f.old_master, new = %c, held_ms = held.as_millis() as u64, "new master answers ROLE as master: releasing writes");
-            state.publish(Some(&c), &replicas);
-            state.stats.record_fenced_failover(
-                &f.old_master,
-                &c,
-                &f.first_sign,
-                held,
-                f.events.clone(),
-            );
-            f.promoted = true;
-            return;
-        }
-    }
-    if f.since.elapsed() >= fence_timeout {
-        let still_named = choose(views).is_some_and(|v| v.master == f.old_master);
-        if still_named && probe_role(&f.old_master, state).await == Some(Role::Master) {
-            tracing::warn!(master = %f.old_master, "no failover followed its first sign; writes resume to the master");
-            state.set_fence(None);
-            *failover = None;
-        }
+    let still_named = majority_master(views, total).is_some_and(|v| v.master == f.old_master);
+    if still_named && probe_role(&f.old_master, state).await == Some(Role::Master) {
+        tracing::warn!(master = %f.old_master, "no failover followed its first sign; writes resume to the master");
+        state.set_fence(None);
+        *failover = None;
     }
 }
 
-/// The master with the highest config epoch, then the most sentinels naming it.
-fn choose(views: &HashMap<String, SentinelView>) -> Option<&SentinelView> {
+/// The master named by a majority of the `total` configured sentinels (their view with the
+/// highest config epoch), if there is one.
+///
+/// Why a majority and not the first sentinel that names a new master, nor the promoted replica
+/// as soon as it answers `ROLE` as master: until the new configuration has reached a majority,
+/// the failover can still be undone. Seen in a test run: the leading sentinel stalled right after
+/// promoting a replica, the others never learnt of it and turned the replica back into a replica
+/// ten seconds later; writes it had acknowledged in between were gone.
+fn majority_master(views: &HashMap<String, SentinelView>, total: usize) -> Option<&SentinelView> {
     let mut votes: HashMap<&str, usize> = HashMap::new();
     for v in views.values() {
         *votes.entry(v.master.as_str()).or_default() += 1;
     }
-    views.values().max_by(|a, b| {
-        (a.config_epoch, votes.get(a.master.as_str()), &a.master).cmp(&(
-            b.config_epoch,
-            votes.get(b.master.as_str()),
-            &b.master,
-        ))
-    })
+    let (winner, _) = votes.into_iter().find(|(_, n)| *n * 2 > total)?;
+    views
+        .values()
+        .filter(|v| v.master == winner)
+        .max_by_key(|v| v.config_epoch)
 }
 
 async fn reconcile(
     state: &TopologyState,
     views: &HashMap<String, SentinelView>,
+    total: usize,
     failover: &mut Option<Failover>,
     cause: &str,
 ) {
-    let Some(view) = choose(views) else {
-        return; // no sentinel reachable: keep the last known topology
-    };
     let current = state.table.load_full();
     let current_master = current.master.as_ref().map(|b| b.addr().to_string());
-    if let (Some(f), Some(m)) = (failover.as_ref(), current_master.as_deref()) {
-        if f.promoted && view.master == f.old_master {
-            // The sentinels have not switched yet (their config epoch may already be the new
-            // one): never go back to the old master, which answers as master until Sentinel
-            // converts it, while the promoted one still answers as master.
-            if probe_role(m, state).await == Some(Role::Master) {
-                state.publish(Some(m), &without(&view.replicas, &[m, &f.old_master]));
-                return;
-            }
-            *failover = None;
-        }
-    }
-    if failover
-        .as_ref()
-        .is_some_and(|f| f.promoted && current_master.as_deref() == Some(view.master.as_str()))
-    {
-        *failover = None; // the sentinels caught up with the failover we followed
-    }
+    let Some(view) = majority_master(views, total) else {
+        // No majority reachable (or they disagree mid-failover): keep the last known topology.
+        return;
+    };
     if current_master.as_deref() != Some(view.master.as_str()) {
-        // Confirm before routing writes to it: a sentinel may lag, or the promotion may not be done.
+        // Confirm before routing writes to it: the promotion may not be done yet.
         match probe_role(&view.master, state).await {
             Some(Role::Master) => {}
             other => {
@@ -277,16 +232,18 @@ async fn reconcile(
             }
         }
         tracing::info!(old = ?current_master, new = %view.master, epoch = view.config_epoch, %cause, "master changed");
-        // A fenced failover the sentinels finished before its candidate was confirmed.
-        let caught_up = failover.take_if(|f| !f.promoted && view.master != f.old_master);
-        match (&caught_up, current_master.as_deref()) {
-            (Some(f), _) => state.stats.record_fenced_failover(
-                &f.old_master,
-                &view.master,
-                &f.first_sign,
-                f.since.elapsed(),
-                f.events.clone(),
-            ),
+        match (failover.take(), current_master.as_deref()) {
+            (Some(f), _) => {
+                let held = f.since.elapsed();
+                tracing::info!(old = %f.old_master, new = %view.master, held_ms = held.as_millis() as u64, "a majority of the sentinels names the new master and it answers ROLE as master: releasing writes");
+                state.stats.record_fenced_failover(
+                    &f.old_master,
+                    &view.master,
+                    &f.first_sign,
+                    held,
+                    f.events,
+                );
+            }
             (None, Some(old)) => state.stats.record_failover(Some(old), &view.master, cause),
             (None, None) => {}
         }
@@ -518,13 +475,18 @@ mod tests {
     }
 
     #[test]
-    fn the_highest_epoch_wins_over_the_majority() {
+    fn only_a_master_named_by_a_majority_of_the_configured_sentinels_counts() {
         let mut views = HashMap::new();
         views.insert("s1".to_string(), view("a:1", 3));
         views.insert("s2".to_string(), view("a:1", 3));
+        // The leader alone names the promoted replica (with a newer epoch): not yet.
         views.insert("s3".to_string(), view("b:1", 4));
-        assert_eq!(choose(&views).unwrap().master, "b:1");
-        views.insert("s3".to_string(), view("b:1", 3));
-        assert_eq!(choose(&views).unwrap().master, "a:1");
+        assert_eq!(majority_master(&views, 3).unwrap().master, "a:1");
+        views.insert("s2".to_string(), view("b:1", 4));
+        assert_eq!(majority_master(&views, 3).unwrap().master, "b:1");
+        // Two of five reachable sentinels agreeing are not a majority of the five.
+        views.remove("s1");
+        assert!(majority_master(&views, 5).is_none());
+        assert_eq!(majority_master(&views, 3).unwrap().config_epoch, 4);
     }
 }

@@ -6,6 +6,7 @@ use redis::AsyncCommands;
 
 use crate::eventually;
 use crate::harness::proxy::ProxyBuilder;
+use crate::harness::redis::read_replies;
 use crate::harness::{RedisServer, Topology};
 
 /// A master and two linked replicas, no sentinel (static mode is enough for routing).
@@ -164,28 +165,6 @@ async fn sentinel_mode_finds_master_and_replicas() {
     assert_eq!(replica_gets, 20);
 }
 
-/// Reads `n` complete replies from `s` (bounded in time), as raw frames.
-async fn read_replies(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
-    use tokio::io::AsyncReadExt;
-    let mut scanner = haproxy_rs::resp::ReplyScanner::new(8);
-    let mut buf = bytes::BytesMut::new();
-    let mut frames = Vec::new();
-    let read_all = async {
-        while frames.len() < n {
-            while let Some(f) = scanner.next(&mut buf).unwrap() {
-                frames.push(String::from_utf8_lossy(&f).trim_end().to_string());
-            }
-            if frames.len() < n && s.read_buf(&mut buf).await.unwrap() == 0 {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read_all)
-        .await
-        .expect("replies within 10 s");
-    frames
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_answers_keep_their_place_in_a_pipeline() {
     let (master, r1, r2) = trio().await;
@@ -204,21 +183,6 @@ async fn local_answers_keep_their_place_in_a_pipeline() {
     assert_eq!(got[6..], [":2", "$1\r\n2", "$2\r\nhi"]);
 }
 
-/// Whether a server answers `PING` within 200 ms (not while it runs `DEBUG SLEEP`).
-async fn answers_ping(addr: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ping = async {
-        let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
-        c.write_all(b"PING\r\n").await.ok()?;
-        let mut buf = [0u8; 7];
-        c.read_exact(&mut buf).await.ok()
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_millis(200), ping).await,
-        Ok(Some(_))
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_of_a_pipeline_gets_one_reply_when_the_master_dies() {
     let master = RedisServer::start_with("enable-debug-command yes\n").await;
@@ -230,7 +194,7 @@ async fn every_request_of_a_pipeline_gets_one_reply_when_the_master_dies() {
     tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
         .await
         .unwrap();
-    eventually!(Duration::from_secs(5), !answers_ping(&master.addr()).await);
+    eventually!(Duration::from_secs(5), !master.answers_ping().await);
     master.kill();
     let got = read_replies(&mut s, 5).await;
     assert_eq!(got.len(), 5, "{got:?}");

@@ -48,6 +48,20 @@ pub struct WriteLoad {
     pub started: Instant,
 }
 
+impl LoadReport {
+    /// The errors, summarized for an assertion message: how many, the first and the last few.
+    pub fn error_summary(&self) -> String {
+        let n = self.errors.len();
+        let first: Vec<_> = self.errors.iter().take(3).collect();
+        let last: Vec<_> = self
+            .errors
+            .iter()
+            .skip(n.saturating_sub(2).max(3))
+            .collect();
+        format!("{n} errors; first {first:?}; last {last:?}")
+    }
+}
+
 impl WriteLoad {
     /// Starts `clients` writers against `addr`, keys prefixed `prefix:`.
     pub fn start(addr: SocketAddr, clients: usize, prefix: &str) -> WriteLoad {

@@ -255,6 +255,21 @@ impl RedisServer {
         info_field(&self.info("replication").await, "role").unwrap_or_default()
     }
 
+    /// Whether it answers `PING` within 200 ms (not while it runs `DEBUG SLEEP` or is stopped).
+    pub async fn answers_ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ping = async {
+            let mut c = tokio::net::TcpStream::connect(self.addr()).await.ok()?;
+            c.write_all(b"PING\r\n").await.ok()?;
+            let mut buf = [0u8; 7];
+            c.read_exact(&mut buf).await.ok()
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_millis(200), ping).await,
+            Ok(Some(_))
+        )
+    }
+
     /// SIGKILL and reap: the port is closed when this returns. Idempotent.
     pub fn kill(&self) {
         self.process.kill();
@@ -381,4 +396,26 @@ pub fn parse_commandstats(info: &str, cmd: &str) -> u64 {
                 .and_then(|n| n.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Reads `n` complete replies from `s` (bounded in time), as raw frames.
+pub async fn read_replies(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut scanner = haproxy_rs::resp::ReplyScanner::new(8);
+    let mut buf = bytes::BytesMut::new();
+    let mut frames = Vec::new();
+    let read_all = async {
+        while frames.len() < n {
+            while let Some(f) = scanner.next(&mut buf).unwrap() {
+                frames.push(String::from_utf8_lossy(&f).trim_end().to_string());
+            }
+            if frames.len() < n && s.read_buf(&mut buf).await.unwrap() == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("replies within 10 s");
+    frames
 }

@@ -456,12 +456,17 @@ impl Topology {
             .expect("the leader names a master");
         let deadline = Deadline::after(FAILOVER_TIMEOUT);
         loop {
-            let mut c = leader.client().await;
-            let reply: redis::RedisResult<String> = redis::cmd("SENTINEL")
-                .arg("FAILOVER")
-                .arg(leader.master_name())
-                .query_async(&mut c)
-                .await;
+            // A busy machine can make a connect time out: that is retried like -INPROG.
+            let reply: redis::RedisResult<String> = match connect(&leader.addr()).await {
+                Ok(mut c) => {
+                    redis::cmd("SENTINEL")
+                        .arg("FAILOVER")
+                        .arg(leader.master_name())
+                        .query_async(&mut c)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match reply {
                 Ok(_) => break,
                 Err(e) if deadline.expired() => panic!("SENTINEL FAILOVER kept failing: {e}"),
