@@ -32,7 +32,8 @@ impl Default for Second {
 }
 
 impl Second {
-    fn add(&mut self, other: &Second) {
+    /// Adds `other`'s counts and latencies.
+    pub fn add(&mut self, other: &Second) {
         self.ops += other.ops;
         self.errors += other.errors;
         self.connects += other.connects;

@@ -109,8 +109,19 @@ pub struct RunReport {
 impl RunReport {
     /// The report of `collected` over `duration_s` seconds.
     pub fn new(setup: RunSetup, duration_s: f64, collected: &Collected) -> Self {
-        let timeline: Vec<TimelineRow> = collected
-            .seconds
+        // Replies to requests sent just before the end land in a second past it: fold them into the
+        // last measured second rather than show a near-empty second (a false dip).
+        let whole = (duration_s.ceil() as usize).max(1);
+        let mut seconds = collected.seconds.clone();
+        if seconds.len() > whole {
+            let tail: Vec<Second> = seconds.split_off(whole);
+            if let Some(last) = seconds.last_mut() {
+                for s in &tail {
+                    last.add(s);
+                }
+            }
+        }
+        let timeline: Vec<TimelineRow> = seconds
             .iter()
             .enumerate()
             .map(|(t, s)| TimelineRow::of(t as u64, s))
@@ -311,6 +322,23 @@ pub(crate) mod tests {
         RunReport::new(setup(), ops.len() as f64, &c)
     }
 
+    /// The timeline of `r` back as collected seconds.
+    fn collected(r: &RunReport) -> Collected {
+        let mut seconds = Vec::new();
+        for row in &r.timeline {
+            let mut s = Second::default();
+            crate::bench::hist::decode_into(&row.histogram, &mut s.hist).unwrap();
+            s.ops = row.ops;
+            seconds.push(s);
+        }
+        Collected {
+            seconds,
+            total: crate::bench::hist::decode(&r.histogram).unwrap(),
+            errors: BTreeMap::new(),
+            spans: Vec::new(),
+        }
+    }
+
     #[test]
     fn report_sums_and_renders() {
         let r = sample(&[100, 300], &[1000, 2000]);
@@ -333,6 +361,14 @@ pub(crate) mod tests {
             "{csv}"
         );
         let back: RunReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        let mut short = sample(&[100, 300, 7], &[1000, 2000, 3000]);
+        short = RunReport::new(short.setup.clone(), 2.0, &collected(&short));
+        assert_eq!(
+            short.timeline.len(),
+            2,
+            "replies after the end fold into the last second"
+        );
+        assert_eq!(short.timeline[1].ops, 307);
         assert_eq!(back.latency_us, r.latency_us);
         assert_eq!(back.timeline, r.timeline);
     }

@@ -105,9 +105,9 @@ fn push_header(out: &mut BytesMut, kind: u8, mut n: usize) {
     out.put_slice(b"\r\n");
 }
 
-/// A key name `key:000000000042`, the shape `redis-benchmark` uses.
-fn key_name(buf: &mut [u8; 16], n: u64) -> &[u8] {
-    buf[..4].copy_from_slice(b"key:");
+/// A key name `key:000000000042`, the shape `redis-benchmark` uses (`prefix` replaces `key:`).
+fn key_name<'a>(buf: &'a mut [u8; 16], prefix: &[u8; 4], n: u64) -> &'a [u8] {
+    buf[..4].copy_from_slice(prefix);
     let mut v = n % 1_000_000_000_000;
     for i in (4..16).rev() {
         buf[i] = b'0' + (v % 10) as u8;
@@ -187,6 +187,7 @@ impl Generator {
         match self.spec.kind {
             WorkloadKind::Set => self.single(out, b"SET", true),
             WorkloadKind::Get => self.single(out, b"GET", false),
+            // Counters live apart from the string keys other workloads write.
             WorkloadKind::Incr => self.single(out, b"INCR", false),
             WorkloadKind::Ping => push_command(out, &[b"PING"]),
             WorkloadKind::Mget => self.multi(out, b"MGET", multi, false),
@@ -204,7 +205,8 @@ impl Generator {
     fn single(&mut self, out: &mut BytesMut, cmd: &[u8], with_value: bool) {
         let mut kb = [0u8; 16];
         let k = self.key();
-        let key = key_name(&mut kb, k);
+        let prefix = if cmd == b"INCR" { b"ctr:" } else { b"key:" };
+        let key = key_name(&mut kb, prefix, k);
         if with_value {
             push_command(out, &[cmd, key, &self.value]);
         } else {
@@ -221,7 +223,7 @@ impl Generator {
         for _ in 0..n {
             let mut kb = [0u8; 16];
             let k = self.key();
-            let key = key_name(&mut kb, k);
+            let key = key_name(&mut kb, b"key:", k);
             push_header(out, b'$', key.len());
             out.put_slice(key);
             out.put_slice(b"\r\n");
