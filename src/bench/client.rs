@@ -12,8 +12,9 @@ use tokio::time::Instant;
 use super::conn::{error_kind, Auth, Conn, ConnError};
 use super::recorder::{Collector, Recorder};
 use super::sentinel;
+use super::stateful::{channel, micros_since, stamp_of, PUBSUB_CHANNELS};
 use super::workload::{parse_tracked_value, Generator, Sent};
-use crate::resp::{is_error_reply, parse_value, Value};
+use crate::resp::{encode_command, is_error_reply, parse_value, Value};
 
 /// Where the load goes.
 #[derive(Debug, Clone)]
@@ -98,12 +99,28 @@ pub struct ClientResult {
     pub reads: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     /// Where latency counts from: the send time (closed loop) or the intended send time (open loop).
     origin: Instant,
     sent_at: Instant,
     sent: Sent,
+    /// Replies still to come (a transaction has several).
+    left: u32,
+    /// The first error reply among them.
+    error: Option<String>,
+}
+
+impl Pending {
+    fn new(origin: Instant, sent_at: Instant, sent: Sent) -> Self {
+        Pending {
+            origin,
+            sent_at,
+            left: sent.replies(),
+            sent,
+            error: None,
+        }
+    }
 }
 
 /// One connection task's state across reconnects.
@@ -148,6 +165,7 @@ impl Client {
                     self.rec.connected(Instant::now().into_std());
                     backoff = min_backoff;
                     let done = match self.plan.rate_per_client {
+                        _ if self.gen.is_subscriber() => self.subscriber(&mut conn).await,
                         Some(rate) => self.open_loop(&mut conn, rate, &mut next_due).await,
                         None => self.closed_loop(&mut conn).await,
                     };
@@ -195,11 +213,7 @@ impl Client {
             self.batch.clear();
             for _ in 0..n {
                 let sent = self.gen.next(&mut self.batch);
-                self.pending.push_back(Pending {
-                    origin: now,
-                    sent_at: now,
-                    sent,
-                });
+                self.pending.push_back(Pending::new(now, now, sent));
             }
             conn.send(&self.batch).await?;
             // One clock read per socket read, not per reply: replies read together arrived together.
@@ -244,11 +258,7 @@ impl Client {
                 self.batch.clear();
                 while next <= now && self.pending.len() < cap && self.plan.claim(now, 1) == 1 {
                     let sent = self.gen.next(&mut self.batch);
-                    self.pending.push_back(Pending {
-                        origin: next,
-                        sent_at: now,
-                        sent,
-                    });
+                    self.pending.push_back(Pending::new(next, now, sent));
                     next += interval;
                 }
                 if self.batch.is_empty() {
@@ -286,13 +296,50 @@ impl Client {
         }
     }
 
+    /// A pub/sub subscriber: every message delivered counts as a request whose latency runs from its
+    /// publication (stamped by the publisher, same process and clock) to its arrival.
+    async fn subscriber(&mut self, conn: &mut Conn) -> Result<(), ConnError> {
+        let channels: Vec<String> = (0..PUBSUB_CHANNELS).map(channel).collect();
+        let mut args = vec!["SUBSCRIBE"];
+        args.extend(channels.iter().map(String::as_str));
+        conn.send(&encode_command(&args)).await?;
+        let epoch = self.plan.collector.start();
+        loop {
+            match tokio::time::timeout_at(self.plan.end, conn.fill()).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            }
+            let at = Instant::now().into_std();
+            let now_us = micros_since(epoch, at);
+            while let Some(raw) = conn.buffered_reply()? {
+                let v = parse_value(raw)?;
+                if let Some([kind, _, msg]) = v.as_array() {
+                    if kind.as_bytes() == Some(b"message") {
+                        let sent = msg.as_bytes().and_then(stamp_of).unwrap_or(now_us);
+                        let us = u64::try_from(now_us - sent).unwrap_or(0);
+                        self.rec.ok(at, Duration::from_micros(us));
+                    }
+                }
+            }
+        }
+    }
+
     fn on_reply(&mut self, raw: Bytes, now: Instant) {
+        let Some(front) = self.pending.front_mut() else {
+            return;
+        };
+        if is_error_reply(&raw) && front.error.is_none() {
+            front.error = Some(error_kind(&raw));
+        }
+        front.left = front.left.saturating_sub(1);
+        if front.left > 0 {
+            return;
+        }
         let Some(p) = self.pending.pop_front() else {
             return;
         };
         let at = now.into_std();
-        if is_error_reply(&raw) {
-            let kind = error_kind(&raw);
+        if let Some(kind) = p.error {
             if kind == "READONLY" && matches!(self.plan.target, Target::Sentinel { .. }) {
                 self.reresolve = true;
             }
@@ -300,7 +347,8 @@ impl Client {
             return;
         }
         match p.sent {
-            Sent::Plain => {}
+            Sent::Plain | Sent::Multi(_) => {}
+            Sent::Feedback => self.gen.feedback(raw),
             Sent::Write(seq) => {
                 self.gen.acked(seq);
                 self.result.acked.push(seq);

@@ -1,6 +1,7 @@
 //! `haproxy-rs bench`: load any RESP endpoint and measure throughput, latency and what a failover costs.
 //!
-//! - [`args`]: the flags; [`workload`]: what is sent (seeded generators, key distributions).
+//! - [`args`]: the flags; [`workload`]: what is sent (seeded generators, key distributions);
+//!   [`stateful`]: transactions, streams and pub/sub.
 //! - [`conn`]: a lean pipelined RESP connection; [`client`]: one load connection (closed or open loop).
 //! - [`recorder`]: per-connection HDR histograms and the per-second timeline; [`hist`]: histogram helpers.
 //! - [`sentinel`]: master lookup, failover trigger, `PSUBSCRIBE *` events; [`failover`]: what it cost.
@@ -19,6 +20,7 @@ pub mod recorder;
 pub mod report;
 pub mod run;
 pub mod sentinel;
+pub mod stateful;
 pub mod workload;
 
 use std::process::ExitCode;

@@ -11,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{FailoverKind, LoadArgs};
 use super::client::{run_client, ClientResult, Plan, Target};
-use super::conn::Auth;
+use super::conn::{Auth, Conn};
 use super::failover::{self, FailoverReport, Trigger};
 use super::hist::{fmt_us, Percentiles};
 use super::recorder::{Collector, Second};
 use super::report::{RunReport, RunSetup};
 use super::sentinel;
-use super::workload::{Generator, WorkloadSpec};
+use super::stateful::{STREAM_GROUP, STREAM_KEY};
+use super::workload::{Generator, WorkloadKind, WorkloadSpec};
+use crate::resp::Value;
 
 /// How long to wait, after a failover, for the sentinel to name a new master before reading writes back.
 const NEW_MASTER_WAIT: Duration = Duration::from_secs(30);
@@ -56,6 +58,7 @@ pub async fn run_load(
         None => None,
     };
     let trigger = failover_trigger(args, old_master.as_deref(), &target)?;
+    prepare(&spec, &target, &auth, args).await?;
     let t0 = Instant::now();
     let start = t0 + args.warmup;
     let collector = Collector::new(start.into_std());
@@ -169,6 +172,46 @@ pub async fn run_load(
         report.events = log.lock().map(|g| g.clone()).unwrap_or_default();
     }
     Ok(report)
+}
+
+/// What a workload needs before it starts: the consumer group of `stream`; two connections for the
+/// producer/consumer workloads.
+async fn prepare(
+    spec: &WorkloadSpec,
+    target: &Target,
+    auth: &Auth,
+    args: &LoadArgs,
+) -> anyhow::Result<()> {
+    let two_sided = matches!(spec.kind, WorkloadKind::Stream | WorkloadKind::Pubsub);
+    if spec.tracked.is_some() || !two_sided {
+        return Ok(());
+    }
+    if args.clients < 2 {
+        bail!(
+            "the {:?} workload needs at least 2 clients (producers and consumers)",
+            spec.kind
+        );
+    }
+    if spec.kind == WorkloadKind::Stream {
+        let addr = target.resolve(args.timeout).await?;
+        let mut conn = Conn::connect(&addr, auth, args.timeout).await?;
+        let reply = conn
+            .call(&[
+                "XGROUP",
+                "CREATE",
+                STREAM_KEY,
+                STREAM_GROUP,
+                "$",
+                "MKSTREAM",
+            ])
+            .await?;
+        if let Value::Error(e) = reply {
+            if !e.starts_with(b"BUSYGROUP") {
+                bail!("XGROUP CREATE: {}", String::from_utf8_lossy(&e));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unix_nanos() -> u64 {

@@ -3,11 +3,17 @@
 //! The generator writes encoded commands straight into the connection's batch buffer (no per-command
 //! allocation), so the bench client costs the target as little as `redis-benchmark` does.
 
-use bytes::{BufMut, BytesMut};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use clap::ValueEnum;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+
+use super::stateful::{
+    channel, is_consumer, push_transaction, push_xadd, stamp, StreamConsumer, PUBSUB_CHANNELS,
+};
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -27,6 +33,12 @@ pub enum WorkloadKind {
     Incr,
     /// `PING`.
     Ping,
+    /// `MULTI`, `--keys-per-command` SETs, `EXEC`; one request is the whole transaction.
+    Tx,
+    /// Even connections `XADD`; odd ones read in a consumer group (`XREADGROUP`, `XACK`, `XAUTOCLAIM`).
+    Stream,
+    /// Even connections `PUBLISH`; odd ones subscribe, and latency is publication to delivery.
+    Pubsub,
 }
 
 /// How keys are drawn from the keyspace.
@@ -76,6 +88,20 @@ pub enum Sent {
         /// Highest sequence number this connection had acknowledged when the read was sent.
         floor: u64,
     },
+    /// Several commands answered by this many replies, measured as one request (a transaction).
+    Multi(u32),
+    /// A command whose reply goes back to the generator ([`Generator::feedback`]).
+    Feedback,
+}
+
+impl Sent {
+    /// Replies this request gets.
+    pub fn replies(&self) -> u32 {
+        match self {
+            Sent::Multi(n) => *n,
+            _ => 1,
+        }
+    }
 }
 
 /// Appends one command in RESP to `out`.
@@ -129,6 +155,10 @@ pub struct Generator {
     next_write: u64,
     /// Tracked mode: highest acknowledged sequence number.
     acked: u64,
+    /// `stream` workload, odd connections.
+    consumer: Option<StreamConsumer>,
+    /// Time origin of pub/sub stamps.
+    epoch: Instant,
 }
 
 impl Generator {
@@ -148,7 +178,30 @@ impl Generator {
             client,
             next_write: 1,
             acked: 0,
+            consumer: (spec.kind == WorkloadKind::Stream && is_consumer(client))
+                .then(|| StreamConsumer::new(client)),
+            epoch: Instant::now(),
             spec: spec.clone(),
+        }
+    }
+
+    /// Stamps pub/sub messages with the time since `epoch` (the subscribers' origin too).
+    pub fn with_epoch(mut self, epoch: Instant) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Whether this connection subscribes (odd connections of a `pubsub` run) instead of sending commands.
+    pub fn is_subscriber(&self) -> bool {
+        self.spec.kind == WorkloadKind::Pubsub
+            && self.spec.tracked.is_none()
+            && is_consumer(self.client)
+    }
+
+    /// Hands the reply of a [`Sent::Feedback`] command back.
+    pub fn feedback(&mut self, raw: Bytes) {
+        if let Some(c) = &mut self.consumer {
+            c.on_reply(raw);
         }
     }
 
@@ -198,8 +251,35 @@ impl Generator {
                 (true, n) => self.multi(out, b"MSET", n, true),
                 (false, n) => self.multi(out, b"MGET", n, false),
             },
+            WorkloadKind::Tx => return self.transaction(out, multi),
+            WorkloadKind::Stream => match &mut self.consumer {
+                Some(c) => {
+                    if c.next(out) {
+                        return Sent::Feedback;
+                    }
+                }
+                None => push_xadd(out, &self.value),
+            },
+            WorkloadKind::Pubsub => {
+                let ch = channel(self.key() as usize % PUBSUB_CHANNELS);
+                let msg = stamp(self.epoch, self.spec.data_size);
+                push_command(out, &[b"PUBLISH", ch.as_bytes(), &msg]);
+            }
         }
         Sent::Plain
+    }
+
+    fn transaction(&mut self, out: &mut BytesMut, n: usize) -> Sent {
+        let keys: Vec<[u8; 16]> = (0..n)
+            .map(|_| {
+                let mut kb = [0u8; 16];
+                let k = self.key();
+                key_name(&mut kb, b"key:", k);
+                kb
+            })
+            .collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        Sent::Multi(push_transaction(out, &refs, &self.value))
     }
 
     fn single(&mut self, out: &mut BytesMut, cmd: &[u8], with_value: bool) {
@@ -272,9 +352,9 @@ pub fn unique_key(run: &str, client: usize, seq: u64) -> String {
     format!("bench:{run}:{client}:{seq}")
 }
 
-/// The value of tracked write `seq`: the number, then `:` and padding up to `size`.
-pub fn tracked_value(seq: u64, size: usize) -> Vec<u8> {
-    let mut v = seq.to_string().into_bytes();
+/// A value carrying a number: its digits, then `:` and padding up to `size` bytes.
+pub fn number_value(n: impl std::fmt::Display, size: usize) -> Vec<u8> {
+    let mut v = n.to_string().into_bytes();
     if v.len() < size {
         v.push(b':');
         v.resize(size, b'x');
@@ -282,10 +362,20 @@ pub fn tracked_value(seq: u64, size: usize) -> Vec<u8> {
     v
 }
 
-/// The sequence number in a tracked value.
-pub fn parse_tracked_value(v: &[u8]) -> Option<u64> {
+/// The number at the start of a value written by [`number_value`].
+pub fn value_number<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
     let digits = v.split(|&b| b == b':').next()?;
     std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The value of tracked write `seq`.
+pub fn tracked_value(seq: u64, size: usize) -> Vec<u8> {
+    number_value(seq, size)
+}
+
+/// The sequence number in a tracked value.
+pub fn parse_tracked_value(v: &[u8]) -> Option<u64> {
+    value_number(v)
 }
 
 #[cfg(test)]
@@ -389,7 +479,7 @@ mod tests {
                     assert_eq!(floor, seqs.last().copied().unwrap_or(0));
                     assert_eq!(decode(&mut buf)[1], b"bench:r1:2");
                 }
-                Sent::Plain => panic!("tracked runs send no plain commands"),
+                other => panic!("tracked runs send only writes and reads: {other:?}"),
             }
         }
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));

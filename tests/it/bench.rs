@@ -92,6 +92,71 @@ async fn every_workload_runs_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_streams_and_pubsub_run_against_a_real_server() {
+    let redis = RedisServer::start().await;
+    let addr = redis.addr();
+    let tx = run(&[
+        "--target",
+        &addr,
+        "-w",
+        "tx",
+        "--keys-per-command",
+        "3",
+        "-c",
+        "2",
+        "-P",
+        "4",
+        "-n",
+        "500",
+    ])
+    .await;
+    assert_eq!(tx.errors, 0, "{:?}", tx.errors_by_kind);
+    assert_eq!(tx.ops, 500, "a transaction is one request");
+    let mut c = redis.client().await;
+    let execs = redis.commandstats("exec").await;
+    assert!(execs >= 500, "EXEC calls: {execs}");
+
+    let stream = run(&["--target", &addr, "-w", "stream", "-c", "4", "-d", "1s"]).await;
+    assert_eq!(stream.errors, 0, "{:?}", stream.errors_by_kind);
+    let xlen: i64 = redis::cmd("XLEN")
+        .arg("bench:stream")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(xlen > 100, "producers added {xlen}");
+    for cmd in ["xreadgroup", "xack", "xautoclaim"] {
+        assert!(redis.commandstats(cmd).await > 0, "{cmd} was sent");
+    }
+    // Consumers acknowledge what they read: little stays pending (at most one read per consumer in flight).
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("bench:stream")
+        .arg("bench")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let count = match pending {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert!(count <= 2 * 10, "{count} messages left pending");
+
+    let pubsub = run(&["--target", &addr, "-w", "pubsub", "-c", "4", "-d", "1s"]).await;
+    assert_eq!(pubsub.errors, 0, "{:?}", pubsub.errors_by_kind);
+    let published = redis.commandstats("publish").await;
+    assert!(published > 100, "{published} PUBLISH");
+    // Each of the 2 subscribers gets every message; their deliveries are requests too.
+    assert!(
+        pubsub.ops > published,
+        "{} requests for {published} messages",
+        pubsub.ops
+    );
+    assert!(pubsub.latency_us.p50 > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_writes_json_csv_html_and_runs_merge() {
     let redis = RedisServer::start().await;
     let addr = redis.addr();
