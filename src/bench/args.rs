@@ -67,9 +67,10 @@ pub struct LoadArgs {
     /// The RESP endpoint to load (haproxy-rs, HAProxy, twemproxy, Redis), HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
-    /// A sentinel: finds the master when there is no --target, triggers the failover, reports its events.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub sentinel: Option<String>,
+    /// Sentinels (repeat or comma-separate): the first finds the master when there is no --target and
+    /// triggers a planned failover; the events of all are reported (only the leader publishes some).
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    pub sentinel: Vec<String>,
     /// Name of the master the sentinel monitors.
     #[arg(long, value_name = "NAME", default_value = "mymaster")]
     pub master_name: String,
@@ -159,6 +160,13 @@ pub struct LoadArgs {
     /// Report files.
     #[command(flatten)]
     pub out: OutputArgs,
+}
+
+impl LoadArgs {
+    /// The first `--sentinel`.
+    pub fn first_sentinel(&self) -> Option<&String> {
+        self.sentinel.first()
+    }
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`, or plain seconds (`1.5`).

@@ -12,11 +12,25 @@ const LEFT: f64 = 70.0;
 const BOTTOM: f64 = 24.0;
 const TOP: f64 = 10.0;
 
-/// A vertical marker on a chart.
+/// A vertical marker on a chart; `caption` ones are labelled on the chart and drawn over the others.
 struct Mark<'a> {
     t: f64,
     label: &'a str,
     color: &'a str,
+    caption: bool,
+}
+
+/// The smallest 1, 2 or 5 times a power of ten at or above `v`, for round axis ticks.
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let pow = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * pow)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * pow)
 }
 
 /// Escapes text for HTML and SVG.
@@ -43,7 +57,7 @@ fn chart(
     window: Option<(f64, f64)>,
 ) -> String {
     let x_max = points.iter().map(|p| p.0).fold(1.0_f64, f64::max);
-    let y_max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
+    let y_max = nice_ceiling(points.iter().map(|p| p.1).fold(0.0_f64, f64::max));
     let plot_w = WIDTH - LEFT - 10.0;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |t: f64| LEFT + t.clamp(0.0, x_max) / x_max * plot_w;
@@ -63,7 +77,7 @@ fn chart(
         );
     }
     for i in 0..=4 {
-        let v = y_max / 1.1 * f64::from(i) / 4.0;
+        let v = y_max * f64::from(i) / 4.0;
         let _ = write!(
             s,
             r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
@@ -85,16 +99,31 @@ fn chart(
         );
         t += step;
     }
-    for m in marks {
+    let ordered = marks
+        .iter()
+        .filter(|m| !m.caption)
+        .chain(marks.iter().filter(|m| m.caption));
+    for m in ordered {
         let _ = write!(
             s,
-            r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" stroke="{}" stroke-width="1.5" stroke-dasharray="4 2"><title>{:.3}s {}</title></line>"#,
+            r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" stroke="{}" stroke-width="{}" stroke-dasharray="4 2"><title>{:.3}s {}</title></line>"#,
             TOP + plot_h,
             m.color,
+            if m.caption { 2.5 } else { 1.0 },
             m.t,
             escape(m.label),
             x = x(m.t)
         );
+        if m.caption {
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}</text>"#,
+                x(m.t) + 3.0,
+                TOP + 10.0,
+                m.color,
+                escape(m.label)
+            );
+        }
     }
     let path: Vec<String> = points
         .iter()
@@ -125,18 +154,16 @@ fn section(r: &RunReport) -> String {
             t: at,
             label: "failover triggered",
             color: "#d1242f",
+            caption: true,
         });
     }
     for e in &r.events {
-        let color = if e.channel == "+switch-master" {
-            "#8250df"
-        } else {
-            "#999"
-        };
+        let switch = e.channel == "+switch-master";
         marks.push(Mark {
             t: e.t,
             label: &e.channel,
-            color,
+            color: if switch { "#8250df" } else { "#bbb" },
+            caption: switch,
         });
     }
     let window = f.and_then(|f| match (f.error_window_start_s, f.error_window_end_s) {
@@ -216,16 +243,26 @@ mod tests {
         });
         r.events.push(SentinelEvent {
             t: 2.5,
+            sentinel: "127.0.0.1:26391".into(),
             channel: "+switch-master".into(),
             payload: "mymaster <a> b".into(),
         });
         let page = render(&[r]);
         assert_eq!(page.matches("<svg").count(), 3);
-        assert_eq!(page.matches("failover triggered").count(), 3);
+        // On each chart: the line's tooltip and its caption.
+        assert_eq!(page.matches("failover triggered").count(), 6);
         assert!(page.contains("+switch-master"));
         assert!(page.contains("error window 1.600s"));
         assert!(!page.contains("<a>"), "payloads are escaped");
         assert!(!page.contains("http://") || page.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+    }
+
+    #[test]
+    fn axis_tops_are_round() {
+        assert_eq!(nice_ceiling(34_998.0), 50_000.0);
+        assert_eq!(nice_ceiling(16_190.0), 20_000.0);
+        assert_eq!(nice_ceiling(1.0), 1.0);
+        assert_eq!(nice_ceiling(0.0), 1.0);
     }
 
     #[test]

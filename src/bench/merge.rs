@@ -109,7 +109,10 @@ pub fn merge_with(reports: &[RunReport], timing: Timing) -> anyhow::Result<RunRe
         .collect();
     merged.events.sort_by(|a, b| a.t.total_cmp(&b.t));
     merged.events.dedup_by(|b, a| {
-        a.channel == b.channel && a.payload == b.payload && (b.t - a.t).abs() < 1.0
+        a.sentinel == b.sentinel
+            && a.channel == b.channel
+            && a.payload == b.payload
+            && (b.t - a.t).abs() < 1.0
     });
     Ok(merged)
 }

@@ -173,11 +173,10 @@ impl RunReport {
         let w = &self.setup.workload;
         let _ = writeln!(
             s,
-            "== {} ({}): {:?} x{} keys, {} clients, pipeline {}, {}",
+            "== {} ({}): {}, {} clients, pipeline {}, {}",
             self.setup.name,
             self.setup.target,
-            w.kind,
-            w.keys_per_command.max(1),
+            w.describe(),
             self.setup.clients,
             self.setup.pipeline,
             match self.setup.rps {
@@ -223,7 +222,11 @@ impl RunReport {
         if !self.events.is_empty() {
             let _ = writeln!(s, "sentinel events:");
             for e in &self.events {
-                let _ = writeln!(s, "  {:>8.3}s {} {}", e.t, e.channel, e.payload);
+                let _ = writeln!(
+                    s,
+                    "  {:>8.3}s [{}] {} {}",
+                    e.t, e.sentinel, e.channel, e.payload
+                );
             }
         }
         s

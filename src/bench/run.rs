@@ -37,7 +37,7 @@ pub async fn run_load(
         user: args.user.clone(),
         password: args.password.clone(),
     };
-    let target = match (target.or(args.target.as_deref()), &args.sentinel) {
+    let target = match (target.or(args.target.as_deref()), args.first_sentinel()) {
         (Some(t), _) => Target::Fixed(t.to_string()),
         (None, Some(s)) => Target::Sentinel {
             sentinel: s.clone(),
@@ -49,7 +49,7 @@ pub async fn run_load(
     let tracked = triggered || args.track;
     let run_id = format!("{:x}", unix_nanos() % 0xffff_ffff);
     let spec = workload_spec(args, tracked.then(|| run_id.clone()));
-    let old_master = match &args.sentinel {
+    let old_master = match args.first_sentinel() {
         Some(s) => Some(
             sentinel::master_addr(s, &args.master_name, args.timeout)
                 .await
@@ -63,10 +63,10 @@ pub async fn run_load(
     let start = t0 + args.warmup;
     let collector = Collector::new(start.into_std());
     let stop = CancellationToken::new();
-    let events = args
-        .sentinel
-        .clone()
-        .map(|s| sentinel::subscribe(s, start.into_std(), stop.clone()));
+    let events = sentinel::EventLog::default();
+    for s in &args.sentinel {
+        sentinel::subscribe(s.clone(), start.into_std(), stop.clone(), events.clone());
+    }
     let clients = args.clients.max(1);
     let plan = Arc::new(Plan {
         target: target.clone(),
@@ -168,9 +168,8 @@ pub async fn run_load(
         report.failover = Some(f);
     }
     stop.cancel();
-    if let Some(log) = events {
-        report.events = log.lock().map(|g| g.clone()).unwrap_or_default();
-    }
+    report.events = events.lock().map(|g| g.clone()).unwrap_or_default();
+    report.events.sort_by(|a, b| a.t.total_cmp(&b.t));
     Ok(report)
 }
 
@@ -244,7 +243,7 @@ fn failover_trigger(
     }
     match args.failover {
         None => Ok(None),
-        Some(FailoverKind::Planned) => match &args.sentinel {
+        Some(FailoverKind::Planned) => match args.first_sentinel() {
             Some(s) => Ok(Some(Trigger::Planned {
                 sentinel: s.clone(),
                 master_name: args.master_name.clone(),
@@ -272,7 +271,7 @@ async fn verify_addr(
     if let Some(v) = &args.verify_target {
         return Ok(v.clone());
     }
-    let Some(s) = &args.sentinel else {
+    let Some(s) = args.first_sentinel() else {
         return target.resolve(args.timeout).await.map_err(Into::into);
     };
     let deadline = Instant::now() + NEW_MASTER_WAIT;

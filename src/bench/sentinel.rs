@@ -14,6 +14,9 @@ use crate::resp::{parse_value, Value};
 pub struct SentinelEvent {
     /// Seconds since measurement began (negative: during the warm-up).
     pub t: f64,
+    /// The sentinel that published it.
+    #[serde(default)]
+    pub sentinel: String,
     /// The channel, e.g. `+switch-master`.
     pub channel: String,
     /// The payload.
@@ -77,11 +80,9 @@ pub async fn server_pid(addr: &str, auth: &Auth, timeout: Duration) -> Result<u3
 /// Events recorded by [`subscribe`].
 pub type EventLog = Arc<Mutex<Vec<SentinelEvent>>>;
 
-/// Subscribes to every channel of `sentinel` (`PSUBSCRIBE *`) and appends each message to the returned
-/// log until `stop`; times are counted from `start`. Reconnects (every 200 ms at most) if the link drops.
-pub fn subscribe(sentinel: String, start: Instant, stop: CancellationToken) -> EventLog {
-    let log: EventLog = Arc::default();
-    let out = log.clone();
+/// Subscribes to every channel of `sentinel` (`PSUBSCRIBE *`) and appends each message to `out` until
+/// `stop`; times are counted from `start`. Reconnects (every 200 ms at most) if the link drops.
+pub fn subscribe(sentinel: String, start: Instant, stop: CancellationToken, out: EventLog) {
     tokio::spawn(async move {
         while !stop.is_cancelled() {
             tokio::select! {
@@ -98,7 +99,6 @@ pub fn subscribe(sentinel: String, start: Instant, stop: CancellationToken) -> E
             }
         }
     });
-    log
 }
 
 async fn listen(sentinel: &str, start: Instant, log: &EventLog) -> Result<(), ConnError> {
@@ -108,7 +108,7 @@ async fn listen(sentinel: &str, start: Instant, log: &EventLog) -> Result<(), Co
     loop {
         conn.fill().await?;
         while let Some(raw) = conn.buffered_reply()? {
-            if let Some(ev) = event_of(&parse_value(raw)?, start) {
+            if let Some(ev) = event_of(&parse_value(raw)?, sentinel, start) {
                 if let Ok(mut g) = log.lock() {
                     g.push(ev);
                 }
@@ -118,7 +118,7 @@ async fn listen(sentinel: &str, start: Instant, log: &EventLog) -> Result<(), Co
 }
 
 /// A `pmessage` push as an event; other pushes (the subscribe confirmation) are `None`.
-fn event_of(v: &Value, start: Instant) -> Option<SentinelEvent> {
+fn event_of(v: &Value, sentinel: &str, start: Instant) -> Option<SentinelEvent> {
     match v.as_array()? {
         [kind, _pattern, channel, payload] if kind.as_bytes() == Some(b"pmessage") => {
             let now = Instant::now();
@@ -128,6 +128,7 @@ fn event_of(v: &Value, start: Instant) -> Option<SentinelEvent> {
             };
             Some(SentinelEvent {
                 t,
+                sentinel: sentinel.to_string(),
                 channel: channel.as_str()?.to_string(),
                 payload: payload.as_str()?.to_string(),
             })
@@ -150,10 +151,11 @@ mod tests {
             bulk("+switch-master"),
             bulk("mymaster 127.0.0.1 6391 127.0.0.1 6392"),
         ]);
-        let ev = event_of(&msg, Instant::now()).unwrap();
+        let ev = event_of(&msg, "127.0.0.1:26391", Instant::now()).unwrap();
+        assert_eq!(ev.sentinel, "127.0.0.1:26391");
         assert_eq!(ev.channel, "+switch-master");
         assert!(ev.t >= 0.0 && ev.t < 1.0);
         let confirm = Value::Array(vec![bulk("psubscribe"), bulk("*"), Value::Int(1)]);
-        assert_eq!(event_of(&confirm, Instant::now()), None);
+        assert_eq!(event_of(&confirm, "s", Instant::now()), None);
     }
 }

@@ -76,6 +76,30 @@ pub struct WorkloadSpec {
     pub tracked: Option<String>,
 }
 
+impl WorkloadSpec {
+    /// A short description for the report, e.g. `mixed 1:10, 10 keys per command, zipf keys`.
+    pub fn describe(&self) -> String {
+        let name = format!("{:?}", self.kind).to_lowercase();
+        if self.tracked.is_some() {
+            let (w, r) = self.ratio;
+            return format!("tracked writes (MSET of a unique key) and reads (GET) {w}:{r}");
+        }
+        let mut s = match self.kind {
+            WorkloadKind::Mixed => format!("{name} {}:{}", self.ratio.0, self.ratio.1),
+            _ => name,
+        };
+        if self.keys_per_command > 1 {
+            s.push_str(&format!(", {} keys per command", self.keys_per_command));
+        }
+        let dist = format!("{:?}", self.key_dist).to_lowercase();
+        s.push_str(&format!(
+            ", {dist} keys over {}, {} B values",
+            self.keyspace, self.data_size
+        ));
+        s
+    }
+}
+
 /// What a generated command is, for the client's bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -407,6 +431,18 @@ mod tests {
                 .collect(),
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn descriptions_name_the_workload() {
+        let mut s = spec(WorkloadKind::Mixed, KeyDist::Zipf);
+        s.keys_per_command = 10;
+        assert_eq!(
+            s.describe(),
+            "mixed 1:3, 10 keys per command, zipf keys over 1000, 8 B values"
+        );
+        s.tracked = Some("r".into());
+        assert!(s.describe().starts_with("tracked writes"));
     }
 
     #[test]

@@ -345,3 +345,63 @@ async fn planned_failover_through_the_proxy_is_reported() {
     println!("{table}");
     assert!(table.contains("sentinel events:"));
 }
+
+/// A kill failover with no proxy: connections find the master through Sentinel again after errors, the
+/// error window runs from the kill to the first write on the promoted replica, and the writes are read
+/// back from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_failover_of_a_sentinel_found_master_is_reported() {
+    let topo = Topology::builder()
+        .replicas(1)
+        .sentinels(1)
+        .quorum(1)
+        .down_after(Duration::from_millis(1000))
+        .start()
+        .await;
+    let old = topo.master.addr();
+    let sentinel = topo.sentinel_addrs()[0].clone();
+    let r = run(&[
+        "--sentinel",
+        &sentinel,
+        "--master-name",
+        topo.master_name(),
+        "--failover",
+        "kill",
+        "--failover-at",
+        "1s",
+        "-d",
+        "6s",
+        "-c",
+        "4",
+        "--timeout",
+        "1s",
+    ])
+    .await;
+    println!("{}", r.table());
+    assert!(!topo.master.is_running(), "the master was killed");
+    let f = r.failover.clone().expect("failover runs report");
+    assert_eq!(f.trigger, "kill");
+    assert_eq!(f.old_master.as_deref(), Some(old.as_str()));
+    let new = f.verified_on.clone().unwrap_or_default();
+    assert_ne!(new, old, "read back from the promoted replica");
+    let start = f.error_window_start_s.expect("the kill causes errors");
+    let end = f
+        .error_window_end_s
+        .expect("writes succeed again before the end");
+    assert!((0.9..1.5).contains(&start), "{f:?}");
+    assert!(
+        end > start + 0.9,
+        "no master for at least down-after: {f:?}"
+    );
+    assert!(
+        r.connects > 4,
+        "connections were made again: {}",
+        r.connects
+    );
+    assert!(f.acked_writes > 0 && f.recovery_s.is_some(), "{f:?}");
+    assert!(
+        r.events.iter().any(|e| e.channel == "+switch-master"),
+        "{:?}",
+        r.events
+    );
+}
