@@ -8,8 +8,9 @@
 # error window, the time until throughput is back to 90%, the worst latency, the sentinel events.
 # Environment: TARGETS ("haproxy-rs haproxy"), KINDS ("planned kill"), DURATION (25s), FAILOVER_AT (5s),
 # CLIENTS (20), RATIO (1:1), OUT (.lab/failover). To run against another copy of the lab: LAB_SH,
-# SENTINEL (127.0.0.1:26391), HAPROXY_CFG (config/haproxy.cfg), HAPROXY_PORT (16379),
-# RS_CONFIG (config/haproxy-rs.toml), RS_PORT (6379). Everything started here is stopped on exit.
+# SENTINELS (the lab's three, comma-separated; the first triggers the planned failover, all are listened
+# to), HAPROXY_CFG (config/haproxy.cfg), HAPROXY_PORT (16379), RS_CONFIG (config/haproxy-rs.toml),
+# RS_PORT (6379). Everything started here is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,7 +24,7 @@ CLIENTS=${CLIENTS:-20}
 RATIO=${RATIO:-1:1}
 OUT=${OUT:-$ROOT/.lab/failover}
 LAB_SH=${LAB_SH:-$ROOT/scripts/lab.sh}
-SENTINEL=${SENTINEL:-127.0.0.1:26391}
+SENTINELS=${SENTINELS:-127.0.0.1:26391,127.0.0.1:26392,127.0.0.1:26393}
 HAPROXY_CFG=${HAPROXY_CFG:-config/haproxy.cfg}
 HAPROXY_PORT=${HAPROXY_PORT:-16379}
 RS_CONFIG=${RS_CONFIG:-config/haproxy-rs.toml}
@@ -90,7 +91,7 @@ for kind in $KINDS; do
         wait_master "${PORT[$target]}"
         name=$target-$kind
         log "run $name"
-        timeout 300 "$BIN" bench --target "127.0.0.1:${PORT[$target]}" --sentinel "$SENTINEL" \
+        timeout 300 "$BIN" bench --target "127.0.0.1:${PORT[$target]}" --sentinel "$SENTINELS" \
             --failover "$kind" --failover-at "$FAILOVER_AT" -d "$DURATION" -c "$CLIENTS" --ratio "$RATIO" \
             --timeout 2s --json "$OUT/$name.json" --csv "$OUT/$name.csv" --html "$OUT/$name.html" \
             | tee "$OUT/$name.txt"

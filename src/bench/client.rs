@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::conn::{error_kind, Auth, Conn, ConnError};
+use super::conn::{error_kind, error_message, Auth, Conn, ConnError};
 use super::recorder::{Collector, Recorder};
 use super::sentinel;
 use super::stateful::{channel, micros_since, stamp_of, PUBSUB_CHANNELS};
@@ -175,7 +175,9 @@ impl Client {
                     }
                 }
                 Err(e) => {
-                    self.rec.error(Instant::now().into_std(), &e.kind(), 1);
+                    let kind = e.kind();
+                    self.rec.sample(&kind, || e.to_string());
+                    self.rec.error(Instant::now().into_std(), &kind, 1);
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
@@ -196,7 +198,9 @@ impl Client {
         let n = self.pending.len() as u64;
         self.pending.clear();
         if n > 0 {
-            self.rec.error(now, &e.kind(), n);
+            let kind = e.kind();
+            self.rec.sample(&kind, || e.to_string());
+            self.rec.error(now, &kind, n);
         }
     }
 
@@ -329,7 +333,9 @@ impl Client {
             return;
         };
         if is_error_reply(&raw) && front.error.is_none() {
-            front.error = Some(error_kind(&raw));
+            let kind = error_kind(&raw);
+            self.rec.sample(&kind, || error_message(&raw));
+            front.error = Some(kind);
         }
         front.left = front.left.saturating_sub(1);
         if front.left > 0 {

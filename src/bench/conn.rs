@@ -73,6 +73,18 @@ pub fn error_kind(raw: &[u8]) -> String {
     }
 }
 
+/// The text of an error reply (CR/LF and the type byte stripped, at most 200 bytes).
+pub fn error_message(raw: &[u8]) -> String {
+    let text: Vec<u8> = raw
+        .iter()
+        .skip(1)
+        .copied()
+        .filter(|&b| b != b'\r' && b != b'\n')
+        .take(200)
+        .collect();
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// Credentials sent with `AUTH` on connect.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
@@ -207,6 +219,7 @@ mod tests {
         assert_eq!(error_kind(b"-ERR unknown command\r\n"), "ERR");
         assert_eq!(error_kind(b"!21\r\nSYNTAX invalid syntax\r\n"), "SYNTAX");
         assert_eq!(error_kind(b"-\r\n"), "ERR");
+        assert_eq!(error_message(b"-ERR no master\r\n"), "ERR no master");
         assert_eq!(
             ConnError::Reply("NOAUTH Authentication required.".into()).kind(),
             "NOAUTH"

@@ -96,6 +96,14 @@ pub fn merge_with(reports: &[RunReport], timing: Timing) -> anyhow::Result<RunRe
     }
     let mut merged = RunReport::from_parts(setup, duration_s, &total, errors, timeline);
     merged.runs = reports.iter().map(|r| r.runs).sum();
+    for r in reports {
+        for (k, m) in &r.error_samples {
+            merged
+                .error_samples
+                .entry(k.clone())
+                .or_insert_with(|| m.clone());
+        }
+    }
     merged.failover = merge_failover(reports, &merged.timeline, &offset);
     merged.events = reports
         .iter()

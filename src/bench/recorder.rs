@@ -56,6 +56,7 @@ struct Inner {
     seconds: Vec<Second>,
     total: Hist,
     errors: BTreeMap<String, u64>,
+    samples: BTreeMap<String, String>,
     spans: Vec<FailSpan>,
 }
 
@@ -75,6 +76,8 @@ pub struct Collected {
     pub total: Hist,
     /// Failed requests by kind.
     pub errors: BTreeMap<String, u64>,
+    /// The first message seen of each error kind.
+    pub samples: BTreeMap<String, String>,
     /// Failure stretches of every connection.
     pub spans: Vec<FailSpan>,
 }
@@ -88,6 +91,7 @@ impl Collector {
                 seconds: Vec::new(),
                 total: new_hist(),
                 errors: BTreeMap::new(),
+                samples: BTreeMap::new(),
                 spans: Vec::new(),
             }),
         })
@@ -115,6 +119,7 @@ impl Collector {
             seconds: g.seconds.clone(),
             total: g.total.clone(),
             errors: g.errors.clone(),
+            samples: g.samples.clone(),
             spans: g.spans.clone(),
         }
     }
@@ -129,6 +134,7 @@ pub struct Recorder {
     cur: Second,
     total: Hist,
     errors: BTreeMap<String, u64>,
+    samples: BTreeMap<String, String>,
     spans: Vec<FailSpan>,
     open_span: Option<u64>,
 }
@@ -143,6 +149,7 @@ impl Recorder {
             cur: Second::default(),
             total: new_hist(),
             errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
             spans: Vec::new(),
             open_span: None,
         }
@@ -195,17 +202,17 @@ impl Recorder {
         self.open_span.get_or_insert(elapsed.as_millis() as u64);
     }
 
+    /// Keeps `message` as the example of error kind `kind` unless there is one already.
+    pub fn sample(&mut self, kind: &str, message: impl FnOnce() -> String) {
+        if !self.samples.contains_key(kind) {
+            self.samples.insert(kind.to_string(), message());
+        }
+    }
+
     /// A connection opened at `now` (during the warm-up: counted in the first second).
     pub fn connected(&mut self, now: Instant) {
         self.roll(self.since_start(now).unwrap_or_default());
         self.cur.connects += 1;
-    }
-
-    /// Flushes when a new second has begun, so the live line sees idle-free connections promptly.
-    pub fn tick(&mut self, now: Instant) {
-        if let Some(elapsed) = self.since_start(now) {
-            self.roll(elapsed);
-        }
     }
 
     fn flush_second(&mut self) {
@@ -241,6 +248,9 @@ impl Recorder {
             *g.errors.entry(k).or_default() += n;
         }
         g.spans.append(&mut self.spans);
+        for (k, m) in std::mem::take(&mut self.samples) {
+            g.samples.entry(k).or_insert(m);
+        }
         drop(g);
         self.total.reset();
     }
@@ -268,6 +278,8 @@ mod tests {
             Duration::from_micros(300),
         );
         b.error(start + Duration::from_millis(1500), "READONLY", 2);
+        b.sample("READONLY", || "READONLY You can't write".into());
+        b.sample("READONLY", || "a later one".into());
         b.ok(
             start + Duration::from_millis(2500),
             Duration::from_micros(200),
@@ -289,6 +301,7 @@ mod tests {
         assert_eq!(got.total.len(), 4);
         assert!(got.total.max() >= 900);
         assert_eq!(got.errors.get("READONLY"), Some(&2));
+        assert_eq!(got.samples["READONLY"], "READONLY You can't write");
         assert_eq!(
             got.spans,
             vec![FailSpan {

@@ -98,6 +98,9 @@ pub struct RunReport {
     pub histogram: String,
     /// Failed requests by kind (reply error's first word, or connect/io/timeout/protocol).
     pub errors_by_kind: BTreeMap<String, u64>,
+    /// The first message of each error kind.
+    #[serde(default)]
+    pub error_samples: BTreeMap<String, String>,
     /// Per-second timeline.
     pub timeline: Vec<TimelineRow>,
     /// Failover findings, when the run tracked writes.
@@ -126,13 +129,15 @@ impl RunReport {
             .enumerate()
             .map(|(t, s)| TimelineRow::of(t as u64, s))
             .collect();
-        Self::from_parts(
+        let mut r = Self::from_parts(
             setup,
             duration_s,
             &collected.total,
             collected.errors.clone(),
             timeline,
-        )
+        );
+        r.error_samples = collected.samples.clone();
+        r
     }
 
     /// The report of a total histogram, error counts and a timeline (also used by merging).
@@ -160,6 +165,7 @@ impl RunReport {
             latency_us: Percentiles::of(total),
             histogram: encode(total),
             errors_by_kind,
+            error_samples: BTreeMap::new(),
             timeline,
             failover: None,
             events: Vec::new(),
@@ -214,7 +220,11 @@ impl RunReport {
             }
         );
         for (kind, n) in &self.errors_by_kind {
-            let _ = writeln!(s, "  errors {kind}: {n}");
+            match self.error_samples.get(kind) {
+                Some(m) => writeln!(s, "  errors {kind}: {n} (first: {m})"),
+                None => writeln!(s, "  errors {kind}: {n}"),
+            }
+            .ok();
         }
         if let Some(f) = &self.failover {
             s.push_str(&f.table());
@@ -320,6 +330,7 @@ pub(crate) mod tests {
             seconds,
             total,
             errors: BTreeMap::from([("io".to_string(), 2)]),
+            samples: BTreeMap::from([("io".to_string(), "i/o: broken pipe".to_string())]),
             spans: Vec::new(),
         };
         RunReport::new(setup(), ops.len() as f64, &c)
@@ -338,6 +349,7 @@ pub(crate) mod tests {
             seconds,
             total: crate::bench::hist::decode(&r.histogram).unwrap(),
             errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
             spans: Vec::new(),
         }
     }
@@ -355,7 +367,10 @@ pub(crate) mod tests {
             r.timeline[1]
         );
         let table = r.table();
-        assert!(table.contains("errors io: 2"), "{table}");
+        assert!(
+            table.contains("errors io: 2 (first: i/o: broken pipe)"),
+            "{table}"
+        );
         assert!(table.contains("2.00ms"), "{table}");
         let csv = r.csv();
         assert_eq!(csv.lines().count(), 3);

@@ -203,6 +203,45 @@ async fn a_run_writes_json_csv_html_and_runs_merge() {
     assert_eq!(m.latency_us.count, a.ops + b.ops);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_each_target_and_writes_all_reports() {
+    let (a, b) = (RedisServer::start().await, RedisServer::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("cmp.json").to_string_lossy().into_owned();
+    let csv = dir.path().join("cmp.csv").to_string_lossy().into_owned();
+    let targets = format!("first={},second={}", a.addr(), b.addr());
+    let args = bench_args(&[
+        "--compare",
+        &targets,
+        "--rounds",
+        "2",
+        "-d",
+        "300ms",
+        "-c",
+        "2",
+        "-w",
+        "get",
+        "--json",
+        &json,
+        "--csv",
+        &csv,
+    ]);
+    bench::execute(args).await.unwrap();
+    let reports: Vec<RunReport> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r.setup.name.as_str()).collect();
+    assert_eq!(names, vec!["first", "second"]);
+    assert!(reports
+        .iter()
+        .all(|r| r.runs == 2 && r.ops > 0 && r.errors == 0));
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("second,0,")), "{csv}");
+    assert!(
+        b.commandstats("get").await > 0,
+        "the second target was loaded"
+    );
+}
+
 /// The open loop keeps its schedule through a stall, so a 1 s `CLIENT PAUSE` shows in p99 and max; the
 /// closed loop at the same time simply waits and reports the stall as one slow request per connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
