@@ -48,6 +48,15 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// A count for an axis: `850`, `12.5k`, `1.2M`.
+fn count(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{}M", (v / 1e5).round() / 10.0),
+        v if v >= 1e3 => format!("{}k", (v / 1e2).round() / 10.0),
+        v => format!("{v:.0}"),
+    }
+}
+
 /// A line chart of `points` (x in seconds) with markers and an optional shaded window.
 fn chart(
     title: &str,
@@ -103,6 +112,8 @@ fn chart(
         .iter()
         .filter(|m| !m.caption)
         .chain(marks.iter().filter(|m| m.caption));
+    // Captions close to the previous one go one row lower, so they do not overprint each other.
+    let (mut last_caption_x, mut row) = (f64::NEG_INFINITY, 0u8);
     for m in ordered {
         let _ = write!(
             s,
@@ -115,11 +126,17 @@ fn chart(
             x = x(m.t)
         );
         if m.caption {
+            row = if x(m.t) - last_caption_x < 90.0 {
+                (row + 1) % 4
+            } else {
+                0
+            };
+            last_caption_x = x(m.t);
             let _ = write!(
                 s,
                 r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}</text>"#,
                 x(m.t) + 3.0,
-                TOP + 10.0,
+                TOP + 10.0 + 11.0 * f64::from(row),
                 m.color,
                 escape(m.label)
             );
@@ -181,7 +198,7 @@ fn section(r: &RunReport) -> String {
     s.push_str(&chart(
         "Throughput (req/s)",
         &series(&|row| row.ops as f64),
-        &|v| format!("{v:.0}"),
+        &count,
         &marks,
         window,
     ));
@@ -195,7 +212,7 @@ fn section(r: &RunReport) -> String {
     s.push_str(&chart(
         "Errors per second",
         &series(&|row| row.errors as f64),
-        &|v| format!("{v:.0}"),
+        &count,
         &marks,
         window,
     ));
@@ -263,6 +280,10 @@ mod tests {
         assert_eq!(nice_ceiling(16_190.0), 20_000.0);
         assert_eq!(nice_ceiling(1.0), 1.0);
         assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(count(850.0), "850");
+        assert_eq!(count(12_500.0), "12.5k");
+        assert_eq!(count(100_000.0), "100k");
+        assert_eq!(count(1_200_000.0), "1.2M");
     }
 
     #[test]

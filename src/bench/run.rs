@@ -59,8 +59,7 @@ pub async fn run_load(
     };
     let trigger = failover_trigger(args, old_master.as_deref(), &target)?;
     prepare(&spec, &target, &auth, args).await?;
-    let t0 = Instant::now();
-    let start = t0 + args.warmup;
+    let start = Instant::now() + args.warmup;
     let collector = Collector::new(start.into_std());
     let stop = CancellationToken::new();
     let events = sentinel::EventLog::default();
@@ -138,7 +137,9 @@ pub async fn run_load(
         clients,
         pipeline: plan.pipeline,
         rps: args.rps,
-        started_unix: unix_nanos() / 1_000_000_000 - (t0.elapsed().as_secs()),
+        // When measurement began (after the warm-up): what `bench merge` aligns runs on.
+        started_unix: (unix_nanos() / 1_000_000_000)
+            .saturating_sub(Instant::now().saturating_duration_since(start).as_secs()),
     };
     let mut report = RunReport::new(setup, measured.as_secs_f64(), &collected);
     if tracked {
