@@ -9,7 +9,7 @@
 //! - [`proxy`]: listeners and client sessions.
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
 //! - [`shutdown`]: graceful shutdown.
-//! - [`bench`]: `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
+//! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
 
 pub mod backend;
 pub mod bench;
