@@ -19,10 +19,14 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at startup and moved out at once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the proxy.
     Run(RunArgs),
+    /// Load a RESP endpoint and measure throughput, latency and what a failover costs.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `haproxy-rs run`. Each one given overrides the same setting of the config file.
@@ -76,6 +80,42 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Runs the proxy until a shutdown signal: builds the runtime, serves, maps errors to exit codes
+    /// (64, EX_USAGE, for a bad configuration).
+    pub fn execute(self) -> std::process::ExitCode {
+        use std::process::ExitCode;
+        let cfg = match self.to_config() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                eprintln!("haproxy-rs: {e}");
+                return ExitCode::from(64);
+            }
+        };
+        // Sessions run on their own threads (`threads`); this runtime runs listeners and the
+        // topology.
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("haproxy-rs: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        runtime.block_on(async {
+            let token = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(crate::shutdown::on_signal(token.clone()));
+            match crate::run(cfg, token).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("haproxy-rs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        })
+    }
+
     /// The config file (or the defaults) with every given flag and variable laid over it, validated.
     ///
     /// # Errors
@@ -137,6 +177,7 @@ mod tests {
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Run(a) => a,
+            Command::Bench(_) => unreachable!("parsed `run`"),
         }
     }
 

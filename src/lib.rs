@@ -9,8 +9,10 @@
 //! - [`proxy`]: listeners and client sessions.
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
 //! - [`shutdown`]: graceful shutdown.
+//! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod proxy;

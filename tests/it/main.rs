@@ -2,6 +2,7 @@
 //!
 //! One test binary (ripgrep, shotover): `harness` holds the process helpers, the other modules the tests.
 
+mod bench;
 mod clients;
 mod compose;
 mod failover_writes;

@@ -1,0 +1,294 @@
+//! The `--html` report: one self-contained page, inline SVG charts of throughput, p99 and errors per second,
+//! with the failover, the error window and the sentinel events marked.
+
+use std::fmt::Write as _;
+
+use super::hist::fmt_us;
+use super::report::RunReport;
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 180.0;
+const LEFT: f64 = 70.0;
+const BOTTOM: f64 = 24.0;
+const TOP: f64 = 10.0;
+
+/// A vertical marker on a chart; `caption` ones are labelled on the chart and drawn over the others.
+struct Mark<'a> {
+    t: f64,
+    label: &'a str,
+    color: &'a str,
+    caption: bool,
+}
+
+/// The smallest 1, 2 or 5 times a power of ten at or above `v`, for round axis ticks.
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let pow = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * pow)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * pow)
+}
+
+/// Escapes text for HTML and SVG.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A count for an axis: `850`, `12.5k`, `1.2M`.
+fn count(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{}M", (v / 1e5).round() / 10.0),
+        v if v >= 1e3 => format!("{}k", (v / 1e2).round() / 10.0),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// A line chart of `points` (x in seconds) with markers and an optional shaded window.
+fn chart(
+    title: &str,
+    points: &[(f64, f64)],
+    fmt: &dyn Fn(f64) -> String,
+    marks: &[Mark<'_>],
+    window: Option<(f64, f64)>,
+) -> String {
+    let x_max = points.iter().map(|p| p.0).fold(1.0_f64, f64::max);
+    let y_max = nice_ceiling(points.iter().map(|p| p.1).fold(0.0_f64, f64::max));
+    let plot_w = WIDTH - LEFT - 10.0;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let x = |t: f64| LEFT + t.clamp(0.0, x_max) / x_max * plot_w;
+    let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<h3>{}</h3><svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>"##,
+        escape(title)
+    );
+    if let Some((a, b)) = window {
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{plot_h}" fill="#f4c7c3" opacity="0.6"><title>error window {a:.3}s .. {b:.3}s</title></rect>"##,
+            x(a),
+            (x(b) - x(a)).max(1.0)
+        );
+    }
+    for i in 0..=4 {
+        let v = y_max * f64::from(i) / 4.0;
+        let _ = write!(
+            s,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT - 4.0,
+            y(v) + 3.0,
+            escape(&fmt(v)),
+            y = y(v)
+        );
+    }
+    let step = (x_max / 10.0).ceil().max(1.0);
+    let mut t = 0.0;
+    while t <= x_max {
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{t}s</text>"#,
+            x(t),
+            HEIGHT - 8.0
+        );
+        t += step;
+    }
+    let ordered = marks
+        .iter()
+        .filter(|m| !m.caption)
+        .chain(marks.iter().filter(|m| m.caption));
+    // Captions close to the previous one go one row lower, so they do not overprint each other.
+    let (mut last_caption_x, mut row) = (f64::NEG_INFINITY, 0u8);
+    for m in ordered {
+        let _ = write!(
+            s,
+            r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" stroke="{}" stroke-width="{}" stroke-dasharray="4 2"><title>{:.3}s {}</title></line>"#,
+            TOP + plot_h,
+            m.color,
+            if m.caption { 2.5 } else { 1.0 },
+            m.t,
+            escape(m.label),
+            x = x(m.t)
+        );
+        if m.caption {
+            row = if x(m.t) - last_caption_x < 90.0 {
+                (row + 1) % 4
+            } else {
+                0
+            };
+            last_caption_x = x(m.t);
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}</text>"#,
+                x(m.t) + 3.0,
+                TOP + 10.0 + 11.0 * f64::from(row),
+                m.color,
+                escape(m.label)
+            );
+        }
+    }
+    let path: Vec<String> = points
+        .iter()
+        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+        .collect();
+    let _ = write!(
+        s,
+        r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/></svg>"##,
+        path.join(" ")
+    );
+    s
+}
+
+/// The charts and figures of one run.
+fn section(r: &RunReport) -> String {
+    let mut s = String::new();
+    let l = &r.latency_us;
+    let _ = write!(
+        s,
+        "<h2>{}</h2><pre>{}</pre>",
+        escape(&r.setup.name),
+        escape(&r.table())
+    );
+    let mut marks = Vec::new();
+    let f = r.failover.as_ref();
+    if let Some(at) = f.and_then(|f| f.at_s) {
+        marks.push(Mark {
+            t: at,
+            label: "failover triggered",
+            color: "#d1242f",
+            caption: true,
+        });
+    }
+    for e in &r.events {
+        let switch = e.channel == "+switch-master";
+        marks.push(Mark {
+            t: e.t,
+            label: &e.channel,
+            color: if switch { "#8250df" } else { "#bbb" },
+            caption: switch,
+        });
+    }
+    let window = f.and_then(|f| match (f.error_window_start_s, f.error_window_end_s) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (Some(a), None) => Some((a, r.duration_s)),
+        _ => None,
+    });
+    // Each row covers [t, t+1): plot it at its middle.
+    let series = |v: &dyn Fn(&super::report::TimelineRow) -> f64| -> Vec<(f64, f64)> {
+        r.timeline
+            .iter()
+            .map(|row| (row.t as f64 + 0.5, v(row)))
+            .collect()
+    };
+    s.push_str(&chart(
+        "Throughput (req/s)",
+        &series(&|row| row.ops as f64),
+        &count,
+        &marks,
+        window,
+    ));
+    s.push_str(&chart(
+        "p99 latency",
+        &series(&|row| row.p99_us as f64),
+        &|v| fmt_us(v as u64),
+        &marks,
+        window,
+    ));
+    s.push_str(&chart(
+        "Errors per second",
+        &series(&|row| row.errors as f64),
+        &count,
+        &marks,
+        window,
+    ));
+    let _ = write!(
+        s,
+        "<p>p50 {} · p99 {} · p99.9 {} · max {}. Dashed lines: red, the failover trigger; violet, \
+         <code>+switch-master</code>; grey, other sentinel events (hover for names). Shaded: the error window.</p>",
+        fmt_us(l.p50),
+        fmt_us(l.p99),
+        fmt_us(l.p999),
+        fmt_us(l.max)
+    );
+    s
+}
+
+/// The whole page for one or more runs (several: `--compare`).
+pub fn render(reports: &[RunReport]) -> String {
+    let mut s = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>haproxy-rs bench</title><style>\
+         body{font-family:sans-serif;margin:2em;color:#222}pre{background:#f6f8fa;padding:1em}\
+         h3{margin:1em 0 .2em;font-size:1em}</style></head><body><h1>haproxy-rs bench</h1>",
+    );
+    for r in reports {
+        s.push_str(&section(r));
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::failover::FailoverReport;
+    use crate::bench::report::tests::sample;
+    use crate::bench::sentinel::SentinelEvent;
+
+    #[test]
+    fn page_has_three_charts_and_marks_the_failover() {
+        let mut r = sample(&[100, 100, 0, 100], &[500, 500, 500, 900]);
+        r.failover = Some(FailoverReport {
+            at_s: Some(1.5),
+            error_window_start_s: Some(1.6),
+            error_window_end_s: Some(2.9),
+            ..FailoverReport::default()
+        });
+        r.events.push(SentinelEvent {
+            t: 2.5,
+            sentinel: "127.0.0.1:26391".into(),
+            channel: "+switch-master".into(),
+            payload: "mymaster <a> b".into(),
+        });
+        let page = render(&[r]);
+        assert_eq!(page.matches("<svg").count(), 3);
+        // On each chart: the line's tooltip and its caption.
+        assert_eq!(page.matches("failover triggered").count(), 6);
+        assert!(page.contains("+switch-master"));
+        assert!(page.contains("error window 1.600s"));
+        assert!(!page.contains("<a>"), "payloads are escaped");
+        assert!(!page.contains("http://") || page.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+    }
+
+    #[test]
+    fn axis_tops_are_round() {
+        assert_eq!(nice_ceiling(34_998.0), 50_000.0);
+        assert_eq!(nice_ceiling(16_190.0), 20_000.0);
+        assert_eq!(nice_ceiling(1.0), 1.0);
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(count(850.0), "850");
+        assert_eq!(count(12_500.0), "12.5k");
+        assert_eq!(count(100_000.0), "100k");
+        assert_eq!(count(1_200_000.0), "1.2M");
+    }
+
+    #[test]
+    fn an_empty_run_still_renders() {
+        let page = render(&[sample(&[], &[])]);
+        assert!(page.ends_with("</html>\n"));
+    }
+}

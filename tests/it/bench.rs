@@ -1,0 +1,446 @@
+//! `haproxy-rs bench` against real servers: workloads, report files, the open loop seeing a stall, the
+//! lost-write check, and a Sentinel failover run.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use haproxy_rs::bench::{self, BenchAction, BenchArgs, LoadArgs, RunReport};
+use haproxy_rs::cli::{Cli, Command};
+
+use crate::harness::proxy::ProxyBuilder;
+use crate::harness::{RedisServer, Topology};
+
+/// `haproxy-rs bench --quiet --warmup 0s ARGV...`.
+fn bench_args(argv: &[&str]) -> BenchArgs {
+    let mut full = vec!["--quiet", "--warmup", "0s"];
+    full.extend_from_slice(argv);
+    parse_bench(&full)
+}
+
+/// `haproxy-rs bench ARGV...`.
+fn parse_bench(argv: &[&str]) -> BenchArgs {
+    let mut full = vec!["haproxy-rs", "bench"];
+    full.extend_from_slice(argv);
+    match Cli::try_parse_from(full)
+        .expect("valid bench flags")
+        .command
+    {
+        Command::Bench(b) => b,
+        Command::Run(_) => unreachable!("parsed `bench`"),
+    }
+}
+
+fn load_args(argv: &[&str]) -> LoadArgs {
+    bench_args(argv).load
+}
+
+async fn run(argv: &[&str]) -> RunReport {
+    bench::run_load(&load_args(argv), "test", None)
+        .await
+        .expect("the run completes")
+}
+
+async fn dbsize(server: &RedisServer) -> i64 {
+    let mut c = server.client().await;
+    redis::cmd("DBSIZE").query_async(&mut c).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_workload_runs_without_errors() {
+    let redis = RedisServer::start().await;
+    let addr = redis.addr();
+    for (workload, extra) in [
+        ("set", None),
+        ("get", None),
+        ("mixed", Some("2")),
+        ("mget", Some("10")),
+        ("mset", Some("10")),
+        ("incr", None),
+        ("ping", None),
+    ] {
+        let kpc = extra.unwrap_or("1");
+        let r = run(&[
+            "--target",
+            &addr,
+            "-w",
+            workload,
+            "--keys-per-command",
+            kpc,
+            "-c",
+            "4",
+            "-P",
+            "4",
+            "-n",
+            "2000",
+            "-d",
+            "5s",
+            "--keyspace",
+            "1000",
+            "--key-dist",
+            "zipf",
+        ])
+        .await;
+        assert_eq!(r.errors, 0, "{workload}: {:?}", r.errors_by_kind);
+        assert_eq!(r.ops, 2000, "{workload}: --requests is exact");
+        assert!(
+            r.latency_us.p50 > 0 && r.latency_us.max >= r.latency_us.p99,
+            "{workload}"
+        );
+        assert_eq!(r.connects, 4, "{workload}");
+    }
+    assert!(dbsize(&redis).await > 100, "SET and MSET wrote keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_streams_and_pubsub_run_against_a_real_server() {
+    let redis = RedisServer::start().await;
+    let addr = redis.addr();
+    let tx = run(&[
+        "--target",
+        &addr,
+        "-w",
+        "tx",
+        "--keys-per-command",
+        "3",
+        "-c",
+        "2",
+        "-P",
+        "4",
+        "-n",
+        "500",
+    ])
+    .await;
+    assert_eq!(tx.errors, 0, "{:?}", tx.errors_by_kind);
+    assert_eq!(tx.ops, 500, "a transaction is one request");
+    let mut c = redis.client().await;
+    let execs = redis.commandstats("exec").await;
+    assert!(execs >= 500, "EXEC calls: {execs}");
+
+    let stream = run(&["--target", &addr, "-w", "stream", "-c", "4", "-d", "1s"]).await;
+    assert_eq!(stream.errors, 0, "{:?}", stream.errors_by_kind);
+    let xlen: i64 = redis::cmd("XLEN")
+        .arg("bench:stream")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(xlen > 100, "producers added {xlen}");
+    for cmd in ["xreadgroup", "xack", "xautoclaim"] {
+        assert!(redis.commandstats(cmd).await > 0, "{cmd} was sent");
+    }
+    // Consumers acknowledge what they read: little stays pending (at most one read per consumer in flight).
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg("bench:stream")
+        .arg("bench")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let count = match pending {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert!(count <= 2 * 10, "{count} messages left pending");
+
+    let pubsub = run(&["--target", &addr, "-w", "pubsub", "-c", "4", "-d", "1s"]).await;
+    assert_eq!(pubsub.errors, 0, "{:?}", pubsub.errors_by_kind);
+    let published = redis.commandstats("publish").await;
+    assert!(published > 100, "{published} PUBLISH");
+    // Each of the 2 subscribers gets every message; their deliveries are requests too.
+    assert!(
+        pubsub.ops > published,
+        "{} requests for {published} messages",
+        pubsub.ops
+    );
+    assert!(pubsub.latency_us.p50 > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_writes_json_csv_html_and_runs_merge() {
+    let redis = RedisServer::start().await;
+    let addr = redis.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    for name in ["a", "b"] {
+        let (json, csv, html) = (
+            path(&format!("{name}.json")),
+            path(&format!("{name}.csv")),
+            path(&format!("{name}.html")),
+        );
+        let args = bench_args(&[
+            "--target", &addr, "-w", "mixed", "-c", "2", "-d", "1500ms", "--json", &json, "--csv",
+            &csv, "--html", &html,
+        ]);
+        bench::execute(args).await.unwrap();
+        let csv = std::fs::read_to_string(&csv).unwrap();
+        assert!(
+            csv.starts_with("t,ops,errors,connects,p50_us,p99_us,max_us\n"),
+            "{csv}"
+        );
+        assert!(csv.lines().count() >= 2, "{csv}");
+        let html = std::fs::read_to_string(&html).unwrap();
+        assert_eq!(html.matches("<svg").count(), 3);
+    }
+    let (a, b) = (
+        RunReport::read(dir.path().join("a.json").as_path()).unwrap(),
+        RunReport::read(dir.path().join("b.json").as_path()).unwrap(),
+    );
+    assert!(a.ops > 0 && !a.histogram.is_empty() && !a.timeline.is_empty());
+    let merged_json = path("merged.json");
+    let args = parse_bench(&[
+        "merge",
+        &path("a.json"),
+        &path("b.json"),
+        "--json",
+        &merged_json,
+    ]);
+    assert!(matches!(args.action, Some(BenchAction::Merge(_))));
+    bench::execute(args).await.unwrap();
+    let m = RunReport::read(std::path::Path::new(&merged_json)).unwrap();
+    assert_eq!(m.runs, 2);
+    assert_eq!(m.ops, a.ops + b.ops);
+    assert_eq!(m.latency_us.count, a.ops + b.ops);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_each_target_and_writes_all_reports() {
+    let (a, b) = (RedisServer::start().await, RedisServer::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("cmp.json").to_string_lossy().into_owned();
+    let csv = dir.path().join("cmp.csv").to_string_lossy().into_owned();
+    let targets = format!("first={},second={}", a.addr(), b.addr());
+    let args = bench_args(&[
+        "--compare",
+        &targets,
+        "--rounds",
+        "2",
+        "-d",
+        "300ms",
+        "-c",
+        "2",
+        "-w",
+        "get",
+        "--json",
+        &json,
+        "--csv",
+        &csv,
+    ]);
+    bench::execute(args).await.unwrap();
+    let reports: Vec<RunReport> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let names: Vec<&str> = reports.iter().map(|r| r.setup.name.as_str()).collect();
+    assert_eq!(names, vec!["first", "second"]);
+    assert!(reports
+        .iter()
+        .all(|r| r.runs == 2 && r.ops > 0 && r.errors == 0));
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("second,0,")), "{csv}");
+    assert!(
+        b.commandstats("get").await > 0,
+        "the second target was loaded"
+    );
+}
+
+/// The open loop keeps its schedule through a stall, so a 1 s `CLIENT PAUSE` shows in p99 and max; the
+/// closed loop at the same time simply waits and reports the stall as one slow request per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_latency_shows_a_stall() {
+    let redis = RedisServer::start().await;
+    let addr = redis.addr();
+    let mut admin = redis.client().await;
+    let args = load_args(&[
+        "--target", &addr, "--rps", "400", "-c", "4", "-P", "64", "-d", "3s", "-w", "get",
+    ]);
+    let run = tokio::spawn(async move { bench::run_load(&args, "open", None).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let paused_at = Instant::now();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let r = run.await.unwrap().unwrap();
+    assert!(paused_at.elapsed() >= Duration::from_secs(1));
+    assert_eq!(r.errors, 0, "{:?}", r.errors_by_kind);
+    // About 400 of 1200 requests were due during the pause; their latency counts from when they were due.
+    assert!(r.latency_us.max >= 900_000, "max {}", r.latency_us.max);
+    assert!(r.latency_us.p99 >= 500_000, "p99 {}", r.latency_us.p99);
+    assert!(
+        r.ops >= 1000,
+        "the backlog is sent after the pause: {}",
+        r.ops
+    );
+    let worst = r.timeline.iter().map(|s| s.p99_us).max().unwrap_or(0);
+    assert!(
+        worst >= 500_000,
+        "a second of the timeline holds the stall: {:?}",
+        r.timeline
+    );
+}
+
+fn replicaof_and_wait(replica: &RedisServer, master: &RedisServer) -> String {
+    format!(
+        "redis-cli -p {r} REPLICAOF 127.0.0.1 {m} >/dev/null && for i in $(seq 200); do \
+         redis-cli -p {r} INFO replication | grep -q master_link_status:up && exit 0; sleep 0.05; done; exit 1",
+        r = replica.port(),
+        m = master.port()
+    )
+}
+
+/// Writes acknowledged by a master that is then made a replica of an empty server are all reported lost;
+/// on a server left alone none are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_write_check_catches_a_lossy_setup_and_passes_a_clean_one() {
+    let (a, empty) = (RedisServer::start().await, RedisServer::start().await);
+    let addr = a.addr();
+    let clean = run(&[
+        "--target", &addr, "--track", "-c", "4", "-P", "2", "-d", "1s", "--ratio", "1:1",
+    ])
+    .await;
+    let f = clean.failover.expect("tracked runs report writes");
+    assert!(f.acked_writes > 100, "{f:?}");
+    assert_eq!(f.lost_writes, 0, "{f:?}");
+    assert_eq!(f.stale_reads, 0, "{f:?}");
+    assert!(f.reads > 0, "{f:?}");
+
+    let cmd = replicaof_and_wait(&a, &empty);
+    let lossy = run(&[
+        "--target",
+        &addr,
+        "--failover-cmd",
+        &cmd,
+        "--failover-at",
+        "700ms",
+        "-c",
+        "4",
+        "-d",
+        "2s",
+        "--verify-target",
+        &addr,
+    ])
+    .await;
+    let f = lossy.failover.expect("tracked runs report writes");
+    assert!(f.at_s.is_some(), "the command ran: {f:?}");
+    assert!(f.acked_writes > 100, "{f:?}");
+    assert_eq!(
+        f.lost_writes, f.acked_writes,
+        "every acknowledged write is gone: {f:?}"
+    );
+    assert_eq!(f.lost_sample.len(), 10);
+    assert!(
+        lossy.errors_by_kind.contains_key("READONLY"),
+        "{:?}",
+        lossy.errors_by_kind
+    );
+    assert!(f.error_window_start_s.is_some_and(|s| s >= 0.6), "{f:?}");
+}
+
+/// A planned failover through haproxy-rs: the report has the trigger, the sentinel events and the
+/// read-back from the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_failover_through_the_proxy_is_reported() {
+    let topo = Topology::start(1, 1).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(1).await;
+    let old = topo.master.addr();
+    let sentinel = topo.sentinel_addrs()[0].clone();
+    let target = proxy.addr().to_string();
+    let r = run(&[
+        "--target",
+        &target,
+        "--sentinel",
+        &sentinel,
+        "--master-name",
+        topo.master_name(),
+        "--failover",
+        "planned",
+        "--failover-at",
+        "1s",
+        "-d",
+        "4s",
+        "-c",
+        "4",
+        "--timeout",
+        "2s",
+    ])
+    .await;
+    let f = r.failover.clone().expect("failover runs report");
+    assert_eq!(f.trigger, "planned");
+    assert_eq!(f.old_master.as_deref(), Some(old.as_str()));
+    assert!(f.at_s.is_some_and(|t| (0.9..2.0).contains(&t)), "{f:?}");
+    assert_ne!(
+        f.verified_on.as_deref(),
+        Some(old.as_str()),
+        "read back from the new master"
+    );
+    assert!(f.acked_writes > 0, "{f:?}");
+    assert!(
+        r.events.iter().any(|e| e.channel == "+switch-master"),
+        "events: {:?}",
+        r.events
+    );
+    let table = r.table();
+    println!("{table}");
+    assert!(table.contains("sentinel events:"));
+}
+
+/// A kill failover with no proxy: connections find the master through Sentinel again after errors, the
+/// error window runs from the kill to the first write on the promoted replica, and the writes are read
+/// back from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_failover_of_a_sentinel_found_master_is_reported() {
+    let topo = Topology::builder()
+        .replicas(1)
+        .sentinels(1)
+        .quorum(1)
+        .down_after(Duration::from_millis(1000))
+        .start()
+        .await;
+    let old = topo.master.addr();
+    let sentinel = topo.sentinel_addrs()[0].clone();
+    let r = run(&[
+        "--sentinel",
+        &sentinel,
+        "--master-name",
+        topo.master_name(),
+        "--failover",
+        "kill",
+        "--failover-at",
+        "1s",
+        "-d",
+        "6s",
+        "-c",
+        "4",
+        "--timeout",
+        "1s",
+    ])
+    .await;
+    println!("{}", r.table());
+    assert!(!topo.master.is_running(), "the master was killed");
+    let f = r.failover.clone().expect("failover runs report");
+    assert_eq!(f.trigger, "kill");
+    assert_eq!(f.old_master.as_deref(), Some(old.as_str()));
+    let new = f.verified_on.clone().unwrap_or_default();
+    assert_ne!(new, old, "read back from the promoted replica");
+    let start = f.error_window_start_s.expect("the kill causes errors");
+    let end = f
+        .error_window_end_s
+        .expect("writes succeed again before the end");
+    assert!((0.9..1.5).contains(&start), "{f:?}");
+    assert!(
+        end > start + 0.9,
+        "no master for at least down-after: {f:?}"
+    );
+    assert!(
+        r.connects > 4,
+        "connections were made again: {}",
+        r.connects
+    );
+    assert!(f.acked_writes > 0 && f.recovery_s.is_some(), "{f:?}");
+    assert!(
+        r.events.iter().any(|e| e.channel == "+switch-master"),
+        "{:?}",
+        r.events
+    );
+}
