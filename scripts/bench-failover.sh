@@ -7,7 +7,7 @@
 # Each run writes $OUT/<target>-<kind>.{txt,json,csv,html}: acknowledged writes lost, stale reads, the
 # error window, the time until throughput is back to 90%, the worst latency, the sentinel events.
 # Environment: TARGETS ("haproxy-rs haproxy"), KINDS ("planned kill"), DURATION (25s), FAILOVER_AT (5s),
-# CLIENTS (20), RATIO (1:1), OUT (.lab/failover). To run against another copy of the lab: LAB_SH,
+# CLIENTS (20), RATIO (1:1), OUT (.lab/failover), REQUEST_TIMEOUT (15s: longer than haproxy-rs holds writes). To run against another copy of the lab: LAB_SH,
 # SENTINELS (the lab's three, comma-separated; the first triggers the planned failover, all are listened
 # to), HAPROXY_CFG (config/haproxy.cfg), HAPROXY_PORT (16379), RS_CONFIG (config/haproxy-rs.toml),
 # RS_PORT (6379). Everything started here is stopped on exit.
@@ -93,7 +93,7 @@ for kind in $KINDS; do
         log "run $name"
         timeout 300 "$BIN" bench --target "127.0.0.1:${PORT[$target]}" --sentinel "$SENTINELS" \
             --failover "$kind" --failover-at "$FAILOVER_AT" -d "$DURATION" -c "$CLIENTS" --ratio "$RATIO" \
-            --timeout 2s --json "$OUT/$name.json" --csv "$OUT/$name.csv" --html "$OUT/$name.html" \
+            --timeout "${REQUEST_TIMEOUT:-15s}" --json "$OUT/$name.json" --csv "$OUT/$name.csv" --html "$OUT/$name.html" \
             | tee "$OUT/$name.txt"
     done
 done

@@ -44,7 +44,7 @@ pub struct RunArgs {
     /// Stats page address, e.g. :8404.
     #[arg(long, value_name = "ADDR")]
     pub stats: Option<String>,
-    /// Session threads, each with its own clients and backend connections (0: one per core).
+    /// Session threads, each with its own clients and backend connections (0: half the cores).
     #[arg(long, value_name = "N", env = "HAPROXY_RS_THREADS")]
     pub threads: Option<usize>,
     /// A sentinel, HOST:PORT (repeat the flag, or comma-separate in the variable).

@@ -20,7 +20,8 @@ pub struct Config {
     pub read_listen: Option<String>,
     /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
     pub stats: Option<String>,
-    /// Session threads, each with its own clients and backend connections; 0 means one per core.
+    /// Session threads, each with its own clients and backend connections; 0 means half the cores
+    /// (at least one).
     pub threads: usize,
     /// Most client connections served at once; further clients wait in the accept queue.
     pub max_clients: usize,
@@ -64,6 +65,12 @@ pub struct FailoverConfig {
     pub hold_ms: u64,
     /// Most request bytes held at once, over all clients; past it, requests get `-TRYAGAIN` at once.
     pub max_held_bytes: usize,
+    /// `"none"` (default) or `"replicas:N"`: each client batch with writes is followed by
+    /// `WAIT N durability_timeout_ms`, and its writes are acknowledged only once N replicas have
+    /// them, so a master that dies mid-stream loses nothing that was acknowledged.
+    pub write_durability: WriteDurability,
+    /// How long `WAIT` may take before the writes are reported unconfirmed.
+    pub durability_timeout_ms: u64,
 }
 
 impl Default for FailoverConfig {
@@ -71,6 +78,35 @@ impl Default for FailoverConfig {
         FailoverConfig {
             hold_ms: 10_000,
             max_held_bytes: 64 << 20,
+            write_durability: WriteDurability::default(),
+            durability_timeout_ms: 1000,
+        }
+    }
+}
+
+/// `write_durability`: how many replicas must have a write before its client hears it succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct WriteDurability {
+    /// 0: acknowledge what the master acknowledges (Redis's own asynchronous replication).
+    pub replicas: u32,
+}
+
+impl TryFrom<String> for WriteDurability {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let bad = || format!("expected \"none\" or \"replicas:N\" with N from 1 to 16, got {s:?}");
+        if s == "none" {
+            return Ok(WriteDurability { replicas: 0 });
+        }
+        let n: u32 = s
+            .strip_prefix("replicas:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?;
+        if (1..=16).contains(&n) {
+            Ok(WriteDurability { replicas: n })
+        } else {
+            Err(bad())
         }
     }
 }

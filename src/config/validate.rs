@@ -72,6 +72,12 @@ impl Config {
         check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
         check_range("failover.hold_ms", self.failover.hold_ms, 0, 600_000)?;
         check_range(
+            "failover.durability_timeout_ms",
+            self.failover.durability_timeout_ms,
+            1,
+            60_000,
+        )?;
+        check_range(
             "failover.max_held_bytes",
             self.failover.max_held_bytes as u64,
             0,
@@ -235,6 +241,15 @@ read_consistency = "eventual"
         assert!(!format!("{c:?}").contains("s3cret"), "password leaked");
         let err = Config::from_toml("listen = \":1\"\nlisen = 3\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("lisen"), "{err}");
+        let d = Config::from_toml(
+            "servers = [\"a:1\"]\n[failover]\nwrite_durability = \"replicas:2\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(d.failover.write_durability.replicas, 2);
+        let err =
+            Config::from_toml("[failover]\nwrite_durability = \"all\"\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("replicas:N"), "{err}");
         let err = Config::from_toml("[backend]\nconnections = \"two\"\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("connections"), "{err}");
     }

@@ -53,4 +53,32 @@ pub struct ProxyContext {
     pub max_held_bytes: usize,
     /// Held-request accounting (the bound and the stats).
     pub holds: Arc<HoldStats>,
+    /// `write_durability = "replicas:N"`: write batches are followed by this `WAIT`.
+    pub durability: Option<Durability>,
+}
+
+/// Writes are acknowledged only once `replicas` replicas have them.
+pub struct Durability {
+    /// How many replicas must confirm.
+    pub replicas: u32,
+    /// `WAIT`'s timeout, for the error text.
+    pub timeout_ms: u64,
+    /// `WAIT <replicas> <timeout_ms>`, encoded once.
+    pub wait: bytes::Bytes,
+}
+
+impl Durability {
+    /// From the `[failover]` settings; `None` when writes are acknowledged as the master does.
+    pub fn from_config(f: &crate::config::FailoverConfig) -> Option<Durability> {
+        let n = f.write_durability.replicas;
+        (n > 0).then(|| Durability {
+            replicas: n,
+            timeout_ms: f.durability_timeout_ms,
+            wait: crate::resp::encode_command(&[
+                "WAIT".to_string(),
+                n.to_string(),
+                f.durability_timeout_ms.to_string(),
+            ]),
+        })
+    }
 }

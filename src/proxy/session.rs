@@ -26,7 +26,9 @@ use super::reply::{backend_error, protocol_error, Close};
 use super::{local, ProxyContext};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
 use crate::config::ReadConsistency;
-use crate::resp::{is_error_reply, status_reply, CommandTable, Request, RequestParser};
+use crate::resp::{
+    error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
+};
 use crate::router::{
     classify, hold_expired_reply, hold_full_reply, route, Class, Endpoint, ReadNeed,
     ReadYourWrites, Route, RoutingTable,
@@ -45,6 +47,10 @@ struct Batch {
     writes: u32,
     /// When the first of them was parsed.
     since: Instant,
+    /// Which requests are writes, kept only with `write_durability`.
+    write_mask: Vec<bool>,
+    /// Sent followed by the durability `WAIT`, whose reply comes after theirs.
+    waited: bool,
 }
 
 /// A reply slot, in request order.
@@ -76,6 +82,7 @@ struct OpenBatch {
     count: usize,
     writes: u32,
     since: Instant,
+    write_mask: Vec<bool>,
 }
 
 /// One client's state.
@@ -274,10 +281,14 @@ impl Session {
         }
         self.batch_buf.extend_from_slice(req.raw());
         self.queued += 1;
+        let durable = self.ctx.durability.is_some();
         if let Some(open) = &mut self.open {
             open.count += 1;
             if write {
                 open.writes += 1;
+            }
+            if durable {
+                open.write_mask.push(write);
             }
         }
         if write && self.track_writes {
@@ -302,6 +313,7 @@ impl Session {
                 count: 0,
                 writes: 0,
                 since: Instant::now(),
+                write_mask: Vec::new(),
             });
         }
     }
@@ -323,6 +335,8 @@ impl Session {
             count: open.count,
             writes: open.writes,
             since: open.since,
+            write_mask: open.write_mask,
+            waited: false,
         };
         match open.target {
             Target::Backend(backend) => self.dispatch(batch, backend).await,
@@ -331,8 +345,18 @@ impl Session {
     }
 
     /// Sends a batch to `backend`; one the backend's connections refuse unsent is held.
-    async fn dispatch(&mut self, batch: Batch, backend: Arc<Backend>) {
-        let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count);
+    async fn dispatch(&mut self, mut batch: Batch, backend: Arc<Backend>) {
+        let durability = self.ctx.durability.as_ref().filter(|_| batch.writes > 0);
+        batch.waited = durability.is_some();
+        let (dispatch, rx) = match durability {
+            Some(d) => {
+                let mut wire = BytesMut::with_capacity(batch.raw.len() + d.wait.len());
+                wire.extend_from_slice(&batch.raw);
+                wire.extend_from_slice(&d.wait);
+                Dispatch::new(wire.freeze(), batch.count + 1)
+            }
+            None => Dispatch::new(batch.raw.clone(), batch.count),
+        };
         let sent = match backend.pool(self.protocol) {
             Some(pool) => pool.send(self.slot, dispatch).await,
             None => Err(BackendError::Unavailable),
@@ -483,9 +507,18 @@ impl Session {
 
     /// Writes a dispatch's replies into `out`: the frames, then an error for each request the
     /// backend did not answer. A batch the backend refused unsent is held instead.
-    fn finish(&mut self, batch: Batch, backend: &Backend, reply: BatchReply, out: &mut BytesMut) {
+    fn finish(
+        &mut self,
+        batch: Batch,
+        backend: &Backend,
+        mut reply: BatchReply,
+        out: &mut BytesMut,
+    ) {
         if reply.frames.is_empty() && matches!(reply.error, Some(BackendError::Unavailable)) {
             return self.hold(batch, true);
+        }
+        if batch.waited {
+            self.check_durability(&batch, &mut reply);
         }
         let count = batch.count;
         self.writes_done(batch.writes);
@@ -507,6 +540,42 @@ impl Session {
             }
         }
     }
+}
+
+impl Session {
+    /// Takes the durability `WAIT`'s reply off the end of `reply`; unless it confirms enough
+    /// replicas, each write's reply becomes an error (the client must not count on it).
+    fn check_durability(&self, batch: &Batch, reply: &mut BatchReply) {
+        let Some(d) = self.ctx.durability.as_ref() else {
+            return;
+        };
+        let confirmed = if reply.frames.len() > batch.count {
+            reply.frames.pop().and_then(|f| integer_reply(&f))
+        } else {
+            None // the connection failed before WAIT answered
+        };
+        if confirmed.is_some_and(|n| n >= i64::from(d.replicas)) {
+            return;
+        }
+        let error = match confirmed {
+            Some(n) => error_reply(&format!(
+                "ERR haproxy-rs: the write reached the master but only {n} of {} replicas confirmed it within {} ms (write_durability); it may be lost in a failover",
+                d.replicas, d.timeout_ms
+            )),
+            None => error_reply("ERR haproxy-rs: the write was not confirmed by the replicas (write_durability): the connection was lost; its outcome is unknown"),
+        };
+        for (frame, write) in reply.frames.iter_mut().zip(&batch.write_mask) {
+            if *write && !is_error_reply(frame) {
+                *frame = error.clone();
+            }
+        }
+    }
+}
+
+/// The value of an integer reply (`:12`).
+fn integer_reply(frame: &[u8]) -> Option<i64> {
+    let digits = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Waits for the replies at the front of the queue (never resolves when the front is not waiting).

@@ -37,11 +37,34 @@ async fn quick_topology_under_load(
     clients: usize,
     prefix: &str,
 ) -> (Topology, TestProxy, WriteLoad) {
+    topology_under_load(clients, prefix, false).await
+}
+
+/// The same through a proxy with `write_durability = "replicas:1"`.
+async fn durable_topology_under_load(
+    clients: usize,
+    prefix: &str,
+) -> (Topology, TestProxy, WriteLoad) {
+    topology_under_load(clients, prefix, true).await
+}
+
+async fn topology_under_load(
+    clients: usize,
+    prefix: &str,
+    durable: bool,
+) -> (Topology, TestProxy, WriteLoad) {
     let topo = Topology::builder()
         .down_after(Duration::from_millis(1000))
         .start()
         .await;
-    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| {
+            if durable {
+                c.failover.write_durability = "replicas:1".to_string().try_into().unwrap();
+            }
+        })
+        .start(2)
+        .await;
     let load = WriteLoad::start(proxy.addr(), clients, prefix);
     more_acks(&load, 200).await;
     (topo, proxy, load)
@@ -358,4 +381,46 @@ async fn with_every_sentinel_down_the_last_topology_serves_and_the_page_says_so(
         .query_async(&mut c)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_durable_writes_a_kill_mid_stream_loses_no_acknowledged_write() {
+    let clients = 4;
+    let (topo, proxy, load) = durable_topology_under_load(clients, "durable").await;
+    let old = topo.master.addr();
+    topo.master.kill(); // under continuous writes
+    let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
+    let report = stop_after_switch(&proxy, load, &new).await;
+    assert_none_lost(topo.server_by_addr(&new), &report).await;
+    assert!(
+        topo.server_by_addr(&new).commandstats("wait").await > 0,
+        "writes were followed by WAIT"
+    );
+    assert!(report.errors.len() <= clients, "{}", report.error_summary());
+    for e in &report.errors {
+        assert!(e.what.contains("outcome is unknown"), "{e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incrs_in_flight_at_a_kill_are_never_replayed() {
+    let clients = 4;
+    let (topo, proxy, load) = durable_topology_under_load(clients, "counter:n").await;
+    let old = topo.master.addr();
+    topo.master.kill();
+    let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
+    let report = stop_after_switch(&proxy, load, &new).await;
+    let mut c = topo.server_by_addr(&new).client().await;
+    let counter: Option<u64> = redis::cmd("GET")
+        .arg("n")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let counter = counter.unwrap_or(0);
+    let (ok, failed) = (report.acked.len() as u64, report.errors.len() as u64);
+    assert!(
+        ok <= counter && counter <= ok + failed,
+        "successes {ok} <= counter {counter} <= successes + errors {}",
+        ok + failed
+    );
 }

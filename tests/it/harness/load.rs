@@ -63,7 +63,8 @@ impl LoadReport {
 }
 
 impl WriteLoad {
-    /// Starts `clients` writers against `addr`, keys prefixed `prefix:`.
+    /// Starts `clients` writers against `addr`: `SET` of unique keys prefixed `prefix:`, or, with a
+    /// prefix `counter:<key>`, `INCR <key>` (each acknowledged INCR is recorded as `<key>`).
     pub fn start(addr: SocketAddr, clients: usize, prefix: &str) -> WriteLoad {
         let stop = CancellationToken::new();
         let acked = Arc::new(AtomicU64::new(0));
@@ -136,12 +137,23 @@ async fn run_client(
             },
         };
         seq += 1;
-        let key = format!("{prefix}:{seq}");
-        let request = format!(
-            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{key}\r\n",
-            key.len(),
-            key.len()
-        );
+        // `counter:<key>` prefixes make every client INCR that one key instead.
+        let (key, request) = match prefix.strip_prefix("counter:") {
+            Some(counter) => {
+                let k = counter.split(':').next().unwrap_or(counter).to_string();
+                let r = format!("*2\r\n$4\r\nINCR\r\n${}\r\n{k}\r\n", k.len());
+                (k, r)
+            }
+            None => {
+                let k = format!("{prefix}:{seq}");
+                let r = format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{k}\r\n",
+                    k.len(),
+                    k.len()
+                );
+                (k, r)
+            }
+        };
         let sent = Instant::now();
         let outcome = tokio::time::timeout(REPLY_TIMEOUT, async {
             stream.write_all(request.as_bytes()).await?;
@@ -161,7 +173,7 @@ async fn run_client(
         })
         .await;
         match outcome {
-            Ok(Ok(reply)) if reply == "+OK" => {
+            Ok(Ok(reply)) if reply == "+OK" || reply.starts_with(':') => {
                 report.max_latency = report.max_latency.max(sent.elapsed());
                 report.acked.push(key);
                 acked.fetch_add(1, Ordering::Relaxed);
