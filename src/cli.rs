@@ -27,6 +27,80 @@ pub enum Command {
     Run(RunArgs),
     /// Load a RESP endpoint and measure throughput, latency and what a failover costs.
     Bench(crate::bench::BenchArgs),
+    /// Switch a running proxy's master over without losing a write (Sentinel mode): hold writes,
+    /// let the replicas catch up, `SENTINEL FAILOVER`, release the writes to the new master.
+    Switchover(SwitchoverArgs),
+}
+
+/// Flags of `haproxy-rs switchover`.
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// The running proxy's stats address (its admin endpoint is `POST /switchover` there).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8404")]
+    pub stats: String,
+}
+
+impl SwitchoverArgs {
+    /// Asks the proxy for a switchover and prints its report; fails unless it happened.
+    pub fn execute(self) -> std::process::ExitCode {
+        use std::process::ExitCode;
+        let Some(runtime) = small_runtime() else {
+            return ExitCode::FAILURE;
+        };
+        match runtime.block_on(post_switchover(&self.stats)) {
+            Ok((200, body)) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                eprint!("haproxy-rs: switchover: HTTP {status}: {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("haproxy-rs: switchover: {}: {e}", self.stats);
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// A single-threaded runtime (the proxy's sessions have their own threads); `None`, reported,
+/// if the OS refuses.
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("haproxy-rs: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// `POST /switchover` over a plain HTTP/1.1 connection; the status code and the body.
+pub async fn post_switchover(addr: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let request =
+        format!("POST /switchover HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        s.read_to_end(&mut response),
+    )
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
 }
 
 /// Flags of `haproxy-rs run`. Each one given overrides the same setting of the config file.
@@ -93,15 +167,8 @@ impl RunArgs {
         };
         // Sessions run on their own threads (`threads`); this runtime runs listeners and the
         // topology.
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("haproxy-rs: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(runtime) = small_runtime() else {
+            return ExitCode::FAILURE;
         };
         runtime.block_on(async {
             let token = tokio_util::sync::CancellationToken::new();
@@ -177,7 +244,7 @@ mod tests {
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Run(a) => a,
-            Command::Bench(_) => unreachable!("parsed `run`"),
+            Command::Bench(_) | Command::Switchover(_) => unreachable!("parsed `run`"),
         }
     }
 

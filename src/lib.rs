@@ -161,12 +161,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         background.clone(),
         backend_token.clone(),
     ));
+    let (switchover_tx, switchover_rx) = mpsc::unbounded_channel();
+    let admin = cfg.sentinel.is_some().then_some(switchover_tx);
     match &cfg.sentinel {
         Some(s) => background.spawn(topology::sentinel::run_sentinel(
             s.clone(),
             state.clone(),
             changes_rx,
             Duration::from_millis(cfg.failover.hold_ms),
+            switchover_rx,
         )),
         None => background.spawn(topology::static_servers::run_static(
             cfg.servers.clone(),
@@ -210,7 +213,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     }
     if let Some(socket) = stats_socket {
         tracing::info!(addr = %local_addr(&socket), "stats page");
-        background.spawn(stats::serve(socket, stats.clone(), shutdown.clone()));
+        background.spawn(stats::serve(socket, stats.clone(), shutdown.clone(), admin));
     }
     Ok(Proxy {
         addr,

@@ -16,5 +16,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => args.execute(),
         Command::Bench(args) => haproxy_rs::bench::main(args),
+        Command::Switchover(args) => args.execute(),
     }
 }

@@ -14,9 +14,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{render_html, render_json, render_prometheus, Stats};
+use crate::topology::switchover::{SwitchoverRequest, SwitchoverSender};
 
 /// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest `POST /switchover` waits for the outcome.
+const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often ops/s rates are resampled.
 const RATE_TICK: Duration = Duration::from_secs(1);
 
@@ -36,7 +39,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
     let known = matches!(
         path,
-        "/" | "/stats" | "/stats.json" | "/metrics" | "/healthz"
+        "/" | "/stats" | "/stats.json" | "/metrics" | "/healthz" | "/switchover"
     );
     if !known {
         return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".to_owned());
@@ -73,12 +76,60 @@ fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
     }
 }
 
+/// `POST /switchover`: runs one and answers with its report (200) or why not (409).
+async fn switchover_response(admin: Option<SwitchoverSender>) -> Response<Full<Bytes>> {
+    let Some(admin) = admin else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "switchover needs Sentinel mode\n".to_owned(),
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if admin.send(SwitchoverRequest { reply: tx }).is_err() {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "the topology manager is not running\n".to_owned(),
+        );
+    }
+    match tokio::time::timeout(SWITCHOVER_TIMEOUT, rx).await {
+        Ok(Ok(Ok(report))) => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&report).unwrap_or_default() + "\n",
+        ),
+        Ok(Ok(Err(why))) => respond(
+            StatusCode::CONFLICT,
+            TEXT,
+            format!("switchover failed: {why}\n"),
+        ),
+        Ok(Err(_)) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "the topology manager stopped\n".to_owned(),
+        ),
+        Err(_) => respond(
+            StatusCode::GATEWAY_TIMEOUT,
+            TEXT,
+            "switchover still running after 60 s; see the stats page\n".to_owned(),
+        ),
+    }
+}
+
 /// Serves the stats page on `listener` until `shutdown` is cancelled.
 ///
 /// Also resamples ops/s every second so rates stay fresh between page loads.
 /// On cancel it stops accepting and asks open connections to finish their current request
 /// and close (hyper graceful shutdown); it returns without waiting for them.
-pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: CancellationToken) {
+///
+/// `admin`, in Sentinel mode, serves `POST /switchover` (see [`crate::topology::switchover`]).
+pub async fn serve(
+    listener: TcpListener,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    admin: Option<SwitchoverSender>,
+) {
     // The ticker lives in this loop rather than its own task so that dropping `serve`
     // leaves nothing behind.
     let mut tick = tokio::time::interval(RATE_TICK);
@@ -99,6 +150,7 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: Cancellat
                     stream,
                     Arc::clone(&stats),
                     shutdown.clone(),
+                    admin.clone(),
                 ));
             }
             Err(e) => {
@@ -117,10 +169,18 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
+    admin: Option<SwitchoverSender>,
 ) {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let switchover = (req.method() == Method::POST && req.uri().path() == "/switchover")
+            .then(|| admin.clone());
         let resp = route(req.method(), req.uri().path(), &stats);
-        async move { Ok::<_, Infallible>(resp) }
+        async move {
+            Ok::<_, Infallible>(match switchover {
+                Some(admin) => switchover_response(admin).await,
+                None => resp,
+            })
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -169,7 +229,7 @@ mod tests {
         let stats = Stats::new("sentinel", Some("mymaster"));
         stats.backend("127.0.0.1:6391").set_up(true);
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, Arc::clone(&stats), token.clone()));
+        let server = tokio::spawn(serve(listener, Arc::clone(&stats), token.clone(), None));
 
         let (status, head, body) = get(addr, "GET", "/").await;
         assert_eq!(status, 200);
@@ -208,7 +268,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, Stats::new("static", None), token.clone()));
+        let server = tokio::spawn(serve(
+            listener,
+            Stats::new("static", None),
+            token.clone(),
+            None,
+        ));
         token.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await

@@ -5,6 +5,7 @@ pub mod failover;
 pub mod health;
 pub mod sentinel;
 pub mod static_servers;
+pub mod switchover;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,10 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::failover::{failover_aborted, failover_sign};
+use super::switchover::{
+    ask_sentinel_failover, wait_caught_up, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
+};
 use super::{probe_role, TopologyState};
 use crate::backend::{ControlConn, Credentials};
 use crate::config::SentinelConfig;
@@ -57,6 +60,17 @@ struct Failover {
     since: Instant,
     first_sign: String,
     events: Vec<String>,
+    /// For a switchover the proxy drives: who asked, and how long the replicas took to catch up.
+    switchover: Option<(oneshot::Sender<SwitchoverResult>, Duration)>,
+}
+
+impl Failover {
+    /// Ends it without a new master; a switchover's requester learns why.
+    fn give_up(self, why: &str) {
+        if let Some((reply, _)) = self.switchover {
+            let _ = reply.send(Err(why.to_string()));
+        }
+    }
 }
 
 /// Starts one link per sentinel and runs the manager until shutdown. `fence_timeout` lifts a
@@ -67,6 +81,7 @@ pub async fn run_sentinel(
     state: Arc<TopologyState>,
     mut changes: mpsc::UnboundedReceiver<String>,
     fence_timeout: Duration,
+    mut switchovers: mpsc::UnboundedReceiver<SwitchoverRequest>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let creds = Credentials {
@@ -109,6 +124,10 @@ pub async fn run_sentinel(
                 }
                 None => return,
             },
+            Some(req) = switchovers.recv() => {
+                start_switchover(&state, &cfg, &creds, &mut failover, req).await;
+                continue;
+            }
             // Health transitions and a periodic retry re-evaluate an unconfirmed master.
             _ = changes.recv() => "health change".to_string(),
             _ = retry.tick() => "retry".to_string(),
@@ -136,7 +155,11 @@ fn on_event(
         if failover_aborted(channel, payload, &f.old_master) {
             tracing::warn!(master = %f.old_master, %channel, "failover given up; writes resume to the master");
             state.set_fence(None);
-            *failover = None;
+            if let Some(f) = failover.take() {
+                f.give_up(&format!(
+                    "Sentinel gave the failover up ({channel}); writes resume to the old master"
+                ));
+            }
             return;
         }
         return;
@@ -159,7 +182,75 @@ fn on_event(
         since: Instant::now(),
         first_sign,
         events: vec![format!("+0ms {sentinel} {channel} {payload}")],
+        switchover: None,
     });
+}
+
+/// Starts a switchover: fence writes, wait until the healthy replicas have caught up with the
+/// master, then ask a sentinel to fail over. The requester hears back when the writes are
+/// released to the new master (or at once, if it cannot start).
+async fn start_switchover(
+    state: &TopologyState,
+    cfg: &SentinelConfig,
+    creds: &Credentials,
+    failover: &mut Option<Failover>,
+    req: SwitchoverRequest,
+) {
+    let refuse = |why: &str| {
+        tracing::warn!(reason = why, "switchover refused");
+        why.to_string()
+    };
+    if failover.is_some() {
+        let _ = req
+            .reply
+            .send(Err(refuse("a failover is already in progress")));
+        return;
+    }
+    let table = state.table.load_full();
+    let Some(master) = table.master.as_ref().map(|m| m.addr().to_string()) else {
+        let _ = req.reply.send(Err(refuse("no master is known")));
+        return;
+    };
+    let replicas: Vec<String> = table
+        .replicas
+        .iter()
+        .filter(|r| r.health.serves_reads())
+        .map(|r| r.addr().to_string())
+        .collect();
+    if replicas.is_empty() {
+        let _ = req
+            .reply
+            .send(Err(refuse("no healthy replica to switch to")));
+        return;
+    }
+    let since = Instant::now();
+    state.set_fence(Some(Fence {
+        since: std::time::Instant::now(),
+        cause: "switchover".to_string(),
+    }));
+    tracing::info!(%master, ?replicas, "switchover: writes held, waiting for the replicas to catch up");
+    let started = async {
+        let catch_up = wait_caught_up(state, &master, &replicas).await?;
+        let via = ask_sentinel_failover(&cfg.addrs, &cfg.master_name, creds, state.health.timeout)
+            .await?;
+        Ok::<_, String>((catch_up, via))
+    };
+    match started.await {
+        Ok((catch_up, via)) => {
+            tracing::info!(%master, catch_up_ms = catch_up.as_millis() as u64, sentinel = %via, "switchover: SENTINEL FAILOVER sent");
+            *failover = Some(Failover {
+                old_master: master,
+                since,
+                first_sign: format!("switchover (SENTINEL FAILOVER via {via})"),
+                events: Vec::new(),
+                switchover: Some((req.reply, catch_up)),
+            });
+        }
+        Err(e) => {
+            state.set_fence(None);
+            let _ = req.reply.send(Err(refuse(&e)));
+        }
+    }
 }
 
 /// Lifts a fence when no failover came within `fence_timeout`: a majority of the sentinels
@@ -181,7 +272,9 @@ async fn advance(
     if still_named && probe_role(&f.old_master, state).await == Some(Role::Master) {
         tracing::warn!(master = %f.old_master, "no failover followed its first sign; writes resume to the master");
         state.set_fence(None);
-        *failover = None;
+        if let Some(f) = failover.take() {
+            f.give_up("the failover did not complete within failover.hold_ms; writes resume to the old master");
+        }
     }
 }
 
@@ -235,6 +328,14 @@ async fn reconcile(
         match (failover.take(), current_master.as_deref()) {
             (Some(f), _) => {
                 let held = f.since.elapsed();
+                if let Some((reply, catch_up)) = f.switchover {
+                    let _ = reply.send(Ok(SwitchoverReport {
+                        old_master: f.old_master.clone(),
+                        new_master: view.master.clone(),
+                        writes_held_ms: u64::try_from(held.as_millis()).unwrap_or(u64::MAX),
+                        catch_up_ms: u64::try_from(catch_up.as_millis()).unwrap_or(u64::MAX),
+                    }));
+                }
                 tracing::info!(old = %f.old_master, new = %view.master, held_ms = held.as_millis() as u64, "a majority of the sentinels names the new master and it answers ROLE as master: releasing writes");
                 state.stats.record_fenced_failover(
                     &f.old_master,

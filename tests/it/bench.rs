@@ -26,7 +26,7 @@ fn parse_bench(argv: &[&str]) -> BenchArgs {
         .command
     {
         Command::Bench(b) => b,
-        Command::Run(_) => unreachable!("parsed `bench`"),
+        Command::Run(_) | Command::Switchover(_) => unreachable!("parsed `bench`"),
     }
 }
 

@@ -424,3 +424,31 @@ async fn incrs_in_flight_at_a_kill_are_never_replayed() {
         ok + failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_continuous_writes_loses_nothing_and_reports_the_hold() {
+    let topo = Topology::start(2, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let old = topo.master.addr();
+    let load = WriteLoad::start(proxy.addr(), 4, "switchover");
+    more_acks(&load, 200).await;
+
+    let (status, body) = haproxy_rs::cli::post_switchover(&proxy.stats_addr().to_string())
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let new = report["new_master"].as_str().unwrap().to_string();
+    assert_ne!(new, old, "{body}");
+    assert_eq!(report["old_master"].as_str(), Some(old.as_str()), "{body}");
+    assert!(report["writes_held_ms"].as_u64().is_some(), "{body}");
+    let report = stop_after_switch(&proxy, load, &new).await;
+
+    assert!(report.errors.is_empty(), "{}", report.error_summary());
+    assert_none_lost(topo.server_by_addr(&new), &report).await;
+    let snap = proxy.proxy.stats.snapshot();
+    assert!(snap
+        .failovers
+        .first()
+        .is_some_and(|f| f.detected_by.starts_with("switchover")));
+}
