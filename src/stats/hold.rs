@@ -33,6 +33,20 @@ pub struct HoldSnapshot {
     pub refused_total: u64,
 }
 
+impl HoldSnapshot {
+    /// What the totals grew by since `before` (the gauges are taken as they are now).
+    pub fn since(&self, before: &HoldSnapshot) -> HoldSnapshot {
+        HoldSnapshot {
+            held_now: self.held_now,
+            held_bytes: self.held_bytes,
+            held_total: self.held_total.saturating_sub(before.held_total),
+            released_total: self.released_total.saturating_sub(before.released_total),
+            expired_total: self.expired_total.saturating_sub(before.expired_total),
+            refused_total: self.refused_total.saturating_sub(before.refused_total),
+        }
+    }
+}
+
 impl HoldStats {
     /// Takes `bytes` of the budget for `count` requests; false (and counted as refused) when
     /// that would pass `max_bytes`.

@@ -48,6 +48,8 @@ pub struct FailoverRecord {
     pub writes_held_ms: Option<u64>,
     /// The Sentinel events seen during the failover, `+<ms after the first> <sentinel> <event>`.
     pub events: Vec<String>,
+    /// Requests held during it, and what became of them (totals over the failover).
+    pub holds: Option<HoldSnapshot>,
 }
 
 /// The stats registry: one per proxy, shared by the data path, topology tasks and the
@@ -170,6 +172,7 @@ impl Stats {
             detected_by: detected_by.to_owned(),
             writes_held_ms: None,
             events: Vec::new(),
+            holds: None,
         });
     }
 
@@ -181,6 +184,7 @@ impl Stats {
         detected_by: &str,
         held: std::time::Duration,
         events: Vec<String>,
+        holds: HoldSnapshot,
     ) {
         self.push_failover(FailoverRecord {
             at_ms: unix_millis(),
@@ -189,7 +193,16 @@ impl Stats {
             detected_by: detected_by.to_owned(),
             writes_held_ms: Some(u64::try_from(held.as_millis()).unwrap_or(u64::MAX)),
             events,
+            holds: Some(holds),
         });
+    }
+
+    /// Updates the held-request counts of the newest failover (they keep changing for a moment
+    /// after it is recorded, while the sessions release what they held).
+    pub fn update_last_failover_holds(&self, holds: HoldSnapshot) {
+        if let Some(last) = lock(&self.failovers).back_mut() {
+            last.holds = Some(holds);
+        }
     }
 
     fn push_failover(&self, record: FailoverRecord) {

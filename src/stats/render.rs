@@ -272,11 +272,20 @@ fn html_failovers(out: &mut String, s: &Snapshot) {
                 f.writes_held_ms
                     .map_or_else(|| "-".into(), |ms| format!("{ms} ms")),
             ),
+            Cell::Text(f.holds.as_ref().map_or_else(
+                || "-".into(),
+                |h| {
+                    format!(
+                        "{} held, {} released, {} expired, {} refused",
+                        h.held_total, h.released_total, h.expired_total, h.refused_total
+                    )
+                },
+            )),
             Cell::Text(esc(&f.events.join("; "))),
         ];
         (String::new(), cells)
     });
-    let headers = "Time|Old master|New master|Detected by|Writes held|Sentinel events";
+    let headers = "Time|Old master|New master|Detected by|Writes held|Requests|Sentinel events";
     table(
         out,
         "Failover history (newest first)",

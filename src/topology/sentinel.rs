@@ -21,7 +21,7 @@ use crate::backend::{ControlConn, Credentials};
 use crate::config::SentinelConfig;
 use crate::resp::Value;
 use crate::router::Fence;
-use crate::stats::{Role, SentinelStats};
+use crate::stats::{HoldSnapshot, Role, SentinelStats};
 
 /// What one sentinel says about our master.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,8 @@ struct Failover {
     events: Vec<String>,
     /// For a switchover the proxy drives: who asked, and how long the replicas took to catch up.
     switchover: Option<(oneshot::Sender<SwitchoverResult>, Duration)>,
+    /// The held-request counters when it began (the record shows what this failover added).
+    holds_before: HoldSnapshot,
 }
 
 impl Failover {
@@ -104,6 +106,8 @@ pub async fn run_sentinel(
     let total = cfg.addrs.len();
     let mut views: HashMap<String, SentinelView> = HashMap::new();
     let mut failover: Option<Failover> = None;
+    // After a release: the counters when the fence began, and when the release happened.
+    let mut settling: Option<(HoldSnapshot, Instant)> = None;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     loop {
         let cause = tokio::select! {
@@ -133,7 +137,8 @@ pub async fn run_sentinel(
             _ = retry.tick() => "retry".to_string(),
         };
         advance(&state, &mut failover, fence_timeout, &views, total).await;
-        reconcile(&state, &views, total, &mut failover, &cause).await;
+        settle_holds(&state, &mut settling);
+        reconcile(&state, &views, total, &mut failover, &mut settling, &cause).await;
     }
 }
 
@@ -180,10 +185,24 @@ fn on_event(
     *failover = Some(Failover {
         old_master: master,
         since: Instant::now(),
+        holds_before: state.stats.hold().snapshot(),
         first_sign,
         events: vec![format!("+0ms {sentinel} {channel} {payload}")],
         switchover: None,
     });
+}
+
+/// Keeps the newest failover record's held-request counts current until its held requests are
+/// all released or expired (at most 30 s after the release).
+fn settle_holds(state: &TopologyState, settling: &mut Option<(HoldSnapshot, Instant)>) {
+    let Some((before, released_at)) = settling.as_ref() else {
+        return;
+    };
+    let now = state.stats.hold().snapshot();
+    state.stats.update_last_failover_holds(now.since(before));
+    if now.held_now == 0 || released_at.elapsed() > Duration::from_secs(30) {
+        *settling = None;
+    }
 }
 
 /// Starts a switchover: fence writes, wait until the healthy replicas have caught up with the
@@ -241,6 +260,7 @@ async fn start_switchover(
             *failover = Some(Failover {
                 old_master: master,
                 since,
+                holds_before: state.stats.hold().snapshot(),
                 first_sign: format!("switchover (SENTINEL FAILOVER via {via})"),
                 events: Vec::new(),
                 switchover: Some((req.reply, catch_up)),
@@ -303,6 +323,7 @@ async fn reconcile(
     views: &HashMap<String, SentinelView>,
     total: usize,
     failover: &mut Option<Failover>,
+    settling: &mut Option<(HoldSnapshot, Instant)>,
     cause: &str,
 ) {
     let current = state.table.load_full();
@@ -337,13 +358,16 @@ async fn reconcile(
                     }));
                 }
                 tracing::info!(old = %f.old_master, new = %view.master, held_ms = held.as_millis() as u64, "a majority of the sentinels names the new master and it answers ROLE as master: releasing writes");
+                let now = state.stats.hold().snapshot();
                 state.stats.record_fenced_failover(
                     &f.old_master,
                     &view.master,
                     &f.first_sign,
                     held,
                     f.events,
+                    now.since(&f.holds_before),
                 );
+                *settling = Some((f.holds_before, Instant::now()));
             }
             (None, Some(old)) => state.stats.record_failover(Some(old), &view.master, cause),
             (None, None) => {}
