@@ -484,3 +484,44 @@ async fn an_old_master_restarted_empty_gets_no_writes() {
     report.acked.extend(after.acked);
     assert_none_lost(topo.server_by_addr(&new), &report).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_that_still_names_the_old_master_is_outvoted() {
+    let topo = Topology::start(2, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let old = topo.master.addr();
+    let stale = &topo.sentinels[2];
+    stale.kill(); // misses the failover
+    let load = WriteLoad::start(proxy.addr(), 2, "outvoted");
+    more_acks(&load, 100).await;
+    let new = topo.failover().await;
+    eventually!(
+        Duration::from_secs(30),
+        proxy.master().as_deref() == Some(new.as_str()),
+        "the proxy writes to {new}"
+    );
+    stale.restart().await;
+    // Until it learns of the failover it names the old master from its config file.
+    let mut stale_named_old = false;
+    eventually!(
+        Duration::from_secs(30),
+        {
+            assert_eq!(
+                proxy.master().as_deref(),
+                Some(new.as_str()),
+                "never back to {old}"
+            );
+            let named = stale.master_addr().await;
+            stale_named_old |= named.as_deref() == Some(old.as_str());
+            named.as_deref() == Some(new.as_str())
+        },
+        "the stale sentinel catches up"
+    );
+    let report = stop_after_switch(&proxy, load, &new).await;
+    assert!(report.errors.is_empty(), "{}", report.error_summary());
+    assert_none_lost(topo.server_by_addr(&new), &report).await;
+    assert!(
+        stale_named_old,
+        "the scenario: the restarted sentinel named {old} for a while"
+    );
+}

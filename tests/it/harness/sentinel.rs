@@ -165,6 +165,16 @@ impl Sentinel {
         fields.remove(field)
     }
 
+    /// Kills it and starts it again from its own config file, which names the master it knew
+    /// when it died: until other sentinels' hellos reach it, it reports that stale master.
+    pub async fn restart(&self) {
+        self.process.kill();
+        self.process.respawn();
+        if let Err(log) = wait_ping(&self.process, &self.addr(), START_TIMEOUT).await {
+            panic!("redis-sentinel {} did not restart:\n{log}", self.addr());
+        }
+    }
+
     /// SIGKILL and reap. Idempotent.
     pub fn kill(&self) {
         self.process.kill();
