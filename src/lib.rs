@@ -143,8 +143,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         n => n,
     };
     let workers = Arc::new(Workers::start(threads, &sessions).map_err(StartError::Threads)?);
+    let durability = proxy::Durability::from_config(&cfg.failover);
+    let mut conn_settings = ConnSettings::from_config(&cfg.backend, workers.len());
+    conn_settings.wait = durability.as_ref().map(|d| d.wait.clone());
     let backends = Arc::new(BackendSet::new(
-        ConnSettings::from_config(&cfg.backend, workers.len()),
+        conn_settings,
         stats.clone(),
         backend_token.clone(),
         background.clone(),
@@ -191,7 +194,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         hold: Duration::from_millis(cfg.failover.hold_ms),
         max_held_bytes: cfg.failover.max_held_bytes,
         holds: stats.hold(),
-        durability: proxy::Durability::from_config(&cfg.failover),
+        durability,
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);

@@ -42,6 +42,9 @@ pub struct BatchReply {
     pub frames: Vec<Bytes>,
     /// Why the requests after `frames` got no reply.
     pub error: Option<BackendError>,
+    /// For a durable dispatch: how many replicas the `WAIT` written after it confirmed (`None`
+    /// when the connection failed before `WAIT` answered).
+    pub confirmed: Option<i64>,
 }
 
 impl BatchReply {
@@ -50,6 +53,7 @@ impl BatchReply {
         BatchReply {
             frames: Vec::new(),
             error: Some(error),
+            confirmed: None,
         }
     }
 }
@@ -63,18 +67,26 @@ pub struct Dispatch {
     pub raw: Bytes,
     /// How many requests `raw` holds.
     pub count: usize,
+    /// Its replies wait for a `WAIT` (`write_durability`), one shared by every durable dispatch
+    /// written in the same syscall.
+    pub durable: bool,
     /// Where their replies go.
     pub reply: oneshot::Sender<BatchReply>,
 }
 
 impl Dispatch {
     /// `count` requests and the receiver of their replies.
-    pub fn new(raw: Bytes, count: usize) -> (Dispatch, oneshot::Receiver<BatchReply>) {
+    pub fn new(
+        raw: Bytes,
+        count: usize,
+        durable: bool,
+    ) -> (Dispatch, oneshot::Receiver<BatchReply>) {
         let (tx, rx) = oneshot::channel();
         (
             Dispatch {
                 raw,
                 count,
+                durable,
                 reply: tx,
             },
             rx,
@@ -82,29 +94,45 @@ impl Dispatch {
     }
 }
 
-/// A dispatch written to the server, collecting its replies.
+/// A dispatch written to the server, collecting its replies; or (no `reply`) the connection's
+/// own `WAIT` for the durable dispatches written before it.
 struct InFlight {
-    reply: oneshot::Sender<BatchReply>,
+    reply: Option<oneshot::Sender<BatchReply>>,
     frames: Vec<Bytes>,
     count: usize,
+    durable: bool,
     sent: Instant,
 }
 
 impl InFlight {
     fn new(d: Dispatch, sent: Instant) -> InFlight {
         InFlight {
-            reply: d.reply,
+            reply: Some(d.reply),
             frames: Vec::with_capacity(d.count),
             count: d.count,
+            durable: d.durable,
             sent,
         }
     }
 
-    fn fail(self, error: BackendError) {
-        let _ = self.reply.send(BatchReply {
-            frames: self.frames,
-            error: Some(error),
-        });
+    fn wait(sent: Instant) -> InFlight {
+        InFlight {
+            reply: None,
+            frames: Vec::with_capacity(1),
+            count: 1,
+            durable: false,
+            sent,
+        }
+    }
+
+    fn answer(self, error: Option<BackendError>, confirmed: Option<i64>) {
+        if let Some(reply) = self.reply {
+            let _ = reply.send(BatchReply {
+                frames: self.frames,
+                error,
+                confirmed,
+            });
+        }
     }
 }
 
@@ -237,6 +265,8 @@ async fn serve(
 ) -> Result<Ended, BackendError> {
     let (mut rd, mut wr) = stream.into_split();
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    // Durable dispatches fully answered, waiting for the `WAIT` written after them.
+    let mut parked: VecDeque<InFlight> = VecDeque::new();
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut batch = Vec::with_capacity(128);
@@ -250,16 +280,24 @@ async fn serve(
                     break Ok(Ended::NoSenders);
                 }
                 let now = Instant::now();
-                for d in batch.drain(..) {
+                let mut durable = false;
+                let mut take = |d: Dispatch, wbuf: &mut BytesMut, in_flight: &mut VecDeque<InFlight>| {
                     wbuf.extend_from_slice(&d.raw);
+                    durable |= d.durable;
                     in_flight.push_back(InFlight::new(d, now));
+                };
+                for d in batch.drain(..) {
+                    take(d, &mut wbuf, &mut in_flight);
                 }
                 // Let the other sessions that are ready run first, so that one write (and one
                 // read on the server) carries all their requests.
                 tokio::task::yield_now().await;
                 while let Ok(d) = rx.try_recv() {
-                    wbuf.extend_from_slice(&d.raw);
-                    in_flight.push_back(InFlight::new(d, now));
+                    take(d, &mut wbuf, &mut in_flight);
+                }
+                if let (true, Some(wait)) = (durable, &settings.wait) {
+                    wbuf.extend_from_slice(wait);
+                    in_flight.push_back(InFlight::wait(now));
                 }
             }
             w = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
@@ -273,7 +311,7 @@ async fn serve(
                     Ok(_) => {}
                     Err(e) => break Err(e.into()),
                 }
-                if let Err(e) = deliver(&mut scanner, &mut rbuf, &mut in_flight, stats) {
+                if let Err(e) = deliver(&mut scanner, &mut rbuf, &mut in_flight, &mut parked, stats) {
                     break Err(e);
                 }
             }
@@ -290,18 +328,19 @@ async fn serve(
         // requests still in flight are answered "outcome unknown" below.
         let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
     }
-    for f in in_flight.drain(..) {
-        f.fail(BackendError::ConnectionLost);
+    for f in parked.drain(..).chain(in_flight.drain(..)) {
+        f.answer(Some(BackendError::ConnectionLost), None);
     }
     result
 }
 
 /// Hands every complete reply in `rbuf` to the oldest waiting dispatch; a dispatch is answered
-/// once all its replies are in.
+/// once all its replies are in (a durable one once the `WAIT` after it has answered too).
 fn deliver(
     scanner: &mut ReplyScanner,
     rbuf: &mut BytesMut,
     in_flight: &mut VecDeque<InFlight>,
+    parked: &mut VecDeque<InFlight>,
     stats: &BackendStats,
 ) -> Result<(), BackendError> {
     let mut now = None;
@@ -318,14 +357,28 @@ fn deliver(
             !is_error_reply(&frame),
         );
         front.frames.push(frame);
-        if front.frames.len() >= front.count {
-            if let Some(done) = in_flight.pop_front() {
-                let _ = done.reply.send(BatchReply {
-                    frames: done.frames,
-                    error: None,
-                });
+        if front.frames.len() < front.count {
+            continue;
+        }
+        let Some(done) = in_flight.pop_front() else {
+            continue;
+        };
+        if done.reply.is_none() {
+            let confirmed = done.frames.first().and_then(|f| integer_reply(f));
+            for p in parked.drain(..) {
+                p.answer(None, confirmed);
             }
+        } else if done.durable {
+            parked.push_back(done);
+        } else {
+            done.answer(None, None);
         }
     }
     Ok(())
+}
+
+/// The value of an integer reply (`:12`).
+fn integer_reply(frame: &[u8]) -> Option<i64> {
+    let digits = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }

@@ -214,6 +214,8 @@ pub struct ConnSettings {
     pub command_timeout: Duration,
     /// Cap of the reconnect backoff.
     pub max_backoff: Duration,
+    /// `WAIT N timeout`, written after durable dispatches (`write_durability`).
+    pub wait: Option<bytes::Bytes>,
 }
 
 impl ConnSettings {
@@ -229,6 +231,7 @@ impl ConnSettings {
             connect_timeout: Duration::from_millis(b.connect_timeout_ms),
             command_timeout: Duration::from_millis(b.command_timeout_ms),
             max_backoff: Duration::from_millis(b.max_backoff_ms),
+            wait: None,
         }
     }
 }

@@ -63,7 +63,8 @@ pub struct Durability {
     pub replicas: u32,
     /// `WAIT`'s timeout, for the error text.
     pub timeout_ms: u64,
-    /// `WAIT <replicas> <timeout_ms>`, encoded once.
+    /// `WAIT <replicas> <timeout_ms>`, encoded once; each backend connection writes one after
+    /// the durable batches of each syscall.
     pub wait: bytes::Bytes,
 }
 

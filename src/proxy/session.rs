@@ -49,7 +49,7 @@ struct Batch {
     since: Instant,
     /// Which requests are writes, kept only with `write_durability`.
     write_mask: Vec<bool>,
-    /// Sent followed by the durability `WAIT`, whose reply comes after theirs.
+    /// Sent as durable: its replies come with the confirmation of the `WAIT` written after it.
     waited: bool,
 }
 
@@ -346,17 +346,8 @@ impl Session {
 
     /// Sends a batch to `backend`; one the backend's connections refuse unsent is held.
     async fn dispatch(&mut self, mut batch: Batch, backend: Arc<Backend>) {
-        let durability = self.ctx.durability.as_ref().filter(|_| batch.writes > 0);
-        batch.waited = durability.is_some();
-        let (dispatch, rx) = match durability {
-            Some(d) => {
-                let mut wire = BytesMut::with_capacity(batch.raw.len() + d.wait.len());
-                wire.extend_from_slice(&batch.raw);
-                wire.extend_from_slice(&d.wait);
-                Dispatch::new(wire.freeze(), batch.count + 1)
-            }
-            None => Dispatch::new(batch.raw.clone(), batch.count),
-        };
+        batch.waited = self.ctx.durability.is_some() && batch.writes > 0;
+        let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count, batch.waited);
         let sent = match backend.pool(self.protocol) {
             Some(pool) => pool.send(self.slot, dispatch).await,
             None => Err(BackendError::Unavailable),
@@ -543,17 +534,14 @@ impl Session {
 }
 
 impl Session {
-    /// Takes the durability `WAIT`'s reply off the end of `reply`; unless it confirms enough
-    /// replicas, each write's reply becomes an error (the client must not count on it).
+    /// Unless the `WAIT` after the batch confirmed enough replicas, each write's reply becomes an
+    /// error (the client must not count on it).
     fn check_durability(&self, batch: &Batch, reply: &mut BatchReply) {
         let Some(d) = self.ctx.durability.as_ref() else {
             return;
         };
-        let confirmed = if reply.frames.len() > batch.count {
-            reply.frames.pop().and_then(|f| integer_reply(&f))
-        } else {
-            None // the connection failed before WAIT answered
-        };
+        // None: the connection failed before WAIT answered.
+        let confirmed = reply.confirmed;
         if confirmed.is_some_and(|n| n >= i64::from(d.replicas)) {
             return;
         }
@@ -570,12 +558,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The value of an integer reply (`:12`).
-fn integer_reply(frame: &[u8]) -> Option<i64> {
-    let digits = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Waits for the replies at the front of the queue (never resolves when the front is not waiting).

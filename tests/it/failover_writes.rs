@@ -525,3 +525,28 @@ async fn a_sentinel_that_still_names_the_old_master_is_outvoted() {
         "the scenario: the restarted sentinel named {old} for a while"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_durable_write_is_reported_and_reads_keep_their_replies() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()])
+        .with(|c| {
+            c.failover.write_durability = "replicas:1".to_string().try_into().unwrap();
+            c.failover.durability_timeout_ms = 100;
+        })
+        .start(0)
+        .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let input = "SET d 1\r\nGET d\r\nINCR n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
+        .await
+        .unwrap();
+    let got = read_replies(&mut s, 3).await;
+    assert!(
+        got[0].contains("only 0 of 1 replicas confirmed"),
+        "no replica: {got:?}"
+    );
+    assert_eq!(got[1], "$1\r\n1", "the read keeps its reply: {got:?}");
+    assert!(got[2].contains("only 0 of 1"), "{got:?}");
+    assert!(master.commandstats("wait").await >= 1);
+}
