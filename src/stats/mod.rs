@@ -8,6 +8,7 @@ mod counters;
 mod histogram;
 mod hold;
 mod http;
+mod prometheus;
 mod render;
 
 use std::collections::VecDeque;
@@ -25,7 +26,8 @@ pub use counters::{
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use hold::{HoldSnapshot, HoldStats};
 pub use http::serve;
-pub use render::{render_html, render_json, render_prometheus};
+pub use prometheus::render_prometheus;
+pub use render::{render_html, render_json};
 
 use counters::{lock, unix_millis};
 
