@@ -4,6 +4,7 @@
 pub mod failover;
 pub mod health;
 pub mod sentinel;
+pub mod sentinel_link;
 pub mod static_servers;
 pub mod switchover;
 

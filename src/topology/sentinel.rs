@@ -1,9 +1,10 @@
-//! Sentinel mode: one link per sentinel (commands + a `PSUBSCRIBE *` connection), and a manager
-//! that turns their views into routing tables.
+//! Sentinel mode: the manager that turns the links' views and events (`sentinel_link`) into
+//! routing tables.
 //!
 //! Each link reports a [`SentinelView`] on connect, on every event about our master, and every
-//! reconcile interval. The manager picks the master with the highest config epoch (then the most
-//! sentinels), confirms it answers `ROLE` as master, and publishes a new table.
+//! reconcile interval, and forwards the events themselves. The manager fences writes at the
+//! first sign of a failover, follows the master a majority of the configured sentinels name once
+//! it answers `ROLE` as master, and runs switchovers (see `src/proxy/LIFECYCLE.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,45 +14,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::failover::{failover_aborted, failover_sign};
+pub use super::sentinel_link::SentinelView;
+use super::sentinel_link::{Link, LinkMsg};
 use super::switchover::{
     ask_sentinel_failover, wait_caught_up, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
 };
 use super::{probe_role, TopologyState};
-use crate::backend::{ControlConn, Credentials};
+use crate::backend::Credentials;
 use crate::config::SentinelConfig;
-use crate::resp::Value;
 use crate::router::Fence;
-use crate::stats::{HoldSnapshot, Role, SentinelStats};
-
-/// What one sentinel says about our master.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentinelView {
-    /// `ip:port` of the master.
-    pub master: String,
-    /// The master's config epoch (`SENTINEL MASTER`), which grows with every failover.
-    pub config_epoch: u64,
-    /// Replicas not flagged down or disconnected.
-    pub replicas: Vec<String>,
-}
-
-/// Messages from the links to the manager.
-#[derive(Debug)]
-enum LinkMsg {
-    View {
-        sentinel: String,
-        view: SentinelView,
-        cause: String,
-    },
-    Down {
-        sentinel: String,
-    },
-    /// An event about our master, sent before the link re-queries the sentinel.
-    Event {
-        sentinel: String,
-        channel: String,
-        payload: String,
-    },
-}
+use crate::stats::{HoldSnapshot, Role};
 
 /// A failover seen in progress: writes are fenced off `old_master` since `since`.
 #[derive(Debug)]
@@ -385,211 +357,9 @@ fn without(replicas: &[String], exclude: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// One sentinel's connections.
-struct Link {
-    addr: String,
-    master_name: String,
-    creds: Credentials,
-    reconcile: Duration,
-    timeout: Duration,
-    stats: Arc<SentinelStats>,
-    tx: mpsc::UnboundedSender<LinkMsg>,
-}
-
-impl Link {
-    async fn run(self, token: tokio_util::sync::CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            let result = tokio::select! {
-                _ = token.cancelled() => return,
-                r = self.serve() => r,
-            };
-            self.stats.set_connected(false);
-            let _ = self.tx.send(LinkMsg::Down {
-                sentinel: self.addr.clone(),
-            });
-            tracing::warn!(sentinel.addr = %self.addr, error = %result, "sentinel link down");
-            if started.elapsed() > Duration::from_secs(10) {
-                backoff = Duration::from_millis(100);
-            }
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-    }
-
-    /// Serves until a connection fails; returns why.
-    async fn serve(&self) -> String {
-        let mut cmd = match ControlConn::connect(&self.addr, &self.creds, self.timeout).await {
-            Ok(c) => c,
-            Err(e) => return e.to_string(),
-        };
-        let mut events = match ControlConn::connect(&self.addr, &self.creds, self.timeout).await {
-            Ok(c) => c,
-            Err(e) => return e.to_string(),
-        };
-        if let Err(e) = events.send(&["PSUBSCRIBE", "*"]).await {
-            return e.to_string();
-        }
-        self.stats.set_connected(true);
-        tracing::info!(sentinel.addr = %self.addr, "sentinel link up");
-        if let Err(e) = self.report(&mut cmd, "connected").await {
-            return e;
-        }
-        let mut tick = tokio::time::interval(self.reconcile);
-        tick.reset();
-        loop {
-            tokio::select! {
-                msg = events.read_value() => {
-                    let msg = match msg { Ok(m) => m, Err(e) => return e.to_string() };
-                    if let Some((channel, payload)) = pubsub_message(&msg) {
-                        if concerns_master(&channel, &payload, &self.master_name) {
-                            self.stats.event(&channel);
-                            tracing::info!(sentinel.addr = %self.addr, %channel, %payload, "sentinel event");
-                            let _ = self.tx.send(LinkMsg::Event {
-                                sentinel: self.addr.clone(),
-                                channel: channel.clone(),
-                                payload: payload.clone(),
-                            });
-                            if let Err(e) = self.report(&mut cmd, &channel).await {
-                                return e;
-                            }
-                        }
-                    }
-                }
-                _ = tick.tick() => {
-                    if let Err(e) = self.report(&mut cmd, "reconcile").await {
-                        return e;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queries the sentinel and sends its view to the manager.
-    async fn report(&self, cmd: &mut ControlConn, cause: &str) -> Result<(), String> {
-        let master = cmd
-            .call(&["SENTINEL", "MASTER", &self.master_name])
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Value::Error(e) = &master {
-            return Err(format!(
-                "SENTINEL MASTER {}: {}",
-                self.master_name,
-                String::from_utf8_lossy(e)
-            ));
-        }
-        let fields = pairs(&master);
-        let (Some(ip), Some(port)) = (fields.get("ip"), fields.get("port")) else {
-            return Err("SENTINEL MASTER reply without ip/port".into());
-        };
-        let config_epoch = fields
-            .get("config-epoch")
-            .and_then(|e| e.parse().ok())
-            .unwrap_or(0);
-        let replicas = cmd
-            .call(&["SENTINEL", "REPLICAS", &self.master_name])
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut replicas: Vec<String> = replicas
-            .as_array()
-            .unwrap_or_default()
-            .iter()
-            .map(pairs)
-            .filter(|r| {
-                let flags = r.get("flags").map(String::as_str).unwrap_or("");
-                !flags
-                    .split(',')
-                    .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
-            })
-            .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
-            .collect();
-        replicas.sort();
-        let view = SentinelView {
-            master: format!("{ip}:{port}"),
-            config_epoch,
-            replicas,
-        };
-        self.tx
-            .send(LinkMsg::View {
-                sentinel: self.addr.clone(),
-                view,
-                cause: cause.to_string(),
-            })
-            .map_err(|_| "manager gone".to_string())
-    }
-}
-
-/// A flat `[k, v, k, v, ...]` reply as a map.
-fn pairs(v: &Value) -> HashMap<String, String> {
-    let items = v.as_array().unwrap_or_default();
-    items
-        .chunks(2)
-        .filter_map(|kv| match kv {
-            [k, v] => Some((k.as_str()?.to_string(), v.as_str()?.to_string())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// `pmessage pattern channel payload` (or `message channel payload`) as (channel, payload).
-fn pubsub_message(v: &Value) -> Option<(String, String)> {
-    let items = v.as_array()?;
-    let kind = items.first()?.as_str()?;
-    let (channel, payload) = match kind {
-        "pmessage" => (items.get(2)?, items.get(3)?),
-        "message" => (items.get(1)?, items.get(2)?),
-        _ => return None,
-    };
-    Some((channel.as_str()?.to_string(), payload.as_str()?.to_string()))
-}
-
-/// Whether a Sentinel event is about our master: `+switch-master <name> ...`,
-/// `master <name> ip port`, or `... @ <name> ip port`.
-pub fn concerns_master(channel: &str, payload: &str, name: &str) -> bool {
-    let words: Vec<&str> = payload.split_whitespace().collect();
-    if channel == "+switch-master" {
-        return words.first() == Some(&name);
-    }
-    if words.first() == Some(&"master") && words.get(1) == Some(&name) {
-        return true;
-    }
-    words
-        .windows(2)
-        .any(|w| matches!(w, ["@", n] if *n == name))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_about_our_master_are_recognised() {
-        assert!(concerns_master(
-            "+switch-master",
-            "mymaster 127.0.0.1 6380 127.0.0.1 6379",
-            "mymaster"
-        ));
-        assert!(!concerns_master(
-            "+switch-master",
-            "other 127.0.0.1 6380 127.0.0.1 6379",
-            "mymaster"
-        ));
-        assert!(concerns_master(
-            "+odown",
-            "master mymaster 127.0.0.1 6379 #quorum 3/2",
-            "mymaster"
-        ));
-        assert!(concerns_master(
-            "+promoted-slave",
-            "slave 127.0.0.1:6379 127.0.0.1 6379 @ mymaster 127.0.0.1 6380",
-            "mymaster"
-        ));
-        assert!(!concerns_master("+new-epoch", "8", "mymaster"));
-    }
 
     fn view(master: &str, epoch: u64) -> SentinelView {
         SentinelView {
