@@ -8,7 +8,7 @@
 //!
 //! While there is no master to write to (a failover is under way, or the master's connection is
 //! down) requests that need it are *held* in the FIFO, in order, and routed again whenever the
-//! routing table changes (and every [`HOLD_RETRY`]); after `failover.hold_ms` they get
+//! routing table changes (and every 100 ms); after `failover.hold_ms` they get
 //! `-TRYAGAIN`. Once a session holds something, everything after it is held too, so a later
 //! request never overtakes an earlier one. See `LIFECYCLE.md`.
 
