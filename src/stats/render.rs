@@ -281,7 +281,14 @@ fn html_failovers(out: &mut String, s: &Snapshot) {
                     )
                 },
             )),
-            Cell::Text(esc(&f.events.join("; "))),
+            // One event per line: the list is long and the table cells do not wrap.
+            Cell::Text(
+                f.events
+                    .iter()
+                    .map(|e| esc(e))
+                    .collect::<Vec<_>>()
+                    .join("<br>"),
+            ),
         ];
         (String::new(), cells)
     });
