@@ -10,6 +10,7 @@
 )]
 
 pub mod consistency;
+pub mod slot;
 pub mod table;
 
 use std::sync::Arc;

@@ -151,3 +151,45 @@ async fn killing_the_master_promotes_a_replica() {
         "a replica was promoted: {new}"
     );
 }
+
+/// `redis-cli ARGS...`, its stdout trimmed.
+async fn redis_cli(args: &[&str]) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(args)
+        .output()
+        .await
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_of_three_masters_and_three_replicas_serves_every_slot() {
+    let cluster = crate::harness::Cluster::start(3, 1).await;
+    assert_eq!(cluster.masters().await.len(), 3);
+    let ports: Vec<String> = cluster.nodes.iter().map(|n| n.port().to_string()).collect();
+    // Written through one node (redis-cli follows MOVED), read through another.
+    assert_eq!(
+        redis_cli(&["-c", "-p", &ports[0], "SET", "harness:k", "v"]).await,
+        "OK"
+    );
+    assert_eq!(
+        redis_cli(&["-c", "-p", &ports[4], "GET", "harness:k"]).await,
+        "v"
+    );
+    // The proxy's slot function agrees with a real cluster, hash tags included.
+    for key in [
+        "harness:k",
+        "{user1000}.following",
+        "foo{}{bar}",
+        "foo{{bar}}zap",
+        "",
+        "x",
+    ] {
+        let slot = redis_cli(&["-p", &ports[1], "CLUSTER", "KEYSLOT", key]).await;
+        assert_eq!(
+            slot,
+            haproxy_rs::router::slot::key_slot(key.as_bytes()).to_string(),
+            "slot of {key:?}"
+        );
+    }
+}

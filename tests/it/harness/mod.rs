@@ -3,12 +3,14 @@
 //! - `ports`: process-wide registry of free loopback ports (sozu `port_registry`).
 //! - `redis`: [`RedisServer`], a master or replica in its own temp dir, killed on drop.
 //! - `sentinel`: [`Sentinel`] and [`Topology`] (master + replicas + sentinels, `failover()`).
+//! - `cluster`: [`Cluster`], a real Redis Cluster created with `redis-cli --cluster create`.
 //! - `load`: a closed-loop write load that records what was acknowledged, for failover tests.
 //! - `eventually`: the [`eventually!`](crate::eventually) macro and the `HAPROXY_RS_TEST_PATIENCE` multiplier.
 
 // The harness is an API for every test module; each build uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod eventually;
 pub mod load;
 pub mod ports;
@@ -16,5 +18,6 @@ pub mod proxy;
 pub mod redis;
 pub mod sentinel;
 
+pub use self::cluster::Cluster;
 pub use self::redis::RedisServer;
 pub use self::sentinel::{Sentinel, SentinelOptions, Topology, MASTER_NAME};
