@@ -11,6 +11,7 @@
 
 pub mod consistency;
 pub mod slot;
+pub mod slotmap;
 pub mod table;
 
 use std::sync::Arc;

@@ -176,6 +176,23 @@ async fn a_cluster_of_three_masters_and_three_replicas_serves_every_slot() {
         redis_cli(&["-c", "-p", &ports[4], "GET", "harness:k"]).await,
         "v"
     );
+    // The proxy's slot map parses the real CLUSTER SLOTS, and the key lives where it says.
+    let map = cluster.nodes[2]
+        .slot_map()
+        .await
+        .expect("CLUSTER SLOTS parses");
+    assert_eq!(map.served(), 16384);
+    assert_eq!(map.masters().len(), 3);
+    let owner = map
+        .owners(haproxy_rs::router::slot::key_slot(b"harness:k"))
+        .unwrap();
+    assert_eq!(owner.replicas.len(), 1);
+    let port = owner.master.rsplit(':').next().unwrap();
+    assert_eq!(
+        redis_cli(&["-p", port, "GET", "harness:k"]).await,
+        "v",
+        "the master the map names holds the key (no redirection)"
+    );
     // The proxy's slot function agrees with a real cluster, hash tags included.
     for key in [
         "harness:k",

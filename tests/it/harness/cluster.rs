@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use haproxy_rs::backend::{ControlConn, Credentials};
+use haproxy_rs::router::slotmap::SlotMap;
 
 use super::ports;
 use super::redis::{info_field, RedisServer};
@@ -62,7 +64,29 @@ impl Cluster {
             cluster.all_ok().await,
             "every node of the cluster reports cluster_state:ok with 16384 slots"
         );
+        crate::eventually!(
+            READY_TIMEOUT,
+            cluster.all_see_replicas(replicas).await,
+            "every node's CLUSTER SLOTS lists {replicas} replica(s) for each range"
+        );
         cluster
+    }
+
+    /// Whether every node's `CLUSTER SLOTS` covers all slots with `replicas` replicas per range.
+    pub async fn all_see_replicas(&self, replicas: usize) -> bool {
+        for node in &self.nodes {
+            let Some(map) = node.slot_map().await else {
+                return false;
+            };
+            let complete = map.served() == 16384
+                && (0..16384u16)
+                    .step_by(97)
+                    .all(|s| map.owners(s).is_some_and(|o| o.replicas.len() == replicas));
+            if !complete {
+                return false;
+            }
+        }
+        true
     }
 
     /// Whether every node says the cluster is ok and all slots are assigned.
@@ -96,6 +120,19 @@ impl Cluster {
 }
 
 impl RedisServer {
+    /// This node's `CLUSTER SLOTS`, parsed by the proxy's own [`SlotMap`].
+    pub async fn slot_map(&self) -> Option<SlotMap> {
+        let mut c = ControlConn::connect(
+            &self.addr(),
+            &Credentials::default(),
+            Duration::from_secs(5),
+        )
+        .await
+        .ok()?;
+        let reply = c.call(&["CLUSTER", "SLOTS"]).await.ok()?;
+        SlotMap::from_cluster_slots(&reply).ok()
+    }
+
     /// `CLUSTER INFO` as text (empty if the node does not answer).
     pub async fn cluster_info(&self) -> String {
         let Ok(mut c) = super::redis::connect(&self.addr()).await else {
