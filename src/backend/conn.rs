@@ -379,6 +379,5 @@ fn deliver(
 
 /// The value of an integer reply (`:12`).
 fn integer_reply(frame: &[u8]) -> Option<i64> {
-    let digits = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    crate::resp::string2ll(frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?)
 }

@@ -90,7 +90,6 @@ pub fn tune_socket(stream: &TcpStream) {
 pub struct BackendHealth {
     reachable: AtomicBool,
     role: AtomicU8,
-    link_up: AtomicBool,
     lag_ok: AtomicBool,
     offset: AtomicU64,
 }
@@ -105,7 +104,7 @@ impl BackendHealth {
         self.reachable.store(false, Ordering::Release);
     }
     /// Records a successful check.
-    pub fn set_checked(&self, role: Role, offset: u64, link_up: bool, lag_ok: bool) {
+    pub fn set_checked(&self, role: Role, offset: u64, lag_ok: bool) {
         let r = match role {
             Role::Master => ROLE_MASTER,
             Role::Replica => ROLE_REPLICA,
@@ -113,7 +112,6 @@ impl BackendHealth {
         };
         self.role.store(r, Ordering::Relaxed);
         self.offset.store(offset, Ordering::Relaxed);
-        self.link_up.store(link_up, Ordering::Relaxed);
         self.lag_ok.store(lag_ok, Ordering::Relaxed);
         self.reachable.store(true, Ordering::Release);
     }
@@ -132,10 +130,6 @@ impl BackendHealth {
     /// Replication offset: `master_repl_offset` of a master, `slave_repl_offset` of a replica.
     pub fn offset(&self) -> u64 {
         self.offset.load(Ordering::Relaxed)
-    }
-    /// Whether the replica's link to its master was up at the last check.
-    pub fn link_up(&self) -> bool {
-        self.link_up.load(Ordering::Relaxed)
     }
     /// A replica fit to serve reads: reachable, and its data at most `max_replica_lag_secs`
     /// old (its link is up and recently active, or went down no longer ago than that: during

@@ -253,11 +253,7 @@ impl Session {
                 return self.push_ready(reply).await;
             }
         };
-        let need = if self.track_writes && !write {
-            self.rw.need(&self.ctx.clock)
-        } else {
-            ReadNeed::Any
-        };
+        let need = self.read_need(write);
         let any_read = !write && need == ReadNeed::Any;
         let holding = self.held > 0
             || matches!(
@@ -271,8 +267,7 @@ impl Session {
         if holding {
             self.gather(Target::Hold, any_read).await;
         } else if !joins_open {
-            let policy = self.ctx.routing.read_policy;
-            let target = match route(table, self.endpoint, policy, write, need, &mut self.cursor) {
+            let target = match self.route(table, write, need) {
                 Route::Backend(b) => Target::Backend(b.clone()),
                 Route::Hold => Target::Hold,
                 Route::Error(reply) => return self.push_ready(reply).await,
@@ -294,6 +289,21 @@ impl Session {
         if write && self.track_writes {
             self.rw.write_sent();
         }
+    }
+
+    /// What a read needs for read-your-writes (`Any` for writes and when that is off).
+    fn read_need(&mut self, write: bool) -> ReadNeed {
+        if self.track_writes && !write {
+            self.rw.need(&self.ctx.clock)
+        } else {
+            ReadNeed::Any
+        }
+    }
+
+    /// Routes a request of this session's endpoint under the configured read policy.
+    fn route<'t>(&mut self, table: &'t RoutingTable, write: bool, need: ReadNeed) -> Route<'t> {
+        let policy = self.ctx.routing.read_policy;
+        route(table, self.endpoint, policy, write, need, &mut self.cursor)
     }
 
     /// Makes `target` the open batch's target, sending the open batch first if it goes elsewhere.
@@ -426,13 +436,8 @@ impl Session {
         let route_to = if self.held > 0 {
             Route::Hold // keep the order behind a batch that is still held
         } else {
-            let need = if self.track_writes && !write {
-                self.rw.need(&self.ctx.clock)
-            } else {
-                ReadNeed::Any
-            };
-            let policy = self.ctx.routing.read_policy;
-            route(table, self.endpoint, policy, write, need, &mut self.cursor)
+            let need = self.read_need(write);
+            self.route(table, write, need)
         };
         match route_to {
             Route::Backend(b) => {

@@ -151,9 +151,7 @@ async fn check_once(
     };
     let info = parse_replication(&text);
     let lag_ok = info.last_io_secs <= ctx.max_lag_secs;
-    backend
-        .health
-        .set_checked(info.role, info.offset, info.link_up, lag_ok);
+    backend.health.set_checked(info.role, info.offset, lag_ok);
     backend.stats.set_replication(info.offset, info.link_up);
     if let (Some(seq), Role::Master) = (seq, info.role) {
         ctx.clock.complete(seq, info.offset);

@@ -128,13 +128,18 @@ impl TopologyState {
         }
         self.stats.set_master(master);
         tracing::info!(generation = table.generation, master = ?master, replicas = ?replicas, "routing table updated");
-        let generation = table.generation;
-        self.table.store(Arc::new(table));
-        self.generations.send_replace(generation);
+        self.store(table);
         if let Some(m) = master {
             self.fetch_commands_once(m);
         }
         true
+    }
+
+    /// Swaps `table` in and tells the sessions holding requests that it changed.
+    fn store(&self, table: RoutingTable) {
+        let generation = table.generation;
+        self.table.store(Arc::new(table));
+        self.generations.send_replace(generation);
     }
 
     /// Fences writes off the current master (a failover is under way) or lifts the fence.
@@ -150,9 +155,7 @@ impl TopologyState {
             fence,
         };
         tracing::info!(generation = table.generation, fence = ?table.fence.as_ref().map(|f| &f.cause), "write fence changed");
-        let generation = table.generation;
-        self.table.store(Arc::new(table));
-        self.generations.send_replace(generation);
+        self.store(table);
     }
 
     /// The backend for `addr`, with a health task if it is new.
