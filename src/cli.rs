@@ -135,6 +135,15 @@ pub struct RunArgs {
     /// A static list of servers instead of Sentinel, HOST:PORT,HOST:PORT,...
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     pub servers: Vec<String>,
+    /// A Redis Cluster node to learn the slot map from, HOST:PORT (repeat the flag, or
+    /// comma-separate): the proxy then routes by hash slot.
+    #[arg(
+        long = "cluster",
+        value_name = "HOST:PORT",
+        env = "REDIS_CLUSTER_SEEDS",
+        value_delimiter = ','
+    )]
+    pub cluster: Vec<String>,
     /// Password of the Redis servers.
     #[arg(
         long,
@@ -221,6 +230,17 @@ impl RunArgs {
         }
         if !self.servers.is_empty() {
             cfg.servers = self.servers.iter().map(|s| s.trim().to_string()).collect();
+        }
+        let seeds: Vec<String> = self
+            .cluster
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !seeds.is_empty() {
+            cfg.cluster
+                .get_or_insert_with(crate::config::ClusterConfig::default)
+                .seeds = seeds;
         }
         if let Some(p) = &self.password {
             cfg.backend.password = Some(MaskedString::new(p.clone()));

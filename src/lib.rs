@@ -5,6 +5,7 @@
 //! - [`resp`]: the client request parser, backend reply framing, encoding, the command table.
 //! - [`router`]: classifying commands, the [`router::RoutingTable`] snapshot, read-your-writes.
 //! - [`topology`]: Sentinel links, static servers and health checks that publish routing tables.
+//! - [`cluster`]: cluster mode: the slot map, routing by slot, redirections, split commands.
 //! - [`backend`]: shared, pipelined connections to each Redis server.
 //! - [`proxy`]: listeners and client sessions.
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
@@ -14,6 +15,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod proxy;
 pub mod resp;
@@ -75,6 +77,8 @@ pub struct Proxy {
     pub stats: Arc<Stats>,
     /// The current routing table.
     pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Cluster mode's slot map and backends.
+    pub cluster: Option<Arc<cluster::ClusterState>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
@@ -128,9 +132,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         Some(a) => Some(bind("stats", a).await?),
         None => None,
     };
-    let (mode, master_name) = match &cfg.sentinel {
-        Some(s) => ("sentinel", Some(s.master_name.as_str())),
-        None => ("static", None),
+    let (mode, master_name) = match (&cfg.sentinel, &cfg.cluster) {
+        (Some(s), _) => ("sentinel", Some(s.master_name.as_str())),
+        (None, Some(_)) => ("cluster", None),
+        (None, None) => ("static", None),
     };
     let stats = Stats::new(mode, master_name);
     let sessions = TaskTracker::new();
@@ -146,16 +151,31 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     let durability = proxy::Durability::from_config(&cfg.failover);
     let mut conn_settings = ConnSettings::from_config(&cfg.backend, workers.len());
     conn_settings.wait = durability.as_ref().map(|d| d.wait.clone());
-    let backends = Arc::new(BackendSet::new(
-        conn_settings,
-        stats.clone(),
-        backend_token.clone(),
-        background.clone(),
-    ));
+    let backend_set = |settings: ConnSettings| {
+        BackendSet::new(
+            settings,
+            stats.clone(),
+            backend_token.clone(),
+            background.clone(),
+        )
+    };
+    let cluster_state = cfg.cluster.as_ref().map(|c| {
+        let replicas = ConnSettings {
+            readonly: true,
+            ..conn_settings.clone()
+        };
+        Arc::new(cluster::ClusterState::new(
+            backend_set(conn_settings.clone()),
+            backend_set(replicas),
+            stats.cluster(),
+            Duration::from_millis(c.retry_window_ms),
+        ))
+    });
+    let backends = Arc::new(backend_set(conn_settings));
     let clock = Arc::new(ReplicationClock::default());
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let state = Arc::new(TopologyState::new(
-        backends,
+        backends.clone(),
         stats.clone(),
         Duration::from_millis(cfg.backend.health_interval_ms),
         cfg.routing.max_replica_lag_secs,
@@ -166,15 +186,26 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     ));
     let (switchover_tx, switchover_rx) = mpsc::unbounded_channel();
     let admin = cfg.sentinel.is_some().then_some(switchover_tx);
-    match &cfg.sentinel {
-        Some(s) => background.spawn(topology::sentinel::run_sentinel(
+    match (&cfg.sentinel, &cfg.cluster, &cluster_state) {
+        (_, Some(c), Some(cs)) => background.spawn(
+            cluster::refresh::Refresher {
+                state: cs.clone(),
+                config: c.clone(),
+                creds: backends.credentials().clone(),
+                timeout: backends.connect_timeout(),
+                commands: state.commands.clone(),
+                server_version: state.server_version.clone(),
+            }
+            .run(backend_token.clone()),
+        ),
+        (Some(s), _, _) => background.spawn(topology::sentinel::run_sentinel(
             s.clone(),
             state.clone(),
             changes_rx,
             Duration::from_millis(cfg.failover.hold_ms),
             switchover_rx,
         )),
-        None => background.spawn(topology::static_servers::run_static(
+        _ => background.spawn(topology::static_servers::run_static(
             cfg.servers.clone(),
             state.clone(),
             changes_rx,
@@ -195,6 +226,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         max_held_bytes: cfg.failover.max_held_bytes,
         holds: stats.hold(),
         durability,
+        cluster: cluster_state.clone(),
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);
@@ -224,6 +256,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         stats_addr,
         stats,
         table: state.table.clone(),
+        cluster: cluster_state,
         shutdown,
         sessions,
         background,

@@ -198,6 +198,10 @@ async fn connect(
     if protocol == Protocol::Resp3 {
         steps.push((encode_command(&["HELLO", "3"]), true));
     }
+    if settings.readonly {
+        // Not fatal: without it a replica answers MOVED and the read goes to the master.
+        steps.push((encode_command(&["READONLY"]), false));
+    }
     // A server that renamed CLIENT still serves.
     steps.push((encode_command(&["CLIENT", "SETNAME", "haproxy-rs"]), false));
     let handshake = async {

@@ -210,6 +210,8 @@ pub struct ConnSettings {
     pub max_backoff: Duration,
     /// `WAIT N timeout`, written after durable dispatches (`write_durability`).
     pub wait: Option<bytes::Bytes>,
+    /// Send `READONLY` on connect: a cluster replica then serves reads of its master's slots.
+    pub readonly: bool,
 }
 
 impl ConnSettings {
@@ -226,6 +228,7 @@ impl ConnSettings {
             command_timeout: Duration::from_millis(b.command_timeout_ms),
             max_backoff: Duration::from_millis(b.max_backoff_ms),
             wait: None,
+            readonly: false,
         }
     }
 }
@@ -300,6 +303,12 @@ impl BackendSet {
         if let Some(b) = map.remove(addr) {
             b.token.cancel();
         }
+    }
+
+    /// The backends known now.
+    pub fn all(&self) -> Vec<Arc<Backend>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
     }
 
     /// Credentials for control connections to the servers.

@@ -31,6 +31,8 @@ pub struct Config {
     pub sentinel: Option<SentinelConfig>,
     /// A static list of servers checked with PING + ROLE, the way the HAProxy config did.
     pub servers: Vec<String>,
+    /// Front a Redis Cluster (exclusive with `sentinel` and `servers`).
+    pub cluster: Option<ClusterConfig>,
     /// Connections to each Redis server.
     pub backend: BackendConfig,
     /// Where commands go.
@@ -50,6 +52,7 @@ impl Default for Config {
             max_pipeline: 1024,
             sentinel: None,
             servers: Vec::new(),
+            cluster: None,
             backend: BackendConfig::default(),
             routing: RoutingConfig::default(),
             failover: FailoverConfig::default(),
@@ -135,6 +138,32 @@ impl Default for SentinelConfig {
             username: None,
             password: None,
             reconcile_interval_ms: 1000,
+        }
+    }
+}
+
+/// The `[cluster]` table: the proxy routes by hash slot to the nodes of a Redis Cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Nodes to ask for the slot map, `host:port` (any node of the cluster will do; several in
+    /// case one is down). The nodes the cluster itself announces are asked too once known.
+    pub seeds: Vec<String>,
+    /// How often the slot map is fetched again (it is also fetched at once on `MOVED` and when a
+    /// node cannot be reached).
+    pub refresh_interval_ms: u64,
+    /// Longest a request is retried through `MOVED`, `TRYAGAIN`, `CLUSTERDOWN` and unreachable
+    /// nodes before the client gets the error. The default covers a failover under Redis's
+    /// default `cluster-node-timeout` (15 s) plus the election.
+    pub retry_window_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            seeds: Vec::new(),
+            refresh_interval_ms: 2000,
+            retry_window_ms: 20_000,
         }
     }
 }
@@ -291,6 +320,17 @@ impl Config {
             source,
         })?;
         Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// A config for a Redis Cluster reached through `seeds`, everything else default.
+    pub fn for_cluster(seeds: Vec<String>) -> Config {
+        Config {
+            cluster: Some(ClusterConfig {
+                seeds,
+                ..ClusterConfig::default()
+            }),
+            ..Config::default()
+        }
     }
 
     /// A config for a Sentinel-managed master, everything else default.

@@ -83,20 +83,46 @@ impl Config {
             0,
             1 << 40,
         )?;
-        match (&self.sentinel, self.servers.is_empty()) {
-            (Some(_), false) => {
-                return Err(invalid(
-                    "servers",
-                    "set either `[sentinel]` or `servers`, not both",
-                ))
+        let sources = usize::from(self.sentinel.is_some())
+            + usize::from(!self.servers.is_empty())
+            + usize::from(self.cluster.is_some());
+        if sources > 1 {
+            let key = if self.cluster.is_some() {
+                "cluster"
+            } else {
+                "servers"
+            };
+            return Err(invalid(
+                key,
+                "set only one of `[sentinel]`, `servers` and `[cluster]`",
+            ));
+        }
+        if sources == 0 {
+            return Err(invalid(
+                "sentinel.addrs",
+                "no backend: set `[sentinel] addrs` (--sentinel, REDIS_SENTINEL_ADDRS), `servers` (--servers) or `[cluster] seeds` (--cluster)",
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            if c.seeds.is_empty() {
+                return Err(invalid("cluster.seeds", "needs at least one host:port"));
             }
-            (None, true) => {
-                return Err(invalid(
-                    "sentinel.addrs",
-                    "no backend: set `[sentinel] addrs` (--sentinel, REDIS_SENTINEL_ADDRS) or `servers` (--servers)",
-                ))
+            for a in &c.seeds {
+                check_server_addr("cluster.seeds", a)?;
             }
-            _ => {}
+            check_range(
+                "cluster.refresh_interval_ms",
+                c.refresh_interval_ms,
+                50,
+                600_000,
+            )?;
+            check_range("cluster.retry_window_ms", c.retry_window_ms, 0, 600_000)?;
+            if self.failover.write_durability.replicas > 0 {
+                return Err(invalid(
+                    "failover.write_durability",
+                    "not supported with `[cluster]` yet (only \"none\")",
+                ));
+            }
         }
         if let Some(s) = &self.sentinel {
             if s.addrs.is_empty() {
@@ -204,6 +230,26 @@ mod tests {
         c.sentinel = None;
         c.servers = vec!["a:0".into()];
         assert_eq!(key_of(c.validate()), "servers");
+    }
+
+    #[test]
+    fn cluster_mode_is_exclusive_and_needs_seeds() {
+        let c = Config::for_cluster(vec!["127.0.0.1:7000".into()]);
+        c.validate().unwrap();
+        let mut c = base();
+        c.cluster = Config::for_cluster(vec!["127.0.0.1:7000".into()]).cluster;
+        assert_eq!(key_of(c.validate()), "cluster");
+        assert_eq!(
+            key_of(Config::for_cluster(vec![]).validate()),
+            "cluster.seeds"
+        );
+        assert_eq!(
+            key_of(Config::for_cluster(vec!["nohost".into()]).validate()),
+            "cluster.seeds"
+        );
+        let mut c = Config::for_cluster(vec!["127.0.0.1:7000".into()]);
+        c.failover.write_durability.replicas = 1;
+        assert_eq!(key_of(c.validate()), "failover.write_durability");
     }
 
     #[test]

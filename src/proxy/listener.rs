@@ -10,6 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::session::Session;
+use crate::cluster::session::ClusterSession;
+
+/// A session of either mode.
+enum Either {
+    Sentinel(Session),
+    Cluster(ClusterSession),
+}
 use super::workers::{Job, Workers};
 use super::ProxyContext;
 use crate::backend::tune_socket;
@@ -75,7 +82,21 @@ impl Listener {
                 }
             };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-            let session = Session::new(self.ctx.clone(), self.endpoint, self.stats.clone(), id);
+            let session = match &self.ctx.cluster {
+                Some(state) => Either::Cluster(ClusterSession::new(
+                    self.ctx.clone(),
+                    state.clone(),
+                    self.endpoint,
+                    self.stats.clone(),
+                    id,
+                )),
+                None => Either::Sentinel(Session::new(
+                    self.ctx.clone(),
+                    self.endpoint,
+                    self.stats.clone(),
+                    id,
+                )),
+            };
             let stats = self.stats.clone();
             let token = shutdown.clone();
             let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
@@ -91,7 +112,10 @@ impl Listener {
                             }
                         };
                         stats.connection_opened();
-                        session.run(stream, token).await;
+                        match session {
+                            Either::Sentinel(s) => s.run(stream, token).await,
+                            Either::Cluster(s) => s.run(stream, token).await,
+                        }
                         stats.connection_closed();
                     }
                     .instrument(span),

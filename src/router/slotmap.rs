@@ -84,6 +84,32 @@ impl SlotMap {
         self.owners.get(usize::from(index))
     }
 
+    /// Which owner set (an index into [`owner_sets`](Self::owner_sets)) serves `slot`.
+    pub fn owner_index(&self, slot: u16) -> Option<usize> {
+        let index = *self.slots.get(usize::from(slot))?;
+        (index != UNSERVED).then_some(usize::from(index))
+    }
+
+    /// The distinct owner sets (master and replicas), in first-seen order.
+    pub fn owner_sets(&self) -> &[SlotOwners] {
+        &self.owners
+    }
+
+    /// The slot ranges of owner set `index`, in order, as `(first, last)`.
+    pub fn ranges_of(&self, index: usize) -> Vec<(u16, u16)> {
+        let mut out: Vec<(u16, u16)> = Vec::new();
+        for (slot, &i) in (0u16..).zip(self.slots.iter()) {
+            if usize::from(i) != index || i == UNSERVED {
+                continue;
+            }
+            match out.last_mut() {
+                Some((_, last)) if *last + 1 == slot => *last = slot,
+                _ => out.push((slot, slot)),
+            }
+        }
+        out
+    }
+
     /// Slots served by some node (16384 when the cluster is complete).
     pub fn served(&self) -> usize {
         self.slots.iter().filter(|&&i| i != UNSERVED).count()
@@ -147,6 +173,9 @@ mod tests {
         assert_eq!(map.owners(5461).unwrap().master, "10.0.0.2:7001");
         assert!(map.owners(16383).unwrap().replicas.is_empty());
         assert_eq!(map.masters().len(), 3);
+        assert_eq!(map.owner_index(5461), Some(1));
+        assert_eq!(map.owner_sets()[1].master, "10.0.0.2:7001");
+        assert_eq!(map.ranges_of(1), [(5461, 10922)]);
     }
 
     #[test]

@@ -39,14 +39,14 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Only touched at snapshot time or by the 1 s ticker, never by the data path, so it sits
 /// behind a `std::sync::Mutex` held for a few instructions.
 #[derive(Debug)]
-struct RateMeter {
+pub(crate) struct RateMeter {
     prev_count: u64,
     prev_at: Instant,
     rate: Option<f64>,
 }
 
 impl RateMeter {
-    fn new() -> Mutex<Self> {
+    pub(crate) fn new() -> Mutex<Self> {
         Mutex::new(Self {
             prev_count: 0,
             prev_at: Instant::now(),
@@ -57,7 +57,7 @@ impl RateMeter {
     /// Takes a sample if a full window has passed; returns the latest rate. Before the first
     /// full window it reports the count over one window (a burst in the first milliseconds
     /// must not read as millions of ops/s).
-    fn update(&mut self, count: u64, now: Instant) -> f64 {
+    pub(crate) fn update(&mut self, count: u64, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.prev_at).as_secs_f64();
         let delta = count.saturating_sub(self.prev_count) as f64;
         if elapsed >= RATE_WINDOW.as_secs_f64() {

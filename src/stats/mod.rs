@@ -4,6 +4,7 @@
 //! atomics. Registration, failovers and snapshots take `std::sync::Mutex`es that are never
 //! held across an `.await` and never on the per-command path.
 
+mod cluster;
 mod counters;
 mod histogram;
 mod hold;
@@ -19,6 +20,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use cluster::{ClusterNodeSnapshot, ClusterSnapshot, ClusterStats, ClusterView};
 pub use counters::{
     BackendSnapshot, BackendState, BackendStats, LatencySnapshot, ListenerSnapshot, ListenerStats,
     Role, SentinelSnapshot, SentinelStats,
@@ -69,6 +71,7 @@ pub struct Stats {
     failovers: Mutex<VecDeque<FailoverRecord>>,
     failovers_total: AtomicU64,
     hold: Arc<HoldStats>,
+    cluster: Arc<ClusterStats>,
 }
 
 /// Everything the stats page shows, copied at one moment. Times are unix millis, ages
@@ -104,17 +107,22 @@ pub struct Snapshot {
     pub failovers: Vec<FailoverRecord>,
     /// Requests held while there was no master to write to.
     pub hold: HoldSnapshot,
+    /// Cluster mode: the slot map, redirections and retries (`None` in the other modes).
+    pub cluster: Option<ClusterSnapshot>,
 }
 
 impl Snapshot {
-    /// Whether a master is known (what `/healthz` reports).
+    /// Whether a master is known, or in cluster mode every slot served (what `/healthz` reports).
     pub fn healthy(&self) -> bool {
-        self.master.is_some()
+        match &self.cluster {
+            Some(c) => c.view.slots_served == usize::from(crate::router::slot::SLOTS),
+            None => self.master.is_some(),
+        }
     }
 }
 
 impl Stats {
-    /// A new registry; `mode` is `"sentinel"` or `"static"`.
+    /// A new registry; `mode` is `"sentinel"`, `"static"` or `"cluster"`.
     pub fn new(mode: &str, master_name: Option<&str>) -> Arc<Stats> {
         Arc::new(Stats {
             mode: mode.to_owned(),
@@ -128,12 +136,18 @@ impl Stats {
             failovers: Mutex::new(VecDeque::with_capacity(FAILOVER_HISTORY)),
             failovers_total: AtomicU64::new(0),
             hold: Arc::new(HoldStats::default()),
+            cluster: Arc::new(ClusterStats::default()),
         })
     }
 
     /// The held-request counters (shared with the sessions).
     pub fn hold(&self) -> Arc<HoldStats> {
         Arc::clone(&self.hold)
+    }
+
+    /// Cluster mode's counters (shared with the sessions and the refresher).
+    pub fn cluster(&self) -> Arc<ClusterStats> {
+        Arc::clone(&self.cluster)
     }
 
     /// Registers a listener (once, at start) and returns its counters.
@@ -231,6 +245,7 @@ impl Stats {
         for b in self.backends() {
             b.refresh_rate(now);
         }
+        self.cluster.refresh_rate(now);
     }
 
     // Clone the Arc lists so the registry locks are not held while reading counters.
@@ -269,12 +284,16 @@ impl Stats {
             failovers_total: self.failovers_total.load(Ordering::Relaxed),
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
             hold: self.hold.snapshot(),
+            cluster: (self.mode == "cluster").then(|| self.cluster.snapshot(now)),
         }
     }
 }
 
 /// The topology's source in words, for the page and `/stats.json`.
 fn topology_status(mode: &str, sentinels: &[SentinelSnapshot]) -> String {
+    if mode == "cluster" {
+        return "following the cluster's slot map (CLUSTER SLOTS)".to_owned();
+    }
     if mode != "sentinel" {
         return "static servers, roles from health checks".to_owned();
     }

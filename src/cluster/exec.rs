@@ -1,0 +1,492 @@
+//! Running a pipeline's requests on the cluster: parts grouped per node (one dispatch each),
+//! redirections followed, transient errors retried within the retry window, replies combined in
+//! request order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
+
+use super::merge::{combine, Combine};
+use super::redirect::{reaction, Reaction};
+use super::{ClusterMap, ClusterState};
+use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
+use crate::config::ReadPolicy;
+use crate::proxy::reply::backend_error;
+use crate::resp::{encode_command, error_reply, is_error_reply};
+use crate::stats::ListenerStats;
+
+/// First pause before a retry; it doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// Redirections followed at once; past this, each retry waits (a redirection loop must not spin).
+const FREE_REDIRECTS: u32 = 5;
+
+/// Where a part goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The node serving this slot (a replica for reads, by policy).
+    Slot(u16),
+    /// This node (fan-out to every master, `SCAN`).
+    Node(Arc<Backend>),
+    /// Any master (keyless commands), round-robin.
+    AnyMaster,
+}
+
+/// How a session's requests are routed, fixed for a chunk.
+#[derive(Clone)]
+pub struct RouteCtx {
+    /// The cluster.
+    pub state: Arc<ClusterState>,
+    /// The session's protocol (its backend connections speak it too).
+    pub protocol: Protocol,
+    /// The session's backend connection slot.
+    pub conn_slot: usize,
+    /// `routing.read_policy`.
+    pub policy: ReadPolicy,
+    /// The listener's counters (errors).
+    pub listener: Arc<ListenerStats>,
+}
+
+/// One request (or one slot's share of a split request) on its way to a node.
+struct Part {
+    target: Target,
+    raw: Bytes,
+    /// Safe to send again after a lost connection (a read).
+    read: bool,
+    /// May go to a replica.
+    replica_ok: bool,
+    /// The next attempt goes here: a `MOVED` target, or an `ASK` target (then with `ASKING`).
+    redirect: Option<(Arc<Backend>, bool)>,
+    attempts: u32,
+    reply: Option<Bytes>,
+    /// What the client gets if the retry window runs out.
+    last_error: Option<Bytes>,
+}
+
+enum Entry {
+    Ready(Bytes),
+    Parts {
+        first: usize,
+        count: usize,
+        combine: Combine,
+    },
+}
+
+/// One dispatch in flight: its backend, its reply, and which parts it carries.
+pub struct Sent {
+    backend: Arc<Backend>,
+    rx: Option<oneshot::Receiver<BatchReply>>,
+    /// (part, sent with `ASKING` first, sent to a replica)
+    members: Vec<(usize, bool, bool)>,
+}
+
+/// What became of one attempt of a part.
+enum Outcome {
+    Frame(Bytes),
+    /// Not sent (no connection): safe to send anywhere.
+    Unsent(Bytes),
+    /// Lost after sending: the outcome is unknown.
+    Lost(Bytes),
+}
+
+/// The requests parsed from one read of a client, run together.
+pub struct Chunk {
+    ctx: RouteCtx,
+    entries: Vec<Entry>,
+    parts: Vec<Part>,
+    requests: usize,
+    cursor: usize,
+    started: Instant,
+    /// Parts that found no node in the last round; retried after a pause.
+    later: Vec<usize>,
+}
+
+impl Chunk {
+    /// An empty chunk; `cursor` spreads reads over replicas and keyless commands over masters.
+    pub fn new(ctx: RouteCtx, cursor: usize) -> Chunk {
+        Chunk {
+            ctx,
+            entries: Vec::new(),
+            parts: Vec::new(),
+            requests: 0,
+            cursor,
+            started: Instant::now(),
+            later: Vec::new(),
+        }
+    }
+
+    /// Requests in the chunk.
+    pub fn requests(&self) -> usize {
+        self.requests
+    }
+
+    /// Where the round-robin cursor ended.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// A reply known already, in its place.
+    pub fn push_ready(&mut self, reply: Bytes) {
+        self.requests += 1;
+        self.entries.push(Entry::Ready(reply));
+    }
+
+    /// A request made of `parts`, whose replies combine by `how`.
+    pub fn push_parts(
+        &mut self,
+        parts: Vec<(Target, Bytes)>,
+        read: bool,
+        replica_ok: bool,
+        how: Combine,
+    ) {
+        self.requests += 1;
+        let first = self.parts.len();
+        let count = parts.len();
+        self.parts
+            .extend(parts.into_iter().map(|(target, raw)| Part {
+                target,
+                raw,
+                read,
+                replica_ok,
+                redirect: None,
+                attempts: 0,
+                reply: None,
+                last_error: None,
+            }));
+        self.entries.push(Entry::Parts {
+            first,
+            count,
+            combine: how,
+        });
+    }
+
+    /// Sends every part, grouped per node: the first round, done by the session itself so its
+    /// requests reach each node in the order it sent them.
+    pub async fn send(&mut self) -> Vec<Sent> {
+        let all: Vec<usize> = (0..self.parts.len()).collect();
+        let map = self.ctx.state.map();
+        self.send_round(&map, &all).await
+    }
+
+    /// Waits for the replies, follows redirections and retries, and returns the chunk's replies
+    /// in request order.
+    pub async fn finish(mut self, mut sent: Vec<Sent>) -> Bytes {
+        let deadline = self.started + self.ctx.state.retry_window;
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let mut retry = std::mem::take(&mut self.later);
+            let mut wait = !retry.is_empty();
+            if wait {
+                self.ctx.state.request_refresh();
+            }
+            for s in sent {
+                for (i, outcome) in collect(s).await {
+                    match self.decide(i, outcome) {
+                        Decision::Done => {}
+                        Decision::Now => retry.push(i),
+                        Decision::Later => {
+                            wait = true;
+                            retry.push(i);
+                        }
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.give_up(&retry);
+                break;
+            }
+            if wait {
+                let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            for &i in &retry {
+                if let Some(p) = self.parts.get_mut(i) {
+                    p.attempts += 1;
+                }
+                self.ctx.state.stats.retried();
+            }
+            let map = self.ctx.state.map();
+            sent = self.send_round(&map, &retry).await;
+        }
+        self.replies()
+    }
+
+    /// Sends the parts `which`, one dispatch per node.
+    async fn send_round(&mut self, map: &ClusterMap, which: &[usize]) -> Vec<Sent> {
+        let mut groups: Vec<Group> = Vec::new();
+        let mut failed = Vec::new();
+        for &i in which {
+            match self.resolve(map, i) {
+                Resolved::To(backend, asking, replica) => {
+                    let Some(part) = self.parts.get(i) else {
+                        continue;
+                    };
+                    let g = match groups.iter().position(|g| Arc::ptr_eq(&g.0, &backend)) {
+                        Some(g) => g,
+                        None => {
+                            groups.push((backend, Vec::new(), Vec::new(), 0));
+                            groups.len() - 1
+                        }
+                    };
+                    if let Some(g) = groups.get_mut(g) {
+                        if asking {
+                            g.1.push(encode_command(&["ASKING"]));
+                            g.3 += 1;
+                        }
+                        g.1.push(part.raw.clone());
+                        g.2.push((i, asking, replica));
+                        g.3 += 1;
+                    }
+                }
+                Resolved::Later(error) => failed.push((i, error)),
+                Resolved::Fail(error) => {
+                    if let Some(p) = self.parts.get_mut(i) {
+                        p.reply = Some(error);
+                    }
+                }
+            }
+        }
+        let mut sent = Vec::with_capacity(groups.len() + 1);
+        for (backend, pieces, members, count) in groups {
+            let raw = if pieces.len() == 1 {
+                pieces.into_iter().next().unwrap_or_default()
+            } else {
+                let mut buf = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+                for p in &pieces {
+                    buf.extend_from_slice(p);
+                }
+                buf.freeze()
+            };
+            let (dispatch, rx) = Dispatch::new(raw, count, false);
+            let ok = match backend.pool(self.ctx.protocol) {
+                Some(pool) => pool.send(self.ctx.conn_slot, dispatch).await.is_ok(),
+                None => false,
+            };
+            sent.push(Sent {
+                backend,
+                rx: ok.then_some(rx),
+                members,
+            });
+        }
+        for (i, error) in failed {
+            // Nowhere to go yet (slot not served, no master known): retried after a pause.
+            if let Some(p) = self.parts.get_mut(i) {
+                p.last_error = Some(error);
+            }
+            self.later.push(i);
+        }
+        sent
+    }
+
+    /// Which node part `i` goes to now.
+    fn resolve(&mut self, map: &ClusterMap, i: usize) -> Resolved {
+        let Some(part) = self.parts.get_mut(i) else {
+            return Resolved::Fail(error_reply("ERR haproxy-rs: internal error"));
+        };
+        if let Some((backend, asking)) = part.redirect.take() {
+            return Resolved::To(backend, asking, false);
+        }
+        match &part.target {
+            Target::Node(b) => Resolved::To(b.clone(), false, false),
+            Target::AnyMaster => {
+                let masters = map.masters();
+                if masters.is_empty() {
+                    return Resolved::Later(error_reply(
+                        "CLUSTERDOWN haproxy-rs: no cluster node known yet",
+                    ));
+                }
+                self.cursor = self.cursor.wrapping_add(1);
+                match masters.get(self.cursor % masters.len()) {
+                    Some(m) => Resolved::To(m.clone(), false, false),
+                    None => Resolved::Later(error_reply("CLUSTERDOWN haproxy-rs: no master")),
+                }
+            }
+            &Target::Slot(slot) => {
+                let Some(owners) = map.owners(slot) else {
+                    return Resolved::Later(error_reply("CLUSTERDOWN Hash slot not served"));
+                };
+                let policy = self.ctx.policy;
+                if part.replica_ok && part.attempts == 0 && policy != ReadPolicy::Master {
+                    if !owners.replicas.is_empty() {
+                        self.cursor = self.cursor.wrapping_add(1);
+                        if let Some(r) = owners.replicas.get(self.cursor % owners.replicas.len()) {
+                            return Resolved::To(r.clone(), false, true);
+                        }
+                    }
+                    if policy == ReadPolicy::Replica {
+                        return Resolved::Fail(error_reply(&format!(
+                            "ERR haproxy-rs: no replica serves slot {slot} (read_policy = \"replica\")"
+                        )));
+                    }
+                }
+                Resolved::To(owners.master.clone(), false, false)
+            }
+        }
+    }
+
+    /// What to do with part `i` after `outcome`.
+    fn decide(&mut self, i: usize, outcome: (bool, Outcome)) -> Decision {
+        let state = &self.ctx.state;
+        let Some(part) = self.parts.get_mut(i) else {
+            return Decision::Done;
+        };
+        let (to_replica, outcome) = outcome;
+        match outcome {
+            Outcome::Frame(frame) => match reaction(&frame) {
+                Reaction::Answer => {
+                    part.reply = Some(frame);
+                    Decision::Done
+                }
+                Reaction::Moved(addr) => {
+                    state.stats.moved();
+                    state.request_refresh();
+                    part.redirect = Some((state.master_backend(addr), false));
+                    part.last_error = Some(frame.clone());
+                    if part.attempts < FREE_REDIRECTS {
+                        Decision::Now
+                    } else {
+                        Decision::Later
+                    }
+                }
+                Reaction::Ask(addr) => {
+                    state.stats.ask();
+                    part.redirect = Some((state.master_backend(addr), true));
+                    part.last_error = Some(frame.clone());
+                    if part.attempts < FREE_REDIRECTS {
+                        Decision::Now
+                    } else {
+                        Decision::Later
+                    }
+                }
+                Reaction::Later => {
+                    part.last_error = Some(frame);
+                    Decision::Later
+                }
+            },
+            Outcome::Unsent(error) => {
+                part.last_error = Some(error);
+                if to_replica {
+                    // The next attempt (attempts > 0) goes to the master.
+                    Decision::Now
+                } else {
+                    state.request_refresh();
+                    Decision::Later
+                }
+            }
+            Outcome::Lost(error) => {
+                if part.read {
+                    part.last_error = Some(error);
+                    state.request_refresh();
+                    Decision::Later
+                } else {
+                    part.reply = Some(error);
+                    Decision::Done
+                }
+            }
+        }
+    }
+
+    /// The retry window ran out: these parts get their last error.
+    fn give_up(&mut self, which: &[usize]) {
+        for &i in which {
+            if let Some(p) = self.parts.get_mut(i) {
+                self.ctx.state.stats.retries_exhausted();
+                p.reply = Some(p.last_error.take().unwrap_or_else(|| {
+                    error_reply(
+                        "TRYAGAIN haproxy-rs: the cluster did not answer within the retry window",
+                    )
+                }));
+            }
+        }
+    }
+
+    /// Every request's reply, in order.
+    fn replies(self) -> Bytes {
+        let mut out = BytesMut::new();
+        let mut scratch = Vec::new();
+        for entry in &self.entries {
+            let reply = match entry {
+                Entry::Ready(b) => b.clone(),
+                Entry::Parts {
+                    first,
+                    count,
+                    combine: how,
+                } => {
+                    scratch.clear();
+                    scratch.extend(self.parts.iter().skip(*first).take(*count).map(|p| {
+                        p.reply
+                            .clone()
+                            .unwrap_or_else(|| error_reply("ERR haproxy-rs: no reply"))
+                    }));
+                    combine(how, &scratch)
+                }
+            };
+            if is_error_reply(&reply) {
+                self.ctx.listener.error();
+            }
+            out.extend_from_slice(&reply);
+        }
+        out.freeze()
+    }
+}
+
+/// One node's share of a round: (backend, requests, members, request count).
+type Group = (Arc<Backend>, Vec<Bytes>, Vec<(usize, bool, bool)>, usize);
+
+enum Resolved {
+    /// (node, send `ASKING` first, the node is a replica)
+    To(Arc<Backend>, bool, bool),
+    /// Nowhere to send it yet: retried after a pause, this error if the window runs out.
+    Later(Bytes),
+    /// Answered with this error at once.
+    Fail(Bytes),
+}
+
+enum Decision {
+    Done,
+    Now,
+    Later,
+}
+
+/// The outcome of each part of one dispatch: `(part, (sent to a replica, outcome))`.
+async fn collect(s: Sent) -> Vec<(usize, (bool, Outcome))> {
+    let addr = s.backend.addr().to_string();
+    let reply = match s.rx {
+        Some(rx) => rx
+            .await
+            .unwrap_or_else(|_| BatchReply::failed(BackendError::ConnectionLost)),
+        None => BatchReply::failed(BackendError::Unavailable),
+    };
+    let unsent =
+        reply.frames.is_empty() && matches!(reply.error, Some(BackendError::Unavailable) | None);
+    let failure = reply.error.as_ref().map(|e| backend_error(e, &addr).0);
+    let mut frames = reply.frames.into_iter();
+    let mut out = Vec::with_capacity(s.members.len());
+    for (i, asking, replica) in s.members {
+        if asking {
+            let _ = frames.next(); // ASKING's +OK
+        }
+        let outcome = match frames.next() {
+            Some(f) => Outcome::Frame(f),
+            None => {
+                let error = failure
+                    .clone()
+                    .unwrap_or_else(|| error_reply("ERR haproxy-rs: connection lost"));
+                if unsent {
+                    Outcome::Unsent(error)
+                } else {
+                    Outcome::Lost(error)
+                }
+            }
+        };
+        out.push((i, (replica, outcome)));
+    }
+    out
+}

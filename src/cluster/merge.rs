@@ -1,0 +1,294 @@
+//! One reply from the replies of a command's parts: a multi-key command split by slot, or a
+//! command sent to every master.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::resp::{error_reply, int_reply, is_error_reply, status_reply, ReplyScanner};
+
+/// Masters a `SCAN` cursor can address: the proxy's cursor is `node_cursor * SCAN_NODES + node`.
+pub const SCAN_NODES: u64 = 1024;
+
+/// How the parts' replies make the client's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Combine {
+    /// One part: its reply as it is.
+    First,
+    /// `MGET` split by slot: element `j` of the reply is element `order[j].1` of part `order[j].0`.
+    Gather(Vec<(u32, u32)>),
+    /// `DEL`, `UNLINK`, `EXISTS`, `TOUCH`, `DBSIZE`: the integers added up.
+    Sum,
+    /// `MSET`: `+OK` once every part said so.
+    AllOk,
+    /// Sent to every master (`FLUSHALL`, `SCRIPT LOAD`): the first error, else the first reply.
+    Same,
+    /// `KEYS`: the arrays one after another.
+    Concat,
+    /// `SCRIPT EXISTS`: element-wise minimum (1 only when every master has the script).
+    AllHave,
+    /// `RANDOMKEY`: the first reply that is not nil.
+    FirstNonNil,
+    /// `SCAN` on master `node` of `nodes`: its cursor rewritten to address the proxy's cursor.
+    Scan {
+        /// Which master was scanned.
+        node: u64,
+        /// How many masters there are.
+        nodes: u64,
+    },
+}
+
+/// Builds the client's reply from the parts' replies (one per part, in part order).
+pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
+    if let Combine::First = how {
+        return parts.first().cloned().unwrap_or_else(no_reply);
+    }
+    if let Some(err) = parts.iter().find(|p| is_error_reply(p)) {
+        if !matches!(how, Combine::FirstNonNil) {
+            return err.clone();
+        }
+    }
+    match how {
+        Combine::First => parts.first().cloned().unwrap_or_else(no_reply),
+        Combine::Gather(order) => gather(order, parts),
+        Combine::Sum => {
+            let mut total: i64 = 0;
+            for p in parts {
+                match integer(p) {
+                    Some(n) => total = total.saturating_add(n),
+                    None => return unexpected(p),
+                }
+            }
+            int_reply(total)
+        }
+        Combine::AllOk => status_reply("OK"),
+        Combine::Same => parts.first().cloned().unwrap_or_else(no_reply),
+        Combine::Concat => {
+            let mut all = Vec::new();
+            for p in parts {
+                match elements(p) {
+                    Some(e) => all.extend(e),
+                    None => return unexpected(p),
+                }
+            }
+            array(&all)
+        }
+        Combine::AllHave => {
+            let mut flags: Option<Vec<i64>> = None;
+            for p in parts {
+                let Some(values) = elements(p)
+                    .and_then(|e| e.iter().map(|f| integer(f)).collect::<Option<Vec<i64>>>())
+                else {
+                    return unexpected(p);
+                };
+                flags = Some(match flags {
+                    None => values,
+                    Some(f) => f.iter().zip(&values).map(|(a, b)| *a.min(b)).collect(),
+                });
+            }
+            let frames: Vec<Bytes> = flags
+                .unwrap_or_default()
+                .into_iter()
+                .map(int_reply)
+                .collect();
+            array(&frames)
+        }
+        Combine::FirstNonNil => parts
+            .iter()
+            .find(|p| !is_nil(p) && !is_error_reply(p))
+            .or_else(|| parts.iter().find(|p| is_error_reply(p)))
+            .or_else(|| parts.first())
+            .cloned()
+            .unwrap_or_else(no_reply),
+        Combine::Scan { node, nodes } => scan(*node, *nodes, parts),
+    }
+}
+
+fn gather(order: &[(u32, u32)], parts: &[Bytes]) -> Bytes {
+    let mut split = Vec::with_capacity(parts.len());
+    for p in parts {
+        match elements(p) {
+            Some(e) => split.push(e),
+            None => return unexpected(p),
+        }
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for &(part, index) in order {
+        match split.get(part as usize).and_then(|e| e.get(index as usize)) {
+            Some(f) => out.push(f.clone()),
+            None => return error_reply("ERR haproxy-rs: a node's MGET reply was too short"),
+        }
+    }
+    array(&out)
+}
+
+fn scan(node: u64, nodes: u64, parts: &[Bytes]) -> Bytes {
+    let Some(p) = parts.first() else {
+        return no_reply();
+    };
+    let Some(fields) = elements(p).filter(|f| f.len() == 2) else {
+        return unexpected(p);
+    };
+    let (Some(cursor), Some(keys)) = (fields.first(), fields.get(1)) else {
+        return unexpected(p);
+    };
+    let Some(inner) = bulk_text(cursor).and_then(|c| c.parse::<u64>().ok()) else {
+        return unexpected(p);
+    };
+    let next = if inner == 0 {
+        // This master is done: the next one from its start, or the end of the whole scan.
+        if node + 1 < nodes {
+            node + 1
+        } else {
+            0
+        }
+    } else {
+        match inner
+            .checked_mul(SCAN_NODES)
+            .and_then(|c| c.checked_add(node))
+        {
+            Some(c) => c,
+            None => {
+                return error_reply(
+                    "ERR haproxy-rs: the node's SCAN cursor is too large to forward",
+                )
+            }
+        }
+    };
+    let cursor = crate::resp::bulk_reply(next.to_string().as_bytes());
+    array(&[cursor, keys.clone()])
+}
+
+/// Splits an array reply (`*<n>`, RESP3 sets `~` too) into its element frames.
+pub fn elements(frame: &Bytes) -> Option<Vec<Bytes>> {
+    if !matches!(frame.first(), Some(b'*' | b'~')) {
+        return None;
+    }
+    let header_end = frame.iter().position(|&b| b == b'\n')?;
+    let count = std::str::from_utf8(frame.get(1..header_end.checked_sub(1)?)?)
+        .ok()?
+        .parse::<i64>()
+        .ok()?;
+    let mut rest = BytesMut::from(frame.get(header_end + 1..)?);
+    let mut scanner = ReplyScanner::new(64);
+    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(4096));
+    for _ in 0..count.max(0) {
+        out.push(scanner.next(&mut rest).ok()??);
+    }
+    Some(out)
+}
+
+fn array(items: &[Bytes]) -> Bytes {
+    let len: usize = items.iter().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(len + 16);
+    out.put_u8(b'*');
+    out.put_slice(items.len().to_string().as_bytes());
+    out.put_slice(b"\r\n");
+    for i in items {
+        out.put_slice(i);
+    }
+    out.freeze()
+}
+
+fn integer(frame: &[u8]) -> Option<i64> {
+    let body = frame.strip_prefix(b":")?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(body).ok()?.parse().ok()
+}
+
+fn bulk_text(frame: &[u8]) -> Option<&str> {
+    let rest = frame.strip_prefix(b"$")?;
+    let nl = rest.iter().position(|&b| b == b'\n')?;
+    let body = rest.get(nl + 1..)?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(body).ok()
+}
+
+fn is_nil(frame: &[u8]) -> bool {
+    frame == b"$-1\r\n" || frame == b"*-1\r\n" || frame == b"_\r\n"
+}
+
+fn unexpected(frame: &Bytes) -> Bytes {
+    tracing::debug!(reply = %String::from_utf8_lossy(frame), "unexpected reply shape from a node");
+    error_reply("ERR haproxy-rs: a node sent a reply of an unexpected type")
+}
+
+fn no_reply() -> Bytes {
+    error_reply("ERR haproxy-rs: no reply")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::from(s.to_string())
+    }
+
+    #[test]
+    fn mget_parts_come_back_in_key_order() {
+        // keys a(part 0), b(part 1), c(part 0)
+        let parts = [b("*2\r\n$1\r\nA\r\n$-1\r\n"), b("*1\r\n$1\r\nB\r\n")];
+        let how = Combine::Gather(vec![(0, 0), (1, 0), (0, 1)]);
+        assert_eq!(
+            combine(&how, &parts),
+            b("*3\r\n$1\r\nA\r\n$1\r\nB\r\n$-1\r\n")
+        );
+    }
+
+    #[test]
+    fn sums_oks_and_errors() {
+        assert_eq!(
+            combine(&Combine::Sum, &[b(":2\r\n"), b(":3\r\n")]),
+            b(":5\r\n")
+        );
+        assert_eq!(
+            combine(&Combine::AllOk, &[b("+OK\r\n"), b("+OK\r\n")]),
+            b("+OK\r\n")
+        );
+        let err = b("-WRONGTYPE x\r\n");
+        assert_eq!(combine(&Combine::Sum, &[b(":2\r\n"), err.clone()]), err);
+        assert_eq!(combine(&Combine::AllOk, &[b("+OK\r\n"), err.clone()]), err);
+        assert!(is_error_reply(&combine(&Combine::Sum, &[b("+OK\r\n")])));
+    }
+
+    #[test]
+    fn keys_script_exists_and_randomkey() {
+        let parts = [b("*1\r\n$1\r\na\r\n"), b("*0\r\n"), b("*1\r\n$1\r\nb\r\n")];
+        assert_eq!(
+            combine(&Combine::Concat, &parts),
+            b("*2\r\n$1\r\na\r\n$1\r\nb\r\n")
+        );
+        let exists = [b("*2\r\n:1\r\n:1\r\n"), b("*2\r\n:1\r\n:0\r\n")];
+        assert_eq!(combine(&Combine::AllHave, &exists), b("*2\r\n:1\r\n:0\r\n"));
+        let random = [b("$-1\r\n"), b("$1\r\nk\r\n")];
+        assert_eq!(combine(&Combine::FirstNonNil, &random), b("$1\r\nk\r\n"));
+        assert_eq!(
+            combine(&Combine::FirstNonNil, &[b("$-1\r\n")]),
+            b("$-1\r\n")
+        );
+    }
+
+    #[test]
+    fn scan_cursor_addresses_the_node() {
+        let reply = b("*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n");
+        let out = combine(&Combine::Scan { node: 2, nodes: 3 }, &[reply]);
+        let c = 17 * SCAN_NODES + 2;
+        assert_eq!(
+            out,
+            b(&format!(
+                "*2\r\n${}\r\n{c}\r\n*1\r\n$1\r\nk\r\n",
+                c.to_string().len()
+            ))
+        );
+        // A finished node moves on to the next one, the last one ends the scan.
+        let done = b("*2\r\n$1\r\n0\r\n*0\r\n");
+        assert_eq!(
+            combine(
+                &Combine::Scan { node: 0, nodes: 3 },
+                std::slice::from_ref(&done)
+            ),
+            b("*2\r\n$1\r\n1\r\n*0\r\n")
+        );
+        assert_eq!(
+            combine(&Combine::Scan { node: 2, nodes: 3 }, &[done]),
+            b("*2\r\n$1\r\n0\r\n*0\r\n")
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Cluster mode: the proxy follows a Redis Cluster's slot map and routes every request by hash
+//! slot, so clients without cluster support talk to one endpoint.
+//!
+//! - [`refresh`]: fetches `CLUSTER SLOTS` at start, periodically and on demand (`MOVED`, an
+//!   unreachable node) and publishes a [`ClusterMap`].
+//! - [`plan`]: where one request goes (a slot, several slots, every master, or the proxy).
+//! - [`exec`]: sends a pipeline's parts grouped per node, follows `MOVED`/`ASK`, retries
+//!   `TRYAGAIN`/`CLUSTERDOWN` within `cluster.retry_window_ms`, and [`merge`]s split replies.
+//! - [`session`]: one client connection.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod exec;
+pub mod merge;
+pub mod plan;
+pub mod redirect;
+pub mod refresh;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::backend::{Backend, BackendSet};
+use crate::router::slotmap::SlotMap;
+use crate::stats::ClusterStats;
+
+/// The backends serving one slot range.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    /// Writes (and reads under `read_policy = "master"`).
+    pub master: Arc<Backend>,
+    /// Reads, on `READONLY` connections.
+    pub replicas: Vec<Arc<Backend>>,
+}
+
+/// An immutable snapshot of the cluster: the slot map with each owner's backends resolved.
+#[derive(Debug, Default)]
+pub struct ClusterMap {
+    /// The slots and their owners' addresses.
+    pub slots: SlotMap,
+    /// Bumped on every change.
+    pub generation: u64,
+    /// Indexed like [`SlotMap::owner_sets`].
+    owners: Vec<Owners>,
+    /// Every distinct master, by address (`SCAN` cursors and fan-out use this order).
+    masters: Vec<Arc<Backend>>,
+}
+
+impl ClusterMap {
+    /// Who serves `slot`, if anyone.
+    pub fn owners(&self, slot: u16) -> Option<&Owners> {
+        self.owners.get(self.slots.owner_index(slot)?)
+    }
+    /// Every master, by address.
+    pub fn masters(&self) -> &[Arc<Backend>] {
+        &self.masters
+    }
+}
+
+/// What cluster sessions share: the current map, the backends, and the refresher's trigger.
+pub struct ClusterState {
+    map: ArcSwap<ClusterMap>,
+    /// Connections for writes (and reads from masters).
+    masters: BackendSet,
+    /// `READONLY` connections for replica reads.
+    replicas: BackendSet,
+    refresh: Notify,
+    /// Redirection, retry and refresh counters.
+    pub stats: Arc<ClusterStats>,
+    /// `cluster.retry_window_ms`.
+    pub retry_window: Duration,
+}
+
+impl std::fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("generation", &self.map.load().generation)
+            .finish()
+    }
+}
+
+impl ClusterState {
+    /// An empty map over these backend sets (`replicas` sends `READONLY` on connect).
+    pub fn new(
+        masters: BackendSet,
+        replicas: BackendSet,
+        stats: Arc<ClusterStats>,
+        retry_window: Duration,
+    ) -> ClusterState {
+        ClusterState {
+            map: ArcSwap::from_pointee(ClusterMap::default()),
+            masters,
+            replicas,
+            refresh: Notify::new(),
+            stats,
+            retry_window,
+        }
+    }
+
+    /// The current map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.map.load_full()
+    }
+
+    /// Asks the refresher for a new map now (coalesced: many requests, one refresh).
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    /// The master connections to `addr` (a `MOVED`/`ASK` target the map may not know yet).
+    pub fn master_backend(&self, addr: &str) -> Arc<Backend> {
+        self.masters.get_or_spawn(addr).0
+    }
+
+    /// Publishes `slots` as the new map; backends no longer named are closed.
+    fn publish(&self, slots: SlotMap) -> Arc<ClusterMap> {
+        let generation = self.map.load().generation + 1;
+        let owners: Vec<Owners> = slots
+            .owner_sets()
+            .iter()
+            .map(|o| Owners {
+                master: self.masters.get_or_spawn(&o.master).0,
+                replicas: o
+                    .replicas
+                    .iter()
+                    .map(|r| self.replicas.get_or_spawn(r).0)
+                    .collect(),
+            })
+            .collect();
+        let mut masters: Vec<Arc<Backend>> = Vec::new();
+        for o in &owners {
+            if !masters.iter().any(|m| Arc::ptr_eq(m, &o.master)) {
+                masters.push(o.master.clone());
+            }
+        }
+        masters.sort_by(|a, b| a.addr().cmp(b.addr()));
+        let master_addrs: Vec<&str> = masters.iter().map(|m| m.addr()).collect();
+        self.masters.retain(&master_addrs);
+        let replica_addrs: Vec<&str> = owners
+            .iter()
+            .flat_map(|o| o.replicas.iter().map(|r| r.addr()))
+            .collect();
+        self.replicas.retain(&replica_addrs);
+        let map = Arc::new(ClusterMap {
+            slots,
+            generation,
+            owners,
+            masters,
+        });
+        self.map.store(map.clone());
+        map
+    }
+}

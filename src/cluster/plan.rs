@@ -1,0 +1,361 @@
+//! Where a request goes in a cluster: one slot's node, several (a multi-key command split by
+//! slot), every master, or nowhere (the proxy answers).
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use super::merge::{Combine, SCAN_NODES};
+use crate::resp::{bulk_reply, encode_command, error_reply, int_reply, CommandTable, Request};
+use crate::router::slot::{key_slot, SLOTS};
+
+/// Redis Cluster's own error for keys in different slots.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// What the proxy does with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Answered by the proxy.
+    Reply(Bytes),
+    /// The whole request to the node serving this slot.
+    Slot(u16),
+    /// A keyless command any master can answer (`INFO`, `ECHO`, `EVAL` without keys).
+    AnyMaster,
+    /// One sub-request per slot, combined into one reply.
+    Split {
+        /// `(slot, request)`, in the order the slots first appear.
+        parts: Vec<(u16, Bytes)>,
+        /// How the replies combine.
+        combine: Combine,
+    },
+    /// The request as it is to every master.
+    AllMasters(Combine),
+    /// `SCAN` of master number `node` (in address order) from `cursor`; `raw` is the request
+    /// with the node's own cursor.
+    Scan {
+        /// Which master.
+        node: u64,
+        /// The request to send it.
+        raw: Bytes,
+    },
+}
+
+/// What the planner knows about the proxy and the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanEnv {
+    /// The proxy's address as this client reached it (for `CLUSTER SLOTS`/`NODES`).
+    pub me: SocketAddr,
+    /// Slots the cluster serves now.
+    pub slots_served: usize,
+}
+
+/// Plans `req`, a command the proxy forwards (the session has answered `PING`, `AUTH`, `HELLO`
+/// and refused the unsupported ones already).
+pub fn plan(commands: &CommandTable, req: &Request, env: &PlanEnv) -> Plan {
+    let name = commands.lookup(req).map_or_else(
+        || String::from_utf8_lossy(req.name()).to_lowercase(),
+        |i| i.name.clone(),
+    );
+    if name == "cluster" || name.starts_with("cluster|") {
+        return cluster_command(req, env);
+    }
+    let keys = commands.keys(req);
+    if keys.is_empty() {
+        return keyless(&name, req);
+    }
+    let first = key_slot(keys.first().copied().unwrap_or_default());
+    if keys.iter().all(|k| key_slot(k) == first) {
+        return Plan::Slot(first);
+    }
+    match name.as_str() {
+        "mget" => split_keys(req, 1, Some(Combine::Gather(Vec::new()))),
+        "del" | "unlink" | "exists" | "touch" => split_keys(req, 1, None),
+        "mset" if req.argc() % 2 == 1 => split_pairs(req),
+        // Arity errors come from Redis itself, before any slot check.
+        "mset" => Plan::Slot(first),
+        _ => Plan::Reply(error_reply(CROSSSLOT)),
+    }
+}
+
+/// `MGET`/`DEL`-like: every argument from `from` on is a key. `gather` for MGET (the order map is
+/// filled here), else the integer replies are added.
+fn split_keys(req: &Request, from: usize, gather: Option<Combine>) -> Plan {
+    let name = req.name();
+    let mut groups: Vec<(u16, Vec<&[u8]>)> = Vec::new();
+    let mut order = Vec::new();
+    for key in req.args().skip(from) {
+        let slot = key_slot(key);
+        let part = match groups.iter().position(|(s, _)| *s == slot) {
+            Some(p) => p,
+            None => {
+                groups.push((slot, vec![name]));
+                groups.len() - 1
+            }
+        };
+        if let Some((_, args)) = groups.get_mut(part) {
+            args.push(key);
+            order.push((part as u32, (args.len() - 2) as u32));
+        }
+    }
+    let combine = match gather {
+        Some(_) => Combine::Gather(order),
+        None => Combine::Sum,
+    };
+    Plan::Split {
+        parts: groups
+            .into_iter()
+            .map(|(slot, args)| (slot, encode_command(&args)))
+            .collect(),
+        combine,
+    }
+}
+
+/// `MSET k v k v ...` split by slot; `+OK` once every part is.
+fn split_pairs(req: &Request) -> Plan {
+    let name = req.name();
+    let mut groups: Vec<(u16, Vec<&[u8]>)> = Vec::new();
+    let args: Vec<&[u8]> = req.args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let (Some(&k), Some(&v)) = (pair.first(), pair.get(1)) else {
+            continue;
+        };
+        let slot = key_slot(k);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, a)) => a.extend([k, v]),
+            None => groups.push((slot, vec![name, k, v])),
+        }
+    }
+    Plan::Split {
+        parts: groups
+            .into_iter()
+            .map(|(slot, args)| (slot, encode_command(&args)))
+            .collect(),
+        combine: Combine::AllOk,
+    }
+}
+
+fn keyless(name: &str, req: &Request) -> Plan {
+    match name {
+        "dbsize" => Plan::AllMasters(Combine::Sum),
+        "keys" => Plan::AllMasters(Combine::Concat),
+        "randomkey" => Plan::AllMasters(Combine::FirstNonNil),
+        "flushall" | "flushdb" | "script|load" | "script|flush" | "function|load"
+        | "function|flush" | "function|delete" | "function|restore" => {
+            Plan::AllMasters(Combine::Same)
+        }
+        "script|exists" => Plan::AllMasters(Combine::AllHave),
+        "scan" => scan(req),
+        _ => Plan::AnyMaster,
+    }
+}
+
+/// `SCAN cursor [MATCH ..] [COUNT ..] [TYPE ..]`: the proxy's cursor names the master and that
+/// master's own cursor.
+fn scan(req: &Request) -> Plan {
+    let cursor = req
+        .arg(1)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse::<u64>().ok());
+    let Some(cursor) = cursor else {
+        return Plan::Reply(error_reply("ERR invalid cursor"));
+    };
+    let (inner, node) = (cursor / SCAN_NODES, cursor % SCAN_NODES);
+    let inner = inner.to_string();
+    let mut args: Vec<&[u8]> = req.args().collect();
+    if let Some(c) = args.get_mut(1) {
+        *c = inner.as_bytes();
+    }
+    Plan::Scan {
+        node,
+        raw: encode_command(&args),
+    }
+}
+
+/// `CLUSTER ...`: the proxy presents itself as a one-node cluster serving every slot, so a
+/// client that asks stays on the proxy; `KEYSLOT` is computed here, the per-slot questions go to
+/// the slot's node.
+fn cluster_command(req: &Request, env: &PlanEnv) -> Plan {
+    let sub = req
+        .arg(1)
+        .map(|s| String::from_utf8_lossy(s).to_lowercase())
+        .unwrap_or_default();
+    let id = node_id(env.me);
+    let (ip, port) = (env.me.ip().to_string(), env.me.port());
+    match sub.as_str() {
+        "keyslot" if req.argc() == 3 => {
+            Plan::Reply(int_reply(i64::from(key_slot(req.arg(2).unwrap_or_default()))))
+        }
+        "countkeysinslot" | "getkeysinslot" => {
+            match req
+                .arg(2)
+                .and_then(|s| std::str::from_utf8(s).ok())
+                .and_then(|s| s.parse::<u16>().ok())
+                .filter(|s| *s < SLOTS)
+            {
+                Some(slot) => Plan::Slot(slot),
+                None => Plan::Reply(error_reply("ERR Invalid slot")),
+            }
+        }
+        "myid" => Plan::Reply(bulk_reply(id.as_bytes())),
+        "info" => {
+            let ok = env.slots_served == usize::from(SLOTS);
+            let text = format!(
+                "cluster_state:{}\r\ncluster_slots_assigned:{n}\r\ncluster_slots_ok:{n}\r\n\
+                 cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:1\r\n\
+                 cluster_size:1\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n",
+                if ok { "ok" } else { "fail" },
+                n = env.slots_served
+            );
+            Plan::Reply(bulk_reply(text.as_bytes()))
+        }
+        "slots" => {
+            let mut out = Vec::new();
+            out.extend_from_slice(b"*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n");
+            out.extend_from_slice(&bulk_reply(ip.as_bytes()));
+            out.extend_from_slice(&int_reply(i64::from(port)));
+            out.extend_from_slice(&bulk_reply(id.as_bytes()));
+            Plan::Reply(Bytes::from(out))
+        }
+        "nodes" => {
+            let line = format!("{id} {ip}:{port}@0 myself,master - 0 0 1 connected 0-16383\n");
+            Plan::Reply(bulk_reply(line.as_bytes()))
+        }
+        _ => Plan::Reply(error_reply(&format!(
+            "ERR haproxy-rs: CLUSTER {} is not available through the proxy (it presents the cluster as one node)",
+            sub.to_uppercase()
+        ))),
+    }
+}
+
+/// A stable 40-hex-digit node id for the proxy's address.
+fn node_id(me: SocketAddr) -> String {
+    let ip: u128 = match me.ip() {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    };
+    format!("{:0>40}", format!("{:x}{:04x}", ip, me.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::merge::combine;
+
+    fn env() -> PlanEnv {
+        PlanEnv {
+            me: "127.0.0.1:6379".parse().unwrap(),
+            slots_served: 16384,
+        }
+    }
+
+    fn p(args: &[&str]) -> Plan {
+        plan(&CommandTable::builtin(), &Request::from_args(args), &env())
+    }
+
+    #[test]
+    fn single_slot_commands_go_to_their_slot() {
+        assert_eq!(p(&["GET", "foo"]), Plan::Slot(key_slot(b"foo")));
+        assert_eq!(
+            p(&["MGET", "{u}a", "{u}b"]),
+            Plan::Slot(key_slot(b"u")),
+            "hash tags keep a multi-key command whole"
+        );
+        assert_eq!(
+            p(&["EVAL", "return 1", "1", "k"]),
+            Plan::Slot(key_slot(b"k"))
+        );
+        assert_eq!(p(&["EVAL", "return 1", "0"]), Plan::AnyMaster);
+        assert_eq!(p(&["INFO"]), Plan::AnyMaster);
+    }
+
+    #[test]
+    fn cross_slot_multi_key_commands_split_or_fail() {
+        let Plan::Split {
+            parts,
+            combine: how,
+        } = p(&["MGET", "a", "b", "c"])
+        else {
+            panic!("MGET splits");
+        };
+        assert_eq!(parts.len(), 3, "a, b and c hash to three slots");
+        let replies: Vec<Bytes> = parts
+            .iter()
+            .map(|(_, raw)| {
+                let key = String::from_utf8_lossy(&raw[raw.len() - 3..raw.len() - 2]).to_string();
+                Bytes::from(format!("*1\r\n$1\r\n{}\r\n", key.to_uppercase()))
+            })
+            .collect();
+        assert_eq!(
+            combine(&how, &replies),
+            Bytes::from("*3\r\n$1\r\nA\r\n$1\r\nB\r\n$1\r\nC\r\n")
+        );
+        let Plan::Split {
+            parts,
+            combine: how,
+        } = p(&["MSET", "a", "1", "b", "2", "{a}x", "3"])
+        else {
+            panic!("MSET splits");
+        };
+        assert_eq!(how, Combine::AllOk);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            parts[0].1,
+            encode_command(&["MSET", "a", "1", "{a}x", "3"]),
+            "same-slot pairs travel together"
+        );
+        assert!(matches!(
+            p(&["DEL", "a", "b"]),
+            Plan::Split {
+                combine: Combine::Sum,
+                ..
+            }
+        ));
+        for cmd in [
+            &["MSETNX", "a", "1", "b", "2"][..],
+            &["RENAME", "a", "b"],
+            &["SUNIONSTORE", "a", "b", "c"],
+            &["EVAL", "return 1", "2", "a", "b"],
+        ] {
+            assert_eq!(p(cmd), Plan::Reply(error_reply(CROSSSLOT)), "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_wide_and_cluster_commands() {
+        assert_eq!(p(&["DBSIZE"]), Plan::AllMasters(Combine::Sum));
+        assert_eq!(p(&["KEYS", "*"]), Plan::AllMasters(Combine::Concat));
+        assert_eq!(
+            p(&["SCRIPT", "LOAD", "return 1"]),
+            Plan::AllMasters(Combine::Same)
+        );
+        assert_eq!(p(&["FLUSHALL"]), Plan::AllMasters(Combine::Same));
+        let Plan::Scan { node, raw } =
+            p(&["SCAN", &(5 * SCAN_NODES + 2).to_string(), "COUNT", "9"])
+        else {
+            panic!("SCAN");
+        };
+        assert_eq!(node, 2);
+        assert_eq!(raw, encode_command(&["SCAN", "5", "COUNT", "9"]));
+        assert_eq!(
+            p(&["SCAN", "x"]),
+            Plan::Reply(error_reply("ERR invalid cursor"))
+        );
+        assert_eq!(
+            p(&["CLUSTER", "KEYSLOT", "foo"]),
+            Plan::Reply(int_reply(12182))
+        );
+        let Plan::Reply(slots) = p(&["CLUSTER", "SLOTS"]) else {
+            panic!("CLUSTER SLOTS");
+        };
+        let v = crate::resp::parse_value(slots).unwrap();
+        let map = crate::router::slotmap::SlotMap::from_cluster_slots(&v).unwrap();
+        assert_eq!(map.served(), 16384);
+        assert_eq!(map.masters(), ["127.0.0.1:6379"]);
+        let Plan::Reply(info) = p(&["cluster", "info"]) else {
+            panic!("CLUSTER INFO");
+        };
+        assert!(String::from_utf8_lossy(&info).contains("cluster_state:ok"));
+        assert!(matches!(p(&["CLUSTER", "FAILOVER"]), Plan::Reply(e) if e.starts_with(b"-ERR")));
+        assert_eq!(node_id(env().me).len(), 40);
+    }
+}

@@ -1,0 +1,214 @@
+//! The refresher: one task that keeps the slot map current from `CLUSTER SLOTS`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use super::ClusterState;
+use crate::backend::{ControlConn, Credentials};
+use crate::config::ClusterConfig;
+use crate::resp::{CommandTable, Value};
+use crate::router::slotmap::SlotMap;
+use crate::stats::{ClusterNodeSnapshot, ClusterView};
+
+/// Shortest pause between two refreshes, so a burst of `MOVED` costs one `CLUSTER SLOTS`.
+const MIN_GAP: Duration = Duration::from_millis(50);
+
+/// What the refresher needs besides the state.
+pub struct Refresher {
+    /// Where the map is published.
+    pub state: Arc<ClusterState>,
+    /// Seeds and intervals.
+    pub config: ClusterConfig,
+    /// For the control connections.
+    pub creds: Credentials,
+    /// Connect and reply deadline.
+    pub timeout: Duration,
+    /// Filled from the first node's `COMMAND` (key positions and flags).
+    pub commands: Arc<ArcSwap<CommandTable>>,
+    /// The nodes' `redis_version`, for `HELLO`.
+    pub server_version: Arc<ArcSwap<String>>,
+}
+
+impl Refresher {
+    /// Refreshes until `token` is cancelled.
+    pub async fn run(self, token: CancellationToken) {
+        let interval = Duration::from_millis(self.config.refresh_interval_ms);
+        let mut conn: Option<(String, ControlConn)> = None;
+        let mut learned_commands = false;
+        loop {
+            match self.fetch(&mut conn).await {
+                Some((source, slots)) => {
+                    if !learned_commands {
+                        if let Some((_, c)) = conn.as_mut() {
+                            learned_commands = self.learn_commands(c).await;
+                        }
+                    }
+                    let changed = slots != self.state.map().slots;
+                    let view = changed.then(|| view(&slots, &source));
+                    if changed {
+                        let map = self.state.publish(slots);
+                        tracing::info!(
+                            generation = map.generation,
+                            masters = map.masters().len(),
+                            slots = map.slots.served(),
+                            from = %source,
+                            "cluster slot map updated"
+                        );
+                    }
+                    self.state.stats.refreshed(view);
+                }
+                None => {
+                    self.state.stats.refresh_failed();
+                    tracing::warn!("no cluster node answered CLUSTER SLOTS");
+                }
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = self.state.refresh.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(MIN_GAP) => {}
+            }
+        }
+    }
+
+    /// `CLUSTER SLOTS` from the first node that answers with a map: the one asked last time,
+    /// then the map's masters, its replicas, then the seeds.
+    async fn fetch(&self, conn: &mut Option<(String, ControlConn)>) -> Option<(String, SlotMap)> {
+        if let Some((addr, c)) = conn.as_mut() {
+            if let Some(map) = slots_of(c).await {
+                return Some((addr.clone(), map));
+            }
+            *conn = None;
+        }
+        for addr in self.candidates() {
+            let Ok(mut c) = ControlConn::connect(&addr, &self.creds, self.timeout).await else {
+                continue;
+            };
+            if let Some(map) = slots_of(&mut c).await {
+                *conn = Some((addr.clone(), c));
+                return Some((addr, map));
+            }
+        }
+        None
+    }
+
+    fn candidates(&self) -> Vec<String> {
+        let map = self.state.map();
+        let mut out: Vec<String> = map.masters().iter().map(|m| m.addr().to_string()).collect();
+        for o in map.slots.owner_sets() {
+            out.extend(o.replicas.iter().cloned());
+        }
+        out.extend(self.config.seeds.iter().cloned());
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|a| seen.insert(a.clone()));
+        out
+    }
+
+    /// Takes the nodes' command table and version once; false when it could not.
+    async fn learn_commands(&self, conn: &mut ControlConn) -> bool {
+        if let Ok(Value::Bulk(info)) = conn.call(&["INFO", "server"]).await {
+            let info = String::from_utf8_lossy(&info);
+            if let Some(v) = crate::backend::control::info_field(&info, "redis_version") {
+                self.server_version.store(Arc::new(v.to_string()));
+            }
+        }
+        match conn.call(&["COMMAND"]).await {
+            Ok(reply) => match CommandTable::from_command_reply(&reply) {
+                Ok(table) => {
+                    self.commands.store(Arc::new(table));
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read COMMAND; using the built-in table");
+                    true
+                }
+            },
+            Err(_) => false,
+        }
+    }
+}
+
+/// A node's `CLUSTER SLOTS`, if it serves at least one slot.
+async fn slots_of(conn: &mut ControlConn) -> Option<SlotMap> {
+    let reply = conn.call(&["CLUSTER", "SLOTS"]).await.ok()?;
+    match SlotMap::from_cluster_slots(&reply) {
+        Ok(map) if map.served() > 0 => Some(map),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad CLUSTER SLOTS reply");
+            None
+        }
+    }
+}
+
+/// The map as the stats page shows it.
+fn view(slots: &SlotMap, source: &str) -> ClusterView {
+    let mut nodes = Vec::new();
+    let mut replicas = Vec::new();
+    for (i, o) in slots.owner_sets().iter().enumerate() {
+        let ranges = slots.ranges_of(i);
+        let count: usize = ranges
+            .iter()
+            .map(|(a, b)| usize::from(*b) - usize::from(*a) + 1)
+            .sum();
+        let text = ranges
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        match nodes
+            .iter_mut()
+            .find(|n: &&mut ClusterNodeSnapshot| n.addr == o.master)
+        {
+            Some(n) => {
+                n.slots += count;
+                n.ranges = format!("{} {text}", n.ranges);
+            }
+            None => nodes.push(ClusterNodeSnapshot {
+                addr: o.master.clone(),
+                role: "master".into(),
+                master: None,
+                slots: count,
+                ranges: text.clone(),
+            }),
+        }
+        for r in &o.replicas {
+            if !replicas.iter().any(|n: &ClusterNodeSnapshot| &n.addr == r) {
+                replicas.push(ClusterNodeSnapshot {
+                    addr: r.clone(),
+                    role: "replica".into(),
+                    master: Some(o.master.clone()),
+                    slots: 0,
+                    ranges: String::new(),
+                });
+            }
+        }
+    }
+    nodes.sort_by(|a, b| a.addr.cmp(&b.addr));
+    for r in &mut replicas {
+        if let Some(m) = nodes.iter().find(|n| Some(&n.addr) == r.master.as_ref()) {
+            r.slots = m.slots;
+            r.ranges = m.ranges.clone();
+        }
+    }
+    replicas.sort_by(|a, b| a.addr.cmp(&b.addr));
+    nodes.extend(replicas);
+    ClusterView {
+        slots_served: slots.served(),
+        nodes,
+        source: Some(source.to_string()),
+        changed_ms: None,
+    }
+}

@@ -1,0 +1,316 @@
+//! One client connection in cluster mode: requests parsed from each read form a [`Chunk`] whose
+//! parts go out grouped per node at once; chunks finish concurrently and their replies are
+//! written in request order.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::exec::{Chunk, RouteCtx, Target};
+use super::merge::Combine;
+use super::plan::{plan, Plan, PlanEnv};
+use super::ClusterState;
+use crate::backend::Protocol;
+use crate::config::{ReadConsistency, ReadPolicy};
+use crate::proxy::reply::{protocol_error, Close};
+use crate::proxy::{local, ProxyContext};
+use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
+use crate::router::{classify, Class, Endpoint};
+use crate::stats::ListenerStats;
+
+/// One client of a cluster-mode listener.
+pub struct ClusterSession {
+    ctx: Arc<ProxyContext>,
+    state: Arc<ClusterState>,
+    endpoint: Endpoint,
+    stats: Arc<ListenerStats>,
+    id: u64,
+    protocol: Protocol,
+    cursor: usize,
+    /// Read-your-writes: once the client has written, its reads go to masters.
+    track_writes: bool,
+    wrote: bool,
+    closing: bool,
+}
+
+/// Chunks in flight, and how many requests each holds.
+struct InFlight {
+    chunks: FuturesOrdered<BoxFuture<'static, Bytes>>,
+    sizes: VecDeque<usize>,
+    requests: usize,
+}
+
+impl ClusterSession {
+    /// A session for client number `id`.
+    pub fn new(
+        ctx: Arc<ProxyContext>,
+        state: Arc<ClusterState>,
+        endpoint: Endpoint,
+        stats: Arc<ListenerStats>,
+        id: u64,
+    ) -> ClusterSession {
+        let track_writes = endpoint == Endpoint::Main
+            && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
+        ClusterSession {
+            ctx,
+            state,
+            endpoint,
+            stats,
+            id,
+            protocol: Protocol::Resp2,
+            cursor: id as usize,
+            track_writes,
+            wrote: false,
+            closing: false,
+        }
+    }
+
+    /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
+    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+        let me = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6379)));
+        let (mut rd, mut wr) = stream.into_split();
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut parser = RequestParser::new(self.ctx.limits);
+        let mut flight = InFlight {
+            chunks: FuturesOrdered::new(),
+            sizes: VecDeque::new(),
+            requests: 0,
+        };
+        loop {
+            if !self.closing {
+                self.dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
+                    .await;
+            }
+            while let Some(Some(reply)) = flight.chunks.next().now_or_never() {
+                flight.done(&mut out, &reply);
+            }
+            if !out.is_empty() {
+                if let Err(e) = wr.write_all(&out).await {
+                    tracing::debug!(error = %e, "client write failed");
+                    break;
+                }
+                out.clear();
+                continue;
+            }
+            if self.closing && flight.chunks.is_empty() {
+                let _ = wr.shutdown().await;
+                break;
+            }
+            let can_read = !self.closing && flight.requests < self.ctx.max_pipeline;
+            tokio::select! {
+                Some(reply) = flight.chunks.next(), if !flight.chunks.is_empty() => {
+                    flight.done(&mut out, &reply);
+                }
+                r = rd.read_buf(&mut inbuf), if can_read => match r {
+                    Ok(0) => self.closing = true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "client read failed");
+                        break;
+                    }
+                },
+                _ = shutdown.cancelled(), if !self.closing => self.closing = true,
+            }
+        }
+    }
+
+    /// Parses every complete request in `inbuf` (up to the pipeline cap) into one chunk and
+    /// sends it.
+    async fn dispatch_parsed(
+        &mut self,
+        parser: &mut RequestParser,
+        inbuf: &mut BytesMut,
+        flight: &mut InFlight,
+        me: SocketAddr,
+    ) {
+        let mut chunk: Option<Chunk> = None;
+        let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
+        while flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline {
+            match parser.next(inbuf) {
+                Ok(Some(req)) => {
+                    let (commands, env) = snapshot.get_or_insert_with(|| {
+                        let env = PlanEnv {
+                            me,
+                            slots_served: self.state.map().slots.served(),
+                        };
+                        (self.ctx.commands.load_full(), env)
+                    });
+                    let (commands, env) = (commands.clone(), *env);
+                    self.handle(req, &commands, &env, &mut chunk, flight).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.stats.error();
+                    let (reply, close) = protocol_error(&e);
+                    tracing::debug!(error = %e, "client protocol error");
+                    self.chunk(&mut chunk).push_ready(reply);
+                    self.closing |= close == Close::AfterReply;
+                    break;
+                }
+            }
+        }
+        if let Some(c) = chunk.take() {
+            self.submit(c, flight).await;
+        }
+    }
+
+    fn chunk<'c>(&self, chunk: &'c mut Option<Chunk>) -> &'c mut Chunk {
+        chunk.get_or_insert_with(|| Chunk::new(self.route_ctx(), self.cursor))
+    }
+
+    fn route_ctx(&self) -> RouteCtx {
+        RouteCtx {
+            state: self.state.clone(),
+            protocol: self.protocol,
+            conn_slot: self.id as usize,
+            policy: match self.endpoint {
+                Endpoint::ReadOnly if self.ctx.routing.read_policy == ReadPolicy::Master => {
+                    ReadPolicy::PreferReplica
+                }
+                _ => self.ctx.routing.read_policy,
+            },
+            listener: self.stats.clone(),
+        }
+    }
+
+    /// Sends the chunk's first round and queues its completion.
+    async fn submit(&mut self, mut chunk: Chunk, flight: &mut InFlight) {
+        let sent = chunk.send().await;
+        self.cursor = chunk.cursor();
+        flight.sizes.push_back(chunk.requests());
+        flight.requests += chunk.requests();
+        flight.chunks.push_back(Box::pin(chunk.finish(sent)));
+    }
+
+    async fn handle(
+        &mut self,
+        req: Request,
+        commands: &CommandTable,
+        env: &PlanEnv,
+        chunk: &mut Option<Chunk>,
+        flight: &mut InFlight,
+    ) {
+        self.stats.command();
+        // Cluster clients switch replica reads on and off; the proxy decides where reads go.
+        if req.argc() == 1
+            && (req.name().eq_ignore_ascii_case(b"readonly")
+                || req.name().eq_ignore_ascii_case(b"readwrite"))
+        {
+            return self.chunk(chunk).push_ready(status_reply("OK"));
+        }
+        let write = match classify(commands, &req) {
+            Class::Read => false,
+            Class::Write => true,
+            Class::Local(reply) | Class::Reject(reply) => {
+                return self.chunk(chunk).push_ready(reply)
+            }
+            Class::Quit => {
+                self.closing = true;
+                return self.chunk(chunk).push_ready(status_reply("OK"));
+            }
+            Class::Auth => {
+                let reply = local::auth_reply(&self.ctx, &req);
+                return self.chunk(chunk).push_ready(reply);
+            }
+            Class::Hello => {
+                // The chunk so far was routed for the protocol in force before HELLO.
+                if let Some(c) = chunk.take() {
+                    self.submit(c, flight).await;
+                }
+                let (reply, protocol) = local::hello(&self.ctx, self.protocol, self.id, &req);
+                self.protocol = protocol;
+                return self.chunk(chunk).push_ready(reply);
+            }
+        };
+        if write && self.endpoint == Endpoint::ReadOnly {
+            return self.chunk(chunk).push_ready(error_reply(
+                "READONLY You can't write against a read only replica.",
+            ));
+        }
+        if write && self.track_writes {
+            self.wrote = true;
+        }
+        let replica_ok = !(write || self.track_writes && self.wrote);
+        let read = !write;
+        let planned = plan(commands, &req, env);
+        let c = self.chunk(chunk);
+        match planned {
+            Plan::Reply(reply) => c.push_ready(reply),
+            Plan::Slot(slot) => c.push_parts(
+                vec![(Target::Slot(slot), req.into_raw())],
+                read,
+                replica_ok,
+                Combine::First,
+            ),
+            Plan::AnyMaster => c.push_parts(
+                vec![(Target::AnyMaster, req.into_raw())],
+                read,
+                false,
+                Combine::First,
+            ),
+            Plan::Split { parts, combine } => {
+                self.state.stats.split();
+                let parts = parts
+                    .into_iter()
+                    .map(|(slot, raw)| (Target::Slot(slot), raw))
+                    .collect();
+                c.push_parts(parts, read, replica_ok, combine);
+            }
+            Plan::AllMasters(combine) => {
+                let map = self.state.map();
+                if map.masters().is_empty() {
+                    return c.push_ready(no_cluster());
+                }
+                let raw = req.into_raw();
+                let parts = map
+                    .masters()
+                    .iter()
+                    .map(|m| (Target::Node(m.clone()), raw.clone()))
+                    .collect();
+                c.push_parts(parts, read, false, combine);
+            }
+            Plan::Scan { node, raw } => {
+                let map = self.state.map();
+                let nodes = map.masters().len() as u64;
+                match usize::try_from(node)
+                    .ok()
+                    .and_then(|n| map.masters().get(n))
+                {
+                    Some(m) => c.push_parts(
+                        vec![(Target::Node(m.clone()), raw)],
+                        true,
+                        false,
+                        Combine::Scan { node, nodes },
+                    ),
+                    None if nodes == 0 => c.push_ready(no_cluster()),
+                    None => c.push_ready(error_reply("ERR invalid cursor")),
+                }
+            }
+        }
+    }
+}
+
+impl InFlight {
+    /// The front chunk finished: its replies go out.
+    fn done(&mut self, out: &mut BytesMut, reply: &Bytes) {
+        out.extend_from_slice(reply);
+        if let Some(n) = self.sizes.pop_front() {
+            self.requests -= n;
+        }
+    }
+}
+
+fn no_cluster() -> Bytes {
+    error_reply("CLUSTERDOWN haproxy-rs: no cluster node known yet")
+}
