@@ -457,7 +457,6 @@ enum Decision {
 
 /// The outcome of each part of one dispatch: `(part, (sent to a replica, outcome))`.
 async fn collect(s: Sent) -> Vec<(usize, (bool, Outcome))> {
-    let addr = s.backend.addr().to_string();
     let reply = match s.rx {
         Some(rx) => rx
             .await
@@ -466,7 +465,10 @@ async fn collect(s: Sent) -> Vec<(usize, (bool, Outcome))> {
     };
     let unsent =
         reply.frames.is_empty() && matches!(reply.error, Some(BackendError::Unavailable) | None);
-    let failure = reply.error.as_ref().map(|e| backend_error(e, &addr).0);
+    let failure = reply
+        .error
+        .as_ref()
+        .map(|e| backend_error(e, s.backend.addr()).0);
     let mut frames = reply.frames.into_iter();
     let mut out = Vec::with_capacity(s.members.len());
     for (i, asking, replica) in s.members {

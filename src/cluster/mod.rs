@@ -50,6 +50,8 @@ pub struct ClusterMap {
     pub slots: SlotMap,
     /// Bumped on every change.
     pub generation: u64,
+    /// Slots served (counted once: [`SlotMap::served`] walks every slot).
+    pub served: usize,
     /// Indexed like [`SlotMap::owner_sets`].
     owners: Vec<Owners>,
     /// Every distinct master, by address (`SCAN` cursors and fan-out use this order).
@@ -152,6 +154,7 @@ impl ClusterState {
             .collect();
         self.replicas.retain(&replica_addrs);
         let map = Arc::new(ClusterMap {
+            served: slots.served(),
             slots,
             generation,
             owners,

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use super::merge::{Combine, SCAN_NODES};
-use crate::resp::{bulk_reply, encode_command, error_reply, int_reply, CommandTable, Request};
+use crate::resp::{
+    bulk_reply, encode_command, error_reply, int_reply, CommandFlags, CommandInfo, CommandTable,
+    Request,
+};
 use crate::router::slot::{key_slot, SLOTS};
 
 /// Redis Cluster's own error for keys in different slots.
@@ -52,24 +55,32 @@ pub struct PlanEnv {
 /// Plans `req`, a command the proxy forwards (the session has answered `PING`, `AUTH`, `HELLO`
 /// and refused the unsupported ones already).
 pub fn plan(commands: &CommandTable, req: &Request, env: &PlanEnv) -> Plan {
-    let name = commands.lookup(req).map_or_else(
-        || String::from_utf8_lossy(req.name()).to_lowercase(),
-        |i| i.name.clone(),
-    );
+    let info = commands.lookup(req);
+    if let Some(key) = info.and_then(|i| single_key(i, req)) {
+        return Plan::Slot(key_slot(key));
+    }
+    let lowered;
+    let name = match info {
+        Some(i) => i.name.as_str(),
+        None => {
+            lowered = String::from_utf8_lossy(req.name()).to_lowercase();
+            lowered.as_str()
+        }
+    };
     if name == "cluster" || name.starts_with("cluster|") {
         return cluster_command(req, env);
     }
     let keys = commands.keys(req);
     if keys.is_empty() {
-        return keyless(&name, req);
+        return keyless(name, req);
     }
     let first = key_slot(keys.first().copied().unwrap_or_default());
     if keys.iter().all(|k| key_slot(k) == first) {
         return Plan::Slot(first);
     }
-    match name.as_str() {
-        "mget" => split_keys(req, 1, Some(Combine::Gather(Vec::new()))),
-        "del" | "unlink" | "exists" | "touch" => split_keys(req, 1, None),
+    match name {
+        "mget" => split_keys(req, true),
+        "del" | "unlink" | "exists" | "touch" => split_keys(req, false),
         "mset" if req.argc() % 2 == 1 => split_pairs(req),
         // Arity errors come from Redis itself, before any slot check.
         "mset" => Plan::Slot(first),
@@ -77,13 +88,25 @@ pub fn plan(commands: &CommandTable, req: &Request, env: &PlanEnv) -> Plan {
     }
 }
 
-/// `MGET`/`DEL`-like: every argument from `from` on is a key. `gather` for MGET (the order map is
-/// filled here), else the integer replies are added.
-fn split_keys(req: &Request, from: usize, gather: Option<Combine>) -> Plan {
+/// The key of a command that has exactly one (`GET k`, `SET k v`, `HSET k f v`...): the common
+/// case, found without collecting the keys.
+fn single_key<'r>(info: &CommandInfo, req: &'r Request) -> Option<&'r [u8]> {
+    let first = usize::try_from(info.first_key).ok().filter(|&f| f > 0)?;
+    let only_one =
+        info.last_key == info.first_key || (info.last_key == -1 && req.argc() == first + 1);
+    if !only_one || info.flags.contains(CommandFlags::MOVABLE_KEYS) {
+        return None;
+    }
+    req.arg(first)
+}
+
+/// `MGET`/`DEL`-like: every argument is a key. `gather` for MGET (values back in key order),
+/// else the integer replies are added.
+fn split_keys(req: &Request, gather: bool) -> Plan {
     let name = req.name();
     let mut groups: Vec<(u16, Vec<&[u8]>)> = Vec::new();
     let mut order = Vec::new();
-    for key in req.args().skip(from) {
+    for key in req.args().skip(1) {
         let slot = key_slot(key);
         let part = match groups.iter().position(|(s, _)| *s == slot) {
             Some(p) => p,
@@ -97,9 +120,10 @@ fn split_keys(req: &Request, from: usize, gather: Option<Combine>) -> Plan {
             order.push((part as u32, (args.len() - 2) as u32));
         }
     }
-    let combine = match gather {
-        Some(_) => Combine::Gather(order),
-        None => Combine::Sum,
+    let combine = if gather {
+        Combine::Gather(order)
+    } else {
+        Combine::Sum
     };
     Plan::Split {
         parts: groups

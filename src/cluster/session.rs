@@ -142,7 +142,7 @@ impl ClusterSession {
                     let (commands, env) = snapshot.get_or_insert_with(|| {
                         let env = PlanEnv {
                             me,
-                            slots_served: self.state.map().slots.served(),
+                            slots_served: self.state.map().served,
                         };
                         (self.ctx.commands.load_full(), env)
                     });
