@@ -313,7 +313,11 @@ impl Chunk {
                     return Resolved::Later(error_reply("CLUSTERDOWN Hash slot not served"));
                 };
                 let policy = self.ctx.policy;
-                if part.replica_ok && part.attempts == 0 && policy != ReadPolicy::Master {
+                let replica_ok = part.replica_ok
+                    && part.attempts == 0
+                    && policy != ReadPolicy::Master
+                    && !self.ctx.state.slot_migrating(slot);
+                if replica_ok {
                     if !owners.replicas.is_empty() {
                         self.cursor = self.cursor.wrapping_add(1);
                         if let Some(r) = owners.replicas.get(self.cursor % owners.replicas.len()) {
@@ -357,6 +361,9 @@ impl Chunk {
                 }
                 Reaction::Ask(addr) => {
                     state.stats.ask();
+                    if let Target::Slot(slot) = part.target {
+                        state.mark_migrating(slot);
+                    }
                     part.redirect = Some((state.master_backend(addr), true));
                     part.last_error = Some(frame.clone());
                     if part.attempts < FREE_REDIRECTS {

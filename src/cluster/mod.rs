@@ -24,6 +24,7 @@ pub mod redirect;
 pub mod refresh;
 pub mod session;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
 use crate::backend::{Backend, BackendSet};
+use crate::router::slot::SLOTS;
 use crate::router::slotmap::SlotMap;
 use crate::stats::ClusterStats;
 
@@ -77,6 +79,9 @@ pub struct ClusterState {
     /// `READONLY` connections for replica reads.
     replicas: BackendSet,
     refresh: Notify,
+    /// One bit per slot: a migration of it is under way (reads go to its master, not to a
+    /// replica, which would answer nil for keys already moved).
+    migrating: Box<[AtomicU64]>,
     /// Redirection, retry and refresh counters.
     pub stats: Arc<ClusterStats>,
     /// `cluster.retry_window_ms`.
@@ -104,6 +109,9 @@ impl ClusterState {
             masters,
             replicas,
             refresh: Notify::new(),
+            migrating: (0..usize::from(SLOTS) / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             stats,
             retry_window,
         }
@@ -117,6 +125,35 @@ impl ClusterState {
     /// Asks the refresher for a new map now (coalesced: many requests, one refresh).
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
+    }
+
+    /// Whether `slot` is being migrated (as of the last refresh, or an `ASK` seen since).
+    pub fn slot_migrating(&self, slot: u16) -> bool {
+        let (word, bit) = (usize::from(slot) / 64, slot % 64);
+        self.migrating
+            .get(word)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << bit) != 0)
+    }
+
+    /// Marks `slot` as being migrated until the next refresh says otherwise.
+    pub fn mark_migrating(&self, slot: u16) {
+        let (word, bit) = (usize::from(slot) / 64, slot % 64);
+        if let Some(w) = self.migrating.get(word) {
+            w.fetch_or(1 << bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the set of slots being migrated.
+    fn set_migrating(&self, slots: &[u16]) {
+        let mut words = vec![0u64; self.migrating.len()];
+        for &s in slots {
+            if let Some(w) = words.get_mut(usize::from(s) / 64) {
+                *w |= 1 << (s % 64);
+            }
+        }
+        for (w, v) in self.migrating.iter().zip(words) {
+            w.store(v, Ordering::Relaxed);
+        }
     }
 
     /// The master connections to `addr` (a `MOVED`/`ASK` target the map may not know yet).
@@ -162,5 +199,40 @@ impl ClusterState {
         });
         self.map.store(map.clone());
         map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ConnSettings;
+    use crate::config::BackendConfig;
+    use crate::stats::Stats;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    fn state() -> ClusterState {
+        let stats = Stats::new("cluster", None);
+        let set = || {
+            BackendSet::new(
+                ConnSettings::from_config(&BackendConfig::default(), 1),
+                stats.clone(),
+                CancellationToken::new(),
+                TaskTracker::new(),
+            )
+        };
+        ClusterState::new(set(), set(), stats.cluster(), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn migrating_slots_are_marked_and_replaced() {
+        let s = state();
+        assert!(!s.slot_migrating(5));
+        s.mark_migrating(5);
+        s.mark_migrating(16383);
+        assert!(s.slot_migrating(5) && s.slot_migrating(16383));
+        assert!(!s.slot_migrating(4) && !s.slot_migrating(69));
+        s.set_migrating(&[69]);
+        assert!(!s.slot_migrating(5) && s.slot_migrating(69));
     }
 }

@@ -59,6 +59,8 @@ impl Refresher {
                         );
                     }
                     self.state.stats.refreshed(view);
+                    let migrating = self.migrating_slots().await;
+                    self.state.set_migrating(&migrating);
                 }
                 None => {
                     self.state.stats.refresh_failed();
@@ -96,6 +98,22 @@ impl Refresher {
             }
         }
         None
+    }
+
+    /// Slots some master is migrating or importing, from each master's own `CLUSTER NODES`
+    /// line (only the nodes involved show a migration).
+    async fn migrating_slots(&self) -> Vec<u16> {
+        let map = self.state.map();
+        let mut out = Vec::new();
+        for m in map.masters() {
+            let Ok(mut c) = ControlConn::connect(m.addr(), &self.creds, self.timeout).await else {
+                continue;
+            };
+            if let Ok(Value::Bulk(nodes)) = c.call(&["CLUSTER", "NODES"]).await {
+                out.extend(migrations(&String::from_utf8_lossy(&nodes)));
+            }
+        }
+        out
     }
 
     fn candidates(&self) -> Vec<String> {
@@ -145,6 +163,22 @@ async fn slots_of(conn: &mut ControlConn) -> Option<SlotMap> {
             None
         }
     }
+}
+
+/// The slots in `[slot->-id]` (migrating) and `[slot-<-id]` (importing) entries of the
+/// `myself` line of a `CLUSTER NODES` reply.
+fn migrations(nodes: &str) -> Vec<u16> {
+    let Some(me) = nodes
+        .lines()
+        .find(|l| l.split(' ').nth(2).is_some_and(|f| f.contains("myself")))
+    else {
+        return Vec::new();
+    };
+    me.split(' ')
+        .filter_map(|field| field.strip_prefix('['))
+        .filter_map(|field| field.split(['-', '>', '<']).next())
+        .filter_map(|slot| slot.parse::<u16>().ok())
+        .collect()
 }
 
 /// The map as the stats page shows it.
@@ -210,5 +244,18 @@ fn view(slots: &SlotMap, source: &str) -> ClusterView {
         nodes,
         source: Some(source.to_string()),
         changed_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_come_from_the_myself_line() {
+        let nodes = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460 [12182->-b9ca] [77-<-c28f]\n\
+                     b9ca 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383\n";
+        assert_eq!(migrations(nodes), [12182, 77]);
+        assert!(migrations("b 1:1@2 master - 0 0 3 connected 0-5\n").is_empty());
     }
 }
