@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{render_html, render_json, render_prometheus, Stats};
+use super::{render_html, render_json, render_prometheus, Snapshot, Stats};
 use crate::topology::switchover::{SwitchoverRequest, SwitchoverSender};
 
 /// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
@@ -63,16 +63,24 @@ fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
             render_prometheus(&snap),
         ),
         "/healthz" if snap.healthy() => respond(StatusCode::OK, TEXT, "ok\n".to_owned()),
-        "/healthz" => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "no master\n".to_owned(),
-        ),
+        "/healthz" => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, unhealthy(&snap)),
         _ => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
             render_html(&snap),
         ),
+    }
+}
+
+/// Why `/healthz` answers 503.
+fn unhealthy(snap: &Snapshot) -> String {
+    match &snap.cluster {
+        Some(c) => format!(
+            "{} of {} slots served\n",
+            c.view.slots_served,
+            crate::router::slot::SLOTS
+        ),
+        None => "no master\n".to_owned(),
     }
 }
 
@@ -255,6 +263,51 @@ mod tests {
 
         assert_eq!(get(addr, "GET", "/nope").await.0, 404);
         assert_eq!(get(addr, "POST", "/metrics").await.0, 405);
+
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after cancel")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn cluster_mode_json_metrics_and_health_follow_the_slot_map() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stats = Stats::new("cluster", None);
+        let token = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, Arc::clone(&stats), token.clone(), None));
+
+        let (status, _, body) = get(addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (503, "0 of 16384 slots served\n"));
+        let (_, _, body) = get(addr, "GET", "/stats.json").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["cluster"]["view"]["slots_served"], 0);
+        assert_eq!(v["cluster"]["refreshes"], 0);
+
+        stats.cluster().moved();
+        stats.cluster().refreshed(Some(crate::stats::ClusterView {
+            slots_served: 16384,
+            ..Default::default()
+        }));
+        let (status, _, body) = get(addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        let (_, _, body) = get(addr, "GET", "/stats.json").await;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["mode"], "cluster");
+        assert_eq!(v["cluster"]["view"]["slots_served"], 16384);
+        assert_eq!(
+            (
+                v["cluster"]["refreshes"].as_u64(),
+                v["cluster"]["moved"].as_u64()
+            ),
+            (Some(1), Some(1))
+        );
+        let (_, _, body) = get(addr, "GET", "/metrics").await;
+        assert!(body.contains("haproxy_rs_cluster_slots_served 16384\n"));
+        let (_, _, body) = get(addr, "GET", "/").await;
+        assert!(body.contains("<h2>Cluster</h2>"));
 
         token.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)

@@ -11,6 +11,8 @@ mod hold;
 mod http;
 mod prometheus;
 mod render;
+#[cfg(test)]
+mod samples;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -86,11 +88,12 @@ pub struct Snapshot {
     pub started_ms: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
-    /// Topology mode: `sentinel` or `static`.
+    /// Topology mode: `sentinel`, `static` or `cluster`.
     pub mode: String,
     /// Sentinel master name, if in sentinel mode.
     pub master_name: Option<String>,
-    /// Current master address, if known; `/healthz` is 200 only when this is set.
+    /// Current master address, if known; outside cluster mode `/healthz` is 200 only when this
+    /// is set (cluster mode has a master per slot range: see [`Snapshot::cluster`]).
     pub master: Option<String>,
     /// Where the topology comes from right now, in words: all sentinels, some, or none (then the
     /// last known topology is served, checked by the proxy's own health checks).
@@ -265,6 +268,15 @@ impl Stats {
         let sentinels: Vec<SentinelSnapshot> =
             sentinels.iter().map(|s| s.snapshot(now_ms)).collect();
         let topology_status = topology_status(&self.mode, &sentinels);
+        let cluster = (self.mode == "cluster").then(|| self.cluster.snapshot(now));
+        let mut backends: Vec<BackendSnapshot> = self
+            .backends()
+            .iter()
+            .map(|b| b.snapshot(now, now_ms))
+            .collect();
+        if let Some(c) = &cluster {
+            roles_from_slot_map(&mut backends, &c.view);
+        }
         Snapshot {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             now_ms,
@@ -274,17 +286,26 @@ impl Stats {
             master_name: self.master_name.clone(),
             master: lock(&self.master).clone(),
             listeners: self.listeners().iter().map(|l| l.snapshot(now)).collect(),
-            backends: self
-                .backends()
-                .iter()
-                .map(|b| b.snapshot(now, now_ms))
-                .collect(),
+            backends,
             sentinels,
             topology_status,
             failovers_total: self.failovers_total.load(Ordering::Relaxed),
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
             hold: self.hold.snapshot(),
-            cluster: (self.mode == "cluster").then(|| self.cluster.snapshot(now)),
+            cluster,
+        }
+    }
+}
+
+/// Cluster mode runs no role health checks: a backend's role is the one the slot map gives it
+/// (a node the map no longer names stays `unknown`).
+fn roles_from_slot_map(backends: &mut [BackendSnapshot], view: &ClusterView) {
+    for b in backends {
+        if let Some(node) = view.nodes.iter().find(|n| n.addr == b.addr) {
+            b.role = match node.role.as_str() {
+                "master" => Role::Master,
+                _ => Role::Replica,
+            };
         }
     }
 }
@@ -365,6 +386,34 @@ mod tests {
         assert_eq!(snap.listeners.len(), 1);
         assert_eq!(snap.listeners[0].commands, 1);
         assert_eq!(snap.listeners[0].current_connections, 1);
+    }
+
+    #[test]
+    fn cluster_mode_takes_backend_roles_from_the_slot_map() {
+        let node = |addr: &str, role: &str| ClusterNodeSnapshot {
+            addr: addr.into(),
+            role: role.into(),
+            master: (role == "replica").then(|| "127.0.0.1:7001".into()),
+            slots: 16384,
+            ranges: "0-16383".into(),
+        };
+        let stats = Stats::new("cluster", None);
+        for addr in ["127.0.0.1:7001", "127.0.0.1:7004", "127.0.0.1:7009"] {
+            stats.backend(addr);
+        }
+        stats.cluster().refreshed(Some(ClusterView {
+            slots_served: 16384,
+            nodes: vec![
+                node("127.0.0.1:7001", "master"),
+                node("127.0.0.1:7004", "replica"),
+            ],
+            ..ClusterView::default()
+        }));
+        let snap = stats.snapshot();
+        let roles: Vec<Role> = snap.backends.iter().map(|b| b.role).collect();
+        assert_eq!(roles, [Role::Master, Role::Replica, Role::Unknown]);
+        assert!(snap.healthy() && snap.master.is_none());
+        assert!(Stats::new("static", None).snapshot().cluster.is_none());
     }
 
     #[test]

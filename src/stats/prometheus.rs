@@ -2,7 +2,9 @@
 
 use std::fmt::{Display, Write};
 
-use super::{BackendSnapshot, BackendState, ListenerSnapshot, SentinelSnapshot, Snapshot};
+use super::{
+    BackendSnapshot, BackendState, ClusterSnapshot, ListenerSnapshot, SentinelSnapshot, Snapshot,
+};
 
 /// Writes Prometheus text exposition (format 0.0.4) one family at a time.
 struct Prom {
@@ -88,7 +90,11 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     p.sample("uptime_seconds", &[], s.uptime_secs);
     p.family("topology_info", "gauge", "Topology mode, always 1.");
     p.sample("topology_info", &topology, 1);
-    p.family("master_known", "gauge", "1 while a master is known.");
+    p.family(
+        "master_known",
+        "gauge",
+        "1 while a master is known (cluster mode: while every slot is served).",
+    );
     p.sample("master_known", &[], u8::from(s.healthy()));
     p.family("failovers_total", "counter", "Master changes seen.");
     p.sample("failovers_total", &[], s.failovers_total);
@@ -195,6 +201,81 @@ fn prom_latency(p: &mut Prom, bs: &[BackendSnapshot]) {
     }
 }
 
+/// Cluster mode: the slot map and when it was fetched and changed.
+fn prom_cluster_map(p: &mut Prom, c: &ClusterSnapshot) {
+    let v = &c.view;
+    p.family(
+        "cluster_slots_served",
+        "gauge",
+        "Hash slots some master serves (16384 when the cluster is complete).",
+    );
+    p.sample("cluster_slots_served", &[], v.slots_served);
+    p.family("cluster_nodes", "gauge", "Nodes in the slot map, by role.");
+    for role in ["master", "replica"] {
+        let n = v.nodes.iter().filter(|n| n.role == role).count();
+        p.sample("cluster_nodes", &[("role", role)], n);
+    }
+    if !v.nodes.is_empty() {
+        p.family(
+            "cluster_node_slots",
+            "gauge",
+            "Slots a node serves (a replica: its master's, so sum the masters only).",
+        );
+    }
+    for n in &v.nodes {
+        let labels = [("node", n.addr.as_str()), ("role", n.role.as_str())];
+        p.sample("cluster_node_slots", &labels, n.slots);
+    }
+    let times = [
+        (
+            "cluster_last_refresh_timestamp_seconds",
+            "Time of the last successful slot map refresh.",
+            c.last_refresh_ms,
+        ),
+        (
+            "cluster_slot_map_changed_timestamp_seconds",
+            "Time the slot map last changed.",
+            v.changed_ms,
+        ),
+    ];
+    for (name, help, ms) in times {
+        if let Some(ms) = ms {
+            p.family(name, "gauge", help);
+            p.sample(name, &[], float(ms as f64 / 1e3));
+        }
+    }
+}
+
+/// Cluster mode: the slot map's refreshes, and the redirections, retries and splits of requests.
+fn prom_cluster_requests(p: &mut Prom, c: &ClusterSnapshot) {
+    p.family(
+        "cluster_redirections_total",
+        "counter",
+        "MOVED and ASK replies the proxy followed.",
+    );
+    p.sample("cluster_redirections_total", &[("kind", "moved")], c.moved);
+    p.sample("cluster_redirections_total", &[("kind", "ask")], c.ask);
+    p.family(
+        "cluster_redirections_per_second",
+        "gauge",
+        "MOVED and ASK replies per second.",
+    );
+    let rate = float(c.redirections_per_sec);
+    p.sample("cluster_redirections_per_second", &[], rate);
+    #[rustfmt::skip]
+    let counters = [
+        ("cluster_retries_total", "Requests sent again after TRYAGAIN, CLUSTERDOWN, LOADING or an unreachable node.", c.retries),
+        ("cluster_retries_exhausted_total", "Requests whose retry window ran out (the client got the error).", c.retries_exhausted),
+        ("cluster_refreshes_total", "Slot maps fetched (CLUSTER SLOTS).", c.refreshes),
+        ("cluster_refresh_failures_total", "Slot map refreshes that reached no node.", c.refresh_failures),
+        ("cluster_split_commands_total", "Multi-key commands split over several slots.", c.split_commands),
+    ];
+    for (name, help, value) in counters {
+        p.family(name, "counter", help);
+        p.sample(name, &[], value);
+    }
+}
+
 /// The snapshot in Prometheus text exposition format 0.0.4; every name starts `haproxy_rs_`.
 pub fn render_prometheus(s: &Snapshot) -> String {
     let mut p = Prom {
@@ -205,5 +286,136 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     p.families(&s.backends, backend_labels, BACKEND_FAMILIES);
     prom_latency(&mut p, &s.backends);
     p.families(&s.sentinels, sentinel_labels, SENTINEL_FAMILIES);
+    if let Some(c) = &s.cluster {
+        prom_cluster_map(&mut p, c);
+        prom_cluster_requests(&mut p, c);
+    }
     p.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::samples::{cluster_sample, sample};
+
+    fn valid_name(n: &str) -> bool {
+        let mut chars = n.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+
+    /// Splits `name{k="v",..} value`, checking label syntax; returns (name, value).
+    fn parse_sample(line: &str) -> (String, String) {
+        // Drop quoted label values (honouring escapes) so what is left splits simply.
+        let (mut bare, mut quoted, mut escaped) = (String::new(), false, false);
+        for c in line.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                _ if quoted => {}
+                c => bare.push(c),
+            }
+        }
+        assert!(!quoted, "unterminated label value in {line}");
+        let (series, value) = bare.rsplit_once(' ').expect("name and value");
+        let name = match series.split_once('{') {
+            None => series,
+            Some((name, labels)) => {
+                for pair in labels.strip_suffix('}').expect("}").split(',') {
+                    let key = pair.strip_suffix('=').expect("key=\"value\"");
+                    assert!(valid_name(key) && !key.contains(':'), "{line}");
+                }
+                name
+            }
+        };
+        (name.to_owned(), value.to_owned())
+    }
+
+    /// Checks every line of `text` (names, labels, values, one HELP and TYPE per family, counters
+    /// named `_total`); returns how many samples it has.
+    fn assert_valid_exposition(text: &str) -> usize {
+        let mut helped = std::collections::HashSet::new();
+        let mut typed = std::collections::HashMap::new();
+        let mut samples = 0;
+        for line in text.lines() {
+            assert!(!line.is_empty(), "blank line");
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().expect("name");
+                assert!(helped.insert(name.to_owned()), "duplicate HELP {name}");
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("name and type");
+                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+                assert!(typed.insert(name.to_owned(), kind.to_owned()).is_none());
+                continue;
+            }
+            let (name, value) = parse_sample(line);
+            assert!(valid_name(&name), "bad name {name}");
+            assert!(name.starts_with("haproxy_rs_"), "{name}");
+            assert!(value == "NaN" || value.parse::<f64>().is_ok(), "{line}");
+            let summary = |f: &&str| typed.get(*f).is_some_and(|k| k == "summary");
+            let family = ["_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(summary))
+                .unwrap_or(&name);
+            let kind = typed
+                .get(family)
+                .unwrap_or_else(|| panic!("no TYPE for {name}"));
+            assert!(helped.contains(family), "no HELP for {name}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter {name}");
+            }
+            samples += 1;
+        }
+        samples
+    }
+
+    #[test]
+    fn prometheus_output_is_valid_exposition_format() {
+        let text = render_prometheus(&sample());
+        assert!(assert_valid_exposition(&text) > 20);
+        assert!(text.contains("haproxy_rs_master_known 1\n"));
+        assert!(
+            !text.contains("haproxy_rs_cluster_"),
+            "no cluster series outside cluster mode"
+        );
+        assert!(
+            text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\",role=\"master\"} 1\n")
+        );
+        assert!(text.contains("backend=\"bad\\\"host\\\\\\n:1\""));
+        assert!(text.contains("quantile=\"0.99\""));
+        assert!(text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\",role=\"replica\"} 4242"));
+    }
+
+    #[test]
+    fn prometheus_has_the_cluster_series_in_cluster_mode() {
+        let text = render_prometheus(&cluster_sample());
+        assert_valid_exposition(&text);
+        for line in [
+            "haproxy_rs_topology_info{mode=\"cluster\",master_name=\"\"} 1",
+            "haproxy_rs_master_known 1",
+            "haproxy_rs_cluster_slots_served 16384",
+            "haproxy_rs_cluster_nodes{role=\"master\"} 3",
+            "haproxy_rs_cluster_nodes{role=\"replica\"} 3",
+            "haproxy_rs_cluster_node_slots{node=\"127.0.0.1:7002\",role=\"master\"} 5462",
+            "haproxy_rs_cluster_node_slots{node=\"<node>:7006\",role=\"replica\"} 5461",
+            "haproxy_rs_cluster_redirections_total{kind=\"moved\"} 2",
+            "haproxy_rs_cluster_redirections_total{kind=\"ask\"} 1",
+            "haproxy_rs_cluster_redirections_per_second 1.5",
+            "haproxy_rs_cluster_retries_total 3",
+            "haproxy_rs_cluster_retries_exhausted_total 1",
+            "haproxy_rs_cluster_refreshes_total 7",
+            "haproxy_rs_cluster_refresh_failures_total 1",
+            "haproxy_rs_cluster_split_commands_total 4",
+            "haproxy_rs_backend_up{backend=\"127.0.0.1:7004\",role=\"replica\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert!(text.contains("haproxy_rs_cluster_last_refresh_timestamp_seconds "));
+        assert!(text.contains("haproxy_rs_cluster_slot_map_changed_timestamp_seconds "));
+    }
 }

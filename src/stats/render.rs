@@ -4,6 +4,8 @@ use std::fmt::{Display, Write};
 
 use super::{BackendSnapshot, BackendState, Role, Snapshot};
 
+mod cluster;
+
 /// Escapes text for HTML element content and double-quoted attributes.
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -87,11 +89,30 @@ tr.master .role{font-weight:bold}\
 .age{color:#555}.empty{color:#777;font-style:italic}\
 .legend span{display:inline-block;padding:1px 8px;margin-right:4px;border:1px solid #999}";
 
-fn html_head(out: &mut String, s: &Snapshot) {
+/// The info rows about the topology's masters: one master (Sentinel, static servers), or the
+/// slot coverage in cluster mode, where "current master: unknown" would be a false alarm.
+fn master_rows(s: &Snapshot) -> String {
+    if let Some(c) = &s.cluster {
+        return format!(
+            "<tr><td>slots served</td><td>{}</td></tr><tr><td>cluster nodes</td><td>{}</td></tr>",
+            cluster::coverage(c.view.slots_served),
+            cluster::node_counts(&c.view),
+        );
+    }
     let master = match &s.master {
         Some(m) => format!("<span class=\"ok\">{}</span>", esc(m)),
         None => "<span class=\"bad\">unknown</span>".to_owned(),
     };
+    format!(
+        "<tr><td>master name</td><td>{}</td></tr>\
+<tr><td>current master</td><td>{master}</td></tr>\
+<tr><td>failovers</td><td>{}</td></tr>",
+        s.master_name.as_deref().map_or("-".to_owned(), esc),
+        s.failovers_total,
+    )
+}
+
+fn html_head(out: &mut String, s: &Snapshot) {
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
@@ -102,9 +123,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
 <tr><td>started</td><td>{} UTC</td></tr>\
 <tr><td>uptime</td><td>{}</td></tr>\
 <tr><td>topology</td><td>{} ({})</td></tr>\
-<tr><td>master name</td><td>{}</td></tr>\
-<tr><td>current master</td><td>{master}</td></tr>\
-<tr><td>failovers</td><td>{}</td></tr>\
+{}\
 <tr><td>updated</td><td>{} UTC (refreshes every 2 s)</td></tr></table>\n\
 <div class=\"legend\"><span style=\"background:#c0ffc0\">UP</span>\
 <span style=\"background:#ff9090\">DOWN</span>\
@@ -118,8 +137,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
         } else {
             esc(&s.topology_status)
         },
-        s.master_name.as_deref().map_or("-".to_owned(), esc),
-        s.failovers_total,
+        master_rows(s),
         fmt_time(s.now_ms),
     );
 }
@@ -306,9 +324,23 @@ pub fn render_html(s: &Snapshot) -> String {
     let mut out = String::with_capacity(8 * 1024);
     html_head(&mut out, s);
     html_listeners(&mut out, s);
-    html_backends(&mut out, s);
-    html_sentinels(&mut out, s);
-    html_failovers(&mut out, s);
+    match &s.cluster {
+        // Cluster mode has no sentinels, and neither holds writes for a master nor sees
+        // failovers of its own: the cluster fails over, the proxy follows the slot map.
+        Some(c) => {
+            cluster::html_cluster(&mut out, c, s.now_ms);
+            html_backends(&mut out, s);
+            out.push_str(
+                "<p class=\"age\">Cluster mode: roles come from the slot map; the nodes are not \
+health-checked (the cluster fails over by itself, the proxy follows its slot map).</p>\n",
+            );
+        }
+        None => {
+            html_backends(&mut out, s);
+            html_sentinels(&mut out, s);
+            html_failovers(&mut out, s);
+        }
+    }
     out.push_str(
         "<p class=\"age\">Also: <a href=\"/stats.json\">/stats.json</a> \
 <a href=\"/metrics\">/metrics</a> <a href=\"/healthz\">/healthz</a></p>\n</body></html>\n",
@@ -324,32 +356,8 @@ pub fn render_json(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::render_prometheus;
-    use crate::stats::{Role, Stats};
-    use std::time::Duration;
-
-    /// A snapshot with one of everything, and hostile names.
-    fn sample() -> Snapshot {
-        let stats = Stats::new("sentinel", Some("my<master>"));
-        let l = stats.listener("main <script>", "127.0.0.1:6380".parse().expect("addr"));
-        l.connection_opened();
-        l.command();
-        let m = stats.backend("127.0.0.1:6391");
-        m.set_role(Role::Master);
-        m.set_up(true);
-        m.record(Duration::from_micros(250), true);
-        let r = stats.backend("127.0.0.1:6392");
-        r.set_role(Role::Replica);
-        r.set_up(false);
-        r.set_replication(4242, false);
-        stats.backend("bad\"host\\\n:1");
-        let s = stats.sentinel("127.0.0.1:26379");
-        s.set_connected(true);
-        s.event("+switch-master");
-        stats.record_failover(Some("127.0.0.1:6392"), "127.0.0.1:6391", "+switch-master");
-        stats.set_master(Some("127.0.0.1:6391"));
-        stats.snapshot()
-    }
+    use crate::stats::samples::{cluster_sample, sample};
+    use crate::stats::Stats;
 
     #[test]
     fn html_has_sections_headers_backends_and_refresh() {
@@ -411,88 +419,41 @@ mod tests {
         assert!(v["now_ms"].is_u64() && v["uptime_secs"].is_u64());
     }
 
-    fn valid_name(n: &str) -> bool {
-        let mut chars = n.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    }
-
-    /// Splits `name{k="v",..} value`, checking label syntax; returns (name, value).
-    fn parse_sample(line: &str) -> (String, String) {
-        // Drop quoted label values (honouring escapes) so what is left splits simply.
-        let (mut bare, mut quoted, mut escaped) = (String::new(), false, false);
-        for c in line.chars() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' => quoted = !quoted,
-                _ if quoted => {}
-                c => bare.push(c),
-            }
-        }
-        assert!(!quoted, "unterminated label value in {line}");
-        let (series, value) = bare.rsplit_once(' ').expect("name and value");
-        let name = match series.split_once('{') {
-            None => series,
-            Some((name, labels)) => {
-                for pair in labels.strip_suffix('}').expect("}").split(',') {
-                    let key = pair.strip_suffix('=').expect("key=\"value\"");
-                    assert!(valid_name(key) && !key.contains(':'), "{line}");
-                }
-                name
-            }
-        };
-        (name.to_owned(), value.to_owned())
-    }
-
     #[test]
-    fn prometheus_output_is_valid_exposition_format() {
-        let text = render_prometheus(&sample());
-        let mut helped = std::collections::HashSet::new();
-        let mut typed = std::collections::HashMap::new();
-        let mut samples = 0;
-        for line in text.lines() {
-            assert!(!line.is_empty(), "blank line");
-            if let Some(rest) = line.strip_prefix("# HELP ") {
-                let name = rest.split(' ').next().expect("name");
-                assert!(helped.insert(name.to_owned()), "duplicate HELP {name}");
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("name and type");
-                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
-                assert!(typed.insert(name.to_owned(), kind.to_owned()).is_none());
-                continue;
-            }
-            let (name, value) = parse_sample(line);
-            assert!(valid_name(&name), "bad name {name}");
-            assert!(name.starts_with("haproxy_rs_"), "{name}");
-            assert!(value == "NaN" || value.parse::<f64>().is_ok(), "{line}");
-            let summary = |f: &&str| typed.get(*f).is_some_and(|k| k == "summary");
-            let family = ["_sum", "_count"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s).filter(summary))
-                .unwrap_or(&name);
-            let kind = typed
-                .get(family)
-                .unwrap_or_else(|| panic!("no TYPE for {name}"));
-            assert!(helped.contains(family), "no HELP for {name}");
-            if kind == "counter" {
-                assert!(name.ends_with("_total"), "counter {name}");
-            }
-            samples += 1;
-        }
-        assert!(samples > 20);
-        assert!(
-            text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\",role=\"master\"} 1\n")
+    fn json_has_the_cluster_in_cluster_mode_only() {
+        let v: serde_json::Value =
+            serde_json::from_str(&render_json(&cluster_sample())).expect("valid json");
+        assert_eq!(v["mode"], "cluster");
+        let c = &v["cluster"];
+        assert_eq!(c["view"]["slots_served"], 16384);
+        assert_eq!(c["view"]["source"], "127.0.0.1:7001");
+        assert!(c["view"]["changed_ms"].is_u64());
+        let nodes = c["view"]["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 6);
+        assert_eq!(nodes[0]["addr"], "127.0.0.1:7001");
+        assert_eq!(nodes[0]["role"], "master");
+        assert!(nodes[0]["master"].is_null());
+        assert_eq!(nodes[3]["master"], "127.0.0.1:7001");
+        assert_eq!(nodes[3]["ranges"], "0-5460");
+        assert_eq!((c["moved"].as_u64(), c["ask"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(
+            (c["retries"].as_u64(), c["retries_exhausted"].as_u64()),
+            (Some(3), Some(1))
         );
-        assert!(text.contains("backend=\"bad\\\"host\\\\\\n:1\""));
-        assert!(text.contains("quantile=\"0.99\""));
-        assert!(text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\",role=\"replica\"} 4242"));
-    }
+        assert_eq!(
+            (c["refreshes"].as_u64(), c["refresh_failures"].as_u64()),
+            (Some(7), Some(1))
+        );
+        assert_eq!(c["split_commands"], 4);
+        assert!(c["redirections_per_sec"].is_f64() && c["last_refresh_ms"].is_u64());
+        assert_eq!(
+            v["backends"][3]["role"], "replica",
+            "roles from the slot map"
+        );
 
+        let v: serde_json::Value = serde_json::from_str(&render_json(&sample())).expect("json");
+        assert!(v["cluster"].is_null(), "sentinel mode has no cluster");
+    }
     #[test]
     fn time_and_duration_formatting() {
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00");
