@@ -8,6 +8,7 @@ use haproxy_rs::Proxy;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Cluster;
 use super::sentinel::Topology;
 
 /// How long the proxy may take to learn a topology.
@@ -25,6 +26,11 @@ impl ProxyBuilder {
             topo.sentinel_addrs(),
             topo.master_name(),
         ))
+    }
+
+    /// Cluster mode, seeded with every node of `cluster`.
+    pub fn cluster(cluster: &Cluster) -> Self {
+        Self::from_config(Config::for_cluster(cluster.addrs()))
     }
 
     /// Static mode over these servers.
@@ -59,7 +65,8 @@ impl ProxyBuilder {
         self
     }
 
-    /// Starts the proxy and waits until it knows a master and `replicas` replicas serve reads.
+    /// Starts the proxy and waits until it knows a master and `replicas` replicas serve reads (in
+    /// cluster mode: until its slot map serves every slot).
     pub async fn start(self, replicas: usize) -> TestProxy {
         // `HAPROXY_RS_TEST_LOG=haproxy_rs=debug cargo test ... -- --nocapture` shows the proxy's log.
         if let Ok(filter) = std::env::var("HAPROXY_RS_TEST_LOG") {
@@ -129,8 +136,17 @@ impl TestProxy {
             .filter(|r| r.health.serves_reads())
             .count()
     }
-    /// Waits until a master is known and `replicas` replicas serve reads.
+    /// Waits until a master is known and `replicas` replicas serve reads; in cluster mode, until
+    /// the slot map serves every slot.
     pub async fn wait_ready(&self, replicas: usize) {
+        if let Some(cluster) = &self.proxy.cluster {
+            crate::eventually!(
+                READY_TIMEOUT,
+                cluster.map().slots.served() == 16384,
+                "proxy's slot map serves all 16384 slots"
+            );
+            return;
+        }
         crate::eventually!(
             READY_TIMEOUT,
             self.master().is_some() && self.readable_replicas() >= replicas,
