@@ -6,10 +6,18 @@
 #   scripts/lab.sh down     stop what `up` started (by pidfile) and remove .lab/
 #   scripts/lab.sh install  only install redis-server, redis-sentinel and redis-tools when missing
 #
-# The same topology is described by compose/docker-compose.yml and config/haproxy-rs.toml; the ports stay
-# clear of the proxy's 6379/6380/8404. State (configs, logs, pidfiles) lives in .lab/ at the repo root.
-# Every command is idempotent: `up` starts only the instances that do not answer, reusing their configs,
-# which Sentinel rewrites after a failover.
+# And a Redis Cluster on loopback: three masters with a replica each, for the proxy's cluster mode.
+#
+#   scripts/lab.sh cluster [up]   start the six nodes (6401-6406, cluster bus 16401-16406), create the
+#                                 cluster if they are new, wait until every slot is served
+#   scripts/lab.sh cluster status print every node's role and slots, and the cluster state
+#   scripts/lab.sh cluster down   stop the cluster's nodes and remove .lab/cluster/ (`down` stops them too)
+#
+# The same topologies are described by compose/docker-compose.yml and config/haproxy-rs.toml, and by
+# compose/cluster.yml and config/cluster.toml; the ports stay clear of the proxy's 6379/6380/8404. State
+# (configs, logs, pidfiles) lives in .lab/ at the repo root. Every command is idempotent: `up` starts only
+# the instances that do not answer, reusing their configs, which Sentinel and Redis Cluster rewrite after
+# a failover.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +31,12 @@ DOWN_AFTER_MS=5000
 FAILOVER_TIMEOUT_MS=10000
 # Seconds `up` waits for replication and sentinel discovery.
 READY_TIMEOUT=${LAB_READY_TIMEOUT:-60}
+CLUSTER_DIR=$LAB_DIR/cluster
+# redis-cli --cluster create makes the first third of them masters; each bus port is port + 10000.
+CLUSTER_PORTS=(6401 6402 6403 6404 6405 6406)
+CLUSTER_REPLICAS=1
+# How long a master may be unreachable before its replica is promoted (Redis's default is 15000).
+CLUSTER_NODE_TIMEOUT_MS=5000
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -104,9 +118,30 @@ sentinel parallel-syncs $MASTER_NAME 1
 CONF
 }
 
-# start_instance PORT KIND(redis|sentinel) [replicaof line]: writes the config only if absent.
+cluster_conf() {
+    local port=$1 dir=$CLUSTER_DIR/$1
+    cat <<CONF
+port $port
+bind 127.0.0.1
+daemonize yes
+pidfile $dir/pid
+logfile $dir/log
+dir $dir
+save ""
+appendonly no
+cluster-enabled yes
+cluster-config-file nodes.conf
+cluster-node-timeout $CLUSTER_NODE_TIMEOUT_MS
+CONF
+}
+
+# start_instance PORT KIND(server|sentinel|cluster) [replicaof line]: writes the config only if absent.
 start_instance() {
-    local port=$1 kind=$2 replicaof=${3:-} dir=$LAB_DIR/$1
+    local port=$1 kind=$2 replicaof=${3:-} dir=$LAB_DIR/$1 bin=redis-$2
+    if [ "$kind" = cluster ]; then
+        dir=$CLUSTER_DIR/$port
+        bin=redis-server
+    fi
     if answers "$port"; then
         if [ -f "$dir/pid" ]; then
             log "$kind $port already running"
@@ -116,13 +151,13 @@ start_instance() {
     fi
     mkdir -p "$dir"
     if [ ! -f "$dir/$kind.conf" ]; then
-        if [ "$kind" = sentinel ]; then
-            sentinel_conf "$port" >"$dir/$kind.conf"
-        else
-            redis_conf "$port" "$replicaof" >"$dir/$kind.conf"
-        fi
+        case $kind in
+        sentinel) sentinel_conf "$port" ;;
+        cluster) cluster_conf "$port" ;;
+        *) redis_conf "$port" "$replicaof" ;;
+        esac >"$dir/$kind.conf"
     fi
-    "redis-$kind" "$dir/$kind.conf" || die "redis-$kind $port did not start; see $dir/log"
+    "$bin" "$dir/$kind.conf" || die "$bin $port did not start; see $dir/log"
     local i
     for ((i = 0; i < 100; i++)); do
         answers "$port" && { log "started $kind $port"; return 0; }
@@ -187,13 +222,10 @@ cmd_status() {
     done
 }
 
-cmd_down() {
-    if [ ! -d "$LAB_DIR" ]; then
-        log "no $LAB_DIR; nothing to stop"
-        return 0
-    fi
+# stop_instances DIR: stops every instance with a pidfile in DIR/PORT/.
+stop_instances() {
     local pidfile pid port i
-    for pidfile in "$LAB_DIR"/*/pid; do
+    for pidfile in "$1"/*/pid; do
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile")
         port=$(basename "$(dirname "$pidfile")")
@@ -206,8 +238,128 @@ cmd_down() {
         done
         kill -9 "$pid" 2>/dev/null || true
     done
+}
+
+cmd_down() {
+    if [ ! -d "$LAB_DIR" ]; then
+        log "no $LAB_DIR; nothing to stop"
+        return 0
+    fi
+    stop_instances "$CLUSTER_DIR"
+    stop_instances "$LAB_DIR"
     rm -rf "$LAB_DIR"
     log "stopped; removed $LAB_DIR"
+}
+
+# cluster_info PORT FIELD: one field of the node's CLUSTER INFO (empty when it does not answer).
+cluster_info() { { cli "$1" CLUSTER INFO || true; } | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2 }'; }
+
+# A node that knows only itself and serves no slot: new, never part of a cluster.
+cluster_node_new() {
+    [ "$(cluster_info "$1" cluster_known_nodes)" = 1 ] && [ "$(cluster_info "$1" cluster_slots_assigned)" = 0 ]
+}
+
+# True when every node says the cluster is ok with every slot assigned, and sees every node, the masters
+# serving slots and the replicas, all connected and none failing.
+cluster_ready() {
+    local n=${#CLUSTER_PORTS[@]} masters=$((${#CLUSTER_PORTS[@]} / (CLUSTER_REPLICAS + 1))) p nodes
+    for p in "${CLUSTER_PORTS[@]}"; do
+        [ "$(cluster_info "$p" cluster_state)" = ok ] || return 1
+        [ "$(cluster_info "$p" cluster_slots_assigned)" = 16384 ] || return 1
+        [ "$(cluster_info "$p" cluster_known_nodes)" = "$n" ] || return 1
+        nodes=$(cli "$p" CLUSTER NODES) || return 1
+        [ "$(awk '$3 ~ /master/ && $3 !~ /fail/ && $8 == "connected" && NF > 8' <<<"$nodes" | wc -l)" \
+            -eq "$masters" ] || return 1
+        [ "$(awk '$3 ~ /slave/ && $3 !~ /fail/ && $8 == "connected"' <<<"$nodes" | wc -l)" \
+            -eq "$((n - masters))" ] || return 1
+    done
+}
+
+# The masters, by ROLE, as host:port,host:port.
+cluster_masters() {
+    local p
+    for p in "${CLUSTER_PORTS[@]}"; do
+        if [ "$({ cli "$p" ROLE || true; } | head -n1)" = master ]; then
+            printf '127.0.0.1:%s\n' "$p"
+        fi
+    done | paste -sd, -
+}
+
+cmd_cluster_up() {
+    install_redis
+    mkdir -p "$CLUSTER_DIR"
+    local p new=0 addrs=()
+    for p in "${CLUSTER_PORTS[@]}"; do
+        start_instance "$p" cluster
+        addrs+=("127.0.0.1:$p")
+    done
+    for p in "${CLUSTER_PORTS[@]}"; do
+        if cluster_node_new "$p"; then new=$((new + 1)); fi
+    done
+    if [ "$new" -eq "${#CLUSTER_PORTS[@]}" ]; then
+        log "creating the cluster: ${#CLUSTER_PORTS[@]} nodes, $CLUSTER_REPLICAS replica(s) per master"
+        redis-cli --cluster create "${addrs[@]}" \
+            --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes >"$CLUSTER_DIR/create.log" 2>&1 ||
+            die "redis-cli --cluster create failed; see $CLUSTER_DIR/create.log"
+    elif [ "$new" -gt 0 ]; then
+        die "$new node(s) are new and the others already form a cluster; run \`$0 cluster down\` first"
+    fi
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until cluster_ready; do
+        [ "$SECONDS" -lt "$deadline" ] || { cmd_cluster_status; die "cluster not ready after ${READY_TIMEOUT}s"; }
+        sleep 0.5
+    done
+    local masters
+    masters=$(cluster_masters)
+    log "ready: masters $masters, each with $CLUSTER_REPLICAS replica(s); every slot served"
+    cat >&2 <<HOWTO
+lab: run the proxy in front (it follows the slot map and presents the cluster as one node):
+  cargo run --release -- run -c config/cluster.toml
+  # or: haproxy-rs run --cluster $masters --listen 127.0.0.1:6379 --stats 127.0.0.1:8404
+  redis-cli -p 6379 mset a 1 b 2 c 3 && redis-cli -p 6379 mget a b c   # split by slot
+  curl -s http://127.0.0.1:8404/stats.json | jq .cluster              # the slot map, redirections
+HOWTO
+}
+
+cmd_cluster_status() {
+    local p role detail
+    for p in "${CLUSTER_PORTS[@]}"; do
+        role=$({ cli "$p" ROLE || true; } | head -n1)
+        case $role in
+        master)
+            detail=$({ cli "$p" CLUSTER NODES || true; } |
+                awk '$3 ~ /myself/ { s = "slots"; for (i = 9; i <= NF; i++) s = s " " $i; print s }')
+            ;;
+        slave) detail="of $({ cli "$p" ROLE || true; } | sed -n '2p;3p' | paste -sd: -)" ;;
+        *) detail="" ;;
+        esac
+        printf '127.0.0.1:%s\t%s %s\n' "$p" "${role:-down}" "$detail"
+    done
+    local state
+    state=$(cluster_info "${CLUSTER_PORTS[0]}" cluster_state)
+    printf 'cluster_state (by %s): %s\n' "${CLUSTER_PORTS[0]}" "${state:-unknown (down)}"
+}
+
+cmd_cluster_down() {
+    if [ ! -d "$CLUSTER_DIR" ]; then
+        log "no $CLUSTER_DIR; nothing to stop"
+        return 0
+    fi
+    stop_instances "$CLUSTER_DIR"
+    rm -rf "$CLUSTER_DIR"
+    log "stopped the cluster; removed $CLUSTER_DIR"
+}
+
+cmd_cluster() {
+    case "${1:-up}" in
+    up) cmd_cluster_up ;;
+    down) cmd_cluster_down ;;
+    status) cmd_cluster_status ;;
+    *)
+        echo "usage: $0 cluster [up|down|status]" >&2
+        exit 64
+        ;;
+    esac
 }
 
 case "${1:-}" in
@@ -215,8 +367,9 @@ up) cmd_up ;;
 down) cmd_down ;;
 status) cmd_status ;;
 install) install_redis ;;
+cluster) cmd_cluster "${2:-up}" ;;
 *)
-    echo "usage: $0 up|down|status|install" >&2
+    echo "usage: $0 up|down|status|install|cluster [up|down|status]" >&2
     exit 64
     ;;
 esac
