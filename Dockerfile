@@ -1,4 +1,4 @@
-# haproxy-rs container image (used by compose/docker-compose.yml).
+# haproxy-rs container image (used by compose/docker-compose.yml and compose/cluster.yml).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .

@@ -1,4 +1,5 @@
-//! compose/docker-compose.yml, scripts/lab.sh and the baseline configs describe the same topology.
+//! compose/docker-compose.yml, scripts/lab.sh and the baseline configs describe the same topology; so do
+//! compose/cluster.yml, `scripts/lab.sh cluster` and config/cluster.toml.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -11,9 +12,12 @@ fn read(rel: &str) -> String {
 }
 
 fn compose() -> Value {
-    let mut doc: Value =
-        serde_yaml::from_str(&read("compose/docker-compose.yml")).expect("valid YAML");
-    // The file shares settings through `<<: *anchor`, which serde_yaml leaves unapplied.
+    compose_file("compose/docker-compose.yml")
+}
+
+fn compose_file(rel: &str) -> Value {
+    let mut doc: Value = serde_yaml::from_str(&read(rel)).expect("valid YAML");
+    // The files share settings through `<<: *anchor`, which serde_yaml leaves unapplied.
     doc.apply_merge().expect("merge keys apply");
     doc
 }
@@ -211,4 +215,103 @@ fn baseline_configs_point_at_the_lab() {
         servers[0].starts_with("127.0.0.1:6391:"),
         "twemproxy fronts the lab master: {servers:?}"
     );
+}
+
+/// The services of compose/cluster.yml that run a cluster node, by name.
+fn cluster_nodes(doc: &Value) -> BTreeSet<String> {
+    services_running(doc, "redis-server")
+        .into_iter()
+        .filter(|name| {
+            flag_values(
+                &command(&doc["services"][name.as_str()]),
+                "--cluster-enabled",
+            ) == ["yes"]
+        })
+        .collect()
+}
+
+#[test]
+fn compose_cluster_has_six_nodes_that_announce_their_names() {
+    let doc = compose_file("compose/cluster.yml");
+    let nodes = cluster_nodes(&doc);
+    let want: BTreeSet<String> = (1..=6).map(|i| format!("redis-{i}")).collect();
+    assert_eq!(nodes, want);
+    for name in &nodes {
+        let node = &doc["services"][name.as_str()];
+        assert_eq!(node["image"].as_str(), Some("redis:7.0"));
+        let args = command(node);
+        assert_eq!(
+            flag_values(&args, "--cluster-announce-hostname"),
+            [name.as_str()]
+        );
+        assert_eq!(
+            flag_values(&args, "--cluster-preferred-endpoint-type"),
+            ["hostname"]
+        );
+        assert_eq!(flag_values(&args, "--cluster-node-timeout"), ["5000"]);
+    }
+
+    let init = &doc["services"]["cluster-init"];
+    let script = command(init).join(" ");
+    assert!(script.contains("redis-cli --cluster create"), "{script}");
+    assert!(script.contains("--cluster-replicas 1"), "{script}");
+    let listed: BTreeSet<String> = init["environment"]["NODES"]
+        .as_str()
+        .expect("cluster-init lists the nodes")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, nodes);
+    for name in &nodes {
+        assert_eq!(
+            init["depends_on"][name.as_str()]["condition"].as_str(),
+            Some("service_healthy"),
+            "cluster-init waits for {name}"
+        );
+    }
+}
+
+#[test]
+fn compose_cluster_haproxy_rs_is_seeded_with_the_nodes() {
+    let doc = compose_file("compose/cluster.yml");
+    let proxy = &doc["services"]["haproxy-rs"];
+    assert_eq!(proxy["image"].as_str(), Some("haproxy-rs:latest"));
+    assert!(!proxy["build"].is_null(), "haproxy-rs builds from the repo");
+    assert_eq!(published_ports(proxy), BTreeSet::from([6379, 6380, 8404]));
+    assert_eq!(
+        proxy["depends_on"]["cluster-init"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    let args = command(proxy);
+    assert_eq!(args.first().map(String::as_str), Some("run"));
+    assert_eq!(flag_values(&args, "--listen"), ["0.0.0.0:6379"]);
+    assert_eq!(flag_values(&args, "--read-listen"), ["0.0.0.0:6380"]);
+    assert_eq!(flag_values(&args, "--stats"), ["0.0.0.0:8404"]);
+    let seeds = flag_values(&args, "--cluster");
+    assert!(!seeds.is_empty(), "haproxy-rs runs in cluster mode");
+    let nodes: BTreeSet<String> = cluster_nodes(&doc)
+        .into_iter()
+        .map(|name| format!("{name}:6379"))
+        .collect();
+    assert!(seeds.iter().all(|s| nodes.contains(s)), "{seeds:?}");
+}
+
+#[test]
+fn lab_cluster_and_config_cluster_toml_agree() {
+    let lab = read("scripts/lab.sh");
+    let ports = shell_var(&lab, "CLUSTER_PORTS");
+    assert_eq!(ports, ["6401", "6402", "6403", "6404", "6405", "6406"]);
+    assert_eq!(shell_var(&lab, "CLUSTER_REPLICAS"), ["1"]);
+    assert_eq!(shell_var(&lab, "CLUSTER_NODE_TIMEOUT_MS"), ["5000"]);
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml");
+    let cfg = haproxy_rs::config::Config::from_file(&path).expect("config/cluster.toml parses");
+    let cluster = cfg.cluster.expect("config/cluster.toml has [cluster]");
+    assert!(!cluster.seeds.is_empty());
+    for seed in &cluster.seeds {
+        let port = seed.strip_prefix("127.0.0.1:").expect("a loopback seed");
+        assert!(ports.iter().any(|p| p == port), "{seed} is a lab node");
+    }
+    // Above the lab's cluster-node-timeout plus an election, so a failover is retried through.
+    assert!(cluster.retry_window_ms > 5000 + 1000);
 }

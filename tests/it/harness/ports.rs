@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::sync::{Mutex, OnceLock};
 
-/// First port of the range we hand out. Below it sit the lab (6391-6393) and the HAProxy/twemproxy
-/// comparison ports (16379-16381, 18404).
+/// First port of the range we hand out. Below it sit the lab (6391-6393), the lab's cluster (6401-6406,
+/// bus 16401-16406) and the HAProxy/twemproxy comparison ports (16379-16381, 18404).
 const RANGE_START: u16 = 20_000;
 /// One past the last port we hand out; Linux picks ephemeral ports from 32768 upwards, and a port we
 /// checked could be taken by an outgoing connection before the server binds it.
