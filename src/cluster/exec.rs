@@ -181,6 +181,9 @@ impl Chunk {
             let mut wait = !retry.is_empty();
             if wait {
                 self.ctx.state.request_refresh();
+                for _ in &retry {
+                    self.ctx.state.stats.retried();
+                }
             }
             for s in sent {
                 for (i, outcome) in collect(s).await {
@@ -210,7 +213,6 @@ impl Chunk {
                 if let Some(p) = self.parts.get_mut(i) {
                     p.attempts += 1;
                 }
-                self.ctx.state.stats.retried();
             }
             let map = self.ctx.state.map();
             sent = self.send_round(&map, &retry).await;
@@ -373,12 +375,14 @@ impl Chunk {
                     }
                 }
                 Reaction::Later => {
+                    state.stats.retried();
                     part.last_error = Some(frame);
                     Decision::Later
                 }
             },
             Outcome::Unsent(error) => {
                 part.last_error = Some(error);
+                state.stats.retried();
                 if to_replica {
                     // The next attempt (attempts > 0) goes to the master.
                     Decision::Now
@@ -389,6 +393,7 @@ impl Chunk {
             }
             Outcome::Lost(error) => {
                 if part.read {
+                    state.stats.retried();
                     part.last_error = Some(error);
                     state.request_refresh();
                     Decision::Later

@@ -30,7 +30,10 @@ pub fn reaction(frame: &[u8]) -> Reaction<'_> {
                 .rsplit(|&b| b == b' ')
                 .next()
                 .and_then(|a| std::str::from_utf8(a).ok())
-                .filter(|a| a.contains(':'));
+                .filter(|a| {
+                    a.rsplit_once(':')
+                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                });
             match (word, addr) {
                 (b"MOVED", Some(a)) => Reaction::Moved(a),
                 (b"ASK", Some(a)) => Reaction::Ask(a),
@@ -67,6 +70,11 @@ mod tests {
         assert_eq!(reaction(b"-ERR unknown command\r\n"), Reaction::Answer);
         assert_eq!(reaction(b"+OK\r\n"), Reaction::Answer);
         assert_eq!(reaction(b"-MOVED garbage\r\n"), Reaction::Answer);
+        assert_eq!(
+            reaction(b"-MOVED 1 :6381\r\n"),
+            Reaction::Answer,
+            "an endpoint without a host (unknown-endpoint) is not followed"
+        );
         assert_eq!(reaction(b"$5\r\nMOVED\r\n"), Reaction::Answer);
     }
 }

@@ -124,12 +124,20 @@ impl SlotMap {
     }
 }
 
-/// `[ip, port, id, ...]` as `ip:port` (`None` for an entry without them).
+/// `[ip, port, id, ...]` as `ip:port` (`[ip]:port` for IPv6); `None` for an entry without them,
+/// or whose endpoint is unknown (`NULL`, or `?` while a hostname has not spread yet).
 fn node_addr(node: &Value) -> Option<String> {
     let fields = node.as_array()?;
     let ip = fields.first()?.as_str()?;
     let port = fields.get(1)?.as_int()?;
-    Some(format!("{ip}:{port}"))
+    if ip.is_empty() || ip == "?" || !(1..=65535).contains(&port) {
+        return None;
+    }
+    if ip.contains(':') {
+        Some(format!("[{ip}]:{port}"))
+    } else {
+        Some(format!("{ip}:{port}"))
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +184,23 @@ mod tests {
         assert_eq!(map.owner_index(5461), Some(1));
         assert_eq!(map.owner_sets()[1].master, "10.0.0.2:7001");
         assert_eq!(map.ranges_of(1), [(5461, 10922)]);
+    }
+
+    #[test]
+    fn ipv6_and_unknown_endpoints() {
+        let reply = Value::Array(vec![
+            range(0, 9, vec![node("::1", 7000), node("?", 7001)]),
+            range(10, 19, vec![node("", 7002)]),
+        ]);
+        // A range whose master has no usable endpoint makes the reply unusable as a whole.
+        assert!(SlotMap::from_cluster_slots(&reply).is_err());
+        let reply = Value::Array(vec![range(0, 9, vec![node("::1", 7000), node("?", 7001)])]);
+        let map = SlotMap::from_cluster_slots(&reply).unwrap();
+        assert_eq!(map.owners(0).unwrap().master, "[::1]:7000");
+        assert!(
+            map.owners(0).unwrap().replicas.is_empty(),
+            "the `?` replica is skipped"
+        );
     }
 
     #[test]

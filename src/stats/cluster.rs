@@ -54,9 +54,10 @@ pub struct ClusterSnapshot {
     pub ask: u64,
     /// Redirections (`MOVED` + `ASK`) per second.
     pub redirections_per_sec: f64,
-    /// Requests sent again after `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` or an unreachable node.
+    /// Requests (or slot parts of split ones) sent again after `TRYAGAIN`, `CLUSTERDOWN`,
+    /// `LOADING`, an unreachable node or a read's lost connection; redirections count apart.
     pub retries: u64,
-    /// Requests whose retry window ran out (the client got the last error).
+    /// Requests (or slot parts) whose retry window ran out (the client got the last error).
     pub retries_exhausted: u64,
     /// Multi-key commands split over several slots.
     pub split_commands: u64,
