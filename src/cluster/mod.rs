@@ -56,7 +56,8 @@ pub struct ClusterMap {
     pub served: usize,
     /// Indexed like [`SlotMap::owner_sets`].
     owners: Vec<Owners>,
-    /// Every distinct master, by address (`SCAN` cursors and fan-out use this order).
+    /// Every distinct master, by the first slot it serves (`SCAN` cursors and fan-out use this
+    /// order).
     masters: Vec<Arc<Backend>>,
 }
 
@@ -65,7 +66,7 @@ impl ClusterMap {
     pub fn owners(&self, slot: u16) -> Option<&Owners> {
         self.owners.get(self.slots.owner_index(slot)?)
     }
-    /// Every master, by address.
+    /// Every master, by the first slot it serves.
     pub fn masters(&self) -> &[Arc<Backend>] {
         &self.masters
     }
@@ -176,13 +177,16 @@ impl ClusterState {
                     .collect(),
             })
             .collect();
+        // Ordered by the first slot each serves: a failover keeps the order (the promoted
+        // replica takes its master's place), so a SCAN across it neither misses nor repeats.
         let mut masters: Vec<Arc<Backend>> = Vec::new();
-        for o in &owners {
-            if !masters.iter().any(|m| Arc::ptr_eq(m, &o.master)) {
-                masters.push(o.master.clone());
+        for slot in 0..SLOTS {
+            if let Some(o) = slots.owner_index(slot).and_then(|i| owners.get(i)) {
+                if !masters.iter().any(|m| Arc::ptr_eq(m, &o.master)) {
+                    masters.push(o.master.clone());
+                }
             }
         }
-        masters.sort_by(|a, b| a.addr().cmp(b.addr()));
         let master_addrs: Vec<&str> = masters.iter().map(|m| m.addr()).collect();
         self.masters.retain(&master_addrs);
         let replica_addrs: Vec<&str> = owners

@@ -33,7 +33,7 @@ pub enum Plan {
     },
     /// The request as it is to every master.
     AllMasters(Combine),
-    /// `SCAN` of master number `node` (in address order) from `cursor`; `raw` is the request
+    /// `SCAN` of master number `node` (in first-slot order) from `cursor`; `raw` is the request
     /// with the node's own cursor.
     Scan {
         /// Which master.
