@@ -164,11 +164,26 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             readonly: true,
             ..conn_settings.clone()
         };
+        let health = topology::health::HealthContext {
+            interval: Duration::from_millis(cfg.backend.health_interval_ms),
+            timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
+            creds: conn_settings.creds.clone(),
+            max_lag_secs: cfg.routing.max_replica_lag_secs,
+            // No master offset to follow: read-your-writes sends a writer's reads to masters.
+            table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+            clock: Arc::new(ReplicationClock::default()),
+            changes: mpsc::unbounded_channel().0,
+        };
+        let tracker = background.clone();
+        let watch_replica = Box::new(move |replica| {
+            tracker.spawn(topology::health::run_health(replica, health.clone()));
+        });
         Arc::new(cluster::ClusterState::new(
             backend_set(conn_settings.clone()),
             backend_set(replicas),
             stats.cluster(),
             Duration::from_millis(c.retry_window_ms),
+            watch_replica,
         ))
     });
     let backends = Arc::new(backend_set(conn_settings));

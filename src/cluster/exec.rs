@@ -320,15 +320,19 @@ impl Chunk {
                     && policy != ReadPolicy::Master
                     && !self.ctx.state.slot_migrating(slot);
                 if replica_ok {
-                    if !owners.replicas.is_empty() {
+                    let n = owners.replicas.len();
+                    for _ in 0..n {
                         self.cursor = self.cursor.wrapping_add(1);
-                        if let Some(r) = owners.replicas.get(self.cursor % owners.replicas.len()) {
-                            return Resolved::To(r.clone(), false, true);
+                        match owners.replicas.get(self.cursor % n) {
+                            Some(r) if r.health.serves_reads() => {
+                                return Resolved::To(r.clone(), false, true)
+                            }
+                            _ => {}
                         }
                     }
                     if policy == ReadPolicy::Replica {
                         return Resolved::Fail(error_reply(&format!(
-                            "ERR haproxy-rs: no replica serves slot {slot} (read_policy = \"replica\")"
+                            "ERR haproxy-rs: no healthy replica serves slot {slot} (read_policy = \"replica\")"
                         )));
                     }
                 }

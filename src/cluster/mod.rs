@@ -87,6 +87,9 @@ pub struct ClusterState {
     pub stats: Arc<ClusterStats>,
     /// `cluster.retry_window_ms`.
     pub retry_window: Duration,
+    /// Starts the health checks of a new replica (whether it may serve reads: reachable, linked,
+    /// not lagging, as in Sentinel mode).
+    watch_replica: Box<dyn Fn(Arc<Backend>) + Send + Sync>,
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -98,12 +101,14 @@ impl std::fmt::Debug for ClusterState {
 }
 
 impl ClusterState {
-    /// An empty map over these backend sets (`replicas` sends `READONLY` on connect).
+    /// An empty map over these backend sets (`replicas` sends `READONLY` on connect);
+    /// `watch_replica` starts the health checks of each new replica.
     pub fn new(
         masters: BackendSet,
         replicas: BackendSet,
         stats: Arc<ClusterStats>,
         retry_window: Duration,
+        watch_replica: Box<dyn Fn(Arc<Backend>) + Send + Sync>,
     ) -> ClusterState {
         ClusterState {
             map: ArcSwap::from_pointee(ClusterMap::default()),
@@ -115,6 +120,7 @@ impl ClusterState {
                 .collect(),
             stats,
             retry_window,
+            watch_replica,
         }
     }
 
@@ -173,7 +179,13 @@ impl ClusterState {
                 replicas: o
                     .replicas
                     .iter()
-                    .map(|r| self.replicas.get_or_spawn(r).0)
+                    .map(|r| {
+                        let (backend, new) = self.replicas.get_or_spawn(r);
+                        if new {
+                            (self.watch_replica)(backend.clone());
+                        }
+                        backend
+                    })
                     .collect(),
             })
             .collect();
@@ -225,7 +237,13 @@ mod tests {
                 TaskTracker::new(),
             )
         };
-        ClusterState::new(set(), set(), stats.cluster(), Duration::from_secs(1))
+        ClusterState::new(
+            set(),
+            set(),
+            stats.cluster(),
+            Duration::from_secs(1),
+            Box::new(|_| {}),
+        )
     }
 
     #[test]
