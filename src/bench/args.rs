@@ -73,7 +73,8 @@ pub struct LoadArgs {
     pub sentinel: Vec<String>,
     /// A Redis Cluster node, HOST:PORT (repeat or comma-separate): a direct, cluster-aware run. Each
     /// connection learns the slot map (CLUSTER SLOTS), connects to every master, sends each command to
-    /// its slot's master and splits MGET/MSET by slot; a MOVED reply counts as an error and remaps.
+    /// its slot's master and splits MGET/MSET by slot; a MOVED reply counts as an error and points its
+    /// slot at the node it names.
     #[arg(
         long,
         value_name = "HOST:PORT",
