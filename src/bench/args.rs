@@ -71,6 +71,17 @@ pub struct LoadArgs {
     /// triggers a planned failover; the events of all are reported (only the leader publishes some).
     #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
     pub sentinel: Vec<String>,
+    /// A Redis Cluster node, HOST:PORT (repeat or comma-separate): a direct, cluster-aware run. Each
+    /// connection learns the slot map (CLUSTER SLOTS), connects to every master, sends each command to
+    /// its slot's master and splits MGET/MSET by slot; a MOVED reply counts as an error and points its
+    /// slot at the node it names.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        conflicts_with_all = ["target", "sentinel", "compare", "failover", "failover_cmd", "track", "rps"]
+    )]
+    pub cluster: Vec<String>,
     /// Name of the master the sentinel monitors.
     #[arg(long, value_name = "NAME", default_value = "mymaster")]
     pub master_name: String,

@@ -28,10 +28,13 @@ pub enum Target {
         /// The monitored master's name.
         master_name: String,
     },
+    /// A Redis Cluster, learnt from these seeds; every connection talks to each master itself
+    /// ([`super::cluster`]).
+    Cluster(Vec<String>),
 }
 
 impl Target {
-    /// The address to connect to now.
+    /// The address to connect to now (a cluster's first seed).
     ///
     /// # Errors
     /// The sentinel cannot be asked or does not know the master.
@@ -42,6 +45,10 @@ impl Target {
                 sentinel,
                 master_name,
             } => sentinel::master_addr(sentinel, master_name, timeout).await,
+            Target::Cluster(seeds) => seeds.first().cloned().ok_or_else(|| ConnError::Connect {
+                addr: "--cluster".into(),
+                reason: "no seed".into(),
+            }),
         }
     }
 }
@@ -69,7 +76,7 @@ pub struct Plan {
 
 impl Plan {
     /// Claims up to `want` requests from the budget (warm-up requests are free).
-    fn claim(&self, now: Instant, want: usize) -> usize {
+    pub(super) fn claim(&self, now: Instant, want: usize) -> usize {
         let Some(budget) = &self.budget else {
             return want;
         };

@@ -1,5 +1,6 @@
 //! A lean RESP connection for the load generator: batched writes, replies split with [`ReplyScanner`].
 
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -169,6 +170,29 @@ impl Conn {
             return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         Ok(())
+    }
+
+    /// [`Conn::fill`] as a poll, so one task can wait on several connections at once (`bench
+    /// --cluster` waits on every master its batch went to) without a future per connection.
+    ///
+    /// # Errors
+    /// The read fails or the server closed the connection.
+    pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            self.rbuf.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.rbuf) {
+                Ok(0) => {
+                    return Poll::Ready(Err(ConnError::Io(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    )))
+                }
+                Ok(_) => return Poll::Ready(Ok(())),
+                // A spurious readiness: try_read_buf cleared it, so the next poll waits again.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
     }
 
     /// The next reply, reading as needed, within the timeout.

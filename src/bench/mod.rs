@@ -2,7 +2,8 @@
 //!
 //! - [`args`]: the flags; [`workload`]: what is sent (seeded generators, key distributions);
 //!   [`stateful`]: transactions, streams and pub/sub.
-//! - [`conn`]: a lean pipelined RESP connection; [`client`]: one load connection (closed or open loop).
+//! - [`conn`]: a lean pipelined RESP connection; [`client`]: one load connection (closed or open loop);
+//!   [`cluster`]: one cluster-aware load connection (`--cluster`: a connection per master, MGET/MSET split by slot).
 //! - [`recorder`]: per-connection HDR histograms and the per-second timeline; [`hist`]: histogram helpers.
 //! - [`sentinel`]: master lookup, failover trigger, `PSUBSCRIBE *` events; [`failover`]: what it cost.
 //! - [`run`]: one run end to end; [`report`]: table, JSON, CSV; [`html`]: the SVG report;
@@ -10,6 +11,7 @@
 
 pub mod args;
 pub mod client;
+pub mod cluster;
 pub mod compare;
 pub mod conn;
 pub mod failover;

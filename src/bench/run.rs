@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{FailoverKind, LoadArgs};
 use super::client::{run_client, ClientResult, Plan, Target};
+use super::cluster;
 use super::conn::{Auth, Conn};
 use super::failover::{self, FailoverReport, Trigger};
 use super::hist::{fmt_us, Percentiles};
@@ -38,12 +39,13 @@ pub async fn run_load(
         password: args.password.clone(),
     };
     let target = match (target.or(args.target.as_deref()), args.first_sentinel()) {
+        _ if !args.cluster.is_empty() => Target::Cluster(args.cluster.clone()),
         (Some(t), _) => Target::Fixed(t.to_string()),
         (None, Some(s)) => Target::Sentinel {
             sentinel: s.clone(),
             master_name: args.master_name.clone(),
         },
-        (None, None) => bail!("give --target HOST:PORT or --sentinel HOST:PORT"),
+        (None, None) => bail!("give --target, --sentinel or --cluster HOST:PORT"),
     };
     let triggered = args.failover.is_some() || args.failover_cmd.is_some();
     let tracked = triggered || args.track;
@@ -57,6 +59,12 @@ pub async fn run_load(
         ),
         None => None,
     };
+    if matches!(target, Target::Cluster(_)) && !cluster::supports(spec.kind) {
+        bail!(
+            "--cluster sends set, get, mixed, mget, mset, incr and ping, not {:?}",
+            spec.kind
+        );
+    }
     let trigger = failover_trigger(args, old_master.as_deref(), &target)?;
     prepare(&spec, &target, &auth, args).await?;
     let start = Instant::now() + args.warmup;
@@ -79,11 +87,13 @@ pub async fn run_load(
     });
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
-            tokio::spawn(run_client(
-                plan.clone(),
-                i,
-                Generator::new(&spec, i, clients),
-            ))
+            let gen = Generator::new(&spec, i, clients);
+            match &plan.target {
+                Target::Cluster(seeds) => {
+                    tokio::spawn(cluster::run_client(plan.clone(), seeds.clone(), i, gen))
+                }
+                _ => tokio::spawn(run_client(plan.clone(), i, gen)),
+            }
         })
         .collect();
     let live = stop.child_token();
@@ -132,6 +142,7 @@ pub async fn run_load(
                 sentinel,
                 master_name,
             } => format!("{master_name} via {sentinel}"),
+            Target::Cluster(seeds) => format!("cluster via {}", seeds.join(",")),
         },
         workload: spec,
         clients,
@@ -256,7 +267,9 @@ fn failover_trigger(
                 master: m.to_string(),
             })),
             (None, Target::Fixed(m)) => Ok(Some(Trigger::Kill { master: m.clone() })),
-            (None, Target::Sentinel { .. }) => bail!("--failover kill needs the master's address"),
+            (None, Target::Sentinel { .. } | Target::Cluster(_)) => {
+                bail!("--failover kill needs the master's address")
+            }
         },
     }
 }

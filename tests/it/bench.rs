@@ -1,14 +1,15 @@
 //! `haproxy-rs bench` against real servers: workloads, report files, the open loop seeing a stall, the
-//! lost-write check, and a Sentinel failover run.
+//! lost-write check, a Sentinel failover run, and `--cluster` against a real Redis Cluster.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use haproxy_rs::bench::{self, BenchAction, BenchArgs, LoadArgs, RunReport};
 use haproxy_rs::cli::{Cli, Command};
+use haproxy_rs::router::slot::key_slot;
 
 use crate::harness::proxy::ProxyBuilder;
-use crate::harness::{RedisServer, Topology};
+use crate::harness::{Cluster, RedisServer, Topology};
 
 /// `haproxy-rs bench --quiet --warmup 0s ARGV...`.
 fn bench_args(argv: &[&str]) -> BenchArgs {
@@ -442,5 +443,175 @@ async fn kill_failover_of_a_sentinel_found_master_is_reported() {
         r.events.iter().any(|e| e.channel == "+switch-master"),
         "{:?}",
         r.events
+    );
+}
+
+/// `bench --cluster` sends every key to the master owning its slot: a single connection walking 300 keys
+/// once leaves on each master exactly the keys of its slots, without a `MOVED`; a `mixed_10keys` run splits
+/// each MGET/MSET into one sub-command per slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_runs_send_every_key_to_its_master() {
+    let cluster = Cluster::start(3, 1).await;
+    // A replica as the seed: any node knows the map.
+    let seed = cluster.addrs().last().cloned().unwrap();
+    let set = run(&[
+        "--cluster",
+        &seed,
+        "-w",
+        "set",
+        "-c",
+        "1",
+        "-P",
+        "8",
+        "-n",
+        "300",
+        "-d",
+        "10s",
+        "--keyspace",
+        "300",
+        "--key-dist",
+        "sequential",
+    ])
+    .await;
+    assert_eq!(set.errors, 0, "{:?}", set.errors_by_kind);
+    assert_eq!(set.ops, 300);
+    assert_eq!(set.connects, 3, "one connection per master");
+    let masters = cluster.masters().await;
+    assert_eq!(masters.len(), 3);
+    let map = masters[0].slot_map().await.expect("CLUSTER SLOTS");
+    for m in &masters {
+        let mine = (0..300u64)
+            .filter(|n| {
+                let slot = key_slot(format!("key:{n:012}").as_bytes());
+                map.owners(slot).is_some_and(|o| o.master == m.addr())
+            })
+            .count() as i64;
+        assert!(mine > 0, "{} owns some of the 300 keys", m.addr());
+        assert_eq!(dbsize(m).await, mine, "keys on {}", m.addr());
+    }
+
+    let mixed = run(&[
+        "--cluster",
+        &seed,
+        "-w",
+        "mixed",
+        "--ratio",
+        "1:10",
+        "--keys-per-command",
+        "10",
+        "-c",
+        "4",
+        "-P",
+        "4",
+        "-n",
+        "2000",
+        "-d",
+        "10s",
+    ])
+    .await;
+    assert_eq!(mixed.errors, 0, "{:?}", mixed.errors_by_kind);
+    assert_eq!(mixed.ops, 2000, "a split request counts once");
+    assert_eq!(mixed.connects, 12);
+    let mut parts = 0;
+    for m in &masters {
+        let (mget, mset) = (m.commandstats("mget").await, m.commandstats("mset").await);
+        assert!(
+            mget > 0 && mset > 0,
+            "{}: mget {mget}, mset {mset}",
+            m.addr()
+        );
+        parts += mget + mset;
+    }
+    // 10 keys out of 100000 nearly always fall in 10 different slots.
+    assert!(parts >= 2000 * 9, "{parts} sub-commands for 2000 requests");
+}
+
+/// A slot moved during a `bench --cluster` run: requests to it get `MOVED`, counted under that kind, and
+/// the connections point the slot at the node the redirect names (the seed may not know yet) and run on
+/// without errors or new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_runs_count_moved_and_follow_the_redirect() {
+    let cluster = Cluster::start(3, 0).await;
+    let masters = cluster.masters().await;
+    let map = masters[0].slot_map().await.expect("CLUSTER SLOTS");
+    // The hottest zipf key's slot; GETs only, so it holds no key and can be reassigned at once.
+    let slot = key_slot(b"key:000000000000");
+    let from = map.owners(slot).map(|o| o.master.clone()).unwrap();
+    let from = *masters.iter().find(|m| m.addr() == from).unwrap();
+    let to = *masters.iter().find(|m| m.addr() != from.addr()).unwrap();
+    let mut to_conn = to.client().await;
+    let to_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query_async(&mut to_conn)
+        .await
+        .unwrap();
+    let seed = masters
+        .iter()
+        .find(|m| m.addr() != from.addr() && m.addr() != to.addr())
+        .unwrap()
+        .addr();
+    let args = load_args(&[
+        "--cluster",
+        &seed,
+        "-w",
+        "get",
+        "--key-dist",
+        "zipf",
+        "--keyspace",
+        "1000",
+        "-c",
+        "4",
+        "-d",
+        "3s",
+    ]);
+    let run = tokio::spawn(async move { bench::run_load(&args, "moved", None).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The new owner first, then the old one (the resharding order of the cluster spec).
+    for node in [to, from] {
+        let mut c = node.client().await;
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to_id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let r = run.await.unwrap().unwrap();
+    println!("{}", r.table());
+    let moved = r.errors_by_kind.get("MOVED").copied().unwrap_or(0);
+    assert!(
+        moved >= 4,
+        "every connection hit the moved slot: {:?}",
+        r.errors_by_kind
+    );
+    assert_eq!(
+        r.errors, moved,
+        "MOVED is the only error: {:?}",
+        r.errors_by_kind
+    );
+    assert_eq!(r.connects, 4 * 3, "the redirect names a known master");
+    let last = r.timeline.last().expect("a timeline");
+    assert!(
+        last.ops > 0 && last.errors == 0,
+        "settled by the end: {:?}",
+        r.timeline
+    );
+}
+
+/// `--cluster` pointed at a server without cluster support: the run ends at its deadline with the
+/// server's error counted, not a hang or a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_runs_against_a_plain_server_report_its_error() {
+    let redis = RedisServer::start().await;
+    let r = run(&["--cluster", &redis.addr(), "-d", "500ms", "-c", "2"]).await;
+    assert_eq!(r.ops, 0);
+    assert!(r.errors > 0, "{:?}", r.errors_by_kind);
+    let sample = r.error_samples.get("ERR").cloned().unwrap_or_default();
+    assert!(
+        sample.contains("cluster support disabled"),
+        "{:?}",
+        r.error_samples
     );
 }
