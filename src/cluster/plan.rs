@@ -55,7 +55,16 @@ pub struct PlanEnv {
 /// Plans `req`, a command the proxy forwards (the session has answered `PING`, `AUTH`, `HELLO`
 /// and refused the unsupported ones already).
 pub fn plan(commands: &CommandTable, req: &Request, env: &PlanEnv) -> Plan {
-    let info = commands.lookup(req);
+    plan_info(commands, commands.lookup(req), req, env)
+}
+
+/// [`plan`] with the request's command-table entry looked up already.
+pub fn plan_info(
+    commands: &CommandTable,
+    info: Option<&CommandInfo>,
+    req: &Request,
+    env: &PlanEnv,
+) -> Plan {
     if let Some(key) = info.and_then(|i| single_key(i, req)) {
         return Plan::Slot(key_slot(key));
     }

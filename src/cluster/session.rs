@@ -16,14 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::exec::{Chunk, RouteCtx, Target};
 use super::merge::Combine;
-use super::plan::{plan, Plan, PlanEnv};
+use super::plan::{plan_info, Plan, PlanEnv};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
-use crate::router::{classify, Class, Endpoint};
+use crate::router::{classify_info, Class, Endpoint};
 use crate::stats::ListenerStats;
 
 /// One client of a cluster-mode listener.
@@ -209,7 +209,8 @@ impl ClusterSession {
         {
             return self.chunk(chunk).push_ready(status_reply("OK"));
         }
-        let write = match classify(commands, &req) {
+        let info = commands.lookup(&req);
+        let write = match classify_info(info, &req) {
             Class::Read => false,
             Class::Write => true,
             Class::Local(reply) | Class::Reject(reply) => {
@@ -243,7 +244,7 @@ impl ClusterSession {
         }
         let replica_ok = !(write || self.track_writes && self.wrote);
         let read = !write;
-        let planned = plan(commands, &req, env);
+        let planned = plan_info(commands, info, &req, env);
         let c = self.chunk(chunk);
         match planned {
             Plan::Reply(reply) => c.push_ready(reply),

@@ -23,7 +23,9 @@ pub use table::{Fence, RoutingTable};
 
 use crate::backend::Backend;
 use crate::config::ReadPolicy;
-use crate::resp::{bulk_reply, error_reply, status_reply, CommandFlags, CommandTable, Request};
+use crate::resp::{
+    bulk_reply, error_reply, status_reply, CommandFlags, CommandInfo, CommandTable, Request,
+};
 
 /// What a request is, as far as routing cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +94,12 @@ fn unsupported(name: &str, why: &str) -> Class {
 
 /// Classifies a request by the command table (the backend's own `COMMAND` flags).
 pub fn classify(commands: &CommandTable, req: &Request) -> Class {
-    let Some(info) = commands.lookup(req) else {
+    classify_info(commands.lookup(req), req)
+}
+
+/// [`classify`] with the request's command-table entry looked up already.
+pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
+    let Some(info) = info else {
         return Class::Write; // unknown (module or newer command): the master decides
     };
     match info.name.as_str() {
