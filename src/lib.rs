@@ -226,6 +226,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             changes_rx,
         )),
     };
+    if let Some(cs) = &cluster_state {
+        background.spawn(cluster::refresh::watch_migrations(
+            cs.clone(),
+            backends.credentials().clone(),
+            backends.connect_timeout(),
+            Duration::from_millis(cfg.backend.health_interval_ms),
+            backend_token.clone(),
+        ));
+    }
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),

@@ -123,11 +123,6 @@ impl Chunk {
         self.requests
     }
 
-    /// Where the round-robin cursor ended.
-    pub fn cursor(&self) -> usize {
-        self.cursor
-    }
-
     /// A reply known already, in its place.
     pub fn push_ready(&mut self, reply: Bytes) {
         self.requests += 1;
@@ -163,17 +158,21 @@ impl Chunk {
         });
     }
 
+    /// The current map.
+    pub fn route_map(&self) -> Arc<ClusterMap> {
+        self.ctx.state.map()
+    }
+
     /// Sends every part, grouped per node: the first round, done by the session itself so its
     /// requests reach each node in the order it sent them.
-    pub async fn send(&mut self) -> Vec<Sent> {
+    pub async fn send(&mut self, map: &ClusterMap) -> Vec<Sent> {
         let all: Vec<usize> = (0..self.parts.len()).collect();
-        let map = self.ctx.state.map();
-        self.send_round(&map, &all).await
+        self.send_round(map, &all).await
     }
 
     /// Waits for the replies, follows redirections and retries, and returns the chunk's replies
     /// in request order.
-    pub async fn finish(mut self, mut sent: Vec<Sent>) -> Bytes {
+    pub async fn finish(mut self, mut sent: Vec<Sent>, turn: Turn) -> Bytes {
         let deadline = self.started + self.ctx.state.retry_window;
         let mut backoff = MIN_BACKOFF;
         loop {
@@ -209,6 +208,8 @@ impl Chunk {
                 tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            // Earlier requests of the client first: their retries must not land after ours.
+            turn.wait().await;
             for &i in &retry {
                 if let Some(p) = self.parts.get_mut(i) {
                     p.attempts += 1;
@@ -450,6 +451,23 @@ impl Chunk {
             out.extend_from_slice(&reply);
         }
         out.freeze()
+    }
+}
+
+/// A chunk's place in its session's order.
+pub struct Turn {
+    /// The chunk's sequence number.
+    pub seq: u64,
+    /// How many chunks of the session have finished.
+    pub settled: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Turn {
+    /// Resolves once every earlier chunk of the session has finished.
+    pub async fn wait(&self) {
+        let mut settled = self.settled.clone();
+        // An error means the session is gone; nothing is left to wait for.
+        let _ = settled.wait_for(|&s| s >= self.seq).await;
     }
 }
 

@@ -151,7 +151,7 @@ impl ClusterState {
     }
 
     /// Replaces the set of slots being migrated.
-    fn set_migrating(&self, slots: &[u16]) {
+    pub(crate) fn set_migrating(&self, slots: &[u16]) {
         let mut words = vec![0u64; self.migrating.len()];
         for &s in slots {
             if let Some(w) = words.get_mut(usize::from(s) / 64) {

@@ -59,8 +59,6 @@ impl Refresher {
                         );
                     }
                     self.state.stats.refreshed(view);
-                    let migrating = self.migrating_slots().await;
-                    self.state.set_migrating(&migrating);
                 }
                 None => {
                     self.state.stats.refresh_failed();
@@ -100,22 +98,6 @@ impl Refresher {
         None
     }
 
-    /// Slots some master is migrating or importing, from each master's own `CLUSTER NODES`
-    /// line (only the nodes involved show a migration).
-    async fn migrating_slots(&self) -> Vec<u16> {
-        let map = self.state.map();
-        let mut out = Vec::new();
-        for m in map.masters() {
-            let Ok(mut c) = ControlConn::connect(m.addr(), &self.creds, self.timeout).await else {
-                continue;
-            };
-            if let Ok(Value::Bulk(nodes)) = c.call(&["CLUSTER", "NODES"]).await {
-                out.extend(migrations(&String::from_utf8_lossy(&nodes)));
-            }
-        }
-        out
-    }
-
     fn candidates(&self) -> Vec<String> {
         let map = self.state.map();
         let mut out: Vec<String> = map.masters().iter().map(|m| m.addr().to_string()).collect();
@@ -148,6 +130,51 @@ impl Refresher {
                 }
             },
             Err(_) => false,
+        }
+    }
+}
+
+/// Watches for slot migrations: every `interval`, each master's own `CLUSTER NODES` line (only
+/// the nodes involved show a migration). Reads of a migrating slot then go to its master.
+pub async fn watch_migrations(
+    state: Arc<ClusterState>,
+    creds: Credentials,
+    timeout: Duration,
+    interval: Duration,
+    token: CancellationToken,
+) {
+    let mut conns: std::collections::HashMap<String, ControlConn> = Default::default();
+    loop {
+        let map = state.map();
+        conns.retain(|addr, _| map.masters().iter().any(|m| m.addr() == addr));
+        let mut migrating = Vec::new();
+        for m in map.masters() {
+            let addr = m.addr();
+            if !conns.contains_key(addr) {
+                match ControlConn::connect(addr, &creds, timeout).await {
+                    Ok(c) => {
+                        conns.insert(addr.to_string(), c);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let Some(c) = conns.get_mut(addr) else {
+                continue;
+            };
+            match c.call(&["CLUSTER", "NODES"]).await {
+                Ok(Value::Bulk(nodes)) => {
+                    migrating.extend(migrations(&String::from_utf8_lossy(&nodes)))
+                }
+                _ => {
+                    conns.remove(addr);
+                }
+            }
+        }
+        state.set_migrating(&migrating);
+        state.stats.set_migrating(migrating.len());
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

@@ -12,9 +12,10 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::exec::{Chunk, RouteCtx, Target};
+use super::exec::{Chunk, RouteCtx, Target, Turn};
 use super::merge::Combine;
 use super::plan::{plan_info, Plan, PlanEnv};
 use super::ClusterState;
@@ -41,11 +42,18 @@ pub struct ClusterSession {
     closing: bool,
 }
 
-/// Chunks in flight, and how many requests each holds.
+/// Chunks in flight, in order, with how many requests each holds and the map generation it was
+/// routed with.
 struct InFlight {
     chunks: FuturesOrdered<BoxFuture<'static, Bytes>>,
-    sizes: VecDeque<usize>,
+    sizes: VecDeque<(usize, u64)>,
     requests: usize,
+    /// Sequence number of the next chunk.
+    next_seq: u64,
+    /// How many chunks have finished (all of those before a chunk's number): a chunk retries,
+    /// or sends at all when routed with a newer map than an earlier one, only once every earlier
+    /// chunk has finished, so a request never overtakes an earlier one of the same client.
+    settled: watch::Sender<u64>,
 }
 
 impl ClusterSession {
@@ -86,6 +94,8 @@ impl ClusterSession {
             chunks: FuturesOrdered::new(),
             sizes: VecDeque::new(),
             requests: 0,
+            next_seq: 0,
+            settled: watch::channel(0).0,
         };
         loop {
             if !self.closing {
@@ -184,13 +194,33 @@ impl ClusterSession {
         }
     }
 
-    /// Sends the chunk's first round and queues its completion.
+    /// Sends the chunk's first round and queues its completion. A chunk routed with a newer map
+    /// than a chunk still in flight waits for every earlier chunk first (their retries would
+    /// otherwise run after it).
     async fn submit(&mut self, mut chunk: Chunk, flight: &mut InFlight) {
-        let sent = chunk.send().await;
-        self.cursor = chunk.cursor();
-        flight.sizes.push_back(chunk.requests());
-        flight.requests += chunk.requests();
-        flight.chunks.push_back(Box::pin(chunk.finish(sent)));
+        let seq = flight.next_seq;
+        flight.next_seq += 1;
+        let map = self.state.map();
+        let turn = Turn {
+            seq,
+            settled: flight.settled.subscribe(),
+        };
+        let requests = chunk.requests();
+        flight.sizes.push_back((requests, map.generation));
+        flight.requests += requests;
+        let newer = flight.sizes.iter().any(|&(_, g)| g != map.generation);
+        if newer {
+            flight.chunks.push_back(Box::pin(async move {
+                turn.wait().await;
+                let map = chunk.route_map();
+                let sent = chunk.send(&map).await;
+                chunk.finish(sent, turn).await
+            }));
+        } else {
+            let sent = chunk.send(&map).await;
+            flight.chunks.push_back(Box::pin(chunk.finish(sent, turn)));
+        }
+        self.cursor = self.cursor.wrapping_add(requests);
     }
 
     async fn handle(
@@ -303,12 +333,13 @@ impl ClusterSession {
 }
 
 impl InFlight {
-    /// The front chunk finished: its replies go out.
+    /// The front chunk finished: its replies go out, and the chunks behind it may retry.
     fn done(&mut self, out: &mut BytesMut, reply: &Bytes) {
         out.extend_from_slice(reply);
-        if let Some(n) = self.sizes.pop_front() {
+        if let Some((n, _)) = self.sizes.pop_front() {
             self.requests -= n;
         }
+        self.settled.send_modify(|s| *s += 1);
     }
 }
 

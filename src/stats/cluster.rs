@@ -61,6 +61,8 @@ pub struct ClusterSnapshot {
     pub retries_exhausted: u64,
     /// Multi-key commands split over several slots.
     pub split_commands: u64,
+    /// Slots being migrated right now (their reads go to the master).
+    pub migrating_slots: u64,
 }
 
 /// Cluster mode's counters (atomics on the data path; the view behind a mutex, set by the
@@ -76,6 +78,7 @@ pub struct ClusterStats {
     retries: AtomicU64,
     retries_exhausted: AtomicU64,
     split_commands: AtomicU64,
+    migrating_slots: AtomicU64,
     redirection_rate: Mutex<RateMeter>,
 }
 
@@ -91,6 +94,7 @@ impl Default for ClusterStats {
             retries: AtomicU64::new(0),
             retries_exhausted: AtomicU64::new(0),
             split_commands: AtomicU64::new(0),
+            migrating_slots: AtomicU64::new(0),
             redirection_rate: RateMeter::new(),
         }
     }
@@ -131,6 +135,11 @@ impl ClusterStats {
         self.split_commands.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How many slots are being migrated.
+    pub fn set_migrating(&self, slots: usize) {
+        self.migrating_slots.store(slots as u64, Ordering::Relaxed);
+    }
+
     /// Recomputes the redirection rate when its window has passed.
     pub(crate) fn refresh_rate(&self, now: Instant) -> f64 {
         let total = self.moved.load(Ordering::Relaxed) + self.ask.load(Ordering::Relaxed);
@@ -151,6 +160,7 @@ impl ClusterStats {
             retries: self.retries.load(Ordering::Relaxed),
             retries_exhausted: self.retries_exhausted.load(Ordering::Relaxed),
             split_commands: self.split_commands.load(Ordering::Relaxed),
+            migrating_slots: self.migrating_slots.load(Ordering::Relaxed),
         }
     }
 }

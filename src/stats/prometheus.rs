@@ -262,9 +262,15 @@ fn prom_cluster_requests(p: &mut Prom, c: &ClusterSnapshot) {
     );
     let rate = float(c.redirections_per_sec);
     p.sample("cluster_redirections_per_second", &[], rate);
+    p.family(
+        "cluster_migrating_slots",
+        "gauge",
+        "Slots being migrated (their reads go to the master).",
+    );
+    p.sample("cluster_migrating_slots", &[], c.migrating_slots);
     #[rustfmt::skip]
     let counters = [
-        ("cluster_retries_total", "Requests sent again after TRYAGAIN, CLUSTERDOWN, LOADING or an unreachable node.", c.retries),
+        ("cluster_retries_total", "Requests sent again after TRYAGAIN, CLUSTERDOWN, LOADING, an unreachable node or a lost read.", c.retries),
         ("cluster_retries_exhausted_total", "Requests whose retry window ran out (the client got the error).", c.retries_exhausted),
         ("cluster_refreshes_total", "Slot maps fetched (CLUSTER SLOTS).", c.refreshes),
         ("cluster_refresh_failures_total", "Slot map refreshes that reached no node.", c.refresh_failures),

@@ -64,11 +64,12 @@ pub(super) fn html_cluster(out: &mut String, c: &ClusterSnapshot, now_ms: u64) {
         num(c.retries),
         num(c.retries_exhausted),
         num(c.split_commands),
+        num(c.migrating_slots),
     ];
     table(
         out,
         "Cluster redirections and retries",
-        "Redirections/s|MOVED|ASK|Retries|Retries exhausted|Split commands",
+        "Redirections/s|MOVED|ASK|Retries|Retries exhausted|Split commands|Slots migrating",
         vec![(String::new(), requests)],
     );
     let rows = v.nodes.iter().map(|n| {
