@@ -29,8 +29,9 @@ const FREE_REDIRECTS: u32 = 5;
 pub enum Target {
     /// The node serving this slot (a replica for reads, by policy).
     Slot(u16),
-    /// This node (fan-out to every master, `SCAN`).
-    Node(Arc<Backend>),
+    /// The master serving this slot, never a replica (fan-out to every master, `SCAN`: each
+    /// master is named by its first slot, so a retry after a failover finds its successor).
+    MasterOf(u16),
     /// Any master (keyless commands), round-robin.
     AnyMaster,
 }
@@ -297,7 +298,10 @@ impl Chunk {
             return Resolved::To(backend, asking, false);
         }
         match &part.target {
-            Target::Node(b) => Resolved::To(b.clone(), false, false),
+            &Target::MasterOf(slot) => match map.owners(slot) {
+                Some(o) => Resolved::To(o.master.clone(), false, false),
+                None => Resolved::Later(error_reply("CLUSTERDOWN Hash slot not served")),
+            },
             Target::AnyMaster => {
                 let masters = map.masters();
                 if masters.is_empty() {

@@ -59,6 +59,9 @@ pub struct ClusterMap {
     /// Every distinct master, by the first slot it serves (`SCAN` cursors and fan-out use this
     /// order).
     masters: Vec<Arc<Backend>>,
+    /// The first slot of each of `masters`: fan-out parts name a master by it, so a retry after a
+    /// failover reaches the replica that took over.
+    first_slots: Vec<u16>,
 }
 
 impl ClusterMap {
@@ -69,6 +72,10 @@ impl ClusterMap {
     /// Every master, by the first slot it serves.
     pub fn masters(&self) -> &[Arc<Backend>] {
         &self.masters
+    }
+    /// The first slot each of [`masters`](Self::masters) serves.
+    pub fn first_slots(&self) -> &[u16] {
+        &self.first_slots
     }
 }
 
@@ -192,10 +199,12 @@ impl ClusterState {
         // Ordered by the first slot each serves: a failover keeps the order (the promoted
         // replica takes its master's place), so a SCAN across it neither misses nor repeats.
         let mut masters: Vec<Arc<Backend>> = Vec::new();
+        let mut first_slots = Vec::new();
         for slot in 0..SLOTS {
             if let Some(o) = slots.owner_index(slot).and_then(|i| owners.get(i)) {
                 if !masters.iter().any(|m| Arc::ptr_eq(m, &o.master)) {
                     masters.push(o.master.clone());
+                    first_slots.push(slot);
                 }
             }
         }
@@ -212,6 +221,7 @@ impl ClusterState {
             generation,
             owners,
             masters,
+            first_slots,
         });
         self.map.store(map.clone());
         map

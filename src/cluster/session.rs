@@ -305,9 +305,9 @@ impl ClusterSession {
                 }
                 let raw = req.into_raw();
                 let parts = map
-                    .masters()
+                    .first_slots()
                     .iter()
-                    .map(|m| (Target::Node(m.clone()), raw.clone()))
+                    .map(|&slot| (Target::MasterOf(slot), raw.clone()))
                     .collect();
                 c.push_parts(parts, read, false, combine);
             }
@@ -316,10 +316,10 @@ impl ClusterSession {
                 let nodes = map.masters().len() as u64;
                 match usize::try_from(node)
                     .ok()
-                    .and_then(|n| map.masters().get(n))
+                    .and_then(|n| map.first_slots().get(n))
                 {
-                    Some(m) => c.push_parts(
-                        vec![(Target::Node(m.clone()), raw)],
+                    Some(&slot) => c.push_parts(
+                        vec![(Target::MasterOf(slot), raw)],
                         true,
                         false,
                         Combine::Scan { node, nodes },
