@@ -16,6 +16,8 @@ use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::redis::{info_field, read_replies};
 use crate::harness::{Cluster, RedisServer};
 
+mod under_load;
+
 /// Redis Cluster's own refusal of a multi-key command over several slots, as the client reads it.
 const CROSSSLOT: &str = "-CROSSSLOT Keys in request don't hash to the same slot";
 
