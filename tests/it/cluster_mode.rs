@@ -5,15 +5,13 @@
 //! resharding and a master's death cost latency, not errors.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use haproxy_rs::router::slotmap::SlotMap;
 use redis::AsyncCommands;
 
-use crate::eventually;
 use crate::harness::cluster::keys_on_every_master;
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
-use crate::harness::redis::{info_field, read_replies};
+use crate::harness::redis::read_replies;
 use crate::harness::{Cluster, RedisServer};
 
 mod under_load;
@@ -447,19 +445,7 @@ async fn eventual_reads_go_to_replicas_and_writes_never_do() {
     }
     // The replicas have every write before the reads (eventual reads may otherwise miss them).
     for (m, r) in &pairs {
-        let offset = |info: String, f: &str| -> u64 {
-            info_field(&info, f)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let target = offset(m.info("replication").await, "master_repl_offset");
-        eventually!(
-            Duration::from_secs(10),
-            offset(r.info("replication").await, "slave_repl_offset") >= target,
-            "replica {} caught up with {}",
-            r.addr(),
-            m.addr()
-        );
+        r.wait_caught_up(m).await;
     }
     for k in &keys {
         let v: Option<String> = c.get(k).await.unwrap();
