@@ -14,6 +14,7 @@ use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::redis::read_replies;
 use crate::harness::{Cluster, RedisServer};
 
+mod redirected;
 mod under_load;
 
 /// Redis Cluster's own refusal of a multi-key command over several slots, as the client reads it.
