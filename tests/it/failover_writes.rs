@@ -10,16 +10,6 @@ use crate::harness::redis::{info_field, read_replies};
 use crate::harness::sentinel::role;
 use crate::harness::{RedisServer, Topology};
 
-/// Waits until the load has acknowledged `n` more writes than now.
-async fn more_acks(load: &WriteLoad, n: u64) {
-    let target = load.acked() + n;
-    eventually!(
-        Duration::from_secs(30),
-        load.acked() >= target,
-        "the load gets {n} more writes acknowledged"
-    );
-}
-
 /// Waits until the proxy writes to `new` and the load got more writes through, then stops it.
 async fn stop_after_switch(proxy: &TestProxy, load: WriteLoad, new: &str) -> LoadReport {
     eventually!(
@@ -27,7 +17,7 @@ async fn stop_after_switch(proxy: &TestProxy, load: WriteLoad, new: &str) -> Loa
         proxy.master().as_deref() == Some(new),
         "the proxy writes to {new}"
     );
-    more_acks(&load, 200).await;
+    load.wait_more_acks(200).await;
     load.stop().await
 }
 
@@ -66,7 +56,7 @@ async fn topology_under_load(
         .start(2)
         .await;
     let load = WriteLoad::start(proxy.addr(), clients, prefix);
-    more_acks(&load, 200).await;
+    load.wait_more_acks(200).await;
     (topo, proxy, load)
 }
 
@@ -106,7 +96,7 @@ async fn planned_failover_under_writes_loses_nothing_and_shows_no_error() {
     let topo = Topology::start(2, 3).await;
     let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
     let load = WriteLoad::start(proxy.addr(), 4, "planned");
-    more_acks(&load, 200).await;
+    load.wait_more_acks(200).await;
 
     let new = topo.failover().await;
     let report = stop_after_switch(&proxy, load, &new).await;
@@ -286,11 +276,11 @@ async fn a_stopped_master_that_comes_back_claiming_master_gets_no_writes() {
         proxy.master().as_deref() == Some(new.as_str()),
         "the proxy writes to {new}"
     );
-    more_acks(&load, 100).await;
+    load.wait_more_acks(100).await;
     topo.master.cont();
     // It answers as the master until Sentinel converts it (seconds later); writes go on meanwhile.
     let claimed = role(&topo.master).await;
-    more_acks(&load, 500).await;
+    load.wait_more_acks(500).await;
     let report = load.stop().await;
 
     assert_eq!(
@@ -311,7 +301,7 @@ async fn five_failovers_in_a_row_with_a_sentinel_killed_midway() {
     let topo = Topology::start(2, 3).await;
     let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
     let load = WriteLoad::start(proxy.addr(), 2, "five");
-    more_acks(&load, 100).await;
+    load.wait_more_acks(100).await;
     let mut master = topo.master.addr();
     for round in 0..5 {
         if round == 2 {
@@ -329,7 +319,7 @@ async fn five_failovers_in_a_row_with_a_sentinel_killed_midway() {
             proxy.master().as_deref() == Some(master.as_str()),
             "round {round}: the proxy writes to {master}"
         );
-        more_acks(&load, 100).await;
+        load.wait_more_acks(100).await;
     }
     let report = load.stop().await;
     assert!(report.errors.is_empty(), "{}", report.error_summary());
@@ -432,7 +422,7 @@ async fn a_switchover_under_continuous_writes_loses_nothing_and_reports_the_hold
     let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
     let old = topo.master.addr();
     let load = WriteLoad::start(proxy.addr(), 4, "switchover");
-    more_acks(&load, 200).await;
+    load.wait_more_acks(200).await;
 
     let (status, body) = haproxy_rs::cli::post_switchover(&proxy.stats_addr().to_string())
         .await
@@ -472,7 +462,7 @@ async fn an_old_master_restarted_empty_gets_no_writes() {
     // Back on its port with no data, calling itself master until Sentinel converts it.
     topo.master.restart().await;
     let claimed = role(&topo.master).await;
-    more_acks(&load, 500).await;
+    load.wait_more_acks(500).await;
     let after = load.stop().await;
 
     assert_eq!(
@@ -493,7 +483,7 @@ async fn a_sentinel_that_still_names_the_old_master_is_outvoted() {
     let stale = &topo.sentinels[2];
     stale.kill(); // misses the failover
     let load = WriteLoad::start(proxy.addr(), 2, "outvoted");
-    more_acks(&load, 100).await;
+    load.wait_more_acks(100).await;
     let new = topo.failover().await;
     eventually!(
         Duration::from_secs(30),

@@ -4,6 +4,7 @@
 
 mod bench;
 mod clients;
+mod cluster_mode;
 mod compose;
 mod failover_writes;
 mod harness;

@@ -4,6 +4,7 @@
 //! - `redis`: [`RedisServer`], a master or replica in its own temp dir, killed on drop.
 //! - `sentinel`: [`Sentinel`] and [`Topology`] (master + replicas + sentinels, `failover()`).
 //! - `cluster`: [`Cluster`], a real Redis Cluster created with `redis-cli --cluster create`.
+//! - `migration`: moving slots between a cluster's masters by hand, step by step (`ASK`, `MOVED`).
 //! - `load`: a closed-loop write load that records what was acknowledged, for failover tests.
 //! - `eventually`: the [`eventually!`](crate::eventually) macro and the `HAPROXY_RS_TEST_PATIENCE` multiplier.
 
@@ -13,6 +14,7 @@
 pub mod cluster;
 pub mod eventually;
 pub mod load;
+pub mod migration;
 pub mod ports;
 pub mod proxy;
 pub mod redis;

@@ -1,9 +1,12 @@
 //! The proxy under test, run in-process on loopback port 0 (rathole, mini-redis `start_server`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use haproxy_rs::cluster::ClusterMap;
 use haproxy_rs::config::{Config, ReadConsistency};
+use haproxy_rs::stats::ClusterSnapshot;
 use haproxy_rs::Proxy;
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +20,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Builds a proxy config for a test.
 pub struct ProxyBuilder {
     cfg: Config,
+    /// Cluster mode: (masters, replicas per master) the proxy must know before it is ready.
+    cluster_shape: Option<(usize, usize)>,
 }
 
 impl ProxyBuilder {
@@ -41,6 +46,14 @@ impl ProxyBuilder {
         })
     }
 
+    /// Cluster mode, seeded with every node of `cluster`; [`start_cluster`](Self::start_cluster)
+    /// waits until the proxy's map has the cluster's masters and replicas.
+    pub fn cluster(cluster: &Cluster) -> Self {
+        let mut b = Self::from_config(Config::for_cluster(cluster.addrs()));
+        b.cluster_shape = Some((cluster.master_count, cluster.replicas_per_master));
+        b
+    }
+
     /// Any config; the listeners are moved to loopback port 0.
     pub fn from_config(mut cfg: Config) -> Self {
         cfg.listen = "127.0.0.1:0".into();
@@ -50,7 +63,10 @@ impl ProxyBuilder {
         cfg.sentinel
             .iter_mut()
             .for_each(|s| s.reconcile_interval_ms = 500);
-        ProxyBuilder { cfg }
+        ProxyBuilder {
+            cfg,
+            cluster_shape: None,
+        }
     }
 
     /// Reads go to replicas even right after the client's own writes.
@@ -68,6 +84,27 @@ impl ProxyBuilder {
     /// Starts the proxy and waits until it knows a master and `replicas` replicas serve reads (in
     /// cluster mode: until its slot map serves every slot).
     pub async fn start(self, replicas: usize) -> TestProxy {
+        let p = self.launch().await;
+        p.wait_ready(replicas).await;
+        p
+    }
+
+    /// Starts a cluster-mode proxy (see [`cluster`](Self::cluster)) and waits until its map
+    /// serves every slot, with the cluster's masters and their replicas.
+    ///
+    /// # Panics
+    /// When the builder was not made by [`cluster`](Self::cluster).
+    pub async fn start_cluster(self) -> TestProxy {
+        let (masters, replicas) = self
+            .cluster_shape
+            .expect("start_cluster needs ProxyBuilder::cluster");
+        let p = self.launch().await;
+        p.wait_cluster_ready(masters, replicas).await;
+        p
+    }
+
+    /// Starts the proxy without waiting for any topology.
+    pub async fn launch(self) -> TestProxy {
         // `HAPROXY_RS_TEST_LOG=haproxy_rs=debug cargo test ... -- --nocapture` shows the proxy's log.
         if let Ok(filter) = std::env::var("HAPROXY_RS_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
@@ -79,9 +116,7 @@ impl ProxyBuilder {
         let proxy = haproxy_rs::start(self.cfg, token.clone())
             .await
             .expect("proxy starts");
-        let p = TestProxy { proxy, token };
-        p.wait_ready(replicas).await;
-        p
+        TestProxy { proxy, token }
     }
 }
 
@@ -151,6 +186,95 @@ impl TestProxy {
             READY_TIMEOUT,
             self.master().is_some() && self.readable_replicas() >= replicas,
             "proxy knows a master and {replicas} readable replicas"
+        );
+    }
+}
+
+impl TestProxy {
+    /// Cluster mode's current slot map.
+    ///
+    /// # Panics
+    /// When the proxy is not in cluster mode.
+    pub fn cluster_map(&self) -> Arc<ClusterMap> {
+        self.proxy
+            .cluster
+            .as_ref()
+            .expect("the proxy runs in cluster mode")
+            .map()
+    }
+
+    /// Cluster mode's counters and map, as the stats page shows them.
+    ///
+    /// # Panics
+    /// When the proxy is not in cluster mode.
+    pub fn cluster_stats(&self) -> ClusterSnapshot {
+        self.proxy
+            .stats
+            .snapshot()
+            .cluster
+            .expect("the proxy runs in cluster mode")
+    }
+
+    /// `(role, slots)` of node `addr` on the stats page's cluster view, if it is listed there.
+    pub fn cluster_node(&self, addr: &str) -> Option<(String, usize)> {
+        self.cluster_stats()
+            .view
+            .nodes
+            .into_iter()
+            .find(|n| n.addr == addr)
+            .map(|n| (n.role, n.slots))
+    }
+
+    /// The keys of `keys` that do not read back as themselves through the proxy (`MGET`, which
+    /// a cluster-mode proxy splits by slot), as [`WriteLoad`](super::load::WriteLoad) wrote them.
+    /// The client writes first so that, read-your-writes, its reads go to the masters: a
+    /// replica a few milliseconds behind is not what this checks.
+    pub async fn keys_not_reading_back(&self, keys: &[String]) -> Vec<String> {
+        let mut c = self.client().await;
+        let () = redis::cmd("SET")
+            .arg("reader:marker")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .expect("SET through the proxy");
+        let mut bad = Vec::new();
+        for chunk in keys.chunks(200) {
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(chunk)
+                .query_async(&mut c)
+                .await
+                .expect("MGET through the proxy");
+            bad.extend(
+                chunk
+                    .iter()
+                    .zip(values)
+                    .filter(|(k, v)| v.as_deref() != Some(k.as_str()))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        bad
+    }
+
+    /// Whether the proxy's map serves every slot from `masters` masters, each range with
+    /// `replicas` replicas.
+    pub fn cluster_ready(&self, masters: usize, replicas: usize) -> bool {
+        let map = self.cluster_map();
+        map.slots.served() == 16384
+            && map.masters().len() == masters
+            && map
+                .slots
+                .owner_sets()
+                .iter()
+                .all(|o| o.replicas.len() == replicas)
+    }
+
+    /// Waits until [`cluster_ready`](Self::cluster_ready).
+    pub async fn wait_cluster_ready(&self, masters: usize, replicas: usize) {
+        crate::eventually!(
+            READY_TIMEOUT,
+            self.cluster_ready(masters, replicas),
+            "the proxy's map serves 16384 slots from {masters} masters with {replicas} replica(s) each: {:?}",
+            self.cluster_stats().view
         );
     }
 }

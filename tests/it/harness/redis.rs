@@ -304,6 +304,27 @@ impl RedisServer {
         wait_ping(&self.process, &self.addr(), START_TIMEOUT).await
     }
 
+    /// Waits until this replica has applied every write `master` had when this was called
+    /// (`slave_repl_offset` reaches that `master_repl_offset`).
+    ///
+    /// # Panics
+    /// When it does not within 10 s (scaled).
+    pub async fn wait_caught_up(&self, master: &RedisServer) {
+        let offset = |info: String, field: &str| -> u64 {
+            info_field(&info, field)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let target = offset(master.info("replication").await, "master_repl_offset");
+        crate::eventually!(
+            Duration::from_secs(10),
+            offset(self.info("replication").await, "slave_repl_offset") >= target,
+            "replica {} caught up with {}",
+            self.addr(),
+            master.addr()
+        );
+    }
+
     /// Waits until `INFO replication` says `master_link_status:up`.
     ///
     /// # Panics
