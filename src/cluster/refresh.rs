@@ -144,6 +144,11 @@ pub async fn watch_migrations(
     token: CancellationToken,
 ) {
     let mut conns: std::collections::HashMap<String, ControlConn> = Default::default();
+    // Slots whose migration ended, kept on the masters until the slot map changes: until then
+    // the map still names the old owner, whose replicas no longer have the keys.
+    let mut ended: Vec<u16> = Vec::new();
+    let mut ended_at_generation = 0;
+    let mut previous: Vec<u16> = Vec::new();
     loop {
         let map = state.map();
         conns.retain(|addr, _| map.masters().iter().any(|m| m.addr() == addr));
@@ -170,8 +175,23 @@ pub async fn watch_migrations(
                 }
             }
         }
-        state.set_migrating(&migrating);
+        if map.generation != ended_at_generation {
+            ended.clear();
+        }
+        let done: Vec<u16> = previous
+            .iter()
+            .filter(|s| !migrating.contains(s))
+            .copied()
+            .collect();
+        if !done.is_empty() {
+            ended.extend(done);
+            ended_at_generation = map.generation;
+            state.request_refresh();
+        }
         state.stats.set_migrating(migrating.len());
+        previous.clone_from(&migrating);
+        migrating.extend(&ended);
+        state.set_migrating(&migrating);
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}

@@ -123,6 +123,14 @@ async fn a_read_finds_a_key_already_moved_while_its_slot_is_still_migrating() {
     assert_eq!(not_found(&mut reader, &keys).await, Vec::<String>::new());
 
     let migration = SlotMigration::begin(&cluster, from, to, slot..=slot).await;
+    // The proxy watches each master's CLUSTER NODES every health_interval_ms (50 ms here); the
+    // guarantee starts once it has seen the migration (documented: keys moved before that may
+    // read as missing from a replica).
+    eventually!(
+        Duration::from_secs(5),
+        proxy.cluster_stats().migrating_slots >= 1,
+        "the proxy sees slot {slot} migrating"
+    );
     assert_eq!(migration.move_keys().await, keys.len());
     // The replica has applied the MIGRATE too: it no longer has the keys.
     from_replica.wait_caught_up(from).await;

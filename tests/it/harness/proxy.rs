@@ -33,11 +33,6 @@ impl ProxyBuilder {
         ))
     }
 
-    /// Cluster mode, seeded with every node of `cluster`.
-    pub fn cluster(cluster: &Cluster) -> Self {
-        Self::from_config(Config::for_cluster(cluster.addrs()))
-    }
-
     /// Static mode over these servers.
     pub fn servers(addrs: Vec<String>) -> Self {
         Self::from_config(Config {
