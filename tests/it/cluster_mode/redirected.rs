@@ -38,16 +38,8 @@ async fn not_found(c: &mut MultiplexedConnection, keys: &[String]) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_runs_in_order_across_a_moved_redirection() {
-    let (cluster, proxy) = cluster_and_proxy(|b| {
-        b.with(|c| {
-            // The proxy learns of the moved slot from the MOVED reply, not from a periodic refresh.
-            c.cluster
-                .as_mut()
-                .expect("cluster mode")
-                .refresh_interval_ms = 600_000;
-        })
-    })
-    .await;
+    // The proxy learns of the moved slot from the MOVED reply, not from a periodic refresh.
+    let (cluster, proxy) = cluster_and_proxy(|b| b.refresh_only_on_moved()).await;
     let map = cluster.slot_map().await;
     // One key on each master: `k` on the master that gives its (empty) slot away, `busy` on a
     // second master, and the third master receives the slot.

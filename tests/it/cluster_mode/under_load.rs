@@ -16,17 +16,9 @@ use crate::harness::migration::SlotMigration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resharding_under_load_follows_ask_and_moved_without_a_client_error() {
-    let (cluster, proxy) = cluster_and_proxy(|b| {
-        b.with(|c| {
-            // Only a MOVED makes the proxy fetch the map again: a periodic refresh between two
-            // SETSLOT NODE steps could pick up the new owner before any MOVED is seen.
-            c.cluster
-                .as_mut()
-                .expect("cluster mode")
-                .refresh_interval_ms = 600_000;
-        })
-    })
-    .await;
+    // Only a MOVED makes the proxy fetch the map again: a periodic refresh between two
+    // SETSLOT NODE steps could pick up the new owner before any MOVED is seen.
+    let (cluster, proxy) = cluster_and_proxy(|b| b.refresh_only_on_moved()).await;
     let map = cluster.slot_map().await;
     // 1024 slots (1/16 of the key space) from the master of slot 0 to the master of slot 16383.
     let slots = 0..=1023u16;

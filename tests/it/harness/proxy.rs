@@ -70,6 +70,16 @@ impl ProxyBuilder {
         self
     }
 
+    /// Cluster mode: the slot map is fetched again only on `MOVED` (and unreachable nodes), not
+    /// periodically, so a test sees the proxy learn of a moved slot from the redirection itself.
+    pub fn refresh_only_on_moved(self) -> Self {
+        self.with(|c| {
+            if let Some(cluster) = c.cluster.as_mut() {
+                cluster.refresh_interval_ms = 600_000;
+            }
+        })
+    }
+
     /// Edits the config.
     pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
         f(&mut self.cfg);
