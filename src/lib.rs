@@ -244,6 +244,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         max_pipeline: cfg.max_pipeline,
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
+        security: proxy::acl::Security::from_config(&cfg.auth, &cfg.commands)?,
         server_version: state.server_version.clone(),
         table_changes: state.generations.subscribe(),
         hold: Duration::from_millis(cfg.failover.hold_ms),

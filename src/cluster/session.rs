@@ -21,6 +21,7 @@ use super::plan::{plan_info, Plan, PlanEnv};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
+use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
@@ -35,6 +36,8 @@ pub struct ClusterSession {
     stats: Arc<ListenerStats>,
     id: u64,
     protocol: Protocol,
+    /// Who the client authenticated as (`[auth]`).
+    auth: ClientAuth,
     cursor: usize,
     /// Read-your-writes: once the client has written, its reads go to masters.
     track_writes: bool,
@@ -68,6 +71,7 @@ impl ClusterSession {
         let track_writes = endpoint == Endpoint::Main
             && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
         ClusterSession {
+            auth: ClientAuth::new(&ctx.security),
             ctx,
             state,
             endpoint,
@@ -147,6 +151,7 @@ impl ClusterSession {
         let mut chunk: Option<Chunk> = None;
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
         while flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline {
+            parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let (commands, env) = snapshot.get_or_insert_with(|| {
@@ -232,6 +237,9 @@ impl ClusterSession {
         flight: &mut InFlight,
     ) {
         self.stats.command();
+        if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            return self.chunk(chunk).push_ready(refused);
+        }
         // Cluster clients switch replica reads on and off; the proxy decides where reads go.
         if req.argc() == 1
             && (req.name().eq_ignore_ascii_case(b"readonly")
@@ -251,7 +259,7 @@ impl ClusterSession {
                 return self.chunk(chunk).push_ready(status_reply("OK"));
             }
             Class::Auth => {
-                let reply = local::auth_reply(&self.ctx, &req);
+                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req);
                 return self.chunk(chunk).push_ready(reply);
             }
             Class::Hello => {
@@ -259,7 +267,8 @@ impl ClusterSession {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
-                let (reply, protocol) = local::hello(&self.ctx, self.protocol, self.id, &req);
+                let (reply, protocol) =
+                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
                 self.protocol = protocol;
                 return self.chunk(chunk).push_ready(reply);
             }

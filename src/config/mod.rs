@@ -1,5 +1,6 @@
 //! Settings: the TOML file, with CLI flags and environment variables laid over it.
 
+mod security;
 mod validate;
 
 use std::fmt;
@@ -7,6 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use security::{AuthConfig, CommandsConfig, UserConfig};
 pub use validate::parse_listen_addr;
 
 /// Everything the proxy needs to start. Built by [`Config::from_toml`] or by hand (tests),
@@ -39,6 +41,10 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// What happens to writes while the master is being replaced.
     pub failover: FailoverConfig,
+    /// Client authentication: a password and ACL-style users (apart from `[backend]` credentials).
+    pub auth: AuthConfig,
+    /// The command policy: what the proxy refuses to serve.
+    pub commands: CommandsConfig,
 }
 
 impl Default for Config {
@@ -56,6 +62,8 @@ impl Default for Config {
             backend: BackendConfig::default(),
             routing: RoutingConfig::default(),
             failover: FailoverConfig::default(),
+            auth: AuthConfig::default(),
+            commands: CommandsConfig::default(),
         }
     }
 }

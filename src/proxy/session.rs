@@ -22,8 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::acl::ClientAuth;
 use super::reply::{backend_error, protocol_error, Close};
-use super::{local, ProxyContext};
+use super::{acl, local, ProxyContext};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
@@ -98,6 +99,8 @@ pub struct Session {
     id: u64,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
+    /// Who the client authenticated as (`[auth]`).
+    auth: ClientAuth,
     rw: ReadYourWrites,
     track_writes: bool,
     pending: VecDeque<Pending>,
@@ -131,6 +134,7 @@ impl Session {
         let track_writes = endpoint == Endpoint::Main
             && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
         let table_changes = ctx.table_changes.clone();
+        let auth = ClientAuth::new(&ctx.security);
         Session {
             ctx,
             endpoint,
@@ -139,6 +143,7 @@ impl Session {
             cursor: id as usize,
             id,
             protocol: Protocol::Resp2,
+            auth,
             rw: ReadYourWrites::default(),
             track_writes,
             pending: VecDeque::new(),
@@ -210,6 +215,7 @@ impl Session {
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
         while self.queued < self.ctx.max_pipeline {
+            parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let ctx = &self.ctx;
@@ -233,6 +239,9 @@ impl Session {
 
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
         self.stats.command();
+        if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            return self.push_ready(refused).await;
+        }
         let write = match classify(commands, &req) {
             Class::Read => false,
             Class::Write => true,
@@ -242,13 +251,14 @@ impl Session {
                 return self.push_ready(status_reply("OK")).await;
             }
             Class::Auth => {
-                let reply = local::auth_reply(&self.ctx, &req);
+                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req);
                 return self.push_ready(reply).await;
             }
             Class::Hello => {
                 // Flush first: the batch was gathered for the protocol in force before HELLO.
                 self.flush().await;
-                let (reply, protocol) = local::hello(&self.ctx, self.protocol, self.id, &req);
+                let (reply, protocol) =
+                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
