@@ -11,5 +11,6 @@ mod harness;
 mod harness_selftest;
 mod protocol;
 mod routing;
+mod security;
 mod sentinel_failover;
 mod stats_http;
