@@ -7,7 +7,8 @@
 //! - [`topology`]: Sentinel links, static servers and health checks that publish routing tables.
 //! - [`cluster`]: cluster mode: the slot map, routing by slot, redirections, split commands.
 //! - [`backend`]: shared, pipelined connections to each Redis server.
-//! - [`proxy`]: listeners and client sessions.
+//! - [`proxy`]: listeners and client sessions; client authentication, users' rules and the command
+//!   policy ([`proxy::acl`]).
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
 //! - [`shutdown`]: graceful shutdown.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).

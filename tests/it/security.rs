@@ -7,7 +7,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::redis::read_replies;
-use crate::harness::{Cluster, RedisServer};
+use crate::harness::{Cluster, RedisServer, Topology};
 
 const NOAUTH: &str = "-NOAUTH Authentication required.";
 const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.";
@@ -174,6 +174,58 @@ async fn static_mode_serves_nothing_before_auth_and_holds_users_to_their_rules()
         raw(proxy.addr(), &[&["AUTH", "client-pw"], &mset]).await,
         ["+OK", "+OK"]
     );
+
+    // Differential: the same streams get the same replies from Redis itself, whose own password
+    // is set and which has the same `app` user.
+    let _: () = query(
+        &mut admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">app-pw",
+            "~app:*",
+            "+@all",
+            "-@dangerous",
+        ],
+    )
+    .await
+    .unwrap();
+    let direct: std::net::SocketAddr = master.addr().parse().unwrap();
+    let streams: &[&[&[&str]]] = &[
+        &[
+            &["GET", "k"],
+            &["PING"],
+            &["GET"],
+            &["AUTH", "wrong"],
+            &["AUTH", "nosuch", "x"],
+            &["AUTH", "a", "b", "c"],
+            &["HELLO", "3"],
+            &["HELLO", "3", "AUTH", "app", "wrong"],
+        ],
+        &[
+            &["AUTH", "app", "app-pw"],
+            &["SET", "app:0", "zero"],
+            &["GET", "app:0"],
+            &["GET", "k"],
+            &["MGET", "app:0", "k"],
+            &["KEYS", "*"],
+            &["FLUSHDB"],
+            &["CONFIG", "GET", "maxmemory"],
+            &["AUTH", "app", "wrong"],
+            &["GET", "app:0"],
+        ],
+    ];
+    for stream in streams {
+        assert_eq!(raw(proxy.addr(), stream).await, raw(direct, stream).await);
+    }
+    for input in [&b"*11\r\n"[..], b"*2\r\n$3\r\nGET\r\n$16385\r\n"] {
+        assert_eq!(
+            until_closed(proxy.addr(), input).await,
+            until_closed(direct, input).await
+        );
+    }
 
     // A user with rules, through the redis crate (AUTH user pass).
     let mut app = login(&proxy, "app", "app-pw", false).await.unwrap();
@@ -355,4 +407,42 @@ async fn cluster_mode_serves_nothing_before_auth_and_refuses_topology_changes() 
         ]
     );
     assert!(cluster.all_ok().await, "the cluster is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_serves_nothing_before_auth_on_either_endpoint() {
+    let topo = Topology::start(1, 1).await;
+    let proxy = ProxyBuilder::sentinel(&topo).with(secure).start(1).await;
+    for addr in [proxy.addr(), proxy.read_addr()] {
+        assert_eq!(raw(addr, &[&["GET", "k"]]).await, [NOAUTH]);
+    }
+    let replies = raw(
+        proxy.addr(),
+        &[
+            &["AUTH", "app", "app-pw"],
+            &["SET", "app:s", "v"],
+            &["GET", "other"],
+            &["REPLICAOF", "NO", "ONE"],
+            &["FAILOVER"],
+        ],
+    )
+    .await;
+    assert_eq!(
+        replies,
+        [
+            "+OK".to_string(),
+            "+OK".to_string(),
+            NOPERM_KEY.to_string(),
+            topology_refusal("REPLICAOF"),
+            topology_refusal("FAILOVER"),
+        ]
+    );
+    let mut ro = TcpStream::connect(proxy.read_addr()).await.unwrap();
+    let replies = send(
+        &mut ro,
+        &[&["HELLO", "3", "AUTH", "ro", "ro-pw"], &["SET", "k", "v"]],
+    )
+    .await;
+    assert!(replies[0].starts_with("%7\r\n"), "{replies:?}");
+    assert_eq!(replies[1], noperm_cmd("set"));
 }
