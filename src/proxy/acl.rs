@@ -12,7 +12,7 @@ use super::acl_rules::{CommandRules, KeyRules};
 use super::policy::CommandPolicy;
 use super::sha256::{from_hex, sha256};
 use crate::config::{AuthConfig, CommandsConfig, ConfigError};
-use crate::resp::{error_reply, CommandFlags, CommandInfo, CommandTable, Request};
+use crate::resp::{error_reply, CommandInfo, CommandTable, Request};
 
 /// Redis 7.0's reply to a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -201,10 +201,10 @@ pub fn check(
     req: &Request,
 ) -> Option<Bytes> {
     if !client.authenticated() {
-        let info = commands.lookup(req);
-        if info.is_some_and(|i| i.flags.contains(CommandFlags::NO_AUTH)) {
-            return None; // AUTH, HELLO, QUIT: answered by the session
+        if logs_in_or_out(req) {
+            return None; // answered by the session
         }
+        let info = commands.lookup(req);
         // Redis checks the arity before authentication.
         if let Some(i) = info.filter(|i| !arity_ok(i, req.argc())) {
             return Some(error_reply(&format!(
@@ -224,10 +224,10 @@ pub fn check(
 }
 
 fn check_user(user: &User, commands: &CommandTable, req: &Request) -> Option<Bytes> {
-    let info = commands.lookup(req);
-    if info.is_some_and(|i| i.flags.contains(CommandFlags::NO_AUTH)) {
+    if logs_in_or_out(req) {
         return None; // a user may always re-authenticate or quit
     }
+    let info = commands.lookup(req);
     let unknown;
     let name = match info {
         Some(i) => i.name.as_str(),
@@ -247,6 +247,15 @@ fn check_user(user: &User, commands: &CommandTable, req: &Request) -> Option<Byt
         return Some(error_reply(NOPERM_KEY));
     }
     None
+}
+
+/// `AUTH`, `HELLO`, `QUIT`: served before authentication and whatever the user's rules (by name:
+/// a Redis 6 `COMMAND` spells the `no_auth` flag `no-auth`).
+fn logs_in_or_out(req: &Request) -> bool {
+    let n = req.name();
+    n.eq_ignore_ascii_case(b"auth")
+        || n.eq_ignore_ascii_case(b"hello")
+        || n.eq_ignore_ascii_case(b"quit")
 }
 
 fn arity_ok(info: &CommandInfo, argc: usize) -> bool {
@@ -326,6 +335,20 @@ mod tests {
         assert!(run(&sec, &c, &["replicaof", "no", "one"])
             .unwrap()
             .contains("topology"));
+    }
+
+    #[test]
+    fn auth_hello_and_quit_pass_whatever_the_command_table_says() {
+        // A Redis 6 `COMMAND` spells the flag `no-auth`; a table without them must not lock out.
+        let sec = security(Some("pw"), vec![user("u", "x", &["+get"], &["~*"])]);
+        let empty = CommandTable::from_command_reply(&crate::resp::Value::Array(vec![])).unwrap();
+        let mut c = ClientAuth::new(&sec);
+        for args in [&["AUTH", "pw"][..], &["hello", "3"], &["QUIT"]] {
+            assert_eq!(check(&sec, &c, &empty, &Request::from_args(args)), None);
+        }
+        c.login(sec.authenticate(b"u", b"x").unwrap());
+        assert_eq!(run(&sec, &c, &["auth", "u", "x"]), None);
+        assert!(run(&sec, &c, &["set", "k", "v"]).is_some());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct CommandPolicy {
     allow: Option<Names<Option<Box<[u8]>>>>,
     /// First letters of denied names (a bit set): most commands skip the hash lookup.
     first: [u64; 4],
+    /// Lengths of denied names (a bit set; 63 stands for longer ones).
+    lengths: u64,
 }
 
 fn split(name: &str) -> (Box<[u8]>, Option<Box<[u8]>>) {
@@ -99,6 +101,7 @@ impl CommandPolicy {
                 ));
             }
             let (parent, sub) = split(name);
+            policy.lengths |= 1 << parent.len().min(63);
             if let Some(&b) = parent.first() {
                 if let Some(word) = policy.first.get_mut(usize::from(b >> 6)) {
                     *word |= 1 << (b & 63);
@@ -132,11 +135,13 @@ impl CommandPolicy {
     /// The error for `req` when the policy refuses it.
     pub fn check(&self, req: &Request) -> Option<Bytes> {
         let first = req.name().first().map(u8::to_ascii_lowercase);
-        let maybe_denied = first.is_some_and(|b| {
-            self.first
-                .get(usize::from(b >> 6))
-                .is_some_and(|word| word & (1 << (b & 63)) != 0)
-        });
+        let len_bit = 1u64 << req.name().len().min(63);
+        let maybe_denied = self.lengths & len_bit != 0
+            && first.is_some_and(|b| {
+                self.first
+                    .get(usize::from(b >> 6))
+                    .is_some_and(|word| word & (1 << (b & 63)) != 0)
+            });
         if !maybe_denied && self.allow.is_none() {
             return None;
         }
