@@ -1,4 +1,3 @@
-#![allow(clippy::indexing_slicing)] // fixed-size arrays indexed by loop bounds that are constants
 //! SHA-256 (FIPS 180-4), for client passwords: each is kept and compared as a digest, as Redis ACL
 //! does, so the comparison takes the same time whatever the password's length.
 
@@ -39,15 +38,20 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 fn compress(h: &mut [u32; 8], block: &[u8]) {
     let mut w = [0u32; 64];
     for (wi, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
-        *wi = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        *wi = <[u8; 4]>::try_from(bytes).map_or(0, u32::from_be_bytes);
     }
     for i in 16..64 {
-        let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-        let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16]
+        let at = |j: usize| w.get(j).copied().unwrap_or(0);
+        let (w15, w2) = (at(i - 15), at(i - 2));
+        let s0 = w15.rotate_right(7) ^ w15.rotate_right(18) ^ (w15 >> 3);
+        let s1 = w2.rotate_right(17) ^ w2.rotate_right(19) ^ (w2 >> 10);
+        let next = at(i - 16)
             .wrapping_add(s0)
-            .wrapping_add(w[i - 7])
+            .wrapping_add(at(i - 7))
             .wrapping_add(s1);
+        if let Some(wi) = w.get_mut(i) {
+            *wi = next;
+        }
     }
     let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = *h;
     for (k, wi) in K.iter().zip(w) {
