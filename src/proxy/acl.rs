@@ -12,7 +12,7 @@ use super::acl_rules::{CommandRules, KeyRules};
 use super::policy::CommandPolicy;
 use super::sha256::{from_hex, sha256};
 use crate::config::{AuthConfig, CommandsConfig, ConfigError};
-use crate::resp::{error_reply, CommandInfo, CommandTable, Request};
+use crate::resp::{bulk_reply, error_reply, CommandInfo, CommandTable, Request};
 
 /// Redis 7.0's reply to a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -192,8 +192,9 @@ impl ClientAuth {
     }
 }
 
-/// The reply to `req` when the proxy refuses it before routing: `-NOAUTH` before authentication,
-/// the command policy's error, `-NOPERM` outside the user's rules. `None`: serve it.
+/// The reply to `req` when the proxy answers it before routing: `-NOAUTH` before authentication,
+/// the command policy's error, `-NOPERM` outside the user's rules, and `ACL WHOAMI` (the proxy's
+/// user, not the backend's). `None`: serve it.
 pub fn check(
     security: &Security,
     client: &ClientAuth,
@@ -217,10 +218,18 @@ pub fn check(
     if let Some(refused) = security.policy.check(req) {
         return Some(refused);
     }
-    match &client.user {
-        Some(user) if !user.unrestricted => check_user(user, commands, req),
-        _ => None,
+    let user = client.user.as_ref()?;
+    if !user.unrestricted {
+        if let Some(refused) = check_user(user, commands, req) {
+            return Some(refused);
+        }
     }
+    let whoami = req.argc() == 2
+        && req.name().eq_ignore_ascii_case(b"acl")
+        && req
+            .arg(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"whoami"));
+    whoami.then(|| bulk_reply(user.name.as_bytes()))
 }
 
 fn check_user(user: &User, commands: &CommandTable, req: &Request) -> Option<Bytes> {
@@ -332,6 +341,7 @@ mod tests {
         c.login(sec.authenticate(b"default", b"pw").unwrap());
         assert!(c.authenticated());
         assert_eq!(run(&sec, &c, &["get", "k"]), None);
+        assert_eq!(run(&sec, &c, &["ACL", "whoami"]).unwrap(), "$7\r\ndefault");
         assert!(run(&sec, &c, &["replicaof", "no", "one"])
             .unwrap()
             .contains("topology"));
@@ -386,6 +396,7 @@ mod tests {
         app.login(sec.authenticate(b"app", b"apppw").unwrap());
         assert_eq!(run(&sec, &app, &["get", "app:1"]), None);
         assert_eq!(run(&sec, &app, &["info"]), None);
+        assert_eq!(run(&sec, &app, &["acl", "WHOAMI"]).unwrap(), "$3\r\napp");
         assert_eq!(run(&sec, &app, &["ping"]), None);
         assert_eq!(run(&sec, &app, &["auth", "x"]), None);
         assert_eq!(

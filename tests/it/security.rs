@@ -213,6 +213,7 @@ async fn static_mode_serves_nothing_before_auth_and_holds_users_to_their_rules()
             &["KEYS", "*"],
             &["FLUSHDB"],
             &["CONFIG", "GET", "maxmemory"],
+            &["ACL", "WHOAMI"],
             &["AUTH", "app", "wrong"],
             &["GET", "app:0"],
         ],
