@@ -41,6 +41,10 @@ pub struct UserConfig {
     /// Key patterns (`~app:*`, `~*` or `allkeys`); a command's keys must each match one.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Pub/Sub channel patterns (`&news:*`, `&*` or `allchannels`) for `PUBLISH` and the
+    /// subscribes; none by default, as Redis 7's `acl-pubsub-default resetchannels`.
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 /// The `[commands]` table: the command policy, for every client.

@@ -313,6 +313,7 @@ name = "app"
 password = "app-pw"
 commands = ["+@all", "-@dangerous"]
 keys = ["~app:*"]
+channels = ["&app:*"]
 [commands]
 deny = ["flushall", "config|set"]
 "#,

@@ -12,12 +12,15 @@ use super::acl_rules::{CommandRules, KeyRules};
 use super::policy::CommandPolicy;
 use super::sha256::{from_hex, sha256};
 use crate::config::{AuthConfig, CommandsConfig, ConfigError};
-use crate::resp::{bulk_reply, error_reply, CommandInfo, CommandTable, Request};
+use crate::resp::{bulk_reply, error_reply, CommandFlags, CommandInfo, CommandTable, Request};
 
 /// Redis 7.0's reply to a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
 /// Redis 7.0's reply to bad credentials (and to an unknown user: the two are not told apart).
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// Redis 7.0's reply when a channel of the command is outside the user's patterns.
+pub const NOPERM_CHANNEL: &str =
+    "NOPERM this user has no permissions to access one of the channels used as arguments";
 /// Redis 7.0's reply when a key of the command is outside the user's patterns.
 pub const NOPERM_KEY: &str =
     "NOPERM this user has no permissions to access one of the keys used as arguments";
@@ -29,7 +32,8 @@ pub struct User {
     digest: [u8; 32],
     commands: CommandRules,
     keys: KeyRules,
-    /// `+@all ~*`: nothing to check per command.
+    channels: KeyRules,
+    /// `+@all ~* &*`: nothing to check per command.
     unrestricted: bool,
 }
 
@@ -88,6 +92,7 @@ impl Security {
                 commands: CommandRules::parse(&["+@all"])
                     .map_err(|p| invalid("auth.requirepass", p))?,
                 keys: KeyRules::All,
+                channels: KeyRules::All,
                 unrestricted: true,
             }));
         }
@@ -154,12 +159,15 @@ fn build_user(
     };
     let commands = CommandRules::parse(&u.commands).map_err(named)?;
     let keys = KeyRules::parse(&u.keys).map_err(named)?;
-    let unrestricted = commands.allows_everything() && keys == KeyRules::All;
+    let channels = KeyRules::parse_channels(&u.channels).map_err(named)?;
+    let unrestricted =
+        commands.allows_everything() && keys == KeyRules::All && channels == KeyRules::All;
     Ok(User {
         name: u.name.clone(),
         digest,
         commands,
         keys,
+        channels,
         unrestricted,
     })
 }
@@ -252,10 +260,29 @@ fn check_user(user: &User, commands: &CommandTable, req: &Request) -> Option<Byt
             "NOPERM this user has no permissions to run the '{shown}' command"
         )));
     }
+    if info.is_some_and(|i| i.flags.contains(CommandFlags::PUBSUB)) {
+        // Shard channels are declared as keys but checked as channels, as Redis does.
+        return (!channels_allowed(&user.channels, name, req)).then(|| error_reply(NOPERM_CHANNEL));
+    }
     if user.keys != KeyRules::All && !commands.keys(req).iter().all(|k| user.keys.allows(k)) {
         return Some(error_reply(NOPERM_KEY));
     }
     None
+}
+
+/// The channels of `PUBLISH`, `SPUBLISH` and the subscribes against the user's patterns
+/// (`PSUBSCRIBE`'s patterns are compared literally, as Redis does); other Pub/Sub commands
+/// (`UNSUBSCRIBE`, `PUBSUB ...`) name no channel to check.
+fn channels_allowed(channels: &KeyRules, name: &str, req: &Request) -> bool {
+    if *channels == KeyRules::All {
+        return true;
+    }
+    match name {
+        "publish" | "spublish" => req.arg(1).is_none_or(|c| channels.allows(c)),
+        "subscribe" | "ssubscribe" => req.args().skip(1).all(|c| channels.allows(c)),
+        "psubscribe" => req.args().skip(1).all(|p| channels.allows_literal(p)),
+        _ => true,
+    }
 }
 
 /// `AUTH`, `HELLO`, `QUIT`: served before authentication and whatever the user's rules (by name:
@@ -296,6 +323,7 @@ mod tests {
             password: MaskedString::new(pass),
             commands: commands.iter().map(|s| s.to_string()).collect(),
             keys: keys.iter().map(|s| s.to_string()).collect(),
+            channels: Vec::new(),
         }
     }
 
@@ -397,6 +425,10 @@ mod tests {
         assert_eq!(run(&sec, &app, &["get", "app:1"]), None);
         assert_eq!(run(&sec, &app, &["info"]), None);
         assert_eq!(run(&sec, &app, &["acl", "WHOAMI"]).unwrap(), "$3\r\napp");
+        assert_eq!(
+            run(&sec, &app, &["publish", "app:news", "x"]).unwrap(),
+            format!("-{NOPERM_CHANNEL}")
+        );
         assert_eq!(run(&sec, &app, &["ping"]), None);
         assert_eq!(run(&sec, &app, &["auth", "x"]), None);
         assert_eq!(
@@ -428,6 +460,27 @@ mod tests {
 
     fn hex(d: [u8; 32]) -> String {
         d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn channels_are_checked_for_publish_and_the_subscribes() {
+        let mut u = user("p", "x", &["+@all"], &["~app:*"]);
+        u.channels = vec!["&news:*".into()];
+        let sec = security(None, vec![u]);
+        let mut c = ClientAuth::new(&sec);
+        c.login(sec.authenticate(b"p", b"x").unwrap());
+        assert_eq!(run(&sec, &c, &["PUBLISH", "news:1", "m"]), None);
+        assert_eq!(run(&sec, &c, &["spublish", "news:1", "m"]), None);
+        assert!(run(&sec, &c, &["publish", "other", "m"]).is_some());
+        assert!(run(&sec, &c, &["subscribe", "news:1", "other"]).is_some());
+        assert_eq!(run(&sec, &c, &["psubscribe", "news:*"]), None);
+        assert!(run(&sec, &c, &["psubscribe", "news:1*"]).is_some());
+        assert_eq!(run(&sec, &c, &["unsubscribe", "other"]), None);
+        // The default user (requirepass) has every channel, as Redis's default user.
+        let sec = security(Some("pw"), vec![]);
+        let mut c = ClientAuth::new(&sec);
+        c.login(sec.authenticate(b"default", b"pw").unwrap());
+        assert_eq!(run(&sec, &c, &["publish", "any", "m"]), None);
     }
 
     #[test]

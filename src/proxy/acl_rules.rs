@@ -194,7 +194,7 @@ pub fn valid_command_name(s: &str) -> bool {
     }
 }
 
-/// Key patterns: every key of a command must match one.
+/// Key (or channel) patterns: every key of a command must match one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyRules {
     /// `~*` or `allkeys`.
@@ -209,14 +209,31 @@ impl KeyRules {
     /// # Errors
     /// A message naming the entry that does not start with `~`.
     pub fn parse<S: AsRef<str>>(keys: &[S]) -> Result<KeyRules, String> {
-        let mut patterns = Vec::with_capacity(keys.len());
-        for raw in keys {
+        Self::parse_with(keys, '~', "allkeys", "key")
+    }
+
+    /// Parses `&pattern` channel entries (and `allchannels`).
+    ///
+    /// # Errors
+    /// A message naming the entry that does not start with `&`.
+    pub fn parse_channels<S: AsRef<str>>(channels: &[S]) -> Result<KeyRules, String> {
+        Self::parse_with(channels, '&', "allchannels", "channel")
+    }
+
+    fn parse_with<S: AsRef<str>>(
+        items: &[S],
+        prefix: char,
+        all: &str,
+        what: &str,
+    ) -> Result<KeyRules, String> {
+        let mut patterns = Vec::with_capacity(items.len());
+        for raw in items {
             let raw = raw.as_ref();
-            let pattern = if raw.eq_ignore_ascii_case("allkeys") {
+            let pattern = if raw.eq_ignore_ascii_case(all) {
                 "*"
             } else {
-                raw.strip_prefix('~').ok_or_else(|| {
-                    format!("key pattern {raw:?} must start with ~ (or be allkeys)")
+                raw.strip_prefix(prefix).ok_or_else(|| {
+                    format!("{what} pattern {raw:?} must start with {prefix} (or be {all})")
                 })?
             };
             if pattern == "*" {
@@ -232,6 +249,14 @@ impl KeyRules {
         match self {
             KeyRules::All => true,
             KeyRules::Patterns(ps) => ps.iter().any(|p| glob_match(p, key)),
+        }
+    }
+
+    /// Whether the pattern itself is listed (`PSUBSCRIBE`: Redis compares patterns literally).
+    pub fn allows_literal(&self, pattern: &[u8]) -> bool {
+        match self {
+            KeyRules::All => true,
+            KeyRules::Patterns(ps) => ps.iter().any(|p| p.as_slice() == pattern),
         }
     }
 }
@@ -386,6 +411,14 @@ mod tests {
         assert_eq!(KeyRules::parse(&["~a", "~*"]).unwrap(), KeyRules::All);
         assert_eq!(KeyRules::parse(&["allkeys"]).unwrap(), KeyRules::All);
         assert!(!KeyRules::parse::<&str>(&[]).unwrap().allows(b"a"));
+        let c = KeyRules::parse_channels(&["&news:*"]).unwrap();
+        assert!(c.allows(b"news:1") && !c.allows(b"other"));
+        assert!(c.allows_literal(b"news:*") && !c.allows_literal(b"news:1*"));
+        assert_eq!(
+            KeyRules::parse_channels(&["allchannels"]).unwrap(),
+            KeyRules::All
+        );
+        assert!(KeyRules::parse_channels(&["~news"]).is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ fn user(name: &str, password: &str, commands: &[&str], keys: &[&str]) -> UserCon
         password: MaskedString::new(password),
         commands: commands.iter().map(|s| s.to_string()).collect(),
         keys: keys.iter().map(|s| s.to_string()).collect(),
+        channels: Vec::new(),
     }
 }
 
@@ -214,6 +215,7 @@ async fn static_mode_serves_nothing_before_auth_and_holds_users_to_their_rules()
             &["FLUSHDB"],
             &["CONFIG", "GET", "maxmemory"],
             &["ACL", "WHOAMI"],
+            &["PUBLISH", "app:news", "m"],
             &["AUTH", "app", "wrong"],
             &["GET", "app:0"],
         ],
