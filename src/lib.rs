@@ -251,6 +251,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         holds: stats.hold(),
         durability,
         cluster: cluster_state.clone(),
+        pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);

@@ -184,7 +184,7 @@ pub(crate) async fn run_conn(
 
 /// Connects, authenticates and, for a RESP3 pool, switches the protocol with `HELLO 3`; the
 /// connection is named `haproxy-rs` for `CLIENT LIST`.
-async fn connect(
+pub(crate) async fn connect(
     addr: &str,
     settings: &ConnSettings,
     protocol: Protocol,

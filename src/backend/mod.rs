@@ -11,6 +11,7 @@
 
 pub mod conn;
 pub mod control;
+pub mod pinned;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 pub use conn::{BatchReply, Dispatch, Protocol};
 pub use control::{ControlConn, Credentials};
+pub use pinned::Pinned;
 pub use pool::BackendPool;
 
 use crate::config::BackendConfig;

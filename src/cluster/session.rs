@@ -246,6 +246,9 @@ impl ClusterSession {
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
             }
+            Class::Pin(pin) => {
+                return self.chunk(chunk).push_ready(pin.unsupported(req.name()));
+            }
             Class::Quit => {
                 self.closing = true;
                 return self.chunk(chunk).push_ready(status_reply("OK"));

@@ -55,6 +55,8 @@ pub struct ProxyContext {
     pub holds: Arc<HoldStats>,
     /// `write_durability = "replicas:N"`: write batches are followed by this `WAIT`.
     pub durability: Option<Durability>,
+    /// Permits for pinned connections (transactions, blocking commands), all clients together.
+    pub pinned: Arc<tokio::sync::Semaphore>,
     /// Cluster mode: sessions route by slot over this instead of the routing table.
     pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }

@@ -44,16 +44,44 @@ pub enum Class {
     Hello,
     /// Refused with this error reply; the connection stays open.
     Reject(Bytes),
+    /// Needs a backend connection of the client's own (a transaction or a blocking command).
+    Pin(Pin),
+}
+
+/// The commands that run on a connection pinned to one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// `MULTI`: pins until `EXEC`/`DISCARD`.
+    Multi,
+    /// `EXEC`: ends the transaction.
+    Exec,
+    /// `DISCARD`: ends the transaction.
+    Discard,
+    /// `WATCH`: pins until the transaction ends or `UNWATCH`.
+    Watch,
+    /// `UNWATCH`.
+    Unwatch,
+    /// A blocking command (`BLPOP`, `XREAD ... BLOCK`, ...): pinned for its own length.
+    Blocking,
+}
+
+impl Pin {
+    /// The refusal where pinned connections are not available yet (cluster mode).
+    pub fn unsupported(self, name: &[u8]) -> Bytes {
+        let why = match self {
+            Pin::Blocking => "blocking commands would stall a shared backend connection",
+            _ => "transactions are not supported in cluster mode yet",
+        };
+        error_reply(&format!(
+            "ERR haproxy-rs does not support '{}' yet: {why}",
+            String::from_utf8_lossy(name).to_uppercase()
+        ))
+    }
 }
 
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[
-    "multi",
-    "exec",
-    "discard",
-    "watch",
-    "unwatch",
     "subscribe",
     "psubscribe",
     "ssubscribe",
@@ -128,19 +156,18 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         {
             Class::Local(status_reply("OK"))
         }
+        "multi" => Class::Pin(Pin::Multi),
+        "exec" => Class::Pin(Pin::Exec),
+        "discard" => Class::Pin(Pin::Discard),
+        "watch" => Class::Pin(Pin::Watch),
+        "unwatch" => Class::Pin(Pin::Unwatch),
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
         ),
-        "xread" | "xreadgroup" if has_block_arg(req) => unsupported(
-            info.name.as_str(),
-            "blocking commands would stall a shared backend connection",
-        ),
+        "xread" | "xreadgroup" if has_block_arg(req) => Class::Pin(Pin::Blocking),
         "xread" | "xreadgroup" => by_flags(info.flags),
-        name if info.flags.contains(CommandFlags::BLOCKING) => unsupported(
-            name,
-            "blocking commands would stall a shared backend connection",
-        ),
+        _ if info.flags.contains(CommandFlags::BLOCKING) => Class::Pin(Pin::Blocking),
         _ => by_flags(info.flags),
     }
 }
@@ -273,14 +300,27 @@ mod tests {
     }
 
     #[test]
-    fn connection_state_and_blocking_commands_are_refused() {
+    fn transactions_and_blocking_commands_pin_a_connection() {
+        assert_eq!(class(&["MULTI"]), Class::Pin(Pin::Multi));
+        assert_eq!(class(&["exec"]), Class::Pin(Pin::Exec));
+        assert_eq!(class(&["DISCARD"]), Class::Pin(Pin::Discard));
+        assert_eq!(class(&["WATCH", "k"]), Class::Pin(Pin::Watch));
+        assert_eq!(class(&["UNWATCH"]), Class::Pin(Pin::Unwatch));
+        assert_eq!(class(&["BLPOP", "q", "0"]), Class::Pin(Pin::Blocking));
+        assert_eq!(class(&["BZPOPMIN", "z", "1"]), Class::Pin(Pin::Blocking));
+        assert_eq!(
+            class(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            Class::Pin(Pin::Blocking)
+        );
+        assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
+    }
+
+    #[test]
+    fn connection_state_commands_are_refused() {
         for args in [
-            &["MULTI"][..],
-            &["SUBSCRIBE", "c"],
+            &["SUBSCRIBE", "c"][..],
             &["SELECT", "1"],
             &["CLIENT", "SETNAME", "x"],
-            &["BLPOP", "q", "0"],
-            &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
             &["WAIT", "1", "0"],
         ] {
             match class(args) {

@@ -13,3 +13,4 @@ mod protocol;
 mod routing;
 mod sentinel_failover;
 mod stats_http;
+mod transactions;
