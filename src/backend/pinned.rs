@@ -34,7 +34,7 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    /// Opens a connection to `backend` speaking `protocol`, taking one of `limit`'s permits (the
+    /// Opens a connection to `backend` speaking `protocol` in database `db`, taking one of `limit`'s permits (the
     /// bound on pinned connections, all clients together).
     ///
     /// # Errors
@@ -43,13 +43,14 @@ impl Pinned {
     pub async fn open(
         backend: Arc<Backend>,
         protocol: Protocol,
+        db: u8,
         limit: &Arc<Semaphore>,
     ) -> Result<Pinned, BackendError> {
         let permit = limit
             .clone()
             .try_acquire_owned()
             .map_err(|_| BackendError::Unavailable)?;
-        let stream = match connect(backend.addr(), &backend.settings, protocol).await {
+        let stream = match connect(backend.addr(), &backend.settings, protocol, db).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(backend.addr = backend.addr(), error = %e, "pinned connect failed");

@@ -249,6 +249,12 @@ impl ClusterSession {
             Class::Pin(pin) => {
                 return self.chunk(chunk).push_ready(pin.unsupported(req.name()));
             }
+            Class::Select(0) => return self.chunk(chunk).push_ready(status_reply("OK")),
+            Class::Select(_) => {
+                return self
+                    .chunk(chunk)
+                    .push_ready(error_reply("ERR SELECT is not allowed in cluster mode"))
+            }
             Class::Quit => {
                 self.closing = true;
                 return self.chunk(chunk).push_ready(status_reply("OK"));

@@ -53,6 +53,8 @@ struct Batch {
     waited: bool,
     /// Sent on the client's pinned connection.
     pinned: bool,
+    /// The database the client had selected when it sent these requests.
+    db: u8,
 }
 
 /// A reply slot, in request order.
@@ -137,6 +139,8 @@ pub struct Session {
     last_pinned: bool,
     /// `Deferred` entries in `pending`.
     deferred: usize,
+    /// The database the client has selected (each has its own backend connections).
+    db: u8,
     /// `MULTI` could not get a connection: the commands until `EXEC`/`DISCARD` are refused and
     /// `EXEC` answers `-EXECABORT`, as Redis does when a command fails to queue (never run
     /// outside the transaction the client asked for).
@@ -182,6 +186,7 @@ impl Session {
             last_pinned: false,
             deferred: 0,
             multi_failed: false,
+            db: 0,
         }
     }
 
@@ -306,6 +311,17 @@ impl Session {
                 return self.push_ready(reply).await;
             }
             Class::Pin(pin) => return self.pinned(pin, req, table).await,
+            Class::Select(db) if self.pin.is_none() => {
+                // The batch gathered so far goes to the database selected before.
+                self.flush().await;
+                self.db = db;
+                return self.push_ready(status_reply("OK")).await;
+            }
+            // In a transaction the server runs it (queued until EXEC); later requests use `db`.
+            Class::Select(db) => {
+                self.db = db;
+                true
+            }
         };
         if self.multi_failed {
             return self.push_ready(error_reply("TRYAGAIN haproxy-rs: the transaction could not start (no connection to the master); not queued")).await;
@@ -391,7 +407,7 @@ impl Session {
                 let conn = match self.route(table, true, ReadNeed::Any) {
                     Route::Backend(b) => {
                         let b = b.clone();
-                        Pinned::open(b, self.protocol, &self.ctx.pinned).await
+                        Pinned::open(b, self.protocol, self.db, &self.ctx.pinned).await
                     }
                     Route::Hold => Err(BackendError::Unavailable),
                     Route::Error(reply) => {
@@ -493,6 +509,7 @@ impl Session {
             write_mask: open.write_mask,
             waited: false,
             pinned: false,
+            db: self.db,
         };
         let pinned = open.target.pinned();
         let switch = pinned != self.last_pinned;
@@ -565,7 +582,7 @@ impl Session {
     async fn dispatch(&mut self, mut batch: Batch, backend: Arc<Backend>) {
         batch.waited = self.ctx.durability.is_some() && batch.writes > 0;
         let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count, batch.waited);
-        let sent = match backend.pool(self.protocol) {
+        let sent = match backend.pool(self.protocol, batch.db) {
             Some(pool) => pool.send(self.slot, dispatch).await,
             None => Err(BackendError::Unavailable),
         };

@@ -46,6 +46,26 @@ pub enum Class {
     Reject(Bytes),
     /// Needs a backend connection of the client's own (a transaction or a blocking command).
     Pin(Pin),
+    /// `SELECT db`: the session's later requests use connections in that database.
+    Select(u8),
+}
+
+/// The database of `SELECT db`, or Redis's own error for a bad one.
+fn select_db(req: &Request) -> Result<u8, Bytes> {
+    if req.argc() != 2 {
+        return Err(error_reply(
+            "ERR wrong number of arguments for 'select' command",
+        ));
+    }
+    let n = req
+        .arg(1)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|a| a.parse::<i64>().ok())
+        .ok_or_else(|| error_reply("ERR value is not an integer or out of range"))?;
+    u8::try_from(n)
+        .ok()
+        .filter(|&db| usize::from(db) < crate::backend::DATABASES)
+        .ok_or_else(|| error_reply("ERR DB index is out of range"))
 }
 
 /// The commands that run on a connection pinned to one client.
@@ -139,12 +159,9 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "quit" => Class::Quit,
         "auth" => Class::Auth,
         "hello" => Class::Hello,
-        "select" => match req.arg(1) {
-            Some(b"0") if req.argc() == 2 => Class::Local(status_reply("OK")),
-            _ => unsupported(
-                "select",
-                "the proxy serves database 0 only; SELECT would change a shared backend connection",
-            ),
+        "select" => match select_db(req) {
+            Ok(db) => Class::Select(db),
+            Err(reply) => Class::Reject(reply),
         },
         // Clients announce their library name (Redis 7.2+); on a shared connection it would only
         // mislabel the proxy's connection, and on 7.0 it is unknown: accept it here.
@@ -290,7 +307,16 @@ mod tests {
     fn local_answers() {
         assert_eq!(class(&["PING"]), Class::Local(status_reply("PONG")));
         assert_eq!(class(&["ping", "hi"]), Class::Local(bulk_reply(b"hi")));
-        assert_eq!(class(&["SELECT", "0"]), Class::Local(status_reply("OK")));
+        assert_eq!(class(&["SELECT", "0"]), Class::Select(0));
+        assert_eq!(class(&["select", "15"]), Class::Select(15));
+        assert_eq!(
+            class(&["SELECT", "16"]),
+            Class::Reject(error_reply("ERR DB index is out of range"))
+        );
+        assert_eq!(
+            class(&["SELECT", "x"]),
+            Class::Reject(error_reply("ERR value is not an integer or out of range"))
+        );
         assert_eq!(class(&["QUIT"]), Class::Quit);
         assert_eq!(class(&["auth", "pw"]), Class::Auth);
         assert_eq!(
@@ -319,7 +345,6 @@ mod tests {
     fn connection_state_commands_are_refused() {
         for args in [
             &["SUBSCRIBE", "c"][..],
-            &["SELECT", "1"],
             &["CLIENT", "SETNAME", "x"],
             &["WAIT", "1", "0"],
         ] {

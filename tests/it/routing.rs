@@ -124,14 +124,12 @@ async fn connection_state_commands_get_a_clear_error() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     let mut c = proxy.client().await;
-    for cmd in ["SUBSCRIBE", "SELECT"] {
-        let err = redis::cmd(cmd)
-            .arg("1")
-            .query_async::<()>(&mut c)
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("does not support"), "{cmd}: {err}");
-    }
+    let err = redis::cmd("SUBSCRIBE")
+        .arg("1")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not support"), "{err}");
     // The connection still works, and SELECT 0 is harmless.
     let _: () = redis::cmd("SELECT")
         .arg(0)
@@ -203,4 +201,57 @@ async fn every_request_of_a_pipeline_gets_one_reply_when_the_master_dies() {
         );
     }
     assert_eq!(got[3], "+PONG", "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_gives_each_client_its_own_database() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .start(1)
+        .await;
+    // One pipeline that switches databases (its GET reads its own write: read-your-writes): each request runs in the database selected before it.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let input =
+        "SET k zero\r\nSELECT 2\r\nSET k two\r\nSELECT 0\r\nGET k\r\nSELECT 16\r\nSELECT x\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 7).await,
+        [
+            "+OK",
+            "+OK",
+            "+OK",
+            "+OK",
+            "$4\r\nzero",
+            "-ERR DB index is out of range",
+            "-ERR value is not an integer or out of range"
+        ]
+    );
+    // Another client in database 2 reads what the first wrote there (from the replica: reads
+    // keep going to replicas in any database), and database 2 really is the server's.
+    let mut c = proxy.client().await;
+    let () = redis::cmd("SELECT")
+        .arg(2)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually!(
+        Duration::from_secs(5),
+        c.get::<_, Option<String>>("k").await.unwrap().as_deref() == Some("two"),
+        "database 2 has k = two"
+    );
+    let mut direct = master.client().await;
+    let () = redis::cmd("SELECT")
+        .arg(2)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let v: String = direct.get("k").await.unwrap();
+    assert_eq!(v, "two");
+    assert!(
+        replica.commandstats("get").await >= 1,
+        "reads in database 2 reach the replica"
+    );
 }
