@@ -9,6 +9,7 @@
     )
 )]
 
+pub mod client_state;
 pub mod listener;
 pub mod local;
 pub mod reply;

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::client_state::ClientState;
 use super::reply::{backend_error, protocol_error, Close};
 use super::{local, ProxyContext};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
@@ -30,7 +31,7 @@ use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
 use crate::router::{
-    classify, hold_expired_reply, hold_full_reply, route, Class, Endpoint, Pin, ReadNeed,
+    classify, hold_expired_reply, hold_full_reply, route, Class, ConnCmd, Endpoint, Pin, ReadNeed,
     ReadYourWrites, Route, RoutingTable,
 };
 use crate::stats::ListenerStats;
@@ -118,6 +119,8 @@ pub struct Session {
     cursor: usize,
     /// Client id reported by `HELLO`.
     id: u64,
+    /// The client's connection as `CLIENT INFO` shows it.
+    client: ClientState,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
     rw: ReadYourWrites,
@@ -172,6 +175,7 @@ impl Session {
             slot: id as usize,
             cursor: id as usize,
             id,
+            client: ClientState::new(id),
             protocol: Protocol::Resp2,
             rw: ReadYourWrites::default(),
             track_writes,
@@ -192,6 +196,8 @@ impl Session {
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
     pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+        self.client.peer = stream.peer_addr().ok();
+        self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
@@ -311,6 +317,15 @@ impl Session {
                 return self.push_ready(reply).await;
             }
             Class::Pin(pin) => return self.pinned(pin, req, table).await,
+            Class::Conn(ConnCmd::Reset) => {
+                self.reset().await;
+                return self.push_ready(status_reply("RESET")).await;
+            }
+            Class::Conn(cmd) => {
+                let multi = self.pin.as_ref().is_some_and(|p| p.multi);
+                let reply = self.client.answer(cmd, &req, self.db, self.protocol, multi);
+                return self.push_ready(reply).await;
+            }
             Class::Select(db) if self.pin.is_none() => {
                 // The batch gathered so far goes to the database selected before.
                 self.flush().await;
@@ -354,6 +369,17 @@ impl Session {
             self.gather(target, any_read).await;
         }
         self.append(&req, write);
+    }
+
+    /// `RESET`: back to a fresh connection's state (database 0, RESP2, no name, no transaction
+    /// or `WATCH`: the pinned connection is let go).
+    async fn reset(&mut self) {
+        self.flush().await;
+        self.pin = None;
+        self.multi_failed = false;
+        self.db = 0;
+        self.protocol = Protocol::Resp2;
+        self.client.name = None;
     }
 
     /// Adds `req` to the open batch.

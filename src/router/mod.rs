@@ -48,6 +48,25 @@ pub enum Class {
     Pin(Pin),
     /// `SELECT db`: the session's later requests use connections in that database.
     Select(u8),
+    /// About the client's own connection (`CLIENT SETNAME`, `RESET`, ...): the session answers.
+    Conn(ConnCmd),
+}
+
+/// Commands about the client's connection, answered by the session from its own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnCmd {
+    /// `CLIENT SETNAME name`.
+    SetName,
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT INFO`.
+    Info,
+    /// `CLIENT NO-EVICT`/`NO-TOUCH on|off`: accepted (they would apply to a shared connection).
+    Accepted,
+    /// `RESET`.
+    Reset,
 }
 
 /// The database of `SELECT db`, or Redis's own error for a bad one.
@@ -111,23 +130,16 @@ const CONNECTION_STATE: &[&str] = &[
     "monitor",
     "sync",
     "psync",
-    "reset",
     "readonly",
     "readwrite",
     "wait",
     "waitaof",
-    "client|setname",
-    "client|getname",
-    "client|id",
-    "client|info",
     "client|kill",
     "client|reply",
     "client|tracking",
     "client|caching",
     "client|trackinginfo",
     "client|getredir",
-    "client|no-evict",
-    "client|no-touch",
     "client|pause",
     "client|unpause",
     "client|unblock",
@@ -178,6 +190,12 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "discard" => Class::Pin(Pin::Discard),
         "watch" => Class::Pin(Pin::Watch),
         "unwatch" => Class::Pin(Pin::Unwatch),
+        "client|setname" => Class::Conn(ConnCmd::SetName),
+        "client|getname" => Class::Conn(ConnCmd::GetName),
+        "client|id" => Class::Conn(ConnCmd::Id),
+        "client|info" => Class::Conn(ConnCmd::Info),
+        "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
+        "reset" => Class::Conn(ConnCmd::Reset),
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
@@ -345,7 +363,7 @@ mod tests {
     fn connection_state_commands_are_refused() {
         for args in [
             &["SUBSCRIBE", "c"][..],
-            &["CLIENT", "SETNAME", "x"],
+            &["CLIENT", "KILL", "ID", "1"],
             &["WAIT", "1", "0"],
         ] {
             match class(args) {

@@ -255,3 +255,72 @@ async fn select_gives_each_client_its_own_database() {
         "reads in database 2 reach the replica"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_commands_answer_for_each_client() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut a = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    send(
+        &mut a,
+        "CLIENT SETNAME alpha\r\nCLIENT GETNAME\r\nCLIENT ID\r\n",
+    )
+    .await;
+    send(
+        &mut b,
+        "CLIENT GETNAME\r\nCLIENT SETNAME 'a b'\r\nCLIENT NO-EVICT on\r\n",
+    )
+    .await;
+    let ra = read_replies(&mut a, 3).await;
+    let rb = read_replies(&mut b, 3).await;
+    assert_eq!(ra[..2], ["+OK", "$5\r\nalpha"]);
+    assert!(ra[2].starts_with(':'), "{ra:?}");
+    assert_eq!(
+        rb,
+        [
+            "$-1",
+            "-ERR Client names cannot contain spaces, newlines or special characters.",
+            "+OK"
+        ]
+    );
+    // RESET: back to database 0, no name, no transaction (the one in progress is dropped).
+    send(
+        &mut a,
+        "SELECT 3\r\nSET r 3\r\nMULTI\r\nSET r never\r\nRESET\r\nCLIENT GETNAME\r\nGET r\r\nEXEC\r\nCLIENT INFO\r\n",
+    )
+    .await;
+    let got = read_replies(&mut a, 9).await;
+    assert_eq!(
+        got[..8],
+        [
+            "+OK",
+            "+OK",
+            "+OK",
+            "+QUEUED",
+            "+RESET",
+            "$-1",
+            "$-1",
+            "-ERR EXEC without MULTI"
+        ]
+    );
+    assert!(
+        got[8].contains(" db=0 ") && got[8].contains("name= "),
+        "{}",
+        got[8]
+    );
+    let mut direct = master.client().await;
+    let () = redis::cmd("SELECT")
+        .arg(3)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let v: String = direct.get("r").await.unwrap();
+    assert_eq!(v, "3", "the transaction dropped by RESET never ran");
+}
+
+async fn send(s: &mut tokio::net::TcpStream, text: &str) {
+    tokio::io::AsyncWriteExt::write_all(s, text.as_bytes())
+        .await
+        .unwrap();
+}
