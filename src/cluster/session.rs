@@ -238,6 +238,7 @@ impl ClusterSession {
         flight: &mut InFlight,
     ) {
         self.stats.command();
+        self.ctx.scripts.observe(&req);
         // Cluster clients switch replica reads on and off; the proxy decides where reads go.
         if req.argc() == 1
             && (req.name().eq_ignore_ascii_case(b"readonly")

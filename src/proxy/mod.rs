@@ -58,6 +58,8 @@ pub struct ProxyContext {
     pub durability: Option<Durability>,
     /// Permits for pinned connections (transactions, blocking commands), all clients together.
     pub pinned: Arc<tokio::sync::Semaphore>,
+    /// Scripts seen, loaded onto every server (Redis 7 does not replicate `SCRIPT LOAD`).
+    pub scripts: Arc<crate::scripts::ScriptCache>,
     /// Cluster mode: sessions route by slot over this instead of the routing table.
     pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }

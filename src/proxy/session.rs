@@ -292,6 +292,7 @@ impl Session {
 
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
         self.stats.command();
+        self.ctx.scripts.observe(&req);
         let class = match classify(commands, &req) {
             // In a transaction the server queues PING and friends too.
             Class::Local(_) if self.pin.is_some() => Class::Write,

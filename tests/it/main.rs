@@ -11,6 +11,7 @@ mod harness;
 mod harness_selftest;
 mod protocol;
 mod routing;
+mod scripts;
 mod sentinel_failover;
 mod stats_http;
 mod transactions;
