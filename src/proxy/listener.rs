@@ -15,7 +15,7 @@ use crate::cluster::session::ClusterSession;
 /// A session of either mode.
 enum Either {
     Sentinel(Box<Session>),
-    Cluster(ClusterSession),
+    Cluster(Box<ClusterSession>),
 }
 use super::workers::{Job, Workers};
 use super::ProxyContext;
@@ -83,13 +83,13 @@ impl Listener {
             };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
             let session = match &self.ctx.cluster {
-                Some(state) => Either::Cluster(ClusterSession::new(
+                Some(state) => Either::Cluster(Box::new(ClusterSession::new(
                     self.ctx.clone(),
                     state.clone(),
                     self.endpoint,
                     self.stats.clone(),
                     id,
-                )),
+                ))),
                 None => Either::Sentinel(Box::new(Session::new(
                     self.ctx.clone(),
                     self.endpoint,
