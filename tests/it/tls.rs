@@ -12,6 +12,7 @@ use tokio::process::Command;
 
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::tls::{exchange, tls_connect, Pki, TlsRedis};
+use crate::harness::MASTER_NAME;
 
 /// A static-mode proxy in front of `redis`, TLS to it, and TLS to clients (`client_auth` on or off).
 async fn tls_proxy(pki: &Pki, redis: &TlsRedis, client_auth: bool) -> TestProxy {
@@ -273,4 +274,32 @@ async fn a_bad_certificate_file_stops_the_start_with_its_key() {
         panic!("started with a missing certificate");
     };
     assert!(e.to_string().contains("tls.cert_file"), "{e}");
+}
+
+#[tokio::test]
+async fn sentinel_mode_over_tls_to_sentinels_and_servers() {
+    let pki = Pki::new();
+    let master = TlsRedis::start(&pki, false).await;
+    let sentinel = TlsRedis::start_sentinel(&pki, &master).await;
+    let mut cfg = Config::for_sentinels(vec![sentinel.addr()], MASTER_NAME);
+    if let Some(s) = cfg.sentinel.as_mut() {
+        s.tls = true;
+        s.tls_ca_file = Some(pki.file("ca.pem"));
+    }
+    cfg.backend.tls = true;
+    cfg.backend.tls_ca_file = Some(pki.file("ca.pem"));
+    // The master is learnt from the sentinel (over TLS), then checked and used over TLS.
+    let proxy = ProxyBuilder::from_config(cfg).start(0).await;
+    assert_eq!(proxy.master().as_deref(), Some(master.addr().as_str()));
+    let mut c = crate::harness::redis::connect(&proxy.addr().to_string())
+        .await
+        .expect("plaintext client");
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut c)
+        .await
+        .expect("SET through the proxy");
+    let out = redis_cli(master.port(), &pki, None, &["GET", "k"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v", "{out:?}");
 }

@@ -166,7 +166,8 @@ where
         })
 }
 
-/// A `redis-server` that speaks TLS only (`port 0`, `tls-port`), signed by the test CA.
+/// A `redis-server` or `redis-sentinel` that speaks TLS only (`port 0`, `tls-port`), with a
+/// certificate from the test CA.
 pub struct TlsRedis {
     port: u16,
     process: Process,
@@ -179,19 +180,40 @@ impl TlsRedis {
     /// # Panics
     /// When redis-server does not start (or has no TLS support).
     pub async fn start(pki: &Pki, auth_clients: bool) -> TlsRedis {
+        let extra = format!(
+            "save \"\"\nappendonly no\ntls-auth-clients {}\n",
+            if auth_clients { "yes" } else { "no" }
+        );
+        Self::spawn(pki, "redis-server", "redis.conf", &extra).await
+    }
+
+    /// Starts a `redis-sentinel` that speaks TLS only and monitors `master` (as
+    /// [`MASTER_NAME`](super::MASTER_NAME), quorum 1) over TLS (`tls-replication yes`).
+    pub async fn start_sentinel(pki: &Pki, master: &TlsRedis) -> TlsRedis {
+        let extra = format!(
+            "tls-auth-clients no\ntls-replication yes\n\
+             sentinel monitor {} 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds {} 5000\n",
+            super::MASTER_NAME,
+            master.port(),
+            super::MASTER_NAME,
+        );
+        Self::spawn(pki, "redis-sentinel", "sentinel.conf", &extra).await
+    }
+
+    async fn spawn(pki: &Pki, program: &'static str, conf_name: &str, extra: &str) -> TlsRedis {
         let port = ports::free_port();
         let conf = format!(
-            "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\nsave \"\"\nappendonly no\n\
-             logfile server.log\nloglevel verbose\ndir .\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
-             tls-auth-clients {}\n",
+            "port 0\ntls-port {port}\nbind 127.0.0.1\ndaemonize no\n\
+             logfile server.log\nloglevel verbose\ndir .\ntls-cert-file {}\ntls-key-file {}\n\
+             tls-ca-cert-file {}\n{extra}",
             pki.file("server.pem"),
             pki.file("server.key"),
             pki.file("ca.pem"),
-            if auth_clients { "yes" } else { "no" },
         );
         let server = TlsRedis {
             port,
-            process: Process::spawn("redis-server", "redis.conf", &conf),
+            process: Process::spawn(program, conf_name, &conf),
         };
         server.wait_ready(pki).await;
         server
