@@ -225,12 +225,18 @@ impl TlsAccess for Shared {
     }
 }
 
+/// A peer that closes without TLS's `close_notify` (redis-cli, most Redis clients) reads as an
+/// ordinary end of stream, as it would over TCP: the session then still answers what it read.
+/// RESP frames carry their own lengths, so a truncated one is seen as such by the parser.
 fn read_tls(
     s: &mut impl TlsAccess,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<()>> {
-    s.with(|t| t.poll_read(cx, buf))
+    match s.with(|t| t.poll_read(cx, buf)) {
+        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+        other => other,
+    }
 }
 
 fn write_tls(s: &mut impl TlsAccess, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use haproxy_rs::config::{Config, TlsConfig};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
@@ -84,6 +84,17 @@ async fn commands_work_over_tls_on_both_legs() {
         .await
         .expect("pipeline over TLS");
     assert_eq!(reply, one.repeat(10).as_bytes());
+
+    // A client that half-closes TCP without TLS's close_notify still gets its replies, as over TCP.
+    let mut h = tls_connect(&proxy.addr().to_string(), pki.client_config(None))
+        .await
+        .expect("TLS handshake with the proxy");
+    h.write_all(&[SET, GET].concat()).await.expect("write");
+    h.flush().await.expect("flush");
+    h.get_mut().0.shutdown().await.expect("TCP half-close");
+    let mut replies = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), h.read_to_end(&mut replies)).await;
+    assert_eq!(replies, b"+OK\r\n$5\r\nvalue\r\n");
 
     // The read-only endpoint speaks TLS too.
     let mut r = tls_connect(&proxy.read_addr().to_string(), pki.client_config(None))
