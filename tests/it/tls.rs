@@ -12,7 +12,7 @@ use tokio::process::Command;
 
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::tls::{exchange, tls_connect, Pki, TlsRedis};
-use crate::harness::MASTER_NAME;
+use crate::harness::{ports, MASTER_NAME};
 
 /// A static-mode proxy in front of `redis`, TLS to it, and TLS to clients (`client_auth` on or off).
 async fn tls_proxy(pki: &Pki, redis: &TlsRedis, client_auth: bool) -> TestProxy {
@@ -313,4 +313,62 @@ async fn sentinel_mode_over_tls_to_sentinels_and_servers() {
         .expect("SET through the proxy");
     let out = redis_cli(master.port(), &pki, None, &["GET", "k"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v", "{out:?}");
+}
+
+#[tokio::test]
+async fn cluster_mode_over_tls_to_every_node() {
+    let pki = Pki::new();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let bus = ports::free_port();
+        let extra = format!(
+            "save \"\"\nappendonly no\ntls-auth-clients no\ntls-cluster yes\n\
+             cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n\
+             cluster-port {bus}\n"
+        );
+        nodes.push(TlsRedis::start_with(&pki, &extra).await);
+    }
+    let addrs: Vec<String> = nodes.iter().map(TlsRedis::addr).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let out = redis_cli(nodes[0].port(), &pki, None, &create).await;
+    assert!(out.status.success(), "redis-cli --cluster create: {out:?}");
+    for node in &nodes {
+        crate::eventually!(
+            Duration::from_secs(15),
+            String::from_utf8_lossy(
+                &redis_cli(node.port(), &pki, None, &["CLUSTER", "INFO"])
+                    .await
+                    .stdout
+            )
+            .contains("cluster_state:ok"),
+            "node {} reports cluster_state:ok",
+            node.addr()
+        );
+    }
+    let mut cfg = Config::for_cluster(addrs);
+    cfg.backend.tls = true;
+    cfg.backend.tls_ca_file = Some(pki.file("ca.pem"));
+    // Ready once the slot map, fetched over TLS, serves all 16384 slots.
+    let proxy = ProxyBuilder::from_config(cfg).start(0).await;
+    let mut c = crate::harness::redis::connect(&proxy.addr().to_string())
+        .await
+        .expect("plaintext client");
+    // Keys on every node: the split parts go to three TLS connections.
+    let keys: Vec<String> = (0..30).map(|i| format!("key:{i}")).collect();
+    let mut mset = redis::cmd("MSET");
+    for k in &keys {
+        mset.arg(k).arg(k);
+    }
+    let () = mset
+        .query_async(&mut c)
+        .await
+        .expect("MSET through the proxy");
+    let values: Vec<String> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut c)
+        .await
+        .expect("MGET through the proxy");
+    assert_eq!(values, keys);
 }

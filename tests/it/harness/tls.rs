@@ -54,7 +54,10 @@ impl Pki {
         let write = |name: &str, text: String| {
             std::fs::write(dir.path().join(name), text).expect("write a PEM file");
         };
-        for (prefix, leaves) in [("", ["server", "client"]), ("other-", ["stranger", "x"])] {
+        for (prefix, leaves) in [
+            ("", &["server", "client"][..]),
+            ("other-", &["stranger"][..]),
+        ] {
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params
@@ -68,7 +71,7 @@ impl Pki {
             let ca_key = KeyPair::generate().expect("generate the CA key");
             let ca = params.self_signed(&ca_key).expect("self-sign the CA");
             write(&format!("{prefix}ca.pem"), ca.pem());
-            for name in leaves {
+            for &name in leaves {
                 let (cert, key) = leaf(name, &ca, &ca_key);
                 write(&format!("{name}.pem"), cert.pem());
                 write(&format!("{name}.key"), key.serialize_pem());
@@ -199,6 +202,11 @@ impl TlsRedis {
             super::MASTER_NAME,
         );
         Self::spawn(pki, "redis-sentinel", "sentinel.conf", &extra).await
+    }
+
+    /// Starts a TLS-only `redis-server` with `extra` appended to its config.
+    pub async fn start_with(pki: &Pki, extra: &str) -> TlsRedis {
+        Self::spawn(pki, "redis-server", "redis.conf", extra).await
     }
 
     async fn spawn(pki: &Pki, program: &'static str, conf_name: &str, extra: &str) -> TlsRedis {
