@@ -85,6 +85,15 @@ async fn commands_work_over_tls_on_both_legs() {
         .expect("pipeline over TLS");
     assert_eq!(reply, one.repeat(10).as_bytes());
 
+    // A transaction runs on a connection pinned to the client, over TLS too.
+    let multi =
+        b"*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nt\r\n$1\r\n1\r\n*1\r\n$4\r\nEXEC\r\n";
+    let expected = b"+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n";
+    let reply = exchange(&mut c, multi, expected.len())
+        .await
+        .expect("MULTI/EXEC over TLS");
+    assert_eq!(reply, expected);
+
     // A client that half-closes TCP without TLS's close_notify still gets its replies, as over TCP.
     let mut h = tls_connect(&proxy.addr().to_string(), pki.client_config(None))
         .await
