@@ -11,7 +11,6 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -106,7 +105,7 @@ impl ClusterSession {
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
         let me = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6379)));
@@ -133,7 +132,7 @@ impl ClusterSession {
                 flight.done(&mut out, &reply);
             }
             if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
+                if let Err(e) = wr.write_all_flush(&out).await {
                     tracing::debug!(error = %e, "client write failed");
                     break;
                 }

@@ -141,6 +141,7 @@ impl Config {
                 60_000,
             )?;
         }
+        self.validate_tls()?;
         for a in &self.servers {
             check_server_addr("servers", a)?;
         }

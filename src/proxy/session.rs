@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -195,7 +194,7 @@ impl Session {
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
         self.client.peer = stream.peer_addr().ok();
         self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
@@ -211,7 +210,7 @@ impl Session {
                 continue;
             }
             if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
+                if let Err(e) = wr.write_all_flush(&out).await {
                     tracing::debug!(error = %e, "client write failed");
                     break;
                 }

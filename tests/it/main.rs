@@ -14,4 +14,5 @@ mod routing;
 mod scripts;
 mod sentinel_failover;
 mod stats_http;
+mod tls;
 mod transactions;
