@@ -11,6 +11,7 @@
 //!   policy ([`proxy::acl`]).
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
 //! - [`shutdown`]: graceful shutdown.
+//! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
 
 pub mod backend;
@@ -21,8 +22,10 @@ pub mod config;
 pub mod proxy;
 pub mod resp;
 pub mod router;
+pub mod scripts;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -124,6 +127,7 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError>
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
     cfg.validate()?;
+    let tls = TlsSetup::load(&cfg)?;
     let main_socket = bind("listen", &cfg.listen).await?;
     let read_socket = match &cfg.read_listen {
         Some(a) => Some(bind("read_listen", a).await?),
@@ -151,6 +155,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     let workers = Arc::new(Workers::start(threads, &sessions).map_err(StartError::Threads)?);
     let durability = proxy::Durability::from_config(&cfg.failover);
     let mut conn_settings = ConnSettings::from_config(&cfg.backend, workers.len());
+    conn_settings.creds.tls = tls.backend;
     conn_settings.wait = durability.as_ref().map(|d| d.wait.clone());
     let backend_set = |settings: ConnSettings| {
         BackendSet::new(
@@ -216,6 +221,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         ),
         (Some(s), _, _) => background.spawn(topology::sentinel::run_sentinel(
             s.clone(),
+            tls.sentinel,
             state.clone(),
             changes_rx,
             Duration::from_millis(cfg.failover.hold_ms),
@@ -236,6 +242,37 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             backend_token.clone(),
         ));
     }
+    let scripts = Arc::new(scripts::ScriptCache::default());
+    {
+        let table = state.table.clone();
+        let cluster = cluster_state.clone();
+        let servers = move || match &cluster {
+            Some(c) => {
+                let map = c.map();
+                let mut out: Vec<String> =
+                    map.masters().iter().map(|m| m.addr().to_string()).collect();
+                for o in map.slots.owner_sets() {
+                    out.extend(o.replicas.iter().cloned());
+                }
+                out
+            }
+            None => {
+                let t = table.load();
+                t.master
+                    .iter()
+                    .chain(t.replicas.iter())
+                    .map(|b| b.addr().to_string())
+                    .collect()
+            }
+        };
+        background.spawn(scripts::run_loader(
+            scripts.clone(),
+            servers,
+            backends.credentials().clone(),
+            backends.connect_timeout(),
+            backend_token.clone(),
+        ));
+    }
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),
@@ -253,6 +290,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         holds: stats.hold(),
         durability,
         cluster: cluster_state.clone(),
+        pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
+        scripts,
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);
@@ -268,6 +307,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             ctx: ctx.clone(),
             clients: clients.clone(),
             workers: workers.clone(),
+            tls: tls.server.clone(),
         };
         tracing::info!(listener = name, addr = %local_addr(&listener.socket), "listening");
         background.spawn(listener.serve(shutdown.clone()));
@@ -289,6 +329,34 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backend_token,
         workers,
     })
+}
+
+/// The TLS configs, read from their files once at start.
+struct TlsSetup {
+    server: Option<Arc<tls::ServerTls>>,
+    backend: Option<Arc<tls::ClientTls>>,
+    sentinel: Option<Arc<tls::ClientTls>>,
+}
+
+impl TlsSetup {
+    fn load(cfg: &Config) -> Result<TlsSetup, ConfigError> {
+        let client = |table, c: Option<config::ClientTlsConfig>| {
+            c.map(|c| tls::ClientTls::from_config(table, &c).map(Arc::new))
+                .transpose()
+        };
+        Ok(TlsSetup {
+            server: cfg
+                .tls
+                .as_ref()
+                .map(|t| tls::ServerTls::from_config(t).map(Arc::new))
+                .transpose()?,
+            backend: client(tls::Table::Backend, cfg.backend.client_tls())?,
+            sentinel: client(
+                tls::Table::Sentinel,
+                cfg.sentinel.as_ref().and_then(|s| s.client_tls()),
+            )?,
+        })
+    }
 }
 
 fn local_addr(s: &TcpListener) -> SocketAddr {

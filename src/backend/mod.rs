@@ -11,6 +11,7 @@
 
 pub mod conn;
 pub mod control;
+pub mod pinned;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -24,11 +25,13 @@ use tokio_util::task::TaskTracker;
 
 pub use conn::{BatchReply, Dispatch, Protocol};
 pub use control::{ControlConn, Credentials};
+pub use pinned::Pinned;
 pub use pool::BackendPool;
 
 use crate::config::BackendConfig;
 use crate::resp::DecodeError;
 use crate::stats::{BackendStats, Role, Stats};
+use crate::tls::{ClientTls, Stream};
 
 /// Why a backend request failed, and whether it may have run on the server.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,24 @@ pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Bac
         .map_err(|_| BackendError::Timeout)??;
     tune_socket(&stream);
     Ok(stream)
+}
+
+/// Connects to `addr` over TCP and, with `tls`, runs the TLS handshake; both within `timeout`.
+///
+/// # Errors
+/// Resolution, connect or handshake failure, or the timeout.
+pub async fn connect_stream(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<Stream, BackendError> {
+    let tcp = connect_tcp(addr, timeout).await?;
+    match tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some(tls) => Ok(tokio::time::timeout(timeout, tls.connect(tcp, addr))
+            .await
+            .map_err(|_| BackendError::Timeout)??),
+    }
 }
 
 /// TCP_NODELAY and keepalive (30 s idle, 10 s interval) on a stream; failures only cost latency.
@@ -141,11 +162,15 @@ impl BackendHealth {
     }
 }
 
+/// Databases a client may `SELECT` (Redis's default `databases 16`); each gets its own
+/// connections, opened on first use.
+pub const DATABASES: usize = 16;
+
 /// One Redis server: its connections, its health and its counters.
 pub struct Backend {
     addr: String,
-    /// Connections per (session thread, protocol), each set opened on first use by that thread
-    /// and running on it: `pools[thread * 2 + protocol]`.
+    /// Connections per (session thread, database, protocol), each set opened on first use by
+    /// that thread and running on it: `pools[(thread * DATABASES + db) * 2 + protocol]`.
     pools: Box<[std::sync::OnceLock<BackendPool>]>,
     settings: Arc<ConnSettings>,
     tracker: TaskTracker,
@@ -167,15 +192,20 @@ impl Backend {
     pub fn addr(&self) -> &str {
         &self.addr
     }
-    /// The calling session thread's connections speaking `protocol`, opened on first use (their
-    /// actors are spawned on the caller's runtime, so they run on the caller's thread).
-    pub fn pool(&self, protocol: Protocol) -> Option<&BackendPool> {
+    /// The calling session thread's connections speaking `protocol` in database `db`, opened on
+    /// first use (their actors are spawned on the caller's runtime, so they run on the caller's
+    /// thread). `None` for a database past [`DATABASES`].
+    pub fn pool(&self, protocol: Protocol, db: u8) -> Option<&BackendPool> {
+        if usize::from(db) >= DATABASES {
+            return None;
+        }
         let worker = crate::proxy::workers::current_index();
-        let index = worker * 2 + usize::from(protocol == Protocol::Resp3);
+        let index =
+            (worker * DATABASES + usize::from(db)) * 2 + usize::from(protocol == Protocol::Resp3);
         let cell = self
             .pools
             .get(index)
-            .or_else(|| self.pools.get(index % 2))?;
+            .or_else(|| self.pools.get(index % (DATABASES * 2)))?;
         Some(cell.get_or_init(|| {
             BackendPool::spawn(
                 &self.addr,
@@ -184,6 +214,7 @@ impl Backend {
                 self.token.clone(),
                 &self.tracker,
                 protocol,
+                db,
             )
         }))
     }
@@ -223,6 +254,8 @@ impl ConnSettings {
             creds: Credentials {
                 username: b.username.clone(),
                 password: b.password.clone(),
+                // Built at start from the files (`crate::start`): loading them can fail.
+                tls: None,
             },
             connect_timeout: Duration::from_millis(b.connect_timeout_ms),
             command_timeout: Duration::from_millis(b.command_timeout_ms),
@@ -269,7 +302,7 @@ impl BackendSet {
         let stats = self.stats.backend(addr);
         let backend = Arc::new(Backend {
             addr: addr.to_string(),
-            pools: (0..self.settings.workers.max(1) * 2)
+            pools: (0..self.settings.workers.max(1) * DATABASES * 2)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
             settings: self.settings.clone(),

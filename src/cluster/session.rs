@@ -11,21 +11,22 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::exec::{Chunk, RouteCtx, Target, Turn};
 use super::merge::Combine;
-use super::plan::{plan_info, Plan, PlanEnv};
+use super::pinned::{PinCtx, PinOp, WatchConn};
+use super::plan::{plan, plan_info, Plan, PlanEnv, CROSSSLOT};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
 use crate::proxy::acl::{self, ClientAuth};
+use crate::proxy::client_state::ClientState;
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
-use crate::router::{classify_info, Class, Endpoint};
+use crate::router::{classify_info, Class, ConnCmd, Endpoint, Pin};
 use crate::stats::ListenerStats;
 
 /// One client of a cluster-mode listener.
@@ -35,6 +36,8 @@ pub struct ClusterSession {
     endpoint: Endpoint,
     stats: Arc<ListenerStats>,
     id: u64,
+    /// The client's connection as `CLIENT INFO` shows it.
+    client: ClientState,
     protocol: Protocol,
     /// Who the client authenticated as (`[auth]`).
     auth: ClientAuth,
@@ -43,6 +46,20 @@ pub struct ClusterSession {
     track_writes: bool,
     wrote: bool,
     closing: bool,
+    /// The transaction being queued (between `MULTI` and `EXEC`/`DISCARD`).
+    tx: Option<Tx>,
+    /// The connection `WATCH` pinned.
+    watch: WatchConn,
+}
+
+/// A transaction queued by the session, sent whole at `EXEC`.
+#[derive(Default)]
+struct Tx {
+    queued: BytesMut,
+    count: usize,
+    slot: Option<u16>,
+    /// A command failed to queue: `EXEC` answers `EXECABORT`.
+    failed: bool,
 }
 
 /// Chunks in flight, in order, with how many requests each holds and the map generation it was
@@ -57,6 +74,9 @@ struct InFlight {
     /// or sends at all when routed with a newer map than an earlier one, only once every earlier
     /// chunk has finished, so a request never overtakes an earlier one of the same client.
     settled: watch::Sender<u64>,
+    /// The last operation on a pinned connection (a blocking command, `WATCH`, `EXEC`): chunks
+    /// after it wait until it has finished, as a blocked Redis client runs nothing meanwhile.
+    pinned_seq: Option<u64>,
 }
 
 impl ClusterSession {
@@ -77,19 +97,24 @@ impl ClusterSession {
             endpoint,
             stats,
             id,
+            client: ClientState::new(id),
             protocol: Protocol::Resp2,
             cursor: id as usize,
             track_writes,
             wrote: false,
             closing: false,
+            tx: None,
+            watch: WatchConn::default(),
         }
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
         let me = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6379)));
+        self.client.peer = stream.peer_addr().ok();
+        self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
@@ -100,6 +125,7 @@ impl ClusterSession {
             requests: 0,
             next_seq: 0,
             settled: watch::channel(0).0,
+            pinned_seq: None,
         };
         loop {
             if !self.closing {
@@ -110,7 +136,7 @@ impl ClusterSession {
                 flight.done(&mut out, &reply);
             }
             if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
+                if let Err(e) = wr.write_all_flush(&out).await {
                     tracing::debug!(error = %e, "client write failed");
                     break;
                 }
@@ -127,6 +153,9 @@ impl ClusterSession {
                     flight.done(&mut out, &reply);
                 }
                 r = rd.read_buf(&mut inbuf), if can_read => match r {
+                    // Like Redis, a client that hangs up while blocked (a pop on its own
+                    // connection) is dropped at once, and the pop with its connection.
+                    Ok(0) if flight.pinned_seq.is_some_and(|p| *flight.settled.borrow() <= p) => break,
                     Ok(0) => self.closing = true,
                     Ok(_) => {}
                     Err(e) => {
@@ -213,7 +242,10 @@ impl ClusterSession {
         let requests = chunk.requests();
         flight.sizes.push_back((requests, map.generation));
         flight.requests += requests;
-        let newer = flight.sizes.iter().any(|&(_, g)| g != map.generation);
+        let behind_pinned = flight
+            .pinned_seq
+            .is_some_and(|p| *flight.settled.borrow() <= p);
+        let newer = behind_pinned || flight.sizes.iter().any(|&(_, g)| g != map.generation);
         if newer {
             flight.chunks.push_back(Box::pin(async move {
                 turn.wait().await;
@@ -228,6 +260,150 @@ impl ClusterSession {
         self.cursor = self.cursor.wrapping_add(requests);
     }
 
+    /// Runs `op` on a pinned connection once every earlier request has finished; later requests
+    /// wait for it.
+    async fn submit_pinned(&mut self, op: PinOp, chunk: &mut Option<Chunk>, flight: &mut InFlight) {
+        if let Some(c) = chunk.take() {
+            self.submit(c, flight).await;
+        }
+        let seq = flight.next_seq;
+        flight.next_seq += 1;
+        let turn = Turn {
+            seq,
+            settled: flight.settled.subscribe(),
+        };
+        flight.sizes.push_back((1, self.state.map().generation));
+        flight.requests += 1;
+        flight.pinned_seq = Some(seq);
+        let ctx = PinCtx {
+            state: self.state.clone(),
+            limit: self.ctx.pinned.clone(),
+            protocol: self.protocol,
+            watch: self.watch.clone(),
+        };
+        let listener = self.stats.clone();
+        flight.chunks.push_back(Box::pin(async move {
+            turn.wait().await;
+            let reply = op.run(ctx).await;
+            if crate::resp::is_error_reply(&reply) {
+                listener.error();
+            }
+            reply
+        }));
+    }
+
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` and blocking commands.
+    async fn pin_command(
+        &mut self,
+        pin: Pin,
+        req: Request,
+        commands: &CommandTable,
+        env: &PlanEnv,
+        chunk: &mut Option<Chunk>,
+        flight: &mut InFlight,
+    ) {
+        let slot_of = |req: &Request| match plan(commands, req, env) {
+            Plan::Slot(s) => Ok(Some(s)),
+            Plan::AnyMaster => Ok(None),
+            Plan::Reply(e) => Err(e),
+            _ => Err(error_reply(CROSSSLOT)),
+        };
+        let reply = match (pin, self.tx.is_some()) {
+            (Pin::Multi, true) => error_reply("ERR MULTI calls can not be nested"),
+            (Pin::Multi, false) => {
+                self.tx = Some(Tx::default());
+                status_reply("OK")
+            }
+            (Pin::Exec, false) => error_reply("ERR EXEC without MULTI"),
+            (Pin::Discard, false) => error_reply("ERR DISCARD without MULTI"),
+            (Pin::Discard, true) => {
+                self.tx = None;
+                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                status_reply("OK")
+            }
+            (Pin::Exec, true) => {
+                let tx = self.tx.take().unwrap_or_default();
+                if tx.failed {
+                    self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    error_reply("EXECABORT Transaction discarded because of previous errors.")
+                } else {
+                    let op = PinOp::Exec {
+                        slot: tx.slot,
+                        queued: tx.queued.freeze(),
+                        count: tx.count,
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
+            }
+            (Pin::Watch, true) => error_reply("ERR WATCH inside MULTI is not allowed"),
+            (Pin::Watch, false) => match slot_of(&req) {
+                Ok(Some(slot)) => {
+                    let op = PinOp::Watch {
+                        slot,
+                        raw: req.into_raw(),
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
+                Ok(None) => error_reply("ERR wrong number of arguments for 'watch' command"),
+                Err(e) => e,
+            },
+            (Pin::Unwatch, false) => {
+                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                status_reply("OK")
+            }
+            (Pin::Blocking, false) => match slot_of(&req) {
+                Ok(Some(slot)) => {
+                    let op = PinOp::Blocking {
+                        slot,
+                        raw: req.into_raw(),
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
+                Ok(None) => error_reply("ERR haproxy-rs: a blocking command without a key"),
+                Err(e) => e,
+            },
+            // Inside MULTI: queued, run by EXEC (a blocking command does not block there).
+            (Pin::Unwatch | Pin::Blocking, true) => return self.queue(req, commands, env, chunk),
+        };
+        self.chunk(chunk).push_ready(reply);
+    }
+
+    /// Queues `req` in the transaction: `+QUEUED`, or `CROSSSLOT` (and `EXEC` will abort) when
+    /// its keys leave the transaction's slot.
+    fn queue(
+        &mut self,
+        req: Request,
+        commands: &CommandTable,
+        env: &PlanEnv,
+        chunk: &mut Option<Chunk>,
+    ) {
+        let planned = plan(commands, &req, env);
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        let reply = match planned {
+            Plan::Slot(s) if tx.slot.is_none_or(|t| t == s) => {
+                tx.slot = Some(s);
+                None
+            }
+            Plan::AnyMaster => None,
+            Plan::Reply(e) if crate::resp::is_error_reply(&e) => Some(e),
+            _ => Some(error_reply(CROSSSLOT)),
+        };
+        let reply = match reply {
+            None => {
+                tx.queued.extend_from_slice(req.raw());
+                tx.count += 1;
+                status_reply("QUEUED")
+            }
+            Some(e) => {
+                tx.failed = true;
+                e
+            }
+        };
+        self.chunk(chunk).push_ready(reply);
+    }
+
     async fn handle(
         &mut self,
         req: Request,
@@ -240,6 +416,7 @@ impl ClusterSession {
         if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
             return self.chunk(chunk).push_ready(refused);
         }
+        self.ctx.scripts.observe(&req);
         // Cluster clients switch replica reads on and off; the proxy decides where reads go.
         if req.argc() == 1
             && (req.name().eq_ignore_ascii_case(b"readonly")
@@ -248,11 +425,44 @@ impl ClusterSession {
             return self.chunk(chunk).push_ready(status_reply("OK"));
         }
         let info = commands.lookup(&req);
-        let write = match classify_info(info, &req) {
+        let class = classify_info(info, &req);
+        // Inside MULTI everything else is queued (PING and friends too, as Redis does).
+        if self.tx.is_some() && matches!(class, Class::Read | Class::Write | Class::Local(_)) {
+            return self.queue(req, commands, env, chunk);
+        }
+        let write = match class {
             Class::Read => false,
             Class::Write => true,
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
+            }
+            Class::Pin(pin) => {
+                return self
+                    .pin_command(pin, req, commands, env, chunk, flight)
+                    .await;
+            }
+
+            Class::Conn(ConnCmd::Reset) => {
+                if let Some(c) = chunk.take() {
+                    self.submit(c, flight).await;
+                }
+                self.protocol = Protocol::Resp2;
+                self.client.name = None;
+                self.auth.reset();
+                self.wrote = false;
+                self.tx = None;
+                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                return self.chunk(chunk).push_ready(status_reply("RESET"));
+            }
+            Class::Conn(cmd) => {
+                let reply = self.client.answer(cmd, &req, 0, self.protocol, false);
+                return self.chunk(chunk).push_ready(reply);
+            }
+            Class::Select(0) => return self.chunk(chunk).push_ready(status_reply("OK")),
+            Class::Select(_) => {
+                return self
+                    .chunk(chunk)
+                    .push_ready(error_reply("ERR SELECT is not allowed in cluster mode"))
             }
             Class::Quit => {
                 self.closing = true;

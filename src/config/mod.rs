@@ -1,6 +1,7 @@
 //! Settings: the TOML file, with CLI flags and environment variables laid over it.
 
 mod security;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -9,6 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use security::{AuthConfig, CommandsConfig, UserConfig};
+pub use tls::{ClientTlsConfig, TlsConfig};
 pub use validate::parse_listen_addr;
 
 /// Everything the proxy needs to start. Built by [`Config::from_toml`] or by hand (tests),
@@ -45,6 +47,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The command policy: what the proxy refuses to serve.
     pub commands: CommandsConfig,
+    /// TLS on the client listeners (off when absent).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             failover: FailoverConfig::default(),
             auth: AuthConfig::default(),
             commands: CommandsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -136,6 +141,16 @@ pub struct SentinelConfig {
     pub password: Option<MaskedString>,
     /// How often each sentinel is asked for the whole topology, besides reacting to its events.
     pub reconcile_interval_ms: u64,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the servers' certificates (needed with `tls`).
+    pub tls_ca_file: Option<String>,
+    /// Client certificate (PEM), for servers with `tls-auth-clients yes`.
+    pub tls_cert_file: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub tls_key_file: Option<String>,
+    /// Name verified in the servers' certificates and sent as SNI (default: each server's host).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for SentinelConfig {
@@ -146,6 +161,11 @@ impl Default for SentinelConfig {
             username: None,
             password: None,
             reconcile_interval_ms: 1000,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -195,6 +215,19 @@ pub struct BackendConfig {
     pub health_interval_ms: u64,
     /// Longest wait between reconnect attempts (the backoff doubles up to this).
     pub max_backoff_ms: u64,
+    /// Most connections pinned to one client at once, all clients together: one per
+    /// transaction (`MULTI`/`WATCH` ... `EXEC`) or blocking command in progress.
+    pub max_pinned_connections: usize,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the servers' certificates (needed with `tls`).
+    pub tls_ca_file: Option<String>,
+    /// Client certificate (PEM), for servers with `tls-auth-clients yes`.
+    pub tls_cert_file: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub tls_key_file: Option<String>,
+    /// Name verified in the servers' certificates and sent as SNI (default: each server's host).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for BackendConfig {
@@ -207,6 +240,12 @@ impl Default for BackendConfig {
             command_timeout_ms: 10_000,
             health_interval_ms: 100,
             max_backoff_ms: 2000,
+            max_pinned_connections: 1024,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }

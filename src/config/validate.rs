@@ -141,6 +141,7 @@ impl Config {
                 60_000,
             )?;
         }
+        self.validate_tls()?;
         for a in &self.servers {
             check_server_addr("servers", a)?;
         }
@@ -165,6 +166,12 @@ impl Config {
             60_000,
         )?;
         check_range("backend.max_backoff_ms", b.max_backoff_ms, 10, 600_000)?;
+        check_range(
+            "backend.max_pinned_connections",
+            b.max_pinned_connections as u64,
+            0,
+            100_000,
+        )?;
         if b.username.is_some() && b.password.is_none() {
             return Err(invalid(
                 "backend.password",

@@ -198,6 +198,12 @@ impl ClientAuth {
     pub fn login(&mut self, user: Arc<User>) {
         self.user = Some(user);
     }
+
+    /// `RESET`: back to the default user, which with `[auth]` means unauthenticated (Redis 7
+    /// authenticates a reset connection only when the default user needs no password).
+    pub fn reset(&mut self) {
+        self.user = None;
+    }
 }
 
 /// The reply to `req` when the proxy answers it before routing: `-NOAUTH` before authentication,
@@ -285,13 +291,14 @@ fn channels_allowed(channels: &KeyRules, name: &str, req: &Request) -> bool {
     }
 }
 
-/// `AUTH`, `HELLO`, `QUIT`: served before authentication and whatever the user's rules (by name:
-/// a Redis 6 `COMMAND` spells the `no_auth` flag `no-auth`).
+/// `AUTH`, `HELLO`, `QUIT`, `RESET`: served before authentication and whatever the user's rules,
+/// as Redis's `no_auth` commands (by name: a Redis 6 `COMMAND` spells the flag `no-auth`).
 fn logs_in_or_out(req: &Request) -> bool {
     let n = req.name();
     n.eq_ignore_ascii_case(b"auth")
         || n.eq_ignore_ascii_case(b"hello")
         || n.eq_ignore_ascii_case(b"quit")
+        || n.eq_ignore_ascii_case(b"reset")
 }
 
 fn arity_ok(info: &CommandInfo, argc: usize) -> bool {

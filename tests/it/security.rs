@@ -218,6 +218,8 @@ async fn static_mode_serves_nothing_before_auth_and_holds_users_to_their_rules()
             &["PUBLISH", "app:news", "m"],
             &["AUTH", "app", "wrong"],
             &["GET", "app:0"],
+            &["RESET"],
+            &["GET", "app:0"],
         ],
     ];
     for stream in streams {
