@@ -414,6 +414,14 @@ impl ClusterSession {
     ) {
         self.stats.command();
         if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            // A refused command spoils a transaction being queued, as in Redis.
+            if let Some(tx) = self
+                .tx
+                .as_mut()
+                .filter(|_| crate::resp::is_error_reply(&refused))
+            {
+                tx.failed = true;
+            }
             return self.chunk(chunk).push_ready(refused);
         }
         self.ctx.scripts.observe(&req);

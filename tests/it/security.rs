@@ -411,6 +411,28 @@ async fn cluster_mode_serves_nothing_before_auth_and_refuses_topology_changes() 
             "$1\r\na".to_string(),
         ]
     );
+    // A refused command spoils the transaction being queued, as in Redis.
+    let replies = send(
+        &mut s,
+        &[
+            &["MULTI"],
+            &["SET", "app:1", "changed"],
+            &["FLUSHALL"],
+            &["EXEC"],
+            &["GET", "app:1"],
+        ],
+    )
+    .await;
+    assert_eq!(
+        replies,
+        [
+            "+OK".to_string(),
+            "+QUEUED".to_string(),
+            deny_refusal("FLUSHALL"),
+            "-EXECABORT Transaction discarded because of previous errors.".to_string(),
+            "$1\r\na".to_string(),
+        ]
+    );
     assert!(cluster.all_ok().await, "the cluster is untouched");
 }
 
