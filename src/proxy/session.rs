@@ -56,6 +56,8 @@ struct Batch {
     pinned: bool,
     /// The database the client had selected when it sent these requests.
     db: u8,
+    /// The last request's reply is replaced by this (an `EXEC` sent as `DISCARD`).
+    replace_last: Option<Bytes>,
 }
 
 /// A reply slot, in request order.
@@ -94,6 +96,9 @@ struct PinState {
     conn: Pinned,
     /// Between `MULTI` and `EXEC`/`DISCARD`.
     multi: bool,
+    /// A command of the transaction was refused by the proxy (users' rules, command policy):
+    /// `EXEC` becomes `DISCARD` and answers `-EXECABORT`, as Redis does.
+    refused: bool,
 }
 
 /// Requests gathered while parsing one read, sent when the target changes or the input runs dry:
@@ -106,6 +111,7 @@ struct OpenBatch {
     writes: u32,
     since: Instant,
     write_mask: Vec<bool>,
+    replace_last: Option<Bytes>,
 }
 
 /// One client's state.
@@ -298,6 +304,9 @@ impl Session {
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
         self.stats.command();
         if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            if let Some(p) = self.pin.as_mut().filter(|p| p.multi) {
+                p.refused = true;
+            }
             return self.push_ready(refused).await;
         }
         self.ctx.scripts.observe(&req);
@@ -453,7 +462,13 @@ impl Session {
                     }
                 };
                 match conn {
-                    Ok(conn) => self.pin = Some(PinState { conn, multi: false }),
+                    Ok(conn) => {
+                        self.pin = Some(PinState {
+                            conn,
+                            multi: false,
+                            refused: false,
+                        })
+                    }
                     Err(_) => {
                         self.multi_failed = pin == Pin::Multi;
                         return self
@@ -474,8 +489,18 @@ impl Session {
         }
         let conn = p.conn.clone();
         self.gather(Target::Pinned(conn), false).await;
-        // EXEC runs the queued writes; a blocking pop writes (read-your-writes counts them).
-        self.append(&req, matches!(pin, Pin::Exec | Pin::Blocking));
+        let refused = self.pin.as_ref().is_some_and(|p| p.refused);
+        if pin == Pin::Exec && in_multi && refused {
+            self.append(&Request::from_args(&["DISCARD"]), false);
+            if let Some(open) = &mut self.open {
+                open.replace_last = Some(error_reply(
+                    "EXECABORT Transaction discarded because of previous errors.",
+                ));
+            }
+        } else {
+            // EXEC runs the queued writes; a blocking pop writes (read-your-writes counts them).
+            self.append(&req, matches!(pin, Pin::Exec | Pin::Blocking));
+        }
         let release = match pin {
             Pin::Exec | Pin::Discard => in_multi,
             Pin::Unwatch => !in_multi,
@@ -522,6 +547,7 @@ impl Session {
                 writes: 0,
                 since: Instant::now(),
                 write_mask: Vec::new(),
+                replace_last: None,
             });
         }
     }
@@ -547,6 +573,7 @@ impl Session {
             waited: false,
             pinned: false,
             db: self.db,
+            replace_last: open.replace_last,
         };
         let pinned = open.target.pinned();
         let switch = pinned != self.last_pinned;
@@ -778,6 +805,13 @@ impl Session {
             self.check_durability(&batch, &mut reply);
         }
         let count = batch.count;
+        if let Some(r) = &batch.replace_last {
+            if reply.frames.len() == count {
+                if let Some(last) = reply.frames.last_mut() {
+                    *last = r.clone();
+                }
+            }
+        }
         self.writes_done(batch.writes);
         self.queued -= count;
         let answered = reply.frames.len().min(count);

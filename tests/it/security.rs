@@ -329,6 +329,29 @@ async fn without_client_auth_only_topology_changes_and_the_deny_list_are_refused
         master.answers_ping().await,
         "SHUTDOWN never reached the server"
     );
+    // A refused command spoils the transaction being queued, as in Redis: EXEC aborts and
+    // nothing of it runs.
+    let replies = raw(
+        proxy.addr(),
+        &[
+            &["MULTI"],
+            &["SET", "k", "changed"],
+            &["DEBUG", "SLEEP", "0"],
+            &["EXEC"],
+            &["GET", "k"],
+        ],
+    )
+    .await;
+    assert_eq!(
+        replies,
+        [
+            "+OK".to_string(),
+            "+QUEUED".to_string(),
+            deny_refusal("DEBUG"),
+            "-EXECABORT Transaction discarded because of previous errors.".to_string(),
+            "$1\r\nv".to_string(),
+        ]
+    );
 
     // An allowlist serves only what it names (and AUTH, HELLO, QUIT).
     let proxy = ProxyBuilder::servers(vec![master.addr()])
