@@ -146,7 +146,10 @@ impl ClusterSession {
     ) {
         let mut chunk: Option<Chunk> = None;
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
-        while flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline {
+        // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
+        while !self.closing
+            && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
+        {
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let (commands, env) = snapshot.get_or_insert_with(|| {

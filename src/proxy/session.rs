@@ -209,7 +209,8 @@ impl Session {
     /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap.
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
-        while self.queued < self.ctx.max_pipeline {
+        // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
+        while !self.closing && self.queued < self.ctx.max_pipeline {
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let ctx = &self.ctx;
