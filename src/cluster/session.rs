@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
@@ -21,6 +21,7 @@ use super::plan::{plan_info, Plan, PlanEnv};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
+use crate::proxy::backlog::{sleep_until_some, Backlog};
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
@@ -97,42 +98,64 @@ impl ClusterSession {
             next_seq: 0,
             settled: watch::channel(0).0,
         };
+        let mut backlog = Backlog::new(&self.ctx);
         loop {
             if !self.closing {
                 self.dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
                     .await;
             }
+            let unwritten = out.len();
             while let Some(Some(reply)) = flight.chunks.next().now_or_never() {
                 flight.done(&mut out, &reply);
             }
-            if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
-                    tracing::debug!(error = %e, "client write failed");
-                    break;
-                }
-                out.clear();
-                continue;
+            if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+                break;
             }
-            if self.closing && flight.chunks.is_empty() {
+            if self.closing && flight.chunks.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
             let can_read = !self.closing && flight.requests < self.ctx.max_pipeline;
+            // Written as the client reads, while replies keep being collected (see the
+            // Sentinel-mode session).
+            let writing = !out.is_empty();
+            let idle = backlog.idle_deadline(writing || !flight.chunks.is_empty());
             tokio::select! {
+                r = wr.write(&out), if writing => match r {
+                    Ok(n) => {
+                        out.advance(n);
+                        backlog.active();
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "client write failed");
+                        break;
+                    }
+                },
                 Some(reply) = flight.chunks.next(), if !flight.chunks.is_empty() => {
+                    let unwritten = out.len();
                     flight.done(&mut out, &reply);
+                    if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+                        break;
+                    }
                 }
                 r = rd.read_buf(&mut inbuf), if can_read => match r {
                     Ok(0) => self.closing = true,
-                    Ok(_) => {}
+                    Ok(_) => backlog.active(),
                     Err(e) => {
                         tracing::debug!(error = %e, "client read failed");
                         break;
                     }
                 },
+                _ = sleep_until_some(idle), if idle.is_some() && !self.closing => {
+                    // Closed without a reply, as Redis does (`timeout`).
+                    tracing::debug!("idle client closed");
+                    self.stats.idle_timeout();
+                    break;
+                }
                 _ = shutdown.cancelled(), if !self.closing => self.closing = true,
             }
         }
+        backlog.publish(&self.stats);
     }
 
     /// Parses every complete request in `inbuf` (up to the pipeline cap) into one chunk and

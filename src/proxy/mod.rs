@@ -9,6 +9,7 @@
     )
 )]
 
+pub mod backlog;
 pub mod listener;
 pub mod local;
 pub mod reply;
@@ -38,6 +39,11 @@ pub struct ProxyContext {
     pub limits: RequestLimits,
     /// Most requests of one client in flight.
     pub max_pipeline: usize,
+    /// Idle clients are closed after this long (`client_timeout_secs`); `None`: never.
+    pub client_timeout: Option<std::time::Duration>,
+    /// Reply bytes that may wait for a client behind the one being written
+    /// (`client_output_buffer_limit_bytes`); past it the client is disconnected. 0: no limit.
+    pub output_buffer_limit: usize,
     /// The backend password: a client's `AUTH` with it is accepted (clients configured for the
     /// servers keep working through the proxy).
     pub backend_password: Option<MaskedString>,

@@ -16,12 +16,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::backlog::{sleep_until_some, Backlog};
 use super::reply::{backend_error, protocol_error, Close};
 use super::{local, ProxyContext};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
@@ -116,7 +117,9 @@ pub struct Session {
 enum Event {
     Reply(BatchReply),
     Read(std::io::Result<usize>),
+    Written(std::io::Result<usize>),
     RetryHeld,
+    Idle,
     Shutdown,
 }
 
@@ -157,52 +160,74 @@ impl Session {
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut parser = RequestParser::new(self.ctx.limits);
+        let mut backlog = Backlog::new(&self.ctx);
         loop {
             if !self.closing {
                 self.dispatch_parsed(&mut parser, &mut inbuf).await;
             }
+            let unwritten = out.len();
             self.collect_ready(&mut out);
-            if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
-                    tracing::debug!(error = %e, "client write failed");
-                    break;
-                }
-                out.clear();
-                continue;
+            if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+                break;
             }
-            if self.closing && self.pending.is_empty() {
+            if self.closing && self.pending.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
             let can_read = !self.closing && self.queued < self.ctx.max_pipeline;
             let holding = self.held > 0;
+            // The client is written to as it reads, while replies keep being collected (so the
+            // output buffer limit sees a client that does not read) and requests keep being read.
+            let writing = !out.is_empty();
+            let idle = backlog.idle_deadline(writing || !self.pending.is_empty());
             let event = tokio::select! {
+                r = wr.write(&out), if writing => Event::Written(r),
                 r = front_reply(&mut self.pending) => Event::Reply(r),
                 r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
                 _ = table_changed(&mut self.table_changes), if holding => Event::RetryHeld,
                 _ = tokio::time::sleep(HOLD_RETRY), if holding => Event::RetryHeld,
+                _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
+                Event::Written(Ok(n)) => {
+                    out.advance(n);
+                    backlog.active();
+                }
+                Event::Written(Err(e)) => {
+                    tracing::debug!(error = %e, "client write failed");
+                    break;
+                }
                 Event::Reply(reply) => {
                     if let Some(Pending::Waiting { batch, backend, .. }) = self.pending.pop_front()
                     {
+                        let unwritten = out.len();
                         self.finish(batch, &backend, reply, &mut out);
+                        if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+                            break;
+                        }
                     }
                 }
                 Event::Read(Ok(0)) => self.closing = true,
-                Event::Read(Ok(_)) => {}
+                Event::Read(Ok(_)) => backlog.active(),
                 Event::Read(Err(e)) => {
                     tracing::debug!(error = %e, "client read failed");
                     break;
                 }
                 Event::RetryHeld => self.release_held(false).await,
+                Event::Idle => {
+                    // Closed without a reply, as Redis does (`timeout`).
+                    tracing::debug!("idle client closed");
+                    self.stats.idle_timeout();
+                    break;
+                }
                 Event::Shutdown => {
                     self.closing = true;
                     self.release_held(true).await;
                 }
             }
         }
+        backlog.publish(&self.stats);
         self.drop_held();
     }
 

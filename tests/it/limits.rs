@@ -8,8 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::eventually::scaled;
-use crate::harness::proxy::ProxyBuilder;
+use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::{Cluster, RedisServer};
+use haproxy_rs::stats::ListenerSnapshot;
 
 /// Sent after each input: its reply proves the connection is still open and everything before it
 /// was answered.
@@ -266,4 +267,154 @@ async fn deliberate_differences_from_redis() {
         proxied,
         Outcome::Closed("-ERR Protocol error: too big inline request\r\n".into())
     );
+}
+
+/// The listener counters of the proxy's read/write endpoint.
+fn main_listener(proxy: &TestProxy) -> ListenerSnapshot {
+    proxy
+        .proxy
+        .stats
+        .snapshot()
+        .listeners
+        .into_iter()
+        .find(|l| l.name == "main")
+        .expect("the main listener's stats")
+}
+
+/// Reads until the peer closes (true) or `within` passes (false); replies are discarded.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + scaled(within);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Sends a command and returns its reply (bounded).
+async fn roundtrip(s: &mut TcpStream, cmd: &[u8]) -> String {
+    s.write_all(cmd).await.expect("write");
+    crate::harness::redis::read_replies(s, 1)
+        .await
+        .pop()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_closed_silently_like_redis_timeout() {
+    // The proxy's backend has no `timeout`: Redis would close the proxy's idle backend
+    // connections too.
+    let redis = RedisServer::start().await;
+    let redis_with_timeout = RedisServer::start_with("timeout 1\n").await;
+    let proxy = ProxyBuilder::servers(vec![redis.addr()])
+        .with(|c| {
+            c.client_timeout_secs = 1;
+            // The health checks must not give up on the server busy with the script below.
+            c.backend.connect_timeout_ms = 5000;
+        })
+        .start(0)
+        .await;
+    for addr in [redis_with_timeout.addr(), proxy.addr().to_string()] {
+        let mut idle = TcpStream::connect(&addr).await.expect("connect");
+        assert_eq!(roundtrip(&mut idle, b"PING\r\n").await, "+PONG");
+        // Redis checks in its cron, so allow a few seconds; nothing is sent before the close.
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(scaled(Duration::from_secs(5)), idle.read_to_end(&mut got));
+        assert!(
+            matches!(read.await, Ok(Ok(0))),
+            "{addr}: the idle client is closed"
+        );
+        assert!(got.is_empty(), "{addr}: closed without a reply: {got:?}");
+    }
+    assert_eq!(main_listener(&proxy).idle_timeouts, 1);
+
+    // A client waiting for a reply is not idle: a script that keeps the server busy for 2 s
+    // (twice the timeout) still gets its answer through the proxy.
+    let mut busy = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let script =
+        "local s = redis.call('TIME')[1] while redis.call('TIME')[1] - s < 2 do end return 1";
+    let eval = format!(
+        "*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n",
+        script.len()
+    );
+    assert_eq!(roundtrip(&mut busy, eval.as_bytes()).await, ":1");
+    assert!(closed_within(&mut busy, Duration::from_secs(5)).await);
+    assert_eq!(main_listener(&proxy).idle_timeouts, 2);
+}
+
+/// Resident memory of this process (the proxy runs in it), from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/self/status")
+        * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_is_disconnected_at_the_output_buffer_limit() {
+    const VALUE: usize = 1 << 20;
+    const LIMIT: usize = 8 << 20;
+    const PIPELINE: usize = 32;
+    const GETS: usize = 1000;
+    let redis = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![redis.addr()])
+        .with(|c| {
+            c.client_output_buffer_limit_bytes = LIMIT;
+            c.max_pipeline = PIPELINE;
+        })
+        .start(0)
+        .await;
+    let mut setter = redis.client().await;
+    let () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'v'; VALUE])
+        .query_async(&mut setter)
+        .await
+        .expect("SET big");
+
+    // A client that reads gets a pipeline of the big value (more than the limit in all).
+    let mut reader = TcpStream::connect(proxy.addr()).await.expect("connect");
+    reader
+        .write_all(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(4))
+        .await
+        .expect("write");
+    let replies = crate::harness::redis::read_replies(&mut reader, 4).await;
+    assert!(replies.iter().all(|r| r.len() > VALUE), "4 whole values");
+
+    // 1000 GETs of 1 MiB (1 GiB of replies) that the client never reads.
+    let rss_before = rss_bytes();
+    let mut sink = TcpStream::connect(proxy.addr()).await.expect("connect");
+    sink.write_all(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(GETS))
+        .await
+        .expect("write the pipeline");
+    crate::eventually!(
+        Duration::from_secs(20),
+        main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        "the client is disconnected: {:?}",
+        main_listener(&proxy)
+    );
+    let rss_growth = rss_bytes().saturating_sub(rss_before);
+    let peak = main_listener(&proxy).output_buffer_peak_bytes as usize;
+    // Behind the limit, at most the replies of one pipeline's worth of requests arrive at once.
+    let bound = LIMIT + PIPELINE * (VALUE + 64);
+    assert!(
+        (LIMIT..=bound).contains(&peak),
+        "peak backlog {peak} bytes, bound {bound}"
+    );
+    assert!(
+        rss_growth < 256 << 20,
+        "the proxy's memory grew by {rss_growth} bytes for 1 GiB of unread replies"
+    );
+    assert!(
+        closed_within(&mut sink, Duration::from_secs(5)).await,
+        "the connection is closed"
+    );
+    // Other clients are unaffected.
+    assert_eq!(roundtrip(&mut reader, b"PING\r\n").await, "+PONG");
 }

@@ -1,0 +1,110 @@
+//! What a session keeps about its client's side of the conversation: replies waiting to be written
+//! (bounded by `client_output_buffer_limit_bytes`) and when the client was last active (for
+//! `client_timeout_secs`). Shared by the Sentinel/static and the cluster-mode sessions.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::ProxyContext;
+use crate::stats::ListenerStats;
+
+/// The output buffer limit and idle-timeout bookkeeping of one session.
+#[derive(Debug)]
+pub struct Backlog {
+    timeout: Option<Duration>,
+    last_active: Instant,
+    /// Most reply bytes that waited for this client at once.
+    peak: usize,
+}
+
+impl Backlog {
+    /// Bookkeeping under `ctx`'s settings, the client active now.
+    pub fn new(ctx: &ProxyContext) -> Backlog {
+        Backlog {
+            timeout: ctx.client_timeout,
+            last_active: Instant::now(),
+            peak: 0,
+        }
+    }
+
+    /// The client sent something or took some of its replies.
+    pub fn active(&mut self) {
+        // Only read the clock when a timeout needs it.
+        if self.timeout.is_some() {
+            self.last_active = Instant::now();
+        }
+    }
+
+    /// When an idle client is to be closed: `None` while it has requests pending or replies to
+    /// take (`busy`), or with no timeout configured. Redis's `timeout` closes any client idle that
+    /// long; here a client waiting for a slow reply is not idle.
+    pub fn idle_deadline(&self, busy: bool) -> Option<Instant> {
+        match self.timeout {
+            Some(t) if !busy => Some(self.last_active + t),
+            _ => None,
+        }
+    }
+
+    /// After replies were added to the client's unwritten bytes (`before` of them before, `now`
+    /// after): whether the client must be disconnected. Replies added while earlier ones are
+    /// still unwritten count against the limit; a reply added to an empty buffer always goes
+    /// out, so one reply larger than the limit does not cut a client that reads.
+    pub fn over_limit(
+        &mut self,
+        ctx: &ProxyContext,
+        stats: &ListenerStats,
+        before: usize,
+        now: usize,
+    ) -> bool {
+        self.peak = self.peak.max(now);
+        let limit = ctx.output_buffer_limit;
+        if limit == 0 || before == 0 || now <= limit {
+            return false;
+        }
+        tracing::debug!(
+            unwritten = now,
+            limit,
+            "client output buffer limit reached: disconnecting a client that does not read"
+        );
+        stats.output_limit_reached();
+        true
+    }
+
+    /// Records the session's peak backlog on the listener's stats (at the session's end).
+    pub fn publish(&self, stats: &ListenerStats) {
+        stats.record_output_peak(self.peak);
+    }
+}
+
+/// Sleeps until `deadline`; never resolves for `None`.
+pub async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_deadline_only_when_not_busy_and_configured() {
+        let mut b = Backlog {
+            timeout: Some(Duration::from_secs(2)),
+            last_active: Instant::now(),
+            peak: 0,
+        };
+        assert_eq!(b.idle_deadline(true), None);
+        let first = b.idle_deadline(false).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        b.active();
+        assert_eq!(
+            b.idle_deadline(false).unwrap() - first,
+            Duration::from_secs(1)
+        );
+        b.timeout = None;
+        assert_eq!(b.idle_deadline(false), None);
+    }
+}
