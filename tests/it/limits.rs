@@ -418,3 +418,48 @@ async fn a_client_that_does_not_read_is_disconnected_at_the_output_buffer_limit(
     // Other clients are unaffected.
     assert_eq!(roundtrip(&mut reader, b"PING\r\n").await, "+PONG");
 }
+
+/// The cluster-mode session has its own loop: the same two limits there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_closes_idle_clients_and_ones_that_do_not_read() {
+    const VALUE: usize = 1 << 20;
+    const LIMIT: usize = 8 << 20;
+    const PIPELINE: usize = 32;
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .with(|c| {
+            c.client_timeout_secs = 1;
+            c.client_output_buffer_limit_bytes = LIMIT;
+            c.max_pipeline = PIPELINE;
+        })
+        .start_cluster()
+        .await;
+    let mut idle = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${VALUE}\r\n");
+    let mut request = set.into_bytes();
+    request.resize(request.len() + VALUE, b'v');
+    request.extend_from_slice(b"\r\n");
+    assert_eq!(roundtrip(&mut idle, &request).await, "+OK");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(scaled(Duration::from_secs(5)), idle.read_to_end(&mut got));
+    assert!(matches!(read.await, Ok(Ok(0))), "the idle client is closed");
+    assert_eq!(main_listener(&proxy).idle_timeouts, 1);
+
+    let mut sink = TcpStream::connect(proxy.addr()).await.expect("connect");
+    sink.write_all(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(1000))
+        .await
+        .expect("write the pipeline");
+    crate::eventually!(
+        Duration::from_secs(20),
+        main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        "the client is disconnected: {:?}",
+        main_listener(&proxy)
+    );
+    let peak = main_listener(&proxy).output_buffer_peak_bytes as usize;
+    let bound = LIMIT + PIPELINE * (VALUE + 64);
+    assert!(
+        (LIMIT..=bound).contains(&peak),
+        "peak backlog {peak} bytes, bound {bound}"
+    );
+    assert!(closed_within(&mut sink, Duration::from_secs(5)).await);
+}
