@@ -108,7 +108,7 @@ impl ClusterSession {
             while let Some(Some(reply)) = flight.chunks.next().now_or_never() {
                 flight.done(&mut out, &reply);
             }
-            if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+            if backlog.over_limit(&self.stats, unwritten, out.len()) {
                 break;
             }
             if self.closing && flight.chunks.is_empty() && out.is_empty() {
@@ -134,7 +134,7 @@ impl ClusterSession {
                 Some(reply) = flight.chunks.next(), if !flight.chunks.is_empty() => {
                     let unwritten = out.len();
                     flight.done(&mut out, &reply);
-                    if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+                    if backlog.over_limit(&self.stats, unwritten, out.len()) {
                         break;
                     }
                 }

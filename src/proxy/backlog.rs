@@ -13,6 +13,8 @@ use crate::stats::ListenerStats;
 #[derive(Debug)]
 pub struct Backlog {
     timeout: Option<Duration>,
+    /// `client_output_buffer_limit_bytes`; 0: none.
+    limit: usize,
     last_active: Instant,
     /// Most reply bytes that waited for this client at once.
     peak: usize,
@@ -23,6 +25,7 @@ impl Backlog {
     pub fn new(ctx: &ProxyContext) -> Backlog {
         Backlog {
             timeout: ctx.client_timeout,
+            limit: ctx.output_buffer_limit,
             last_active: Instant::now(),
             peak: 0,
         }
@@ -50,15 +53,9 @@ impl Backlog {
     /// after): whether the client must be disconnected. Replies added while earlier ones are
     /// still unwritten count against the limit; a reply added to an empty buffer always goes
     /// out, so one reply larger than the limit does not cut a client that reads.
-    pub fn over_limit(
-        &mut self,
-        ctx: &ProxyContext,
-        stats: &ListenerStats,
-        before: usize,
-        now: usize,
-    ) -> bool {
+    pub fn over_limit(&mut self, stats: &ListenerStats, before: usize, now: usize) -> bool {
         self.peak = self.peak.max(now);
-        let limit = ctx.output_buffer_limit;
+        let limit = self.limit;
         if limit == 0 || before == 0 || now <= limit {
             return false;
         }
@@ -89,13 +86,38 @@ pub async fn sleep_until_some(deadline: Option<Instant>) {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_deadline_only_when_not_busy_and_configured() {
-        let mut b = Backlog {
-            timeout: Some(Duration::from_secs(2)),
+    fn backlog(timeout: Option<Duration>, limit: usize) -> Backlog {
+        Backlog {
+            timeout,
+            limit,
             last_active: Instant::now(),
             peak: 0,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn only_replies_piling_up_behind_unwritten_ones_count_against_the_limit() {
+        let stats = ListenerStats::new("main", ([127, 0, 0, 1], 0).into());
+        let mut b = backlog(None, 100);
+        assert!(!b.over_limit(&stats, 0, 1000), "one big reply goes out");
+        assert!(!b.over_limit(&stats, 10, 100), "at the limit");
+        assert!(
+            b.over_limit(&stats, 10, 101),
+            "past it, behind unwritten bytes"
+        );
+        assert!(
+            !backlog(None, 0).over_limit(&stats, 10, 1 << 30),
+            "0: no limit"
+        );
+        b.publish(&stats);
+        let snap = stats.snapshot(std::time::Instant::now());
+        assert_eq!(snap.output_buffer_limit_disconnections, 1);
+        assert_eq!(snap.output_buffer_peak_bytes, 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_deadline_only_when_not_busy_and_configured() {
+        let mut b = backlog(Some(Duration::from_secs(2)), 0);
         assert_eq!(b.idle_deadline(true), None);
         let first = b.idle_deadline(false).unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;

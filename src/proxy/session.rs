@@ -167,7 +167,7 @@ impl Session {
             }
             let unwritten = out.len();
             self.collect_ready(&mut out);
-            if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+            if backlog.over_limit(&self.stats, unwritten, out.len()) {
                 break;
             }
             if self.closing && self.pending.is_empty() && out.is_empty() {
@@ -203,7 +203,7 @@ impl Session {
                     {
                         let unwritten = out.len();
                         self.finish(batch, &backend, reply, &mut out);
-                        if backlog.over_limit(&self.ctx, &self.stats, unwritten, out.len()) {
+                        if backlog.over_limit(&self.stats, unwritten, out.len()) {
                             break;
                         }
                     }
