@@ -111,6 +111,10 @@ impl ClusterSession {
             if backlog.over_limit(&self.stats, unwritten, out.len()) {
                 break;
             }
+            if let Err(e) = backlog.write_now(&wr, &mut out) {
+                tracing::debug!(error = %e, "client write failed");
+                break;
+            }
             if self.closing && flight.chunks.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
 use super::ProxyContext;
@@ -71,6 +73,29 @@ impl Backlog {
     /// Records the session's peak backlog on the listener's stats (at the session's end).
     pub fn publish(&self, stats: &ListenerStats) {
         stats.record_output_peak(self.peak);
+    }
+}
+
+impl Backlog {
+    /// Writes what the socket takes of `out` at once, without waiting (the common case: the
+    /// whole batch goes in one syscall, as `write_all` did, and the `select!` write arm only
+    /// handles a client that reads slower than its replies come).
+    ///
+    /// # Errors
+    /// The socket's error; `WouldBlock` is not one.
+    pub fn write_now(&mut self, wr: &OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        match wr.try_write(out) {
+            Ok(n) => {
+                out.advance(n);
+                self.active();
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

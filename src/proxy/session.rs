@@ -170,6 +170,10 @@ impl Session {
             if backlog.over_limit(&self.stats, unwritten, out.len()) {
                 break;
             }
+            if let Err(e) = backlog.write_now(&wr, &mut out) {
+                tracing::debug!(error = %e, "client write failed");
+                break;
+            }
             if self.closing && self.pending.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
