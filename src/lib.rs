@@ -20,6 +20,7 @@ pub mod config;
 pub mod proxy;
 pub mod resp;
 pub mod router;
+pub mod scripts;
 pub mod shutdown;
 pub mod stats;
 pub mod topology;
@@ -235,6 +236,37 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             backend_token.clone(),
         ));
     }
+    let scripts = Arc::new(scripts::ScriptCache::default());
+    {
+        let table = state.table.clone();
+        let cluster = cluster_state.clone();
+        let servers = move || match &cluster {
+            Some(c) => {
+                let map = c.map();
+                let mut out: Vec<String> =
+                    map.masters().iter().map(|m| m.addr().to_string()).collect();
+                for o in map.slots.owner_sets() {
+                    out.extend(o.replicas.iter().cloned());
+                }
+                out
+            }
+            None => {
+                let t = table.load();
+                t.master
+                    .iter()
+                    .chain(t.replicas.iter())
+                    .map(|b| b.addr().to_string())
+                    .collect()
+            }
+        };
+        background.spawn(scripts::run_loader(
+            scripts.clone(),
+            servers,
+            backends.credentials().clone(),
+            backends.connect_timeout(),
+            backend_token.clone(),
+        ));
+    }
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),
@@ -254,6 +286,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         holds: stats.hold(),
         durability,
         cluster: cluster_state.clone(),
+        pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
+        scripts,
     });
     let clients = Arc::new(Semaphore::new(cfg.max_clients));
     let addr = local_addr(&main_socket);

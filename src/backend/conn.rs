@@ -142,6 +142,7 @@ pub(crate) async fn run_conn(
     addr: Arc<str>,
     settings: Arc<ConnSettings>,
     protocol: Protocol,
+    db: u8,
     mut rx: mpsc::Receiver<Dispatch>,
     stats: Arc<BackendStats>,
     token: CancellationToken,
@@ -150,7 +151,7 @@ pub(crate) async fn run_conn(
     loop {
         let connected = tokio::select! {
             _ = token.cancelled() => break,
-            r = connect(&addr, &settings, protocol) => r,
+            r = connect(&addr, &settings, protocol, db) => r,
         };
         match connected {
             Ok(stream) => {
@@ -182,12 +183,13 @@ pub(crate) async fn run_conn(
     }
 }
 
-/// Connects, authenticates and, for a RESP3 pool, switches the protocol with `HELLO 3`; the
-/// connection is named `haproxy-rs` for `CLIENT LIST`.
-async fn connect(
+/// Connects, authenticates and, for a RESP3 pool, switches the protocol with `HELLO 3`, and
+/// selects database `db`; the connection is named `haproxy-rs` for `CLIENT LIST`.
+pub(crate) async fn connect(
     addr: &str,
     settings: &ConnSettings,
     protocol: Protocol,
+    db: u8,
 ) -> Result<TcpStream, BackendError> {
     let mut stream = connect_tcp(addr, settings.connect_timeout).await?;
     // (command, whether an error reply to it is fatal)
@@ -197,6 +199,12 @@ async fn connect(
     }
     if protocol == Protocol::Resp3 {
         steps.push((encode_command(&["HELLO", "3"]), true));
+    }
+    if db != 0 {
+        steps.push((
+            encode_command(&["SELECT".to_string(), db.to_string()]),
+            true,
+        ));
     }
     if settings.readonly {
         // Not fatal: without it a replica answers MOVED and the read goes to the master.

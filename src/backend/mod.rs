@@ -11,6 +11,7 @@
 
 pub mod conn;
 pub mod control;
+pub mod pinned;
 pub mod pool;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 pub use conn::{BatchReply, Dispatch, Protocol};
 pub use control::{ControlConn, Credentials};
+pub use pinned::Pinned;
 pub use pool::BackendPool;
 
 use crate::config::BackendConfig;
@@ -141,11 +143,15 @@ impl BackendHealth {
     }
 }
 
+/// Databases a client may `SELECT` (Redis's default `databases 16`); each gets its own
+/// connections, opened on first use.
+pub const DATABASES: usize = 16;
+
 /// One Redis server: its connections, its health and its counters.
 pub struct Backend {
     addr: String,
-    /// Connections per (session thread, protocol), each set opened on first use by that thread
-    /// and running on it: `pools[thread * 2 + protocol]`.
+    /// Connections per (session thread, database, protocol), each set opened on first use by
+    /// that thread and running on it: `pools[(thread * DATABASES + db) * 2 + protocol]`.
     pools: Box<[std::sync::OnceLock<BackendPool>]>,
     settings: Arc<ConnSettings>,
     tracker: TaskTracker,
@@ -167,15 +173,20 @@ impl Backend {
     pub fn addr(&self) -> &str {
         &self.addr
     }
-    /// The calling session thread's connections speaking `protocol`, opened on first use (their
-    /// actors are spawned on the caller's runtime, so they run on the caller's thread).
-    pub fn pool(&self, protocol: Protocol) -> Option<&BackendPool> {
+    /// The calling session thread's connections speaking `protocol` in database `db`, opened on
+    /// first use (their actors are spawned on the caller's runtime, so they run on the caller's
+    /// thread). `None` for a database past [`DATABASES`].
+    pub fn pool(&self, protocol: Protocol, db: u8) -> Option<&BackendPool> {
+        if usize::from(db) >= DATABASES {
+            return None;
+        }
         let worker = crate::proxy::workers::current_index();
-        let index = worker * 2 + usize::from(protocol == Protocol::Resp3);
+        let index =
+            (worker * DATABASES + usize::from(db)) * 2 + usize::from(protocol == Protocol::Resp3);
         let cell = self
             .pools
             .get(index)
-            .or_else(|| self.pools.get(index % 2))?;
+            .or_else(|| self.pools.get(index % (DATABASES * 2)))?;
         Some(cell.get_or_init(|| {
             BackendPool::spawn(
                 &self.addr,
@@ -184,6 +195,7 @@ impl Backend {
                 self.token.clone(),
                 &self.tracker,
                 protocol,
+                db,
             )
         }))
     }
@@ -269,7 +281,7 @@ impl BackendSet {
         let stats = self.stats.backend(addr);
         let backend = Arc::new(Backend {
             addr: addr.to_string(),
-            pools: (0..self.settings.workers.max(1) * 2)
+            pools: (0..self.settings.workers.max(1) * DATABASES * 2)
                 .map(|_| std::sync::OnceLock::new())
                 .collect(),
             settings: self.settings.clone(),

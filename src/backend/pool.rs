@@ -20,7 +20,7 @@ pub struct BackendPool {
 }
 
 impl BackendPool {
-    /// Starts `settings.connections` connection actors for `addr`.
+    /// Starts `settings.connections` connection actors for `addr`, in database `db`.
     pub fn spawn(
         addr: &str,
         settings: Arc<ConnSettings>,
@@ -28,6 +28,7 @@ impl BackendPool {
         token: CancellationToken,
         tracker: &TaskTracker,
         protocol: Protocol,
+        db: u8,
     ) -> BackendPool {
         let addr: Arc<str> = Arc::from(addr);
         let conns = (0..settings.connections.max(1))
@@ -37,6 +38,7 @@ impl BackendPool {
                     addr.clone(),
                     settings.clone(),
                     protocol,
+                    db,
                     rx,
                     stats.clone(),
                     token.clone(),

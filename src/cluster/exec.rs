@@ -269,7 +269,7 @@ impl Chunk {
                 buf.freeze()
             };
             let (dispatch, rx) = Dispatch::new(raw, count, false);
-            let ok = match backend.pool(self.ctx.protocol) {
+            let ok = match backend.pool(self.ctx.protocol, 0) {
                 Some(pool) => pool.send(self.ctx.conn_slot, dispatch).await.is_ok(),
                 None => false,
             };

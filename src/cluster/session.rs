@@ -22,10 +22,11 @@ use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
 use crate::proxy::backlog::{sleep_until_some, Backlog};
+use crate::proxy::client_state::ClientState;
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
-use crate::router::{classify_info, Class, Endpoint};
+use crate::router::{classify_info, Class, ConnCmd, Endpoint};
 use crate::stats::ListenerStats;
 
 /// One client of a cluster-mode listener.
@@ -35,6 +36,8 @@ pub struct ClusterSession {
     endpoint: Endpoint,
     stats: Arc<ListenerStats>,
     id: u64,
+    /// The client's connection as `CLIENT INFO` shows it.
+    client: ClientState,
     protocol: Protocol,
     cursor: usize,
     /// Read-your-writes: once the client has written, its reads go to masters.
@@ -74,6 +77,7 @@ impl ClusterSession {
             endpoint,
             stats,
             id,
+            client: ClientState::new(id),
             protocol: Protocol::Resp2,
             cursor: id as usize,
             track_writes,
@@ -87,6 +91,8 @@ impl ClusterSession {
         let me = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6379)));
+        self.client.peer = stream.peer_addr().ok();
+        self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
@@ -262,6 +268,7 @@ impl ClusterSession {
         flight: &mut InFlight,
     ) {
         self.stats.command();
+        self.ctx.scripts.observe(&req);
         // Cluster clients switch replica reads on and off; the proxy decides where reads go.
         if req.argc() == 1
             && (req.name().eq_ignore_ascii_case(b"readonly")
@@ -275,6 +282,28 @@ impl ClusterSession {
             Class::Write => true,
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
+            }
+            Class::Pin(pin) => {
+                return self.chunk(chunk).push_ready(pin.unsupported(req.name()));
+            }
+            Class::Conn(ConnCmd::Reset) => {
+                if let Some(c) = chunk.take() {
+                    self.submit(c, flight).await;
+                }
+                self.protocol = Protocol::Resp2;
+                self.client.name = None;
+                self.wrote = false;
+                return self.chunk(chunk).push_ready(status_reply("RESET"));
+            }
+            Class::Conn(cmd) => {
+                let reply = self.client.answer(cmd, &req, 0, self.protocol, false);
+                return self.chunk(chunk).push_ready(reply);
+            }
+            Class::Select(0) => return self.chunk(chunk).push_ready(status_reply("OK")),
+            Class::Select(_) => {
+                return self
+                    .chunk(chunk)
+                    .push_ready(error_reply("ERR SELECT is not allowed in cluster mode"))
             }
             Class::Quit => {
                 self.closing = true;

@@ -196,6 +196,9 @@ pub struct BackendConfig {
     pub health_interval_ms: u64,
     /// Longest wait between reconnect attempts (the backoff doubles up to this).
     pub max_backoff_ms: u64,
+    /// Most connections pinned to one client at once, all clients together: one per
+    /// transaction (`MULTI`/`WATCH` ... `EXEC`) or blocking command in progress.
+    pub max_pinned_connections: usize,
 }
 
 impl Default for BackendConfig {
@@ -208,6 +211,7 @@ impl Default for BackendConfig {
             command_timeout_ms: 10_000,
             health_interval_ms: 100,
             max_backoff_ms: 2000,
+            max_pinned_connections: 1024,
         }
     }
 }

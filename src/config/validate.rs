@@ -172,6 +172,12 @@ impl Config {
             60_000,
         )?;
         check_range("backend.max_backoff_ms", b.max_backoff_ms, 10, 600_000)?;
+        check_range(
+            "backend.max_pinned_connections",
+            b.max_pinned_connections as u64,
+            0,
+            100_000,
+        )?;
         if b.username.is_some() && b.password.is_none() {
             return Err(invalid(
                 "backend.password",

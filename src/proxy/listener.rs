@@ -14,7 +14,7 @@ use crate::cluster::session::ClusterSession;
 
 /// A session of either mode.
 enum Either {
-    Sentinel(Session),
+    Sentinel(Box<Session>),
     Cluster(ClusterSession),
 }
 use super::workers::{Job, Workers};
@@ -90,12 +90,12 @@ impl Listener {
                     self.stats.clone(),
                     id,
                 )),
-                None => Either::Sentinel(Session::new(
+                None => Either::Sentinel(Box::new(Session::new(
                     self.ctx.clone(),
                     self.endpoint,
                     self.stats.clone(),
                     id,
-                )),
+                ))),
             };
             let stats = self.stats.clone();
             let token = shutdown.clone();

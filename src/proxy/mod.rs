@@ -10,6 +10,7 @@
 )]
 
 pub mod backlog;
+pub mod client_state;
 pub mod listener;
 pub mod local;
 pub mod reply;
@@ -61,6 +62,10 @@ pub struct ProxyContext {
     pub holds: Arc<HoldStats>,
     /// `write_durability = "replicas:N"`: write batches are followed by this `WAIT`.
     pub durability: Option<Durability>,
+    /// Permits for pinned connections (transactions, blocking commands), all clients together.
+    pub pinned: Arc<tokio::sync::Semaphore>,
+    /// Scripts seen, loaded onto every server (Redis 7 does not replicate `SCRIPT LOAD`).
+    pub scripts: Arc<crate::scripts::ScriptCache>,
     /// Cluster mode: sessions route by slot over this instead of the routing table.
     pub cluster: Option<Arc<crate::cluster::ClusterState>>,
 }

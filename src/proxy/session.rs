@@ -23,15 +23,16 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::backlog::{sleep_until_some, Backlog};
+use super::client_state::ClientState;
 use super::reply::{backend_error, protocol_error, Close};
 use super::{local, ProxyContext};
-use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
+use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
 use crate::router::{
-    classify, hold_expired_reply, hold_full_reply, route, Class, Endpoint, ReadNeed,
+    classify, hold_expired_reply, hold_full_reply, route, Class, ConnCmd, Endpoint, Pin, ReadNeed,
     ReadYourWrites, Route, RoutingTable,
 };
 use crate::stats::ListenerStats;
@@ -52,6 +53,10 @@ struct Batch {
     write_mask: Vec<bool>,
     /// Sent as durable: its replies come with the confirmation of the `WAIT` written after it.
     waited: bool,
+    /// Sent on the client's pinned connection.
+    pinned: bool,
+    /// The database the client had selected when it sent these requests.
+    db: u8,
 }
 
 /// A reply slot, in request order.
@@ -66,12 +71,30 @@ enum Pending {
     },
     /// Waiting for a master (its bytes count against `max_held_bytes`).
     Held(Batch),
+    /// Not sent yet: it goes to another connection than the requests before it (the client's
+    /// pinned one, or back to the shared ones), so it waits until they are answered.
+    Deferred(Batch, Target),
 }
 
 /// Where the batch being gathered goes.
 enum Target {
     Backend(Arc<Backend>),
     Hold,
+    /// The client's own connection (a transaction, a blocking command).
+    Pinned(Pinned),
+}
+
+impl Target {
+    fn pinned(&self) -> bool {
+        matches!(self, Target::Pinned(_))
+    }
+}
+
+/// The connection a client holds during a transaction (or a `WATCH`).
+struct PinState {
+    conn: Pinned,
+    /// Between `MULTI` and `EXEC`/`DISCARD`.
+    multi: bool,
 }
 
 /// Requests gathered while parsing one read, sent when the target changes or the input runs dry:
@@ -97,6 +120,8 @@ pub struct Session {
     cursor: usize,
     /// Client id reported by `HELLO`.
     id: u64,
+    /// The client's connection as `CLIENT INFO` shows it.
+    client: ClientState,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
     rw: ReadYourWrites,
@@ -112,6 +137,18 @@ pub struct Session {
     table_changes: watch::Receiver<u64>,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
     closing: bool,
+    /// The client's pinned connection, during a transaction or a `WATCH`.
+    pin: Option<PinState>,
+    /// Whether the last batch sent (or deferred) went to a pinned connection.
+    last_pinned: bool,
+    /// `Deferred` entries in `pending`.
+    deferred: usize,
+    /// The database the client has selected (each has its own backend connections).
+    db: u8,
+    /// `MULTI` could not get a connection: the commands until `EXEC`/`DISCARD` are refused and
+    /// `EXEC` answers `-EXECABORT`, as Redis does when a command fails to queue (never run
+    /// outside the transaction the client asked for).
+    multi_failed: bool,
 }
 
 enum Event {
@@ -141,6 +178,7 @@ impl Session {
             slot: id as usize,
             cursor: id as usize,
             id,
+            client: ClientState::new(id),
             protocol: Protocol::Resp2,
             rw: ReadYourWrites::default(),
             track_writes,
@@ -151,11 +189,18 @@ impl Session {
             batch_buf: BytesMut::new(),
             table_changes,
             closing: false,
+            pin: None,
+            last_pinned: false,
+            deferred: 0,
+            multi_failed: false,
+            db: 0,
         }
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
     pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+        self.client.peer = stream.peer_addr().ok();
+        self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
@@ -169,6 +214,9 @@ impl Session {
             self.collect_ready(&mut out);
             if backlog.over_limit(&self.stats, unwritten, out.len()) {
                 break;
+            }
+            if self.deferred > 0 && self.send_deferred().await {
+                continue;
             }
             if let Err(e) = backlog.write_now(&wr, &mut out) {
                 tracing::debug!(error = %e, "client write failed");
@@ -212,7 +260,18 @@ impl Session {
                         }
                     }
                 }
-                Event::Read(Ok(0)) => self.closing = true,
+                Event::Read(Ok(0)) => {
+                    self.closing = true;
+                    // Like Redis, a client that hangs up while it waits on its own connection (a
+                    // blocking pop) is dropped at once: its connection closes, the pop with it.
+                    let pinned_wait = self
+                        .pending
+                        .iter()
+                        .any(|p| matches!(p, Pending::Waiting { batch, .. } if batch.pinned));
+                    if pinned_wait {
+                        break;
+                    }
+                }
                 Event::Read(Ok(_)) => backlog.active(),
                 Event::Read(Err(e)) => {
                     tracing::debug!(error = %e, "client read failed");
@@ -263,7 +322,13 @@ impl Session {
 
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
         self.stats.command();
-        let write = match classify(commands, &req) {
+        self.ctx.scripts.observe(&req);
+        let class = match classify(commands, &req) {
+            // In a transaction the server queues PING and friends too.
+            Class::Local(_) if self.pin.is_some() => Class::Write,
+            class => class,
+        };
+        let write = match class {
             Class::Read => false,
             Class::Write => true,
             Class::Local(reply) | Class::Reject(reply) => return self.push_ready(reply).await,
@@ -282,7 +347,37 @@ impl Session {
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
+            Class::Pin(pin) => return self.pinned(pin, req, table).await,
+            Class::Conn(ConnCmd::Reset) => {
+                self.reset().await;
+                return self.push_ready(status_reply("RESET")).await;
+            }
+            Class::Conn(cmd) => {
+                let multi = self.pin.as_ref().is_some_and(|p| p.multi);
+                let reply = self.client.answer(cmd, &req, self.db, self.protocol, multi);
+                return self.push_ready(reply).await;
+            }
+            Class::Select(db) if self.pin.is_none() => {
+                // The batch gathered so far goes to the database selected before.
+                self.flush().await;
+                self.db = db;
+                return self.push_ready(status_reply("OK")).await;
+            }
+            // In a transaction the server runs it (queued until EXEC); later requests use `db`.
+            Class::Select(db) => {
+                self.db = db;
+                true
+            }
         };
+        if self.multi_failed {
+            return self.push_ready(error_reply("TRYAGAIN haproxy-rs: the transaction could not start (no connection to the master); not queued")).await;
+        }
+        if let Some(p) = &self.pin {
+            // In a transaction (or under WATCH) everything goes to the client's connection.
+            let conn = p.conn.clone();
+            self.gather(Target::Pinned(conn), false).await;
+            return self.append(&req, write);
+        }
         let need = self.read_need(write);
         let any_read = !write && need == ReadNeed::Any;
         let holding = self.held > 0
@@ -304,6 +399,22 @@ impl Session {
             };
             self.gather(target, any_read).await;
         }
+        self.append(&req, write);
+    }
+
+    /// `RESET`: back to a fresh connection's state (database 0, RESP2, no name, no transaction
+    /// or `WATCH`: the pinned connection is let go).
+    async fn reset(&mut self) {
+        self.flush().await;
+        self.pin = None;
+        self.multi_failed = false;
+        self.db = 0;
+        self.protocol = Protocol::Resp2;
+        self.client.name = None;
+    }
+
+    /// Adds `req` to the open batch.
+    fn append(&mut self, req: &Request, write: bool) {
         self.batch_buf.extend_from_slice(req.raw());
         self.queued += 1;
         let durable = self.ctx.durability.is_some();
@@ -318,6 +429,82 @@ impl Session {
         }
         if write && self.track_writes {
             self.rw.write_sent();
+        }
+    }
+
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` and blocking commands: on the client's own
+    /// connection to the master, opened by `MULTI`/`WATCH` (or for one blocking command) and let
+    /// go by `EXEC`/`DISCARD`/`UNWATCH` (or once the blocking command is sent).
+    async fn pinned(&mut self, pin: Pin, req: Request, table: &RoutingTable) {
+        if self.multi_failed {
+            let reply = match pin {
+                Pin::Exec => {
+                    error_reply("EXECABORT Transaction discarded because of previous errors.")
+                }
+                Pin::Discard => status_reply("OK"),
+                Pin::Multi => error_reply("ERR MULTI calls can not be nested"),
+                _ => error_reply("TRYAGAIN haproxy-rs: the transaction could not start (no connection to the master); not queued"),
+            };
+            self.multi_failed = !matches!(pin, Pin::Exec | Pin::Discard);
+            return self.push_ready(reply).await;
+        }
+        let in_multi = self.pin.as_ref().is_some_and(|p| p.multi);
+        let opened_here = self.pin.is_none();
+        match (pin, self.pin.is_some()) {
+            (Pin::Exec, false) => {
+                return self.push_ready(error_reply("ERR EXEC without MULTI")).await
+            }
+            (Pin::Discard, false) => {
+                return self
+                    .push_ready(error_reply("ERR DISCARD without MULTI"))
+                    .await
+            }
+            (Pin::Unwatch, false) => return self.push_ready(status_reply("OK")).await,
+            (Pin::Multi | Pin::Watch | Pin::Blocking, false) => {
+                let conn = match self.route(table, true, ReadNeed::Any) {
+                    Route::Backend(b) => {
+                        let b = b.clone();
+                        Pinned::open(b, self.protocol, self.db, &self.ctx.pinned).await
+                    }
+                    Route::Hold => Err(BackendError::Unavailable),
+                    Route::Error(reply) => {
+                        self.multi_failed = pin == Pin::Multi;
+                        return self.push_ready(reply).await;
+                    }
+                };
+                match conn {
+                    Ok(conn) => self.pin = Some(PinState { conn, multi: false }),
+                    Err(_) => {
+                        self.multi_failed = pin == Pin::Multi;
+                        return self
+                            .push_ready(error_reply(
+                                "TRYAGAIN haproxy-rs: no connection to the master for this transaction or blocking command (failover in progress, or backend.max_pinned_connections reached); not executed",
+                            ))
+                            .await;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let Some(p) = &mut self.pin else {
+            return;
+        };
+        if pin == Pin::Multi {
+            p.multi = true;
+        }
+        let conn = p.conn.clone();
+        self.gather(Target::Pinned(conn), false).await;
+        // EXEC runs the queued writes; a blocking pop writes (read-your-writes counts them).
+        self.append(&req, matches!(pin, Pin::Exec | Pin::Blocking));
+        let release = match pin {
+            Pin::Exec | Pin::Discard => in_multi,
+            Pin::Unwatch => !in_multi,
+            Pin::Blocking => opened_here,
+            Pin::Multi | Pin::Watch => false,
+        };
+        if release {
+            self.flush().await;
+            self.pin = None;
         }
     }
 
@@ -343,6 +530,7 @@ impl Session {
                 matches!(&o.target, Target::Backend(ob) if Arc::ptr_eq(ob, b))
             }
             (Some(o), Target::Hold) => matches!(o.target, Target::Hold),
+            (Some(o), Target::Pinned(_)) => o.target.pinned(),
             (None, _) => false,
         };
         if !same {
@@ -377,18 +565,81 @@ impl Session {
             since: open.since,
             write_mask: open.write_mask,
             waited: false,
+            pinned: false,
+            db: self.db,
         };
-        match open.target {
+        let pinned = open.target.pinned();
+        let switch = pinned != self.last_pinned;
+        self.last_pinned = pinned;
+        if self.deferred > 0 || (switch && self.outstanding()) {
+            self.deferred += 1;
+            self.pending
+                .push_back(Pending::Deferred(batch, open.target));
+            return;
+        }
+        self.send_to(batch, open.target).await;
+    }
+
+    /// Sends (or holds) a batch now.
+    async fn send_to(&mut self, batch: Batch, target: Target) {
+        match target {
             Target::Backend(backend) => self.dispatch(batch, backend).await,
             Target::Hold => self.hold(batch, false),
+            Target::Pinned(conn) => {
+                let mut batch = batch;
+                batch.pinned = true;
+                let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count, false);
+                let backend = conn.backend().clone();
+                match conn.send(dispatch).await {
+                    Ok(()) => self
+                        .pending
+                        .push_back(Pending::Waiting { rx, batch, backend }),
+                    Err(e) => {
+                        let (reply, _) = backend_error(&e, backend.addr());
+                        self.fail_batch(batch, reply, false);
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether requests before the open batch are still unanswered.
+    fn outstanding(&self) -> bool {
+        self.pending.iter().any(|p| !matches!(p, Pending::Ready(_)))
+    }
+
+    /// Sends the deferred batches at the front of the queue, once everything before them is
+    /// answered: the first, and those after it that go the same kind of way. True when it sent
+    /// something.
+    async fn send_deferred(&mut self) -> bool {
+        let pinned = match self.pending.front() {
+            Some(Pending::Deferred(_, target)) => target.pinned(),
+            _ => return false,
+        };
+        // Sent in order at the back, then rotated into place: pop the run, send each.
+        let mut run = Vec::new();
+        while let Some(Pending::Deferred(_, target)) = self.pending.front() {
+            if target.pinned() != pinned {
+                break;
+            }
+            if let Some(Pending::Deferred(batch, target)) = self.pending.pop_front() {
+                self.deferred -= 1;
+                run.push((batch, target));
+            }
+        }
+        let rest = std::mem::take(&mut self.pending);
+        for (batch, target) in run {
+            self.send_to(batch, target).await;
+        }
+        self.pending.extend(rest);
+        true
     }
 
     /// Sends a batch to `backend`; one the backend's connections refuse unsent is held.
     async fn dispatch(&mut self, mut batch: Batch, backend: Arc<Backend>) {
         batch.waited = self.ctx.durability.is_some() && batch.writes > 0;
         let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count, batch.waited);
-        let sent = match backend.pool(self.protocol) {
+        let sent = match backend.pool(self.protocol, batch.db) {
             Some(pool) => pool.send(self.slot, dispatch).await,
             None => Err(BackendError::Unavailable),
         };
@@ -516,7 +767,7 @@ impl Session {
                         Some(BatchReply::failed(BackendError::ConnectionLost))
                     }
                 },
-                Some(Pending::Held(_)) | None => return,
+                Some(Pending::Held(_) | Pending::Deferred(..)) | None => return,
             };
             match (self.pending.pop_front(), reply) {
                 (Some(Pending::Ready(b)), _) => {

@@ -44,16 +44,83 @@ pub enum Class {
     Hello,
     /// Refused with this error reply; the connection stays open.
     Reject(Bytes),
+    /// Needs a backend connection of the client's own (a transaction or a blocking command).
+    Pin(Pin),
+    /// `SELECT db`: the session's later requests use connections in that database.
+    Select(u8),
+    /// About the client's own connection (`CLIENT SETNAME`, `RESET`, ...): the session answers.
+    Conn(ConnCmd),
+}
+
+/// Commands about the client's connection, answered by the session from its own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnCmd {
+    /// `CLIENT SETNAME name`.
+    SetName,
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT INFO`.
+    Info,
+    /// `CLIENT NO-EVICT`/`NO-TOUCH on|off`: accepted (they would apply to a shared connection).
+    Accepted,
+    /// `RESET`.
+    Reset,
+}
+
+/// The database of `SELECT db`, or Redis's own error for a bad one.
+fn select_db(req: &Request) -> Result<u8, Bytes> {
+    if req.argc() != 2 {
+        return Err(error_reply(
+            "ERR wrong number of arguments for 'select' command",
+        ));
+    }
+    let n = req
+        .arg(1)
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(|a| a.parse::<i64>().ok())
+        .ok_or_else(|| error_reply("ERR value is not an integer or out of range"))?;
+    u8::try_from(n)
+        .ok()
+        .filter(|&db| usize::from(db) < crate::backend::DATABASES)
+        .ok_or_else(|| error_reply("ERR DB index is out of range"))
+}
+
+/// The commands that run on a connection pinned to one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// `MULTI`: pins until `EXEC`/`DISCARD`.
+    Multi,
+    /// `EXEC`: ends the transaction.
+    Exec,
+    /// `DISCARD`: ends the transaction.
+    Discard,
+    /// `WATCH`: pins until the transaction ends or `UNWATCH`.
+    Watch,
+    /// `UNWATCH`.
+    Unwatch,
+    /// A blocking command (`BLPOP`, `XREAD ... BLOCK`, ...): pinned for its own length.
+    Blocking,
+}
+
+impl Pin {
+    /// The refusal where pinned connections are not available yet (cluster mode).
+    pub fn unsupported(self, name: &[u8]) -> Bytes {
+        let why = match self {
+            Pin::Blocking => "blocking commands would stall a shared backend connection",
+            _ => "transactions are not supported in cluster mode yet",
+        };
+        error_reply(&format!(
+            "ERR haproxy-rs does not support '{}' yet: {why}",
+            String::from_utf8_lossy(name).to_uppercase()
+        ))
+    }
 }
 
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[
-    "multi",
-    "exec",
-    "discard",
-    "watch",
-    "unwatch",
     "subscribe",
     "psubscribe",
     "ssubscribe",
@@ -63,23 +130,16 @@ const CONNECTION_STATE: &[&str] = &[
     "monitor",
     "sync",
     "psync",
-    "reset",
     "readonly",
     "readwrite",
     "wait",
     "waitaof",
-    "client|setname",
-    "client|getname",
-    "client|id",
-    "client|info",
     "client|kill",
     "client|reply",
     "client|tracking",
     "client|caching",
     "client|trackinginfo",
     "client|getredir",
-    "client|no-evict",
-    "client|no-touch",
     "client|pause",
     "client|unpause",
     "client|unblock",
@@ -111,12 +171,9 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "quit" => Class::Quit,
         "auth" => Class::Auth,
         "hello" => Class::Hello,
-        "select" => match req.arg(1) {
-            Some(b"0") if req.argc() == 2 => Class::Local(status_reply("OK")),
-            _ => unsupported(
-                "select",
-                "the proxy serves database 0 only; SELECT would change a shared backend connection",
-            ),
+        "select" => match select_db(req) {
+            Ok(db) => Class::Select(db),
+            Err(reply) => Class::Reject(reply),
         },
         // Clients announce their library name (Redis 7.2+); on a shared connection it would only
         // mislabel the proxy's connection, and on 7.0 it is unknown: accept it here.
@@ -128,19 +185,24 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         {
             Class::Local(status_reply("OK"))
         }
+        "multi" => Class::Pin(Pin::Multi),
+        "exec" => Class::Pin(Pin::Exec),
+        "discard" => Class::Pin(Pin::Discard),
+        "watch" => Class::Pin(Pin::Watch),
+        "unwatch" => Class::Pin(Pin::Unwatch),
+        "client|setname" => Class::Conn(ConnCmd::SetName),
+        "client|getname" => Class::Conn(ConnCmd::GetName),
+        "client|id" => Class::Conn(ConnCmd::Id),
+        "client|info" => Class::Conn(ConnCmd::Info),
+        "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
+        "reset" => Class::Conn(ConnCmd::Reset),
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
         ),
-        "xread" | "xreadgroup" if has_block_arg(req) => unsupported(
-            info.name.as_str(),
-            "blocking commands would stall a shared backend connection",
-        ),
+        "xread" | "xreadgroup" if has_block_arg(req) => Class::Pin(Pin::Blocking),
         "xread" | "xreadgroup" => by_flags(info.flags),
-        name if info.flags.contains(CommandFlags::BLOCKING) => unsupported(
-            name,
-            "blocking commands would stall a shared backend connection",
-        ),
+        _ if info.flags.contains(CommandFlags::BLOCKING) => Class::Pin(Pin::Blocking),
         _ => by_flags(info.flags),
     }
 }
@@ -263,7 +325,16 @@ mod tests {
     fn local_answers() {
         assert_eq!(class(&["PING"]), Class::Local(status_reply("PONG")));
         assert_eq!(class(&["ping", "hi"]), Class::Local(bulk_reply(b"hi")));
-        assert_eq!(class(&["SELECT", "0"]), Class::Local(status_reply("OK")));
+        assert_eq!(class(&["SELECT", "0"]), Class::Select(0));
+        assert_eq!(class(&["select", "15"]), Class::Select(15));
+        assert_eq!(
+            class(&["SELECT", "16"]),
+            Class::Reject(error_reply("ERR DB index is out of range"))
+        );
+        assert_eq!(
+            class(&["SELECT", "x"]),
+            Class::Reject(error_reply("ERR value is not an integer or out of range"))
+        );
         assert_eq!(class(&["QUIT"]), Class::Quit);
         assert_eq!(class(&["auth", "pw"]), Class::Auth);
         assert_eq!(
@@ -273,14 +344,26 @@ mod tests {
     }
 
     #[test]
-    fn connection_state_and_blocking_commands_are_refused() {
+    fn transactions_and_blocking_commands_pin_a_connection() {
+        assert_eq!(class(&["MULTI"]), Class::Pin(Pin::Multi));
+        assert_eq!(class(&["exec"]), Class::Pin(Pin::Exec));
+        assert_eq!(class(&["DISCARD"]), Class::Pin(Pin::Discard));
+        assert_eq!(class(&["WATCH", "k"]), Class::Pin(Pin::Watch));
+        assert_eq!(class(&["UNWATCH"]), Class::Pin(Pin::Unwatch));
+        assert_eq!(class(&["BLPOP", "q", "0"]), Class::Pin(Pin::Blocking));
+        assert_eq!(class(&["BZPOPMIN", "z", "1"]), Class::Pin(Pin::Blocking));
+        assert_eq!(
+            class(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            Class::Pin(Pin::Blocking)
+        );
+        assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
+    }
+
+    #[test]
+    fn connection_state_commands_are_refused() {
         for args in [
-            &["MULTI"][..],
-            &["SUBSCRIBE", "c"],
-            &["SELECT", "1"],
-            &["CLIENT", "SETNAME", "x"],
-            &["BLPOP", "q", "0"],
-            &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
+            &["SUBSCRIBE", "c"][..],
+            &["CLIENT", "KILL", "ID", "1"],
             &["WAIT", "1", "0"],
         ] {
             match class(args) {

@@ -12,5 +12,7 @@ mod harness_selftest;
 mod limits;
 mod protocol;
 mod routing;
+mod scripts;
 mod sentinel_failover;
 mod stats_http;
+mod transactions;

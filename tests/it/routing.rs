@@ -124,21 +124,12 @@ async fn connection_state_commands_get_a_clear_error() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     let mut c = proxy.client().await;
-    for cmd in ["MULTI", "SUBSCRIBE", "SELECT"] {
-        let mut q = redis::cmd(cmd);
-        if cmd != "MULTI" {
-            q.arg("1");
-        }
-        let err = q.query_async::<()>(&mut c).await.unwrap_err();
-        assert!(err.to_string().contains("does not support"), "{cmd}: {err}");
-    }
-    let err = redis::cmd("BLPOP")
-        .arg("q")
-        .arg(0)
+    let err = redis::cmd("SUBSCRIBE")
+        .arg("1")
         .query_async::<()>(&mut c)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("blocking"), "{err}");
+    assert!(err.to_string().contains("does not support"), "{err}");
     // The connection still works, and SELECT 0 is harmless.
     let _: () = redis::cmd("SELECT")
         .arg(0)
@@ -179,8 +170,12 @@ async fn local_answers_keep_their_place_in_a_pipeline() {
     let got = read_replies(&mut s, 9).await;
     assert_eq!(got.len(), 9, "{got:?}");
     assert_eq!(got[..5], ["+OK", "$1\r\n1", "+PONG", "$-1", "$1\r\nx"]);
-    assert!(got[5].starts_with("-ERR"), "MULTI is refused: {got:?}");
-    assert_eq!(got[6..], [":2", "$1\r\n2", "$2\r\nhi"]);
+    // MULTI pins a connection to the master: the rest is queued there, PING included.
+    assert_eq!(
+        got[5..],
+        ["+OK", "+QUEUED", "+QUEUED", "+QUEUED"],
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,4 +201,126 @@ async fn every_request_of_a_pipeline_gets_one_reply_when_the_master_dies() {
         );
     }
     assert_eq!(got[3], "+PONG", "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn select_gives_each_client_its_own_database() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .start(1)
+        .await;
+    // One pipeline that switches databases (its GET reads its own write: read-your-writes): each request runs in the database selected before it.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let input =
+        "SET k zero\r\nSELECT 2\r\nSET k two\r\nSELECT 0\r\nGET k\r\nSELECT 16\r\nSELECT x\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 7).await,
+        [
+            "+OK",
+            "+OK",
+            "+OK",
+            "+OK",
+            "$4\r\nzero",
+            "-ERR DB index is out of range",
+            "-ERR value is not an integer or out of range"
+        ]
+    );
+    // Another client in database 2 reads what the first wrote there (from the replica: reads
+    // keep going to replicas in any database), and database 2 really is the server's.
+    let mut c = proxy.client().await;
+    let () = redis::cmd("SELECT")
+        .arg(2)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    eventually!(
+        Duration::from_secs(5),
+        c.get::<_, Option<String>>("k").await.unwrap().as_deref() == Some("two"),
+        "database 2 has k = two"
+    );
+    let mut direct = master.client().await;
+    let () = redis::cmd("SELECT")
+        .arg(2)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let v: String = direct.get("k").await.unwrap();
+    assert_eq!(v, "two");
+    assert!(
+        replica.commandstats("get").await >= 1,
+        "reads in database 2 reach the replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_commands_answer_for_each_client() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut a = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut b = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    send(
+        &mut a,
+        "CLIENT SETNAME alpha\r\nCLIENT GETNAME\r\nCLIENT ID\r\n",
+    )
+    .await;
+    send(
+        &mut b,
+        "CLIENT GETNAME\r\nCLIENT SETNAME 'a b'\r\nCLIENT NO-EVICT on\r\n",
+    )
+    .await;
+    let ra = read_replies(&mut a, 3).await;
+    let rb = read_replies(&mut b, 3).await;
+    assert_eq!(ra[..2], ["+OK", "$5\r\nalpha"]);
+    assert!(ra[2].starts_with(':'), "{ra:?}");
+    assert_eq!(
+        rb,
+        [
+            "$-1",
+            "-ERR Client names cannot contain spaces, newlines or special characters.",
+            "+OK"
+        ]
+    );
+    // RESET: back to database 0, no name, no transaction (the one in progress is dropped).
+    send(
+        &mut a,
+        "SELECT 3\r\nSET r 3\r\nMULTI\r\nSET r never\r\nRESET\r\nCLIENT GETNAME\r\nGET r\r\nEXEC\r\nCLIENT INFO\r\n",
+    )
+    .await;
+    let got = read_replies(&mut a, 9).await;
+    assert_eq!(
+        got[..8],
+        [
+            "+OK",
+            "+OK",
+            "+OK",
+            "+QUEUED",
+            "+RESET",
+            "$-1",
+            "$-1",
+            "-ERR EXEC without MULTI"
+        ]
+    );
+    assert!(
+        got[8].contains(" db=0 ") && got[8].contains("name= "),
+        "{}",
+        got[8]
+    );
+    let mut direct = master.client().await;
+    let () = redis::cmd("SELECT")
+        .arg(3)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    let v: String = direct.get("r").await.unwrap();
+    assert_eq!(v, "3", "the transaction dropped by RESET never ran");
+}
+
+async fn send(s: &mut tokio::net::TcpStream, text: &str) {
+    tokio::io::AsyncWriteExt::write_all(s, text.as_bytes())
+        .await
+        .unwrap();
 }

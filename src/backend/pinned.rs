@@ -1,0 +1,184 @@
+//! A backend connection one client session holds for itself: for a transaction (`MULTI` ...
+//! `EXEC`, `WATCH`) or a blocking command (`BLPOP`, `XREAD ... BLOCK`, `WAIT`), whose state or
+//! wait must not touch the shared, pipelined connections.
+//!
+//! The connection is an actor like the shared ones, without the command timeout (a blocking
+//! command may wait forever) and without reconnecting: when it fails, its requests get
+//! "outcome unknown" and the session gets a fresh one next time. It closes when the session
+//! lets go of it and its replies are in, or at once when the session goes away (a client gone
+//! mid-`BLPOP` unblocks its server side by the close).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{connect, BatchReply, Dispatch, Protocol};
+use super::{Backend, BackendError};
+use crate::resp::ReplyScanner;
+
+/// Dispatches queued towards one pinned connection.
+const QUEUE_DEPTH: usize = 1024;
+/// Deepest reply nesting accepted.
+const MAX_REPLY_DEPTH: usize = 64;
+
+/// The session's handle on its pinned connection: dropping it lets the connection go once the
+/// replies already asked for are in.
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    tx: mpsc::Sender<Dispatch>,
+    backend: Arc<Backend>,
+}
+
+impl Pinned {
+    /// Opens a connection to `backend` speaking `protocol` in database `db`, taking one of `limit`'s permits (the
+    /// bound on pinned connections, all clients together).
+    ///
+    /// # Errors
+    /// [`BackendError::Unavailable`] when every permit is taken or the connection cannot be
+    /// opened (nothing was sent).
+    pub async fn open(
+        backend: Arc<Backend>,
+        protocol: Protocol,
+        db: u8,
+        limit: &Arc<Semaphore>,
+    ) -> Result<Pinned, BackendError> {
+        let permit = limit
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BackendError::Unavailable)?;
+        let stream = match connect(backend.addr(), &backend.settings, protocol, db).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(backend.addr = backend.addr(), error = %e, "pinned connect failed");
+                return Err(BackendError::Unavailable);
+            }
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let token = backend.token().clone();
+        backend.stats.connection_opened();
+        let stats = backend.stats.clone();
+        tokio::spawn(async move {
+            serve(stream, rx, permit, token).await;
+            stats.connection_closed();
+        });
+        Ok(Pinned { tx, backend })
+    }
+
+    /// The server this connection goes to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Queues a dispatch on the connection.
+    ///
+    /// # Errors
+    /// [`BackendError::ConnectionLost`] when the connection has failed already.
+    pub async fn send(&self, dispatch: Dispatch) -> Result<(), BackendError> {
+        self.tx
+            .send(dispatch)
+            .await
+            .map_err(|_| BackendError::ConnectionLost)
+    }
+}
+
+/// One dispatch written, collecting its replies.
+struct Waiting {
+    reply: tokio::sync::oneshot::Sender<BatchReply>,
+    frames: Vec<bytes::Bytes>,
+    count: usize,
+}
+
+async fn serve(
+    stream: tokio::net::TcpStream,
+    mut rx: mpsc::Receiver<Dispatch>,
+    _permit: OwnedSemaphorePermit,
+    token: CancellationToken,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+    let mut open = true;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let error = loop {
+        if !open && waiting.is_empty() {
+            break None;
+        }
+        tokio::select! {
+            d = rx.recv(), if open => match d {
+                Some(d) => {
+                    if let Err(e) = wr.write_all(&d.raw).await {
+                        let _ = d.reply.send(BatchReply::failed(BackendError::ConnectionLost));
+                        break Some(BackendError::Io(e));
+                    }
+                    waiting.push_back(Waiting {
+                        reply: d.reply,
+                        frames: Vec::with_capacity(d.count),
+                        count: d.count,
+                    });
+                }
+                None => open = false,
+            },
+            r = rd.read_buf(&mut rbuf) => {
+                match r {
+                    Ok(0) => break Some(BackendError::Closed),
+                    Ok(_) => {}
+                    Err(e) => break Some(BackendError::Io(e)),
+                }
+                if let Err(e) = deliver(&mut scanner, &mut rbuf, &mut waiting) {
+                    break Some(e);
+                }
+            }
+            // The client went away (nobody will read the replies): whatever it waits for (a
+            // blocking pop) is dropped with the connection.
+            _ = tick.tick(), if !open => {
+                if waiting.iter().all(|w| w.reply.is_closed()) {
+                    break None;
+                }
+            }
+            _ = token.cancelled() => break Some(BackendError::ConnectionLost),
+        }
+    };
+    if let Some(e) = &error {
+        tracing::debug!(error = %e, "pinned connection ended");
+    }
+    {
+        for w in waiting {
+            let _ = w.reply.send(BatchReply {
+                frames: w.frames,
+                error: Some(BackendError::ConnectionLost),
+                confirmed: None,
+            });
+        }
+    }
+}
+
+fn deliver(
+    scanner: &mut ReplyScanner,
+    rbuf: &mut BytesMut,
+    waiting: &mut VecDeque<Waiting>,
+) -> Result<(), BackendError> {
+    while let Some(frame) = scanner.next(rbuf)? {
+        let Some(front) = waiting.front_mut() else {
+            return Err(BackendError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "reply without a request",
+            )));
+        };
+        front.frames.push(frame);
+        if front.frames.len() >= front.count {
+            if let Some(done) = waiting.pop_front() {
+                let _ = done.reply.send(BatchReply {
+                    frames: done.frames,
+                    error: None,
+                    confirmed: None,
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Transactions and blocking commands: each runs on a backend connection pinned to its client,
+//! in order with the client's other requests, without stalling anybody else.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use tokio::io::AsyncWriteExt;
+
+use crate::eventually;
+use crate::harness::proxy::ProxyBuilder;
+use crate::harness::redis::read_replies;
+use crate::harness::RedisServer;
+
+/// Raw RESP for inline commands.
+fn inline(cmds: &[&str]) -> Vec<u8> {
+    cmds.iter()
+        .flat_map(|c| format!("{c}\r\n").into_bytes())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_exec_is_atomic_and_in_order_with_the_rest_of_the_pipeline() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .start(1)
+        .await;
+    // The redis crate's atomic pipeline: MULTI, the commands, EXEC in one write.
+    let mut c = proxy.client().await;
+    let (n, v): (i64, String) = redis::pipe()
+        .atomic()
+        .set("tx", 1)
+        .ignore()
+        .incr("tx", 1)
+        .get("tx")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!((n, v.as_str()), (2, "2"));
+
+    // Before, inside and after the transaction, in one pipeline: the transaction sees the SET
+    // before it, the GET after it sees the transaction.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let input = inline(&[
+        "SET o 10", "MULTI", "INCR o", "PING", "GET o", "EXEC", "GET o", "EXEC", "DISCARD",
+    ]);
+    s.write_all(&input).await.unwrap();
+    let got = read_replies(&mut s, 9).await;
+    assert_eq!(
+        got,
+        [
+            "+OK",
+            "+OK",
+            "+QUEUED",
+            "+QUEUED",
+            "+QUEUED",
+            "*3\r\n:11\r\n+PONG\r\n$2\r\n11",
+            "$2\r\n11",
+            "-ERR EXEC without MULTI",
+            "-ERR DISCARD without MULTI",
+        ]
+    );
+    // Both transactions ran on the master (a replica counts the EXECs it replicates, so the
+    // master's own count is what tells).
+    assert_eq!(master.commandstats("exec").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sees_another_clients_write_and_aborts_the_transaction() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut other = proxy.client().await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(&inline(&["SET w 1", "WATCH w", "GET w"]))
+        .await
+        .unwrap();
+    assert_eq!(read_replies(&mut s, 3).await, ["+OK", "+OK", "$1\r\n1"]);
+    // Another client changes the watched key: the transaction must not run.
+    let () = other.set("w", "theirs").await.unwrap();
+    s.write_all(&inline(&["MULTI", "SET w mine", "EXEC", "GET w"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 4).await,
+        ["+OK", "+QUEUED", "*-1", "$6\r\ntheirs"]
+    );
+    // Without a conflicting write, WATCH ... EXEC runs; UNWATCH without WATCH is fine.
+    s.write_all(&inline(&[
+        "WATCH w",
+        "MULTI",
+        "SET w mine",
+        "EXEC",
+        "UNWATCH",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 5).await,
+        ["+OK", "+OK", "+QUEUED", "*1\r\n+OK", "+OK"]
+    );
+    let v: String = other.get("w").await.unwrap();
+    assert_eq!(v, "mine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_pop_waits_on_its_own_connection_and_is_released_by_a_push() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut blocked = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    blocked
+        .write_all(&inline(&["BLPOP queue 10", "GET after"]))
+        .await
+        .unwrap();
+    eventually!(
+        Duration::from_secs(5),
+        master.info("clients").await.contains("blocked_clients:1"),
+        "the BLPOP blocks on the master"
+    );
+    // Everybody else keeps going meanwhile (the shared connections are not stalled).
+    let mut c = proxy.client().await;
+    for i in 0..50 {
+        let () = c.set("after", i).await.unwrap();
+    }
+    let () = c.rpush("queue", "job").await.unwrap();
+    assert_eq!(
+        read_replies(&mut blocked, 2).await,
+        ["*2\r\n$5\r\nqueue\r\n$3\r\njob", "$2\r\n49"],
+        "the pop returns the pushed job, and the client's next request runs after it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_blocking_pop_frees_its_connection() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut blocked = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    blocked.write_all(b"BLPOP nothing 0\r\n").await.unwrap();
+    eventually!(
+        Duration::from_secs(5),
+        master.info("clients").await.contains("blocked_clients:1"),
+        "the BLPOP blocks on the master"
+    );
+    drop(blocked);
+    eventually!(
+        Duration::from_secs(5),
+        master.info("clients").await.contains("blocked_clients:0"),
+        "the client's pinned connection is closed when it goes away"
+    );
+    // Nothing pushed later is lost to the gone client's pop.
+    let mut c = proxy.client().await;
+    let () = c.rpush("nothing", "kept").await.unwrap();
+    let len: i64 = c.llen("nothing").await.unwrap();
+    assert_eq!(len, 1);
+}
