@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
@@ -132,10 +132,7 @@ impl ClusterSession {
             let idle = backlog.idle_deadline(writing || !flight.chunks.is_empty());
             tokio::select! {
                 r = wr.write(&out), if writing => match r {
-                    Ok(n) => {
-                        out.advance(n);
-                        backlog.active();
-                    }
+                    Ok(n) => backlog.written(&mut out, n),
                     Err(e) => {
                         tracing::debug!(error = %e, "client write failed");
                         break;

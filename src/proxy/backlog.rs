@@ -77,6 +77,17 @@ impl Backlog {
 }
 
 impl Backlog {
+    /// `n` bytes of `out` were written. All of them: the buffer is cleared, not advanced, so its
+    /// whole capacity is reused without `reserve` moving anything.
+    pub fn written(&mut self, out: &mut BytesMut, n: usize) {
+        if n >= out.len() {
+            out.clear();
+        } else {
+            out.advance(n);
+        }
+        self.active();
+    }
+
     /// Writes what the socket takes of `out` at once, without waiting (the common case: the
     /// whole batch goes in one syscall, as `write_all` did, and the `select!` write arm only
     /// handles a client that reads slower than its replies come).
@@ -89,8 +100,7 @@ impl Backlog {
         }
         match wr.try_write(out) {
             Ok(n) => {
-                out.advance(n);
-                self.active();
+                self.written(out, n);
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),

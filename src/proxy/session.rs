@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -242,10 +242,7 @@ impl Session {
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
-                Event::Written(Ok(n)) => {
-                    out.advance(n);
-                    backlog.active();
-                }
+                Event::Written(Ok(n)) => backlog.written(&mut out, n),
                 Event::Written(Err(e)) => {
                     tracing::debug!(error = %e, "client write failed");
                     break;
