@@ -43,7 +43,7 @@ async fn observe(addr: SocketAddr, c: &Case) -> Outcome {
     }
     s.write_all(&stream).await.expect("write the input");
     let budget = if c.waits {
-        QUIET
+        scaled(QUIET)
     } else {
         scaled(Duration::from_secs(10))
     };
@@ -227,8 +227,17 @@ async fn deliberate_differences_from_redis() {
     let proxy = ProxyBuilder::servers(vec![redis.addr()]).start(0).await;
     let redis_addr: SocketAddr = redis.addr().parse().expect("redis address");
     let proxy_addr = proxy.addr();
-    let both =
-        |c: Case| async move { tokio::join!(observe(redis_addr, &c), observe(proxy_addr, &c)) };
+    // Redis is watched over the quiet window (it waits); the proxy, which answers or closes, is
+    // given the full deadline so a slow machine cannot make it look like it waits.
+    let both = |c: Case| async move {
+        let answers = Case {
+            name: c.name,
+            input: c.input.clone(),
+            waits: false,
+            marker: c.marker,
+        };
+        tokio::join!(observe(redis_addr, &c), observe(proxy_addr, &answers))
+    };
 
     // A NUL in a line: Redis looks for the line end with strchr(), which stops at the NUL, so it
     // waits for more input until 64 KiB have piled up. The proxy ends the line at the NUL as
@@ -407,8 +416,10 @@ async fn a_client_that_does_not_read_is_disconnected_at_the_output_buffer_limit(
         (LIMIT..=bound).contains(&peak),
         "peak backlog {peak} bytes, bound {bound}"
     );
+    // RSS covers the whole test binary (other tests run alongside), so the bound is loose; the
+    // peak above is the exact measure. Unbounded, it would be the whole GiB.
     assert!(
-        rss_growth < 256 << 20,
+        rss_growth < 512 << 20,
         "the proxy's memory grew by {rss_growth} bytes for 1 GiB of unread replies"
     );
     assert!(
