@@ -160,6 +160,14 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub sentinel_password: Option<String>,
+    /// The password clients must give (`AUTH <password>`), the proxy's own.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "HAPROXY_RS_REQUIREPASS",
+        hide_env_values = true
+    )]
+    pub requirepass: Option<String>,
 }
 
 impl RunArgs {
@@ -250,6 +258,9 @@ impl RunArgs {
                 s.password = Some(MaskedString::new(p.clone()));
             }
         }
+        if let Some(p) = &self.requirepass {
+            cfg.auth.requirepass = Some(MaskedString::new(p.clone()));
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -300,6 +311,22 @@ mod tests {
         assert_eq!(cfg.listen, ":7002");
         assert_eq!(cfg.servers, vec!["127.0.0.1:1".to_string()]);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn requirepass_sets_the_clients_password_apart_from_the_servers() {
+        let cfg = run_args(&[
+            "--servers",
+            "127.0.0.1:1",
+            "--requirepass",
+            "c",
+            "--password",
+            "b",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(cfg.auth.requirepass.as_ref().map(|p| p.expose()), Some("c"));
+        assert_eq!(cfg.backend.password.as_ref().map(|p| p.expose()), Some("b"));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! - [`topology`]: Sentinel links, static servers and health checks that publish routing tables.
 //! - [`cluster`]: cluster mode: the slot map, routing by slot, redirections, split commands.
 //! - [`backend`]: shared, pipelined connections to each Redis server.
-//! - [`proxy`]: listeners and client sessions.
+//! - [`proxy`]: listeners and client sessions; client authentication, users' rules and the command
+//!   policy ([`proxy::acl`]).
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
 //! - [`shutdown`]: graceful shutdown.
+//! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
 
 pub mod backend;
@@ -23,6 +25,7 @@ pub mod router;
 pub mod scripts;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -124,6 +127,7 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError>
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
     cfg.validate()?;
+    let tls = TlsSetup::load(&cfg)?;
     let main_socket = bind("listen", &cfg.listen).await?;
     let read_socket = match &cfg.read_listen {
         Some(a) => Some(bind("read_listen", a).await?),
@@ -151,6 +155,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     let workers = Arc::new(Workers::start(threads, &sessions).map_err(StartError::Threads)?);
     let durability = proxy::Durability::from_config(&cfg.failover);
     let mut conn_settings = ConnSettings::from_config(&cfg.backend, workers.len());
+    conn_settings.creds.tls = tls.backend;
     conn_settings.wait = durability.as_ref().map(|d| d.wait.clone());
     let backend_set = |settings: ConnSettings| {
         BackendSet::new(
@@ -216,6 +221,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         ),
         (Some(s), _, _) => background.spawn(topology::sentinel::run_sentinel(
             s.clone(),
+            tls.sentinel,
             state.clone(),
             changes_rx,
             Duration::from_millis(cfg.failover.hold_ms),
@@ -279,6 +285,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         output_buffer_limit: cfg.client_output_buffer_limit_bytes,
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
+        security: proxy::acl::Security::from_config(&cfg.auth, &cfg.commands)?,
         server_version: state.server_version.clone(),
         table_changes: state.generations.subscribe(),
         hold: Duration::from_millis(cfg.failover.hold_ms),
@@ -303,6 +310,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             ctx: ctx.clone(),
             clients: clients.clone(),
             workers: workers.clone(),
+            tls: tls.server.clone(),
         };
         tracing::info!(listener = name, addr = %local_addr(&listener.socket), "listening");
         background.spawn(listener.serve(shutdown.clone()));
@@ -324,6 +332,34 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backend_token,
         workers,
     })
+}
+
+/// The TLS configs, read from their files once at start.
+struct TlsSetup {
+    server: Option<Arc<tls::ServerTls>>,
+    backend: Option<Arc<tls::ClientTls>>,
+    sentinel: Option<Arc<tls::ClientTls>>,
+}
+
+impl TlsSetup {
+    fn load(cfg: &Config) -> Result<TlsSetup, ConfigError> {
+        let client = |table, c: Option<config::ClientTlsConfig>| {
+            c.map(|c| tls::ClientTls::from_config(table, &c).map(Arc::new))
+                .transpose()
+        };
+        Ok(TlsSetup {
+            server: cfg
+                .tls
+                .as_ref()
+                .map(|t| tls::ServerTls::from_config(t).map(Arc::new))
+                .transpose()?,
+            backend: client(tls::Table::Backend, cfg.backend.client_tls())?,
+            sentinel: client(
+                tls::Table::Sentinel,
+                cfg.sentinel.as_ref().and_then(|s| s.client_tls()),
+            )?,
+        })
+    }
 }
 
 fn local_addr(s: &TcpListener) -> SocketAddr {

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{connect_tcp, BackendError, ConnSettings};
+use super::{connect_stream, BackendError, ConnSettings};
 use crate::resp::{encode_command, is_error_reply, ReplyScanner};
 use crate::stats::BackendStats;
+use crate::tls::{Stream, WriteHalf};
 
 /// Most requests written but not yet answered on one connection.
 const MAX_IN_FLIGHT: usize = 16 * 1024;
@@ -190,8 +190,13 @@ pub(crate) async fn connect(
     settings: &ConnSettings,
     protocol: Protocol,
     db: u8,
-) -> Result<TcpStream, BackendError> {
-    let mut stream = connect_tcp(addr, settings.connect_timeout).await?;
+) -> Result<Stream, BackendError> {
+    let mut stream = connect_stream(
+        addr,
+        settings.creds.tls.as_deref(),
+        settings.connect_timeout,
+    )
+    .await?;
     // (command, whether an error reply to it is fatal)
     let mut steps: Vec<(Bytes, bool)> = Vec::new();
     if let Some(auth) = settings.creds.auth_command() {
@@ -215,6 +220,7 @@ pub(crate) async fn connect(
     let handshake = async {
         let out: Vec<u8> = steps.iter().flat_map(|(c, _)| c.iter().copied()).collect();
         stream.write_all(&out).await?;
+        stream.flush().await?;
         let mut rbuf = BytesMut::new();
         let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
         let mut seen = 0;
@@ -269,7 +275,7 @@ enum Ended {
 /// Serves one live connection. Reading, writing and taking new requests run concurrently in one
 /// select loop (`read_buf` and `write_buf` are cancel-safe), so a slow reply never stops writes.
 async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     rx: &mut mpsc::Receiver<Dispatch>,
     settings: &ConnSettings,
     stats: &BackendStats,
@@ -312,7 +318,8 @@ async fn serve(
                     in_flight.push_back(InFlight::wait(now));
                 }
             }
-            w = wr.write_buf(&mut wbuf), if !wbuf.is_empty() => {
+            // The flush is for TLS only: bytes encrypted but not yet on the socket (`WriteHalf`).
+            w = write_out(&mut wr, &mut wbuf), if !wbuf.is_empty() || wr.needs_flush() => {
                 if let Err(e) = w {
                     break Err(e.into());
                 }
@@ -338,12 +345,22 @@ async fn serve(
     if matches!(result, Ok(Ended::Shutdown)) {
         // Reset instead of a clean close (no FIN handshake with a server that may be stopped);
         // requests still in flight are answered "outcome unknown" below.
-        let _ = socket2::SockRef::from(rd.as_ref()).set_linger(Some(Duration::ZERO));
+        rd.set_linger_zero();
     }
     for f in parked.drain(..).chain(in_flight.drain(..)) {
         f.answer(Some(BackendError::ConnectionLost), None);
     }
     result
+}
+
+/// Writes what the socket takes of `wbuf`; with `wbuf` empty, flushes what TLS still holds.
+/// Cancel-safe, like `write_buf` and `flush`.
+async fn write_out(wr: &mut WriteHalf, wbuf: &mut BytesMut) -> std::io::Result<()> {
+    if wbuf.is_empty() {
+        wr.flush().await
+    } else {
+        wr.write_buf(wbuf).await.map(drop)
+    }
 }
 
 /// Hands every complete reply in `rbuf` to the oldest waiting dispatch; a dispatch is answered

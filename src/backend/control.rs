@@ -1,25 +1,28 @@
 //! A plain request/reply connection for the proxy's own questions (INFO, ROLE, SENTINEL, COMMAND, pub/sub).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{connect_tcp, BackendError};
+use super::{connect_stream, BackendError};
 use crate::config::MaskedString;
 use crate::resp::{encode_command, parse_value, ReplyScanner, Value};
+use crate::tls::{ClientTls, Stream};
 
 /// Deepest reply nesting accepted from a server (Redis's own replies nest a few levels).
 const MAX_REPLY_DEPTH: usize = 64;
 
-/// Credentials sent with `AUTH` right after connecting.
+/// How to reach a kind of server: TLS, if configured, then `AUTH` right after connecting.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     /// ACL user, if any.
     pub username: Option<String>,
     /// Password, if any.
     pub password: Option<MaskedString>,
+    /// TLS to the server (`[backend] tls`, `[sentinel] tls`); plain TCP when `None`.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Credentials {
@@ -37,7 +40,7 @@ impl Credentials {
 
 /// One connection used for control traffic; every call has a deadline.
 pub struct ControlConn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     scanner: ReplyScanner,
     timeout: Duration,
@@ -53,7 +56,7 @@ impl ControlConn {
         creds: &Credentials,
         timeout: Duration,
     ) -> Result<ControlConn, BackendError> {
-        let stream = connect_tcp(addr, timeout).await?;
+        let stream = connect_stream(addr, creds.tls.as_deref(), timeout).await?;
         let mut conn = ControlConn {
             stream,
             rbuf: BytesMut::with_capacity(4096),
@@ -75,7 +78,7 @@ impl ControlConn {
     /// I/O failure, timeout, or a reply that does not parse.
     pub async fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Value, BackendError> {
         let cmd = encode_command(args);
-        tokio::time::timeout(self.timeout, self.stream.write_all(&cmd))
+        tokio::time::timeout(self.timeout, write_flush(&mut self.stream, &cmd))
             .await
             .map_err(|_| BackendError::Timeout)??;
         tokio::time::timeout(self.timeout, self.read_value())
@@ -89,7 +92,7 @@ impl ControlConn {
     /// I/O failure or timeout.
     pub async fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<(), BackendError> {
         let cmd = encode_command(args);
-        tokio::time::timeout(self.timeout, self.stream.write_all(&cmd))
+        tokio::time::timeout(self.timeout, write_flush(&mut self.stream, &cmd))
             .await
             .map_err(|_| BackendError::Timeout)??;
         Ok(())
@@ -109,6 +112,12 @@ impl ControlConn {
             }
         }
     }
+}
+
+/// Writes and flushes (a TLS stream may hold written bytes until flushed).
+async fn write_flush(stream: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// One field of an `INFO` reply (`name:value` lines).
@@ -136,6 +145,7 @@ mod tests {
         let c = Credentials {
             username: Some("u".into()),
             password: Some(MaskedString::new("p")),
+            tls: None,
         };
         assert_eq!(c.auth_command().unwrap().len(), 3);
         assert!(Credentials::default().auth_command().is_none());

@@ -31,6 +31,7 @@ pub use pool::BackendPool;
 use crate::config::BackendConfig;
 use crate::resp::DecodeError;
 use crate::stats::{BackendStats, Role, Stats};
+use crate::tls::{ClientTls, Stream};
 
 /// Why a backend request failed, and whether it may have run on the server.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,24 @@ pub async fn connect_tcp(addr: &str, timeout: Duration) -> Result<TcpStream, Bac
         .map_err(|_| BackendError::Timeout)??;
     tune_socket(&stream);
     Ok(stream)
+}
+
+/// Connects to `addr` over TCP and, with `tls`, runs the TLS handshake; both within `timeout`.
+///
+/// # Errors
+/// Resolution, connect or handshake failure, or the timeout.
+pub async fn connect_stream(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<Stream, BackendError> {
+    let tcp = connect_tcp(addr, timeout).await?;
+    match tls {
+        None => Ok(Stream::Plain(tcp)),
+        Some(tls) => Ok(tokio::time::timeout(timeout, tls.connect(tcp, addr))
+            .await
+            .map_err(|_| BackendError::Timeout)??),
+    }
 }
 
 /// TCP_NODELAY and keepalive (30 s idle, 10 s interval) on a stream; failures only cost latency.
@@ -235,6 +254,8 @@ impl ConnSettings {
             creds: Credentials {
                 username: b.username.clone(),
                 password: b.password.clone(),
+                // Built at start from the files (`crate::start`): loading them can fail.
+                tls: None,
             },
             connect_timeout: Duration::from_millis(b.connect_timeout_ms),
             command_timeout: Duration::from_millis(b.command_timeout_ms),

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +93,7 @@ struct Waiting {
 }
 
 async fn serve(
-    stream: tokio::net::TcpStream,
+    stream: crate::tls::Stream,
     mut rx: mpsc::Receiver<Dispatch>,
     _permit: OwnedSemaphorePermit,
     token: CancellationToken,
@@ -111,7 +111,7 @@ async fn serve(
         tokio::select! {
             d = rx.recv(), if open => match d {
                 Some(d) => {
-                    if let Err(e) = wr.write_all(&d.raw).await {
+                    if let Err(e) = wr.write_all_flush(&d.raw).await {
                         let _ = d.reply.send(BatchReply::failed(BackendError::ConnectionLost));
                         break Some(BackendError::Io(e));
                     }

@@ -19,6 +19,7 @@
 
 pub mod exec;
 pub mod merge;
+pub mod pinned;
 pub mod plan;
 pub mod redirect;
 pub mod refresh;

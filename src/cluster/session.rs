@@ -11,22 +11,23 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::exec::{Chunk, RouteCtx, Target, Turn};
 use super::merge::Combine;
-use super::plan::{plan_info, Plan, PlanEnv};
+use super::pinned::{PinCtx, PinOp, WatchConn};
+use super::plan::{plan, plan_info, Plan, PlanEnv, CROSSSLOT};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
-use crate::proxy::backlog::{sleep_until_some, Backlog};
+use crate::proxy::acl::{self, ClientAuth};
+use crate::proxy::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::proxy::client_state::ClientState;
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
-use crate::router::{classify_info, Class, ConnCmd, Endpoint};
+use crate::router::{classify_info, Class, ConnCmd, Endpoint, Pin};
 use crate::stats::ListenerStats;
 
 /// One client of a cluster-mode listener.
@@ -39,11 +40,27 @@ pub struct ClusterSession {
     /// The client's connection as `CLIENT INFO` shows it.
     client: ClientState,
     protocol: Protocol,
+    /// Who the client authenticated as (`[auth]`).
+    auth: ClientAuth,
     cursor: usize,
     /// Read-your-writes: once the client has written, its reads go to masters.
     track_writes: bool,
     wrote: bool,
     closing: bool,
+    /// The transaction being queued (between `MULTI` and `EXEC`/`DISCARD`).
+    tx: Option<Tx>,
+    /// The connection `WATCH` pinned.
+    watch: WatchConn,
+}
+
+/// A transaction queued by the session, sent whole at `EXEC`.
+#[derive(Default)]
+struct Tx {
+    queued: BytesMut,
+    count: usize,
+    slot: Option<u16>,
+    /// A command failed to queue: `EXEC` answers `EXECABORT`.
+    failed: bool,
 }
 
 /// Chunks in flight, in order, with how many requests each holds and the map generation it was
@@ -58,6 +75,9 @@ struct InFlight {
     /// or sends at all when routed with a newer map than an earlier one, only once every earlier
     /// chunk has finished, so a request never overtakes an earlier one of the same client.
     settled: watch::Sender<u64>,
+    /// The last operation on a pinned connection (a blocking command, `WATCH`, `EXEC`): chunks
+    /// after it wait until it has finished, as a blocked Redis client runs nothing meanwhile.
+    pinned_seq: Option<u64>,
 }
 
 impl ClusterSession {
@@ -72,6 +92,7 @@ impl ClusterSession {
         let track_writes = endpoint == Endpoint::Main
             && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
         ClusterSession {
+            auth: ClientAuth::new(&ctx.security),
             ctx,
             state,
             endpoint,
@@ -83,11 +104,13 @@ impl ClusterSession {
             track_writes,
             wrote: false,
             closing: false,
+            tx: None,
+            watch: WatchConn::default(),
         }
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
         let me = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6379)));
@@ -103,6 +126,7 @@ impl ClusterSession {
             requests: 0,
             next_seq: 0,
             settled: watch::channel(0).0,
+            pinned_seq: None,
         };
         let mut backlog = Backlog::new(&self.ctx);
         loop {
@@ -128,10 +152,10 @@ impl ClusterSession {
             let can_read = !self.closing && flight.requests < self.ctx.max_pipeline;
             // Written as the client reads, while replies keep being collected (see the
             // Sentinel-mode session).
-            let writing = !out.is_empty();
+            let writing = must_write(&wr, &out);
             let idle = backlog.idle_deadline(writing || !flight.chunks.is_empty());
             tokio::select! {
-                r = wr.write(&out), if writing => match r {
+                r = write_or_flush(&mut wr, &out), if writing => match r {
                     Ok(n) => backlog.written(&mut out, n),
                     Err(e) => {
                         tracing::debug!(error = %e, "client write failed");
@@ -146,6 +170,9 @@ impl ClusterSession {
                     }
                 }
                 r = rd.read_buf(&mut inbuf), if can_read => match r {
+                    // Like Redis, a client that hangs up while blocked (a pop on its own
+                    // connection) is dropped at once, and the pop with its connection.
+                    Ok(0) if flight.pinned_seq.is_some_and(|p| *flight.settled.borrow() <= p) => break,
                     Ok(0) => self.closing = true,
                     Ok(_) => backlog.active(),
                     Err(e) => {
@@ -180,6 +207,7 @@ impl ClusterSession {
         while !self.closing
             && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
         {
+            parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let (commands, env) = snapshot.get_or_insert_with(|| {
@@ -241,7 +269,10 @@ impl ClusterSession {
         let requests = chunk.requests();
         flight.sizes.push_back((requests, map.generation));
         flight.requests += requests;
-        let newer = flight.sizes.iter().any(|&(_, g)| g != map.generation);
+        let behind_pinned = flight
+            .pinned_seq
+            .is_some_and(|p| *flight.settled.borrow() <= p);
+        let newer = behind_pinned || flight.sizes.iter().any(|&(_, g)| g != map.generation);
         if newer {
             flight.chunks.push_back(Box::pin(async move {
                 turn.wait().await;
@@ -256,6 +287,150 @@ impl ClusterSession {
         self.cursor = self.cursor.wrapping_add(requests);
     }
 
+    /// Runs `op` on a pinned connection once every earlier request has finished; later requests
+    /// wait for it.
+    async fn submit_pinned(&mut self, op: PinOp, chunk: &mut Option<Chunk>, flight: &mut InFlight) {
+        if let Some(c) = chunk.take() {
+            self.submit(c, flight).await;
+        }
+        let seq = flight.next_seq;
+        flight.next_seq += 1;
+        let turn = Turn {
+            seq,
+            settled: flight.settled.subscribe(),
+        };
+        flight.sizes.push_back((1, self.state.map().generation));
+        flight.requests += 1;
+        flight.pinned_seq = Some(seq);
+        let ctx = PinCtx {
+            state: self.state.clone(),
+            limit: self.ctx.pinned.clone(),
+            protocol: self.protocol,
+            watch: self.watch.clone(),
+        };
+        let listener = self.stats.clone();
+        flight.chunks.push_back(Box::pin(async move {
+            turn.wait().await;
+            let reply = op.run(ctx).await;
+            if crate::resp::is_error_reply(&reply) {
+                listener.error();
+            }
+            reply
+        }));
+    }
+
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` and blocking commands.
+    async fn pin_command(
+        &mut self,
+        pin: Pin,
+        req: Request,
+        commands: &CommandTable,
+        env: &PlanEnv,
+        chunk: &mut Option<Chunk>,
+        flight: &mut InFlight,
+    ) {
+        let slot_of = |req: &Request| match plan(commands, req, env) {
+            Plan::Slot(s) => Ok(Some(s)),
+            Plan::AnyMaster => Ok(None),
+            Plan::Reply(e) => Err(e),
+            _ => Err(error_reply(CROSSSLOT)),
+        };
+        let reply = match (pin, self.tx.is_some()) {
+            (Pin::Multi, true) => error_reply("ERR MULTI calls can not be nested"),
+            (Pin::Multi, false) => {
+                self.tx = Some(Tx::default());
+                status_reply("OK")
+            }
+            (Pin::Exec, false) => error_reply("ERR EXEC without MULTI"),
+            (Pin::Discard, false) => error_reply("ERR DISCARD without MULTI"),
+            (Pin::Discard, true) => {
+                self.tx = None;
+                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                status_reply("OK")
+            }
+            (Pin::Exec, true) => {
+                let tx = self.tx.take().unwrap_or_default();
+                if tx.failed {
+                    self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    error_reply("EXECABORT Transaction discarded because of previous errors.")
+                } else {
+                    let op = PinOp::Exec {
+                        slot: tx.slot,
+                        queued: tx.queued.freeze(),
+                        count: tx.count,
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
+            }
+            (Pin::Watch, true) => error_reply("ERR WATCH inside MULTI is not allowed"),
+            (Pin::Watch, false) => match slot_of(&req) {
+                Ok(Some(slot)) => {
+                    let op = PinOp::Watch {
+                        slot,
+                        raw: req.into_raw(),
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
+                Ok(None) => error_reply("ERR wrong number of arguments for 'watch' command"),
+                Err(e) => e,
+            },
+            (Pin::Unwatch, false) => {
+                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                status_reply("OK")
+            }
+            (Pin::Blocking, false) => match slot_of(&req) {
+                Ok(Some(slot)) => {
+                    let op = PinOp::Blocking {
+                        slot,
+                        raw: req.into_raw(),
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
+                Ok(None) => error_reply("ERR haproxy-rs: a blocking command without a key"),
+                Err(e) => e,
+            },
+            // Inside MULTI: queued, run by EXEC (a blocking command does not block there).
+            (Pin::Unwatch | Pin::Blocking, true) => return self.queue(req, commands, env, chunk),
+        };
+        self.chunk(chunk).push_ready(reply);
+    }
+
+    /// Queues `req` in the transaction: `+QUEUED`, or `CROSSSLOT` (and `EXEC` will abort) when
+    /// its keys leave the transaction's slot.
+    fn queue(
+        &mut self,
+        req: Request,
+        commands: &CommandTable,
+        env: &PlanEnv,
+        chunk: &mut Option<Chunk>,
+    ) {
+        let planned = plan(commands, &req, env);
+        let Some(tx) = self.tx.as_mut() else {
+            return;
+        };
+        let reply = match planned {
+            Plan::Slot(s) if tx.slot.is_none_or(|t| t == s) => {
+                tx.slot = Some(s);
+                None
+            }
+            Plan::AnyMaster => None,
+            Plan::Reply(e) if crate::resp::is_error_reply(&e) => Some(e),
+            _ => Some(error_reply(CROSSSLOT)),
+        };
+        let reply = match reply {
+            None => {
+                tx.queued.extend_from_slice(req.raw());
+                tx.count += 1;
+                status_reply("QUEUED")
+            }
+            Some(e) => {
+                tx.failed = true;
+                e
+            }
+        };
+        self.chunk(chunk).push_ready(reply);
+    }
+
     async fn handle(
         &mut self,
         req: Request,
@@ -265,6 +440,17 @@ impl ClusterSession {
         flight: &mut InFlight,
     ) {
         self.stats.command();
+        if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            // A refused command spoils a transaction being queued, as in Redis.
+            if let Some(tx) = self
+                .tx
+                .as_mut()
+                .filter(|_| crate::resp::is_error_reply(&refused))
+            {
+                tx.failed = true;
+            }
+            return self.chunk(chunk).push_ready(refused);
+        }
         self.ctx.scripts.observe(&req);
         // Cluster clients switch replica reads on and off; the proxy decides where reads go.
         if req.argc() == 1
@@ -274,22 +460,33 @@ impl ClusterSession {
             return self.chunk(chunk).push_ready(status_reply("OK"));
         }
         let info = commands.lookup(&req);
-        let write = match classify_info(info, &req) {
+        let class = classify_info(info, &req);
+        // Inside MULTI everything else is queued (PING and friends too, as Redis does).
+        if self.tx.is_some() && matches!(class, Class::Read | Class::Write | Class::Local(_)) {
+            return self.queue(req, commands, env, chunk);
+        }
+        let write = match class {
             Class::Read => false,
             Class::Write => true,
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
             }
             Class::Pin(pin) => {
-                return self.chunk(chunk).push_ready(pin.unsupported(req.name()));
+                return self
+                    .pin_command(pin, req, commands, env, chunk, flight)
+                    .await;
             }
+
             Class::Conn(ConnCmd::Reset) => {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
                 self.protocol = Protocol::Resp2;
                 self.client.name = None;
+                self.auth.reset();
                 self.wrote = false;
+                self.tx = None;
+                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
                 return self.chunk(chunk).push_ready(status_reply("RESET"));
             }
             Class::Conn(cmd) => {
@@ -307,7 +504,7 @@ impl ClusterSession {
                 return self.chunk(chunk).push_ready(status_reply("OK"));
             }
             Class::Auth => {
-                let reply = local::auth_reply(&self.ctx, &req);
+                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req);
                 return self.chunk(chunk).push_ready(reply);
             }
             Class::Hello => {
@@ -315,7 +512,8 @@ impl ClusterSession {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
-                let (reply, protocol) = local::hello(&self.ctx, self.protocol, self.id, &req);
+                let (reply, protocol) =
+                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
                 self.protocol = protocol;
                 return self.chunk(chunk).push_ready(reply);
             }

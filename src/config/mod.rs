@@ -1,5 +1,7 @@
 //! Settings: the TOML file, with CLI flags and environment variables laid over it.
 
+mod security;
+mod tls;
 mod validate;
 
 use std::fmt;
@@ -7,6 +9,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use security::{AuthConfig, CommandsConfig, UserConfig};
+pub use tls::{ClientTlsConfig, TlsConfig};
 pub use validate::parse_listen_addr;
 
 /// Everything the proxy needs to start. Built by [`Config::from_toml`] or by hand (tests),
@@ -46,6 +50,12 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// What happens to writes while the master is being replaced.
     pub failover: FailoverConfig,
+    /// Client authentication: a password and ACL-style users (apart from `[backend]` credentials).
+    pub auth: AuthConfig,
+    /// The command policy: what the proxy refuses to serve.
+    pub commands: CommandsConfig,
+    /// TLS on the client listeners (off when absent).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -65,6 +75,9 @@ impl Default for Config {
             backend: BackendConfig::default(),
             routing: RoutingConfig::default(),
             failover: FailoverConfig::default(),
+            auth: AuthConfig::default(),
+            commands: CommandsConfig::default(),
+            tls: None,
         }
     }
 }
@@ -137,6 +150,16 @@ pub struct SentinelConfig {
     pub password: Option<MaskedString>,
     /// How often each sentinel is asked for the whole topology, besides reacting to its events.
     pub reconcile_interval_ms: u64,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the servers' certificates (needed with `tls`).
+    pub tls_ca_file: Option<String>,
+    /// Client certificate (PEM), for servers with `tls-auth-clients yes`.
+    pub tls_cert_file: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub tls_key_file: Option<String>,
+    /// Name verified in the servers' certificates and sent as SNI (default: each server's host).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for SentinelConfig {
@@ -147,6 +170,11 @@ impl Default for SentinelConfig {
             username: None,
             password: None,
             reconcile_interval_ms: 1000,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }
@@ -199,6 +227,16 @@ pub struct BackendConfig {
     /// Most connections pinned to one client at once, all clients together: one per
     /// transaction (`MULTI`/`WATCH` ... `EXEC`) or blocking command in progress.
     pub max_pinned_connections: usize,
+    /// Connect with TLS.
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the servers' certificates (needed with `tls`).
+    pub tls_ca_file: Option<String>,
+    /// Client certificate (PEM), for servers with `tls-auth-clients yes`.
+    pub tls_cert_file: Option<String>,
+    /// The client certificate's private key (PEM).
+    pub tls_key_file: Option<String>,
+    /// Name verified in the servers' certificates and sent as SNI (default: each server's host).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for BackendConfig {
@@ -212,6 +250,11 @@ impl Default for BackendConfig {
             health_interval_ms: 100,
             max_backoff_ms: 2000,
             max_pinned_connections: 1024,
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
         }
     }
 }

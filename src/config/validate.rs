@@ -148,6 +148,7 @@ impl Config {
                 60_000,
             )?;
         }
+        self.validate_tls()?;
         for a in &self.servers {
             check_server_addr("servers", a)?;
         }
@@ -190,6 +191,7 @@ impl Config {
             0,
             86_400,
         )?;
+        crate::proxy::acl::Security::from_config(&self.auth, &self.commands)?;
         Ok(())
     }
 }
@@ -314,5 +316,49 @@ read_consistency = "eventual"
         assert!(err.to_string().contains("replicas:N"), "{err}");
         let err = Config::from_toml("[backend]\nconnections = \"two\"\n", "t.toml").unwrap_err();
         assert!(err.to_string().contains("connections"), "{err}");
+    }
+
+    #[test]
+    fn auth_and_command_policy_parse_and_validate() {
+        let c = Config::from_toml(
+            r#"
+servers = ["127.0.0.1:6379"]
+[auth]
+requirepass = "s3cret"
+[[auth.users]]
+name = "app"
+password = "app-pw"
+commands = ["+@all", "-@dangerous"]
+keys = ["~app:*"]
+channels = ["&app:*"]
+[commands]
+deny = ["flushall", "config|set"]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.auth.required() && c.commands.refuse_topology_changes);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("app-pw"),
+            "{shown}"
+        );
+        let with = |extra: &str| {
+            let text = format!("servers = [\"127.0.0.1:6379\"]\n{extra}");
+            key_of(Config::from_toml(&text, "t.toml").unwrap().validate())
+        };
+        assert_eq!(
+            with("[[auth.users]]\nname = \"a\"\npassword = \"x\"\ncommands = [\"get\"]\n"),
+            "auth.users"
+        );
+        assert_eq!(with("[auth]\nrequirepass = \"\"\n"), "auth.requirepass");
+        assert_eq!(
+            with("[commands]\ndeny = [\"not a command\"]\n"),
+            "commands.deny"
+        );
+        assert_eq!(with("[commands]\nallow = [\"\"]\n"), "commands.allow");
+        let err = Config::from_toml("[auth]\nrequirepas = \"x\"\n", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("requirepas"), "{err}");
     }
 }

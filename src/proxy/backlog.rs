@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::ProxyContext;
 use crate::stats::ListenerStats;
+use crate::tls::WriteHalf;
 
 /// The output buffer limit and idle-timeout bookkeeping of one session.
 #[derive(Debug)]
@@ -94,7 +95,11 @@ impl Backlog {
     ///
     /// # Errors
     /// The socket's error; `WouldBlock` is not one.
-    pub fn write_now(&mut self, wr: &OwnedWriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+    /// TLS has no non-blocking write here: its bytes go through [`write_or_flush`].
+    pub fn write_now(&mut self, wr: &WriteHalf, out: &mut BytesMut) -> std::io::Result<()> {
+        let WriteHalf::Plain(wr) = wr else {
+            return Ok(());
+        };
         if out.is_empty() {
             return Ok(());
         }
@@ -106,6 +111,25 @@ impl Backlog {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Whether the session has bytes for the client: unwritten replies, or (TLS) encrypted bytes
+/// still in the session's buffer.
+pub fn must_write(wr: &WriteHalf, out: &BytesMut) -> bool {
+    !out.is_empty() || wr.needs_flush()
+}
+
+/// The session's one write arm: writes `out` (the count written), or flushes what TLS holds
+/// (0). Cancel-safe: a write either takes bytes and returns their count, or takes none.
+///
+/// # Errors
+/// The socket's (or the TLS session's) error.
+pub async fn write_or_flush(wr: &mut WriteHalf, out: &BytesMut) -> std::io::Result<usize> {
+    if out.is_empty() {
+        wr.flush().await.map(|()| 0)
+    } else {
+        wr.write(out).await
     }
 }
 

@@ -15,13 +15,14 @@ use crate::cluster::session::ClusterSession;
 /// A session of either mode.
 enum Either {
     Sentinel(Box<Session>),
-    Cluster(ClusterSession),
+    Cluster(Box<ClusterSession>),
 }
 use super::workers::{Job, Workers};
 use super::ProxyContext;
 use crate::backend::tune_socket;
 use crate::router::Endpoint;
 use crate::stats::ListenerStats;
+use crate::tls::{ServerTls, Stream};
 
 /// Session ids, process-wide; they also spread sessions over backend connection slots.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(0);
@@ -40,6 +41,8 @@ pub struct Listener {
     pub clients: Arc<Semaphore>,
     /// The session threads that serve accepted clients.
     pub workers: Arc<Workers>,
+    /// TLS on this listener (`[tls]`); the handshake runs in the session thread.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Listener {
@@ -83,13 +86,13 @@ impl Listener {
             };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
             let session = match &self.ctx.cluster {
-                Some(state) => Either::Cluster(ClusterSession::new(
+                Some(state) => Either::Cluster(Box::new(ClusterSession::new(
                     self.ctx.clone(),
                     state.clone(),
                     self.endpoint,
                     self.stats.clone(),
                     id,
-                )),
+                ))),
                 None => Either::Sentinel(Box::new(Session::new(
                     self.ctx.clone(),
                     self.endpoint,
@@ -99,6 +102,7 @@ impl Listener {
             };
             let stats = self.stats.clone();
             let token = shutdown.clone();
+            let tls = self.tls.clone();
             let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
             let job: Job = Box::new(move || {
                 Box::pin(
@@ -110,6 +114,18 @@ impl Listener {
                                 tracing::warn!(error = %e, "cannot register the connection");
                                 return;
                             }
+                        };
+                        let stream = match tls {
+                            None => Stream::Plain(stream),
+                            // Here, not in the accept loop: a slow or silent client only holds
+                            // its own slot, for at most the handshake timeout.
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                            },
                         };
                         stats.connection_opened();
                         match session {

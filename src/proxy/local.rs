@@ -3,27 +3,48 @@
 
 use bytes::Bytes;
 
+use super::acl::{constant_time_eq, ClientAuth, WRONGPASS};
 use super::ProxyContext;
 use crate::backend::Protocol;
 use crate::resp::{error_reply, status_reply, Request};
 
-const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-
-/// `AUTH [user] password`, checked against the backend's credentials: a client configured with
-/// the servers' password keeps working through the proxy.
-pub fn auth_reply(ctx: &ProxyContext, req: &Request) -> Bytes {
+/// `AUTH [user] password`. With `[auth]` configured, checked against the proxy's own users (a
+/// failed attempt leaves the client as it was, as in Redis). Without it, checked against the
+/// backend's credentials: a client configured with the servers' password keeps working through
+/// the proxy.
+pub fn auth_reply(ctx: &ProxyContext, client: &mut ClientAuth, req: &Request) -> Bytes {
     let (user, pass) = match (req.argc(), req.arg(1), req.arg(2)) {
         (2, Some(p), _) => (None, p),
         (3, Some(u), Some(p)) => (Some(u), p),
+        _ if req.argc() > 3 => return error_reply("ERR syntax error"),
         _ => return error_reply("ERR wrong number of arguments for 'auth' command"),
     };
-    if ctx.backend_password.is_none() && user.is_none() {
+    if !ctx.security.auth_required() && ctx.backend_password.is_none() && user.is_none() {
         return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     }
-    if credentials_match(ctx, user, pass) {
+    if login(ctx, client, user, pass) {
         status_reply("OK")
     } else {
         error_reply(WRONGPASS)
+    }
+}
+
+/// Checks credentials and, with `[auth]` configured, authenticates the client.
+fn login(ctx: &ProxyContext, client: &mut ClientAuth, user: Option<&[u8]>, pass: &[u8]) -> bool {
+    if !ctx.security.auth_required() {
+        return credentials_match(ctx, user, pass);
+    }
+    match ctx.security.authenticate(user.unwrap_or(b"default"), pass) {
+        Some(u) => {
+            tracing::debug!(user = u.name(), "client authenticated");
+            client.login(u);
+            true
+        }
+        None => {
+            // The name may be a mistyped password: never logged.
+            tracing::debug!("client authentication failed");
+            false
+        }
     }
 }
 
@@ -40,7 +61,13 @@ fn credentials_match(ctx: &ProxyContext, user: Option<&[u8]>, pass: &[u8]) -> bo
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. Returns the
 /// reply and the protocol the session speaks from now on (`HELLO 3` moves it to RESP3 backend
 /// connections, so replies keep their RESP3 types).
-pub fn hello(ctx: &ProxyContext, current: Protocol, id: u64, req: &Request) -> (Bytes, Protocol) {
+pub fn hello(
+    ctx: &ProxyContext,
+    client: &mut ClientAuth,
+    current: Protocol,
+    id: u64,
+    req: &Request,
+) -> (Bytes, Protocol) {
     let mut protocol = current;
     let mut i = 1;
     if let Some(v) = req.arg(1) {
@@ -58,14 +85,13 @@ pub fn hello(ctx: &ProxyContext, current: Protocol, id: u64, req: &Request) -> (
         };
         i = 2;
     }
+    let mut creds = None;
     while let Some(opt) = req.arg(i) {
         if opt.eq_ignore_ascii_case(b"auth") {
             let (Some(user), Some(pass)) = (req.arg(i + 1), req.arg(i + 2)) else {
                 return (hello_syntax_error(opt), current);
             };
-            if !credentials_match(ctx, Some(user), pass) {
-                return (error_reply(WRONGPASS), current);
-            }
+            creds = Some((user, pass));
             i += 3;
         } else if opt.eq_ignore_ascii_case(b"setname") && req.arg(i + 1).is_some() {
             i += 2;
@@ -73,9 +99,21 @@ pub fn hello(ctx: &ProxyContext, current: Protocol, id: u64, req: &Request) -> (
             return (hello_syntax_error(opt), current);
         }
     }
+    // Like Redis, every option is checked before the credentials.
+    if let Some((user, pass)) = creds {
+        if !login(ctx, client, Some(user), pass) {
+            return (error_reply(WRONGPASS), current);
+        }
+    }
+    if !client.authenticated() {
+        return (error_reply(HELLO_NOAUTH), current);
+    }
     let reply = hello_map(protocol, &ctx.server_version.load(), id);
     (reply, protocol)
 }
+
+/// Redis 7.0's reply to `HELLO` without `AUTH` from an unauthenticated client.
+const HELLO_NOAUTH: &str = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time";
 
 fn hello_syntax_error(opt: &[u8]) -> Bytes {
     error_reply(&format!(
@@ -105,24 +143,4 @@ fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
     }
     out.push_str(&format!("{}*0\r\n", bulk("modules")));
     Bytes::from(out)
-}
-
-/// Compares secrets in time that depends only on their lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }

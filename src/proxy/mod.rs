@@ -9,12 +9,16 @@
     )
 )]
 
+pub mod acl;
+pub mod acl_rules;
 pub mod backlog;
 pub mod client_state;
 pub mod listener;
 pub mod local;
+pub mod policy;
 pub mod reply;
 pub mod session;
+pub mod sha256;
 pub mod workers;
 
 use std::sync::Arc;
@@ -50,6 +54,8 @@ pub struct ProxyContext {
     pub backend_password: Option<MaskedString>,
     /// The backend ACL user, if any.
     pub backend_username: Option<String>,
+    /// Client authentication, users' rules and the command policy (`[auth]`, `[commands]`).
+    pub security: acl::Security,
     /// The master's `redis_version`, reported by `HELLO`.
     pub server_version: Arc<ArcSwap<String>>,
     /// Routing-table generations: held requests are routed again on every change.

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::backlog::{sleep_until_some, Backlog};
+use super::acl::ClientAuth;
+use super::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use super::client_state::ClientState;
 use super::reply::{backend_error, protocol_error, Close};
-use super::{local, ProxyContext};
+use super::{acl, local, ProxyContext};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
@@ -124,6 +124,8 @@ pub struct Session {
     client: ClientState,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
+    /// Who the client authenticated as (`[auth]`).
+    auth: ClientAuth,
     rw: ReadYourWrites,
     track_writes: bool,
     pending: VecDeque<Pending>,
@@ -171,6 +173,7 @@ impl Session {
         let track_writes = endpoint == Endpoint::Main
             && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
         let table_changes = ctx.table_changes.clone();
+        let auth = ClientAuth::new(&ctx.security);
         Session {
             ctx,
             endpoint,
@@ -180,6 +183,7 @@ impl Session {
             id,
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
+            auth,
             rw: ReadYourWrites::default(),
             track_writes,
             pending: VecDeque::new(),
@@ -198,7 +202,7 @@ impl Session {
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: TcpStream, shutdown: CancellationToken) {
+    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
         self.client.peer = stream.peer_addr().ok();
         self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
@@ -230,10 +234,10 @@ impl Session {
             let holding = self.held > 0;
             // The client is written to as it reads, while replies keep being collected (so the
             // output buffer limit sees a client that does not read) and requests keep being read.
-            let writing = !out.is_empty();
+            let writing = must_write(&wr, &out);
             let idle = backlog.idle_deadline(writing || !self.pending.is_empty());
             let event = tokio::select! {
-                r = wr.write(&out), if writing => Event::Written(r),
+                r = write_or_flush(&mut wr, &out), if writing => Event::Written(r),
                 r = front_reply(&mut self.pending) => Event::Reply(r),
                 r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
                 _ = table_changed(&mut self.table_changes), if holding => Event::RetryHeld,
@@ -296,6 +300,7 @@ impl Session {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
         while !self.closing && self.queued < self.ctx.max_pipeline {
+            parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let ctx = &self.ctx;
@@ -319,6 +324,9 @@ impl Session {
 
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {
         self.stats.command();
+        if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            return self.push_ready(refused).await;
+        }
         self.ctx.scripts.observe(&req);
         let class = match classify(commands, &req) {
             // In a transaction the server queues PING and friends too.
@@ -334,13 +342,14 @@ impl Session {
                 return self.push_ready(status_reply("OK")).await;
             }
             Class::Auth => {
-                let reply = local::auth_reply(&self.ctx, &req);
+                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req);
                 return self.push_ready(reply).await;
             }
             Class::Hello => {
                 // Flush first: the batch was gathered for the protocol in force before HELLO.
                 self.flush().await;
-                let (reply, protocol) = local::hello(&self.ctx, self.protocol, self.id, &req);
+                let (reply, protocol) =
+                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
@@ -408,6 +417,7 @@ impl Session {
         self.db = 0;
         self.protocol = Protocol::Resp2;
         self.client.name = None;
+        self.auth.reset();
     }
 
     /// Adds `req` to the open batch.

@@ -47,6 +47,12 @@ pub enum DecodeError {
     /// An inline command line longer than the inline limit.
     #[error("Protocol error: too big inline request")]
     TooBigInline,
+    /// `*<n>` with n over 10 from a client that has not authenticated yet.
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// `$<n>` with n over 16384 from a client that has not authenticated yet.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
     /// An inline command with an unterminated quote (or a closing quote not followed by a space).
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,

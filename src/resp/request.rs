@@ -7,6 +7,12 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::encode::encode_command_into;
 use super::{string2ll, DecodeError};
 
+/// Most arguments a client that has not authenticated may send in one multibulk (Redis 7).
+const UNAUTHENTICATED_MAX_ARGS: u64 = 10;
+
+/// Longest bulk a client that has not authenticated may send (Redis 7).
+const UNAUTHENTICATED_MAX_BULK: u64 = 16 * 1024;
+
 /// Never reserve more argument slots than this up front, whatever the client declared (Redis `argv_len`).
 const MAX_ARGS_PREALLOC: usize = 1024;
 
@@ -110,6 +116,8 @@ pub struct RequestParser {
     args: Vec<Range<usize>>,
     /// Bytes searched for line terminators (for the linear-time test).
     scanned: u64,
+    /// Redis's smaller limits apply until the client authenticates.
+    unauthenticated: bool,
 }
 
 /// Outcome of looking for a line terminator.
@@ -130,7 +138,15 @@ impl RequestParser {
             scan: 0,
             args: Vec::new(),
             scanned: 0,
+            unauthenticated: false,
         }
+    }
+
+    /// Whether the client has yet to authenticate: until then a multibulk of more than 10
+    /// arguments or a bulk over 16 KiB is a protocol error (Redis 7 `authRequired`), so an
+    /// unauthenticated client cannot make the proxy buffer large requests.
+    pub fn set_unauthenticated(&mut self, unauthenticated: bool) {
+        self.unauthenticated = unauthenticated;
     }
 
     /// Takes the next complete request off the front of `buf` (`split_to` + `freeze`, so the raw bytes are
@@ -234,6 +250,9 @@ impl RequestParser {
             Some(n) if n.unsigned_abs() <= self.limits.max_multibulk_len => n.unsigned_abs(),
             _ => return Err(DecodeError::InvalidMultibulkLength),
         };
+        if self.unauthenticated && count > UNAUTHENTICATED_MAX_ARGS {
+            return Err(DecodeError::UnauthenticatedMultibulkLength);
+        }
         self.pos = cr + 2;
         self.scan = self.pos;
         let prealloc = usize::try_from(count).unwrap_or(MAX_ARGS_PREALLOC);
@@ -299,8 +318,11 @@ impl RequestParser {
             .and_then(string2ll)
             .and_then(|n| u64::try_from(n).ok())
             .filter(|&n| n <= self.limits.max_bulk_len)
-            .and_then(|n| usize::try_from(n).ok())
             .ok_or(DecodeError::InvalidBulkLength)?;
+        if self.unauthenticated && len > UNAUTHENTICATED_MAX_BULK {
+            return Err(DecodeError::UnauthenticatedBulkLength);
+        }
+        let len = usize::try_from(len).map_err(|_| DecodeError::InvalidBulkLength)?;
         self.pos = cr + 2;
         self.scan = self.pos;
         Ok(Some(len))

@@ -267,3 +267,36 @@ fn a_million_arguments_in_16k_pieces_parse_in_linear_time() {
     );
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
 }
+
+#[test]
+fn unauthenticated_clients_get_redis_smaller_limits() {
+    let unauth = |input: &[u8]| {
+        let mut p = RequestParser::new(RequestLimits::default());
+        p.set_unauthenticated(true);
+        let mut buf = BytesMut::from(input);
+        p.next(&mut buf).map(|r| r.map(|r| r.argc()))
+    };
+    let ten = format!("*10\r\n{}", "$1\r\na\r\n".repeat(10));
+    assert_eq!(unauth(ten.as_bytes()), Ok(Some(10)));
+    assert_eq!(
+        unauth(b"*11\r\n").unwrap_err().client_message(),
+        "Protocol error: unauthenticated multibulk length"
+    );
+    let big = format!("*2\r\n$4\r\nAUTH\r\n$16384\r\n{}\r\n", "x".repeat(16384));
+    assert_eq!(unauth(big.as_bytes()), Ok(Some(2)));
+    assert_eq!(
+        unauth(b"*2\r\n$3\r\nGET\r\n$16385\r\n")
+            .unwrap_err()
+            .client_message(),
+        "Protocol error: unauthenticated bulk length"
+    );
+    // Inline commands are bounded by the inline limit only, as in Redis.
+    let inline = format!("GET {}\r\n", "a ".repeat(20));
+    assert_eq!(unauth(inline.as_bytes()), Ok(Some(21)));
+    // Once authenticated, the usual limits.
+    let mut p = RequestParser::new(RequestLimits::default());
+    p.set_unauthenticated(true);
+    p.set_unauthenticated(false);
+    let mut buf = BytesMut::from(&b"*11\r\n"[..]);
+    assert_eq!(p.next(&mut buf), Ok(None));
+}

@@ -104,20 +104,6 @@ pub enum Pin {
     Blocking,
 }
 
-impl Pin {
-    /// The refusal where pinned connections are not available yet (cluster mode).
-    pub fn unsupported(self, name: &[u8]) -> Bytes {
-        let why = match self {
-            Pin::Blocking => "blocking commands would stall a shared backend connection",
-            _ => "transactions are not supported in cluster mode yet",
-        };
-        error_reply(&format!(
-            "ERR haproxy-rs does not support '{}' yet: {why}",
-            String::from_utf8_lossy(name).to_uppercase()
-        ))
-    }
-}
-
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[

@@ -49,9 +49,10 @@ impl Failover {
 
 /// Starts one link per sentinel and runs the manager until shutdown. `fence_timeout` lifts a
 /// fence whose failover never came (the sentinels still name the old master and it still
-/// answers as master).
+/// answers as master). `tls` is the connector to the sentinels (`[sentinel] tls`), built at start.
 pub async fn run_sentinel(
     cfg: SentinelConfig,
+    tls: Option<Arc<crate::tls::ClientTls>>,
     state: Arc<TopologyState>,
     mut changes: mpsc::UnboundedReceiver<String>,
     fence_timeout: Duration,
@@ -61,6 +62,7 @@ pub async fn run_sentinel(
     let creds = Credentials {
         username: cfg.username.clone(),
         password: cfg.password.clone(),
+        tls,
     };
     for addr in &cfg.addrs {
         let link = Link {

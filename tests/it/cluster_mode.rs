@@ -14,6 +14,7 @@ use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::redis::read_replies;
 use crate::harness::{Cluster, RedisServer};
 
+mod pinned;
 mod redirected;
 mod under_load;
 

@@ -13,6 +13,8 @@ mod limits;
 mod protocol;
 mod routing;
 mod scripts;
+mod security;
 mod sentinel_failover;
 mod stats_http;
+mod tls;
 mod transactions;

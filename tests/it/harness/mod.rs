@@ -5,6 +5,7 @@
 //! - `sentinel`: [`Sentinel`] and [`Topology`] (master + replicas + sentinels, `failover()`).
 //! - `cluster`: [`Cluster`], a real Redis Cluster created with `redis-cli --cluster create`.
 //! - `migration`: moving slots between a cluster's masters by hand, step by step (`ASK`, `MOVED`).
+//! - `tls`: a test CA and certificates (rcgen), a TLS-only `redis-server`, a raw TLS client.
 //! - `load`: a closed-loop write load that records what was acknowledged, for failover tests.
 //! - `eventually`: the [`eventually!`](crate::eventually) macro and the `HAPROXY_RS_TEST_PATIENCE` multiplier.
 
@@ -19,6 +20,7 @@ pub mod ports;
 pub mod proxy;
 pub mod redis;
 pub mod sentinel;
+pub mod tls;
 
 pub use self::cluster::Cluster;
 pub use self::redis::RedisServer;

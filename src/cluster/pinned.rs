@@ -1,0 +1,181 @@
+//! Transactions, `WATCH` and blocking commands in cluster mode, on connections of the client's
+//! own to the master of the slot involved.
+//!
+//! A transaction is queued by the session (`+QUEUED`, with `CROSSSLOT` for a command whose keys
+//! leave the transaction's slot) and sent at `EXEC` as one `MULTI ... EXEC` to the slot's
+//! master, on the connection `WATCH` pinned if there is one. `MOVED`/`ASK` are followed by
+//! sending the whole again to the node named (with `ASKING` first for `ASK`).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Semaphore;
+
+use super::redirect::{reaction, Reaction};
+use super::ClusterState;
+use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
+use crate::proxy::reply::backend_error;
+use crate::resp::{encode_command, error_reply};
+
+/// Redirections followed for one operation.
+const MAX_REDIRECTS: usize = 3;
+
+/// The connection a `WATCH` pinned, shared by the session and its operations.
+pub type WatchConn = Arc<Mutex<Option<Pinned>>>;
+
+/// What to run on a pinned connection.
+#[derive(Debug)]
+pub enum PinOp {
+    /// A blocking command (its own connection, closed after its reply).
+    Blocking {
+        /// The command's slot.
+        slot: u16,
+        /// The command.
+        raw: Bytes,
+    },
+    /// `WATCH keys` (the connection stays pinned for the transaction).
+    Watch {
+        /// The keys' slot.
+        slot: u16,
+        /// The command.
+        raw: Bytes,
+    },
+    /// `MULTI`, the queued commands and `EXEC`, on the watch connection if any.
+    Exec {
+        /// The transaction's slot (`None`: keyless, any master).
+        slot: Option<u16>,
+        /// The queued commands.
+        queued: Bytes,
+        /// How many.
+        count: usize,
+    },
+}
+
+/// What an operation needs from its session.
+pub struct PinCtx {
+    /// The cluster.
+    pub state: Arc<ClusterState>,
+    /// The bound on pinned connections.
+    pub limit: Arc<Semaphore>,
+    /// The session's protocol.
+    pub protocol: Protocol,
+    /// The session's `WATCH` connection.
+    pub watch: WatchConn,
+}
+
+impl PinOp {
+    /// Runs the operation; returns the client's reply.
+    pub async fn run(self, ctx: PinCtx) -> Bytes {
+        let (slot, raw, count, keep) = match self {
+            PinOp::Blocking { slot, raw } => (Some(slot), raw, 1, false),
+            PinOp::Watch { slot, raw } => (Some(slot), raw, 1, true),
+            PinOp::Exec {
+                slot,
+                queued,
+                count,
+            } => {
+                let mut raw = BytesMut::with_capacity(queued.len() + 32);
+                raw.extend_from_slice(&encode_command(&["MULTI"]));
+                raw.extend_from_slice(&queued);
+                raw.extend_from_slice(&encode_command(&["EXEC"]));
+                (slot, raw.freeze(), count + 2, false)
+            }
+        };
+        let mut conn = take(&ctx.watch);
+        // A blocking command under WATCH runs on the watch connection and leaves it pinned.
+        let keep = keep || (conn.is_some() && count == 1);
+        let watched_before = conn.is_some();
+        let mut asking = false;
+        for _ in 0..=MAX_REDIRECTS {
+            let pinned = match conn.take() {
+                Some(c) => c,
+                None => {
+                    let Some(backend) = master_for(&ctx.state, slot) else {
+                        return error_reply("CLUSTERDOWN Hash slot not served");
+                    };
+                    match Pinned::open(backend, ctx.protocol, 0, &ctx.limit).await {
+                        Ok(c) => c,
+                        Err(_) => return no_connection(),
+                    }
+                }
+            };
+            let frames = match send(&pinned, &raw, count, asking).await {
+                Ok(f) => f,
+                Err(e) => return backend_error(&e, pinned.backend().addr()).0,
+            };
+            // The frame that answers: the command's, or EXEC's; a redirection shows in any
+            // frame of a transaction (its commands were refused, so EXEC aborts).
+            let redirect = frames.iter().find_map(|f| match reaction(f) {
+                Reaction::Moved(addr) => Some((addr.to_string(), false)),
+                Reaction::Ask(addr) => Some((addr.to_string(), true)),
+                _ => None,
+            });
+            match redirect {
+                Some(_) if keep && watched_before => {
+                    // The keys watched so far live on this node: a WATCH elsewhere cannot join.
+                    put(&ctx.watch, pinned);
+                    return error_reply(super::plan::CROSSSLOT);
+                }
+                Some((addr, ask)) => {
+                    ctx.state.request_refresh();
+                    asking = ask;
+                    let backend = ctx.state.master_backend(&addr);
+                    conn = match Pinned::open(backend, ctx.protocol, 0, &ctx.limit).await {
+                        Ok(c) => Some(c),
+                        Err(_) => return no_connection(),
+                    };
+                }
+                None => {
+                    if keep {
+                        put(&ctx.watch, pinned);
+                    }
+                    return frames.last().cloned().unwrap_or_else(no_connection);
+                }
+            }
+        }
+        error_reply("TRYAGAIN haproxy-rs: too many redirections")
+    }
+}
+
+fn master_for(state: &ClusterState, slot: Option<u16>) -> Option<Arc<Backend>> {
+    let map = state.map();
+    match slot {
+        Some(s) => map.owners(s).map(|o| o.master.clone()),
+        None => map.masters().first().cloned(),
+    }
+}
+
+async fn send(
+    pinned: &Pinned,
+    raw: &Bytes,
+    count: usize,
+    asking: bool,
+) -> Result<Vec<Bytes>, BackendError> {
+    let (raw, count) = if asking {
+        let mut r = BytesMut::from(&encode_command(&["ASKING"])[..]);
+        r.extend_from_slice(raw);
+        (r.freeze(), count + 1)
+    } else {
+        (raw.clone(), count)
+    };
+    let (dispatch, rx) = Dispatch::new(raw, count, false);
+    pinned.send(dispatch).await?;
+    let reply = rx.await.map_err(|_| BackendError::ConnectionLost)?;
+    if let Some(e) = reply.error {
+        return Err(e);
+    }
+    let skip = usize::from(asking);
+    Ok(reply.frames.into_iter().skip(skip).collect())
+}
+
+fn take(watch: &WatchConn) -> Option<Pinned> {
+    watch.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn put(watch: &WatchConn, conn: Pinned) {
+    *watch.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+}
+
+fn no_connection() -> Bytes {
+    error_reply("TRYAGAIN haproxy-rs: no connection to the slot's master for this transaction or blocking command (or backend.max_pinned_connections reached); not executed")
+}
