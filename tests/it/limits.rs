@@ -474,3 +474,62 @@ async fn cluster_mode_closes_idle_clients_and_ones_that_do_not_read() {
     );
     assert!(closed_within(&mut sink, Duration::from_secs(5)).await);
 }
+
+/// Over TLS the session writes through the TLS session (and flushes what it holds): the same
+/// limits hold for a TLS client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_get_the_same_idle_timeout_and_output_buffer_limit() {
+    use crate::harness::tls::{exchange, tls_connect, Pki};
+    const VALUE: usize = 1 << 20;
+    const LIMIT: usize = 8 << 20;
+    let pki = Pki::new();
+    let redis = RedisServer::start().await;
+    let mut cfg = haproxy_rs::config::Config {
+        servers: vec![redis.addr()],
+        client_timeout_secs: 1,
+        client_output_buffer_limit_bytes: LIMIT,
+        max_pipeline: 32,
+        ..haproxy_rs::config::Config::default()
+    };
+    cfg.tls = Some(haproxy_rs::config::TlsConfig {
+        cert_file: pki.file("server.pem"),
+        key_file: pki.file("server.key"),
+        ca_file: None,
+        client_auth: false,
+        handshake_timeout_ms: 2000,
+    });
+    let proxy = ProxyBuilder::from_config(cfg).start(0).await;
+    let addr = proxy.addr().to_string();
+    let mut idle = tls_connect(&addr, pki.client_config(None))
+        .await
+        .expect("TLS handshake");
+    let mut set = format!("*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n${VALUE}\r\n").into_bytes();
+    set.resize(set.len() + VALUE, b'v');
+    set.extend_from_slice(b"\r\n");
+    let reply = exchange(&mut idle, &set, 5).await.expect("SET over TLS");
+    assert_eq!(reply, b"+OK\r\n");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(scaled(Duration::from_secs(5)), idle.read_to_end(&mut rest));
+    assert!(
+        matches!(read.await, Ok(Ok(_)) | Ok(Err(_))),
+        "the idle TLS client is closed"
+    );
+    assert!(rest.is_empty(), "closed without a reply: {rest:?}");
+    assert_eq!(main_listener(&proxy).idle_timeouts, 1);
+
+    let mut sink = tls_connect(&addr, pki.client_config(None))
+        .await
+        .expect("TLS handshake");
+    sink.write_all(&b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(1000))
+        .await
+        .expect("write the pipeline");
+    sink.flush().await.expect("flush the pipeline");
+    crate::eventually!(
+        Duration::from_secs(20),
+        main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        "the TLS client is disconnected: {:?}",
+        main_listener(&proxy)
+    );
+    let peak = main_listener(&proxy).output_buffer_peak_bytes as usize;
+    assert!(peak <= LIMIT + 32 * (VALUE + 64), "peak backlog {peak}");
+}
