@@ -10,7 +10,8 @@ use libfuzzer_sys::fuzz_target;
 type Parsed = (Vec<Vec<Vec<u8>>>, Option<String>);
 
 fuzz_target!(|data: &[u8]| {
-    // The first byte picks the limits (small ones reach every limit check) and the read splits.
+    // The first byte picks the limits (small ones reach every limit check), whether the client is
+    // still unauthenticated (Redis's smaller limits) and the read splits.
     let Some((&seed, input)) = data.split_first() else {
         return;
     };
@@ -23,17 +24,23 @@ fuzz_target!(|data: &[u8]| {
             max_inline_len: 32,
         }
     };
-    let whole = parse(limits, [input]);
-    let step = usize::from(seed >> 1) + 1;
-    let split = parse(limits, input.chunks(step));
+    let unauthenticated = seed & 2 != 0;
+    let whole = parse(limits, unauthenticated, [input]);
+    let step = usize::from(seed >> 2) + 1;
+    let split = parse(limits, unauthenticated, input.chunks(step));
     assert_eq!(
         whole, split,
         "read splits of {step} bytes changed the outcome"
     );
 });
 
-fn parse<'a>(limits: RequestLimits, pieces: impl IntoIterator<Item = &'a [u8]>) -> Parsed {
+fn parse<'a>(
+    limits: RequestLimits,
+    unauthenticated: bool,
+    pieces: impl IntoIterator<Item = &'a [u8]>,
+) -> Parsed {
     let mut parser = RequestParser::new(limits);
+    parser.set_unauthenticated(unauthenticated);
     let mut buf = BytesMut::new();
     let mut requests = Vec::new();
     for piece in pieces {
