@@ -280,6 +280,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         routing: cfg.routing.clone(),
         limits: RequestLimits::default(),
         max_pipeline: cfg.max_pipeline,
+        client_timeout: (cfg.client_timeout_secs > 0)
+            .then(|| Duration::from_secs(cfg.client_timeout_secs)),
+        output_buffer_limit: cfg.client_output_buffer_limit_bytes,
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
         security: proxy::acl::Security::from_config(&cfg.auth, &cfg.commands)?,

@@ -22,6 +22,7 @@ use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
 use crate::proxy::acl::{self, ClientAuth};
+use crate::proxy::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::proxy::client_state::ClientState;
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
@@ -127,45 +128,68 @@ impl ClusterSession {
             settled: watch::channel(0).0,
             pinned_seq: None,
         };
+        let mut backlog = Backlog::new(&self.ctx);
         loop {
             if !self.closing {
                 self.dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
                     .await;
             }
+            let unwritten = out.len();
             while let Some(Some(reply)) = flight.chunks.next().now_or_never() {
                 flight.done(&mut out, &reply);
             }
-            if !out.is_empty() {
-                if let Err(e) = wr.write_all_flush(&out).await {
-                    tracing::debug!(error = %e, "client write failed");
-                    break;
-                }
-                out.clear();
-                continue;
+            if backlog.over_limit(&self.stats, unwritten, out.len()) {
+                break;
             }
-            if self.closing && flight.chunks.is_empty() {
+            if let Err(e) = backlog.write_now(&wr, &mut out) {
+                tracing::debug!(error = %e, "client write failed");
+                break;
+            }
+            if self.closing && flight.chunks.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
             let can_read = !self.closing && flight.requests < self.ctx.max_pipeline;
+            // Written as the client reads, while replies keep being collected (see the
+            // Sentinel-mode session).
+            let writing = must_write(&wr, &out);
+            let idle = backlog.idle_deadline(writing || !flight.chunks.is_empty());
             tokio::select! {
+                r = write_or_flush(&mut wr, &out), if writing => match r {
+                    Ok(n) => backlog.written(&mut out, n),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "client write failed");
+                        break;
+                    }
+                },
                 Some(reply) = flight.chunks.next(), if !flight.chunks.is_empty() => {
+                    let unwritten = out.len();
                     flight.done(&mut out, &reply);
+                    if backlog.over_limit(&self.stats, unwritten, out.len()) {
+                        break;
+                    }
                 }
                 r = rd.read_buf(&mut inbuf), if can_read => match r {
                     // Like Redis, a client that hangs up while blocked (a pop on its own
                     // connection) is dropped at once, and the pop with its connection.
                     Ok(0) if flight.pinned_seq.is_some_and(|p| *flight.settled.borrow() <= p) => break,
                     Ok(0) => self.closing = true,
-                    Ok(_) => {}
+                    Ok(_) => backlog.active(),
                     Err(e) => {
                         tracing::debug!(error = %e, "client read failed");
                         break;
                     }
                 },
+                _ = sleep_until_some(idle), if idle.is_some() && !self.closing => {
+                    // Closed without a reply, as Redis does (`timeout`).
+                    tracing::debug!("idle client closed");
+                    self.stats.idle_timeout();
+                    break;
+                }
                 _ = shutdown.cancelled(), if !self.closing => self.closing = true,
             }
         }
+        backlog.publish(&self.stats);
     }
 
     /// Parses every complete request in `inbuf` (up to the pipeline cap) into one chunk and
@@ -179,7 +203,10 @@ impl ClusterSession {
     ) {
         let mut chunk: Option<Chunk> = None;
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
-        while flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline {
+        // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
+        while !self.closing
+            && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
+        {
             parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {

@@ -31,6 +31,13 @@ pub struct Config {
     pub max_clients: usize,
     /// Most requests of one client in flight at once (a pipeline deeper than this is read as replies drain).
     pub max_pipeline: usize,
+    /// Close a client idle this many seconds (no request pending), silently, like Redis's
+    /// `timeout`; 0 (the default, as in Redis) never closes idle clients.
+    pub client_timeout_secs: u64,
+    /// Most reply bytes that may pile up for a client that does not read them (Redis's
+    /// `client-output-buffer-limit`, hard limit): past it the client is disconnected. Counted behind
+    /// the reply being written, so one reply larger than this still goes out. 0: no limit.
+    pub client_output_buffer_limit_bytes: usize,
     /// Follow a Sentinel-managed master (exclusive with `servers`).
     pub sentinel: Option<SentinelConfig>,
     /// A static list of servers checked with PING + ROLE, the way the HAProxy config did.
@@ -60,6 +67,8 @@ impl Default for Config {
             threads: 0,
             max_clients: 10_000,
             max_pipeline: 1024,
+            client_timeout_secs: 0,
+            client_output_buffer_limit_bytes: 256 << 20,
             sentinel: None,
             servers: Vec::new(),
             cluster: None,

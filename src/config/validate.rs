@@ -70,6 +70,13 @@ impl Config {
         check_range("threads", self.threads as u64, 0, 1024)?;
         check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
         check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
+        // Redis's `timeout` is an int: up to INT_MAX seconds.
+        check_range(
+            "client_timeout_secs",
+            self.client_timeout_secs,
+            0,
+            i32::MAX as u64,
+        )?;
         check_range("failover.hold_ms", self.failover.hold_ms, 0, 600_000)?;
         check_range(
             "failover.durability_timeout_ms",
@@ -238,6 +245,9 @@ mod tests {
         c.sentinel = None;
         c.servers = vec!["a:0".into()];
         assert_eq!(key_of(c.validate()), "servers");
+        let mut c = base();
+        c.client_timeout_secs = i32::MAX as u64 + 1;
+        assert_eq!(key_of(c.validate()), "client_timeout_secs");
     }
 
     #[test]

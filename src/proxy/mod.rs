@@ -11,6 +11,7 @@
 
 pub mod acl;
 pub mod acl_rules;
+pub mod backlog;
 pub mod client_state;
 pub mod listener;
 pub mod local;
@@ -43,6 +44,11 @@ pub struct ProxyContext {
     pub limits: RequestLimits,
     /// Most requests of one client in flight.
     pub max_pipeline: usize,
+    /// Idle clients are closed after this long (`client_timeout_secs`); `None`: never.
+    pub client_timeout: Option<std::time::Duration>,
+    /// Reply bytes that may wait for a client behind the one being written
+    /// (`client_output_buffer_limit_bytes`); past it the client is disconnected. 0: no limit.
+    pub output_buffer_limit: usize,
     /// The backend password: a client's `AUTH` with it is accepted (clients configured for the
     /// servers keep working through the proxy).
     pub backend_password: Option<MaskedString>,

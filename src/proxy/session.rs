@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::acl::ClientAuth;
+use super::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use super::client_state::ClientState;
 use super::reply::{backend_error, protocol_error, Close};
 use super::{acl, local, ProxyContext};
@@ -161,7 +162,9 @@ pub struct Session {
 enum Event {
     Reply(BatchReply),
     Read(std::io::Result<usize>),
+    Written(std::io::Result<usize>),
     RetryHeld,
+    Idle,
     Shutdown,
 }
 
@@ -212,40 +215,56 @@ impl Session {
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut out = BytesMut::with_capacity(16 * 1024);
         let mut parser = RequestParser::new(self.ctx.limits);
+        let mut backlog = Backlog::new(&self.ctx);
         loop {
             if !self.closing {
                 self.dispatch_parsed(&mut parser, &mut inbuf).await;
             }
+            let unwritten = out.len();
             self.collect_ready(&mut out);
+            if backlog.over_limit(&self.stats, unwritten, out.len()) {
+                break;
+            }
             if self.deferred > 0 && self.send_deferred().await {
                 continue;
             }
-            if !out.is_empty() {
-                if let Err(e) = wr.write_all_flush(&out).await {
-                    tracing::debug!(error = %e, "client write failed");
-                    break;
-                }
-                out.clear();
-                continue;
+            if let Err(e) = backlog.write_now(&wr, &mut out) {
+                tracing::debug!(error = %e, "client write failed");
+                break;
             }
-            if self.closing && self.pending.is_empty() {
+            if self.closing && self.pending.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
             let can_read = !self.closing && self.queued < self.ctx.max_pipeline;
             let holding = self.held > 0;
+            // The client is written to as it reads, while replies keep being collected (so the
+            // output buffer limit sees a client that does not read) and requests keep being read.
+            let writing = must_write(&wr, &out);
+            let idle = backlog.idle_deadline(writing || !self.pending.is_empty());
             let event = tokio::select! {
+                r = write_or_flush(&mut wr, &out), if writing => Event::Written(r),
                 r = front_reply(&mut self.pending) => Event::Reply(r),
                 r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
                 _ = table_changed(&mut self.table_changes), if holding => Event::RetryHeld,
                 _ = tokio::time::sleep(HOLD_RETRY), if holding => Event::RetryHeld,
+                _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
+                Event::Written(Ok(n)) => backlog.written(&mut out, n),
+                Event::Written(Err(e)) => {
+                    tracing::debug!(error = %e, "client write failed");
+                    break;
+                }
                 Event::Reply(reply) => {
                     if let Some(Pending::Waiting { batch, backend, .. }) = self.pending.pop_front()
                     {
+                        let unwritten = out.len();
                         self.finish(batch, &backend, reply, &mut out);
+                        if backlog.over_limit(&self.stats, unwritten, out.len()) {
+                            break;
+                        }
                     }
                 }
                 Event::Read(Ok(0)) => {
@@ -260,25 +279,33 @@ impl Session {
                         break;
                     }
                 }
-                Event::Read(Ok(_)) => {}
+                Event::Read(Ok(_)) => backlog.active(),
                 Event::Read(Err(e)) => {
                     tracing::debug!(error = %e, "client read failed");
                     break;
                 }
                 Event::RetryHeld => self.release_held(false).await,
+                Event::Idle => {
+                    // Closed without a reply, as Redis does (`timeout`).
+                    tracing::debug!("idle client closed");
+                    self.stats.idle_timeout();
+                    break;
+                }
                 Event::Shutdown => {
                     self.closing = true;
                     self.release_held(true).await;
                 }
             }
         }
+        backlog.publish(&self.stats);
         self.drop_held();
     }
 
     /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap.
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
-        while self.queued < self.ctx.max_pipeline {
+        // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
+        while !self.closing && self.queued < self.ctx.max_pipeline {
             parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {

@@ -88,6 +88,9 @@ pub struct ListenerStats {
     total: AtomicU64,
     commands: AtomicU64,
     errors: AtomicU64,
+    output_limit_closes: AtomicU64,
+    idle_closes: AtomicU64,
+    output_peak: AtomicU64,
     rate: Mutex<RateMeter>,
 }
 
@@ -106,6 +109,13 @@ pub struct ListenerSnapshot {
     pub commands: u64,
     /// Commands answered with an error since start.
     pub errors: u64,
+    /// Clients disconnected for letting replies pile up past `client_output_buffer_limit_bytes`
+    /// (Redis's `client_output_buffer_limit_disconnections`).
+    pub output_buffer_limit_disconnections: u64,
+    /// Clients closed after `client_timeout_secs` idle.
+    pub idle_timeouts: u64,
+    /// Most reply bytes that waited for one client at once, over the clients that have left.
+    pub output_buffer_peak_bytes: u64,
     /// Commands per second over the last window.
     pub ops_per_sec: f64,
 }
@@ -119,6 +129,9 @@ impl ListenerStats {
             total: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            output_limit_closes: AtomicU64::new(0),
+            idle_closes: AtomicU64::new(0),
+            output_peak: AtomicU64::new(0),
             rate: RateMeter::new(),
         }
     }
@@ -144,6 +157,21 @@ impl ListenerStats {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A client was disconnected for not reading its replies (output buffer limit).
+    pub fn output_limit_reached(&self) {
+        self.output_limit_closes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A session ended whose client had at most `bytes` of replies waiting at once.
+    pub fn record_output_peak(&self, bytes: usize) {
+        self.output_peak.fetch_max(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// An idle client was closed (`client_timeout_secs`).
+    pub fn idle_timeout(&self) {
+        self.idle_closes.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn refresh_rate(&self, now: Instant) -> f64 {
         let commands = self.commands.load(Ordering::Relaxed);
         lock(&self.rate).update(commands, now)
@@ -157,6 +185,9 @@ impl ListenerStats {
             total_connections: self.total.load(Ordering::Relaxed),
             commands: self.commands.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            output_buffer_limit_disconnections: self.output_limit_closes.load(Ordering::Relaxed),
+            idle_timeouts: self.idle_closes.load(Ordering::Relaxed),
+            output_buffer_peak_bytes: self.output_peak.load(Ordering::Relaxed),
             ops_per_sec: round2(self.refresh_rate(now)),
         }
     }

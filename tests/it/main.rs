@@ -9,6 +9,7 @@ mod compose;
 mod failover_writes;
 mod harness;
 mod harness_selftest;
+mod limits;
 mod protocol;
 mod routing;
 mod scripts;
