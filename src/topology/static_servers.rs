@@ -36,10 +36,20 @@ pub async fn run_static(
         if masters.len() > 1 {
             tracing::warn!(masters = ?masters.iter().map(|b| b.addr()).collect::<Vec<_>>(), "several servers report role:master; writing to the first listed");
         }
+        // A master that stops answering its health checks stays the master until another server
+        // reports role:master: it may only be busy (a long script), and replacing it would cut
+        // the connections its requests are running on; requests to a dead one are held anyway
+        // (their connections fail unsent).
+        let silent_master = table
+            .master
+            .as_ref()
+            .filter(|m| !m.health.reachable())
+            .map(|m| m.addr().to_string());
         let master = servers
             .iter()
             .find(|s| masters.iter().any(|m| m.addr() == s.as_str()))
-            .cloned();
+            .cloned()
+            .or_else(|| silent_master.clone());
         let replicas: Vec<String> = servers
             .iter()
             .filter(|s| Some(*s) != master.as_ref())
@@ -53,5 +63,10 @@ pub async fn run_static(
                     .record_failover(old.as_deref(), new, "health check (role:master)");
             }
         }
+        // The page and /healthz say "no master" while the master does not answer.
+        let silent = silent_master.is_some() && silent_master == master;
+        state
+            .stats
+            .set_master(if silent { None } else { master.as_deref() });
     }
 }

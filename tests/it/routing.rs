@@ -324,3 +324,38 @@ async fn send(s: &mut tokio::net::TcpStream, text: &str) {
         .await
         .unwrap();
 }
+
+/// A master busy with a long script misses its health checks (it answers nothing meanwhile), but
+/// a busy server is not a dead one: the requests waiting on it complete when it is done, nothing
+/// gets "outcome unknown", and /healthz says "no master" only while it is silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_busy_with_a_long_script_keeps_its_requests() {
+    const BUSY: &str = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                        repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - s > ARGV[1] * 1000 \
+                        return 1";
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    // The script holds the server 2.5 s, past the health checks' 1 s timeout.
+    let input =
+        "EVAL \"".to_string() + BUSY + "\" 0 2500\r\nSET after-busy 1\r\nGET after-busy\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, input.as_bytes())
+        .await
+        .unwrap();
+    eventually!(
+        Duration::from_secs(5),
+        !proxy.proxy.stats.snapshot().healthy(),
+        "the silent master shows on /healthz"
+    );
+    assert_eq!(
+        read_replies(&mut s, 3).await,
+        [":1", "+OK", "$1\r\n1"],
+        "the requests that waited on the busy master complete"
+    );
+    assert_eq!(proxy.master(), Some(master.addr()));
+    eventually!(
+        Duration::from_secs(5),
+        proxy.proxy.stats.snapshot().healthy(),
+        "healthy again once it answers"
+    );
+}
