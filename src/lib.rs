@@ -247,15 +247,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         let table = state.table.clone();
         let cluster = cluster_state.clone();
         let servers = move || match &cluster {
-            Some(c) => {
-                let map = c.map();
-                let mut out: Vec<String> =
-                    map.masters().iter().map(|m| m.addr().to_string()).collect();
-                for o in map.slots.owner_sets() {
-                    out.extend(o.replicas.iter().cloned());
-                }
-                out
-            }
+            Some(c) => c.map().node_addrs(),
             None => {
                 let t = table.load();
                 t.master

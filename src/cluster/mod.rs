@@ -74,6 +74,19 @@ impl ClusterMap {
     pub fn masters(&self) -> &[Arc<Backend>] {
         &self.masters
     }
+    /// Every node's address: the masters, then the replicas (a replica of several ranges once).
+    pub fn node_addrs(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.masters.iter().map(|m| m.addr().to_string()).collect();
+        for o in self.slots.owner_sets() {
+            for r in &o.replicas {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// The first slot each of [`masters`](Self::masters) serves.
     pub fn first_slots(&self) -> &[u16] {
         &self.first_slots

@@ -99,11 +99,7 @@ impl Refresher {
     }
 
     fn candidates(&self) -> Vec<String> {
-        let map = self.state.map();
-        let mut out: Vec<String> = map.masters().iter().map(|m| m.addr().to_string()).collect();
-        for o in map.slots.owner_sets() {
-            out.extend(o.replicas.iter().cloned());
-        }
+        let mut out = self.state.map().node_addrs();
         out.extend(self.config.seeds.iter().cloned());
         let mut seen = std::collections::HashSet::new();
         out.retain(|a| seen.insert(a.clone()));

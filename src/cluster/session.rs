@@ -287,6 +287,11 @@ impl ClusterSession {
         self.cursor = self.cursor.wrapping_add(requests);
     }
 
+    /// Lets go of the connection `WATCH` pinned (its watches end with it).
+    fn unwatch(&self) {
+        self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
     /// Runs `op` on a pinned connection once every earlier request has finished; later requests
     /// wait for it.
     async fn submit_pinned(&mut self, op: PinOp, chunk: &mut Option<Chunk>, flight: &mut InFlight) {
@@ -345,13 +350,13 @@ impl ClusterSession {
             (Pin::Discard, false) => error_reply("ERR DISCARD without MULTI"),
             (Pin::Discard, true) => {
                 self.tx = None;
-                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                self.unwatch();
                 status_reply("OK")
             }
             (Pin::Exec, true) => {
                 let tx = self.tx.take().unwrap_or_default();
                 if tx.failed {
-                    self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    self.unwatch();
                     error_reply("EXECABORT Transaction discarded because of previous errors.")
                 } else {
                     let op = PinOp::Exec {
@@ -375,7 +380,7 @@ impl ClusterSession {
                 Err(e) => e,
             },
             (Pin::Unwatch, false) => {
-                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                self.unwatch();
                 status_reply("OK")
             }
             (Pin::Blocking, false) => match slot_of(&req) {
@@ -486,7 +491,7 @@ impl ClusterSession {
                 self.auth.reset();
                 self.wrote = false;
                 self.tx = None;
-                self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
+                self.unwatch();
                 return self.chunk(chunk).push_ready(status_reply("RESET"));
             }
             Class::Conn(cmd) => {
