@@ -222,6 +222,18 @@ impl Backend {
     pub fn token(&self) -> &CancellationToken {
         &self.token
     }
+
+    /// A connection of the caller's own to this server (a pub/sub link), authenticated and
+    /// speaking `protocol`, outside the pools.
+    ///
+    /// # Errors
+    /// The connection could not be opened or set up.
+    pub(crate) async fn connect_dedicated(
+        &self,
+        protocol: Protocol,
+    ) -> Result<crate::tls::Stream, BackendError> {
+        conn::connect(&self.addr, &self.settings, protocol, 0).await
+    }
 }
 
 /// Settings every backend connection uses.

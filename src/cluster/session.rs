@@ -51,6 +51,8 @@ pub struct ClusterSession {
     tx: Option<Tx>,
     /// The connection `WATCH` pinned.
     watch: WatchConn,
+    /// A pub/sub command: subscriber mode starts with it once the replies before it are out.
+    subscribe: Option<Request>,
 }
 
 /// A transaction queued by the session, sent whole at `EXEC`.
@@ -106,6 +108,7 @@ impl ClusterSession {
             closing: false,
             tx: None,
             watch: WatchConn::default(),
+            subscribe: None,
         }
     }
 
@@ -145,11 +148,39 @@ impl ClusterSession {
                 tracing::debug!(error = %e, "client write failed");
                 break;
             }
+            if flight.chunks.is_empty() {
+                if let Some(first) = self.subscribe.take() {
+                    let locator = crate::pubsub::ClusterLocator::new(self.state.clone());
+                    let parts = crate::pubsub::SessionParts {
+                        ctx: &self.ctx,
+                        stats: &self.stats,
+                        auth: &mut self.auth,
+                        protocol: self.protocol,
+                        locator: &locator,
+                    };
+                    let io = crate::pubsub::ClientIo {
+                        rd: &mut rd,
+                        wr: &mut wr,
+                        inbuf: &mut inbuf,
+                        out: &mut out,
+                        parser: &mut parser,
+                        backlog: &mut backlog,
+                    };
+                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
+                        crate::pubsub::Exit::Close => break,
+                        crate::pubsub::Exit::Reset => self.reset(),
+                        crate::pubsub::Exit::Unsubscribed => {}
+                    }
+                    continue;
+                }
+            }
             if self.closing && flight.chunks.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
-            let can_read = !self.closing && flight.requests < self.ctx.max_pipeline;
+            let can_read = !self.closing
+                && self.subscribe.is_none()
+                && flight.requests < self.ctx.max_pipeline;
             // Written as the client reads, while replies keep being collected (see the
             // Sentinel-mode session).
             let writing = must_write(&wr, &out);
@@ -205,6 +236,7 @@ impl ClusterSession {
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
         while !self.closing
+            && self.subscribe.is_none()
             && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
         {
             parser.set_unauthenticated(!self.auth.authenticated());
@@ -288,6 +320,16 @@ impl ClusterSession {
     }
 
     /// Lets go of the connection `WATCH` pinned (its watches end with it).
+    /// `RESET`: RESP2, no name, not authenticated (with `[auth]`), no transaction or `WATCH`.
+    fn reset(&mut self) {
+        self.protocol = Protocol::Resp2;
+        self.client.name = None;
+        self.auth.reset();
+        self.wrote = false;
+        self.tx = None;
+        self.unwatch();
+    }
+
     fn unwatch(&self) {
         self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
@@ -486,13 +528,20 @@ impl ClusterSession {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
-                self.protocol = Protocol::Resp2;
-                self.client.name = None;
-                self.auth.reset();
-                self.wrote = false;
-                self.tx = None;
-                self.unwatch();
+                self.reset();
                 return self.chunk(chunk).push_ready(status_reply("RESET"));
+            }
+            Class::PubSub if self.tx.is_some() => {
+                return self.chunk(chunk).push_ready(error_reply(
+                    "ERR haproxy-rs does not support pub/sub commands inside a transaction",
+                ))
+            }
+            Class::PubSub => {
+                if let Some(c) = chunk.take() {
+                    self.submit(c, flight).await;
+                }
+                self.subscribe = Some(req);
+                return;
             }
             Class::Conn(cmd) => {
                 let reply = self.client.answer(cmd, &req, 0, self.protocol, false);

@@ -157,6 +157,8 @@ pub struct Session {
     /// `EXEC` answers `-EXECABORT`, as Redis does when a command fails to queue (never run
     /// outside the transaction the client asked for).
     multi_failed: bool,
+    /// A pub/sub command: subscriber mode starts with it once the replies before it are out.
+    subscribe: Option<Request>,
 }
 
 enum Event {
@@ -204,6 +206,7 @@ impl Session {
             deferred: 0,
             multi_failed: false,
             db: 0,
+            subscribe: None,
         }
     }
 
@@ -232,11 +235,38 @@ impl Session {
                 tracing::debug!(error = %e, "client write failed");
                 break;
             }
+            if self.pending.is_empty() {
+                if let Some(first) = self.subscribe.take() {
+                    let locator = crate::pubsub::MasterLocator::new(self.ctx.table.clone());
+                    let parts = crate::pubsub::SessionParts {
+                        ctx: &self.ctx,
+                        stats: &self.stats,
+                        auth: &mut self.auth,
+                        protocol: self.protocol,
+                        locator: &locator,
+                    };
+                    let io = crate::pubsub::ClientIo {
+                        rd: &mut rd,
+                        wr: &mut wr,
+                        inbuf: &mut inbuf,
+                        out: &mut out,
+                        parser: &mut parser,
+                        backlog: &mut backlog,
+                    };
+                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
+                        crate::pubsub::Exit::Close => break,
+                        crate::pubsub::Exit::Reset => self.reset().await,
+                        crate::pubsub::Exit::Unsubscribed => {}
+                    }
+                    continue;
+                }
+            }
             if self.closing && self.pending.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
-            let can_read = !self.closing && self.queued < self.ctx.max_pipeline;
+            let can_read =
+                !self.closing && self.subscribe.is_none() && self.queued < self.ctx.max_pipeline;
             let holding = self.held > 0;
             // The client is written to as it reads, while replies keep being collected (so the
             // output buffer limit sees a client that does not read) and requests keep being read.
@@ -305,7 +335,7 @@ impl Session {
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
-        while !self.closing && self.queued < self.ctx.max_pipeline {
+        while !self.closing && self.subscribe.is_none() && self.queued < self.ctx.max_pipeline {
             parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
@@ -366,6 +396,14 @@ impl Session {
             Class::Conn(ConnCmd::Reset) => {
                 self.reset().await;
                 return self.push_ready(status_reply("RESET")).await;
+            }
+            Class::PubSub if self.pin.is_some() => {
+                return self.push_ready(error_reply("ERR haproxy-rs does not support pub/sub commands inside a transaction or under WATCH")).await;
+            }
+            Class::PubSub => {
+                self.flush().await;
+                self.subscribe = Some(req);
+                return;
             }
             Class::Conn(cmd) => {
                 let multi = self.pin.as_ref().is_some_and(|p| p.multi);

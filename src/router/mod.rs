@@ -50,6 +50,8 @@ pub enum Class {
     Select(u8),
     /// About the client's own connection (`CLIENT SETNAME`, `RESET`, ...): the session answers.
     Conn(ConnCmd),
+    /// `(P|S)SUBSCRIBE` and the unsubscribes: the session goes into subscriber mode.
+    PubSub,
 }
 
 /// Commands about the client's connection, answered by the session from its own state.
@@ -107,12 +109,6 @@ pub enum Pin {
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
     "monitor",
     "sync",
     "psync",
@@ -182,6 +178,8 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|info" => Class::Conn(ConnCmd::Info),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" => Class::PubSub,
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
@@ -305,6 +303,8 @@ mod tests {
             "unknown goes to the master"
         );
         assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
+        assert_eq!(class(&["SUBSCRIBE", "c"]), Class::PubSub);
+        assert_eq!(class(&["sunsubscribe"]), Class::PubSub);
     }
 
     #[test]
@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn connection_state_commands_are_refused() {
         for args in [
-            &["SUBSCRIBE", "c"][..],
+            &["MONITOR"][..],
             &["CLIENT", "KILL", "ID", "1"],
             &["WAIT", "1", "0"],
         ] {
