@@ -46,14 +46,6 @@ pub enum Kind {
 impl Kind {
     const ALL: [Kind; 3] = [Kind::Channel, Kind::Pattern, Kind::Shard];
 
-    fn index(self) -> usize {
-        match self {
-            Kind::Channel => 0,
-            Kind::Pattern => 1,
-            Kind::Shard => 2,
-        }
-    }
-
     /// The command (and confirmation) name.
     pub fn verb(self, subscribe: bool) -> &'static str {
         match (self, subscribe) {
@@ -80,18 +72,27 @@ impl Kind {
 /// A set of channels, patterns and shard channels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Subscriptions {
-    sets: [BTreeSet<Bytes>; 3],
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    shard: BTreeSet<Bytes>,
 }
 
 impl Subscriptions {
     /// The names of one kind.
     pub fn of(&self, kind: Kind) -> &BTreeSet<Bytes> {
-        // `index` is always below 3.
-        &self.sets[kind.index()]
+        match kind {
+            Kind::Channel => &self.channels,
+            Kind::Pattern => &self.patterns,
+            Kind::Shard => &self.shard,
+        }
     }
 
     fn of_mut(&mut self, kind: Kind) -> &mut BTreeSet<Bytes> {
-        &mut self.sets[kind.index()]
+        match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
+            Kind::Shard => &mut self.shard,
+        }
     }
 
     /// Adds a name; false when it was there already.
@@ -111,7 +112,7 @@ impl Subscriptions {
 
     /// Every subscription of every kind.
     pub fn total(&self) -> usize {
-        self.sets.iter().map(BTreeSet::len).sum()
+        self.channels.len() + self.patterns.len() + self.shard.len()
     }
 
     /// The count Redis 7.0 puts in a confirmation of `kind`: channels and patterns together, or
@@ -363,7 +364,10 @@ mod tests {
             Incoming::Message
         );
         assert_eq!(
-            classify_frame(b">4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$1\r\nc\r\n$0\r\n\r\n", r3),
+            classify_frame(
+                b">4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$1\r\nc\r\n$0\r\n\r\n",
+                r3
+            ),
             Incoming::Message
         );
         assert_eq!(

@@ -299,7 +299,9 @@ impl Subscriber<'_> {
                 }
             }
         }
-        let replies = self.subs.apply(kind, subscribe, &names, self.parts.protocol);
+        let replies = self
+            .subs
+            .apply(kind, subscribe, &names, self.parts.protocol);
         let tag = self.start(replies);
         self.place(Some(tag)).await;
         self.try_complete(out);
@@ -528,7 +530,8 @@ impl Subscriber<'_> {
                 if let Some(c) = &mut self.current {
                     c.awaiting = c.awaiting.saturating_sub(op.remaining);
                     if !op.confirms {
-                        c.replies = vec![backend_error(&BackendError::ConnectionLost, link.addr()).0];
+                        c.replies =
+                            vec![backend_error(&BackendError::ConnectionLost, link.addr()).0];
                     }
                 }
             }
@@ -610,7 +613,10 @@ impl Subscriber<'_> {
                     self.unplaced = true;
                     self.retry_at = Instant::now() + self.retry_backoff;
                 }
-                None => tracing::debug!(backend.addr = link.addr(), "unexpected reply on a subscription link"),
+                None => tracing::debug!(
+                    backend.addr = link.addr(),
+                    "unexpected reply on a subscription link"
+                ),
             },
         }
         if let Some(c) = &mut self.current {
@@ -645,7 +651,10 @@ fn unknown_command(req: &Request) -> Bytes {
         let a: String = a.chars().take(room).collect();
         args.push_str(&format!("'{a}' "));
     }
-    let name: String = String::from_utf8_lossy(req.name()).chars().take(128).collect();
+    let name: String = String::from_utf8_lossy(req.name())
+        .chars()
+        .take(128)
+        .collect();
     error_reply(&format!(
         "ERR unknown command '{name}', with args beginning with: {args}"
     ))
