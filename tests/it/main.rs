@@ -11,6 +11,7 @@ mod harness;
 mod harness_selftest;
 mod limits;
 mod protocol;
+mod readme_commands;
 mod routing;
 mod scripts;
 mod security;
