@@ -12,6 +12,7 @@ mod harness_selftest;
 mod limits;
 mod protocol;
 mod pubsub;
+mod readme_commands;
 mod routing;
 mod scripts;
 mod security;
