@@ -387,8 +387,14 @@ impl Session {
             Class::Hello => {
                 // Flush first: the batch was gathered for the protocol in force before HELLO.
                 self.flush().await;
-                let (reply, protocol) =
-                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
+                let (reply, protocol) = local::hello(
+                    &self.ctx,
+                    &mut self.auth,
+                    self.protocol,
+                    self.id,
+                    &req,
+                    &mut self.client.name,
+                );
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
