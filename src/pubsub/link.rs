@@ -20,8 +20,9 @@ use crate::tls::WriteHalf;
 /// Deepest reply nesting accepted from a server.
 const MAX_REPLY_DEPTH: usize = 64;
 
-/// What a link's reader reports: a frame, or `None` once the connection has ended.
-pub type LinkEvent = (u64, Option<Bytes>);
+/// What a link's reader reports: the frames of one read, or `None` once the connection has
+/// ended.
+pub type LinkEvent = (u64, Option<Vec<Bytes>>);
 
 /// Answers a link owes, in the order its commands were written.
 #[derive(Debug)]
@@ -168,14 +169,10 @@ async fn read_frames(id: u64, mut rd: crate::tls::ReadHalf, events: mpsc::Sender
                 break;
             }
         }
+        let mut frames = Vec::new();
         loop {
             match scanner.next(&mut buf) {
-                Ok(Some(frame)) => {
-                    // A full channel holds the server back (its own output limit applies).
-                    if events.send((id, Some(frame))).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "subscription link sent an invalid reply");
@@ -183,6 +180,10 @@ async fn read_frames(id: u64, mut rd: crate::tls::ReadHalf, events: mpsc::Sender
                     return;
                 }
             }
+        }
+        // A full channel holds the server back (its own output limit applies).
+        if !frames.is_empty() && events.send((id, Some(frames))).await.is_err() {
+            return;
         }
     }
     let _ = events.send((id, None)).await;

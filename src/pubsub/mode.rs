@@ -35,7 +35,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// Request bytes read ahead of the one being worked on.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 /// Frames queued from the links towards the loop.
-const EVENT_QUEUE: usize = 1024;
+const EVENT_QUEUE: usize = 64;
 /// Longest wait before placing subscriptions is tried again.
 const MAX_RETRY: Duration = Duration::from_secs(1);
 
@@ -540,13 +540,20 @@ impl Subscriber<'_> {
         self.retry_at = Instant::now();
     }
 
-    /// A frame from a link, or its end.
-    async fn event(&mut self, (id, frame): LinkEvent, out: &mut BytesMut) {
-        let Some(frame) = frame else {
+    /// Frames from a link, or its end.
+    async fn event(&mut self, (id, frames): LinkEvent, out: &mut BytesMut) {
+        let Some(frames) = frames else {
             self.lost(id);
             self.place(self.current_tag()).await;
             return self.try_complete(out);
         };
+        for frame in frames {
+            self.frame(id, frame, out);
+        }
+    }
+
+    /// One frame from link `id`.
+    fn frame(&mut self, id: u64, frame: Bytes, out: &mut BytesMut) {
         let protocol = self.parts.protocol;
         let current = self.current_tag();
         let Some(link) = self.links.iter_mut().find(|l| l.id == id) else {
