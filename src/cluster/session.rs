@@ -518,6 +518,13 @@ impl ClusterSession {
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
             }
+            // The read-only endpoint runs no transaction or blocking command (they need the
+            // master), as in Sentinel mode.
+            Class::Pin(_) if self.endpoint == Endpoint::ReadOnly => {
+                return self.chunk(chunk).push_ready(error_reply(
+                    "READONLY You can't write against a read only replica.",
+                ))
+            }
             Class::Pin(pin) => {
                 return self
                     .pin_command(pin, req, commands, env, chunk, flight)

@@ -13,6 +13,16 @@ use crate::harness::redis::read_replies;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_run_on_the_master_of_their_slot() {
     let (_cluster, proxy) = cluster_and_proxy(|b| b).await;
+    // The read-only endpoint runs no transaction or blocking command, as in Sentinel mode.
+    let mut r = tokio::net::TcpStream::connect(proxy.read_addr()).await.unwrap();
+    r.write_all(b"MULTI\r\nWATCH {u}a\r\nBLPOP {u}q 1\r\nGET {u}a\r\n")
+        .await
+        .unwrap();
+    let readonly = "-READONLY You can't write against a read only replica.";
+    assert_eq!(
+        read_replies(&mut r, 4).await,
+        [readonly, readonly, readonly, "$-1"]
+    );
     let got = raw(
         &proxy,
         &[
