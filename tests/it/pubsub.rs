@@ -414,3 +414,47 @@ print("python pubsub ok")
         "python pubsub ok"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_is_disconnected_at_the_output_buffer_limit() {
+    const LIMIT: usize = 1 << 20;
+    let server = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![server.addr()])
+        .with(|c| c.client_output_buffer_limit_bytes = LIMIT)
+        .start(0)
+        .await;
+    let mut sub = Raw::connect(proxy.addr()).await;
+    sub.send(&["SUBSCRIBE", "flood"]).await;
+    sub.frame().await;
+    // 40 MiB of messages the subscriber never reads (more than the socket buffers hold).
+    let payload = "m".repeat(100 * 1024);
+    let mut p = Raw::connect(server.addr()).await;
+    for _ in 0..400 {
+        p.send(&["PUBLISH", "flood", &payload]).await;
+        let delivered = p.frame().await;
+        if delivered == ":0 " {
+            break; // the subscriber is gone already
+        }
+    }
+    eventually!(
+        Duration::from_secs(10),
+        crate::limits::main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        "the subscriber is disconnected: {:?}",
+        crate::limits::main_listener(&proxy)
+    );
+    let peak = crate::limits::main_listener(&proxy).output_buffer_peak_bytes as usize;
+    // Past the limit by at most one read of a link's frames.
+    assert!(
+        (LIMIT..=LIMIT + (1 << 20)).contains(&peak),
+        "peak backlog {peak} bytes"
+    );
+    let mut direct = Raw::connect(server.addr()).await;
+    eventually!(
+        Duration::from_secs(5),
+        {
+            direct.send(&["PUBSUB", "NUMSUB", "flood"]).await;
+            direct.frame().await == "*2 $5 flood :0 "
+        },
+        "its subscription goes with it"
+    );
+}
