@@ -51,7 +51,8 @@ pub struct ClusterSession {
     tx: Option<Tx>,
     /// The connection `WATCH` pinned.
     watch: WatchConn,
-    /// A pub/sub command: subscriber mode starts with it once the replies before it are out.
+    /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
+    /// out.
     subscribe: Option<Request>,
 }
 
@@ -166,7 +167,13 @@ impl ClusterSession {
                         parser: &mut parser,
                         backlog: &mut backlog,
                     };
-                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
+                    let exit = if first.name().eq_ignore_ascii_case(b"monitor") {
+                        let servers = self.state.map().masters().to_vec();
+                        crate::pubsub::monitor::serve(parts, io, servers, first, &shutdown).await
+                    } else {
+                        crate::pubsub::serve(parts, io, first, &shutdown).await
+                    };
+                    match exit {
                         crate::pubsub::Exit::Close => break,
                         crate::pubsub::Exit::Reset => self.reset(),
                         crate::pubsub::Exit::Unsubscribed => {}

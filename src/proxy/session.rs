@@ -157,7 +157,8 @@ pub struct Session {
     /// `EXEC` answers `-EXECABORT`, as Redis does when a command fails to queue (never run
     /// outside the transaction the client asked for).
     multi_failed: bool,
-    /// A pub/sub command: subscriber mode starts with it once the replies before it are out.
+    /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
+    /// out.
     subscribe: Option<Request>,
 }
 
@@ -253,7 +254,20 @@ impl Session {
                         parser: &mut parser,
                         backlog: &mut backlog,
                     };
-                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
+                    let exit = if first.name().eq_ignore_ascii_case(b"monitor") {
+                        let servers = {
+                            let t = self.ctx.table.load();
+                            t.master
+                                .iter()
+                                .filter(|_| t.fence.is_none())
+                                .cloned()
+                                .collect()
+                        };
+                        crate::pubsub::monitor::serve(parts, io, servers, first, &shutdown).await
+                    } else {
+                        crate::pubsub::serve(parts, io, first, &shutdown).await
+                    };
+                    match exit {
                         crate::pubsub::Exit::Close => break,
                         crate::pubsub::Exit::Reset => self.reset().await,
                         crate::pubsub::Exit::Unsubscribed => {}

@@ -151,6 +151,14 @@ impl Link {
         self.wr.write_all_flush(raw).await
     }
 
+    /// Writes raw bytes, expecting no particular answer (`MONITOR` mode).
+    ///
+    /// # Errors
+    /// The write failed: the link is unusable.
+    pub async fn write(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.wr.write_all_flush(raw).await
+    }
+
     /// Whether the link carries nothing and owes nothing: it can be closed.
     pub fn idle(&self) -> bool {
         self.requested.total() == 0 && self.ops.is_empty()

@@ -22,6 +22,7 @@
 mod link;
 pub mod locate;
 mod mode;
+pub mod monitor;
 
 use std::collections::BTreeSet;
 

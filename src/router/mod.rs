@@ -50,7 +50,8 @@ pub enum Class {
     Select(u8),
     /// About the client's own connection (`CLIENT SETNAME`, `RESET`, ...): the session answers.
     Conn(ConnCmd),
-    /// `(P|S)SUBSCRIBE` and the unsubscribes: the session goes into subscriber mode.
+    /// `(P|S)SUBSCRIBE`, the unsubscribes and `MONITOR`: the session goes into subscriber
+    /// (or monitor) mode.
     PubSub,
 }
 
@@ -109,7 +110,6 @@ pub enum Pin {
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[
-    "monitor",
     "sync",
     "psync",
     "readonly",
@@ -179,7 +179,7 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
-        | "sunsubscribe" => Class::PubSub,
+        | "sunsubscribe" | "monitor" => Class::PubSub,
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
@@ -305,6 +305,7 @@ mod tests {
         assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
         assert_eq!(class(&["SUBSCRIBE", "c"]), Class::PubSub);
         assert_eq!(class(&["sunsubscribe"]), Class::PubSub);
+        assert_eq!(class(&["MONITOR"]), Class::PubSub);
     }
 
     #[test]
@@ -347,11 +348,7 @@ mod tests {
 
     #[test]
     fn connection_state_commands_are_refused() {
-        for args in [
-            &["MONITOR"][..],
-            &["CLIENT", "KILL", "ID", "1"],
-            &["WAIT", "1", "0"],
-        ] {
+        for args in [&["CLIENT", "KILL", "ID", "1"][..], &["WAIT", "1", "0"]] {
             match class(args) {
                 Class::Reject(b) => {
                     assert!(

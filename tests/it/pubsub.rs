@@ -458,3 +458,49 @@ async fn a_subscriber_that_does_not_read_is_disconnected_at_the_output_buffer_li
         "its subscription goes with it"
     );
 }
+
+/// Reads frames until one contains `needle` (bounded), returning it.
+async fn frame_containing(c: &mut Raw, needle: &str) -> String {
+    for _ in 0..1000 {
+        let f = c.frame().await;
+        if f.contains(needle) {
+            return f;
+        }
+    }
+    panic!("no frame with {needle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_shows_the_masters_commands() {
+    let server = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![server.addr()]).start(0).await;
+    let mut m = Raw::connect(proxy.addr()).await;
+    m.send(&["MONITOR"]).await;
+    assert_eq!(m.frame().await, "+OK ");
+    let mut c = Raw::connect(proxy.addr()).await;
+    c.send(&["SET", "watched", "1"]).await;
+    c.frame().await;
+    let line = frame_containing(&mut m, "\"watched\"").await;
+    assert!(
+        line.starts_with('+') && line.contains("\"SET\" \"watched\" \"1\""),
+        "{line}"
+    );
+    m.send(&["QUIT"]).await;
+    frame_containing(&mut m, "+OK").await;
+    assert_eq!(m.frame_within(Duration::from_secs(5)).await, None, "closed");
+
+    // Cluster mode: every master's lines, one +OK.
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    let keys = crate::harness::cluster::keys_on_every_master(&cluster.slot_map().await, "mon", 1);
+    let mut m = Raw::connect(proxy.addr()).await;
+    m.send(&["MONITOR"]).await;
+    assert_eq!(m.frame().await, "+OK ");
+    let mut c = Raw::connect(proxy.addr()).await;
+    for k in &keys {
+        c.send(&["SET", k, "v"]).await;
+        assert_eq!(c.frame().await, "+OK ");
+        let line = frame_containing(&mut m, &format!("\"{k}\"")).await;
+        assert!(line.contains("\"SET\""), "{line}");
+    }
+}
