@@ -179,6 +179,8 @@ pub struct Backend {
     /// Counters for the stats page.
     pub stats: Arc<BackendStats>,
     token: CancellationToken,
+    /// Pinned connections let go clean (after `EXEC`/`DISCARD`/`UNWATCH`), for the next one.
+    pub(crate) idle_pinned: pinned::IdlePinned,
 }
 
 impl std::fmt::Debug for Backend {
@@ -322,6 +324,7 @@ impl BackendSet {
             health: BackendHealth::default(),
             stats,
             token,
+            idle_pinned: pinned::IdlePinned::default(),
         });
         map.insert(addr.to_string(), backend.clone());
         (backend, true)

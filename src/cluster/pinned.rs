@@ -134,6 +134,9 @@ impl PinOp {
                 None => {
                     if keep {
                         put(&ctx.watch, pinned);
+                    } else {
+                        // Answered whole (EXEC, or a blocking command that returned): as fresh.
+                        pinned.recycle();
                     }
                     return frames.last().cloned().unwrap_or_else(no_connection);
                 }

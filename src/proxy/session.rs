@@ -100,6 +100,9 @@ struct PinState {
     /// A command of the transaction was refused by the proxy (users' rules, command policy):
     /// `EXEC` becomes `DISCARD` and answers `-EXECABORT`, as Redis does.
     refused: bool,
+    /// A `SELECT` was sent on the connection: it is not in the database it was opened for, so
+    /// it is not recycled.
+    selected: bool,
 }
 
 /// Requests gathered while parsing one read, sent when the target changes or the input runs dry:
@@ -439,6 +442,9 @@ impl Session {
             // In a transaction the server runs it (queued until EXEC); later requests use `db`.
             Class::Select(db) => {
                 self.db = db;
+                if let Some(p) = &mut self.pin {
+                    p.selected = true;
+                }
                 true
             }
         };
@@ -552,6 +558,7 @@ impl Session {
                             conn,
                             multi: false,
                             refused: false,
+                            selected: false,
                         })
                     }
                     Err(_) => {
@@ -594,7 +601,13 @@ impl Session {
         };
         if release {
             self.flush().await;
-            self.pin = None;
+            if let Some(p) = self.pin.take() {
+                // A transaction ended leaves the connection as fresh; a blocking command is
+                // still waiting on its connection (which must close if the client goes).
+                if pin != Pin::Blocking && !p.selected {
+                    p.conn.recycle();
+                }
+            }
         }
     }
 

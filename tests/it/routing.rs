@@ -124,8 +124,9 @@ async fn connection_state_commands_get_a_clear_error() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     let mut c = proxy.client().await;
-    let err = redis::cmd("SUBSCRIBE")
-        .arg("1")
+    let err = redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("on")
         .query_async::<()>(&mut c)
         .await
         .unwrap_err();
