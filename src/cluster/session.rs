@@ -516,7 +516,12 @@ impl ClusterSession {
         let info = commands.lookup(&req);
         let class = classify_info(info, &req);
         // Inside MULTI everything else is queued (PING and friends too, as Redis does).
-        if self.tx.is_some() && matches!(class, Class::Read | Class::Write | Class::Local(_)) {
+        let queued = match class {
+            Class::Read | Class::Write | Class::Local(_) => true,
+            Class::Conn(c) => c != ConnCmd::Reset,
+            _ => false,
+        };
+        if self.tx.is_some() && queued {
             return self.queue(req, commands, env, chunk);
         }
         let write = match class {

@@ -100,9 +100,9 @@ struct PinState {
     /// A command of the transaction was refused by the proxy (users' rules, command policy):
     /// `EXEC` becomes `DISCARD` and answers `-EXECABORT`, as Redis does.
     refused: bool,
-    /// A `SELECT` was sent on the connection: it is not in the database it was opened for, so
-    /// it is not recycled.
-    selected: bool,
+    /// A `SELECT` (or a `CLIENT` command) was sent on the connection: it is not as it was
+    /// opened, so it is not recycled.
+    dirty: bool,
 }
 
 /// Requests gathered while parsing one read, sent when the target changes or the input runs dry:
@@ -384,9 +384,18 @@ impl Session {
             return self.push_ready(refused).await;
         }
         self.ctx.scripts.observe(&req);
+        let in_multi = self.pin.as_ref().is_some_and(|p| p.multi);
         let class = match classify(commands, &req) {
             // In a transaction the server queues PING and friends too.
             Class::Local(_) if self.pin.is_some() => Class::Write,
+            // And `CLIENT GETNAME`...: queued there, answered for the pinned connection (which is
+            // then not recycled, its name or flags may have changed).
+            Class::Conn(c) if in_multi && c != ConnCmd::Reset => {
+                if let Some(p) = &mut self.pin {
+                    p.dirty = true;
+                }
+                Class::Write
+            }
             class => class,
         };
         let write = match class {
@@ -443,7 +452,7 @@ impl Session {
             Class::Select(db) => {
                 self.db = db;
                 if let Some(p) = &mut self.pin {
-                    p.selected = true;
+                    p.dirty = true;
                 }
                 true
             }
@@ -558,7 +567,7 @@ impl Session {
                             conn,
                             multi: false,
                             refused: false,
-                            selected: false,
+                            dirty: false,
                         })
                     }
                     Err(_) => {
@@ -604,7 +613,7 @@ impl Session {
             if let Some(p) = self.pin.take() {
                 // A transaction ended leaves the connection as fresh; a blocking command is
                 // still waiting on its connection (which must close if the client goes).
-                if pin != Pin::Blocking && !p.selected {
+                if pin != Pin::Blocking && !p.dirty {
                     p.conn.recycle();
                 }
             }
