@@ -504,3 +504,39 @@ async fn monitor_shows_the_masters_commands() {
         assert!(line.contains("\"SET\""), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_channel_rules_hold_while_subscribed() {
+    use haproxy_rs::config::{AuthConfig, MaskedString, UserConfig};
+    let server = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![server.addr()])
+        .with(|c| {
+            c.auth = AuthConfig {
+                requirepass: None,
+                users: vec![UserConfig {
+                    name: "reader".into(),
+                    password: MaskedString::new("pw"),
+                    commands: vec!["+@all".into()],
+                    keys: vec!["~*".into()],
+                    channels: vec!["&news:*".into()],
+                }],
+            };
+        })
+        .start(0)
+        .await;
+    let mut sub = Raw::connect(proxy.addr()).await;
+    sub.send(&["SUBSCRIBE", "news:1"]).await;
+    assert_eq!(sub.frame().await, "-NOAUTH Authentication required. ");
+    sub.send(&["AUTH", "reader", "pw"]).await;
+    assert_eq!(sub.frame().await, "+OK ");
+    sub.send(&["SUBSCRIBE", "news:1"]).await;
+    assert_eq!(sub.frame().await, "*3 $9 subscribe $6 news:1 :1 ");
+    // Subscribed already: the rules still apply to each command.
+    for cmd in [&["SUBSCRIBE", "secret"][..], &["PSUBSCRIBE", "*"]] {
+        sub.send(cmd).await;
+        let f = sub.frame().await;
+        assert!(f.starts_with("-NOPERM"), "{cmd:?}: {f}");
+    }
+    sub.send(&["PING"]).await;
+    assert_eq!(sub.frame().await, "*2 $4 pong $0  ");
+}
