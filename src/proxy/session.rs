@@ -613,7 +613,7 @@ impl Session {
             if let Some(p) = self.pin.take() {
                 // A transaction ended leaves the connection as fresh; a blocking command is
                 // still waiting on its connection (which must close if the client goes).
-                if pin != Pin::Blocking && !p.dirty {
+                if matches!(pin, Pin::Exec | Pin::Discard | Pin::Unwatch) && !p.dirty {
                     p.conn.recycle();
                 }
             }
