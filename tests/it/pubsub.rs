@@ -190,6 +190,8 @@ async fn subscriptions_follow_a_sentinel_failover() {
     );
     let mut publisher = Raw::connect(proxy.addr()).await;
     publish_until_received(&mut publisher, &mut sub, "news", "before", false).await;
+    // A redis-py subscriber too: it sees no disconnection, only the messages after the switch.
+    let mut python = python_subscriber(proxy.addr().port()).await;
 
     let new = topo.failover().await;
     eventually!(
@@ -198,6 +200,22 @@ async fn subscriptions_follow_a_sentinel_failover() {
         "the proxy follows the failover to {new}"
     );
     let after = publish_until_received(&mut publisher, &mut sub, "news", "after", false).await;
+    for i in 0..20 {
+        publisher
+            .send(&["PUBLISH", "news", &format!("late:{i}")])
+            .await;
+        publisher.frame().await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), python.wait_with_output())
+        .await
+        .expect("the python subscriber ends")
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("got after"),
+        "python: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let pattern =
         publish_until_received(&mut publisher, &mut sub, "alerts:1", "after", false).await;
     // The resubscriptions' confirmations are the proxy's business: the client sees messages.
@@ -235,6 +253,44 @@ async fn subscriptions_follow_a_sentinel_failover() {
         ]
     );
     assert_eq!(tail[2], "+OK ");
+}
+
+/// A redis-py subscriber of `news` through the proxy on `port`, subscribed when this returns; it
+/// exits 0 printing "got after" once it gets a message published after the failover, and fails
+/// on any error (a disconnection included).
+async fn python_subscriber(port: u16) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let script = r#"
+import sys, time, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]))
+p = r.pubsub()
+p.subscribe("news")
+deadline = time.time() + 60
+while time.time() < deadline:
+    m = p.get_message(timeout=1)
+    if m and m["type"] == "subscribe":
+        print("subscribed", flush=True)
+    if m and m["type"] == "message" and m["data"].startswith((b"after:", b"late:")):
+        print("got after", flush=True)
+        sys.exit(0)
+sys.exit("no message after the failover")
+"#;
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("python subscribes within 10 s")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("subscribed"));
+    child.stdout = Some(lines.into_inner().into_inner());
+    child
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
