@@ -191,7 +191,7 @@ async fn subscriptions_follow_a_sentinel_failover() {
     let mut publisher = Raw::connect(proxy.addr()).await;
     publish_until_received(&mut publisher, &mut sub, "news", "before", false).await;
     // A redis-py subscriber too: it sees no disconnection, only the messages after the switch.
-    let mut python = python_subscriber(proxy.addr().port()).await;
+    let python = python_subscriber(proxy.addr().port()).await;
 
     let new = topo.failover().await;
     eventually!(
