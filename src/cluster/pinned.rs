@@ -40,6 +40,12 @@ pub enum PinOp {
         /// The command.
         raw: Bytes,
     },
+    /// `SCRIPT KILL`/`FUNCTION KILL`: to every master, each on a connection of its own (a
+    /// shared one may wait behind the very script to kill).
+    Kill {
+        /// The command.
+        raw: Bytes,
+    },
     /// `MULTI`, the queued commands and `EXEC`, on the watch connection if any.
     Exec {
         /// The transaction's slot (`None`: keyless, any master).
@@ -67,6 +73,7 @@ impl PinOp {
     /// Runs the operation; returns the client's reply.
     pub async fn run(self, ctx: PinCtx) -> Bytes {
         let (slot, raw, count, keep) = match self {
+            PinOp::Kill { raw } => return kill_everywhere(&ctx, &raw).await,
             PinOp::Blocking { slot, raw } => (Some(slot), raw, 1, false),
             PinOp::Watch { slot, raw } => (Some(slot), raw, 1, true),
             PinOp::Exec {
@@ -144,6 +151,26 @@ impl PinOp {
         }
         error_reply("TRYAGAIN haproxy-rs: too many redirections")
     }
+}
+
+/// Sends a `KILL` to every master: `+OK` from the one that ran the script, else the first
+/// answer (`NOTBUSY`).
+async fn kill_everywhere(ctx: &PinCtx, raw: &Bytes) -> Bytes {
+    let mut first = None;
+    for master in ctx.state.map().masters() {
+        let reply = match Pinned::open(master.clone(), ctx.protocol, 0, &ctx.limit).await {
+            Ok(conn) => match send(&conn, raw, 1, false).await {
+                Ok(frames) => frames.last().cloned().unwrap_or_else(no_connection),
+                Err(e) => backend_error(&e, master.addr()).0,
+            },
+            Err(_) => no_connection(),
+        };
+        if reply.starts_with(b"+OK") {
+            return reply;
+        }
+        first.get_or_insert(reply);
+    }
+    first.unwrap_or_else(|| error_reply("CLUSTERDOWN Hash slot not served"))
 }
 
 fn master_for(state: &ClusterState, slot: Option<u16>) -> Option<Arc<Backend>> {

@@ -440,6 +440,12 @@ impl ClusterSession {
                     };
                     return self.submit_pinned(op, chunk, flight).await;
                 }
+                Ok(None) if is_kill(&req) => {
+                    let op = PinOp::Kill {
+                        raw: req.into_raw(),
+                    };
+                    return self.submit_pinned(op, chunk, flight).await;
+                }
                 Ok(None) => error_reply("ERR haproxy-rs: a blocking command without a key"),
                 Err(e) => e,
             },
@@ -674,6 +680,15 @@ impl InFlight {
         }
         self.settled.send_modify(|s| *s += 1);
     }
+}
+
+/// `SCRIPT KILL`/`FUNCTION KILL`.
+fn is_kill(req: &Request) -> bool {
+    let sub = |name: &[u8]| {
+        req.name().eq_ignore_ascii_case(name)
+            && req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"kill"))
+    };
+    sub(b"script") || sub(b"function")
 }
 
 fn no_cluster() -> Bytes {

@@ -178,6 +178,9 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|info" => Class::Conn(ConnCmd::Info),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
+        // A shared connection may be waiting behind the very script to kill: a connection of
+        // the client's own, as for a blocking command.
+        "script|kill" | "function|kill" => Class::Pin(Pin::Blocking),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" | "monitor" => Class::PubSub,
         name if CONNECTION_STATE.contains(&name) => unsupported(

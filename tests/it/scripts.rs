@@ -80,3 +80,60 @@ fn sha1_hex(body: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Runs an endless script through `proxy` on `key`'s master, then `SCRIPT KILL` through the proxy
+/// from another client: the kill reaches the server (on a connection of its own, not behind the
+/// script) and the script's client gets Redis's error.
+async fn kill_through(proxy: &crate::harness::proxy::TestProxy, key: &str) {
+    let mut looping = proxy.client().await;
+    let key = key.to_string();
+    let script = tokio::spawn(async move {
+        redis::cmd("EVAL")
+            .arg("while true do redis.call('GET', KEYS[1]) end")
+            .arg(1)
+            .arg(key)
+            .query_async::<()>(&mut looping)
+            .await
+    });
+    let mut killer = proxy.client().await;
+    eventually!(
+        Duration::from_secs(10),
+        {
+            let r: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("KILL")
+                .query_async(&mut killer)
+                .await;
+            match r {
+                Ok(ok) => ok == "OK",
+                Err(e) if e.code() == Some("NOTBUSY") => false,
+                Err(e) => panic!("SCRIPT KILL: {e}"),
+            }
+        },
+        "SCRIPT KILL stops the script"
+    );
+    let err = script.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("killed"), "{err}");
+    let pong: String = redis::cmd("PING").query_async(&mut killer).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_kill_reaches_a_busy_server() {
+    let server = crate::harness::RedisServer::start_with("busy-reply-threshold 100\n").await;
+    let proxy = ProxyBuilder::servers(vec![server.addr()]).start(0).await;
+    kill_through(&proxy, "busy").await;
+
+    let cluster = crate::harness::Cluster::start(3, 0).await;
+    for node in cluster.addrs() {
+        let mut c = cluster.node(&node).client().await;
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("busy-reply-threshold")
+            .arg(100)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    kill_through(&proxy, "busy").await;
+}
