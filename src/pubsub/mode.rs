@@ -202,8 +202,13 @@ pub async fn serve(
             },
             Some(event) = events.recv() => {
                 s.event(event, out).await;
-                // Take what else is there without going round the loop for each frame.
-                while let Ok(event) = events.try_recv() {
+                // Take what else is there without going round the loop for each read, up to the
+                // output buffer limit (checked at the top of the loop).
+                let limit = s.parts.ctx.output_buffer_limit;
+                while limit == 0 || out.len() <= limit {
+                    let Ok(event) = events.try_recv() else {
+                        break;
+                    };
                     s.event(event, out).await;
                 }
             }
