@@ -11,14 +11,31 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{connect, BatchReply, Dispatch, Protocol};
 use super::{Backend, BackendError};
-use crate::resp::ReplyScanner;
+use crate::resp::{encode_command, ReplyScanner};
+
+/// The channel of [`wait_probe`]: nobody subscribes to it.
+pub const WAIT_PROBE_CHANNEL: &str = "__haproxy-rs:wait";
+
+/// `PUBLISH __haproxy-rs:wait ""`, sent on a pinned connection just before a client's `WAIT`,
+/// whose reply the client never sees.
+///
+/// Redis's `WAIT` counts the replicas that acknowledged the *connection's* last write offset.
+/// The client's writes went on shared connections, so the pinned one first runs a command that
+/// Redis propagates to the replicas, which sets that offset to the master's current one; the
+/// session sends it only once the client's earlier requests are answered, so the offset covers
+/// all of the client's writes. `PUBLISH` changes no data and is propagated in every Redis
+/// version outside cluster mode (Redis 7.0 also sets the offset after any command, which
+/// covers cluster mode, where `PUBLISH` travels on the cluster bus instead).
+pub fn wait_probe() -> Bytes {
+    encode_command(&["PUBLISH", WAIT_PROBE_CHANNEL, ""])
+}
 
 /// Dispatches queued towards one pinned connection.
 const QUEUE_DEPTH: usize = 1024;

@@ -4,7 +4,9 @@
 //! A transaction is queued by the session (`+QUEUED`, with `CROSSSLOT` for a command whose keys
 //! leave the transaction's slot) and sent at `EXEC` as one `MULTI ... EXEC` to the slot's
 //! master, on the connection `WATCH` pinned if there is one. `MOVED`/`ASK` are followed by
-//! sending the whole again to the node named (with `ASKING` first for `ASK`).
+//! sending the whole again to the node named (with `ASKING` first for `ASK`). `WAIT` runs on a
+//! connection of its own to the master the client last wrote to, after the probe that makes it
+//! count the client's writes (see [`wait_probe`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::redirect::{reaction, Reaction};
 use super::ClusterState;
+use crate::backend::pinned::wait_probe;
 use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
 use crate::proxy::reply::backend_error;
 use crate::resp::{encode_command, error_reply};
@@ -49,6 +52,14 @@ pub enum PinOp {
         /// How many.
         count: usize,
     },
+    /// `WAIT`, after the probe, on a connection of its own (never the watch connection, which
+    /// may be on another master).
+    Wait {
+        /// The slot the client last wrote to (`None`: no write yet, the first master).
+        slot: Option<u16>,
+        /// The command.
+        raw: Bytes,
+    },
 }
 
 /// What an operation needs from its session.
@@ -66,6 +77,7 @@ pub struct PinCtx {
 impl PinOp {
     /// Runs the operation; returns the client's reply.
     pub async fn run(self, ctx: PinCtx) -> Bytes {
+        let on_watch = !matches!(self, PinOp::Wait { .. });
         let (slot, raw, count, keep) = match self {
             PinOp::Blocking { slot, raw } => (Some(slot), raw, 1, false),
             PinOp::Watch { slot, raw } => (Some(slot), raw, 1, true),
@@ -80,8 +92,13 @@ impl PinOp {
                 raw.extend_from_slice(&encode_command(&["EXEC"]));
                 (slot, raw.freeze(), count + 2, false)
             }
+            PinOp::Wait { slot, raw } => {
+                let mut probed = BytesMut::from(&wait_probe()[..]);
+                probed.extend_from_slice(&raw);
+                (slot, probed.freeze(), 2, false)
+            }
         };
-        let mut conn = take(&ctx.watch);
+        let mut conn = if on_watch { take(&ctx.watch) } else { None };
         // A blocking command under WATCH runs on the watch connection and leaves it pinned.
         let keep = keep || (conn.is_some() && count == 1);
         let watched_before = conn.is_some();

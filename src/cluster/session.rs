@@ -51,6 +51,8 @@ pub struct ClusterSession {
     tx: Option<Tx>,
     /// The connection `WATCH` pinned.
     watch: WatchConn,
+    /// The slot of the client's last write: `WAIT` goes to its master.
+    wrote_slot: Option<u16>,
 }
 
 /// A transaction queued by the session, sent whole at `EXEC`.
@@ -106,6 +108,7 @@ impl ClusterSession {
             closing: false,
             tx: None,
             watch: WatchConn::default(),
+            wrote_slot: None,
         }
     }
 
@@ -359,6 +362,7 @@ impl ClusterSession {
                     self.unwatch();
                     error_reply("EXECABORT Transaction discarded because of previous errors.")
                 } else {
+                    self.wrote_slot = tx.slot.or(self.wrote_slot);
                     let op = PinOp::Exec {
                         slot: tx.slot,
                         queued: tx.queued.freeze(),
@@ -383,8 +387,16 @@ impl ClusterSession {
                 self.unwatch();
                 status_reply("OK")
             }
+            (Pin::Wait, false) => {
+                let op = PinOp::Wait {
+                    slot: self.wrote_slot,
+                    raw: req.into_raw(),
+                };
+                return self.submit_pinned(op, chunk, flight).await;
+            }
             (Pin::Blocking, false) => match slot_of(&req) {
                 Ok(Some(slot)) => {
+                    self.wrote_slot = Some(slot); // a pop writes
                     let op = PinOp::Blocking {
                         slot,
                         raw: req.into_raw(),
@@ -395,7 +407,9 @@ impl ClusterSession {
                 Err(e) => e,
             },
             // Inside MULTI: queued, run by EXEC (a blocking command does not block there).
-            (Pin::Unwatch | Pin::Blocking, true) => return self.queue(req, commands, env, chunk),
+            (Pin::Unwatch | Pin::Blocking | Pin::Wait, true) => {
+                return self.queue(req, commands, env, chunk)
+            }
         };
         self.chunk(chunk).push_ready(reply);
     }
@@ -534,6 +548,13 @@ impl ClusterSession {
         let replica_ok = !(write || self.track_writes && self.wrote);
         let read = !write;
         let planned = plan_info(commands, info, &req, env);
+        match &planned {
+            Plan::Slot(slot) if write => self.wrote_slot = Some(*slot),
+            Plan::Split { parts, .. } if write => {
+                self.wrote_slot = parts.last().map(|&(s, _)| s).or(self.wrote_slot);
+            }
+            _ => {}
+        }
         let c = self.chunk(chunk);
         match planned {
             Plan::Reply(reply) => c.push_ready(reply),
