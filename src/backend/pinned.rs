@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{connect, BatchReply, Dispatch, Protocol};
 use super::{Backend, BackendError};
-use crate::resp::{encode_command, ReplyScanner};
+use crate::resp::{encode_command, error_reply, is_error_reply, ReplyScanner};
 
 /// The channel of [`wait_probe`]: nobody subscribes to it.
 pub const WAIT_PROBE_CHANNEL: &str = "__haproxy-rs:wait";
@@ -35,6 +35,23 @@ pub const WAIT_PROBE_CHANNEL: &str = "__haproxy-rs:wait";
 /// covers cluster mode, where `PUBLISH` travels on the cluster bus instead).
 pub fn wait_probe() -> Bytes {
     encode_command(&["PUBLISH", WAIT_PROBE_CHANNEL, ""])
+}
+
+/// Redis's answer to `WAIT` on a replica: what the read-only endpoint says.
+pub const WAIT_ON_REPLICA: &str = "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.";
+
+/// What the client gets instead of `WAIT`'s reply when the server refused the probe (an ACL
+/// user without `PUBLISH` on the channel): the count would not cover the client's writes.
+/// `None` when `probe` is not an error.
+pub fn wait_probe_refused(probe: &[u8]) -> Option<Bytes> {
+    if !is_error_reply(probe) {
+        return None;
+    }
+    let why = String::from_utf8_lossy(probe.get(1..).unwrap_or_default());
+    Some(error_reply(&format!(
+        "ERR haproxy-rs: WAIT needs 'PUBLISH {WAIT_PROBE_CHANNEL}' on the master to count this client's writes, and it was refused: {}",
+        why.trim_end()
+    )))
 }
 
 /// Dispatches queued towards one pinned connection.

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 
 use super::redirect::{reaction, Reaction};
 use super::ClusterState;
-use crate::backend::pinned::wait_probe;
+use crate::backend::pinned::{wait_probe, wait_probe_refused};
 use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
 use crate::proxy::reply::backend_error;
 use crate::resp::{encode_command, error_reply};
@@ -145,6 +145,11 @@ impl PinOp {
                 None => {
                     if keep {
                         put(&ctx.watch, pinned);
+                    }
+                    if !on_watch {
+                        if let Some(refused) = frames.first().and_then(|f| wait_probe_refused(f)) {
+                            return refused;
+                        }
                     }
                     return frames.last().cloned().unwrap_or_else(no_connection);
                 }

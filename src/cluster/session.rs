@@ -387,6 +387,9 @@ impl ClusterSession {
                 self.unwatch();
                 status_reply("OK")
             }
+            (Pin::Wait, false) if self.endpoint == Endpoint::ReadOnly => {
+                error_reply(crate::backend::pinned::WAIT_ON_REPLICA)
+            }
             (Pin::Wait, false) => {
                 let op = PinOp::Wait {
                     slot: self.wrote_slot,

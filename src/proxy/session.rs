@@ -26,7 +26,7 @@ use super::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use super::client_state::ClientState;
 use super::reply::{backend_error, protocol_error, Close};
 use super::{acl, local, ProxyContext};
-use crate::backend::pinned::wait_probe;
+use crate::backend::pinned::{wait_probe, wait_probe_refused, WAIT_ON_REPLICA};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
@@ -488,6 +488,9 @@ impl Session {
             self.multi_failed = !matches!(pin, Pin::Exec | Pin::Discard);
             return self.push_ready(reply).await;
         }
+        if pin == Pin::Wait && self.endpoint == Endpoint::ReadOnly {
+            return self.push_ready(error_reply(WAIT_ON_REPLICA)).await;
+        }
         let in_multi = self.pin.as_ref().is_some_and(|p| p.multi);
         let opened_here = self.pin.is_none();
         match (pin, self.pin.is_some()) {
@@ -863,7 +866,13 @@ impl Session {
         }
         // The probe before a WAIT answered first; the client only sees WAIT's reply.
         let swallowed = batch.swallow.min(reply.frames.len());
-        reply.frames.drain(..swallowed);
+        let refused = reply
+            .frames
+            .drain(..swallowed)
+            .find_map(|f| wait_probe_refused(&f));
+        if let (Some(refused), Some(wait)) = (refused, reply.frames.first_mut()) {
+            *wait = refused;
+        }
         if batch.waited {
             self.check_durability(&batch, &mut reply);
         }

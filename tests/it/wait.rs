@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use crate::eventually;
 use crate::harness::proxy::ProxyBuilder;
 use crate::harness::redis::read_replies;
 use crate::harness::sentinel::Topology;
-use crate::harness::Cluster;
+use crate::harness::{Cluster, RedisServer};
+use haproxy_rs::config::MaskedString;
 
 /// Raw RESP for inline commands.
 fn inline(cmds: &[&str]) -> Vec<u8> {
@@ -32,6 +34,61 @@ async fn wait_counts_the_replicas_that_have_the_clients_writes() {
     // the master's count is the one that tells).
     assert_eq!(topo.master.commandstats("wait").await, 1);
     assert_eq!(topo.master.commandstats("publish").await, 1);
+
+    // Under WATCH it runs on the watch connection, which stays pinned; inside MULTI it is
+    // queued, as Redis does (and answers at EXEC without blocking).
+    s.write_all(&inline(&[
+        "WATCH wait:w",
+        "SET wait:k 2",
+        "WAIT 2 5000",
+        "MULTI",
+        "WAIT 2 0",
+        "GET wait:k",
+        "EXEC",
+    ]))
+    .await
+    .unwrap();
+    let got = read_replies(&mut s, 7).await;
+    assert_eq!(got[..6], ["+OK", "+OK", ":2", "+OK", "+QUEUED", "+QUEUED"]);
+    assert!(
+        got[6].starts_with("*2\r\n:") && got[6].ends_with("$1\r\n2"),
+        "{got:?}"
+    );
+    assert_eq!(topo.master.commandstats("wait").await, 3);
+
+    // The read-only endpoint answers as a replica does.
+    let mut r = tokio::net::TcpStream::connect(proxy.read_addr())
+        .await
+        .unwrap();
+    r.write_all(&inline(&["WAIT 1 0"])).await.unwrap();
+    assert_eq!(
+        read_replies(&mut r, 1).await,
+        ["-ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated."]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_is_refused_when_the_backend_user_may_not_publish_the_probe() {
+    // Redis 7's ACL users have no channels unless given some (`acl-pubsub-default resetchannels`).
+    let master = RedisServer::start_with("user proxy on >pw ~* +@all\n").await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()])
+        .with(|c| {
+            c.backend.username = Some("proxy".into());
+            c.backend.password = Some(MaskedString::new("pw"));
+        })
+        .start(0)
+        .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(&inline(&["SET wait:p 1", "WAIT 0 0", "GET wait:p"]))
+        .await
+        .unwrap();
+    let got = read_replies(&mut s, 3).await;
+    assert_eq!((got[0].as_str(), got[2].as_str()), ("+OK", "$1\r\n1"));
+    assert!(
+        got[1].starts_with("-ERR haproxy-rs: WAIT needs 'PUBLISH __haproxy-rs:wait'")
+            && got[1].contains("NOPERM"),
+        "{got:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,6 +110,25 @@ async fn wait_with_a_stopped_replica_times_out_without_stalling_other_clients() 
         .query_async(&mut other)
         .await
         .unwrap();
+    // After a full sync the master streams commands to a replica only from its first
+    // acknowledgement (up to a second after the link is up): ask it directly until both
+    // replicas acknowledge a write.
+    let mut master = topo.master.client().await;
+    eventually!(
+        Duration::from_secs(10),
+        redis::pipe()
+            .cmd("SET")
+            .arg("wait:ready")
+            .arg(1)
+            .ignore()
+            .cmd("WAIT")
+            .arg(2)
+            .arg(100)
+            .query_async::<(i64,)>(&mut master)
+            .await
+            .is_ok_and(|(n,)| n == 2),
+        "both replicas acknowledge a write on the master"
+    );
     topo.replicas[0].stop();
 
     let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
