@@ -869,7 +869,7 @@ impl Session {
         let refused = reply
             .frames
             .drain(..swallowed)
-            .find_map(|f| wait_probe_refused(&f));
+            .find_map(|f| wait_probe_refused(&f, "PUBLISH __haproxy-rs:wait"));
         if let (Some(refused), Some(wait)) = (refused, reply.frames.first_mut()) {
             *wait = refused;
         }

@@ -180,10 +180,15 @@ async fn wait_in_cluster_mode_asks_the_master_the_client_wrote_to() {
     let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
     let key = "wait:{c}";
     let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
-    s.write_all(&inline(&[&format!("SET {key} 1"), "WAIT 1 5000"]))
-        .await
-        .unwrap();
-    assert_eq!(read_replies(&mut s, 2).await, ["+OK", ":1"]);
+    // Before any write: the first master's replica.
+    s.write_all(&inline(&[
+        "WAIT 1 5000",
+        &format!("SET {key} 1"),
+        "WAIT 1 5000",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(read_replies(&mut s, 3).await, [":1", "+OK", ":1"]);
 
     // With the replica of that master stopped, the next write is on no replica: WAIT asks
     // that master (the other masters' replicas are running, and would answer 1).
@@ -199,4 +204,14 @@ async fn wait_in_cluster_mode_asks_the_master_the_client_wrote_to() {
     let replies = read_replies(&mut s, 2).await;
     replica.cont();
     assert_eq!(replies, ["+OK", ":0"]);
+    // The probe (a script that sets and deletes a key of the proxy's own in that slot) ran on
+    // that master and left nothing behind.
+    let master = cluster.node(&owners.master);
+    let first_master_too = map.owners(0).is_some_and(|o| o.master == owners.master);
+    let probes = 2 + u64::from(first_master_too);
+    assert_eq!(master.commandstats("eval").await, probes);
+    s.write_all(&inline(&["KEYS __haproxy-rs:*"]))
+        .await
+        .unwrap();
+    assert_eq!(read_replies(&mut s, 1).await, ["*0"]);
 }
