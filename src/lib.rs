@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod proxy;
+pub mod pubsub;
 pub mod resp;
 pub mod router;
 pub mod scripts;

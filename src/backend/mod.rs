@@ -179,6 +179,8 @@ pub struct Backend {
     /// Counters for the stats page.
     pub stats: Arc<BackendStats>,
     token: CancellationToken,
+    /// Pinned connections let go clean (after `EXEC`/`DISCARD`/`UNWATCH`), for the next one.
+    pub(crate) idle_pinned: pinned::IdlePinned,
 }
 
 impl std::fmt::Debug for Backend {
@@ -221,6 +223,18 @@ impl Backend {
     /// Cancelled when the backend is retired or the proxy stops.
     pub fn token(&self) -> &CancellationToken {
         &self.token
+    }
+
+    /// A connection of the caller's own to this server (a pub/sub link), authenticated and
+    /// speaking `protocol`, outside the pools.
+    ///
+    /// # Errors
+    /// The connection could not be opened or set up.
+    pub(crate) async fn connect_dedicated(
+        &self,
+        protocol: Protocol,
+    ) -> Result<crate::tls::Stream, BackendError> {
+        conn::connect(&self.addr, &self.settings, protocol, 0).await
     }
 }
 
@@ -310,6 +324,7 @@ impl BackendSet {
             health: BackendHealth::default(),
             stats,
             token,
+            idle_pinned: pinned::IdlePinned::default(),
         });
         map.insert(addr.to_string(), backend.clone());
         (backend, true)

@@ -9,7 +9,8 @@
 //! mid-`BLPOP` unblocks its server side by the close).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -60,12 +61,63 @@ const QUEUE_DEPTH: usize = 1024;
 /// Deepest reply nesting accepted.
 const MAX_REPLY_DEPTH: usize = 64;
 
+/// Idle pinned connections kept per server.
+const MAX_IDLE: usize = 16;
+/// How long one is kept.
+const IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// The session's handle on its pinned connection: dropping it lets the connection go once the
-/// replies already asked for are in.
+/// replies already asked for are in; [`Pinned::recycle`] keeps it for the next transaction.
 #[derive(Debug, Clone)]
 pub struct Pinned {
-    tx: mpsc::Sender<Dispatch>,
+    /// Shared by the session's clones of the handle (batches on their way): recycled only when
+    /// no other clone is left.
+    tx: Arc<mpsc::Sender<Dispatch>>,
     backend: Arc<Backend>,
+    protocol: Protocol,
+    db: u8,
+}
+
+/// A server's pinned connections that were let go in a clean state: opening one costs a
+/// connection set-up (and its teardown) on the server, about as much as a small transaction.
+#[derive(Debug, Default)]
+pub struct IdlePinned {
+    conns: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    protocol: Protocol,
+    db: u8,
+    since: Instant,
+    tx: mpsc::Sender<Dispatch>,
+}
+
+impl IdlePinned {
+    /// An idle connection speaking `protocol` in `db` whose actor still runs.
+    fn take(&self, protocol: Protocol, db: u8) -> Option<mpsc::Sender<Dispatch>> {
+        let mut conns = self.conns.lock().ok()?;
+        conns.retain(|c| !c.tx.is_closed() && c.since.elapsed() < IDLE_FOR);
+        let i = conns
+            .iter()
+            .rposition(|c| c.protocol == protocol && c.db == db)?;
+        Some(conns.swap_remove(i).tx)
+    }
+
+    fn put(&self, protocol: Protocol, db: u8, tx: mpsc::Sender<Dispatch>) {
+        let Ok(mut conns) = self.conns.lock() else {
+            return;
+        };
+        conns.retain(|c| !c.tx.is_closed() && c.since.elapsed() < IDLE_FOR);
+        if conns.len() < MAX_IDLE {
+            conns.push(Idle {
+                protocol,
+                db,
+                since: Instant::now(),
+                tx,
+            });
+        }
+    }
 }
 
 impl Pinned {
@@ -81,6 +133,14 @@ impl Pinned {
         db: u8,
         limit: &Arc<Semaphore>,
     ) -> Result<Pinned, BackendError> {
+        if let Some(tx) = backend.idle_pinned.take(protocol, db) {
+            return Ok(Pinned {
+                tx: Arc::new(tx),
+                backend,
+                protocol,
+                db,
+            });
+        }
         let permit = limit
             .clone()
             .try_acquire_owned()
@@ -100,7 +160,29 @@ impl Pinned {
             serve(stream, rx, permit, token).await;
             stats.connection_closed();
         });
-        Ok(Pinned { tx, backend })
+        Ok(Pinned {
+            tx: Arc::new(tx),
+            backend,
+            protocol,
+            db,
+        })
+    }
+
+    /// Lets the connection go for another transaction to use. Only for a connection left as a
+    /// fresh one would be: its transaction ended by `EXEC`/`DISCARD` (or `UNWATCH`), no `SELECT`
+    /// sent on it, nothing blocking still waiting. Replies still to come reach their own
+    /// requests; the next user's requests queue behind them. A handle with clones left (a batch
+    /// still to be sent on it) is only dropped.
+    pub fn recycle(self) {
+        let Pinned {
+            tx,
+            backend,
+            protocol,
+            db,
+        } = self;
+        if let Ok(tx) = Arc::try_unwrap(tx) {
+            backend.idle_pinned.put(protocol, db, tx);
+        }
     }
 
     /// The server this connection goes to.

@@ -154,6 +154,12 @@ impl PinOp {
                     put(&ctx.watch, pinned);
                     return error_reply(super::plan::CROSSSLOT);
                 }
+                Some(_) if watched_before => {
+                    // A transaction whose keys are not on the node of its WATCH: run elsewhere it
+                    // would lose the WATCH, so it aborts here, as it does on Redis Cluster (its
+                    // commands got MOVED, and EXEC answers EXECABORT).
+                    return frames.last().cloned().unwrap_or_else(no_connection);
+                }
                 Some((addr, ask)) => {
                     ctx.state.request_refresh();
                     asking = ask;
@@ -166,6 +172,9 @@ impl PinOp {
                 None => {
                     if keep {
                         put(&ctx.watch, pinned);
+                    } else {
+                        // Answered whole (EXEC, or a blocking command that returned): as fresh.
+                        pinned.recycle();
                     }
                     if !on_watch {
                         let refused = frames

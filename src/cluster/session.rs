@@ -53,6 +53,9 @@ pub struct ClusterSession {
     watch: WatchConn,
     /// The slot of the client's last write: `WAIT` goes to its master.
     wrote_slot: Option<u16>,
+    /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
+    /// out.
+    subscribe: Option<Request>,
 }
 
 /// A transaction queued by the session, sent whole at `EXEC`.
@@ -109,6 +112,7 @@ impl ClusterSession {
             tx: None,
             watch: WatchConn::default(),
             wrote_slot: None,
+            subscribe: None,
         }
     }
 
@@ -148,11 +152,45 @@ impl ClusterSession {
                 tracing::debug!(error = %e, "client write failed");
                 break;
             }
+            if flight.chunks.is_empty() {
+                if let Some(first) = self.subscribe.take() {
+                    let locator = crate::pubsub::ClusterLocator::new(self.state.clone());
+                    let parts = crate::pubsub::SessionParts {
+                        ctx: &self.ctx,
+                        stats: &self.stats,
+                        auth: &mut self.auth,
+                        protocol: self.protocol,
+                        locator: &locator,
+                    };
+                    let io = crate::pubsub::ClientIo {
+                        rd: &mut rd,
+                        wr: &mut wr,
+                        inbuf: &mut inbuf,
+                        out: &mut out,
+                        parser: &mut parser,
+                        backlog: &mut backlog,
+                    };
+                    let exit = if first.name().eq_ignore_ascii_case(b"monitor") {
+                        let servers = self.state.map().masters().to_vec();
+                        crate::pubsub::monitor::serve(parts, io, servers, first, &shutdown).await
+                    } else {
+                        crate::pubsub::serve(parts, io, first, &shutdown).await
+                    };
+                    match exit {
+                        crate::pubsub::Exit::Close => break,
+                        crate::pubsub::Exit::Reset => self.reset(),
+                        crate::pubsub::Exit::Unsubscribed => {}
+                    }
+                    continue;
+                }
+            }
             if self.closing && flight.chunks.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
-            let can_read = !self.closing && flight.requests < self.ctx.max_pipeline;
+            let can_read = !self.closing
+                && self.subscribe.is_none()
+                && flight.requests < self.ctx.max_pipeline;
             // Written as the client reads, while replies keep being collected (see the
             // Sentinel-mode session).
             let writing = must_write(&wr, &out);
@@ -208,6 +246,7 @@ impl ClusterSession {
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
         while !self.closing
+            && self.subscribe.is_none()
             && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
         {
             parser.set_unauthenticated(!self.auth.authenticated());
@@ -291,6 +330,16 @@ impl ClusterSession {
     }
 
     /// Lets go of the connection `WATCH` pinned (its watches end with it).
+    /// `RESET`: RESP2, no name, not authenticated (with `[auth]`), no transaction or `WATCH`.
+    fn reset(&mut self) {
+        self.protocol = Protocol::Resp2;
+        self.client.name = None;
+        self.auth.reset();
+        self.wrote = false;
+        self.tx = None;
+        self.unwatch();
+    }
+
     fn unwatch(&self) {
         self.watch.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
@@ -387,9 +436,6 @@ impl ClusterSession {
                 self.unwatch();
                 status_reply("OK")
             }
-            (Pin::Wait, false) if self.endpoint == Endpoint::ReadOnly => {
-                error_reply(crate::backend::pinned::WAIT_ON_REPLICA)
-            }
             (Pin::Wait, false) => {
                 let op = PinOp::Wait {
                     slot: self.wrote_slot,
@@ -484,7 +530,12 @@ impl ClusterSession {
         let info = commands.lookup(&req);
         let class = classify_info(info, &req);
         // Inside MULTI everything else is queued (PING and friends too, as Redis does).
-        if self.tx.is_some() && matches!(class, Class::Read | Class::Write | Class::Local(_)) {
+        let queued = match class {
+            Class::Read | Class::Write | Class::Local(_) => true,
+            Class::Conn(c) => c != ConnCmd::Reset,
+            _ => false,
+        };
+        if self.tx.is_some() && queued {
             return self.queue(req, commands, env, chunk);
         }
         let write = match class {
@@ -492,6 +543,18 @@ impl ClusterSession {
             Class::Write => true,
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
+            }
+            Class::Pin(Pin::Wait) if self.endpoint == Endpoint::ReadOnly => {
+                return self
+                    .chunk(chunk)
+                    .push_ready(error_reply(crate::backend::pinned::WAIT_ON_REPLICA))
+            }
+            // The read-only endpoint runs no transaction or blocking command (they need the
+            // master), as in Sentinel mode.
+            Class::Pin(_) if self.endpoint == Endpoint::ReadOnly => {
+                return self.chunk(chunk).push_ready(error_reply(
+                    "READONLY You can't write against a read only replica.",
+                ))
             }
             Class::Pin(pin) => {
                 return self
@@ -503,13 +566,20 @@ impl ClusterSession {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
-                self.protocol = Protocol::Resp2;
-                self.client.name = None;
-                self.auth.reset();
-                self.wrote = false;
-                self.tx = None;
-                self.unwatch();
+                self.reset();
                 return self.chunk(chunk).push_ready(status_reply("RESET"));
+            }
+            Class::PubSub if self.tx.is_some() => {
+                return self.chunk(chunk).push_ready(error_reply(
+                    "ERR haproxy-rs does not support pub/sub commands inside a transaction",
+                ))
+            }
+            Class::PubSub => {
+                if let Some(c) = chunk.take() {
+                    self.submit(c, flight).await;
+                }
+                self.subscribe = Some(req);
+                return;
             }
             Class::Conn(cmd) => {
                 let reply = self.client.answer(cmd, &req, 0, self.protocol, false);
@@ -534,8 +604,14 @@ impl ClusterSession {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
-                let (reply, protocol) =
-                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
+                let (reply, protocol) = local::hello(
+                    &self.ctx,
+                    &mut self.auth,
+                    self.protocol,
+                    self.id,
+                    &req,
+                    &mut self.client.name,
+                );
                 self.protocol = protocol;
                 return self.chunk(chunk).push_ready(reply);
             }

@@ -60,14 +60,16 @@ fn credentials_match(ctx: &ProxyContext, user: Option<&[u8]>, pass: &[u8]) -> bo
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. Returns the
 /// reply and the protocol the session speaks from now on (`HELLO 3` moves it to RESP3 backend
-/// connections, so replies keep their RESP3 types).
+/// connections, so replies keep their RESP3 types); `SETNAME`'s name goes to `name`.
 pub fn hello(
     ctx: &ProxyContext,
     client: &mut ClientAuth,
     current: Protocol,
     id: u64,
     req: &Request,
+    name: &mut Option<Bytes>,
 ) -> (Bytes, Protocol) {
+    let mut new_name = None;
     let mut protocol = current;
     let mut i = 1;
     if let Some(v) = req.arg(1) {
@@ -93,7 +95,12 @@ pub fn hello(
             };
             creds = Some((user, pass));
             i += 3;
-        } else if opt.eq_ignore_ascii_case(b"setname") && req.arg(i + 1).is_some() {
+        } else if let (true, Some(n)) = (opt.eq_ignore_ascii_case(b"setname"), req.arg(i + 1)) {
+            if !n.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+                let e = "ERR Client names cannot contain spaces, newlines or special characters.";
+                return (error_reply(e), current);
+            }
+            new_name = Some(Bytes::copy_from_slice(n));
             i += 2;
         } else {
             return (hello_syntax_error(opt), current);
@@ -107,6 +114,9 @@ pub fn hello(
     }
     if !client.authenticated() {
         return (error_reply(HELLO_NOAUTH), current);
+    }
+    if let Some(n) = new_name {
+        *name = (!n.is_empty()).then_some(n);
     }
     let reply = hello_map(protocol, &ctx.server_version.load(), id);
     (reply, protocol)

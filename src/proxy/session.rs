@@ -111,6 +111,9 @@ struct PinState {
     /// A command of the transaction was refused by the proxy (users' rules, command policy):
     /// `EXEC` becomes `DISCARD` and answers `-EXECABORT`, as Redis does.
     refused: bool,
+    /// A `SELECT` (or a `CLIENT` command) was sent on the connection: it is not as it was
+    /// opened, so it is not recycled.
+    dirty: bool,
 }
 
 /// Requests gathered while parsing one read, sent when the target changes or the input runs dry:
@@ -169,6 +172,9 @@ pub struct Session {
     /// `EXEC` answers `-EXECABORT`, as Redis does when a command fails to queue (never run
     /// outside the transaction the client asked for).
     multi_failed: bool,
+    /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
+    /// out.
+    subscribe: Option<Request>,
 }
 
 enum Event {
@@ -216,6 +222,7 @@ impl Session {
             deferred: 0,
             multi_failed: false,
             db: 0,
+            subscribe: None,
         }
     }
 
@@ -244,11 +251,51 @@ impl Session {
                 tracing::debug!(error = %e, "client write failed");
                 break;
             }
+            if self.pending.is_empty() {
+                if let Some(first) = self.subscribe.take() {
+                    let locator = crate::pubsub::MasterLocator::new(self.ctx.table.clone());
+                    let parts = crate::pubsub::SessionParts {
+                        ctx: &self.ctx,
+                        stats: &self.stats,
+                        auth: &mut self.auth,
+                        protocol: self.protocol,
+                        locator: &locator,
+                    };
+                    let io = crate::pubsub::ClientIo {
+                        rd: &mut rd,
+                        wr: &mut wr,
+                        inbuf: &mut inbuf,
+                        out: &mut out,
+                        parser: &mut parser,
+                        backlog: &mut backlog,
+                    };
+                    let exit = if first.name().eq_ignore_ascii_case(b"monitor") {
+                        let servers = {
+                            let t = self.ctx.table.load();
+                            t.master
+                                .iter()
+                                .filter(|_| t.fence.is_none())
+                                .cloned()
+                                .collect()
+                        };
+                        crate::pubsub::monitor::serve(parts, io, servers, first, &shutdown).await
+                    } else {
+                        crate::pubsub::serve(parts, io, first, &shutdown).await
+                    };
+                    match exit {
+                        crate::pubsub::Exit::Close => break,
+                        crate::pubsub::Exit::Reset => self.reset().await,
+                        crate::pubsub::Exit::Unsubscribed => {}
+                    }
+                    continue;
+                }
+            }
             if self.closing && self.pending.is_empty() && out.is_empty() {
                 let _ = wr.shutdown().await;
                 break;
             }
-            let can_read = !self.closing && self.queued < self.ctx.max_pipeline;
+            let can_read =
+                !self.closing && self.subscribe.is_none() && self.queued < self.ctx.max_pipeline;
             let holding = self.held > 0;
             // The client is written to as it reads, while replies keep being collected (so the
             // output buffer limit sees a client that does not read) and requests keep being read.
@@ -317,7 +364,7 @@ impl Session {
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
-        while !self.closing && self.queued < self.ctx.max_pipeline {
+        while !self.closing && self.subscribe.is_none() && self.queued < self.ctx.max_pipeline {
             parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
@@ -349,9 +396,18 @@ impl Session {
             return self.push_ready(refused).await;
         }
         self.ctx.scripts.observe(&req);
+        let in_multi = self.pin.as_ref().is_some_and(|p| p.multi);
         let class = match classify(commands, &req) {
             // In a transaction the server queues PING and friends too.
             Class::Local(_) if self.pin.is_some() => Class::Write,
+            // And `CLIENT GETNAME`...: queued there, answered for the pinned connection (which is
+            // then not recycled, its name or flags may have changed).
+            Class::Conn(c) if in_multi && c != ConnCmd::Reset => {
+                if let Some(p) = &mut self.pin {
+                    p.dirty = true;
+                }
+                Class::Write
+            }
             class => class,
         };
         let write = match class {
@@ -369,8 +425,14 @@ impl Session {
             Class::Hello => {
                 // Flush first: the batch was gathered for the protocol in force before HELLO.
                 self.flush().await;
-                let (reply, protocol) =
-                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
+                let (reply, protocol) = local::hello(
+                    &self.ctx,
+                    &mut self.auth,
+                    self.protocol,
+                    self.id,
+                    &req,
+                    &mut self.client.name,
+                );
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
@@ -378,6 +440,14 @@ impl Session {
             Class::Conn(ConnCmd::Reset) => {
                 self.reset().await;
                 return self.push_ready(status_reply("RESET")).await;
+            }
+            Class::PubSub if self.pin.is_some() => {
+                return self.push_ready(error_reply("ERR haproxy-rs does not support pub/sub commands inside a transaction or under WATCH")).await;
+            }
+            Class::PubSub => {
+                self.flush().await;
+                self.subscribe = Some(req);
+                return;
             }
             Class::Conn(cmd) => {
                 let multi = self.pin.as_ref().is_some_and(|p| p.multi);
@@ -393,6 +463,9 @@ impl Session {
             // In a transaction the server runs it (queued until EXEC); later requests use `db`.
             Class::Select(db) => {
                 self.db = db;
+                if let Some(p) = &mut self.pin {
+                    p.dirty = true;
+                }
                 true
             }
         };
@@ -521,6 +594,7 @@ impl Session {
                             conn,
                             multi: false,
                             refused: false,
+                            dirty: false,
                         })
                     }
                     Err(_) => {
@@ -570,7 +644,13 @@ impl Session {
         };
         if release {
             self.flush().await;
-            self.pin = None;
+            if let Some(p) = self.pin.take() {
+                // A transaction ended leaves the connection as fresh; a blocking command is
+                // still waiting on its connection (which must close if the client goes).
+                if matches!(pin, Pin::Exec | Pin::Discard | Pin::Unwatch) && !p.dirty {
+                    p.conn.recycle();
+                }
+            }
         }
     }
 

@@ -50,6 +50,9 @@ pub enum Class {
     Select(u8),
     /// About the client's own connection (`CLIENT SETNAME`, `RESET`, ...): the session answers.
     Conn(ConnCmd),
+    /// `(P|S)SUBSCRIBE`, the unsubscribes and `MONITOR`: the session goes into subscriber
+    /// (or monitor) mode.
+    PubSub,
 }
 
 /// Commands about the client's connection, answered by the session from its own state.
@@ -110,13 +113,6 @@ pub enum Pin {
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[
-    "subscribe",
-    "psubscribe",
-    "ssubscribe",
-    "unsubscribe",
-    "punsubscribe",
-    "sunsubscribe",
-    "monitor",
     "sync",
     "psync",
     "readonly",
@@ -184,6 +180,8 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|info" => Class::Conn(ConnCmd::Info),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" | "monitor" => Class::PubSub,
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",
@@ -307,6 +305,9 @@ mod tests {
             "unknown goes to the master"
         );
         assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
+        assert_eq!(class(&["SUBSCRIBE", "c"]), Class::PubSub);
+        assert_eq!(class(&["sunsubscribe"]), Class::PubSub);
+        assert_eq!(class(&["MONITOR"]), Class::PubSub);
     }
 
     #[test]
@@ -352,7 +353,10 @@ mod tests {
 
     #[test]
     fn connection_state_commands_are_refused() {
-        for args in [&["SUBSCRIBE", "c"][..], &["CLIENT", "KILL", "ID", "1"]] {
+        for args in [
+            &["CLIENT", "KILL", "ID", "1"][..],
+            &["CLIENT", "PAUSE", "10"],
+        ] {
             match class(args) {
                 Class::Reject(b) => {
                     assert!(

@@ -280,7 +280,7 @@ async fn deliberate_differences_from_redis() {
 }
 
 /// The listener counters of the proxy's read/write endpoint.
-fn main_listener(proxy: &TestProxy) -> ListenerSnapshot {
+pub(crate) fn main_listener(proxy: &TestProxy) -> ListenerSnapshot {
     proxy
         .proxy
         .stats

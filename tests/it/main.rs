@@ -11,6 +11,8 @@ mod harness;
 mod harness_selftest;
 mod limits;
 mod protocol;
+mod pubsub;
+mod readme_commands;
 mod routing;
 mod scripts;
 mod security;

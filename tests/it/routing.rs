@@ -124,8 +124,9 @@ async fn connection_state_commands_get_a_clear_error() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     let mut c = proxy.client().await;
-    let err = redis::cmd("SUBSCRIBE")
-        .arg("1")
+    let err = redis::cmd("CLIENT")
+        .arg("TRACKING")
+        .arg("on")
         .query_async::<()>(&mut c)
         .await
         .unwrap_err();
@@ -317,6 +318,23 @@ async fn connection_commands_answer_for_each_client() {
         .unwrap();
     let v: String = direct.get("r").await.unwrap();
     assert_eq!(v, "3", "the transaction dropped by RESET never ran");
+
+    // HELLO's SETNAME names the client too; a bad name fails the whole HELLO, as in Redis 7.0.
+    send(
+        &mut b,
+        "HELLO 2 SETNAME beta\r\nCLIENT GETNAME\r\nHELLO 3 SETNAME 'x y'\r\nCLIENT GETNAME\r\n",
+    )
+    .await;
+    let got = read_replies(&mut b, 4).await;
+    assert!(got[0].starts_with("*14"), "{got:?}");
+    assert_eq!(
+        got[1..],
+        [
+            "$4\r\nbeta",
+            "-ERR Client names cannot contain spaces, newlines or special characters.",
+            "$4\r\nbeta"
+        ]
+    );
 }
 
 async fn send(s: &mut tokio::net::TcpStream, text: &str) {

@@ -66,6 +66,72 @@ async fn multi_exec_is_atomic_and_in_order_with_the_rest_of_the_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_connections_are_reused_and_never_mix_clients() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let connections = || async {
+        let info = master.info("stats").await;
+        crate::harness::redis::info_field(&info, "total_connections_received")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = connections().await;
+    const CLIENTS: usize = 4;
+    const TXS: i64 = 100;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let mut c = proxy.client().await;
+        tasks.push(tokio::spawn(async move {
+            let key = format!("{{c{client}}}n");
+            for i in 1..=TXS {
+                // Some transactions are discarded, some watched: every way one ends.
+                if i % 10 == 0 {
+                    let () = redis::cmd("WATCH")
+                        .arg(&key)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    let () = redis::cmd("UNWATCH").query_async(&mut c).await.unwrap();
+                }
+                let me = format!("{client}:{i}");
+                let (n, echoed): (i64, String) = redis::pipe()
+                    .atomic()
+                    .incr(&key, 1)
+                    .cmd("ECHO")
+                    .arg(&me)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    n, i,
+                    "client {client}'s own counter, in its own transaction"
+                );
+                assert_eq!(echoed, me);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let opened = connections().await - before;
+    // Unrecycled, it would be one connection per transaction and WATCH: 440.
+    assert!(
+        opened <= 40,
+        "{opened} backend connections for 440 pinned uses"
+    );
+
+    // CLIENT commands inside MULTI are queued like the rest (the connection answers them).
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(&inline(&["MULTI", "CLIENT GETNAME", "EXEC"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 3).await,
+        ["+OK", "+QUEUED", "*1\r\n$10\r\nhaproxy-rs"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sees_another_clients_write_and_aborts_the_transaction() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;

@@ -179,6 +179,16 @@ async fn wait_in_cluster_mode_asks_the_master_the_client_wrote_to() {
     let cluster = Cluster::start(3, 1).await;
     let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
     let key = "wait:{c}";
+    // The read-only endpoint answers as a replica does.
+    let mut r = tokio::net::TcpStream::connect(proxy.read_addr())
+        .await
+        .unwrap();
+    r.write_all(&inline(&["WAIT 1 0"])).await.unwrap();
+    let got = read_replies(&mut r, 1).await;
+    assert!(
+        got[0].starts_with("-ERR WAIT cannot be used with replica instances."),
+        "{got:?}"
+    );
     let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     // Before any write: the first master's replica.
     s.write_all(&inline(&[

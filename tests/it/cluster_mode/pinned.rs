@@ -13,6 +13,18 @@ use crate::harness::redis::read_replies;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_run_on_the_master_of_their_slot() {
     let (_cluster, proxy) = cluster_and_proxy(|b| b).await;
+    // The read-only endpoint runs no transaction or blocking command, as in Sentinel mode.
+    let mut r = tokio::net::TcpStream::connect(proxy.read_addr())
+        .await
+        .unwrap();
+    r.write_all(b"MULTI\r\nWATCH {u}a\r\nBLPOP {u}q 1\r\nGET {u}a\r\n")
+        .await
+        .unwrap();
+    let readonly = "-READONLY You can't write against a read only replica.";
+    assert_eq!(
+        read_replies(&mut r, 4).await,
+        [readonly, readonly, readonly, "$-1"]
+    );
     let got = raw(
         &proxy,
         &[
@@ -90,6 +102,37 @@ async fn watch_aborts_on_another_clients_write_and_blocking_pops_wait_alone() {
     assert_eq!(
         read_replies(&mut s, 4).await,
         ["+OK", "+QUEUED", "*-1", "$6\r\ntheirs"]
+    );
+
+    // A transaction whose keys live on another node than its WATCH cannot keep the WATCH: it
+    // aborts, as on Redis Cluster, and runs nowhere.
+    let map = _cluster.slot_map().await;
+    let owner = |k: &str| {
+        let slot = haproxy_rs::router::slot::key_slot(k.as_bytes());
+        map.owners(slot).unwrap().master.clone()
+    };
+    let elsewhere = (0..)
+        .map(|i| format!("elsewhere:{i}"))
+        .find(|k| owner(k) != owner("{w}k"))
+        .unwrap();
+    s.write_all(&send(&[
+        &["WATCH", "{w}k"],
+        &["MULTI"],
+        &["SET", &elsewhere, "1"],
+        &["EXEC"],
+        &["EXISTS", &elsewhere],
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 5).await,
+        [
+            "+OK",
+            "+OK",
+            "+QUEUED",
+            "-EXECABORT Transaction discarded because of previous errors.",
+            ":0"
+        ]
     );
 
     // A blocking pop waits on its own connection; the client's next request waits for it, and

@@ -1,0 +1,668 @@
+//! Subscriber mode: the session loop while a client has subscriptions.
+//!
+//! One client request is worked on at a time. A (un)subscribe changes the client's
+//! [`Subscriptions`] at once and the links are brought in line with them; the client's
+//! confirmations go out when every server concerned has confirmed (and, while there is no
+//! master to place a subscription on, at the latest after `failover.hold_ms`). Messages that
+//! arrive meanwhile wait behind the confirmations, so a client never sees a message of a
+//! channel before its confirmation. Between requests, messages go straight to the client.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::link::{Link, LinkEvent};
+use super::{classify_frame, resp2_pong, Incoming, Kind, Locate, Subscriptions};
+use crate::backend::{Backend, BackendError, Protocol};
+use crate::proxy::acl::{self, ClientAuth};
+use crate::proxy::backlog::{must_write, write_or_flush, Backlog};
+use crate::proxy::reply::{backend_error, protocol_error, Close};
+use crate::proxy::{local, ProxyContext};
+use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
+use crate::router::slot::key_slot;
+use crate::router::{classify_info, Class};
+use crate::stats::ListenerStats;
+use crate::tls::{ReadHalf, WriteHalf};
+
+/// How often placement is checked against the topology.
+const TICK: Duration = Duration::from_millis(50);
+/// Request bytes read ahead of the one being worked on.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+/// Frames queued from the links towards the loop.
+const EVENT_QUEUE: usize = 64;
+/// Longest wait before placing subscriptions is tried again.
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
+/// How subscriber mode ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// No subscription is left: back to the ordinary session.
+    Unsubscribed,
+    /// `RESET` (answered already): the session resets its own state and goes on.
+    Reset,
+    /// The client hung up, quit or broke the protocol, or the proxy is stopping.
+    Close,
+}
+
+/// The client's side of the session, lent to subscriber mode.
+pub struct ClientIo<'a> {
+    /// The client's read half.
+    pub rd: &'a mut ReadHalf,
+    /// The client's write half.
+    pub wr: &'a mut WriteHalf,
+    /// Bytes read and not parsed yet.
+    pub inbuf: &'a mut BytesMut,
+    /// Bytes for the client not written yet.
+    pub out: &'a mut BytesMut,
+    /// The session's request parser.
+    pub parser: &'a mut RequestParser,
+    /// The session's output-limit bookkeeping.
+    pub backlog: &'a mut Backlog,
+}
+
+/// What subscriber mode needs of the session.
+pub struct SessionParts<'a> {
+    /// Shared settings.
+    pub ctx: &'a Arc<ProxyContext>,
+    /// The listener's counters.
+    pub stats: &'a ListenerStats,
+    /// Who the client is.
+    pub auth: &'a mut ClientAuth,
+    /// The client's protocol (and its links').
+    pub protocol: Protocol,
+    /// Where links go in this mode.
+    pub locator: &'a dyn Locate,
+}
+
+/// The request being worked on.
+struct Current {
+    tag: u64,
+    /// Server answers still to come.
+    awaiting: usize,
+    /// What the client gets once they are in.
+    replies: Vec<Bytes>,
+    since: Instant,
+}
+
+struct Subscriber<'a> {
+    parts: SessionParts<'a>,
+    subs: Subscriptions,
+    links: Vec<Link>,
+    next_link: u64,
+    events_tx: mpsc::Sender<LinkEvent>,
+    current: Option<Current>,
+    next_tag: u64,
+    /// Messages that arrived while a request was being worked on.
+    held: VecDeque<Bytes>,
+    held_bytes: usize,
+    /// Some subscription has no server right now.
+    unplaced: bool,
+    retry_at: Instant,
+    retry_backoff: Duration,
+    /// The topology generation the links were last placed by.
+    seen: u64,
+    /// A server whose link failed a moment ago.
+    avoid: Option<String>,
+    closing: bool,
+}
+
+/// Serves a client in subscriber mode, starting with `first` (a pub/sub command), until it
+/// has no subscription left, resets, or goes away. The session's replies before `first` must
+/// all be in `io.out` already.
+pub async fn serve(
+    parts: SessionParts<'_>,
+    io: ClientIo<'_>,
+    first: Request,
+    shutdown: &CancellationToken,
+) -> Exit {
+    let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let seen = parts.locator.generation();
+    let mut s = Subscriber {
+        parts,
+        subs: Subscriptions::default(),
+        links: Vec::new(),
+        next_link: 0,
+        events_tx,
+        current: None,
+        next_tag: 0,
+        held: VecDeque::new(),
+        held_bytes: 0,
+        unplaced: false,
+        retry_at: Instant::now(),
+        retry_backoff: TICK,
+        seen,
+        avoid: None,
+        closing: false,
+    };
+    let ClientIo {
+        rd,
+        wr,
+        inbuf,
+        out,
+        parser,
+        backlog,
+    } = io;
+    let mut first = Some(first);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let unwritten = out.len();
+        while s.current.is_none() && !s.closing {
+            let req = match first.take() {
+                Some(r) => r,
+                // Unsubscribed from everything: the next request is the ordinary session's.
+                None if s.subs.total() == 0 => break,
+                None => {
+                    parser.set_unauthenticated(!s.parts.auth.authenticated());
+                    match parser.next(inbuf) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => break,
+                        Err(e) => {
+                            s.parts.stats.error();
+                            let (reply, close) = protocol_error(&e);
+                            out.extend_from_slice(&reply);
+                            s.closing |= close == Close::AfterReply;
+                            break;
+                        }
+                    }
+                }
+            };
+            if let Some(exit) = s.request(req, out).await {
+                return exit;
+            }
+        }
+        if s.current.is_none() && s.subs.total() == 0 && !s.closing {
+            return Exit::Unsubscribed;
+        }
+        if backlog.over_limit(s.parts.stats, unwritten, out.len()) || s.held_over_limit() {
+            return Exit::Close;
+        }
+        if let Err(e) = backlog.write_now(wr, out) {
+            tracing::debug!(error = %e, "client write failed");
+            return Exit::Close;
+        }
+        if s.closing && out.is_empty() && !wr.needs_flush() {
+            return Exit::Close;
+        }
+        let can_read = !s.closing && inbuf.len() < MAX_READ_AHEAD;
+        let writing = must_write(wr, out);
+        tokio::select! {
+            r = write_or_flush(wr, out), if writing => match r {
+                Ok(n) => backlog.written(out, n),
+                Err(e) => {
+                    tracing::debug!(error = %e, "client write failed");
+                    return Exit::Close;
+                }
+            },
+            Some(event) = events.recv() => {
+                s.event(event, out).await;
+                // Take what else is there without going round the loop for each frame.
+                while let Ok(event) = events.try_recv() {
+                    s.event(event, out).await;
+                }
+            }
+            r = rd.read_buf(inbuf), if can_read => match r {
+                Ok(0) => return Exit::Close,
+                Ok(_) => backlog.active(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "client read failed");
+                    return Exit::Close;
+                }
+            },
+            _ = tick.tick() => s.tick(out).await,
+            _ = shutdown.cancelled() => return Exit::Close,
+        }
+    }
+}
+
+impl Subscriber<'_> {
+    /// Works on one client request; `Some` when subscriber mode ends with it.
+    async fn request(&mut self, req: Request, out: &mut BytesMut) -> Option<Exit> {
+        let stats = self.parts.stats;
+        stats.command();
+        let ctx = self.parts.ctx.clone();
+        let commands = ctx.commands.load_full();
+        if let Some(refused) = acl::check(&ctx.security, self.parts.auth, &commands, &req) {
+            stats.error();
+            out.extend_from_slice(&refused);
+            return None;
+        }
+        if let Some((kind, subscribe)) = Kind::of_verb(req.name()) {
+            self.pubsub(kind, subscribe, &req, out).await;
+            return None;
+        }
+        let info = commands.lookup(&req);
+        let protocol = self.parts.protocol;
+        let name = info.map(|i| i.name.as_str()).unwrap_or_default();
+        let reply = match (name, protocol) {
+            ("ping", _) if req.argc() > 2 => {
+                error_reply("ERR wrong number of arguments for 'ping' command")
+            }
+            ("ping", Protocol::Resp2) => resp2_pong(req.arg(1)),
+            ("quit", _) => {
+                self.closing = true;
+                status_reply("OK")
+            }
+            ("reset", _) => {
+                out.extend_from_slice(&status_reply("RESET"));
+                return Some(Exit::Reset);
+            }
+            (_, Protocol::Resp2) if info.is_none() => unknown_command(&req),
+            (_, Protocol::Resp2) => error_reply(&format!(
+                "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            )),
+            ("auth", _) => local::auth_reply(&ctx, self.parts.auth, &req),
+            _ => match classify_info(info, &req) {
+                Class::Local(reply) | Class::Reject(reply) => reply,
+                Class::Read | Class::Write => {
+                    return self.forward(&commands, &req, out).await;
+                }
+                _ => error_reply(&format!(
+                    "ERR haproxy-rs does not support '{}' while the client is subscribed; unsubscribe first",
+                    String::from_utf8_lossy(req.name()).to_uppercase()
+                )),
+            },
+        };
+        if crate::resp::is_error_reply(&reply) {
+            stats.error();
+        }
+        out.extend_from_slice(&reply);
+        None
+    }
+
+    /// A (un)subscribe: the client's set changes now, the servers follow.
+    async fn pubsub(&mut self, kind: Kind, subscribe: bool, req: &Request, out: &mut BytesMut) {
+        if subscribe && req.argc() < 2 {
+            self.parts.stats.error();
+            out.extend_from_slice(&error_reply(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                kind.verb(true)
+            )));
+            return;
+        }
+        let names: Vec<Bytes> = req.args().skip(1).map(Bytes::copy_from_slice).collect();
+        if kind == Kind::Shard && self.parts.locator.cluster() {
+            let mut slots = names.iter().map(|n| key_slot(n));
+            if let Some(first) = slots.next() {
+                if slots.any(|s| s != first) {
+                    self.parts.stats.error();
+                    out.extend_from_slice(&error_reply(
+                        "CROSSSLOT Keys in request don't hash to the same slot",
+                    ));
+                    return;
+                }
+            }
+        }
+        let replies = self
+            .subs
+            .apply(kind, subscribe, &names, self.parts.protocol);
+        let tag = self.start(replies);
+        self.place(Some(tag)).await;
+        self.try_complete(out);
+    }
+
+    /// A RESP3 client's command while subscribed: on a link to the server that serves it.
+    async fn forward(
+        &mut self,
+        commands: &CommandTable,
+        req: &Request,
+        out: &mut BytesMut,
+    ) -> Option<Exit> {
+        let Some(backend) = self.parts.locator.command(commands, req) else {
+            self.parts.stats.error();
+            out.extend_from_slice(&error_reply(
+                "TRYAGAIN haproxy-rs: no master right now (failover in progress); not executed",
+            ));
+            return None;
+        };
+        let addr = backend.addr().to_string();
+        let idx = match self.link_index(&backend).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.parts.stats.error();
+                out.extend_from_slice(&backend_error(&e, &addr).0);
+                return None;
+            }
+        };
+        let tag = self.start(Vec::new());
+        if let Some(c) = &mut self.current {
+            c.awaiting = 1;
+        }
+        let sent = match self.links.get_mut(idx) {
+            Some(link) => link.command(req.raw(), tag).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            if let Some(id) = self.links.get(idx).map(|l| l.id) {
+                self.lost(id);
+            }
+            self.place(Some(tag)).await;
+        }
+        self.try_complete(out);
+        None
+    }
+
+    /// Makes `replies` the request being worked on; returns its tag.
+    fn start(&mut self, replies: Vec<Bytes>) -> u64 {
+        self.next_tag += 1;
+        self.current = Some(Current {
+            tag: self.next_tag,
+            awaiting: 0,
+            replies,
+            since: Instant::now(),
+        });
+        self.next_tag
+    }
+
+    fn current_tag(&self) -> Option<u64> {
+        self.current.as_ref().map(|c| c.tag)
+    }
+
+    /// Sends the current request's replies, and the messages held behind them, once the servers
+    /// have answered and every subscription is placed (or `failover.hold_ms` has passed).
+    fn try_complete(&mut self, out: &mut BytesMut) {
+        let Some(c) = &self.current else {
+            return;
+        };
+        let waited_enough = c.since.elapsed() >= self.parts.ctx.hold;
+        if c.awaiting > 0 || (self.unplaced && !waited_enough) {
+            return;
+        }
+        if let Some(c) = self.current.take() {
+            for r in &c.replies {
+                out.extend_from_slice(r);
+            }
+        }
+        for m in self.held.drain(..) {
+            out.extend_from_slice(&m);
+        }
+        self.held_bytes = 0;
+    }
+
+    fn held_over_limit(&self) -> bool {
+        let limit = self.parts.ctx.output_buffer_limit;
+        limit > 0 && self.held_bytes > limit
+    }
+
+    /// The link to `backend`, opened if there is none.
+    async fn link_index(&mut self, backend: &Arc<Backend>) -> Result<usize, BackendError> {
+        if let Some(i) = self.links.iter().position(|l| l.addr() == backend.addr()) {
+            return Ok(i);
+        }
+        self.next_link += 1;
+        let link = Link::open(
+            self.next_link,
+            backend.clone(),
+            self.parts.protocol,
+            &self.parts.ctx.pinned,
+            self.events_tx.clone(),
+        )
+        .await;
+        match link {
+            Ok(link) => {
+                self.links.push(link);
+                Ok(self.links.len() - 1)
+            }
+            Err(e) => {
+                tracing::debug!(backend.addr = backend.addr(), error = %e, "subscription link failed");
+                self.avoid = Some(backend.addr().to_string());
+                self.parts.locator.suspect();
+                Err(e)
+            }
+        }
+    }
+
+    /// Brings the links in line with the client's subscriptions and the topology: each
+    /// subscription on the server the locator names (or where it is, while it names none);
+    /// links left with nothing are closed. The servers' answers count for request `tag`.
+    async fn place(&mut self, tag: Option<u64>) {
+        self.seen = self.parts.locator.generation();
+        let locator = self.parts.locator;
+        let classic_now = self
+            .links
+            .iter()
+            .find(|l| l.requested.count_for(Kind::Channel) > 0)
+            .map(|l| l.addr().to_string());
+        let classic = locator.classic(classic_now.as_deref(), self.avoid.as_deref());
+        let mut wanted: Vec<(Arc<Backend>, Subscriptions)> = Vec::new();
+        let mut unplaced = false;
+        for (kind, name) in self.subs.iter() {
+            let target = match kind {
+                Kind::Shard => locator.shard(key_slot(name)),
+                Kind::Channel | Kind::Pattern => classic.clone(),
+            };
+            let target = target.or_else(|| {
+                self.links
+                    .iter()
+                    .find(|l| l.requested.contains(kind, name))
+                    .map(|l| l.backend.clone())
+            });
+            let Some(backend) = target else {
+                unplaced = true;
+                continue;
+            };
+            let entry = match wanted.iter().position(|(b, _)| b.addr() == backend.addr()) {
+                Some(i) => wanted.get_mut(i),
+                None => {
+                    wanted.push((backend, Subscriptions::default()));
+                    wanted.last_mut()
+                }
+            };
+            if let Some((_, set)) = entry {
+                set.insert(kind, name.clone());
+            }
+        }
+        // Servers that need a link first.
+        for (backend, _) in &wanted {
+            if self.link_index(backend).await.is_err() {
+                unplaced = true;
+            }
+        }
+        let empty = Subscriptions::default();
+        let mut broken = Vec::new();
+        let mut sent = 0;
+        for link in &mut self.links {
+            let want = wanted
+                .iter()
+                .find(|(b, _)| b.addr() == link.addr())
+                .map_or(&empty, |(_, s)| s);
+            for kind in Kind::ALL {
+                let drop: Vec<Bytes> = link
+                    .requested
+                    .of(kind)
+                    .difference(want.of(kind))
+                    .cloned()
+                    .collect();
+                let add: Vec<Bytes> = want
+                    .of(kind)
+                    .difference(link.requested.of(kind))
+                    .cloned()
+                    .collect();
+                let n = drop.len() + add.len();
+                let ok = link.change(kind, false, drop, tag).await.is_ok()
+                    && link.change(kind, true, add, tag).await.is_ok();
+                if !ok {
+                    broken.push(link.id);
+                    break;
+                }
+                sent += n;
+            }
+        }
+        if tag.is_some() && tag == self.current_tag() {
+            if let Some(c) = &mut self.current {
+                c.awaiting += sent;
+            }
+        }
+        for id in broken {
+            self.lost(id);
+            unplaced = true;
+        }
+        self.links.retain(|l| !l.idle());
+        self.unplaced = unplaced;
+        if unplaced {
+            self.retry_at = Instant::now() + self.retry_backoff;
+            self.retry_backoff = (self.retry_backoff * 2).min(MAX_RETRY);
+        } else {
+            self.retry_backoff = TICK;
+            self.avoid = None;
+        }
+    }
+
+    /// A link broke: what it owed the current request is owed no more (a command's outcome is
+    /// unknown), and its subscriptions are to be placed again.
+    fn lost(&mut self, id: u64) {
+        let Some(i) = self.links.iter().position(|l| l.id == id) else {
+            return;
+        };
+        let link = self.links.swap_remove(i);
+        tracing::debug!(backend.addr = link.addr(), "subscription link lost");
+        self.avoid = Some(link.addr().to_string());
+        self.parts.locator.suspect();
+        let tag = self.current_tag();
+        for op in &link.ops {
+            if op.tag.is_some() && op.tag == tag {
+                if let Some(c) = &mut self.current {
+                    c.awaiting = c.awaiting.saturating_sub(op.remaining);
+                    if !op.confirms {
+                        c.replies =
+                            vec![backend_error(&BackendError::ConnectionLost, link.addr()).0];
+                    }
+                }
+            }
+        }
+        self.unplaced = true;
+        self.retry_at = Instant::now();
+    }
+
+    /// Frames from a link, or its end.
+    async fn event(&mut self, (id, frames): LinkEvent, out: &mut BytesMut) {
+        let Some(frames) = frames else {
+            self.lost(id);
+            self.place(self.current_tag()).await;
+            return self.try_complete(out);
+        };
+        for frame in frames {
+            self.frame(id, frame, out);
+        }
+    }
+
+    /// One frame from link `id`.
+    fn frame(&mut self, id: u64, frame: Bytes, out: &mut BytesMut) {
+        let protocol = self.parts.protocol;
+        let current = self.current_tag();
+        let Some(link) = self.links.iter_mut().find(|l| l.id == id) else {
+            return; // a link closed since
+        };
+        let mut answered = 0;
+        let mut reply = None;
+        match classify_frame(&frame, protocol) {
+            Incoming::Message => {
+                if self.current.is_some() {
+                    self.held_bytes += frame.len();
+                    self.held.push_back(frame);
+                } else {
+                    out.extend_from_slice(&frame);
+                }
+                return;
+            }
+            Incoming::Confirmation {
+                kind,
+                subscribe,
+                name,
+            } => match link.ops.front_mut() {
+                Some(op) if op.confirms && op.kind == kind && op.subscribe == subscribe => {
+                    op.remaining = op.remaining.saturating_sub(1);
+                    if op.tag.is_some() && op.tag == current {
+                        answered = 1;
+                    }
+                    if op.remaining == 0 {
+                        link.ops.pop_front();
+                    }
+                }
+                _ => {
+                    // Unasked: Redis 7 unsubscribes a shard channel whose slot moved away.
+                    if let (false, Some(n)) = (subscribe, name) {
+                        link.requested.remove(kind, &n);
+                    }
+                    self.parts.locator.suspect();
+                    self.unplaced = true;
+                    self.retry_at = Instant::now();
+                }
+            },
+            Incoming::Reply => match link.ops.pop_front() {
+                Some(op) if !op.confirms => {
+                    if op.tag.is_some() && op.tag == current {
+                        answered = 1;
+                        reply = Some(frame);
+                    }
+                }
+                Some(op) => {
+                    // An error instead of confirmations (`MOVED` for a shard channel on a stale
+                    // map, an ACL refusal): nothing of that command was subscribed.
+                    tracing::debug!(backend.addr = link.addr(), reply = ?frame, "subscription refused");
+                    if op.tag.is_some() && op.tag == current {
+                        answered = op.remaining;
+                    }
+                    for n in op.names {
+                        if op.subscribe {
+                            link.requested.remove(op.kind, &n);
+                        } else {
+                            link.requested.insert(op.kind, n);
+                        }
+                    }
+                    self.parts.locator.suspect();
+                    self.unplaced = true;
+                    self.retry_at = Instant::now() + self.retry_backoff;
+                }
+                None => tracing::debug!(
+                    backend.addr = link.addr(),
+                    "unexpected reply on a subscription link"
+                ),
+            },
+        }
+        if let Some(c) = &mut self.current {
+            c.awaiting = c.awaiting.saturating_sub(answered);
+            if let Some(r) = reply {
+                c.replies = vec![r];
+            }
+        }
+        self.try_complete(out);
+    }
+
+    /// Follows the topology: places the subscriptions again when it changed, or when some have
+    /// no server and it is time to try again.
+    async fn tick(&mut self, out: &mut BytesMut) {
+        let changed = self.parts.locator.generation() != self.seen;
+        if changed || (self.unplaced && Instant::now() >= self.retry_at) {
+            self.place(self.current_tag()).await;
+        }
+        self.try_complete(out);
+    }
+}
+
+/// Redis's reply to a command it does not know.
+fn unknown_command(req: &Request) -> Bytes {
+    let mut args = String::new();
+    for a in req.args().skip(1) {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        let a = String::from_utf8_lossy(a);
+        let a: String = a.chars().take(room).collect();
+        args.push_str(&format!("'{a}' "));
+    }
+    let name: String = String::from_utf8_lossy(req.name())
+        .chars()
+        .take(128)
+        .collect();
+    error_reply(&format!(
+        "ERR unknown command '{name}', with args beginning with: {args}"
+    ))
+}
