@@ -12,14 +12,49 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{connect, BatchReply, Dispatch, Protocol};
 use super::{Backend, BackendError};
-use crate::resp::ReplyScanner;
+use crate::resp::{encode_command, error_reply, is_error_reply, ReplyScanner};
+
+/// The channel of [`wait_probe`]: nobody subscribes to it.
+pub const WAIT_PROBE_CHANNEL: &str = "__haproxy-rs:wait";
+
+/// `PUBLISH __haproxy-rs:wait ""`, sent on a pinned connection just before a client's `WAIT`,
+/// whose reply the client never sees.
+///
+/// Redis's `WAIT` counts the replicas that acknowledged the *connection's* last write offset.
+/// The client's writes went on shared connections, so the pinned one first runs a command that
+/// Redis propagates to the replicas, which sets that offset to the master's current one; the
+/// session sends it only once the client's earlier requests are answered, so the offset covers
+/// all of the client's writes. `PUBLISH` changes no data and is propagated in every Redis
+/// version outside cluster mode. (Redis 7.0 sets the offset after any command; 7.2 only after
+/// one that propagated, so the probe must propagate. Redis Cluster sends `PUBLISH` over the
+/// cluster bus instead: cluster mode has a probe of its own.)
+pub fn wait_probe() -> Bytes {
+    encode_command(&["PUBLISH", WAIT_PROBE_CHANNEL, ""])
+}
+
+/// Redis's answer to `WAIT` on a replica: what the read-only endpoint says.
+pub const WAIT_ON_REPLICA: &str = "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.";
+
+/// What the client gets instead of `WAIT`'s reply when the server refused the probe, `what`
+/// (an ACL user without `PUBLISH` on the channel): the count would not cover the client's
+/// writes. `None` when `reply` is not an error.
+pub fn wait_probe_refused(reply: &[u8], what: &str) -> Option<Bytes> {
+    if !is_error_reply(reply) {
+        return None;
+    }
+    let why = String::from_utf8_lossy(reply.get(1..).unwrap_or_default());
+    Some(error_reply(&format!(
+        "ERR haproxy-rs: WAIT needs '{what}' on the master to count this client's writes, and it was refused: {}",
+        why.trim_end()
+    )))
+}
 
 /// Dispatches queued towards one pinned connection.
 const QUEUE_DEPTH: usize = 1024;

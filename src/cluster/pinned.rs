@@ -4,7 +4,11 @@
 //! A transaction is queued by the session (`+QUEUED`, with `CROSSSLOT` for a command whose keys
 //! leave the transaction's slot) and sent at `EXEC` as one `MULTI ... EXEC` to the slot's
 //! master, on the connection `WATCH` pinned if there is one. `MOVED`/`ASK` are followed by
-//! sending the whole again to the node named (with `ASKING` first for `ASK`).
+//! sending the whole again to the node named (with `ASKING` first for `ASK`). `WAIT` runs on a
+//! connection of its own to the master the client last wrote to, after a probe that makes it
+//! count the client's writes ([`wait_probe`] explains why; Redis Cluster does not replicate
+//! `PUBLISH`, so here the probe is a script that sets and deletes a key of the proxy's own in
+//! the slot last written, which every version replicates, as `MULTI SET DEL EXEC`).
 
 use std::sync::{Arc, Mutex};
 
@@ -13,12 +17,27 @@ use tokio::sync::Semaphore;
 
 use super::redirect::{reaction, Reaction};
 use super::ClusterState;
+#[cfg(doc)]
+use crate::backend::pinned::wait_probe;
+use crate::backend::pinned::{wait_probe_refused, WAIT_PROBE_CHANNEL};
 use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
 use crate::proxy::reply::backend_error;
 use crate::resp::{encode_command, error_reply};
+use crate::router::slot::slot_tag;
 
 /// Redirections followed for one operation.
 const MAX_REDIRECTS: usize = 3;
+
+/// The cluster-mode probe before `WAIT`: sets and deletes `__haproxy-rs:wait:{n}` at once.
+const WAIT_PROBE_SCRIPT: &str = "redis.call('set', KEYS[1], '') return redis.call('del', KEYS[1])";
+/// How the refusal of the probe names it.
+const WAIT_PROBE_NAME: &str = "EVAL (a SET and DEL of __haproxy-rs:wait:{n})";
+
+/// The probe for `slot`: a key of the proxy's own there, so it runs on the slot's master.
+fn wait_probe_in(slot: u16) -> Option<Bytes> {
+    let key = format!("{WAIT_PROBE_CHANNEL}:{{{}}}", slot_tag(slot)?);
+    Some(encode_command(&["EVAL", WAIT_PROBE_SCRIPT, "1", &key]))
+}
 
 /// The connection a `WATCH` pinned, shared by the session and its operations.
 pub type WatchConn = Arc<Mutex<Option<Pinned>>>;
@@ -55,6 +74,14 @@ pub enum PinOp {
         /// How many.
         count: usize,
     },
+    /// `WAIT`, after the probe, on a connection of its own (never the watch connection, which
+    /// may be on another master).
+    Wait {
+        /// The slot the client last wrote to (`None`: no write yet, the first master).
+        slot: Option<u16>,
+        /// The command.
+        raw: Bytes,
+    },
 }
 
 /// What an operation needs from its session.
@@ -72,6 +99,7 @@ pub struct PinCtx {
 impl PinOp {
     /// Runs the operation; returns the client's reply.
     pub async fn run(self, ctx: PinCtx) -> Bytes {
+        let on_watch = !matches!(self, PinOp::Wait { .. });
         let (slot, raw, count, keep) = match self {
             PinOp::Kill { raw } => return kill_everywhere(&ctx, &raw).await,
             PinOp::Blocking { slot, raw } => (Some(slot), raw, 1, false),
@@ -87,8 +115,18 @@ impl PinOp {
                 raw.extend_from_slice(&encode_command(&["EXEC"]));
                 (slot, raw.freeze(), count + 2, false)
             }
+            PinOp::Wait { slot, raw } => {
+                // No write yet: the first master, through its first slot.
+                let slot = slot.or_else(|| ctx.state.map().first_slots().first().copied());
+                let Some(probe) = slot.and_then(wait_probe_in) else {
+                    return error_reply("CLUSTERDOWN Hash slot not served");
+                };
+                let mut probed = BytesMut::from(&probe[..]);
+                probed.extend_from_slice(&raw);
+                (slot, probed.freeze(), 2, false)
+            }
         };
-        let mut conn = take(&ctx.watch);
+        let mut conn = if on_watch { take(&ctx.watch) } else { None };
         // A blocking command under WATCH runs on the watch connection and leaves it pinned.
         let keep = keep || (conn.is_some() && count == 1);
         let watched_before = conn.is_some();
@@ -144,6 +182,14 @@ impl PinOp {
                     } else {
                         // Answered whole (EXEC, or a blocking command that returned): as fresh.
                         pinned.recycle();
+                    }
+                    if !on_watch {
+                        let refused = frames
+                            .first()
+                            .and_then(|f| wait_probe_refused(f, WAIT_PROBE_NAME));
+                        if let Some(refused) = refused {
+                            return refused;
+                        }
                     }
                     return frames.last().cloned().unwrap_or_else(no_connection);
                 }

@@ -51,6 +51,8 @@ pub struct ClusterSession {
     tx: Option<Tx>,
     /// The connection `WATCH` pinned.
     watch: WatchConn,
+    /// The slot of the client's last write: `WAIT` goes to its master.
+    wrote_slot: Option<u16>,
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     subscribe: Option<Request>,
@@ -109,6 +111,7 @@ impl ClusterSession {
             closing: false,
             tx: None,
             watch: WatchConn::default(),
+            wrote_slot: None,
             subscribe: None,
         }
     }
@@ -408,6 +411,7 @@ impl ClusterSession {
                     self.unwatch();
                     error_reply("EXECABORT Transaction discarded because of previous errors.")
                 } else {
+                    self.wrote_slot = tx.slot.or(self.wrote_slot);
                     let op = PinOp::Exec {
                         slot: tx.slot,
                         queued: tx.queued.freeze(),
@@ -432,8 +436,16 @@ impl ClusterSession {
                 self.unwatch();
                 status_reply("OK")
             }
+            (Pin::Wait, false) => {
+                let op = PinOp::Wait {
+                    slot: self.wrote_slot,
+                    raw: req.into_raw(),
+                };
+                return self.submit_pinned(op, chunk, flight).await;
+            }
             (Pin::Blocking, false) => match slot_of(&req) {
                 Ok(Some(slot)) => {
+                    self.wrote_slot = Some(slot); // a pop writes
                     let op = PinOp::Blocking {
                         slot,
                         raw: req.into_raw(),
@@ -450,7 +462,9 @@ impl ClusterSession {
                 Err(e) => e,
             },
             // Inside MULTI: queued, run by EXEC (a blocking command does not block there).
-            (Pin::Unwatch | Pin::Blocking, true) => return self.queue(req, commands, env, chunk),
+            (Pin::Unwatch | Pin::Blocking | Pin::Wait, true) => {
+                return self.queue(req, commands, env, chunk)
+            }
         };
         self.chunk(chunk).push_ready(reply);
     }
@@ -536,6 +550,11 @@ impl ClusterSession {
             Class::Local(reply) | Class::Reject(reply) => {
                 return self.chunk(chunk).push_ready(reply)
             }
+            Class::Pin(Pin::Wait) if self.endpoint == Endpoint::ReadOnly => {
+                return self
+                    .chunk(chunk)
+                    .push_ready(error_reply(crate::backend::pinned::WAIT_ON_REPLICA))
+            }
             // The read-only endpoint runs no transaction or blocking command (they need the
             // master), as in Sentinel mode.
             Class::Pin(_) if self.endpoint == Endpoint::ReadOnly => {
@@ -614,6 +633,13 @@ impl ClusterSession {
         let replica_ok = !(write || self.track_writes && self.wrote);
         let read = !write;
         let planned = plan_info(commands, info, &req, env);
+        match &planned {
+            Plan::Slot(slot) if write => self.wrote_slot = Some(*slot),
+            Plan::Split { parts, .. } if write => {
+                self.wrote_slot = parts.last().map(|&(s, _)| s).or(self.wrote_slot);
+            }
+            _ => {}
+        }
         let c = self.chunk(chunk);
         match planned {
             Plan::Reply(reply) => c.push_ready(reply),

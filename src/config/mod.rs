@@ -27,7 +27,8 @@ pub struct Config {
     /// Session threads, each with its own clients and backend connections; 0 means half the cores
     /// (at least one).
     pub threads: usize,
-    /// Most client connections served at once; further clients wait in the accept queue.
+    /// Most client connections served at once; a client past it gets
+    /// `-ERR max number of clients reached` and is closed, as Redis does (`maxclients`).
     pub max_clients: usize,
     /// Most requests of one client in flight at once (a pipeline deeper than this is read as replies drain).
     pub max_pipeline: usize,

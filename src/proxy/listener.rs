@@ -1,11 +1,16 @@
 //! Accept loop: a shared client limit, backoff on accept errors, one session task per client.
+//!
+//! A client past `max_clients` is accepted, told `-ERR max number of clients reached` and closed
+//! in the accept loop itself, as Redis does: one non-blocking write, no session, so a flood of
+//! refused clients costs the loop a bounded amount of work each (and none waits in the kernel's
+//! backlog, where it would look connected).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -27,6 +32,9 @@ use crate::tls::{ServerTls, Stream};
 /// Session ids, process-wide; they also spread sessions over backend connection slots.
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(0);
 
+/// What a client past `max_clients` reads before the close (Redis's own words).
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
 /// Everything one accept loop needs.
 pub struct Listener {
     /// The bound socket.
@@ -46,18 +54,27 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A client slot for the client just accepted; without one (`max_clients` connected) the
+    /// client gets Redis's error and is closed when `stream` drops.
+    fn admit(&self, stream: &TcpStream) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.clients.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        self.stats.rejected();
+        tracing::debug!("client refused: max_clients reached");
+        // Best effort, as Redis: one write that fits any socket buffer. A TLS client has not
+        // done its handshake, so it gets nothing but the close (Redis does the same).
+        if self.tls.is_none() {
+            let _ = stream.try_write(MAX_CLIENTS_REACHED);
+        }
+        None
+    }
+
     /// Accepts until `shutdown`; sessions run on the session threads and finish their in-flight
     /// requests.
     pub async fn serve(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(1);
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = self.clients.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 a = self.socket.accept() => a,
@@ -74,6 +91,9 @@ impl Listener {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
+            };
+            let Some(permit) = self.admit(&stream) else {
+                continue;
             };
             tune_socket(&stream);
             // Deregistered here, registered again in the session thread's runtime.

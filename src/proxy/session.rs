@@ -26,6 +26,7 @@ use super::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use super::client_state::ClientState;
 use super::reply::{backend_error, protocol_error, Close};
 use super::{acl, local, ProxyContext};
+use crate::backend::pinned::{wait_probe, wait_probe_refused, WAIT_ON_REPLICA};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
 use crate::config::ReadConsistency;
 use crate::resp::{
@@ -59,6 +60,16 @@ struct Batch {
     db: u8,
     /// The last request's reply is replaced by this (an `EXEC` sent as `DISCARD`).
     replace_last: Option<Bytes>,
+    /// Leading requests of the proxy's own (the probe before `WAIT`), counted in `count`, whose
+    /// replies the client does not get.
+    swallow: usize,
+}
+
+impl Batch {
+    /// How many of the requests are the client's (each gets a reply).
+    fn replies(&self) -> usize {
+        self.count - self.swallow
+    }
 }
 
 /// A reply slot, in request order.
@@ -116,6 +127,7 @@ struct OpenBatch {
     since: Instant,
     write_mask: Vec<bool>,
     replace_last: Option<Bytes>,
+    swallow: usize,
 }
 
 /// One client's state.
@@ -521,9 +533,21 @@ impl Session {
         }
     }
 
-    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` and blocking commands: on the client's own
-    /// connection to the master, opened by `MULTI`/`WATCH` (or for one blocking command) and let
-    /// go by `EXEC`/`DISCARD`/`UNWATCH` (or once the blocking command is sent).
+    /// Adds a request of the proxy's own to the open batch, whose reply the client does not get
+    /// (see [`wait_probe`]); it must lead the batch.
+    fn append_probe(&mut self, probe: Bytes) {
+        if let Some(open) = self.open.as_mut().filter(|o| o.count == o.swallow) {
+            self.batch_buf.extend_from_slice(&probe);
+            open.count += 1;
+            open.swallow += 1;
+        }
+    }
+
+    /// `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`, blocking commands and `WAIT`: on the
+    /// client's own connection to the master, opened by `MULTI`/`WATCH` (or for one blocking
+    /// command or `WAIT`) and let go by `EXEC`/`DISCARD`/`UNWATCH` (or once the command is sent).
+    /// `WAIT` goes after [`wait_probe`], once the client's earlier requests are answered (the
+    /// batch is deferred until then), so it counts the replicas that have all of them.
     async fn pinned(&mut self, pin: Pin, req: Request, table: &RoutingTable) {
         if self.multi_failed {
             let reply = match pin {
@@ -537,6 +561,9 @@ impl Session {
             self.multi_failed = !matches!(pin, Pin::Exec | Pin::Discard);
             return self.push_ready(reply).await;
         }
+        if pin == Pin::Wait && self.endpoint == Endpoint::ReadOnly {
+            return self.push_ready(error_reply(WAIT_ON_REPLICA)).await;
+        }
         let in_multi = self.pin.as_ref().is_some_and(|p| p.multi);
         let opened_here = self.pin.is_none();
         match (pin, self.pin.is_some()) {
@@ -549,7 +576,7 @@ impl Session {
                     .await
             }
             (Pin::Unwatch, false) => return self.push_ready(status_reply("OK")).await,
-            (Pin::Multi | Pin::Watch | Pin::Blocking, false) => {
+            (Pin::Multi | Pin::Watch | Pin::Blocking | Pin::Wait, false) => {
                 let conn = match self.route(table, true, ReadNeed::Any) {
                     Route::Backend(b) => {
                         let b = b.clone();
@@ -589,7 +616,14 @@ impl Session {
             p.multi = true;
         }
         let conn = p.conn.clone();
-        self.gather(Target::Pinned(conn), false).await;
+        if pin == Pin::Wait && !in_multi {
+            // The probe leads a batch of its own, so its reply is the batch's first.
+            self.flush().await;
+            self.gather(Target::Pinned(conn), false).await;
+            self.append_probe(wait_probe());
+        } else {
+            self.gather(Target::Pinned(conn), false).await;
+        }
         let refused = self.pin.as_ref().is_some_and(|p| p.refused);
         if pin == Pin::Exec && in_multi && refused {
             self.append(&Request::from_args(&["DISCARD"]), false);
@@ -605,7 +639,7 @@ impl Session {
         let release = match pin {
             Pin::Exec | Pin::Discard => in_multi,
             Pin::Unwatch => !in_multi,
-            Pin::Blocking => opened_here,
+            Pin::Blocking | Pin::Wait => opened_here,
             Pin::Multi | Pin::Watch => false,
         };
         if release {
@@ -655,6 +689,7 @@ impl Session {
                 since: Instant::now(),
                 write_mask: Vec::new(),
                 replace_last: None,
+                swallow: 0,
             });
         }
     }
@@ -681,6 +716,7 @@ impl Session {
             pinned: false,
             db: self.db,
             replace_last: open.replace_last,
+            swallow: open.swallow,
         };
         let pinned = open.target.pinned();
         let switch = pinned != self.last_pinned;
@@ -784,7 +820,7 @@ impl Session {
     /// Answers every request of `batch` with `reply` (never sent anywhere).
     fn fail_batch(&mut self, batch: Batch, reply: Bytes, front: bool) {
         self.writes_done(batch.writes);
-        for _ in 0..batch.count {
+        for _ in 0..batch.replies() {
             self.stats.error();
             if front {
                 self.pending.push_front(Pending::Ready(reply.clone()));
@@ -908,10 +944,19 @@ impl Session {
         if reply.frames.is_empty() && matches!(reply.error, Some(BackendError::Unavailable)) {
             return self.hold(batch, true);
         }
+        // The probe before a WAIT answered first; the client only sees WAIT's reply.
+        let swallowed = batch.swallow.min(reply.frames.len());
+        let refused = reply
+            .frames
+            .drain(..swallowed)
+            .find_map(|f| wait_probe_refused(&f, "PUBLISH __haproxy-rs:wait"));
+        if let (Some(refused), Some(wait)) = (refused, reply.frames.first_mut()) {
+            *wait = refused;
+        }
         if batch.waited {
             self.check_durability(&batch, &mut reply);
         }
-        let count = batch.count;
+        let count = batch.replies();
         if let Some(r) = &batch.replace_last {
             if reply.frames.len() == count {
                 if let Some(last) = reply.frames.last_mut() {

@@ -105,6 +105,9 @@ pub enum Pin {
     Unwatch,
     /// A blocking command (`BLPOP`, `XREAD ... BLOCK`, ...): pinned for its own length.
     Blocking,
+    /// `WAIT numreplicas timeout`: pinned for its own length, like a blocking command, after a
+    /// probe that makes the connection's write offset cover the client's earlier writes.
+    Wait,
 }
 
 /// Commands that would change the state of a shared backend connection. Each is refused with an
@@ -114,8 +117,6 @@ const CONNECTION_STATE: &[&str] = &[
     "psync",
     "readonly",
     "readwrite",
-    "wait",
-    "waitaof",
     "client|kill",
     "client|reply",
     "client|tracking",
@@ -172,6 +173,7 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "discard" => Class::Pin(Pin::Discard),
         "watch" => Class::Pin(Pin::Watch),
         "unwatch" => Class::Pin(Pin::Unwatch),
+        "wait" => Class::Pin(Pin::Wait),
         "client|setname" => Class::Conn(ConnCmd::SetName),
         "client|getname" => Class::Conn(ConnCmd::GetName),
         "client|id" => Class::Conn(ConnCmd::Id),
@@ -347,11 +349,17 @@ mod tests {
             Class::Pin(Pin::Blocking)
         );
         assert_eq!(class(&["XREAD", "STREAMS", "s", "0"]), Class::Read);
+        assert_eq!(class(&["WAIT", "1", "0"]), Class::Pin(Pin::Wait));
+        // Redis 7.2+: the master answers (or refuses it as unknown), like any unknown command.
+        assert_eq!(class(&["WAITAOF", "1", "0", "0"]), Class::Write);
     }
 
     #[test]
     fn connection_state_commands_are_refused() {
-        for args in [&["CLIENT", "KILL", "ID", "1"][..], &["WAIT", "1", "0"]] {
+        for args in [
+            &["CLIENT", "KILL", "ID", "1"][..],
+            &["CLIENT", "PAUSE", "10"],
+        ] {
             match class(args) {
                 Class::Reject(b) => {
                     assert!(

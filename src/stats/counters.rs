@@ -90,6 +90,7 @@ pub struct ListenerStats {
     errors: AtomicU64,
     output_limit_closes: AtomicU64,
     idle_closes: AtomicU64,
+    rejected: AtomicU64,
     output_peak: AtomicU64,
     rate: Mutex<RateMeter>,
 }
@@ -114,6 +115,8 @@ pub struct ListenerSnapshot {
     pub output_buffer_limit_disconnections: u64,
     /// Clients closed after `client_timeout_secs` idle.
     pub idle_timeouts: u64,
+    /// Clients refused because `max_clients` were connected (Redis's `rejected_connections`).
+    pub rejected_connections: u64,
     /// Most reply bytes that waited for one client at once, over the clients that have left.
     pub output_buffer_peak_bytes: u64,
     /// Commands per second over the last window.
@@ -131,6 +134,7 @@ impl ListenerStats {
             errors: AtomicU64::new(0),
             output_limit_closes: AtomicU64::new(0),
             idle_closes: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             output_peak: AtomicU64::new(0),
             rate: RateMeter::new(),
         }
@@ -172,6 +176,11 @@ impl ListenerStats {
         self.idle_closes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A client was refused: `max_clients` were connected.
+    pub fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn refresh_rate(&self, now: Instant) -> f64 {
         let commands = self.commands.load(Ordering::Relaxed);
         lock(&self.rate).update(commands, now)
@@ -187,6 +196,7 @@ impl ListenerStats {
             errors: self.errors.load(Ordering::Relaxed),
             output_buffer_limit_disconnections: self.output_limit_closes.load(Ordering::Relaxed),
             idle_timeouts: self.idle_closes.load(Ordering::Relaxed),
+            rejected_connections: self.rejected.load(Ordering::Relaxed),
             output_buffer_peak_bytes: self.output_peak.load(Ordering::Relaxed),
             ops_per_sec: round2(self.refresh_rate(now)),
         }

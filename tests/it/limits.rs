@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::eventually;
 use crate::harness::eventually::scaled;
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::{Cluster, RedisServer};
@@ -352,6 +353,54 @@ async fn idle_clients_are_closed_silently_like_redis_timeout() {
     assert_eq!(roundtrip(&mut busy, eval.as_bytes()).await, ":1");
     assert!(closed_within(&mut busy, Duration::from_secs(5)).await);
     assert_eq!(main_listener(&proxy).idle_timeouts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_max_clients_gets_redis_error_and_eof_and_the_slot_frees() {
+    let redis = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![redis.addr()])
+        .with(|c| c.max_clients = 2)
+        .start(0)
+        .await;
+    let mut a = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut b = TcpStream::connect(proxy.addr()).await.expect("connect");
+    for s in [&mut a, &mut b] {
+        assert_eq!(roundtrip(s, b"PING\r\n").await, "+PONG");
+    }
+    // The third is accepted, told so in Redis's words, and closed (never left in the backlog).
+    let mut third = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(scaled(Duration::from_secs(5)), third.read_to_end(&mut got));
+    assert!(
+        matches!(read.await, Ok(Ok(_))),
+        "the third client is closed"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR max number of clients reached\r\n"
+    );
+    assert_eq!(main_listener(&proxy).rejected_connections, 1);
+    let (_, metrics) = crate::stats_http::get(proxy.stats_addr(), "/metrics").await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("haproxy_rs_listener_rejected_connections_total{")
+                && l.contains("main")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+    // The two admitted clients are still served.
+    assert_eq!(roundtrip(&mut b, b"PING\r\n").await, "+PONG");
+
+    // Once one of them leaves, a new client is served.
+    drop(a);
+    eventually!(Duration::from_secs(5), {
+        let mut c = TcpStream::connect(proxy.addr()).await.expect("connect");
+        c.write_all(b"PING\r\n").await.expect("write");
+        let mut buf = [0u8; 64];
+        matches!(c.read(&mut buf).await, Ok(n) if buf.get(..n) == Some(&b"+PONG\r\n"[..]))
+    });
+    assert_eq!(roundtrip(&mut b, b"PING\r\n").await, "+PONG");
 }
 
 /// Resident memory of this process (the proxy runs in it), from /proc/self/status.

@@ -20,3 +20,4 @@ mod sentinel_failover;
 mod stats_http;
 mod tls;
 mod transactions;
+mod wait;

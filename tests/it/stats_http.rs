@@ -10,7 +10,7 @@ use crate::harness::proxy::ProxyBuilder;
 use crate::harness::{Cluster, RedisServer};
 
 /// GET `path`; returns (status, body).
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
