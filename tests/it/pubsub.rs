@@ -200,16 +200,20 @@ async fn subscriptions_follow_a_sentinel_failover() {
         "the proxy follows the failover to {new}"
     );
     let after = publish_until_received(&mut publisher, &mut sub, "news", "after", false).await;
-    for i in 0..20 {
-        publisher
-            .send(&["PUBLISH", "news", &format!("late:{i}")])
-            .await;
-        publisher.frame().await;
-    }
-    let out = tokio::time::timeout(Duration::from_secs(20), python.wait_with_output())
-        .await
-        .expect("the python subscriber ends")
-        .unwrap();
+    // Each subscriber is placed again by its own session: publish until python has one too.
+    let mut python = tokio::spawn(python.wait_with_output());
+    let mut late = 0;
+    let out = loop {
+        tokio::select! {
+            out = &mut python => break out.unwrap().unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                assert!(late < 400, "the python subscriber got nothing in 20 s");
+                late += 1;
+                publisher.send(&["PUBLISH", "news", &format!("late:{late}")]).await;
+                publisher.frame().await;
+            }
+        }
+    };
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("got after"),
         "python: {}\n{}",
