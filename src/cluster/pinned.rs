@@ -117,7 +117,18 @@ impl PinOp {
                     return error_reply(super::plan::CROSSSLOT);
                 }
                 Some((addr, ask)) => {
-                    ctx.state.request_refresh();
+                    // Counted and acted on as for every other command (exec.rs): the stats'
+                    // redirections include transactions, and a slot seen migrating keeps its
+                    // reads on the master.
+                    if ask {
+                        ctx.state.stats.ask();
+                        if let Some(slot) = slot {
+                            ctx.state.mark_migrating(slot);
+                        }
+                    } else {
+                        ctx.state.stats.moved();
+                        ctx.state.request_refresh();
+                    }
                     asking = ask;
                     let backend = ctx.state.master_backend(&addr);
                     conn = match Pinned::open(backend, ctx.protocol, 0, &ctx.limit).await {
