@@ -1,0 +1,127 @@
+//! Transactions through topology changes: clients loop `MULTI; INCR {k}n; RPUSH {k}log <i>;
+//! EXEC` while Sentinel replaces the master, or while the transactions' slot moves to another
+//! master of a Redis Cluster. Afterwards the data on the final master must match what `EXEC`
+//! acknowledged: every acknowledged entry at its place in the log, the counter equal to the log's
+//! length (never a counter bump without its log entry), and nothing from a transaction that was
+//! said not to have run.
+
+use std::time::Duration;
+
+use haproxy_rs::router::slot::key_slot;
+
+use crate::eventually;
+use crate::harness::migration::SlotMigration;
+use crate::harness::proxy::ProxyBuilder;
+use crate::harness::txload::{TxLoad, TxReport};
+use crate::harness::{Cluster, Topology};
+
+/// Clients of each load.
+const CLIENTS: usize = 4;
+/// Transactions per client at most (the tests stop the load well before).
+const MAX_PER_CLIENT: u64 = 5_000;
+
+fn print_report(what: &str, report: &TxReport, entries: usize) {
+    let times = || report.failed.iter().map(|f| f.at);
+    let window = match (times().min(), times().max()) {
+        (Some(first), Some(last)) => format!("failures from {first:?} to {last:?}"),
+        _ => "no failure".to_string(),
+    };
+    eprintln!(
+        "{what}: {} transactions acknowledged, {} failed ({window}), {entries} log entries; \
+         failures:\n{}",
+        report.acked.len(),
+        report.failed.len(),
+        report.failure_summary()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_across_a_sentinel_failover_stay_atomic_and_acknowledged_ones_survive() {
+    let topo = Topology::start(2, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let old = topo.master.addr();
+    let tag = "tx-failover";
+    let load = TxLoad::start(proxy.addr(), CLIENTS, tag, MAX_PER_CLIENT);
+    load.wait_more_acks(100).await;
+
+    let new = topo.failover().await;
+    assert_ne!(new, old);
+    eventually!(
+        Duration::from_secs(30),
+        proxy.master().as_deref() == Some(new.as_str()),
+        "the proxy writes to {new}"
+    );
+    let switched_at = load.started.elapsed();
+    load.wait_more_acks(100).await;
+    let report = load.stop().await;
+    eprintln!("the proxy switched to {new} at {switched_at:?}");
+
+    let entries = report.check(topo.server_by_addr(&new), tag).await;
+    print_report("sentinel failover", &report, entries);
+    let after = report.acked.iter().filter(|a| a.at > switched_at).count();
+    assert!(
+        after >= 100,
+        "transactions are acknowledged after the switch to {new}: {after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_in_a_migrating_slot_stay_atomic_and_acknowledged_ones_survive() {
+    let cluster = Cluster::start(3, 0).await;
+    // Only a MOVED makes the proxy fetch the map again, so the transactions meet ASK while the
+    // slot migrates and MOVED once it has moved (a periodic refresh could skip both).
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .refresh_only_on_moved()
+        .start_cluster()
+        .await;
+    let tag = "tx-reshard";
+    let slot = key_slot(format!("{{{tag}}}n").as_bytes());
+    let map = cluster.slot_map().await;
+    let from = cluster.node(&map.owners(slot).expect("slot served").master);
+    let to = cluster
+        .masters()
+        .await
+        .into_iter()
+        .find(|m| m.addr() != from.addr())
+        .expect("another master");
+
+    let load = TxLoad::start(proxy.addr(), CLIENTS, tag, MAX_PER_CLIENT);
+    load.wait_more_acks(50).await;
+    let migration = SlotMigration::begin(&cluster, from, to, slot..=slot).await;
+    load.wait_more_acks(50).await;
+    let moved = migration.move_keys().await;
+    assert_eq!(moved, 2, "the counter and the log moved to {}", to.addr());
+    eventually!(
+        Duration::from_secs(10),
+        proxy.cluster_stats().ask > 0,
+        "a transaction for keys already moved was sent on with ASKING"
+    );
+    load.wait_more_acks(50).await;
+    migration.finish().await;
+    eventually!(
+        Duration::from_secs(10),
+        proxy.cluster_stats().moved > 0,
+        "a transaction sent to the old owner was redirected with MOVED"
+    );
+    load.wait_more_acks(50).await;
+    let report = load.stop().await;
+
+    let entries = report.check(to, tag).await;
+    print_report("slot migration", &report, entries);
+    let mut direct = from.client().await;
+    let left: i64 = redis::cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut direct)
+        .await
+        .expect("COUNTKEYSINSLOT on the old owner");
+    assert_eq!(
+        left, 0,
+        "nothing was written to the old owner after the move"
+    );
+    assert!(
+        report.failed.is_empty(),
+        "a migration costs transactions latency, not errors:\n{}",
+        report.failure_summary()
+    );
+}
