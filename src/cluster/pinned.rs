@@ -4,7 +4,9 @@
 //! A transaction is queued by the session (`+QUEUED`, with `CROSSSLOT` for a command whose keys
 //! leave the transaction's slot) and sent at `EXEC` as one `MULTI ... EXEC` to the slot's
 //! master, on the connection `WATCH` pinned if there is one. `MOVED`/`ASK` are followed by
-//! sending the whole again to the node named (with `ASKING` first for `ASK`).
+//! sending the whole again to the node named (with `ASKING` first for `ASK`), except for a
+//! transaction under `WATCH`: the node named never saw the `WATCH`, so the client gets the
+//! `EXECABORT` of the node that did.
 
 use std::sync::{Arc, Mutex};
 
@@ -115,6 +117,13 @@ impl PinOp {
                     // The keys watched so far live on this node: a WATCH elsewhere cannot join.
                     put(&ctx.watch, pinned);
                     return error_reply(super::plan::CROSSSLOT);
+                }
+                Some(_) if watched_before => {
+                    // EXEC under WATCH: the node named never saw the WATCH, so the transaction
+                    // would run there unguarded (a write made meanwhile by another client,
+                    // which should have aborted it, would be overwritten). It did not run here
+                    // (the node refused its commands): its EXEC answer goes to the client.
+                    return frames.last().cloned().unwrap_or_else(no_connection);
                 }
                 Some((addr, ask)) => {
                     // Counted and acted on as for every other command (exec.rs): the stats'

@@ -8,10 +8,13 @@
 use std::time::Duration;
 
 use haproxy_rs::router::slot::key_slot;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::eventually;
 use crate::harness::migration::SlotMigration;
 use crate::harness::proxy::ProxyBuilder;
+use crate::harness::redis::read_replies;
 use crate::harness::txload::{TxLoad, TxReport};
 use crate::harness::{Cluster, Topology};
 
@@ -124,4 +127,96 @@ async fn transactions_in_a_migrating_slot_stay_atomic_and_acknowledged_ones_surv
         "a migration costs transactions latency, not errors:\n{}",
         report.failure_summary()
     );
+}
+
+/// `SET <key> 1; WATCH <key>; GET <key>` on a new connection: the client watches `key`.
+async fn watching(proxy: &crate::harness::proxy::TestProxy, key: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let replies = send(
+        &mut s,
+        &[&["SET", key, "1"], &["WATCH", key], &["GET", key]],
+    )
+    .await;
+    assert_eq!(replies, ["+OK", "+OK", "$1\r\n1"]);
+    s
+}
+
+async fn send(s: &mut TcpStream, commands: &[&[&str]]) -> Vec<String> {
+    let raw: Vec<u8> = commands
+        .iter()
+        .flat_map(|c| haproxy_rs::resp::encode_command(c).to_vec())
+        .collect();
+    s.write_all(&raw).await.expect("write to the proxy");
+    read_replies(s, commands.len()).await
+}
+
+/// Optimistic locking across a resharding: a client `WATCH`es a key, another client changes it,
+/// the key's slot moves to another master, and the first client's `MULTI ... EXEC` must not run:
+/// the slot's new owner never saw the `WATCH`, so running the transaction there would overwrite
+/// the other client's write. The client gets what the node holding its `WATCH` answers, as a
+/// cluster client talking to it would: `EXECABORT` (it refused the queued command with
+/// `ASK`/`MOVED`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_transaction_whose_slot_moves_away_does_not_run_on_the_new_owner() {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .refresh_only_on_moved()
+        .start_cluster()
+        .await;
+    let map = cluster.slot_map().await;
+    // One key whose slot is still migrating at EXEC (ASK), one whose slot has moved (MOVED).
+    let (asked, moved) = ("{watch-ask}k", "{watch-moved}k");
+    let mut s_asked = watching(&proxy, asked).await;
+    let mut s_moved = watching(&proxy, moved).await;
+    let mut other = proxy.client().await;
+    for key in [asked, moved] {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg("theirs")
+            .query_async(&mut other)
+            .await
+            .expect("the other client's SET");
+    }
+    let masters = cluster.masters().await;
+    let mut targets = Vec::new();
+    for key in [asked, moved] {
+        let slot = key_slot(key.as_bytes());
+        let from = cluster.owner(&map, key);
+        let to = *masters
+            .iter()
+            .find(|m| m.addr() != from.addr())
+            .expect("another master");
+        let migration = SlotMigration::begin(&cluster, from, to, slot..=slot).await;
+        assert_eq!(migration.move_keys().await, 1, "{key} moved");
+        if key == moved {
+            migration.finish().await;
+        }
+        targets.push(to);
+    }
+    for (s, key, to) in [
+        (&mut s_asked, asked, targets[0]),
+        (&mut s_moved, moved, targets[1]),
+    ] {
+        let replies = send(s, &[&["MULTI"], &["SET", key, "mine"], &["EXEC"]]).await;
+        let mut direct = to.client().await;
+        let mut asking = redis::pipe();
+        asking.cmd("ASKING").ignore().get(key);
+        let (value,): (String,) = asking
+            .query_async(&mut direct)
+            .await
+            .expect("GET on the new owner");
+        assert_eq!(
+            (replies, value.as_str()),
+            (
+                vec![
+                    "+OK".to_string(),
+                    "+QUEUED".to_string(),
+                    "-EXECABORT Transaction discarded because of previous errors.".to_string()
+                ],
+                "theirs"
+            ),
+            "the transaction watching {key}, changed by another client, does not run once \
+             its slot has moved"
+        );
+    }
 }
