@@ -517,8 +517,13 @@ impl ClusterSession {
                 if let Some(c) = chunk.take() {
                     self.submit(c, flight).await;
                 }
-                let (reply, protocol) =
-                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
+                let (reply, protocol) = local::hello(
+                    &self.ctx,
+                    &mut self.auth,
+                    self.protocol,
+                    &mut self.client,
+                    &req,
+                );
                 self.protocol = protocol;
                 return self.chunk(chunk).push_ready(reply);
             }

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::acl::{constant_time_eq, ClientAuth, WRONGPASS};
+use super::client_state::{valid_client_name, ClientState, BAD_CLIENT_NAME};
 use super::ProxyContext;
 use crate::backend::Protocol;
 use crate::resp::{error_reply, status_reply, Request};
@@ -58,14 +59,16 @@ fn credentials_match(ctx: &ProxyContext, user: Option<&[u8]>, pass: &[u8]) -> bo
     user_ok && constant_time_eq(pass, expected.expose().as_bytes())
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. Returns the
-/// reply and the protocol the session speaks from now on (`HELLO 3` moves it to RESP3 backend
-/// connections, so replies keep their RESP3 types).
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does (the id it
+/// reports is `CLIENT ID`'s; `SETNAME` names the connection as `CLIENT SETNAME` does, once the
+/// command succeeds, as Redis 7.2 does). Returns the reply and the protocol the session speaks
+/// from now on (`HELLO 3` moves it to RESP3 backend connections, so replies keep their RESP3
+/// types).
 pub fn hello(
     ctx: &ProxyContext,
     client: &mut ClientAuth,
     current: Protocol,
-    id: u64,
+    state: &mut ClientState,
     req: &Request,
 ) -> (Bytes, Protocol) {
     let mut protocol = current;
@@ -86,6 +89,7 @@ pub fn hello(
         i = 2;
     }
     let mut creds = None;
+    let mut name = None;
     while let Some(opt) = req.arg(i) {
         if opt.eq_ignore_ascii_case(b"auth") {
             let (Some(user), Some(pass)) = (req.arg(i + 1), req.arg(i + 2)) else {
@@ -93,7 +97,11 @@ pub fn hello(
             };
             creds = Some((user, pass));
             i += 3;
-        } else if opt.eq_ignore_ascii_case(b"setname") && req.arg(i + 1).is_some() {
+        } else if let (true, Some(n)) = (opt.eq_ignore_ascii_case(b"setname"), req.arg(i + 1)) {
+            if !valid_client_name(n) {
+                return (error_reply(BAD_CLIENT_NAME), current);
+            }
+            name = Some(n);
             i += 2;
         } else {
             return (hello_syntax_error(opt), current);
@@ -108,7 +116,10 @@ pub fn hello(
     if !client.authenticated() {
         return (error_reply(HELLO_NOAUTH), current);
     }
-    let reply = hello_map(protocol, &ctx.server_version.load(), id);
+    if let Some(n) = name {
+        state.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
+    }
+    let reply = hello_map(protocol, &ctx.server_version.load(), state.id);
     (reply, protocol)
 }
 
@@ -136,7 +147,7 @@ fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
         out.push_str(&v);
     }
     out.push_str(&format!("{}:{proto}\r\n", bulk("proto")));
-    out.push_str(&format!("{}:{}\r\n", bulk("id"), id + 1));
+    out.push_str(&format!("{}:{id}\r\n", bulk("id")));
     for (k, v) in [("mode", "standalone"), ("role", "master")] {
         out.push_str(&bulk(k));
         out.push_str(&bulk(v));

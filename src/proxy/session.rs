@@ -124,9 +124,7 @@ pub struct Session {
     slot: usize,
     /// Round-robin cursor over replicas.
     cursor: usize,
-    /// Client id reported by `HELLO`.
-    id: u64,
-    /// The client's connection as `CLIENT INFO` shows it.
+    /// The client's connection as `CLIENT INFO` shows it (and its id, `HELLO`'s).
     client: ClientState,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
@@ -186,7 +184,6 @@ impl Session {
             stats,
             slot: id as usize,
             cursor: id as usize,
-            id,
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
             auth,
@@ -357,8 +354,13 @@ impl Session {
             Class::Hello => {
                 // Flush first: the batch was gathered for the protocol in force before HELLO.
                 self.flush().await;
-                let (reply, protocol) =
-                    local::hello(&self.ctx, &mut self.auth, self.protocol, self.id, &req);
+                let (reply, protocol) = local::hello(
+                    &self.ctx,
+                    &mut self.auth,
+                    self.protocol,
+                    &mut self.client,
+                    &req,
+                );
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }

@@ -233,16 +233,43 @@ async fn send(s: &mut TcpStream, commands: &[&[&str]]) -> Vec<String> {
     read_replies(s, commands.len()).await
 }
 
-/// After `HELLO 3 AUTH`, the replies carry RESP3's own types on the wire: `%` map, `~` set,
-/// `,` double, `_` null; after `HELLO 2` the same commands are RESP2 again.
+/// After `HELLO 3 AUTH ... SETNAME`, the replies carry RESP3's own types on the wire: `%` map,
+/// `~` set, `,` double, `_` null; after `HELLO 2` the same commands are RESP2 again. `HELLO`
+/// names the connection and reports the id `CLIENT ID` does, as in Redis.
 async fn assert_raw_resp3(proxy: &TestProxy) {
     let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
-    let hello = send(&mut s, &[&["HELLO", "3", "AUTH", "default", PASSWORD]]).await;
+    let hello = send(
+        &mut s,
+        &[
+            &[
+                "HELLO", "3", "AUTH", "default", PASSWORD, "SETNAME", "drop-in",
+            ],
+            &["CLIENT", "GETNAME"],
+            &["CLIENT", "ID"],
+            &["HELLO", "3", "SETNAME", "a b"],
+            &["CLIENT", "GETNAME"],
+        ],
+    )
+    .await;
     assert!(
         hello[0].starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"),
         "{hello:?}"
     );
     assert!(hello[0].contains("$5\r\nproto\r\n:3\r\n"), "{hello:?}");
+    let id = hello[2].strip_prefix(':').expect("CLIENT ID is an integer");
+    assert!(
+        hello[0].contains(&format!("$2\r\nid\r\n:{id}\r\n")),
+        "HELLO reports CLIENT ID's {id}: {hello:?}"
+    );
+    assert_eq!(
+        hello[1..],
+        [
+            "$7\r\ndrop-in",
+            hello[2].as_str(),
+            "-ERR Client names cannot contain spaces, newlines or special characters.",
+            "$7\r\ndrop-in",
+        ]
+    );
     let queries: &[&[&str]] = &[
         &["HGETALL", "{r3}h"],
         &["SMEMBERS", "{r3}s"],
