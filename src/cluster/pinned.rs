@@ -6,9 +6,11 @@
 //! master, on the connection `WATCH` pinned if there is one. `MOVED`/`ASK` are followed by
 //! sending the whole again to the node named (with `ASKING` first for `ASK`), except for a
 //! transaction under `WATCH`: the node named never saw the `WATCH`, so the client gets the
-//! `EXECABORT` of the node that did.
+//! `EXECABORT` of the node that did. `TRYAGAIN`/`CLUSTERDOWN`/... (nothing ran) are sent again
+//! within `cluster.retry_window_ms`, as for every other command.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
@@ -21,6 +23,10 @@ use crate::resp::{encode_command, error_reply};
 
 /// Redirections followed for one operation.
 const MAX_REDIRECTS: usize = 3;
+/// First pause before sending again after `TRYAGAIN`/`CLUSTERDOWN` (doubling), as exec.rs.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The connection a `WATCH` pinned, shared by the session and its operations.
 pub type WatchConn = Arc<Mutex<Option<Pinned>>>;
@@ -88,7 +94,9 @@ impl PinOp {
         let keep = keep || (conn.is_some() && count == 1);
         let watched_before = conn.is_some();
         let mut asking = false;
-        for _ in 0..=MAX_REDIRECTS {
+        let (mut redirects, mut backoff) = (0, MIN_BACKOFF);
+        let deadline = Instant::now() + ctx.state.retry_window;
+        while redirects <= MAX_REDIRECTS {
             let pinned = match conn.take() {
                 Some(c) => c,
                 None => {
@@ -112,6 +120,20 @@ impl PinOp {
                 Reaction::Ask(addr) => Some((addr.to_string(), true)),
                 _ => None,
             });
+            // TRYAGAIN, CLUSTERDOWN, ...: the node ran nothing (a transaction's refused command
+            // makes its EXEC abort). Sent again later, from the slot's master, within the
+            // retry window, as every other command is (exec.rs); not under WATCH, whose
+            // connection holds the watches.
+            let later = frames.iter().any(|f| reaction(f) == Reaction::Later);
+            if redirect.is_none() && later && !watched_before && Instant::now() < deadline {
+                ctx.state.stats.retried();
+                drop(pinned);
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                asking = false;
+                continue;
+            }
             match redirect {
                 Some(_) if keep && watched_before => {
                     // The keys watched so far live on this node: a WATCH elsewhere cannot join.
@@ -139,6 +161,7 @@ impl PinOp {
                         ctx.state.request_refresh();
                     }
                     asking = ask;
+                    redirects += 1;
                     let backend = ctx.state.master_backend(&addr);
                     conn = match Pinned::open(backend, ctx.protocol, 0, &ctx.limit).await {
                         Ok(c) => Some(c),

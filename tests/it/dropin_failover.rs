@@ -220,3 +220,62 @@ async fn a_watched_transaction_whose_slot_moves_away_does_not_run_on_the_new_own
         );
     }
 }
+
+/// A transaction over two keys of a slot caught halfway through its migration (one key moved,
+/// the other not: the node answers `TRYAGAIN`) waits for the migration as a plain multi-key
+/// command does, instead of answering `EXECABORT` at once, and then runs once, on the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_caught_halfway_through_a_migration_waits_and_runs_once() {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .refresh_only_on_moved()
+        .start_cluster()
+        .await;
+    let map = cluster.slot_map().await;
+    let (a, b) = ("{half}a", "{half}b");
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    assert_eq!(send(&mut s, &[&["MSET", a, "1", b, "1"]]).await, ["+OK"]);
+    let slot = key_slot(a.as_bytes());
+    let from = cluster.owner(&map, a);
+    let masters = cluster.masters().await;
+    let to = *masters
+        .iter()
+        .find(|m| m.addr() != from.addr())
+        .expect("another master");
+    let migration = SlotMigration::begin(&cluster, from, to, slot..=slot).await;
+    let migrate = |key: &'static str| async move {
+        let () = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to.port())
+            .arg(key)
+            .arg(0)
+            .arg(5000)
+            .query_async(&mut from.client().await)
+            .await
+            .unwrap_or_else(|e| panic!("MIGRATE {key}: {e}"));
+    };
+    migrate(a).await;
+    let retries = proxy.cluster_stats().retries;
+    let tx = tokio::spawn(async move {
+        let replies = send(&mut s, &[&["MULTI"], &["INCR", a], &["INCR", b], &["EXEC"]]).await;
+        (replies, s)
+    });
+    eventually!(
+        Duration::from_secs(5),
+        proxy.cluster_stats().retries > retries,
+        "the transaction met TRYAGAIN and waits"
+    );
+    assert!(!tx.is_finished(), "the transaction is still waiting");
+    migrate(b).await;
+    let (replies, _s) = tx.await.expect("the transaction's client");
+    assert_eq!(replies, ["+OK", "+QUEUED", "+QUEUED", "*2\r\n:2\r\n:2"]);
+    migration.finish().await;
+    let mut direct = to.client().await;
+    let values: Vec<i64> = redis::cmd("MGET")
+        .arg(a)
+        .arg(b)
+        .query_async(&mut direct)
+        .await
+        .expect("MGET on the new owner");
+    assert_eq!(values, [2, 2], "the transaction ran once, on {}", to.addr());
+}
