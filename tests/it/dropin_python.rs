@@ -64,6 +64,7 @@ def blocked():
 
 r = client()
 assert r.ping()
+assert r.auth(pw)  # AUTH again on an authenticated connection: +OK
 r.delete("{u1}a", "{u1}b", "{u1}q", "{u1}h", "{u1}n")
 
 # MULTI ... EXEC: every result, in order.
