@@ -279,3 +279,52 @@ async fn a_transaction_caught_halfway_through_a_migration_waits_and_runs_once() 
         .expect("MGET on the new owner");
     assert_eq!(values, [2, 2], "the transaction ran once, on {}", to.addr());
 }
+
+/// A `BLPOP` blocked in a slot that moves to another master follows it (the old owner unblocks
+/// it with `MOVED`) and is released by a push that reaches the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_pop_follows_its_slot_to_the_new_owner() {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .refresh_only_on_moved()
+        .start_cluster()
+        .await;
+    let map = cluster.slot_map().await;
+    let key = "{moving-queue}q";
+    let slot = key_slot(key.as_bytes());
+    let from = cluster.owner(&map, key);
+    let masters = cluster.masters().await;
+    let to = *masters
+        .iter()
+        .find(|m| m.addr() != from.addr())
+        .expect("another master");
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let pop = tokio::spawn(async move { send(&mut s, &[&["BLPOP", key, "10"]]).await });
+    eventually!(
+        Duration::from_secs(5),
+        from.info("clients").await.contains("blocked_clients:1"),
+        "the BLPOP blocks on {}",
+        from.addr()
+    );
+    let migration = SlotMigration::begin(&cluster, from, to, slot..=slot).await;
+    assert_eq!(migration.move_keys().await, 0);
+    migration.finish().await;
+    let mut c = proxy.client().await;
+    let len: i64 = redis::cmd("RPUSH")
+        .arg(key)
+        .arg("job")
+        .query_async(&mut c)
+        .await
+        .expect("RPUSH through the proxy");
+    assert_eq!(len, 1);
+    assert_eq!(
+        pop.await.expect("the blocked client"),
+        [format!("*2\r\n${}\r\n{key}\r\n$3\r\njob", key.len())]
+    );
+    let left: i64 = redis::cmd("LLEN")
+        .arg(key)
+        .query_async(&mut to.client().await)
+        .await
+        .expect("LLEN on the new owner");
+    assert_eq!(left, 0, "the job was popped on {}", to.addr());
+}
