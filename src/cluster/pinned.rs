@@ -4,13 +4,17 @@
 //! A transaction is queued by the session (`+QUEUED`, with `CROSSSLOT` for a command whose keys
 //! leave the transaction's slot) and sent at `EXEC` as one `MULTI ... EXEC` to the slot's
 //! master, on the connection `WATCH` pinned if there is one. `MOVED`/`ASK` are followed by
-//! sending the whole again to the node named (with `ASKING` first for `ASK`). `WAIT` runs on a
+//! sending the whole again to the node named (with `ASKING` first for `ASK`), except for a
+//! transaction under `WATCH`: the node named never saw the `WATCH`, so the client gets the
+//! `EXECABORT` of the node that did. `TRYAGAIN`/`CLUSTERDOWN`/... (nothing ran) are sent again
+//! within `cluster.retry_window_ms`, as for every other command. `WAIT` runs on a
 //! connection of its own to the master the client last wrote to, after a probe that makes it
 //! count the client's writes ([`wait_probe`] explains why; Redis Cluster does not replicate
 //! `PUBLISH`, so here the probe is a script that sets and deletes a key of the proxy's own in
 //! the slot last written, which every version replicates, as `MULTI SET DEL EXEC`).
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
@@ -27,6 +31,10 @@ use crate::router::slot::slot_tag;
 
 /// Redirections followed for one operation.
 const MAX_REDIRECTS: usize = 3;
+/// First pause before sending again after `TRYAGAIN`/`CLUSTERDOWN` (doubling), as exec.rs.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The cluster-mode probe before `WAIT`: sets and deletes `__haproxy-rs:wait:{n}` at once.
 const WAIT_PROBE_SCRIPT: &str = "redis.call('set', KEYS[1], '') return redis.call('del', KEYS[1])";
@@ -131,7 +139,9 @@ impl PinOp {
         let keep = keep || (conn.is_some() && count == 1);
         let watched_before = conn.is_some();
         let mut asking = false;
-        for _ in 0..=MAX_REDIRECTS {
+        let (mut redirects, mut backoff) = (0, MIN_BACKOFF);
+        let deadline = Instant::now() + ctx.state.retry_window;
+        while redirects <= MAX_REDIRECTS {
             let pinned = match conn.take() {
                 Some(c) => c,
                 None => {
@@ -155,6 +165,20 @@ impl PinOp {
                 Reaction::Ask(addr) => Some((addr.to_string(), true)),
                 _ => None,
             });
+            // TRYAGAIN, CLUSTERDOWN, ...: the node ran nothing (a transaction's refused command
+            // makes its EXEC abort). Sent again later, from the slot's master, within the
+            // retry window, as every other command is (exec.rs); not under WATCH, whose
+            // connection holds the watches.
+            let later = frames.iter().any(|f| reaction(f) == Reaction::Later);
+            if redirect.is_none() && later && !watched_before && Instant::now() < deadline {
+                ctx.state.stats.retried();
+                drop(pinned);
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                asking = false;
+                continue;
+            }
             match redirect {
                 Some(_) if keep && watched_before => {
                     // The keys watched so far live on this node: a WATCH elsewhere cannot join.
@@ -162,14 +186,27 @@ impl PinOp {
                     return error_reply(super::plan::CROSSSLOT);
                 }
                 Some(_) if watched_before => {
-                    // A transaction whose keys are not on the node of its WATCH: run elsewhere it
-                    // would lose the WATCH, so it aborts here, as it does on Redis Cluster (its
-                    // commands got MOVED, and EXEC answers EXECABORT).
+                    // EXEC under WATCH: the node named never saw the WATCH, so the transaction
+                    // would run there unguarded (a write made meanwhile by another client,
+                    // which should have aborted it, would be overwritten). It did not run here
+                    // (the node refused its commands): its EXEC answer goes to the client.
                     return frames.last().cloned().unwrap_or_else(no_connection);
                 }
                 Some((addr, ask)) => {
-                    ctx.state.request_refresh();
+                    // Counted and acted on as for every other command (exec.rs): the stats'
+                    // redirections include transactions, and a slot seen migrating keeps its
+                    // reads on the master.
+                    if ask {
+                        ctx.state.stats.ask();
+                        if let Some(slot) = slot {
+                            ctx.state.mark_migrating(slot);
+                        }
+                    } else {
+                        ctx.state.stats.moved();
+                        ctx.state.request_refresh();
+                    }
                     asking = ask;
+                    redirects += 1;
                     let backend = ctx.state.master_backend(&addr);
                     conn = match Pinned::open(backend, ctx.protocol, 0, &ctx.limit).await {
                         Ok(c) => Some(c),

@@ -614,9 +614,8 @@ impl ClusterSession {
                     &self.ctx,
                     &mut self.auth,
                     self.protocol,
-                    self.id,
+                    &mut self.client,
                     &req,
-                    &mut self.client.name,
                 );
                 self.protocol = protocol;
                 return self.chunk(chunk).push_ready(reply);

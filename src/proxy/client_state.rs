@@ -10,6 +10,16 @@ use crate::backend::Protocol;
 use crate::resp::{bulk_reply, error_reply, int_reply, nil_reply, status_reply, Request};
 use crate::router::ConnCmd;
 
+/// Redis's refusal of a client name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
+pub const BAD_CLIENT_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Whether Redis accepts `name` as a client name: printable ASCII without spaces (or empty,
+/// which removes the name).
+pub fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
 /// The client's connection as `CLIENT INFO` describes it.
 #[derive(Debug)]
 pub struct ClientState {
@@ -48,13 +58,11 @@ impl ClientState {
     ) -> Bytes {
         match cmd {
             ConnCmd::SetName => match (req.argc(), req.arg(2)) {
-                (3, Some(name)) if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) => {
+                (3, Some(name)) if valid_client_name(name) => {
                     self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
                     status_reply("OK")
                 }
-                (3, Some(_)) => error_reply(
-                    "ERR Client names cannot contain spaces, newlines or special characters.",
-                ),
+                (3, Some(_)) => error_reply(BAD_CLIENT_NAME),
                 _ => arity("client|setname"),
             },
             ConnCmd::GetName if req.argc() == 2 => match &self.name {

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::acl::{constant_time_eq, ClientAuth, WRONGPASS};
+use super::client_state::{valid_client_name, ClientState, BAD_CLIENT_NAME};
 use super::ProxyContext;
 use crate::backend::Protocol;
 use crate::resp::{error_reply, status_reply, Request};
@@ -58,18 +59,18 @@ fn credentials_match(ctx: &ProxyContext, user: Option<&[u8]>, pass: &[u8]) -> bo
     user_ok && constant_time_eq(pass, expected.expose().as_bytes())
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does. Returns the
-/// reply and the protocol the session speaks from now on (`HELLO 3` moves it to RESP3 backend
-/// connections, so replies keep their RESP3 types); `SETNAME`'s name goes to `name`.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, answered as Redis 7.0 does (the id it
+/// reports is `CLIENT ID`'s; `SETNAME` names the connection as `CLIENT SETNAME` does, once the
+/// command succeeds, as Redis 7.2 does). Returns the reply and the protocol the session speaks
+/// from now on (`HELLO 3` moves it to RESP3 backend connections, so replies keep their RESP3
+/// types).
 pub fn hello(
     ctx: &ProxyContext,
     client: &mut ClientAuth,
     current: Protocol,
-    id: u64,
+    state: &mut ClientState,
     req: &Request,
-    name: &mut Option<Bytes>,
 ) -> (Bytes, Protocol) {
-    let mut new_name = None;
     let mut protocol = current;
     let mut i = 1;
     if let Some(v) = req.arg(1) {
@@ -88,6 +89,7 @@ pub fn hello(
         i = 2;
     }
     let mut creds = None;
+    let mut name = None;
     while let Some(opt) = req.arg(i) {
         if opt.eq_ignore_ascii_case(b"auth") {
             let (Some(user), Some(pass)) = (req.arg(i + 1), req.arg(i + 2)) else {
@@ -96,11 +98,10 @@ pub fn hello(
             creds = Some((user, pass));
             i += 3;
         } else if let (true, Some(n)) = (opt.eq_ignore_ascii_case(b"setname"), req.arg(i + 1)) {
-            if !n.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
-                let e = "ERR Client names cannot contain spaces, newlines or special characters.";
-                return (error_reply(e), current);
+            if !valid_client_name(n) {
+                return (error_reply(BAD_CLIENT_NAME), current);
             }
-            new_name = Some(Bytes::copy_from_slice(n));
+            name = Some(n);
             i += 2;
         } else {
             return (hello_syntax_error(opt), current);
@@ -115,10 +116,10 @@ pub fn hello(
     if !client.authenticated() {
         return (error_reply(HELLO_NOAUTH), current);
     }
-    if let Some(n) = new_name {
-        *name = (!n.is_empty()).then_some(n);
+    if let Some(n) = name {
+        state.name = (!n.is_empty()).then(|| Bytes::copy_from_slice(n));
     }
-    let reply = hello_map(protocol, &ctx.server_version.load(), id);
+    let reply = hello_map(protocol, &ctx.server_version.load(), state.id);
     (reply, protocol)
 }
 
@@ -146,7 +147,7 @@ fn hello_map(protocol: Protocol, version: &str, id: u64) -> Bytes {
         out.push_str(&v);
     }
     out.push_str(&format!("{}:{proto}\r\n", bulk("proto")));
-    out.push_str(&format!("{}:{}\r\n", bulk("id"), id + 1));
+    out.push_str(&format!("{}:{id}\r\n", bulk("id")));
     for (k, v) in [("mode", "standalone"), ("role", "master")] {
         out.push_str(&bulk(k));
         out.push_str(&bulk(v));

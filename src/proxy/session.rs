@@ -139,9 +139,7 @@ pub struct Session {
     slot: usize,
     /// Round-robin cursor over replicas.
     cursor: usize,
-    /// Client id reported by `HELLO`.
-    id: u64,
-    /// The client's connection as `CLIENT INFO` shows it.
+    /// The client's connection as `CLIENT INFO` shows it (and its id, `HELLO`'s).
     client: ClientState,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
@@ -204,7 +202,6 @@ impl Session {
             stats,
             slot: id as usize,
             cursor: id as usize,
-            id,
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
             auth,
@@ -429,9 +426,8 @@ impl Session {
                     &self.ctx,
                     &mut self.auth,
                     self.protocol,
-                    self.id,
+                    &mut self.client,
                     &req,
-                    &mut self.client.name,
                 );
                 self.protocol = protocol;
                 return self.push_ready(reply).await;

@@ -6,6 +6,8 @@ mod bench;
 mod clients;
 mod cluster_mode;
 mod compose;
+mod dropin_failover;
+mod dropin_python;
 mod failover_writes;
 mod harness;
 mod harness_selftest;

@@ -7,6 +7,7 @@
 //! - `migration`: moving slots between a cluster's masters by hand, step by step (`ASK`, `MOVED`).
 //! - `tls`: a test CA and certificates (rcgen), a TLS-only `redis-server`, a raw TLS client.
 //! - `load`: a closed-loop write load that records what was acknowledged, for failover tests.
+//! - `txload`: the same with `MULTI`/`EXEC` transactions, and the atomicity check of their log.
 //! - `eventually`: the [`eventually!`](crate::eventually) macro and the `HAPROXY_RS_TEST_PATIENCE` multiplier.
 
 // The harness is an API for every test module; each build uses only part of it.
@@ -21,6 +22,7 @@ pub mod proxy;
 pub mod redis;
 pub mod sentinel;
 pub mod tls;
+pub mod txload;
 
 pub use self::cluster::Cluster;
 pub use self::redis::RedisServer;
