@@ -19,6 +19,8 @@ use crate::tls::WriteHalf;
 
 /// Deepest reply nesting accepted from a server.
 const MAX_REPLY_DEPTH: usize = 64;
+/// Frames handed over at once, in bytes (a batch is closed by the frame that passes it).
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// What a link's reader reports: the frames of one read, or `None` once the connection has
 /// ended.
@@ -178,9 +180,24 @@ async fn read_frames(id: u64, mut rd: crate::tls::ReadHalf, events: mpsc::Sender
             }
         }
         let mut frames = Vec::new();
+        let mut bytes = 0;
         loop {
             match scanner.next(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame),
+                Ok(Some(frame)) => {
+                    bytes += frame.len();
+                    frames.push(frame);
+                    // Batches stay small, so the loop can stop at the client's output limit.
+                    if bytes >= MAX_BATCH_BYTES {
+                        if events
+                            .send((id, Some(std::mem::take(&mut frames))))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        bytes = 0;
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(error = %e, "subscription link sent an invalid reply");
