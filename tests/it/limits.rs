@@ -453,7 +453,11 @@ async fn a_client_that_does_not_read_is_disconnected_at_the_output_buffer_limit(
         .expect("write the pipeline");
     crate::eventually!(
         Duration::from_secs(20),
-        main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        {
+            // The peak is recorded when the session has ended, just after the disconnection.
+            let l = main_listener(&proxy);
+            l.output_buffer_limit_disconnections == 1 && l.output_buffer_peak_bytes > 0
+        },
         "the client is disconnected: {:?}",
         main_listener(&proxy)
     );
@@ -511,7 +515,11 @@ async fn cluster_mode_closes_idle_clients_and_ones_that_do_not_read() {
         .expect("write the pipeline");
     crate::eventually!(
         Duration::from_secs(20),
-        main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        {
+            // The peak is recorded when the session has ended, just after the disconnection.
+            let l = main_listener(&proxy);
+            l.output_buffer_limit_disconnections == 1 && l.output_buffer_peak_bytes > 0
+        },
         "the client is disconnected: {:?}",
         main_listener(&proxy)
     );
@@ -575,7 +583,11 @@ async fn tls_clients_get_the_same_idle_timeout_and_output_buffer_limit() {
     sink.flush().await.expect("flush the pipeline");
     crate::eventually!(
         Duration::from_secs(20),
-        main_listener(&proxy).output_buffer_limit_disconnections == 1,
+        {
+            // The peak is recorded when the session has ended, just after the disconnection.
+            let l = main_listener(&proxy);
+            l.output_buffer_limit_disconnections == 1 && l.output_buffer_peak_bytes > 0
+        },
         "the TLS client is disconnected: {:?}",
         main_listener(&proxy)
     );
