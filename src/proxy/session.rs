@@ -173,6 +173,9 @@ pub struct Session {
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     subscribe: Option<Request>,
+    /// A `MULTI`/`WATCH`/blocking command waiting for a master to open its connection on (since
+    /// when); nothing after it is parsed meanwhile.
+    pin_wait: Option<(Pin, Request, Instant)>,
 }
 
 enum Event {
@@ -220,6 +223,7 @@ impl Session {
             multi_failed: false,
             db: 0,
             subscribe: None,
+            pin_wait: None,
         }
     }
 
@@ -291,9 +295,11 @@ impl Session {
                 let _ = wr.shutdown().await;
                 break;
             }
-            let can_read =
-                !self.closing && self.subscribe.is_none() && self.queued < self.ctx.max_pipeline;
-            let holding = self.held > 0;
+            let can_read = !self.closing
+                && self.subscribe.is_none()
+                && self.pin_wait.is_none()
+                && self.queued < self.ctx.max_pipeline;
+            let holding = self.held > 0 || self.pin_wait.is_some();
             // The client is written to as it reads, while replies keep being collected (so the
             // output buffer limit sees a client that does not read) and requests keep being read.
             let writing = must_write(&wr, &out);
@@ -340,7 +346,10 @@ impl Session {
                     tracing::debug!(error = %e, "client read failed");
                     break;
                 }
-                Event::RetryHeld => self.release_held(false).await,
+                Event::RetryHeld => {
+                    self.release_held(false).await;
+                    self.retry_pin_wait(false).await;
+                }
                 Event::Idle => {
                     // Closed without a reply, as Redis does (`timeout`).
                     tracing::debug!("idle client closed");
@@ -350,6 +359,7 @@ impl Session {
                 Event::Shutdown => {
                     self.closing = true;
                     self.release_held(true).await;
+                    self.retry_pin_wait(true).await;
                 }
             }
         }
@@ -361,7 +371,11 @@ impl Session {
     async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
-        while !self.closing && self.subscribe.is_none() && self.queued < self.ctx.max_pipeline {
+        while !self.closing
+            && self.subscribe.is_none()
+            && self.pin_wait.is_none()
+            && self.queued < self.ctx.max_pipeline
+        {
             parser.set_unauthenticated(!self.auth.authenticated());
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
@@ -545,6 +559,17 @@ impl Session {
     /// `WAIT` goes after [`wait_probe`], once the client's earlier requests are answered (the
     /// batch is deferred until then), so it counts the replicas that have all of them.
     async fn pinned(&mut self, pin: Pin, req: Request, table: &RoutingTable) {
+        self.pinned_since(pin, req, table, None).await;
+    }
+
+    /// [`pinned`](Self::pinned) for a command that has waited for a master since `since`.
+    async fn pinned_since(
+        &mut self,
+        pin: Pin,
+        req: Request,
+        table: &RoutingTable,
+        since: Option<Instant>,
+    ) {
         if self.multi_failed {
             let reply = match pin {
                 Pin::Exec => {
@@ -584,6 +609,14 @@ impl Session {
                         return self.push_ready(reply).await;
                     }
                 };
+                // No master (a failover), or no connection to it yet: the command waits, as
+                // writes are held, until there is one or `failover.hold_ms` has passed.
+                let since = since.unwrap_or_else(Instant::now);
+                if conn.is_err() && since.elapsed() < self.ctx.hold && !self.closing {
+                    self.flush().await;
+                    self.pin_wait = Some((pin, req, since));
+                    return;
+                }
                 match conn {
                     Ok(conn) => {
                         self.pin = Some(PinState {
@@ -881,6 +914,22 @@ impl Session {
                 self.fail_batch(batch, reply, false);
             }
         }
+    }
+
+    /// Tries again to open the connection of a command waiting for a master (at once refused
+    /// when `expire`: the proxy is stopping). Parsing resumes once it is settled.
+    async fn retry_pin_wait(&mut self, expire: bool) {
+        let Some((pin, req, since)) = self.pin_wait.take() else {
+            return;
+        };
+        if self.held > 0 && !expire {
+            // Requests before it are still held: they go first.
+            self.pin_wait = Some((pin, req, since));
+            return;
+        }
+        // At shutdown the session is closing: no more waiting, the command is refused.
+        let table = self.ctx.table.load_full();
+        self.pinned_since(pin, req, &table, Some(since)).await;
     }
 
     /// Gives back the budget of requests still held when the session ends.
