@@ -773,8 +773,12 @@ impl Session {
                     Ok(()) => self
                         .pending
                         .push_back(Pending::Waiting { rx, batch, backend }),
-                    Err(e) => {
-                        let (reply, _) = backend_error(&e, backend.addr());
+                    // The connection ended before (a failover): nothing of this was sent.
+                    Err(_) => {
+                        let reply = error_reply(&format!(
+                            "ERR haproxy-rs: the connection to {} held for this client's transaction or WATCH was lost before; the command was not executed",
+                            backend.addr()
+                        ));
                         self.fail_batch(batch, reply, false);
                     }
                 }

@@ -218,3 +218,37 @@ async fn a_client_gone_mid_blocking_pop_frees_its_connection() {
     let len: i64 = c.llen("nothing").await.unwrap();
     assert_eq!(len, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_watch_connection_says_nothing_ran() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(&inline(&["WATCH k"])).await.unwrap();
+    assert_eq!(read_replies(&mut s, 1).await, ["+OK"]);
+    // The server drops every connection (the proxy's shared ones reconnect by themselves).
+    let mut admin = master.client().await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let lost = format!(
+        "-ERR haproxy-rs: the connection to {} held for this client's transaction or WATCH was lost before; the command was not executed",
+        master.addr()
+    );
+    eventually!(Duration::from_secs(5), {
+        s.write_all(&inline(&["GET k"])).await.unwrap();
+        read_replies(&mut s, 1).await[0] == lost
+    });
+    // UNWATCH lets go of it; the client goes on, on a new connection.
+    s.write_all(&inline(&["UNWATCH", "MULTI", "SET k 1", "EXEC"]))
+        .await
+        .unwrap();
+    let got = read_replies(&mut s, 4).await;
+    assert_eq!(got[1..], ["+OK", "+QUEUED", "*1\r\n+OK"], "{got:?}");
+}
