@@ -170,13 +170,7 @@ impl ClusterSession {
                         parser: &mut parser,
                         backlog: &mut backlog,
                     };
-                    let exit = if first.name().eq_ignore_ascii_case(b"monitor") {
-                        let servers = self.state.map().masters().to_vec();
-                        crate::pubsub::monitor::serve(parts, io, servers, first, &shutdown).await
-                    } else {
-                        crate::pubsub::serve(parts, io, first, &shutdown).await
-                    };
-                    match exit {
+                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
                         crate::pubsub::Exit::Close => break,
                         crate::pubsub::Exit::Reset => self.reset(),
                         crate::pubsub::Exit::Unsubscribed => {}

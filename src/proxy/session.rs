@@ -270,20 +270,7 @@ impl Session {
                         parser: &mut parser,
                         backlog: &mut backlog,
                     };
-                    let exit = if first.name().eq_ignore_ascii_case(b"monitor") {
-                        let servers = {
-                            let t = self.ctx.table.load();
-                            t.master
-                                .iter()
-                                .filter(|_| t.fence.is_none())
-                                .cloned()
-                                .collect()
-                        };
-                        crate::pubsub::monitor::serve(parts, io, servers, first, &shutdown).await
-                    } else {
-                        crate::pubsub::serve(parts, io, first, &shutdown).await
-                    };
-                    match exit {
+                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
                         crate::pubsub::Exit::Close => break,
                         crate::pubsub::Exit::Reset => self.reset().await,
                         crate::pubsub::Exit::Unsubscribed => {}

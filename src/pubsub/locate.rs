@@ -26,6 +26,8 @@ pub trait Locate: Send + Sync {
     fn suspect(&self) {}
     /// Shard channels of one command must share a slot (Redis Cluster's `CROSSSLOT`).
     fn cluster(&self) -> bool;
+    /// The servers `MONITOR` watches.
+    fn monitored(&self) -> Vec<Arc<Backend>>;
 }
 
 /// Sentinel and static mode: everything goes to the master, and nowhere while a failover is
@@ -61,6 +63,9 @@ impl Locate for MasterLocator {
     }
     fn cluster(&self) -> bool {
         false
+    }
+    fn monitored(&self) -> Vec<Arc<Backend>> {
+        self.master().into_iter().collect()
     }
 }
 
@@ -107,5 +112,8 @@ impl Locate for ClusterLocator {
     }
     fn cluster(&self) -> bool {
         true
+    }
+    fn monitored(&self) -> Vec<Arc<Backend>> {
+        self.state.map().masters().to_vec()
     }
 }

@@ -113,14 +113,18 @@ struct Subscriber<'a> {
 }
 
 /// Serves a client in subscriber mode, starting with `first` (a pub/sub command), until it
-/// has no subscription left, resets, or goes away. The session's replies before `first` must
-/// all be in `io.out` already.
+/// has no subscription left, resets, or goes away; or, for `MONITOR`, in monitor mode. The
+/// session's replies before `first` must all be in `io.out` already.
 pub async fn serve(
     parts: SessionParts<'_>,
     io: ClientIo<'_>,
     first: Request,
     shutdown: &CancellationToken,
 ) -> Exit {
+    if first.name().eq_ignore_ascii_case(b"monitor") {
+        let servers = parts.locator.monitored();
+        return super::monitor::serve(parts, io, servers, first, shutdown).await;
+    }
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let seen = parts.locator.generation();
     let mut s = Subscriber {

@@ -5,7 +5,8 @@ use std::process::Command;
 use crate::harness::proxy::ProxyBuilder;
 use crate::harness::RedisServer;
 
-fn run(cmd: &mut Command) -> String {
+/// Runs `cmd`; its stdout, or a panic with both outputs when it fails.
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("client runs");
     assert!(
         out.status.success(),

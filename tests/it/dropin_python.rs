@@ -11,6 +11,7 @@ use haproxy_rs::config::{Config, MaskedString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::clients::run;
 use crate::harness::eventually::scaled;
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::redis::read_replies;
@@ -148,18 +149,6 @@ for proto in (2, 3) if resp3 else (2,):
             assert want in str(e), (proto, kw, str(e))
 print("python ok")
 "##;
-
-/// Runs `cmd`; its stdout, or a panic with both outputs when it fails.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("client runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The Python script against `proxy`, whose backends are `servers`.
 async fn python(proxy: &TestProxy, servers: Vec<String>) {
