@@ -125,6 +125,32 @@ pub async fn serve(
         let servers = parts.locator.monitored();
         return super::monitor::serve(parts, io, servers, first, shutdown).await;
     }
+    let _counted = Subscribed::new(parts.stats);
+    subscribed(parts, io, first, shutdown).await
+}
+
+/// Counts a client in subscriber mode for as long as it lives.
+struct Subscribed<'s>(&'s ListenerStats);
+
+impl<'s> Subscribed<'s> {
+    fn new(stats: &'s ListenerStats) -> Self {
+        stats.pubsub_client(1);
+        Subscribed(stats)
+    }
+}
+
+impl Drop for Subscribed<'_> {
+    fn drop(&mut self) {
+        self.0.pubsub_client(-1);
+    }
+}
+
+async fn subscribed(
+    parts: SessionParts<'_>,
+    io: ClientIo<'_>,
+    first: Request,
+    shutdown: &CancellationToken,
+) -> Exit {
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let seen = parts.locator.generation();
     let mut s = Subscriber {

@@ -92,6 +92,7 @@ pub struct ListenerStats {
     idle_closes: AtomicU64,
     rejected: AtomicU64,
     output_peak: AtomicU64,
+    pubsub: AtomicI64,
     rate: Mutex<RateMeter>,
 }
 
@@ -119,6 +120,8 @@ pub struct ListenerSnapshot {
     pub rejected_connections: u64,
     /// Most reply bytes that waited for one client at once, over the clients that have left.
     pub output_buffer_peak_bytes: u64,
+    /// Clients subscribed now (Redis's `pubsub_clients`).
+    pub pubsub_clients: u64,
     /// Commands per second over the last window.
     pub ops_per_sec: f64,
 }
@@ -136,6 +139,7 @@ impl ListenerStats {
             idle_closes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             output_peak: AtomicU64::new(0),
+            pubsub: AtomicI64::new(0),
             rate: RateMeter::new(),
         }
     }
@@ -176,6 +180,11 @@ impl ListenerStats {
         self.idle_closes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A client entered (`1`) or left (`-1`) subscriber mode.
+    pub fn pubsub_client(&self, delta: i64) {
+        self.pubsub.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// A client was refused: `max_clients` were connected.
     pub fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -198,6 +207,7 @@ impl ListenerStats {
             idle_timeouts: self.idle_closes.load(Ordering::Relaxed),
             rejected_connections: self.rejected.load(Ordering::Relaxed),
             output_buffer_peak_bytes: self.output_peak.load(Ordering::Relaxed),
+            pubsub_clients: gauge(&self.pubsub),
             ops_per_sec: round2(self.refresh_rate(now)),
         }
     }

@@ -140,6 +140,7 @@ const LISTENER_FAMILIES: &[Family<ListenerSnapshot>] = &[
     ("listener_output_buffer_limit_disconnections_total", "counter", "Clients disconnected for not reading their replies.", |l| Some(l.output_buffer_limit_disconnections as f64)),
     ("listener_idle_timeouts_total", "counter", "Idle clients closed (client_timeout_secs).", |l| Some(l.idle_timeouts as f64)),
     ("listener_rejected_connections_total", "counter", "Clients refused because max_clients were connected.", |l| Some(l.rejected_connections as f64)),
+    ("listener_pubsub_clients", "gauge", "Clients subscribed (Pub/Sub).", |l| Some(l.pubsub_clients as f64)),
     ("listener_ops_per_second", "gauge", "Commands per second.", |l| Some(l.ops_per_sec)),
 ];
 

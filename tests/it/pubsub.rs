@@ -310,11 +310,23 @@ async fn a_subscriber_gone_frees_its_server_connection() {
     sub.send(&["SUBSCRIBE", "c"]).await;
     sub.frame().await;
     assert_eq!(numsub().await, "*2 $1 c :1 ");
+    assert_eq!(crate::limits::main_listener(&proxy).pubsub_clients, 1);
+    let (_, metrics) = crate::stats_http::get(proxy.stats_addr(), "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("haproxy_rs_listener_pubsub_clients{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
     drop(sub);
     eventually!(
         Duration::from_secs(5),
         numsub().await == "*2 $1 c :0 ",
         "the proxy's subscription goes with its client"
+    );
+    eventually!(
+        Duration::from_secs(5),
+        crate::limits::main_listener(&proxy).pubsub_clients == 0
     );
     // A transaction cannot subscribe (its connection is the client's own and shared with EXEC).
     let mut c = Raw::connect(proxy.addr()).await;
