@@ -87,7 +87,8 @@ pub async fn run_load(
     });
     let tasks: Vec<_> = (0..clients)
         .map(|i| {
-            let gen = Generator::new(&spec, i, clients);
+            // Publishers stamp messages from the collector's origin, which subscribers measure from.
+            let gen = Generator::new(&spec, i, clients).with_epoch(collector.start());
             match &plan.target {
                 Target::Cluster(seeds) => {
                     tokio::spawn(cluster::run_client(plan.clone(), seeds.clone(), i, gen))

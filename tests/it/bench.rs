@@ -13,7 +13,10 @@ use crate::harness::{Cluster, RedisServer, Topology};
 
 /// `haproxy-rs bench --quiet --warmup 0s ARGV...`.
 fn bench_args(argv: &[&str]) -> BenchArgs {
-    let mut full = vec!["--quiet", "--warmup", "0s"];
+    let mut full = vec!["--quiet"];
+    if !argv.contains(&"--warmup") {
+        full.extend(["--warmup", "0s"]);
+    }
     full.extend_from_slice(argv);
     parse_bench(&full)
 }
@@ -144,7 +147,10 @@ async fn transactions_streams_and_pubsub_run_against_a_real_server() {
     };
     assert!(count <= 2 * 10, "{count} messages left pending");
 
-    let pubsub = run(&["--target", &addr, "-w", "pubsub", "-c", "4", "-d", "1s"]).await;
+    let pubsub = run(&[
+        "--target", &addr, "-w", "pubsub", "-c", "4", "-d", "1s", "--warmup", "300ms",
+    ])
+    .await;
     assert_eq!(pubsub.errors, 0, "{:?}", pubsub.errors_by_kind);
     let published = redis.commandstats("publish").await;
     assert!(published > 100, "{published} PUBLISH");
@@ -154,7 +160,13 @@ async fn transactions_streams_and_pubsub_run_against_a_real_server() {
         "{} requests for {published} messages",
         pubsub.ops
     );
-    assert!(pubsub.latency_us.p50 > 0);
+    // Deliveries (most of the requests) take a loopback hop at least; they read 0 when the
+    // publishers stamped messages from another origin than the subscribers measure from.
+    assert!(
+        pubsub.latency_us.p50 >= 5,
+        "p50 {} us",
+        pubsub.latency_us.p50
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
