@@ -73,6 +73,9 @@ pub struct Pinned {
     /// Shared by the session's clones of the handle (batches on their way): recycled only when
     /// no other clone is left.
     tx: Arc<mpsc::Sender<Dispatch>>,
+    /// The connection's permit while it is in use (the actor keeps it as long as it runs);
+    /// given back when the connection goes idle.
+    permit: PermitSlot,
     backend: Arc<Backend>,
     protocol: Protocol,
     db: u8,
@@ -85,26 +88,31 @@ pub struct IdlePinned {
     conns: Mutex<Vec<Idle>>,
 }
 
+/// Where a pinned connection's permit lives: taken out when it goes idle, put back in use.
+type PermitSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
 #[derive(Debug)]
 struct Idle {
     protocol: Protocol,
     db: u8,
     since: Instant,
     tx: mpsc::Sender<Dispatch>,
+    permit: PermitSlot,
 }
 
 impl IdlePinned {
     /// An idle connection speaking `protocol` in `db` whose actor still runs.
-    fn take(&self, protocol: Protocol, db: u8) -> Option<mpsc::Sender<Dispatch>> {
+    fn take(&self, protocol: Protocol, db: u8) -> Option<(mpsc::Sender<Dispatch>, PermitSlot)> {
         let mut conns = self.conns.lock().ok()?;
         conns.retain(|c| !c.tx.is_closed() && c.since.elapsed() < IDLE_FOR);
         let i = conns
             .iter()
             .rposition(|c| c.protocol == protocol && c.db == db)?;
-        Some(conns.swap_remove(i).tx)
+        let idle = conns.swap_remove(i);
+        Some((idle.tx, idle.permit))
     }
 
-    fn put(&self, protocol: Protocol, db: u8, tx: mpsc::Sender<Dispatch>) {
+    fn put(&self, protocol: Protocol, db: u8, tx: mpsc::Sender<Dispatch>, permit: PermitSlot) {
         let Ok(mut conns) = self.conns.lock() else {
             return;
         };
@@ -115,14 +123,16 @@ impl IdlePinned {
                 db,
                 since: Instant::now(),
                 tx,
+                permit,
             });
         }
     }
 }
 
 impl Pinned {
-    /// Opens a connection to `backend` speaking `protocol` in database `db`, taking one of `limit`'s permits (the
-    /// bound on pinned connections, all clients together).
+    /// A connection to `backend` speaking `protocol` in database `db` (an idle one, or a new one),
+    /// taking one of `limit`'s permits (the bound on pinned connections in use, all clients
+    /// together; idle ones hold none).
     ///
     /// # Errors
     /// [`BackendError::Unavailable`] when every permit is taken or the connection cannot be
@@ -133,18 +143,21 @@ impl Pinned {
         db: u8,
         limit: &Arc<Semaphore>,
     ) -> Result<Pinned, BackendError> {
-        if let Some(tx) = backend.idle_pinned.take(protocol, db) {
+        let permit = limit
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BackendError::Unavailable)?;
+        if let Some((tx, slot)) = backend.idle_pinned.take(protocol, db) {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
             return Ok(Pinned {
                 tx: Arc::new(tx),
+                permit: slot,
                 backend,
                 protocol,
                 db,
             });
         }
-        let permit = limit
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| BackendError::Unavailable)?;
+        let slot: PermitSlot = Arc::new(Mutex::new(Some(permit)));
         let stream = match connect(backend.addr(), &backend.settings, protocol, db).await {
             Ok(s) => s,
             Err(e) => {
@@ -156,12 +169,14 @@ impl Pinned {
         let token = backend.token().clone();
         backend.stats.connection_opened();
         let stats = backend.stats.clone();
+        let held = slot.clone();
         tokio::spawn(async move {
-            serve(stream, rx, permit, token).await;
+            serve(stream, rx, held, token).await;
             stats.connection_closed();
         });
         Ok(Pinned {
             tx: Arc::new(tx),
+            permit: slot,
             backend,
             protocol,
             db,
@@ -176,12 +191,15 @@ impl Pinned {
     pub fn recycle(self) {
         let Pinned {
             tx,
+            permit,
             backend,
             protocol,
             db,
         } = self;
         if let Ok(tx) = Arc::try_unwrap(tx) {
-            backend.idle_pinned.put(protocol, db, tx);
+            // Idle, it no longer counts against `max_pinned_connections`.
+            drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
+            backend.idle_pinned.put(protocol, db, tx, permit);
         }
     }
 
@@ -212,7 +230,7 @@ struct Waiting {
 async fn serve(
     stream: crate::tls::Stream,
     mut rx: mpsc::Receiver<Dispatch>,
-    _permit: OwnedSemaphorePermit,
+    _permit: PermitSlot,
     token: CancellationToken,
 ) {
     let (mut rd, mut wr) = stream.into_split();

@@ -252,3 +252,43 @@ async fn a_lost_watch_connection_says_nothing_ran() {
     let got = read_replies(&mut s, 4).await;
     assert_eq!(got[1..], ["+OK", "+QUEUED", "*1\r\n+OK"], "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_transaction_connections_do_not_count_against_the_bound() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()])
+        .with(|c| {
+            c.backend.max_pinned_connections = 1;
+            c.failover.hold_ms = 300;
+        })
+        .start(0)
+        .await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    // A transaction in database 0 leaves an idle connection behind; one in database 1 needs
+    // another, which the bound of 1 allows since the idle one holds no permit.
+    s.write_all(&inline(&[
+        "MULTI", "SET a 1", "EXEC", "SELECT 1", "MULTI", "SET b 1", "EXEC",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(
+        read_replies(&mut s, 7).await,
+        [
+            "+OK",
+            "+QUEUED",
+            "*1\r\n+OK",
+            "+OK",
+            "+OK",
+            "+QUEUED",
+            "*1\r\n+OK"
+        ]
+    );
+    // The bound still holds for connections in use: a second client's WATCH waits, then is
+    // refused while the first one's is held.
+    s.write_all(&inline(&["WATCH b"])).await.unwrap();
+    assert_eq!(read_replies(&mut s, 1).await, ["+OK"]);
+    let mut t = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    t.write_all(&inline(&["WATCH c"])).await.unwrap();
+    let refused = read_replies(&mut t, 1).await;
+    assert!(refused[0].starts_with("-TRYAGAIN"), "{refused:?}");
+}
