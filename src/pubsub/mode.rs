@@ -2,10 +2,12 @@
 //!
 //! One client request is worked on at a time. A (un)subscribe changes the client's
 //! [`Subscriptions`] at once and the links are brought in line with them; the client's
-//! confirmations go out when every server concerned has confirmed (and, while there is no
-//! master to place a subscription on, at the latest after `failover.hold_ms`). Messages that
-//! arrive meanwhile wait behind the confirmations, so a client never sees a message of a
-//! channel before its confirmation. Between requests, messages go straight to the client.
+//! confirmations go out when every server concerned has confirmed, at the latest after
+//! `failover.hold_ms` (no master to place a subscription on, or one that does not answer). Links
+//! are opened in the background, so a server that does not answer never holds up the loop.
+//! Messages that arrive meanwhile wait behind the confirmations, so a client never sees a
+//! message of a channel before its confirmation. Between requests, and while a RESP3 client's
+//! command runs, messages go straight to the client.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -80,9 +82,15 @@ pub struct SessionParts<'a> {
     pub locator: &'a dyn Locate,
 }
 
+/// A link opened in the background to a server (its address), or why not.
+type Opened = (String, Result<Link, BackendError>);
+
 /// The request being worked on.
 struct Current {
     tag: u64,
+    /// A (un)subscribe, answered by the proxy's own confirmations (else a command, answered by
+    /// its server's reply).
+    confirms: bool,
     /// Server answers still to come.
     awaiting: usize,
     /// What the client gets once they are in.
@@ -96,6 +104,9 @@ struct Subscriber<'a> {
     links: Vec<Link>,
     next_link: u64,
     events_tx: mpsc::Sender<LinkEvent>,
+    /// Servers a link is being opened to, in the background.
+    opening: Vec<String>,
+    opened_tx: mpsc::Sender<Opened>,
     current: Option<Current>,
     next_tag: u64,
     /// Messages that arrived while a request was being worked on.
@@ -152,6 +163,7 @@ async fn subscribed(
     shutdown: &CancellationToken,
 ) -> Exit {
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let (opened_tx, mut opened) = mpsc::channel(EVENT_QUEUE);
     let seen = parts.locator.generation();
     let mut s = Subscriber {
         parts,
@@ -159,6 +171,8 @@ async fn subscribed(
         links: Vec::new(),
         next_link: 0,
         events_tx,
+        opening: Vec::new(),
+        opened_tx,
         current: None,
         next_tag: 0,
         held: VecDeque::new(),
@@ -250,6 +264,7 @@ async fn subscribed(
                     return Exit::Close;
                 }
             },
+            Some((addr, link)) = opened.recv() => s.opened(addr, link, out).await,
             _ = tick.tick() => s.tick(out).await,
             _ = shutdown.cancelled() => return Exit::Close,
         }
@@ -337,7 +352,7 @@ impl Subscriber<'_> {
         let replies = self
             .subs
             .apply(kind, subscribe, &names, self.parts.protocol);
-        let tag = self.start(replies);
+        let tag = self.start(replies, true);
         self.place(Some(tag)).await;
         self.try_complete(out);
     }
@@ -365,7 +380,7 @@ impl Subscriber<'_> {
                 return None;
             }
         };
-        let tag = self.start(Vec::new());
+        let tag = self.start(Vec::new(), false);
         if let Some(c) = &mut self.current {
             c.awaiting = 1;
         }
@@ -384,10 +399,11 @@ impl Subscriber<'_> {
     }
 
     /// Makes `replies` the request being worked on; returns its tag.
-    fn start(&mut self, replies: Vec<Bytes>) -> u64 {
+    fn start(&mut self, replies: Vec<Bytes>, confirms: bool) -> u64 {
         self.next_tag += 1;
         self.current = Some(Current {
             tag: self.next_tag,
+            confirms,
             awaiting: 0,
             replies,
             since: Instant::now(),
@@ -400,13 +416,17 @@ impl Subscriber<'_> {
     }
 
     /// Sends the current request's replies, and the messages held behind them, once the servers
-    /// have answered and every subscription is placed (or `failover.hold_ms` has passed).
+    /// have answered and every subscription is placed, or, for a (un)subscribe, once
+    /// `failover.hold_ms` has passed: a server that does not answer (a hung master, one a
+    /// failover is leaving) holds the client no longer than a server that is not there. Its
+    /// confirmations, if they ever come, belong to no request then and are dropped.
     fn try_complete(&mut self, out: &mut BytesMut) {
         let Some(c) = &self.current else {
             return;
         };
         let waited_enough = c.since.elapsed() >= self.parts.ctx.hold;
-        if c.awaiting > 0 || (self.unplaced && !waited_enough) {
+        let owed = c.awaiting > 0 && !(c.confirms && waited_enough);
+        if owed || (self.unplaced && !waited_enough) {
             return;
         }
         if let Some(c) = self.current.take() {
@@ -493,9 +513,12 @@ impl Subscriber<'_> {
                 set.insert(kind, name.clone());
             }
         }
-        // Servers that need a link first.
+        // Servers that need a link first: opened in the background, so that a server that
+        // does not answer (connect_timeout_ms) holds up neither the client's other requests nor
+        // its messages; what goes there is placed once the link is up.
         for (backend, _) in &wanted {
-            if self.link_index(backend).await.is_err() {
+            if !self.links.iter().any(|l| l.addr() == backend.addr()) {
+                self.open_link(backend);
                 unplaced = true;
             }
         }
@@ -549,6 +572,46 @@ impl Subscriber<'_> {
         }
     }
 
+    /// Starts opening a link to `backend` unless one is being opened already; the outcome comes
+    /// back to [`Self::opened`].
+    fn open_link(&mut self, backend: &Arc<Backend>) {
+        let addr = backend.addr().to_string();
+        if self.opening.contains(&addr) {
+            return;
+        }
+        self.next_link += 1;
+        let (id, backend, protocol) = (self.next_link, backend.clone(), self.parts.protocol);
+        let (limit, events) = (self.parts.ctx.pinned.clone(), self.events_tx.clone());
+        let done = self.opened_tx.clone();
+        self.opening.push(addr.clone());
+        // A client gone meanwhile: the send fails and the link is dropped, closing it.
+        tokio::spawn(async move {
+            let link = Link::open(id, backend, protocol, &limit, events).await;
+            let _ = done.send((addr, link)).await;
+        });
+    }
+
+    /// A link opened in the background is up (its subscriptions are placed now), or failed (tried
+    /// again after the backoff).
+    async fn opened(&mut self, addr: String, link: Result<Link, BackendError>, out: &mut BytesMut) {
+        self.opening.retain(|a| *a != addr);
+        match link {
+            // A command opened one meanwhile: that one is kept.
+            Ok(_) if self.links.iter().any(|l| l.addr() == addr) => {}
+            Ok(link) => {
+                self.links.push(link);
+                self.place(self.current_tag()).await;
+            }
+            Err(e) => {
+                tracing::debug!(backend.addr = %addr, error = %e, "subscription link failed");
+                self.avoid = Some(addr);
+                self.parts.locator.suspect();
+                self.unplaced = true;
+            }
+        }
+        self.try_complete(out);
+    }
+
     /// A link broke: what it owed the current request is owed no more (a command's outcome is
     /// unknown), and its subscriptions are to be placed again.
     fn lost(&mut self, id: u64) {
@@ -598,7 +661,10 @@ impl Subscriber<'_> {
         let mut reply = None;
         match classify_frame(&frame, protocol) {
             Incoming::Message => {
-                if self.current.is_some() {
+                // Behind a (un)subscribe's confirmations; a command's reply comes after the
+                // messages its server sent before it (a client's PUBLISH to itself: message,
+                // then `:1`, as from Redis).
+                if self.current.as_ref().is_some_and(|c| c.confirms) {
                     self.held_bytes += frame.len();
                     self.held.push_back(frame);
                 } else {
