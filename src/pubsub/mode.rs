@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::link::{Link, LinkEvent};
 use super::{classify_frame, resp2_pong, Incoming, Kind, Locate, Subscriptions};
 use crate::backend::{Backend, BackendError, Protocol};
+use crate::cluster::redirect::{reaction, Reaction};
 use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::backlog::{must_write, write_or_flush, Backlog};
 use crate::proxy::reply::{backend_error, protocol_error, Close};
@@ -40,6 +41,9 @@ const MAX_READ_AHEAD: usize = 64 * 1024;
 const EVENT_QUEUE: usize = 64;
 /// Longest wait before placing subscriptions is tried again.
 const MAX_RETRY: Duration = Duration::from_secs(1);
+/// Redirections followed for one command before its last one is the answer (as the cluster
+/// session's bound on a redirection loop).
+const MAX_REDIRECTS: u8 = 5;
 
 /// How subscriber mode ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +100,15 @@ struct Current {
     /// What the client gets once they are in.
     replies: Vec<Bytes>,
     since: Instant,
+    /// `MOVED`/`ASK` followed so far.
+    redirects: u8,
+}
+
+/// A command a node redirected: sent again to `addr` (after `ASKING` when `ask`).
+struct Redirect {
+    addr: String,
+    ask: bool,
+    raw: Bytes,
 }
 
 struct Subscriber<'a> {
@@ -120,6 +133,8 @@ struct Subscriber<'a> {
     seen: u64,
     /// A server whose link failed a moment ago.
     avoid: Option<String>,
+    /// The current command, redirected by its node, to send again.
+    redirect: Option<Redirect>,
     closing: bool,
 }
 
@@ -182,6 +197,7 @@ async fn subscribed(
         retry_backoff: TICK,
         seen,
         avoid: None,
+        redirect: None,
         closing: false,
     };
     let ClientIo {
@@ -385,7 +401,7 @@ impl Subscriber<'_> {
             c.awaiting = 1;
         }
         let sent = match self.links.get_mut(idx) {
-            Some(link) => link.command(req.raw(), tag).await.is_ok(),
+            Some(link) => link.command(req.raw().clone(), tag, false).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -407,6 +423,7 @@ impl Subscriber<'_> {
             awaiting: 0,
             replies,
             since: Instant::now(),
+            redirects: 0,
         });
         self.next_tag
     }
@@ -648,6 +665,44 @@ impl Subscriber<'_> {
         for frame in frames {
             self.frame(id, frame, out);
         }
+        if let Some(r) = self.redirect.take() {
+            self.follow(r, out).await;
+        }
+    }
+
+    /// Sends the current command again where its node redirected it (cluster mode): the client
+    /// gets the answer, never the `-MOVED`/`-ASK`, as from the ordinary session.
+    async fn follow(&mut self, r: Redirect, out: &mut BytesMut) {
+        let Some(tag) = self.current_tag() else {
+            return;
+        };
+        if !r.ask {
+            self.parts.locator.suspect();
+        }
+        let Some(backend) = self.parts.locator.node(&r.addr) else {
+            return;
+        };
+        let sent = match self.link_index(&backend).await {
+            Ok(i) => match self.links.get_mut(i) {
+                Some(link) => link
+                    .command(r.raw, tag, r.ask)
+                    .await
+                    .map_err(|_| Some(link.id)),
+                None => Err(None),
+            },
+            Err(e) => {
+                if let Some(c) = &mut self.current {
+                    c.awaiting = 0;
+                    c.replies = vec![backend_error(&e, &r.addr).0];
+                }
+                Ok(())
+            }
+        };
+        if let Err(Some(id)) = sent {
+            self.lost(id);
+            self.place(Some(tag)).await;
+        }
+        self.try_complete(out);
     }
 
     /// One frame from link `id`.
@@ -699,8 +754,26 @@ impl Subscriber<'_> {
             Incoming::Reply => match link.ops.pop_front() {
                 Some(op) if !op.confirms => {
                     if op.tag.is_some() && op.tag == current {
-                        answered = 1;
-                        reply = Some(frame);
+                        let redirects = self.current.as_ref().map_or(0, |c| c.redirects);
+                        match (reaction(&frame), op.raw) {
+                            (Reaction::Moved(addr) | Reaction::Ask(addr), Some(raw))
+                                if redirects < MAX_REDIRECTS && self.parts.locator.cluster() =>
+                            {
+                                let ask = matches!(reaction(&frame), Reaction::Ask(_));
+                                self.redirect = Some(Redirect {
+                                    addr: addr.to_string(),
+                                    ask,
+                                    raw,
+                                });
+                                if let Some(c) = &mut self.current {
+                                    c.redirects += 1;
+                                }
+                            }
+                            _ => {
+                                answered = 1;
+                                reply = Some(frame);
+                            }
+                        }
                     }
                 }
                 Some(op) => {

@@ -10,6 +10,7 @@ use haproxy_rs::resp::encode_command;
 use haproxy_rs::router::slot::key_slot;
 
 use crate::eventually;
+use crate::harness::cluster::keys_on_every_master;
 use crate::harness::migration::SlotMigration;
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::{Cluster, RedisServer, Topology};
@@ -296,6 +297,77 @@ async fn a_subscribe_without_a_reachable_master_is_confirmed_at_hold_ms_and_plac
     );
     assert_eq!(ask(&server.addr(), &["PUBLISH", "d", "new"]).await, ":1 ");
     assert_eq!(fresh.frame().await, "*3 $7 message $1 d $3 new ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp3_subscriber_runs_commands_on_every_master_and_redirections_never_reach_it() {
+    let cluster = Cluster::start(3, 0).await;
+    // The proxy learns of the moved slot only from the redirections themselves.
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .refresh_only_on_moved()
+        .with(|c| c.backend.health_interval_ms = 60_000)
+        .start_cluster()
+        .await;
+    let map = cluster.slot_map().await;
+    let keys = keys_on_every_master(&map, "r3", 2);
+    let mut sub = Raw::connect(proxy.addr()).await;
+    sub.send(&["HELLO", "3"]).await;
+    assert!(sub.frame().await.starts_with('%'));
+    sub.send(&["SUBSCRIBE", "news"]).await;
+    assert_eq!(sub.frame().await, ">3 $9 subscribe $4 news :1 ");
+    for k in &keys {
+        sub.send(&["SET", k, k]).await;
+        assert_eq!(sub.frame().await, "+OK ", "SET {k}");
+    }
+    for k in &keys {
+        sub.send(&["GET", k]).await;
+        assert_eq!(sub.frame().await, format!("${} {k} ", k.len()), "GET {k}");
+    }
+    // (A node counts only its own subscribers; the cluster bus carries the message on.)
+    for node in cluster.addrs() {
+        ask(&node, &["PUBLISH", "news", "hi"]).await;
+        assert_eq!(sub.frame().await, ">3 $7 message $4 news $2 hi ");
+    }
+
+    // A key's slot migrates to another master: first -ASK, then -MOVED from its old owner.
+    let key = &keys[0];
+    let from = cluster.owner(&map, key);
+    let to = cluster.owner(&map, &keys[1]);
+    let slot = key_slot(key.as_bytes());
+    let migration = SlotMigration::begin(&cluster, from, to, slot..=slot).await;
+    assert_eq!(migration.move_keys().await, 1);
+    sub.send(&["GET", key]).await;
+    assert_eq!(
+        sub.frame().await,
+        format!("${} {key} ", key.len()),
+        "GET {key} while its slot is migrating (ASK)"
+    );
+    migration.finish().await;
+    assert!(
+        proxy
+            .cluster_map()
+            .owners(slot)
+            .is_some_and(|o| o.master.addr() == from.addr()),
+        "the proxy's map is stale still"
+    );
+    sub.send(&["SET", key, "moved"]).await;
+    assert_eq!(
+        sub.frame().await,
+        "+OK ",
+        "SET {key} after the move (MOVED)"
+    );
+    sub.send(&["GET", key]).await;
+    assert_eq!(sub.frame().await, "$5 moved ");
+    assert_eq!(
+        ask(&to.addr(), &["GET", key]).await,
+        "$5 moved ",
+        "written on the new owner"
+    );
+    // Pushes still arrive, and the subscription is where it was.
+    ask(&to.addr(), &["PUBLISH", "news", "still"]).await;
+    assert_eq!(sub.frame().await, ">3 $7 message $4 news $5 still ");
+    sub.send(&["UNSUBSCRIBE"]).await;
+    assert_eq!(sub.frame().await, ">3 $11 unsubscribe $4 news :0 ");
 }
 
 /// The commands of the burst: enters and leaves subscriber mode twice, with every kind of
