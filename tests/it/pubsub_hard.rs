@@ -350,6 +350,23 @@ async fn a_resp3_subscriber_runs_commands_on_every_master_and_redirections_never
             .is_some_and(|o| o.master.addr() == from.addr()),
         "the proxy's map is stale still"
     );
+    // A shard channel of the moved slot, subscribed by the stale map: the old owner refuses it
+    // (-MOVED), the proxy places it on the new owner before confirming it.
+    sub.send(&["SSUBSCRIBE", key]).await;
+    assert_eq!(
+        sub.frame_within(Duration::from_secs(3)).await.as_deref(),
+        Some(format!(">3 $10 ssubscribe ${} {key} :1 ", key.len()).as_str()),
+        "SSUBSCRIBE {key} confirmed once placed"
+    );
+    assert_eq!(
+        ask(&to.addr(), &["PUBSUB", "SHARDNUMSUB", key]).await,
+        format!("*2 ${} {key} :1 ", key.len())
+    );
+    assert_eq!(ask(&to.addr(), &["SPUBLISH", key, "s"]).await, ":1 ");
+    assert_eq!(
+        sub.frame().await,
+        format!(">3 $8 smessage ${} {key} $1 s ", key.len())
+    );
     sub.send(&["SET", key, "moved"]).await;
     assert_eq!(
         sub.frame().await,
@@ -368,6 +385,11 @@ async fn a_resp3_subscriber_runs_commands_on_every_master_and_redirections_never
     assert_eq!(sub.frame().await, ">3 $7 message $4 news $5 still ");
     sub.send(&["UNSUBSCRIBE"]).await;
     assert_eq!(sub.frame().await, ">3 $11 unsubscribe $4 news :0 ");
+    sub.send(&["SUNSUBSCRIBE"]).await;
+    assert_eq!(
+        sub.frame().await,
+        format!(">3 $12 sunsubscribe ${} {key} :0 ", key.len())
+    );
 }
 
 /// The commands of the burst: enters and leaves subscriber mode twice, with every kind of
