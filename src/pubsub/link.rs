@@ -44,6 +44,12 @@ pub struct Op {
 }
 
 impl Op {
+    /// The name the server confirms next (it confirms a command's names in their order).
+    pub fn due(&self) -> Option<&Bytes> {
+        let answered = self.names.len().checked_sub(self.remaining)?;
+        self.names.get(answered)
+    }
+
     /// A command's, answered by one reply.
     fn reply(tag: Option<u64>, raw: Option<Bytes>) -> Op {
         Op {
@@ -230,4 +236,28 @@ async fn read_frames(id: u64, mut rd: crate::tls::ReadHalf, events: mpsc::Sender
         }
     }
     let _ = events.send((id, None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_due_is_the_first_one_not_confirmed_yet() {
+        let mut op = Op {
+            remaining: 2,
+            confirms: true,
+            tag: None,
+            kind: Kind::Shard,
+            subscribe: false,
+            names: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            raw: None,
+        };
+        assert_eq!(op.due().map(|n| &n[..]), Some(&b"a"[..]));
+        op.remaining = 1;
+        assert_eq!(op.due().map(|n| &n[..]), Some(&b"b"[..]));
+        op.remaining = 0;
+        assert_eq!(op.due(), None);
+        assert_eq!(Op::reply(Some(1), None).due(), None);
+    }
 }

@@ -732,7 +732,16 @@ impl Subscriber<'_> {
                 subscribe,
                 name,
             } => match link.ops.front_mut() {
-                Some(op) if op.confirms && op.kind == kind && op.subscribe == subscribe => {
+                // Redis confirms the names of a command in their order: the one due must match,
+                // or a shard channel's unsolicited `sunsubscribe` (its slot moved) arriving
+                // while the client's own `SUNSUBSCRIBE` is pending would be taken for its
+                // confirmation, and the moved channel would not be placed again.
+                Some(op)
+                    if op.confirms
+                        && op.kind == kind
+                        && op.subscribe == subscribe
+                        && name.as_ref().is_none_or(|n| op.due() == Some(n)) =>
+                {
                     op.remaining = op.remaining.saturating_sub(1);
                     if op.tag.is_some() && op.tag == current {
                         answered = 1;
