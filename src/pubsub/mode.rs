@@ -443,7 +443,7 @@ impl Subscriber<'_> {
         };
         let waited_enough = c.since.elapsed() >= self.parts.ctx.hold;
         let owed = c.awaiting > 0 && !(c.confirms && waited_enough);
-        if owed || (self.unplaced && !waited_enough) {
+        if owed || (c.confirms && self.unplaced && !waited_enough) {
             return;
         }
         if let Some(c) = self.current.take() {
@@ -818,9 +818,34 @@ impl Subscriber<'_> {
         self.try_complete(out);
     }
 
+    /// The link (id, server) of a RESP3 client's command unanswered for the server's
+    /// `command_timeout_ms`: it is given up, as the ordinary session's connection would be, and
+    /// the client told the outcome is unknown; its subscriptions are placed again.
+    fn timed_out(&self) -> Option<(u64, String)> {
+        let c = self
+            .current
+            .as_ref()
+            .filter(|c| !c.confirms && c.awaiting > 0)?;
+        let waited = c.since.elapsed();
+        self.links
+            .iter()
+            .find(|l| {
+                waited > l.backend.command_timeout()
+                    && l.ops.iter().any(|o| !o.confirms && o.tag == Some(c.tag))
+            })
+            .map(|l| (l.id, l.addr().to_string()))
+    }
+
     /// Follows the topology: places the subscriptions again when it changed, or when some have
     /// no server and it is time to try again.
     async fn tick(&mut self, out: &mut BytesMut) {
+        if let Some((id, addr)) = self.timed_out() {
+            self.lost(id);
+            if let Some(c) = &mut self.current {
+                c.replies = vec![backend_error(&BackendError::Timeout, &addr).0];
+            }
+            self.place(self.current_tag()).await;
+        }
         let changed = self.parts.locator.generation() != self.seen;
         if changed || (self.unplaced && Instant::now() >= self.retry_at) {
             self.place(self.current_tag()).await;

@@ -496,3 +496,48 @@ async fn a_pipelined_burst_of_subscribes_gets_the_same_frames_as_from_redis_itse
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resp3_subscribers_command_on_a_hung_master_ends_at_command_timeout_like_any_other() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let server = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![server.addr()])
+        .with(|c| c.backend.command_timeout_ms = TIMEOUT.as_millis() as u64)
+        .start(0)
+        .await;
+    let mut sub = Raw::connect(proxy.addr()).await;
+    sub.send(&["HELLO", "3"]).await;
+    assert!(sub.frame().await.starts_with('%'));
+    sub.send(&["SUBSCRIBE", "a"]).await;
+    assert_eq!(sub.frame().await, ">3 $9 subscribe $1 a :1 ");
+    sub.send(&["SET", "k", "v"]).await;
+    assert_eq!(sub.frame().await, "+OK ");
+
+    server.stop();
+    let t0 = Instant::now();
+    sub.send(&["GET", "k"]).await;
+    let reply = sub.frame().await;
+    let waited = t0.elapsed();
+    assert!(
+        reply.starts_with("-ERR haproxy-rs:") && reply.contains("outcome is unknown"),
+        "{reply}"
+    );
+    assert!(
+        waited >= TIMEOUT && waited < TIMEOUT + Duration::from_millis(700),
+        "answered at command_timeout_ms ({TIMEOUT:?}): {waited:?}"
+    );
+    // The session goes on: the proxy answers PING, and the subscription is placed again once
+    // the server is back.
+    sub.send(&["PING"]).await;
+    assert_eq!(sub.frame().await, "+PONG ");
+    server.cont();
+    eventually!(
+        Duration::from_secs(10),
+        ask(&server.addr(), &["PUBSUB", "NUMSUB", "a"]).await == "*2 $1 a :1 ",
+        "the subscription is on the server again"
+    );
+    assert_eq!(ask(&server.addr(), &["PUBLISH", "a", "back"]).await, ":1 ");
+    assert_eq!(sub.frame().await, ">3 $7 message $1 a $4 back ");
+    sub.send(&["GET", "k"]).await;
+    assert_eq!(sub.frame().await, "$1 v ");
+}
