@@ -236,6 +236,11 @@ impl Backend {
     ) -> Result<crate::tls::Stream, BackendError> {
         conn::connect(&self.addr, &self.settings, protocol, 0).await
     }
+
+    /// How long a request may wait for its reply before its connection is given up.
+    pub fn command_timeout(&self) -> Duration {
+        self.settings.command_timeout
+    }
 }
 
 /// Settings every backend connection uses.

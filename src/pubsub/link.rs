@@ -39,6 +39,29 @@ pub struct Op {
     pub kind: Kind,
     pub subscribe: bool,
     pub names: Vec<Bytes>,
+    /// A client command's bytes, sent again if the server redirects it (`MOVED`, `ASK`).
+    pub raw: Option<Bytes>,
+}
+
+impl Op {
+    /// The name the server confirms next (it confirms a command's names in their order).
+    pub fn due(&self) -> Option<&Bytes> {
+        let answered = self.names.len().checked_sub(self.remaining)?;
+        self.names.get(answered)
+    }
+
+    /// A command's, answered by one reply.
+    fn reply(tag: Option<u64>, raw: Option<Bytes>) -> Op {
+        Op {
+            remaining: 1,
+            confirms: false,
+            tag,
+            kind: Kind::Channel,
+            subscribe: false,
+            names: Vec::new(),
+            raw,
+        }
+    }
 }
 
 /// One backend connection carrying subscriptions.
@@ -133,24 +156,25 @@ impl Link {
             kind,
             subscribe,
             names,
+            raw: None,
         });
         self.wr.write_all_flush(&encode_command(&args)).await
     }
 
-    /// Sends a client's command, answered by one reply.
+    /// Sends a client's command, answered by one reply; after `ASKING` (whose `+OK` answers
+    /// no request) when `asking`, for a key an `-ASK` sent here.
     ///
     /// # Errors
     /// The write failed: the link is unusable.
-    pub async fn command(&mut self, raw: &[u8], tag: u64) -> std::io::Result<()> {
-        self.ops.push_back(Op {
-            remaining: 1,
-            confirms: false,
-            tag: Some(tag),
-            kind: Kind::Channel,
-            subscribe: false,
-            names: Vec::new(),
-        });
-        self.wr.write_all_flush(raw).await
+    pub async fn command(&mut self, raw: Bytes, tag: u64, asking: bool) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        if asking {
+            self.ops.push_back(Op::reply(None, None));
+            out.extend_from_slice(&encode_command(&["ASKING"]));
+        }
+        out.extend_from_slice(&raw);
+        self.ops.push_back(Op::reply(Some(tag), Some(raw)));
+        self.wr.write_all_flush(&out).await
     }
 
     /// Writes raw bytes, expecting no particular answer (`MONITOR` mode).
@@ -212,4 +236,28 @@ async fn read_frames(id: u64, mut rd: crate::tls::ReadHalf, events: mpsc::Sender
         }
     }
     let _ = events.send((id, None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_due_is_the_first_one_not_confirmed_yet() {
+        let mut op = Op {
+            remaining: 2,
+            confirms: true,
+            tag: None,
+            kind: Kind::Shard,
+            subscribe: false,
+            names: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            raw: None,
+        };
+        assert_eq!(op.due().map(|n| &n[..]), Some(&b"a"[..]));
+        op.remaining = 1;
+        assert_eq!(op.due().map(|n| &n[..]), Some(&b"b"[..]));
+        op.remaining = 0;
+        assert_eq!(op.due(), None);
+        assert_eq!(Op::reply(Some(1), None).due(), None);
+    }
 }

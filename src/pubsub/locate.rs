@@ -20,6 +20,11 @@ pub trait Locate: Send + Sync {
     fn shard(&self, slot: u16) -> Option<Arc<Backend>>;
     /// The server for a command a RESP3 client sends while subscribed.
     fn command(&self, commands: &CommandTable, req: &Request) -> Option<Arc<Backend>>;
+    /// The server at `addr`, which a `-MOVED` or `-ASK` named; `None` outside cluster mode (the
+    /// reply is then the answer).
+    fn node(&self, _addr: &str) -> Option<Arc<Backend>> {
+        None
+    }
     /// Changes whenever the answers above may have changed.
     fn generation(&self) -> u64;
     /// A server was found unreachable, or moved a shard channel away.
@@ -103,6 +108,9 @@ impl Locate for ClusterLocator {
             Some(key) => self.shard(key_slot(key)),
             None => self.classic(None, None),
         }
+    }
+    fn node(&self, addr: &str) -> Option<Arc<Backend>> {
+        Some(self.state.master_backend(addr))
     }
     fn generation(&self) -> u64 {
         self.state.map().generation

@@ -2,10 +2,12 @@
 //!
 //! One client request is worked on at a time. A (un)subscribe changes the client's
 //! [`Subscriptions`] at once and the links are brought in line with them; the client's
-//! confirmations go out when every server concerned has confirmed (and, while there is no
-//! master to place a subscription on, at the latest after `failover.hold_ms`). Messages that
-//! arrive meanwhile wait behind the confirmations, so a client never sees a message of a
-//! channel before its confirmation. Between requests, messages go straight to the client.
+//! confirmations go out when every server concerned has confirmed, at the latest after
+//! `failover.hold_ms` (no master to place a subscription on, or one that does not answer). Links
+//! are opened in the background, so a server that does not answer never holds up the loop.
+//! Messages that arrive meanwhile wait behind the confirmations, so a client never sees a
+//! message of a channel before its confirmation. Between requests, and while a RESP3 client's
+//! command runs, messages go straight to the client.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,8 +20,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{Link, LinkEvent};
+
+mod placement;
 use super::{classify_frame, resp2_pong, Incoming, Kind, Locate, Subscriptions};
-use crate::backend::{Backend, BackendError, Protocol};
+use crate::backend::{BackendError, Protocol};
+use crate::cluster::redirect::{reaction, Reaction};
 use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::backlog::{must_write, write_or_flush, Backlog};
 use crate::proxy::reply::{backend_error, protocol_error, Close};
@@ -38,6 +43,9 @@ const MAX_READ_AHEAD: usize = 64 * 1024;
 const EVENT_QUEUE: usize = 64;
 /// Longest wait before placing subscriptions is tried again.
 const MAX_RETRY: Duration = Duration::from_secs(1);
+/// Redirections followed for one command before its last one is the answer (as the cluster
+/// session's bound on a redirection loop).
+const MAX_REDIRECTS: u8 = 5;
 
 /// How subscriber mode ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +88,29 @@ pub struct SessionParts<'a> {
     pub locator: &'a dyn Locate,
 }
 
+/// A link opened in the background to a server (its address), or why not.
+type Opened = (String, Result<Link, BackendError>);
+
 /// The request being worked on.
 struct Current {
     tag: u64,
+    /// A (un)subscribe, answered by the proxy's own confirmations (else a command, answered by
+    /// its server's reply).
+    confirms: bool,
     /// Server answers still to come.
     awaiting: usize,
     /// What the client gets once they are in.
     replies: Vec<Bytes>,
     since: Instant,
+    /// `MOVED`/`ASK` followed so far.
+    redirects: u8,
+}
+
+/// A command a node redirected: sent again to `addr` (after `ASKING` when `ask`).
+struct Redirect {
+    addr: String,
+    ask: bool,
+    raw: Bytes,
 }
 
 struct Subscriber<'a> {
@@ -96,6 +119,9 @@ struct Subscriber<'a> {
     links: Vec<Link>,
     next_link: u64,
     events_tx: mpsc::Sender<LinkEvent>,
+    /// Servers a link is being opened to, in the background.
+    opening: Vec<String>,
+    opened_tx: mpsc::Sender<Opened>,
     current: Option<Current>,
     next_tag: u64,
     /// Messages that arrived while a request was being worked on.
@@ -109,6 +135,8 @@ struct Subscriber<'a> {
     seen: u64,
     /// A server whose link failed a moment ago.
     avoid: Option<String>,
+    /// The current command, redirected by its node, to send again.
+    redirect: Option<Redirect>,
     closing: bool,
 }
 
@@ -152,6 +180,7 @@ async fn subscribed(
     shutdown: &CancellationToken,
 ) -> Exit {
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let (opened_tx, mut opened) = mpsc::channel(EVENT_QUEUE);
     let seen = parts.locator.generation();
     let mut s = Subscriber {
         parts,
@@ -159,6 +188,8 @@ async fn subscribed(
         links: Vec::new(),
         next_link: 0,
         events_tx,
+        opening: Vec::new(),
+        opened_tx,
         current: None,
         next_tag: 0,
         held: VecDeque::new(),
@@ -168,6 +199,7 @@ async fn subscribed(
         retry_backoff: TICK,
         seen,
         avoid: None,
+        redirect: None,
         closing: false,
     };
     let ClientIo {
@@ -250,6 +282,7 @@ async fn subscribed(
                     return Exit::Close;
                 }
             },
+            Some((addr, link)) = opened.recv() => s.opened(addr, link, out).await,
             _ = tick.tick() => s.tick(out).await,
             _ = shutdown.cancelled() => return Exit::Close,
         }
@@ -337,7 +370,7 @@ impl Subscriber<'_> {
         let replies = self
             .subs
             .apply(kind, subscribe, &names, self.parts.protocol);
-        let tag = self.start(replies);
+        let tag = self.start(replies, true);
         self.place(Some(tag)).await;
         self.try_complete(out);
     }
@@ -365,12 +398,12 @@ impl Subscriber<'_> {
                 return None;
             }
         };
-        let tag = self.start(Vec::new());
+        let tag = self.start(Vec::new(), false);
         if let Some(c) = &mut self.current {
             c.awaiting = 1;
         }
         let sent = match self.links.get_mut(idx) {
-            Some(link) => link.command(req.raw(), tag).await.is_ok(),
+            Some(link) => link.command(req.raw().clone(), tag, false).await.is_ok(),
             None => false,
         };
         if !sent {
@@ -384,13 +417,15 @@ impl Subscriber<'_> {
     }
 
     /// Makes `replies` the request being worked on; returns its tag.
-    fn start(&mut self, replies: Vec<Bytes>) -> u64 {
+    fn start(&mut self, replies: Vec<Bytes>, confirms: bool) -> u64 {
         self.next_tag += 1;
         self.current = Some(Current {
             tag: self.next_tag,
+            confirms,
             awaiting: 0,
             replies,
             since: Instant::now(),
+            redirects: 0,
         });
         self.next_tag
     }
@@ -400,13 +435,17 @@ impl Subscriber<'_> {
     }
 
     /// Sends the current request's replies, and the messages held behind them, once the servers
-    /// have answered and every subscription is placed (or `failover.hold_ms` has passed).
+    /// have answered and every subscription is placed, or, for a (un)subscribe, once
+    /// `failover.hold_ms` has passed: a server that does not answer (a hung master, one a
+    /// failover is leaving) holds the client no longer than a server that is not there. Its
+    /// confirmations, if they ever come, belong to no request then and are dropped.
     fn try_complete(&mut self, out: &mut BytesMut) {
         let Some(c) = &self.current else {
             return;
         };
         let waited_enough = c.since.elapsed() >= self.parts.ctx.hold;
-        if c.awaiting > 0 || (self.unplaced && !waited_enough) {
+        let owed = c.awaiting > 0 && !(c.confirms && waited_enough);
+        if owed || (c.confirms && self.unplaced && !waited_enough) {
             return;
         }
         if let Some(c) = self.current.take() {
@@ -425,156 +464,6 @@ impl Subscriber<'_> {
         limit > 0 && self.held_bytes > limit
     }
 
-    /// The link to `backend`, opened if there is none.
-    async fn link_index(&mut self, backend: &Arc<Backend>) -> Result<usize, BackendError> {
-        if let Some(i) = self.links.iter().position(|l| l.addr() == backend.addr()) {
-            return Ok(i);
-        }
-        self.next_link += 1;
-        let link = Link::open(
-            self.next_link,
-            backend.clone(),
-            self.parts.protocol,
-            &self.parts.ctx.pinned,
-            self.events_tx.clone(),
-        )
-        .await;
-        match link {
-            Ok(link) => {
-                self.links.push(link);
-                Ok(self.links.len() - 1)
-            }
-            Err(e) => {
-                tracing::debug!(backend.addr = backend.addr(), error = %e, "subscription link failed");
-                self.avoid = Some(backend.addr().to_string());
-                self.parts.locator.suspect();
-                Err(e)
-            }
-        }
-    }
-
-    /// Brings the links in line with the client's subscriptions and the topology: each
-    /// subscription on the server the locator names (or where it is, while it names none);
-    /// links left with nothing are closed. The servers' answers count for request `tag`.
-    async fn place(&mut self, tag: Option<u64>) {
-        self.seen = self.parts.locator.generation();
-        let locator = self.parts.locator;
-        let classic_now = self
-            .links
-            .iter()
-            .find(|l| l.requested.count_for(Kind::Channel) > 0)
-            .map(|l| l.addr().to_string());
-        let classic = locator.classic(classic_now.as_deref(), self.avoid.as_deref());
-        let mut wanted: Vec<(Arc<Backend>, Subscriptions)> = Vec::new();
-        let mut unplaced = false;
-        for (kind, name) in self.subs.iter() {
-            let target = match kind {
-                Kind::Shard => locator.shard(key_slot(name)),
-                Kind::Channel | Kind::Pattern => classic.clone(),
-            };
-            let target = target.or_else(|| {
-                self.links
-                    .iter()
-                    .find(|l| l.requested.contains(kind, name))
-                    .map(|l| l.backend.clone())
-            });
-            let Some(backend) = target else {
-                unplaced = true;
-                continue;
-            };
-            let entry = match wanted.iter().position(|(b, _)| b.addr() == backend.addr()) {
-                Some(i) => wanted.get_mut(i),
-                None => {
-                    wanted.push((backend, Subscriptions::default()));
-                    wanted.last_mut()
-                }
-            };
-            if let Some((_, set)) = entry {
-                set.insert(kind, name.clone());
-            }
-        }
-        // Servers that need a link first.
-        for (backend, _) in &wanted {
-            if self.link_index(backend).await.is_err() {
-                unplaced = true;
-            }
-        }
-        let empty = Subscriptions::default();
-        let mut broken = Vec::new();
-        let mut sent = 0;
-        for link in &mut self.links {
-            let want = wanted
-                .iter()
-                .find(|(b, _)| b.addr() == link.addr())
-                .map_or(&empty, |(_, s)| s);
-            for kind in Kind::ALL {
-                let drop: Vec<Bytes> = link
-                    .requested
-                    .of(kind)
-                    .difference(want.of(kind))
-                    .cloned()
-                    .collect();
-                let add: Vec<Bytes> = want
-                    .of(kind)
-                    .difference(link.requested.of(kind))
-                    .cloned()
-                    .collect();
-                let n = drop.len() + add.len();
-                let ok = link.change(kind, false, drop, tag).await.is_ok()
-                    && link.change(kind, true, add, tag).await.is_ok();
-                if !ok {
-                    broken.push(link.id);
-                    break;
-                }
-                sent += n;
-            }
-        }
-        if tag.is_some() && tag == self.current_tag() {
-            if let Some(c) = &mut self.current {
-                c.awaiting += sent;
-            }
-        }
-        for id in broken {
-            self.lost(id);
-            unplaced = true;
-        }
-        self.links.retain(|l| !l.idle());
-        self.unplaced = unplaced;
-        if unplaced {
-            self.retry_at = Instant::now() + self.retry_backoff;
-            self.retry_backoff = (self.retry_backoff * 2).min(MAX_RETRY);
-        } else {
-            self.retry_backoff = TICK;
-            self.avoid = None;
-        }
-    }
-
-    /// A link broke: what it owed the current request is owed no more (a command's outcome is
-    /// unknown), and its subscriptions are to be placed again.
-    fn lost(&mut self, id: u64) {
-        let Some(i) = self.links.iter().position(|l| l.id == id) else {
-            return;
-        };
-        let link = self.links.swap_remove(i);
-        tracing::debug!(backend.addr = link.addr(), "subscription link lost");
-        self.avoid = Some(link.addr().to_string());
-        self.parts.locator.suspect();
-        let tag = self.current_tag();
-        for op in &link.ops {
-            if op.tag.is_some() && op.tag == tag {
-                if let Some(c) = &mut self.current {
-                    c.awaiting = c.awaiting.saturating_sub(op.remaining);
-                    if !op.confirms {
-                        c.replies =
-                            vec![backend_error(&BackendError::ConnectionLost, link.addr()).0];
-                    }
-                }
-            }
-        }
-        self.unplaced = true;
-        self.retry_at = Instant::now();
-    }
-
     /// Frames from a link, or its end.
     async fn event(&mut self, (id, frames): LinkEvent, out: &mut BytesMut) {
         let Some(frames) = frames else {
@@ -585,6 +474,44 @@ impl Subscriber<'_> {
         for frame in frames {
             self.frame(id, frame, out);
         }
+        if let Some(r) = self.redirect.take() {
+            self.follow(r, out).await;
+        }
+    }
+
+    /// Sends the current command again where its node redirected it (cluster mode): the client
+    /// gets the answer, never the `-MOVED`/`-ASK`, as from the ordinary session.
+    async fn follow(&mut self, r: Redirect, out: &mut BytesMut) {
+        let Some(tag) = self.current_tag() else {
+            return;
+        };
+        if !r.ask {
+            self.parts.locator.suspect();
+        }
+        let Some(backend) = self.parts.locator.node(&r.addr) else {
+            return;
+        };
+        let sent = match self.link_index(&backend).await {
+            Ok(i) => match self.links.get_mut(i) {
+                Some(link) => link
+                    .command(r.raw, tag, r.ask)
+                    .await
+                    .map_err(|_| Some(link.id)),
+                None => Err(None),
+            },
+            Err(e) => {
+                if let Some(c) = &mut self.current {
+                    c.awaiting = 0;
+                    c.replies = vec![backend_error(&e, &r.addr).0];
+                }
+                Ok(())
+            }
+        };
+        if let Err(Some(id)) = sent {
+            self.lost(id);
+            self.place(Some(tag)).await;
+        }
+        self.try_complete(out);
     }
 
     /// One frame from link `id`.
@@ -598,7 +525,10 @@ impl Subscriber<'_> {
         let mut reply = None;
         match classify_frame(&frame, protocol) {
             Incoming::Message => {
-                if self.current.is_some() {
+                // Behind a (un)subscribe's confirmations; a command's reply comes after the
+                // messages its server sent before it (a client's PUBLISH to itself: message,
+                // then `:1`, as from Redis).
+                if self.current.as_ref().is_some_and(|c| c.confirms) {
                     self.held_bytes += frame.len();
                     self.held.push_back(frame);
                 } else {
@@ -611,7 +541,16 @@ impl Subscriber<'_> {
                 subscribe,
                 name,
             } => match link.ops.front_mut() {
-                Some(op) if op.confirms && op.kind == kind && op.subscribe == subscribe => {
+                // Redis confirms the names of a command in their order: the one due must match,
+                // or a shard channel's unsolicited `sunsubscribe` (its slot moved) arriving
+                // while the client's own `SUNSUBSCRIBE` is pending would be taken for its
+                // confirmation, and the moved channel would not be placed again.
+                Some(op)
+                    if op.confirms
+                        && op.kind == kind
+                        && op.subscribe == subscribe
+                        && name.as_ref().is_none_or(|n| op.due() == Some(n)) =>
+                {
                     op.remaining = op.remaining.saturating_sub(1);
                     if op.tag.is_some() && op.tag == current {
                         answered = 1;
@@ -633,8 +572,26 @@ impl Subscriber<'_> {
             Incoming::Reply => match link.ops.pop_front() {
                 Some(op) if !op.confirms => {
                     if op.tag.is_some() && op.tag == current {
-                        answered = 1;
-                        reply = Some(frame);
+                        let redirects = self.current.as_ref().map_or(0, |c| c.redirects);
+                        match (reaction(&frame), op.raw) {
+                            (Reaction::Moved(addr) | Reaction::Ask(addr), Some(raw))
+                                if redirects < MAX_REDIRECTS && self.parts.locator.cluster() =>
+                            {
+                                let ask = matches!(reaction(&frame), Reaction::Ask(_));
+                                self.redirect = Some(Redirect {
+                                    addr: addr.to_string(),
+                                    ask,
+                                    raw,
+                                });
+                                if let Some(c) = &mut self.current {
+                                    c.redirects += 1;
+                                }
+                            }
+                            _ => {
+                                answered = 1;
+                                reply = Some(frame);
+                            }
+                        }
                     }
                 }
                 Some(op) => {
@@ -670,9 +627,34 @@ impl Subscriber<'_> {
         self.try_complete(out);
     }
 
+    /// The link (id, server) of a RESP3 client's command unanswered for the server's
+    /// `command_timeout_ms`: it is given up, as the ordinary session's connection would be, and
+    /// the client told the outcome is unknown; its subscriptions are placed again.
+    fn timed_out(&self) -> Option<(u64, String)> {
+        let c = self
+            .current
+            .as_ref()
+            .filter(|c| !c.confirms && c.awaiting > 0)?;
+        let waited = c.since.elapsed();
+        self.links
+            .iter()
+            .find(|l| {
+                waited > l.backend.command_timeout()
+                    && l.ops.iter().any(|o| !o.confirms && o.tag == Some(c.tag))
+            })
+            .map(|l| (l.id, l.addr().to_string()))
+    }
+
     /// Follows the topology: places the subscriptions again when it changed, or when some have
     /// no server and it is time to try again.
     async fn tick(&mut self, out: &mut BytesMut) {
+        if let Some((id, addr)) = self.timed_out() {
+            self.lost(id);
+            if let Some(c) = &mut self.current {
+                c.replies = vec![backend_error(&BackendError::Timeout, &addr).0];
+            }
+            self.place(self.current_tag()).await;
+        }
         let changed = self.parts.locator.generation() != self.seen;
         if changed || (self.unplaced && Instant::now() >= self.retry_at) {
             self.place(self.current_tag()).await;

@@ -14,6 +14,7 @@ mod harness_selftest;
 mod limits;
 mod protocol;
 mod pubsub;
+mod pubsub_hard;
 mod readme_commands;
 mod routing;
 mod scripts;

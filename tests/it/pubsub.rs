@@ -15,14 +15,14 @@ use crate::harness::proxy::ProxyBuilder;
 use crate::harness::{Cluster, RedisServer, Topology};
 
 /// A raw RESP connection that reads frames one by one.
-struct Raw {
+pub(crate) struct Raw {
     s: TcpStream,
     buf: BytesMut,
     scanner: ReplyScanner,
 }
 
 impl Raw {
-    async fn connect(addr: impl tokio::net::ToSocketAddrs) -> Raw {
+    pub(crate) async fn connect(addr: impl tokio::net::ToSocketAddrs) -> Raw {
         Raw {
             s: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
@@ -30,12 +30,17 @@ impl Raw {
         }
     }
 
-    async fn send(&mut self, args: &[&str]) {
+    pub(crate) async fn send(&mut self, args: &[&str]) {
         self.s.write_all(&encode_command(args)).await.unwrap();
     }
 
+    /// Writes `bytes` as they are, in one write (a pipeline).
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+
     /// The next frame, or `None` if none comes within `within`.
-    async fn frame_within(&mut self, within: Duration) -> Option<String> {
+    pub(crate) async fn frame_within(&mut self, within: Duration) -> Option<String> {
         let read = async {
             loop {
                 if let Some(f) = self.scanner.next(&mut self.buf).unwrap() {
@@ -49,13 +54,13 @@ impl Raw {
         tokio::time::timeout(within, read).await.ok().flatten()
     }
 
-    async fn frame(&mut self) -> String {
+    pub(crate) async fn frame(&mut self) -> String {
         self.frame_within(Duration::from_secs(10))
             .await
             .expect("a frame within 10 s")
     }
 
-    async fn frames(&mut self, n: usize) -> Vec<String> {
+    pub(crate) async fn frames(&mut self, n: usize) -> Vec<String> {
         let mut out = Vec::new();
         for _ in 0..n {
             out.push(self.frame().await);
@@ -149,7 +154,7 @@ async fn subscribers_get_the_same_frames_as_from_redis_itself() {
 
 /// Publishes `prefix:i` to `channel` through `publisher` until `sub` gets one (bounded), and
 /// returns the frames `sub` got meanwhile.
-async fn publish_until_received(
+pub(crate) async fn publish_until_received(
     publisher: &mut Raw,
     sub: &mut Raw,
     channel: &str,
