@@ -419,10 +419,12 @@ async fn kill_failover_of_a_sentinel_found_master_is_reported() {
         topo.master_name(),
         "--failover",
         "kill",
+        // A baseline of two seconds, and time after the failover to get back to 90% of it
+        // while other tests load the machine (6 s with the kill at 1 s failed now and then).
         "--failover-at",
-        "1s",
+        "2s",
         "-d",
-        "6s",
+        "8s",
         "-c",
         "4",
         "--timeout",
@@ -440,7 +442,7 @@ async fn kill_failover_of_a_sentinel_found_master_is_reported() {
     let end = f
         .error_window_end_s
         .expect("writes succeed again before the end");
-    assert!((0.9..1.5).contains(&start), "{f:?}");
+    assert!((1.9..2.5).contains(&start), "{f:?}");
     assert!(
         end > start + 0.9,
         "no master for at least down-after: {f:?}"
