@@ -292,3 +292,41 @@ async fn idle_transaction_connections_do_not_count_against_the_bound() {
     let refused = read_replies(&mut t, 1).await;
     assert!(refused[0].starts_with("-TRYAGAIN"), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_started_without_a_master_waits_for_one() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .with(|c| c.failover.hold_ms = 10_000)
+        .start(1)
+        .await;
+    // Static mode keeps a silent master until another server says it is master: MULTI finds
+    // no connection to open there, and waits (as do the commands after it) instead of
+    // answering TRYAGAIN.
+    master.kill();
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(&inline(&["MULTI", "INCR n", "EXEC", "BLPOP q 1"]))
+        .await
+        .unwrap();
+    let replies = tokio::spawn(async move { read_replies(&mut s, 4).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !replies.is_finished(),
+        "nothing is answered while there is no master"
+    );
+    let mut r = replica.client().await;
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(8), replies)
+        .await
+        .expect("answered once the replica is master")
+        .unwrap();
+    assert_eq!(got, ["+OK", "+QUEUED", "*1\r\n:1", "*-1"]);
+    let n: i64 = r.get("n").await.unwrap();
+    assert_eq!(n, 1, "the transaction ran once, on the new master");
+}
