@@ -189,14 +189,17 @@ fn html_listeners(out: &mut String, s: &Snapshot) {
             Cell::Text(esc(&l.name)),
             Cell::Text(esc(&l.addr)),
             num(l.current_connections),
+            num(l.pubsub_clients),
             num(l.total_connections),
+            num(l.rejected_connections),
             num(l.commands),
             num(l.errors),
             num(format!("{:.1}", l.ops_per_sec)),
         ];
         ("up".to_owned(), cells)
     });
-    let headers = "Listener|Address|Cur conns|Total conns|Commands|Errors|Ops/s";
+    let headers =
+        "Listener|Address|Cur conns|Subscribed|Total conns|Refused (max_clients)|Commands|Errors|Ops/s";
     table(out, "Listeners", headers, rows.collect());
 }
 

@@ -323,6 +323,8 @@ async fn a_subscriber_gone_frees_its_server_connection() {
             .any(|l| l.starts_with("haproxy_rs_listener_pubsub_clients{") && l.ends_with(" 1")),
         "{metrics}"
     );
+    let (_, page) = crate::stats_http::get(proxy.stats_addr(), "/").await;
+    assert!(page.contains("<th>Subscribed</th>"), "{page}");
     drop(sub);
     eventually!(
         Duration::from_secs(5),
