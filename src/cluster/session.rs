@@ -27,7 +27,7 @@ use crate::proxy::client_state::ClientState;
 use crate::proxy::reply::{protocol_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
-use crate::router::{classify_info, Class, ConnCmd, Endpoint, Pin};
+use crate::router::{classify_info, is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint, Pin};
 use crate::stats::ListenerStats;
 
 /// One client of a cluster-mode listener.
@@ -573,6 +573,9 @@ impl ClusterSession {
                 return self.chunk(chunk).push_ready(error_reply(
                     "ERR haproxy-rs does not support pub/sub commands inside a transaction",
                 ))
+            }
+            Class::PubSub if self.protocol == Protocol::Resp2 && is_tracking(&req) => {
+                return self.chunk(chunk).push_ready(tracking_in_resp2(&req));
             }
             Class::PubSub => {
                 if let Some(c) = chunk.take() {

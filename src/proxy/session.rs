@@ -33,8 +33,8 @@ use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
 use crate::router::{
-    classify, hold_expired_reply, hold_full_reply, route, Class, ConnCmd, Endpoint, Pin, ReadNeed,
-    ReadYourWrites, Route, RoutingTable,
+    classify, hold_expired_reply, hold_full_reply, is_tracking, route, tracking_in_resp2, Class,
+    ConnCmd, Endpoint, Pin, ReadNeed, ReadYourWrites, Route, RoutingTable,
 };
 use crate::stats::ListenerStats;
 
@@ -440,6 +440,9 @@ impl Session {
             }
             Class::PubSub if self.pin.is_some() => {
                 return self.push_ready(error_reply("ERR haproxy-rs does not support pub/sub commands inside a transaction or under WATCH")).await;
+            }
+            Class::PubSub if self.protocol == Protocol::Resp2 && is_tracking(&req) => {
+                return self.push_ready(tracking_in_resp2(&req)).await;
             }
             Class::PubSub => {
                 self.flush().await;

@@ -74,6 +74,9 @@ pub struct Link {
     pub requested: Subscriptions,
     /// Answers still to come.
     pub ops: VecDeque<Op>,
+    /// `CLIENT TRACKING on` was sent here (the client caches what it reads through this link):
+    /// the link stays open while tracking is on.
+    pub tracking: bool,
     wr: WriteHalf,
     reader: AbortHandle,
     _permit: OwnedSemaphorePermit,
@@ -114,6 +117,7 @@ impl Link {
             backend,
             requested: Subscriptions::default(),
             ops: VecDeque::new(),
+            tracking: false,
             wr,
             reader,
             _permit: permit,
@@ -177,6 +181,15 @@ impl Link {
         self.wr.write_all_flush(&out).await
     }
 
+    /// Sends a command of the proxy's own (turning tracking on here); its reply is dropped.
+    ///
+    /// # Errors
+    /// The write failed: the link is unusable.
+    pub async fn internal(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.ops.push_back(Op::reply(None, None));
+        self.wr.write_all_flush(raw).await
+    }
+
     /// Writes raw bytes, expecting no particular answer (`MONITOR` mode).
     ///
     /// # Errors
@@ -187,7 +200,7 @@ impl Link {
 
     /// Whether the link carries nothing and owes nothing: it can be closed.
     pub fn idle(&self) -> bool {
-        self.requested.total() == 0 && self.ops.is_empty()
+        self.requested.total() == 0 && self.ops.is_empty() && !self.tracking
     }
 }
 

@@ -234,7 +234,11 @@ pub fn classify_frame(frame: &[u8], protocol: Protocol) -> Incoming {
     let Some(Some(first)) = elems.next() else {
         return Incoming::Reply;
     };
-    if matches!(&first[..], b"message" | b"pmessage" | b"smessage") {
+    // `invalidate`: client-side caching (`CLIENT TRACKING`, RESP3), passed on like a message.
+    if matches!(
+        &first[..],
+        b"message" | b"pmessage" | b"smessage" | b"invalidate"
+    ) {
         return Incoming::Message;
     }
     match Kind::of_verb(&first) {

@@ -104,6 +104,8 @@ struct Current {
     since: Instant,
     /// `MOVED`/`ASK` followed so far.
     redirects: u8,
+    /// A `CLIENT TRACKING on|off` (on: the command, replayed on every link commands go to).
+    tracking: Option<(bool, Bytes)>,
 }
 
 /// A command a node redirected: sent again to `addr` (after `ASKING` when `ask`).
@@ -138,6 +140,12 @@ struct Subscriber<'a> {
     /// The current command, redirected by its node, to send again.
     redirect: Option<Redirect>,
     closing: bool,
+    /// The client's `CLIENT TRACKING on ...` in force (RESP3 client-side caching).
+    tracking: Option<Bytes>,
+    /// The server the client's commands went to last, while tracking (Sentinel/static mode).
+    tracking_addr: Option<String>,
+    /// Pushes of the proxy's own for the client (an invalidation of everything it caches).
+    notices: Vec<Bytes>,
 }
 
 /// Serves a client in subscriber mode, starting with `first` (a pub/sub command), until it
@@ -201,6 +209,9 @@ async fn subscribed(
         avoid: None,
         redirect: None,
         closing: false,
+        tracking: None,
+        tracking_addr: None,
+        notices: Vec::new(),
     };
     let ClientIo {
         rd,
@@ -219,7 +230,7 @@ async fn subscribed(
             let req = match first.take() {
                 Some(r) => r,
                 // Unsubscribed from everything: the next request is the ordinary session's.
-                None if s.subs.total() == 0 => break,
+                None if !s.engaged() => break,
                 None => {
                     parser.set_unauthenticated(!s.parts.auth.authenticated());
                     match parser.next(inbuf) {
@@ -239,8 +250,11 @@ async fn subscribed(
                 return exit;
             }
         }
-        if s.current.is_none() && s.subs.total() == 0 && !s.closing {
+        if s.current.is_none() && !s.engaged() && !s.closing {
             return Exit::Unsubscribed;
+        }
+        for n in s.notices.drain(..) {
+            out.extend_from_slice(&n);
         }
         if backlog.over_limit(s.parts.stats, unwritten, out.len()) || s.held_over_limit() {
             return Exit::Close;
@@ -308,6 +322,22 @@ impl Subscriber<'_> {
         let info = commands.lookup(&req);
         let protocol = self.parts.protocol;
         let name = info.map(|i| i.name.as_str()).unwrap_or_default();
+        if protocol == Protocol::Resp3 {
+            if let Some(on) = tracking_switch(name, &req) {
+                let raw = req.raw().clone();
+                let exit = self.forward(&commands, &req, out).await;
+                if let Some(c) = &mut self.current {
+                    c.tracking = Some((on, raw));
+                }
+                return exit;
+            }
+            if matches!(
+                name,
+                "client|caching" | "client|trackinginfo" | "client|getredir"
+            ) {
+                return self.forward(&commands, &req, out).await;
+            }
+        }
         let reply = match (name, protocol) {
             ("ping", _) if req.argc() > 2 => {
                 error_reply("ERR wrong number of arguments for 'ping' command")
@@ -390,6 +420,7 @@ impl Subscriber<'_> {
             return None;
         };
         let addr = backend.addr().to_string();
+        self.follow_tracking(&addr);
         let idx = match self.link_index(&backend).await {
             Ok(i) => i,
             Err(e) => {
@@ -402,8 +433,17 @@ impl Subscriber<'_> {
         if let Some(c) = &mut self.current {
             c.awaiting = 1;
         }
+        let tracking = self.tracking.clone();
         let sent = match self.links.get_mut(idx) {
-            Some(link) => link.command(req.raw().clone(), tag, false).await.is_ok(),
+            Some(link) => {
+                let mut ok = true;
+                if let Some(t) = tracking.filter(|_| !link.tracking) {
+                    // What the client reads here is tracked for it too.
+                    ok = link.internal(&t).await.is_ok();
+                    link.tracking = ok;
+                }
+                ok && link.command(req.raw().clone(), tag, false).await.is_ok()
+            }
             None => false,
         };
         if !sent {
@@ -426,12 +466,35 @@ impl Subscriber<'_> {
             replies,
             since: Instant::now(),
             redirects: 0,
+            tracking: None,
         });
         self.next_tag
     }
 
     fn current_tag(&self) -> Option<u64> {
         self.current.as_ref().map(|c| c.tag)
+    }
+
+    /// Whether the client still needs this mode: subscriptions, or tracking on.
+    fn engaged(&self) -> bool {
+        self.subs.total() > 0 || self.tracking.is_some()
+    }
+
+    /// With tracking on, commands going to another server than before (a failover moved the
+    /// master): the client's cache may hold what the old one had, so it is told to drop all.
+    fn follow_tracking(&mut self, addr: &str) {
+        if self.tracking.is_none() || self.parts.locator.cluster() {
+            return;
+        }
+        if self.tracking_addr.as_deref().is_some_and(|a| a != addr) {
+            self.notices.push(Bytes::from_static(INVALIDATE_ALL));
+            // Tracking there is over: its link closes once it carries and owes nothing.
+            for l in self.links.iter_mut().filter(|l| l.addr() != addr) {
+                l.tracking = false;
+            }
+            self.links.retain(|l| !l.idle());
+        }
+        self.tracking_addr = Some(addr.to_string());
     }
 
     /// Sends the current request's replies, and the messages held behind them, once the servers
@@ -589,6 +652,14 @@ impl Subscriber<'_> {
                             }
                             _ => {
                                 answered = 1;
+                                let switch = self.current.as_mut().and_then(|c| c.tracking.take());
+                                if let Some((on, raw)) =
+                                    switch.filter(|_| frame.starts_with(b"+OK"))
+                                {
+                                    link.tracking = on;
+                                    self.tracking = on.then_some(raw);
+                                    self.tracking_addr = on.then(|| link.addr().to_string());
+                                }
                                 reply = Some(frame);
                             }
                         }
@@ -660,6 +731,25 @@ impl Subscriber<'_> {
             self.place(self.current_tag()).await;
         }
         self.try_complete(out);
+    }
+}
+
+/// `invalidate` with a null key list: the client drops everything it caches (Redis sends it on
+/// `FLUSHALL`; the proxy, when the server the cache came from is left behind).
+const INVALIDATE_ALL: &[u8] = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
+
+/// `CLIENT TRACKING on|off ...`: whether it turns tracking on.
+fn tracking_switch(name: &str, req: &Request) -> Option<bool> {
+    if name != "client|tracking" {
+        return None;
+    }
+    let arg = req.arg(2)?;
+    if arg.eq_ignore_ascii_case(b"on") {
+        Some(true)
+    } else if arg.eq_ignore_ascii_case(b"off") {
+        Some(false)
+    } else {
+        None
     }
 }
 

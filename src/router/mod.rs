@@ -50,8 +50,8 @@ pub enum Class {
     Select(u8),
     /// About the client's own connection (`CLIENT SETNAME`, `RESET`, ...): the session answers.
     Conn(ConnCmd),
-    /// `(P|S)SUBSCRIBE`, the unsubscribes and `MONITOR`: the session goes into subscriber
-    /// (or monitor) mode.
+    /// `(P|S)SUBSCRIBE`, the unsubscribes, `CLIENT TRACKING` and `MONITOR`: the session goes
+    /// into subscriber (or monitor) mode.
     PubSub,
 }
 
@@ -110,6 +110,26 @@ pub enum Pin {
     Wait,
 }
 
+/// `CLIENT TRACKING on` from a RESP2 client: its invalidations would go to a connection it names
+/// by id (`REDIRECT`), which the proxy cannot map to the servers' ids.
+pub const TRACKING_NEEDS_RESP3: &str = "ERR haproxy-rs supports CLIENT TRACKING with RESP3 only (HELLO 3): RESP2's REDIRECT names a connection id of the proxy's, not of a server's";
+
+/// A RESP2 client's `CLIENT TRACKING`: `off` (nothing is on) is `+OK`, anything else refused.
+pub fn tracking_in_resp2(req: &Request) -> Bytes {
+    match req.arg(2) {
+        Some(a) if a.eq_ignore_ascii_case(b"off") && req.argc() == 3 => status_reply("OK"),
+        _ => error_reply(TRACKING_NEEDS_RESP3),
+    }
+}
+
+/// Whether `req` is `CLIENT TRACKING ...`.
+pub fn is_tracking(req: &Request) -> bool {
+    req.name().eq_ignore_ascii_case(b"client")
+        && req
+            .arg(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"tracking"))
+}
+
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
 const CONNECTION_STATE: &[&str] = &[
@@ -119,7 +139,6 @@ const CONNECTION_STATE: &[&str] = &[
     "readwrite",
     "client|kill",
     "client|reply",
-    "client|tracking",
     "client|caching",
     "client|trackinginfo",
     "client|getredir",
@@ -185,6 +204,8 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "script|kill" | "function|kill" => Class::Pin(Pin::Blocking),
         "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
         | "sunsubscribe" | "monitor" => Class::PubSub,
+        // RESP3 client-side caching runs on connections of the client's own, as pub/sub does.
+        "client|tracking" => Class::PubSub,
         name if CONNECTION_STATE.contains(&name) => unsupported(
             name,
             "it would change the state of a shared backend connection",

@@ -22,5 +22,6 @@ mod security;
 mod sentinel_failover;
 mod stats_http;
 mod tls;
+mod tracking;
 mod transactions;
 mod wait;

@@ -162,13 +162,17 @@ fn readme_tables_parse_into_the_expected_refusals() {
     for c in [
         "CLIENT KILL",
         "CLIENT UNBLOCK",
-        "CLIENT TRACKING",
+        "CLIENT CACHING",
         "PSYNC",
         "CLUSTER SETSLOT",
     ] {
         assert!(named(c), "{c} is in a refused row: {rows:#?}");
     }
     assert!(!named("MONITOR"), "MONITOR is served");
+    assert!(
+        !named("CLIENT TRACKING"),
+        "CLIENT TRACKING is served (RESP3)"
+    );
     assert_eq!(
         commands("`CLIENT KILL`/`PAUSE`, `MONITOR`/`SYNC`"),
         ["CLIENT KILL", "CLIENT PAUSE", "MONITOR", "SYNC"]

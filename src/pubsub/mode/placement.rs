@@ -197,6 +197,10 @@ impl Subscriber<'_> {
         };
         let link = self.links.swap_remove(i);
         tracing::debug!(backend.addr = link.addr(), "subscription link lost");
+        if link.tracking {
+            // What the client cached through it is no longer tracked.
+            self.notices.push(Bytes::from_static(super::INVALIDATE_ALL));
+        }
         self.avoid = Some(link.addr().to_string());
         self.parts.locator.suspect();
         let tag = self.current_tag();
