@@ -391,6 +391,11 @@ mod tests {
                 name: None
             }
         );
+        // Client-side caching's invalidations pass through like messages.
+        assert_eq!(
+            classify_frame(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n", r3),
+            Incoming::Message
+        );
         // In RESP3 an array is a command's reply, even one that looks like a message.
         assert_eq!(
             classify_frame(b"*2\r\n$7\r\nmessage\r\n$1\r\nx\r\n", r3),
