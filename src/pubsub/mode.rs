@@ -586,6 +586,7 @@ impl Subscriber<'_> {
         };
         let mut answered = 0;
         let mut reply = None;
+        let mut tracking_off = false;
         match classify_frame(&frame, protocol) {
             Incoming::Message => {
                 // Behind a (un)subscribe's confirmations; a command's reply comes after the
@@ -659,6 +660,7 @@ impl Subscriber<'_> {
                                     link.tracking = on;
                                     self.tracking = on.then_some(raw);
                                     self.tracking_addr = on.then(|| link.addr().to_string());
+                                    tracking_off = !on;
                                 }
                                 reply = Some(frame);
                             }
@@ -688,6 +690,14 @@ impl Subscriber<'_> {
                     "unexpected reply on a subscription link"
                 ),
             },
+        }
+        if tracking_off {
+            // Tracking is over on the other servers too: their links close once they carry
+            // and owe nothing (subscriptions keep theirs open, tracking until then).
+            for l in &mut self.links {
+                l.tracking = false;
+            }
+            self.links.retain(|l| !l.idle());
         }
         if let Some(c) = &mut self.current {
             c.awaiting = c.awaiting.saturating_sub(answered);
