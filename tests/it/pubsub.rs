@@ -623,3 +623,46 @@ async fn users_channel_rules_hold_while_subscribed() {
     sub.send(&["PING"]).await;
     assert_eq!(sub.frame().await, "*2 $4 pong $0  ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_redis_crate_subscribes_through_the_proxy_in_cluster_mode() {
+    use futures_util::StreamExt;
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    let client = redis::Client::open(format!("redis://{}/", proxy.addr())).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe("news").await.unwrap();
+    pubsub.psubscribe("alerts:*").await.unwrap();
+    let mut publisher = client.get_multiplexed_async_connection().await.unwrap();
+    let mut got = Vec::new();
+    {
+        let mut messages = pubsub.on_message();
+        for (channel, payload) in [("news", "a"), ("alerts:disk", "b")] {
+            // Redis Cluster counts the receivers of the node PUBLISH reached only: 0 or 1 here.
+            let n: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut publisher)
+                .await
+                .unwrap();
+            assert!((0..=1).contains(&n), "{channel}: {n}");
+            let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("a message within 5 s")
+                .expect("the stream goes on");
+            got.push((
+                msg.get_channel_name().to_string(),
+                msg.get_payload::<String>().unwrap(),
+            ));
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            ("news".to_string(), "a".to_string()),
+            ("alerts:disk".to_string(), "b".to_string())
+        ]
+    );
+    pubsub.unsubscribe("news").await.unwrap();
+    pubsub.punsubscribe("alerts:*").await.unwrap();
+}
