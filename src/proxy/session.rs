@@ -63,6 +63,9 @@ struct Batch {
     /// Leading requests of the proxy's own (the probe before `WAIT`), counted in `count`, whose
     /// replies the client does not get.
     swallow: usize,
+    /// The pinned connection of a blocking command or `WAIT`, recycled once the batch is answered
+    /// whole (dropped with the batch if the client leaves first, which closes it).
+    recycle: Option<Pinned>,
 }
 
 impl Batch {
@@ -664,10 +667,13 @@ impl Session {
         if release {
             self.flush().await;
             if let Some(p) = self.pin.take() {
-                // A transaction ended leaves the connection as fresh; a blocking command is
-                // still waiting on its connection (which must close if the client goes).
-                if matches!(pin, Pin::Exec | Pin::Discard | Pin::Unwatch) && !p.dirty {
-                    p.conn.recycle();
+                match pin {
+                    // A transaction ended leaves the connection as fresh.
+                    Pin::Exec | Pin::Discard | Pin::Unwatch if !p.dirty => p.conn.recycle(),
+                    // A blocking command (or WAIT) is still waiting on its connection, which
+                    // must close if the client goes: recycled with its reply.
+                    Pin::Blocking | Pin::Wait => self.recycle_after_reply(p.conn),
+                    _ => {}
                 }
             }
         }
@@ -736,6 +742,7 @@ impl Session {
             db: self.db,
             replace_last: open.replace_last,
             swallow: open.swallow,
+            recycle: None,
         };
         let pinned = open.target.pinned();
         let switch = pinned != self.last_pinned;
@@ -773,6 +780,15 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands `conn` to the batch just sent (or deferred) on it, to be recycled with its reply.
+    fn recycle_after_reply(&mut self, conn: Pinned) {
+        match self.pending.back_mut() {
+            Some(Pending::Waiting { batch, .. }) if batch.pinned => batch.recycle = Some(conn),
+            Some(Pending::Deferred(batch, Target::Pinned(_))) => batch.recycle = Some(conn),
+            _ => {}
         }
     }
 
@@ -975,7 +991,7 @@ impl Session {
     /// backend did not answer. A batch the backend refused unsent is held instead.
     fn finish(
         &mut self,
-        batch: Batch,
+        mut batch: Batch,
         backend: &Backend,
         mut reply: BatchReply,
         out: &mut BytesMut,
@@ -1020,6 +1036,9 @@ impl Session {
                 self.stats.error();
                 out.extend_from_slice(&bytes);
             }
+        } else if let Some(conn) = batch.recycle.take() {
+            // A blocking command answered: its connection is as fresh.
+            conn.recycle();
         }
     }
 }

@@ -330,3 +330,32 @@ async fn a_transaction_started_without_a_master_waits_for_one() {
     let n: i64 = r.get("n").await.unwrap();
     assert_eq!(n, 1, "the transaction ran once, on the new master");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_commands_reuse_their_connections() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let connections = || async {
+        let info = master.info("stats").await;
+        crate::harness::redis::info_field(&info, "total_connections_received")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap()
+    };
+    let mut c = proxy.client().await;
+    let () = c.rpush("jobs", "warm").await.unwrap();
+    let _: Option<(String, String)> = c.blpop("jobs", 0.05).await.unwrap();
+    let before = connections().await;
+    // A worker loop: pops that time out, and pops that get a job.
+    for i in 0..30 {
+        if i % 2 == 0 {
+            let () = c.rpush("jobs", i).await.unwrap();
+        }
+        let got: Option<(String, String)> = c.blpop("jobs", 0.05).await.unwrap();
+        assert_eq!(got.is_some(), i % 2 == 0, "pop {i}");
+    }
+    let opened = connections().await - before;
+    assert!(
+        opened <= 3,
+        "{opened} backend connections for 30 blocking pops"
+    );
+}
