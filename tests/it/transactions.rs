@@ -11,6 +11,14 @@ use crate::harness::proxy::ProxyBuilder;
 use crate::harness::redis::read_replies;
 use crate::harness::RedisServer;
 
+/// The server's `total_connections_received`.
+async fn connections_received(server: &RedisServer) -> u64 {
+    let info = server.info("stats").await;
+    crate::harness::redis::info_field(&info, "total_connections_received")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+}
+
 /// Raw RESP for inline commands.
 fn inline(cmds: &[&str]) -> Vec<u8> {
     cmds.iter()
@@ -69,13 +77,7 @@ async fn multi_exec_is_atomic_and_in_order_with_the_rest_of_the_pipeline() {
 async fn transaction_connections_are_reused_and_never_mix_clients() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
-    let connections = || async {
-        let info = master.info("stats").await;
-        crate::harness::redis::info_field(&info, "total_connections_received")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap()
-    };
-    let before = connections().await;
+    let before = connections_received(&master).await;
     const CLIENTS: usize = 4;
     const TXS: i64 = 100;
     let mut tasks = Vec::new();
@@ -113,7 +115,7 @@ async fn transaction_connections_are_reused_and_never_mix_clients() {
     for t in tasks {
         t.await.unwrap();
     }
-    let opened = connections().await - before;
+    let opened = connections_received(&master).await - before;
     // Unrecycled, it would be one connection per transaction and WATCH: 440.
     assert!(
         opened <= 40,
@@ -335,16 +337,10 @@ async fn a_transaction_started_without_a_master_waits_for_one() {
 async fn blocking_commands_reuse_their_connections() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
-    let connections = || async {
-        let info = master.info("stats").await;
-        crate::harness::redis::info_field(&info, "total_connections_received")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap()
-    };
     let mut c = proxy.client().await;
     let () = c.rpush("jobs", "warm").await.unwrap();
     let _: Option<(String, String)> = c.blpop("jobs", 0.05).await.unwrap();
-    let before = connections().await;
+    let before = connections_received(&master).await;
     // A worker loop: pops that time out, and pops that get a job.
     for i in 0..30 {
         if i % 2 == 0 {
@@ -353,7 +349,7 @@ async fn blocking_commands_reuse_their_connections() {
         let got: Option<(String, String)> = c.blpop("jobs", 0.05).await.unwrap();
         assert_eq!(got.is_some(), i % 2 == 0, "pop {i}");
     }
-    let opened = connections().await - before;
+    let opened = connections_received(&master).await - before;
     assert!(
         opened <= 3,
         "{opened} backend connections for 30 blocking pops"
