@@ -475,6 +475,15 @@ impl Subscriber<'_> {
         self.current.as_ref().map(|c| c.tag)
     }
 
+    /// Tracking ends on every link but the one to `keep`; a link left carrying and owing nothing
+    /// closes (subscriptions keep theirs open, tracking on the server until then).
+    fn stop_tracking(&mut self, keep: Option<&str>) {
+        for l in self.links.iter_mut().filter(|l| Some(l.addr()) != keep) {
+            l.tracking = false;
+        }
+        self.links.retain(|l| !l.idle());
+    }
+
     /// Whether the client still needs this mode: subscriptions, or tracking on.
     fn engaged(&self) -> bool {
         self.subs.total() > 0 || self.tracking.is_some()
@@ -488,11 +497,7 @@ impl Subscriber<'_> {
         }
         if self.tracking_addr.as_deref().is_some_and(|a| a != addr) {
             self.notices.push(Bytes::from_static(INVALIDATE_ALL));
-            // Tracking there is over: its link closes once it carries and owes nothing.
-            for l in self.links.iter_mut().filter(|l| l.addr() != addr) {
-                l.tracking = false;
-            }
-            self.links.retain(|l| !l.idle());
+            self.stop_tracking(Some(addr));
         }
         self.tracking_addr = Some(addr.to_string());
     }
@@ -692,12 +697,8 @@ impl Subscriber<'_> {
             },
         }
         if tracking_off {
-            // Tracking is over on the other servers too: their links close once they carry
-            // and owe nothing (subscriptions keep theirs open, tracking until then).
-            for l in &mut self.links {
-                l.tracking = false;
-            }
-            self.links.retain(|l| !l.idle());
+            // Over on the other servers too.
+            self.stop_tracking(None);
         }
         if let Some(c) = &mut self.current {
             c.awaiting = c.awaiting.saturating_sub(answered);
