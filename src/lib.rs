@@ -244,28 +244,35 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         ));
     }
     let scripts = Arc::new(scripts::ScriptCache::default());
-    {
-        let table = state.table.clone();
-        let cluster = cluster_state.clone();
-        let servers = move || match &cluster {
-            Some(c) => c.map().node_addrs(),
-            None => {
-                let t = table.load();
-                t.master
-                    .iter()
-                    .chain(t.replicas.iter())
-                    .map(|b| b.addr().to_string())
-                    .collect()
-            }
-        };
-        background.spawn(scripts::run_loader(
-            scripts.clone(),
-            servers,
-            backends.credentials().clone(),
-            backends.connect_timeout(),
-            backend_token.clone(),
-        ));
+    background.spawn(scripts::run_loader(
+        scripts.clone(),
+        server_list(&state.table, &cluster_state),
+        backends.credentials().clone(),
+        backends.connect_timeout(),
+        backend_token.clone(),
+    ));
+    let mut security = proxy::acl::Security::from_config(
+        &cfg.auth,
+        &cfg.commands,
+        cfg.backend.password.is_some(),
+    )?;
+    match security.mode() {
+        config::AuthMode::Backend => {
+            let checker = Arc::new(proxy::backend_auth::BackendAuth::new(
+                Box::new(server_list(&state.table, &cluster_state)),
+                backends.credentials().clone(),
+                backends.connect_timeout(),
+            ));
+            background.spawn(checker.clone().run(backend_token.clone()));
+            security = security.with_backend(checker);
+        }
+        config::AuthMode::None if cfg.backend.password.is_some() => tracing::warn!(
+            "auth.mode = \"none\": clients need no password although the servers do; anyone who reaches the proxy can use the data"
+        ),
+        _ => {}
     }
+    tracing::info!(mode = security.mode().as_str(), "client authentication");
+    stats.set_auth_mode(security.mode().as_str(), cfg.backend.password.is_some());
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),
@@ -278,7 +285,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         output_buffer_limit: cfg.client_output_buffer_limit_bytes,
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
-        security: proxy::acl::Security::from_config(&cfg.auth, &cfg.commands)?,
+        security,
         server_version: state.server_version.clone(),
         table_changes: state.generations.subscribe(),
         hold: Duration::from_millis(cfg.failover.hold_ms),
@@ -325,6 +332,27 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backend_token,
         workers,
     })
+}
+
+/// Every server's address now: the master first, then the replicas (cluster mode: the masters,
+/// then the replicas).
+fn server_list(
+    table: &Arc<ArcSwap<RoutingTable>>,
+    cluster: &Option<Arc<cluster::ClusterState>>,
+) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+    let table = table.clone();
+    let cluster = cluster.clone();
+    move || match &cluster {
+        Some(c) => c.map().node_addrs(),
+        None => {
+            let t = table.load();
+            t.master
+                .iter()
+                .chain(t.replicas.iter())
+                .map(|b| b.addr().to_string())
+                .collect()
+        }
+    }
 }
 
 /// The TLS configs, read from their files once at start.

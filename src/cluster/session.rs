@@ -328,7 +328,7 @@ impl ClusterSession {
     fn reset(&mut self) {
         self.protocol = Protocol::Resp2;
         self.client.name = None;
-        self.auth.reset();
+        self.auth.reset(&self.ctx.security);
         self.wrote = false;
         self.tx = None;
         self.unwatch();
@@ -599,7 +599,7 @@ impl ClusterSession {
                 return self.chunk(chunk).push_ready(status_reply("OK"));
             }
             Class::Auth => {
-                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req);
+                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req).await;
                 return self.chunk(chunk).push_ready(reply);
             }
             Class::Hello => {
@@ -613,7 +613,8 @@ impl ClusterSession {
                     self.protocol,
                     &mut self.client,
                     &req,
-                );
+                )
+                .await;
                 self.protocol = protocol;
                 return self.chunk(chunk).push_ready(reply);
             }

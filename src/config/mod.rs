@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use security::{AuthConfig, CommandsConfig, UserConfig};
+pub use security::{AuthConfig, AuthMode, CommandsConfig, UserConfig};
 pub use tls::{ClientTlsConfig, TlsConfig};
 pub use validate::parse_listen_addr;
 

@@ -7,11 +7,37 @@ use serde::Deserialize;
 
 use super::MaskedString;
 
-/// The `[auth]` table. With neither `requirepass` nor `users`, clients need no password (and an
-/// `AUTH` with the backend password is accepted, as before).
+/// Who checks the clients' credentials (`[auth] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Clients authenticate as they did against Redis: `AUTH [user] password` is checked against
+    /// the current master, and the user's rules are the master's own `ACL GETUSER`.
+    Backend,
+    /// The proxy's own `requirepass` and `[[auth.users]]`.
+    Proxy,
+    /// Clients need no password.
+    None,
+}
+
+impl AuthMode {
+    /// The name written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Backend => "backend",
+            AuthMode::Proxy => "proxy",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// The `[auth]` table. Without `mode`, the proxy's own users when `requirepass` or `users` are
+/// set, else the backend's when the backend needs a password, else none.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// Who checks the clients' credentials; see [`AuthConfig::resolved_mode`].
+    pub mode: Option<AuthMode>,
     /// The default user's password (Redis `requirepass`): `AUTH <password>` or
     /// `HELLO 3 AUTH default <password>`; that user may run every command on every key.
     pub requirepass: Option<MaskedString>,
@@ -20,9 +46,30 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// Whether clients must authenticate.
-    pub fn required(&self) -> bool {
+    /// Whether the proxy's own users are configured (`requirepass` or `users`).
+    pub fn has_proxy_users(&self) -> bool {
         self.requirepass.is_some() || !self.users.is_empty()
+    }
+
+    /// The mode in force, given whether the backend needs a password: `mode` when written,
+    /// else `proxy` with proxy users, `backend` with a backend password, `none` otherwise.
+    ///
+    /// # Errors
+    /// A message when `mode` contradicts the rest of the table.
+    pub fn resolved_mode(&self, backend_password: bool) -> Result<AuthMode, String> {
+        match (self.mode, self.has_proxy_users()) {
+            (Some(AuthMode::Proxy), false) => {
+                Err("\"proxy\" needs `auth.requirepass` or `[[auth.users]]`".into())
+            }
+            (Some(m @ (AuthMode::Backend | AuthMode::None)), true) => Err(format!(
+                "{:?} does not use `auth.requirepass` or `[[auth.users]]`: remove them or set mode = \"proxy\"",
+                m.as_str()
+            )),
+            (Some(m), _) => Ok(m),
+            (None, true) => Ok(AuthMode::Proxy),
+            (None, false) if backend_password => Ok(AuthMode::Backend),
+            (None, false) => Ok(AuthMode::None),
+        }
     }
 }
 

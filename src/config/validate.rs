@@ -191,7 +191,11 @@ impl Config {
             0,
             86_400,
         )?;
-        crate::proxy::acl::Security::from_config(&self.auth, &self.commands)?;
+        crate::proxy::acl::Security::from_config(
+            &self.auth,
+            &self.commands,
+            self.backend.password.is_some(),
+        )?;
         Ok(())
     }
 }
@@ -338,7 +342,7 @@ deny = ["flushall", "config|set"]
         )
         .unwrap();
         c.validate().unwrap();
-        assert!(c.auth.required() && c.commands.refuse_topology_changes);
+        assert!(c.auth.has_proxy_users() && c.commands.refuse_topology_changes);
         let shown = format!("{c:?}");
         assert!(
             !shown.contains("s3cret") && !shown.contains("app-pw"),

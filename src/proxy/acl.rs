@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use arc_swap::ArcSwap;
+
 use super::acl_rules::{CommandRules, KeyRules};
+use super::backend_auth::BackendAuth;
 use super::policy::CommandPolicy;
 use super::sha256::{from_hex, sha256};
-use crate::config::{AuthConfig, CommandsConfig, ConfigError};
+use crate::config::{AuthConfig, AuthMode, CommandsConfig, ConfigError};
 use crate::resp::{bulk_reply, error_reply, CommandFlags, CommandInfo, CommandTable, Request};
 
 /// Redis 7.0's reply to a command sent before authenticating.
@@ -25,22 +28,85 @@ pub const NOPERM_CHANNEL: &str =
 pub const NOPERM_KEY: &str =
     "NOPERM this user has no permissions to access one of the keys used as arguments";
 
-/// A client identity from `[auth]`.
-pub struct User {
-    name: String,
-    /// SHA-256 of the password: compared digest to digest, in constant time.
-    digest: [u8; 32],
+/// What a user may do: commands, keys and channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
     commands: CommandRules,
     keys: KeyRules,
     channels: KeyRules,
     /// `+@all ~* &*`: nothing to check per command.
     unrestricted: bool,
+    /// Set when the proxy cannot enforce the user's rules (a server rule it cannot express, or
+    /// rules it could not read): every command but `AUTH`/`QUIT`/`RESET` gets this `-NOPERM`.
+    refused: Option<String>,
+}
+
+impl Rules {
+    /// Rules from their parts.
+    pub fn new(commands: CommandRules, keys: KeyRules, channels: KeyRules) -> Rules {
+        let unrestricted =
+            commands.allows_everything() && keys == KeyRules::All && channels == KeyRules::All;
+        Rules {
+            commands,
+            keys,
+            channels,
+            unrestricted,
+            refused: None,
+        }
+    }
+
+    /// Every command, key and channel.
+    pub fn everything() -> Rules {
+        let all = CommandRules::parse(&["+@all"]).unwrap_or_default();
+        Rules::new(all, KeyRules::All, KeyRules::All)
+    }
+
+    /// Nothing is allowed; each command is answered `-NOPERM <why>`.
+    pub fn refused(why: String) -> Rules {
+        Rules {
+            commands: CommandRules::default(),
+            keys: KeyRules::Patterns(Vec::new()),
+            channels: KeyRules::Patterns(Vec::new()),
+            unrestricted: false,
+            refused: Some(why),
+        }
+    }
+}
+
+/// A client identity: one of `[auth]`'s users, or (`mode = "backend"`) a user of the master's ACL,
+/// whose rules are refreshed from the master while clients use it.
+pub struct User {
+    name: String,
+    /// SHA-256 of the password (`[auth]` users): compared digest to digest, in constant time.
+    digest: [u8; 32],
+    rules: ArcSwap<Rules>,
 }
 
 impl User {
+    /// A user of the backend's ACL (its password is the server's to check).
+    pub fn from_backend(name: String, rules: Rules) -> User {
+        User {
+            name,
+            digest: [0; 32],
+            rules: ArcSwap::from_pointee(rules),
+        }
+    }
+
     /// The user's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The user's rules now.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.load_full()
+    }
+
+    /// Replaces the user's rules (the server's changed); sessions see them from their next command.
+    pub fn set_rules(&self, rules: Rules) {
+        if **self.rules.load() != rules {
+            self.rules.store(Arc::new(rules));
+        }
     }
 }
 
@@ -56,8 +122,11 @@ impl std::fmt::Debug for User {
 /// The compiled `[auth]` and `[commands]` tables, shared by every session.
 #[derive(Debug, Default)]
 pub struct Security {
-    /// `None`: clients need not authenticate.
-    users: Option<Vec<Arc<User>>>,
+    mode: Option<AuthMode>,
+    /// `mode = "proxy"`: the configured users.
+    users: Vec<Arc<User>>,
+    /// `mode = "backend"`: credentials checked by the master, rules from its ACL.
+    backend: Option<Arc<BackendAuth>>,
     policy: CommandPolicy,
 }
 
@@ -66,21 +135,20 @@ fn invalid(key: &'static str, problem: String) -> ConfigError {
 }
 
 impl Security {
-    /// Compiles the tables.
+    /// Compiles the tables; `backend_password`: whether the servers need a password (the
+    /// default mode follows it). A `"backend"` mode needs [`Security::with_backend`] before use.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key (`auth.users`, `commands.deny`...) and the problem.
     pub fn from_config(
         auth: &AuthConfig,
         commands: &CommandsConfig,
+        backend_password: bool,
     ) -> Result<Security, ConfigError> {
         let policy = CommandPolicy::from_config(commands).map_err(|(k, p)| invalid(k, p))?;
-        if !auth.required() {
-            return Ok(Security {
-                users: None,
-                policy,
-            });
-        }
+        let mode = auth
+            .resolved_mode(backend_password)
+            .map_err(|p| invalid("auth.mode", p))?;
         let mut users = Vec::with_capacity(auth.users.len() + 1);
         if let Some(pass) = &auth.requirepass {
             if pass.expose().is_empty() {
@@ -89,33 +157,49 @@ impl Security {
             users.push(Arc::new(User {
                 name: "default".into(),
                 digest: sha256(pass.expose().as_bytes()),
-                commands: CommandRules::parse(&["+@all"])
-                    .map_err(|p| invalid("auth.requirepass", p))?,
-                keys: KeyRules::All,
-                channels: KeyRules::All,
-                unrestricted: true,
+                rules: ArcSwap::from_pointee(Rules::everything()),
             }));
         }
         for u in &auth.users {
             users.push(Arc::new(build_user(u, auth.requirepass.is_some(), &users)?));
         }
         Ok(Security {
-            users: Some(users),
+            mode: Some(mode),
+            users,
+            backend: None,
             policy,
         })
     }
 
-    /// Whether clients must authenticate before anything else.
-    pub fn auth_required(&self) -> bool {
-        self.users.is_some()
+    /// Backend mode's checker of credentials and reader of rules.
+    pub fn with_backend(mut self, backend: Arc<BackendAuth>) -> Security {
+        self.backend = Some(backend);
+        self
     }
 
-    /// The user whose name and password these are (`default` for `AUTH <password>`), if any.
-    /// Every user's digest is compared, so the time taken does not tell which names exist.
+    /// Who checks the clients' credentials.
+    pub fn mode(&self) -> AuthMode {
+        self.mode.unwrap_or(AuthMode::None)
+    }
+
+    /// Backend mode's checker, when that is the mode.
+    pub fn backend(&self) -> Option<&Arc<BackendAuth>> {
+        self.backend
+            .as_ref()
+            .filter(|_| self.mode() == AuthMode::Backend)
+    }
+
+    /// Whether clients must authenticate before anything else.
+    pub fn auth_required(&self) -> bool {
+        matches!(self.mode(), AuthMode::Proxy | AuthMode::Backend)
+    }
+
+    /// The `[auth]` user whose name and password these are (`default` for `AUTH <password>`),
+    /// if any. Every user's digest is compared, so the time taken does not tell which names exist.
     pub fn authenticate(&self, name: &[u8], password: &[u8]) -> Option<Arc<User>> {
         let digest = sha256(password);
         let mut found = None;
-        for u in self.users.iter().flatten() {
+        for u in &self.users {
             let ok = constant_time_eq(&digest, &u.digest);
             if ok && u.name.as_bytes() == name && found.is_none() {
                 found = Some(u.clone());
@@ -160,15 +244,10 @@ fn build_user(
     let commands = CommandRules::parse(&u.commands).map_err(named)?;
     let keys = KeyRules::parse(&u.keys).map_err(named)?;
     let channels = KeyRules::parse_channels(&u.channels).map_err(named)?;
-    let unrestricted =
-        commands.allows_everything() && keys == KeyRules::All && channels == KeyRules::All;
     Ok(User {
         name: u.name.clone(),
         digest,
-        commands,
-        keys,
-        channels,
-        unrestricted,
+        rules: ArcSwap::from_pointee(Rules::new(commands, keys, channels)),
     })
 }
 
@@ -180,11 +259,12 @@ pub struct ClientAuth {
 }
 
 impl ClientAuth {
-    /// A new connection: unauthenticated when `[auth]` is configured.
+    /// A new connection: unauthenticated when clients must authenticate, except that in
+    /// backend mode it is the `default` user when the master's is `on nopass` (as directly).
     pub fn new(security: &Security) -> ClientAuth {
         ClientAuth {
             required: security.auth_required(),
-            user: None,
+            user: security.backend().and_then(|b| b.open_default()),
         }
     }
 
@@ -201,8 +281,8 @@ impl ClientAuth {
 
     /// `RESET`: back to the default user, which with `[auth]` means unauthenticated (Redis 7
     /// authenticates a reset connection only when the default user needs no password).
-    pub fn reset(&mut self) {
-        self.user = None;
+    pub fn reset(&mut self, security: &Security) {
+        *self = ClientAuth::new(security);
     }
 }
 
@@ -233,24 +313,44 @@ pub fn check(
         return Some(refused);
     }
     let user = client.user.as_ref()?;
-    if !user.unrestricted {
-        if let Some(refused) = check_user(user, commands, req) {
+    let rules = user.rules.load();
+    if !rules.unrestricted {
+        if let Some(refused) = check_rules(&rules, commands, req) {
             return Some(refused);
         }
     }
-    let whoami = req.argc() == 2
-        && req.name().eq_ignore_ascii_case(b"acl")
-        && req
-            .arg(1)
-            .is_some_and(|a| a.eq_ignore_ascii_case(b"whoami"));
-    whoami.then(|| bulk_reply(user.name.as_bytes()))
+    let acl_sub = req
+        .name()
+        .eq_ignore_ascii_case(b"acl")
+        .then(|| req.arg(1))
+        .flatten()
+        .map(<[u8]>::to_ascii_lowercase);
+    match acl_sub.as_deref() {
+        Some(b"whoami") if req.argc() == 2 => Some(bulk_reply(user.name.as_bytes())),
+        Some(b"setuser" | b"deluser" | b"load") => {
+            // The server's users change: read their rules again.
+            if let Some(b) = security.backend() {
+                b.acl_changed();
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
-fn check_user(user: &User, commands: &CommandTable, req: &Request) -> Option<Bytes> {
+fn check_rules(user: &Rules, commands: &CommandTable, req: &Request) -> Option<Bytes> {
     if logs_in_or_out(req) {
         return None; // a user may always re-authenticate or quit
     }
+    if let Some(why) = &user.refused {
+        return Some(error_reply(&format!("NOPERM {why}")));
+    }
     let info = commands.lookup(req);
+    if user.commands.needs_server_categories() && info.is_some_and(|i| i.acl_categories.is_none()) {
+        return Some(error_reply(
+            "NOPERM haproxy-rs cannot check this user's ACL categories: the server's COMMAND reports none",
+        ));
+    }
     let unknown;
     let name = match info {
         Some(i) => i.name.as_str(),
@@ -338,8 +438,9 @@ mod tests {
         let auth = AuthConfig {
             requirepass: requirepass.map(MaskedString::new),
             users,
+            ..AuthConfig::default()
         };
-        Security::from_config(&auth, &CommandsConfig::default()).unwrap()
+        Security::from_config(&auth, &CommandsConfig::default(), false).unwrap()
     }
 
     fn run(sec: &Security, client: &ClientAuth, args: &[&str]) -> Option<String> {
@@ -496,8 +597,9 @@ mod tests {
             let auth = AuthConfig {
                 requirepass: requirepass.map(MaskedString::new),
                 users,
+                ..AuthConfig::default()
             };
-            match Security::from_config(&auth, &CommandsConfig::default()) {
+            match Security::from_config(&auth, &CommandsConfig::default(), false) {
                 Err(ConfigError::Invalid { key, problem }) => format!("{key}: {problem}"),
                 other => panic!("expected an error, got {other:?}"),
             }

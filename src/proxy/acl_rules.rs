@@ -4,7 +4,7 @@
 //! Backend connections are shared by every client, so a user's rights cannot be left to Redis:
 //! the proxy checks each command and its keys before sending it.
 
-use crate::resp::{CommandFlags, CommandInfo};
+use crate::resp::{acl_category_bit, CommandFlags, CommandInfo};
 
 /// The ACL categories the proxy knows. Redis 7.0 derives most from command flags; `@dangerous`
 /// and `@admin` add a few commands by name (checked against `ACL CAT` of Redis 7.0.15).
@@ -28,6 +28,9 @@ pub enum Category {
     Blocking,
     /// `pubsub` flag.
     Pubsub,
+    /// Another of Redis's categories (`@string`, `@geo`, `@keyspace`...; its bit in
+    /// [`CommandInfo::acl_categories`]): known only from the server's `COMMAND` table.
+    Server(u32),
 }
 
 /// `@dangerous` commands without the `admin` flag (Redis 7.0.15 `ACL CAT dangerous`).
@@ -66,11 +69,22 @@ impl Category {
         })
     }
 
+    /// Any of Redis 7.0's categories, as the server names them in `ACL GETUSER`.
+    fn from_server_name(name: &str) -> Option<Category> {
+        Category::from_name(name)
+            .or_else(|| acl_category_bit(name.as_bytes()).map(Category::Server))
+    }
+
     /// Whether the command is in this category (`None`: a command the table does not know).
+    /// The table's categories decide (Redis's own, from `COMMAND` or the built-in 7.0 table);
+    /// without them (a server before Redis 6) the first nine are derived from flags.
     fn contains(self, info: Option<&CommandInfo>) -> bool {
         let Some(info) = info else {
             return self == Category::All;
         };
+        if let (Some(bits), Some(bit)) = (info.acl_categories, self.bit()) {
+            return bits & bit != 0;
+        }
         let f = info.flags;
         let name = info.name.as_str();
         match self {
@@ -90,7 +104,25 @@ impl Category {
             Category::Slow => !f.contains(CommandFlags::FAST),
             Category::Blocking => f.contains(CommandFlags::BLOCKING),
             Category::Pubsub => f.contains(CommandFlags::PUBSUB),
+            Category::Server(_) => false,
         }
+    }
+
+    /// The category's bit in [`CommandInfo::acl_categories`] (`None` for `@all`).
+    fn bit(self) -> Option<u32> {
+        let name: &[u8] = match self {
+            Category::All => return None,
+            Category::Server(bit) => return Some(bit),
+            Category::Read => b"read",
+            Category::Write => b"write",
+            Category::Admin => b"admin",
+            Category::Dangerous => b"dangerous",
+            Category::Fast => b"fast",
+            Category::Slow => b"slow",
+            Category::Blocking => b"blocking",
+            Category::Pubsub => b"pubsub",
+        };
+        acl_category_bit(name)
     }
 }
 
@@ -122,6 +154,29 @@ impl CommandRules {
     /// # Errors
     /// A message naming the rule that is not understood.
     pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<CommandRules, String> {
+        Self::parse_with(rules, Category::from_name)
+    }
+
+    /// Parses the rules a server describes (`ACL GETUSER`), where every Redis 7.0 category may
+    /// appear.
+    ///
+    /// # Errors
+    /// A message naming the rule that is not understood.
+    pub fn parse_server<S: AsRef<str>>(rules: &[S]) -> Result<CommandRules, String> {
+        Self::parse_with(rules, Category::from_server_name)
+    }
+
+    /// Whether a rule names a category only the server's `COMMAND` table knows the members of.
+    pub fn needs_server_categories(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.target, Target::Category(Category::Server(_))))
+    }
+
+    fn parse_with<S: AsRef<str>>(
+        rules: &[S],
+        category: fn(&str) -> Option<Category>,
+    ) -> Result<CommandRules, String> {
         let mut out = Vec::with_capacity(rules.len());
         for raw in rules {
             let raw = raw.as_ref();
@@ -139,7 +194,7 @@ impl CommandRules {
                 },
             };
             let target = match rest.strip_prefix('@') {
-                Some(cat) => Target::Category(Category::from_name(cat).ok_or_else(|| {
+                Some(cat) => Target::Category(category(cat).ok_or_else(|| {
                     format!("unknown category in {raw:?}; known: {CATEGORY_NAMES}")
                 })?),
                 None if valid_command_name(&rest) => Target::Command(rest),

@@ -7,44 +7,65 @@ use super::acl::{constant_time_eq, ClientAuth, WRONGPASS};
 use super::client_state::{valid_client_name, ClientState, BAD_CLIENT_NAME};
 use super::ProxyContext;
 use crate::backend::Protocol;
+use crate::config::AuthMode;
 use crate::resp::{error_reply, status_reply, Request};
 
-/// `AUTH [user] password`. With `[auth]` configured, checked against the proxy's own users (a
-/// failed attempt leaves the client as it was, as in Redis). Without it, checked against the
-/// backend's credentials: a client configured with the servers' password keeps working through
-/// the proxy.
-pub fn auth_reply(ctx: &ProxyContext, client: &mut ClientAuth, req: &Request) -> Bytes {
+/// `AUTH [user] password`. In `mode = "proxy"`, checked against the proxy's own users; in
+/// `"backend"`, by the master itself (a failed attempt leaves the client as it was, as in
+/// Redis). In `"none"`, compared with the backend's credentials: a client configured with the
+/// servers' password keeps working through the proxy.
+pub async fn auth_reply(ctx: &ProxyContext, client: &mut ClientAuth, req: &Request) -> Bytes {
     let (user, pass) = match (req.argc(), req.arg(1), req.arg(2)) {
         (2, Some(p), _) => (None, p),
         (3, Some(u), Some(p)) => (Some(u), p),
         _ if req.argc() > 3 => return error_reply("ERR syntax error"),
         _ => return error_reply("ERR wrong number of arguments for 'auth' command"),
     };
-    if !ctx.security.auth_required() && ctx.backend_password.is_none() && user.is_none() {
+    // In backend mode the master says so itself.
+    let no_password = ctx.security.mode() == AuthMode::None && ctx.backend_password.is_none();
+    if no_password && user.is_none() {
         return error_reply("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
     }
-    if login(ctx, client, user, pass) {
-        status_reply("OK")
-    } else {
-        error_reply(WRONGPASS)
+    match login(ctx, client, user, pass).await {
+        Ok(()) => status_reply("OK"),
+        Err(refusal) => refusal,
     }
 }
 
-/// Checks credentials and, with `[auth]` configured, authenticates the client.
-fn login(ctx: &ProxyContext, client: &mut ClientAuth, user: Option<&[u8]>, pass: &[u8]) -> bool {
-    if !ctx.security.auth_required() {
-        return credentials_match(ctx, user, pass);
-    }
-    match ctx.security.authenticate(user.unwrap_or(b"default"), pass) {
-        Some(u) => {
+/// Checks credentials and, when clients must authenticate, authenticates the client.
+///
+/// # Errors
+/// The reply for the client (`WRONGPASS`, or the server's own in backend mode).
+async fn login(
+    ctx: &ProxyContext,
+    client: &mut ClientAuth,
+    user: Option<&[u8]>,
+    pass: &[u8],
+) -> Result<(), Bytes> {
+    let found = match (ctx.security.mode(), ctx.security.backend()) {
+        (AuthMode::None, _) => {
+            return if credentials_match(ctx, user, pass) {
+                Ok(())
+            } else {
+                Err(error_reply(WRONGPASS))
+            };
+        }
+        (AuthMode::Backend, Some(backend)) => backend.login(user, pass).await,
+        _ => ctx
+            .security
+            .authenticate(user.unwrap_or(b"default"), pass)
+            .ok_or_else(|| error_reply(WRONGPASS)),
+    };
+    match found {
+        Ok(u) => {
             tracing::debug!(user = u.name(), "client authenticated");
             client.login(u);
-            true
+            Ok(())
         }
-        None => {
+        Err(refusal) => {
             // The name may be a mistyped password: never logged.
             tracing::debug!("client authentication failed");
-            false
+            Err(refusal)
         }
     }
 }
@@ -64,7 +85,7 @@ fn credentials_match(ctx: &ProxyContext, user: Option<&[u8]>, pass: &[u8]) -> bo
 /// command succeeds, as Redis 7.2 does). Returns the reply and the protocol the session speaks
 /// from now on (`HELLO 3` moves it to RESP3 backend connections, so replies keep their RESP3
 /// types).
-pub fn hello(
+pub async fn hello(
     ctx: &ProxyContext,
     client: &mut ClientAuth,
     current: Protocol,
@@ -109,8 +130,8 @@ pub fn hello(
     }
     // Like Redis, every option is checked before the credentials.
     if let Some((user, pass)) = creds {
-        if !login(ctx, client, Some(user), pass) {
-            return (error_reply(WRONGPASS), current);
+        if let Err(refusal) = login(ctx, client, Some(user), pass).await {
+            return (refusal, current);
         }
     }
     if !client.authenticated() {

@@ -11,6 +11,7 @@
 
 pub mod acl;
 pub mod acl_rules;
+pub mod backend_auth;
 pub mod backlog;
 pub mod client_state;
 pub mod listener;

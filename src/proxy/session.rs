@@ -420,7 +420,7 @@ impl Session {
                 return self.push_ready(status_reply("OK")).await;
             }
             Class::Auth => {
-                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req);
+                let reply = local::auth_reply(&self.ctx, &mut self.auth, &req).await;
                 return self.push_ready(reply).await;
             }
             Class::Hello => {
@@ -432,7 +432,8 @@ impl Session {
                     self.protocol,
                     &mut self.client,
                     &req,
-                );
+                )
+                .await;
                 self.protocol = protocol;
                 return self.push_ready(reply).await;
             }
@@ -514,7 +515,7 @@ impl Session {
         self.db = 0;
         self.protocol = Protocol::Resp2;
         self.client.name = None;
-        self.auth.reset();
+        self.auth.reset(&self.ctx.security);
     }
 
     /// Adds `req` to the open batch.

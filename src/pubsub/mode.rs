@@ -355,7 +355,7 @@ impl Subscriber<'_> {
             (_, Protocol::Resp2) => error_reply(&format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )),
-            ("auth", _) => local::auth_reply(&ctx, self.parts.auth, &req),
+            ("auth", _) => local::auth_reply(&ctx, self.parts.auth, &req).await,
             _ => match classify_info(info, &req) {
                 Class::Local(reply) | Class::Reject(reply) => reply,
                 Class::Read | Class::Write => {

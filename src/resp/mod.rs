@@ -17,7 +17,9 @@ pub mod reply;
 pub mod request;
 pub mod value;
 
-pub use command::{CommandFlags, CommandInfo, CommandTable, CommandTableError};
+pub use command::{
+    acl_category_bit, CommandFlags, CommandInfo, CommandTable, CommandTableError, ACL_CATEGORIES,
+};
 pub use encode::{bulk_reply, encode_command, error_reply, int_reply, nil_reply, status_reply};
 pub use reply::{is_error_reply, ReplyScanner};
 pub use request::{Request, RequestLimits, RequestParser};

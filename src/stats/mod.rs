@@ -74,6 +74,17 @@ pub struct Stats {
     failovers_total: AtomicU64,
     hold: Arc<HoldStats>,
     cluster: Arc<ClusterStats>,
+    auth: Mutex<AuthSnapshot>,
+}
+
+/// Who checks the clients' credentials (`[auth] mode`).
+#[derive(Serialize, Clone, Debug, PartialEq, Default)]
+pub struct AuthSnapshot {
+    /// `backend`, `proxy` or `none`.
+    pub mode: String,
+    /// Clients need no password although the servers do (`mode = "none"` in front of a
+    /// password-protected backend): shown in red.
+    pub open: bool,
 }
 
 /// Everything the stats page shows, copied at one moment. Times are unix millis, ages
@@ -112,6 +123,8 @@ pub struct Snapshot {
     pub hold: HoldSnapshot,
     /// Cluster mode: the slot map, redirections and retries (`None` in the other modes).
     pub cluster: Option<ClusterSnapshot>,
+    /// Client authentication.
+    pub auth: AuthSnapshot,
 }
 
 impl Snapshot {
@@ -140,7 +153,16 @@ impl Stats {
             failovers_total: AtomicU64::new(0),
             hold: Arc::new(HoldStats::default()),
             cluster: Arc::new(ClusterStats::default()),
+            auth: Mutex::new(AuthSnapshot::default()),
         })
+    }
+
+    /// Records the client authentication mode; `backend_password`: whether the servers need one.
+    pub fn set_auth_mode(&self, mode: &str, backend_password: bool) {
+        *lock(&self.auth) = AuthSnapshot {
+            mode: mode.to_owned(),
+            open: mode == "none" && backend_password,
+        };
     }
 
     /// The held-request counters (shared with the sessions).
@@ -293,6 +315,7 @@ impl Stats {
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
             hold: self.hold.snapshot(),
             cluster,
+            auth: lock(&self.auth).clone(),
         }
     }
 }

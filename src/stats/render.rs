@@ -91,6 +91,21 @@ tr.master .role{font-weight:bold}\
 
 /// The info rows about the topology's masters: one master (Sentinel, static servers), or the
 /// slot coverage in cluster mode, where "current master: unknown" would be a false alarm.
+/// The authentication mode; in red when clients need no password and the servers do.
+fn auth_cell(a: &super::AuthSnapshot) -> String {
+    if a.open {
+        return format!(
+            "<span class=\"bad\">{}: clients need no password, the servers do</span>",
+            esc(&a.mode)
+        );
+    }
+    match a.mode.as_str() {
+        "backend" => "backend (clients log in as users of the master's ACL)".to_string(),
+        "proxy" => "proxy ([auth] users)".to_string(),
+        other => esc(other),
+    }
+}
+
 fn master_rows(s: &Snapshot) -> String {
     if let Some(c) = &s.cluster {
         return format!(
@@ -124,6 +139,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
 <tr><td>uptime</td><td>{}</td></tr>\
 <tr><td>topology</td><td>{} ({})</td></tr>\
 {}\
+<tr><td>client auth</td><td>{}</td></tr>\
 <tr><td>updated</td><td>{} UTC (refreshes every 2 s)</td></tr></table>\n\
 <div class=\"legend\"><span style=\"background:#c0ffc0\">UP</span>\
 <span style=\"background:#ff9090\">DOWN</span>\
@@ -138,6 +154,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
             esc(&s.topology_status)
         },
         master_rows(s),
+        auth_cell(&s.auth),
         fmt_time(s.now_ms),
     );
 }

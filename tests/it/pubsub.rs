@@ -603,6 +603,7 @@ async fn users_channel_rules_hold_while_subscribed() {
                     keys: vec!["~*".into()],
                     channels: vec!["&news:*".into()],
                 }],
+                ..AuthConfig::default()
             };
         })
         .start(0)

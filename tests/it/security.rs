@@ -51,17 +51,18 @@ fn secure(c: &mut Config) {
                 &["~*"],
             ),
         ],
+        ..AuthConfig::default()
     };
     c.commands.deny = vec!["flushall".into()];
 }
 
 /// Sends every command in one write on a new connection; the raw replies, in order.
-async fn raw(addr: std::net::SocketAddr, commands: &[&[&str]]) -> Vec<String> {
+pub(crate) async fn raw(addr: std::net::SocketAddr, commands: &[&[&str]]) -> Vec<String> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     send(&mut s, commands).await
 }
 
-async fn send(s: &mut TcpStream, commands: &[&[&str]]) -> Vec<String> {
+pub(crate) async fn send(s: &mut TcpStream, commands: &[&[&str]]) -> Vec<String> {
     let mut out = Vec::new();
     for c in commands {
         let args: Vec<String> = c.iter().map(|a| a.to_string()).collect();
@@ -97,7 +98,7 @@ async fn login(
         .await
 }
 
-async fn query<T: redis::FromRedisValue>(
+pub(crate) async fn query<T: redis::FromRedisValue>(
     c: &mut redis::aio::MultiplexedConnection,
     args: &[&str],
 ) -> redis::RedisResult<T> {

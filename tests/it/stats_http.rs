@@ -104,7 +104,7 @@ async fn stats_endpoints_serve_html_json_and_prometheus() {
 }
 
 /// `/stats.json`, parsed (`Null` when it does not answer valid JSON).
-async fn stats_json(addr: std::net::SocketAddr) -> serde_json::Value {
+pub(crate) async fn stats_json(addr: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(&get(addr, "/stats.json").await.1).unwrap_or_default()
 }
 

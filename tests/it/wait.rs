@@ -75,6 +75,8 @@ async fn wait_is_refused_when_the_backend_user_may_not_publish_the_probe() {
         .with(|c| {
             c.backend.username = Some("proxy".into());
             c.backend.password = Some(MaskedString::new("pw"));
+            // About the backend user's rights: clients need no password here.
+            c.auth.mode = Some(haproxy_rs::config::AuthMode::None);
         })
         .start(0)
         .await;

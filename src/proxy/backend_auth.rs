@@ -1,0 +1,623 @@
+//! `[auth] mode = "backend"`: a client's `AUTH` is checked by the master itself, and the user's
+//! rules are the master's own (`ACL GETUSER`), enforced by the proxy before a command reaches a
+//! shared connection and refreshed while clients use them.
+//!
+//! Credentials are checked on a few side connections (at most [`MAX_CHECKS`] at once, kept idle
+//! for reuse). A credential the server accepted is remembered as its SHA-256 (what Redis itself
+//! keeps), never the password, for [`CACHE_TTL`] at most: so a pool reconnecting many clients, or
+//! clients reconnecting during a failover, are not held behind the master. The cache forgets a
+//! user's entries when the server refuses them, when the server's password list no longer has
+//! them, and when the master changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::acl::{Rules, User};
+use super::acl_rules::{CommandRules, KeyRules};
+use super::sha256::sha256;
+use crate::backend::{ControlConn, Credentials};
+use crate::resp::{error_reply, Value};
+
+/// Credentials checked on the servers at once, all clients together.
+pub const MAX_CHECKS: usize = 4;
+/// Longest a credential the server accepted is taken without asking it again.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// How often the rules of users in use are read again from the master.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the refresher looks for a new master.
+const MASTER_WATCH: Duration = Duration::from_millis(200);
+/// Most user names whose credentials are cached; past it the cache starts over.
+const MAX_CACHED_USERS: usize = 10_000;
+/// Most passwords cached per user (Redis users may have several).
+const MAX_DIGESTS_PER_USER: usize = 16;
+
+/// Where the servers are now: the master first, then the replicas (cluster mode: every master,
+/// then the replicas).
+pub type ServerList = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// User name -> (SHA-256 of a password the server accepted, when).
+type Cache = HashMap<String, Vec<([u8; 32], Instant)>>;
+
+/// Checks credentials with the servers and keeps the rules of the users clients logged in as.
+pub struct BackendAuth {
+    servers: ServerList,
+    /// The proxy's `[backend]` credentials and TLS, for `ACL GETUSER`.
+    admin: Credentials,
+    timeout: Duration,
+    checks: Semaphore,
+    /// Side connections for `AUTH`, with the server each is connected to.
+    idle: Mutex<Vec<(String, ControlConn)>>,
+    cache: Mutex<Cache>,
+    /// The users clients are logged in as; their rules are refreshed.
+    users: Mutex<HashMap<String, Weak<User>>>,
+    /// An `ACL SETUSER`/`DELUSER`/`LOAD` went through: refresh soon.
+    changed: Notify,
+    /// The master's `default` user when it is `on nopass`: new clients start as it, as they
+    /// would directly.
+    open_default: Mutex<Option<Arc<User>>>,
+}
+
+impl std::fmt::Debug for BackendAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendAuth").finish_non_exhaustive()
+    }
+}
+
+/// Why a login failed: the reply for the client.
+pub type Refusal = Bytes;
+
+impl BackendAuth {
+    /// A checker over `servers`, reading rules with the proxy's `admin` credentials.
+    pub fn new(servers: ServerList, admin: Credentials, timeout: Duration) -> BackendAuth {
+        BackendAuth {
+            servers,
+            admin,
+            timeout,
+            checks: Semaphore::new(MAX_CHECKS),
+            idle: Mutex::new(Vec::new()),
+            cache: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            open_default: Mutex::new(None),
+        }
+    }
+
+    /// The `default` user when the master lets clients in without `AUTH` (`on nopass`).
+    pub fn open_default(&self) -> Option<Arc<User>> {
+        self.open_default
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `AUTH [user] password` (`user` `None`: the `default` user, and the server is asked with
+    /// one argument so that its own errors come back as they would directly).
+    ///
+    /// # Errors
+    /// The reply for the client: the server's own (`WRONGPASS`...), or why it could not be asked.
+    pub async fn login(&self, user: Option<&[u8]>, password: &[u8]) -> Result<Arc<User>, Refusal> {
+        let name = String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned();
+        let digest = sha256(password);
+        if self.cached(&name, &digest) {
+            if let Some(u) = self.live_user(&name) {
+                return Ok(u);
+            }
+        }
+        let mut auth: Vec<&[u8]> = vec![b"AUTH"];
+        auth.extend(user);
+        auth.push(password);
+        match self.ask(&auth).await {
+            Ok(Value::Status(_)) => {}
+            Ok(Value::Error(e)) => {
+                self.forget(&name);
+                return Err(error_reply(&String::from_utf8_lossy(&e)));
+            }
+            Ok(_) => return Err(error_reply("ERR haproxy-rs: unexpected reply to AUTH")),
+            Err(why) => {
+                tracing::warn!(error = %why, "cannot check a client's credentials");
+                return Err(error_reply(&format!(
+                    "ERR haproxy-rs could not check the credentials with the master ({why})"
+                )));
+            }
+        }
+        self.remember(&name, digest);
+        if let Some(u) = self.live_user(&name) {
+            return Ok(u);
+        }
+        let rules = self.read_rules(std::slice::from_ref(&name)).await;
+        let rules = rules.into_iter().next().map_or_else(
+            || Rules::refused("haproxy-rs could not read this user's rules".into()),
+            |(_, r)| r.unwrap_or_else(|| Rules::refused("this user no longer exists".into())),
+        );
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        // Another session may have logged the same user in meanwhile: one User per name.
+        if let Some(u) = users.get(&name).and_then(Weak::upgrade) {
+            return Ok(u);
+        }
+        let u = Arc::new(User::from_backend(name.clone(), rules));
+        users.retain(|_, w| w.strong_count() > 0);
+        users.insert(name, Arc::downgrade(&u));
+        Ok(u)
+    }
+
+    /// A client's `ACL SETUSER`/`DELUSER`/`LOAD` went to the server: read the rules again soon.
+    pub fn acl_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Refreshes the rules of the users in use every [`REFRESH_INTERVAL`], soon after
+    /// [`acl_changed`](Self::acl_changed), and at once when the master changes (the new
+    /// master's users apply; the cache starts over).
+    pub async fn run(self: Arc<Self>, token: CancellationToken) {
+        let first = || (self.servers)().into_iter().next();
+        let mut master = None;
+        let mut next = Instant::now();
+        let mut follow_up: Option<Instant> = None;
+        loop {
+            // The server list is looked at often: a failover's new master applies at once.
+            let notified = tokio::select! {
+                _ = token.cancelled() => return,
+                _ = self.changed.notified() => true,
+                _ = tokio::time::sleep(MASTER_WATCH) => false,
+            };
+            let now_master = first();
+            let moved = now_master != master;
+            if moved {
+                tracing::info!(master = ?now_master, "backend auth: the master changed; its users apply");
+                master = now_master;
+                self.lock_cache().clear();
+                self.lock_idle().clear();
+            }
+            let now = Instant::now();
+            let followed = follow_up.is_some_and(|t| now >= t);
+            if !(moved || notified || followed || now >= next) {
+                continue;
+            }
+            if notified {
+                // Once when the command has most likely reached the server, once more later.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                follow_up = Some(now + Duration::from_millis(500));
+            } else if followed {
+                follow_up = None;
+            }
+            self.refresh().await;
+            next = Instant::now() + REFRESH_INTERVAL;
+        }
+    }
+
+    /// Reads the rules of every user in use, and prunes the cache of passwords the server no
+    /// longer has.
+    async fn refresh(&self) {
+        let live: Vec<(String, Arc<User>)> = {
+            let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            users.retain(|_, w| w.strong_count() > 0);
+            users
+                .iter()
+                .filter_map(|(n, w)| w.upgrade().map(|u| (n.clone(), u)))
+                .collect()
+        };
+        let mut names: Vec<String> = live.iter().map(|(n, _)| n.clone()).collect();
+        names.extend(self.lock_cache().keys().cloned());
+        names.push("default".into());
+        names.sort_unstable();
+        names.dedup();
+        for (name, got) in self.read_rules(&names).await {
+            let Some(rules) = got else {
+                // Deleted (or its rules could not be read): no cached login for it.
+                self.forget(&name);
+                if let Some((_, u)) = live.iter().find(|(n, _)| *n == name) {
+                    u.set_rules(Rules::refused("this user no longer exists".into()));
+                }
+                continue;
+            };
+            if let Some((_, u)) = live.iter().find(|(n, _)| *n == name) {
+                u.set_rules(rules);
+            }
+        }
+    }
+
+    /// `ACL GETUSER` of each name on the master: `(name, Some(rules))`, `None` for a user that
+    /// does not exist. Rules that cannot be read leave the names out (and are logged), except
+    /// in [`login`](Self::login), which then refuses the user's commands.
+    async fn read_rules(&self, names: &[String]) -> Vec<(String, Option<Rules>)> {
+        let Some(addr) = (self.servers)().into_iter().next() else {
+            return Vec::new();
+        };
+        let mut conn = match ControlConn::connect(&addr, &self.admin, self.timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(backend.addr = %addr, error = %e, "cannot read users' ACL rules");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            match conn.call(&["ACL", "GETUSER", name.as_str()]).await {
+                Ok(Value::Nil) => out.push((name.clone(), None)),
+                Ok(Value::Error(e)) => {
+                    let e = String::from_utf8_lossy(&e).into_owned();
+                    tracing::warn!(backend.addr = %addr, error = %e, "ACL GETUSER refused (the backend user needs +acl|getuser)");
+                    out.push((
+                        name.clone(),
+                        Some(Rules::refused(format!(
+                            "haproxy-rs could not read this user's rules from the master ({e})"
+                        ))),
+                    ));
+                }
+                Ok(v) => {
+                    self.prune(name, &v);
+                    let rules = rules_from_getuser(name, &v);
+                    if name == "default" {
+                        self.set_open_default(&v, &rules);
+                    }
+                    out.push((name.clone(), Some(rules)));
+                }
+                Err(e) => {
+                    tracing::warn!(backend.addr = %addr, error = %e, "cannot read users' ACL rules");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends one command on a side connection to the first server that answers.
+    async fn ask(&self, args: &[&[u8]]) -> Result<Value, String> {
+        let _permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|_| "shutting down".to_string())?;
+        let servers = (self.servers)();
+        if servers.is_empty() {
+            return Err("no master known".into());
+        }
+        let mut last = String::new();
+        // The master decides; a replica only when the master cannot be reached.
+        for addr in servers.iter().take(3) {
+            let reused = {
+                let mut idle = self.lock_idle();
+                idle.iter()
+                    .position(|(a, _)| a == addr)
+                    .map(|i| idle.swap_remove(i).1)
+            };
+            let conn = match reused {
+                Some(c) => Ok(c),
+                None => {
+                    let plain = Credentials {
+                        username: None,
+                        password: None,
+                        tls: self.admin.tls.clone(),
+                    };
+                    ControlConn::connect(addr, &plain, self.timeout).await
+                }
+            };
+            let mut conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    last = format!("{addr}: {e}");
+                    continue;
+                }
+            };
+            match conn.call(args).await {
+                Ok(v) => {
+                    let mut idle = self.lock_idle();
+                    if idle.len() < MAX_CHECKS {
+                        idle.push((addr.clone(), conn));
+                    }
+                    return Ok(v);
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Keeps the `default` user for new clients when it is `on nopass` on the master.
+    fn set_open_default(&self, getuser: &Value, rules: &Rules) {
+        let flags = field(getuser, "flags").map(words).unwrap_or_default();
+        let open = flags.iter().any(|f| f == "on") && flags.iter().any(|f| f == "nopass");
+        let user = open.then(|| {
+            self.live_user("default").unwrap_or_else(|| {
+                let u = Arc::new(User::from_backend("default".into(), rules.clone()));
+                let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+                users.insert("default".into(), Arc::downgrade(&u));
+                u
+            })
+        });
+        *self.open_default.lock().unwrap_or_else(|e| e.into_inner()) = user;
+    }
+
+    fn cached(&self, name: &str, digest: &[u8; 32]) -> bool {
+        self.lock_cache().get(name).is_some_and(|ds| {
+            ds.iter()
+                .any(|(d, at)| super::acl::constant_time_eq(d, digest) && at.elapsed() < CACHE_TTL)
+        })
+    }
+
+    fn remember(&self, name: &str, digest: [u8; 32]) {
+        let mut cache = self.lock_cache();
+        if cache.len() >= MAX_CACHED_USERS && !cache.contains_key(name) {
+            cache.clear();
+        }
+        let ds = cache.entry(name.to_string()).or_default();
+        ds.retain(|(d, at)| *d != digest && at.elapsed() < CACHE_TTL);
+        if ds.len() >= MAX_DIGESTS_PER_USER {
+            ds.remove(0);
+        }
+        ds.push((digest, Instant::now()));
+    }
+
+    fn forget(&self, name: &str) {
+        self.lock_cache().remove(name);
+    }
+
+    /// Keeps only the cached passwords `ACL GETUSER` still lists (any, for a `nopass` user);
+    /// none for a user that is `off`.
+    fn prune(&self, name: &str, getuser: &Value) {
+        let flags = field(getuser, "flags").map(words).unwrap_or_default();
+        if flags.iter().any(|f| f == "off") {
+            return self.forget(name);
+        }
+        if flags.iter().any(|f| f == "nopass") {
+            return;
+        }
+        let hashes = field(getuser, "passwords").map(words).unwrap_or_default();
+        let mut cache = self.lock_cache();
+        if let Some(ds) = cache.get_mut(name) {
+            ds.retain(|(d, _)| hashes.contains(&hex(d)));
+        }
+    }
+
+    fn live_user(&self, name: &str) -> Option<Arc<User>> {
+        let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.get(name).and_then(Weak::upgrade)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        // Poisoning only means a panic elsewhere; the map is still usable.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<(String, ControlConn)>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn hex(d: &[u8; 32]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The value of `key` in `ACL GETUSER`'s reply (a flat array in RESP2, a map in RESP3).
+fn field<'v>(getuser: &'v Value, key: &str) -> Option<&'v Value> {
+    let items = getuser.as_array()?;
+    items
+        .chunks(2)
+        .find(|kv| kv.first().and_then(Value::as_str) == Some(key))
+        .and_then(|kv| kv.get(1))
+}
+
+/// A field as words: Redis 7 writes `keys`, `channels` and `commands` as one string, Redis 6
+/// `keys` and `channels` as arrays.
+fn words(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(str::split_whitespace)
+            .map(str::to_string)
+            .collect(),
+        other => other
+            .as_str()
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// The rules `ACL GETUSER` describes, or rules refusing everything, naming the first rule the
+/// proxy cannot enforce (read- or write-only key patterns `%R~`/`%W~`, selectors).
+pub fn rules_from_getuser(name: &str, getuser: &Value) -> Rules {
+    let cannot = |rule: &str, what: &str| {
+        Rules::refused(format!(
+            "haproxy-rs cannot enforce the rule '{rule}' of user '{name}' ({what}); its commands are refused"
+        ))
+    };
+    let flags = field(getuser, "flags").map(words).unwrap_or_default();
+    let commands = field(getuser, "commands").map(words).unwrap_or_default();
+    let mut keys = field(getuser, "keys").map(words).unwrap_or_default();
+    let mut channels = field(getuser, "channels").map(words).unwrap_or_default();
+    // Redis 6 says "allkeys"/"allchannels"/"allcommands" in the flags.
+    for f in &flags {
+        match f.as_str() {
+            "allkeys" => keys.push("~*".into()),
+            "allchannels" => channels.push("&*".into()),
+            _ => {}
+        }
+    }
+    let selectors = field(getuser, "selectors").and_then(Value::as_array);
+    if let Some(first) = selectors.and_then(<[Value]>::first) {
+        let shown = match first {
+            Value::Array(_) => {
+                let mut parts = Vec::new();
+                for k in ["commands", "keys", "channels"] {
+                    parts.extend(field(first, k).map(words).unwrap_or_default());
+                }
+                format!("({})", parts.join(" "))
+            }
+            other => other.as_str().unwrap_or("(...)").to_string(),
+        };
+        return cannot(&shown, "selectors");
+    }
+    let mut key_patterns = Vec::with_capacity(keys.len());
+    for k in &keys {
+        match k.strip_prefix('%') {
+            Some(rest) => match rest.split_once('~') {
+                Some((perm, pat)) if perm.eq_ignore_ascii_case("RW") => {
+                    key_patterns.push(format!("~{pat}"));
+                }
+                _ => return cannot(k, "read-only or write-only key patterns"),
+            },
+            None => key_patterns.push(k.clone()),
+        }
+    }
+    let commands = match CommandRules::parse_server(&commands) {
+        Ok(c) => c,
+        Err(e) => return cannot(&commands.join(" "), &e),
+    };
+    let keys = match KeyRules::parse(&key_patterns) {
+        Ok(k) => k,
+        Err(e) => return cannot(&keys.join(" "), &e),
+    };
+    let channels = match KeyRules::parse_channels(&channels) {
+        Ok(c) => c,
+        Err(e) => return cannot(&channels.join(" "), &e),
+    };
+    Rules::new(commands, keys, channels)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn getuser(commands: &str, keys: &str, channels: &str, selectors: Vec<Value>) -> Value {
+        Value::Array(vec![
+            bulk("flags"),
+            Value::Array(vec![bulk("on")]),
+            bulk("passwords"),
+            Value::Array(vec![]),
+            bulk("commands"),
+            bulk(commands),
+            bulk("keys"),
+            bulk(keys),
+            bulk("channels"),
+            bulk(channels),
+            bulk("selectors"),
+            Value::Array(selectors),
+        ])
+    }
+
+    #[test]
+    fn redis_7_descriptions_become_rules() {
+        let everything = rules_from_getuser("default", &getuser("+@all", "~*", "&*", vec![]));
+        assert_eq!(everything, Rules::everything());
+        let app = rules_from_getuser(
+            "app",
+            &getuser(
+                "-@all +@string +@keyspace -keys +config|get",
+                "~app:* %RW~both:*",
+                "&news:*",
+                vec![],
+            ),
+        );
+        assert_eq!(
+            app,
+            Rules::new(
+                CommandRules::parse_server(&[
+                    "-@all",
+                    "+@string",
+                    "+@keyspace",
+                    "-keys",
+                    "+config|get"
+                ])
+                .unwrap(),
+                KeyRules::parse(&["~app:*", "~both:*"]).unwrap(),
+                KeyRules::parse_channels(&["&news:*"]).unwrap(),
+            )
+        );
+        let none = rules_from_getuser("n", &getuser("-@all", "", "", vec![]));
+        assert_eq!(
+            none,
+            Rules::new(
+                CommandRules::parse_server(&["-@all"]).unwrap(),
+                KeyRules::Patterns(vec![]),
+                KeyRules::Patterns(vec![]),
+            )
+        );
+    }
+
+    #[test]
+    fn rules_the_proxy_cannot_enforce_refuse_everything_and_say_which() {
+        let read_only_keys =
+            rules_from_getuser("app", &getuser("+@all", "~a:* %R~ro:*", "", vec![]));
+        assert_eq!(
+            read_only_keys,
+            Rules::refused("haproxy-rs cannot enforce the rule '%R~ro:*' of user 'app' (read-only or write-only key patterns); its commands are refused".into())
+        );
+        let selector = Value::Array(vec![
+            bulk("commands"),
+            bulk("-@all +get"),
+            bulk("keys"),
+            bulk("~foo*"),
+            bulk("channels"),
+            bulk(""),
+        ]);
+        let sel = rules_from_getuser("sel", &getuser("-@all", "~*", "", vec![selector]));
+        let text = format!("{sel:?}");
+        assert!(
+            text.contains("'(-@all +get ~foo*)'") && text.contains("selectors"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn redis_6_flags_and_arrays_are_understood() {
+        let v = Value::Array(vec![
+            bulk("flags"),
+            Value::Array(vec![bulk("on"), bulk("allkeys"), bulk("allchannels")]),
+            bulk("passwords"),
+            Value::Array(vec![]),
+            bulk("commands"),
+            bulk("+@all"),
+            bulk("keys"),
+            Value::Array(vec![]),
+            bulk("channels"),
+            Value::Array(vec![]),
+        ]);
+        assert_eq!(rules_from_getuser("u", &v), Rules::everything());
+    }
+
+    #[test]
+    fn the_cache_keeps_digests_only_while_the_server_lists_them() {
+        let auth = BackendAuth::new(
+            Box::new(Vec::new),
+            Credentials::default(),
+            Duration::from_secs(1),
+        );
+        let d = sha256(b"pw");
+        assert!(!auth.cached("app", &d));
+        auth.remember("app", d);
+        assert!(auth.cached("app", &d));
+        assert!(!auth.cached("app", &sha256(b"other")));
+        assert!(!auth.cached("other", &d));
+        let listed = Value::Array(vec![
+            bulk("flags"),
+            Value::Array(vec![bulk("on")]),
+            bulk("passwords"),
+            Value::Array(vec![bulk(&hex(&d))]),
+        ]);
+        auth.prune("app", &listed);
+        assert!(auth.cached("app", &d));
+        let changed = Value::Array(vec![
+            bulk("flags"),
+            Value::Array(vec![bulk("on")]),
+            bulk("passwords"),
+            Value::Array(vec![bulk(&hex(&sha256(b"new")))]),
+        ]);
+        auth.prune("app", &changed);
+        assert!(!auth.cached("app", &d));
+        auth.remember("app", d);
+        let off = Value::Array(vec![bulk("flags"), Value::Array(vec![bulk("off")])]);
+        auth.prune("app", &off);
+        assert!(!auth.cached("app", &d));
+    }
+}
