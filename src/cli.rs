@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, MaskedString, SentinelConfig, TlsConfig};
+use crate::config::{AuthMode, Config, ConfigError, MaskedString, SentinelConfig, TlsConfig};
 
 /// A RESP-aware Redis proxy that follows Sentinel: one endpoint, writes to the master, reads to replicas.
 #[derive(Debug, Parser)]
@@ -169,6 +169,15 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub requirepass: Option<String>,
+    /// Who checks the clients' credentials: `backend` (the master, the default behind a
+    /// password-protected backend), `proxy` (`[auth]` users) or `none`.
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "HAPROXY_RS_AUTH_MODE",
+        value_parser = ["backend", "proxy", "none"]
+    )]
+    pub auth_mode: Option<String>,
     /// The TLS keys.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -370,6 +379,12 @@ impl RunArgs {
         if let Some(p) = &self.requirepass {
             cfg.auth.requirepass = Some(MaskedString::new(p.clone()));
         }
+        cfg.auth.mode = match self.auth_mode.as_deref() {
+            Some("backend") => Some(AuthMode::Backend),
+            Some("proxy") => Some(AuthMode::Proxy),
+            Some("none") => Some(AuthMode::None),
+            _ => cfg.auth.mode,
+        };
         self.tls.apply(&mut cfg);
         cfg.validate()?;
         Ok(cfg)
@@ -437,6 +452,24 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.auth.requirepass.as_ref().map(|p| p.expose()), Some("c"));
         assert_eq!(cfg.backend.password.as_ref().map(|p| p.expose()), Some("b"));
+    }
+
+    #[test]
+    fn auth_mode_flag_overrides_the_default_and_is_checked() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["--servers", "127.0.0.1:1", "--password", "b"];
+            args.extend_from_slice(extra);
+            run_args(&args).to_config()
+        };
+        let mode = |extra: &[&str]| parse(extra).unwrap().auth.mode;
+        assert_eq!(mode(&[]), None);
+        assert_eq!(mode(&["--auth-mode", "none"]), Some(AuthMode::None));
+        let err = parse(&["--auth-mode", "proxy"]).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.mode") && err.contains("requirepass"),
+            "{err}"
+        );
+        assert!(Cli::try_parse_from(["haproxy-rs", "run", "--auth-mode", "open"]).is_err());
     }
 
     #[test]
