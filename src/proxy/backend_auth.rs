@@ -3,11 +3,11 @@
 //! shared connection and refreshed while clients use them.
 //!
 //! Credentials are checked on a few side connections (at most [`MAX_CHECKS`] at once, kept idle
-//! for reuse). A credential the server accepted is remembered as its SHA-256 (what Redis itself
-//! keeps), never the password, for [`CACHE_TTL`] at most: so a pool reconnecting many clients, or
-//! clients reconnecting during a failover, are not held behind the master. The cache forgets a
-//! user's entries when the server refuses them, when the server's password list no longer has
-//! them, and when the master changes.
+//! for reuse), by the master, or by a replica while no master answers (during a failover). A
+//! credential the server accepted is remembered as its SHA-256 (what Redis itself keeps), never
+//! the password, for [`CACHE_TTL`] at most, so that a pool reconnecting many clients is not held
+//! behind the master. The cache forgets a user's entries when the server refuses them, when the
+//! server's password list no longer has them, and when the master changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -286,36 +286,38 @@ impl BackendAuth {
                     .position(|(a, _)| a == addr)
                     .map(|i| idle.swap_remove(i).1)
             };
-            let conn = match reused {
-                Some(c) => Ok(c),
-                None => {
-                    let plain = Credentials {
-                        username: None,
-                        password: None,
-                        tls: self.admin.tls.clone(),
-                    };
-                    ControlConn::connect(addr, &plain, self.timeout).await
+            if let Some(mut conn) = reused {
+                // The server may have closed an idle connection: then a new one is tried.
+                if let Ok(v) = conn.call(args).await {
+                    self.keep_idle(addr, conn);
+                    return Ok(v);
                 }
+            }
+            let plain = Credentials {
+                username: None,
+                password: None,
+                tls: self.admin.tls.clone(),
             };
-            let mut conn = match conn {
-                Ok(c) => c,
-                Err(e) => {
-                    last = format!("{addr}: {e}");
-                    continue;
-                }
+            let answer = match ControlConn::connect(addr, &plain, self.timeout).await {
+                Ok(mut conn) => conn.call(args).await.map(|v| (v, conn)),
+                Err(e) => Err(e),
             };
-            match conn.call(args).await {
-                Ok(v) => {
-                    let mut idle = self.lock_idle();
-                    if idle.len() < MAX_CHECKS {
-                        idle.push((addr.clone(), conn));
-                    }
+            match answer {
+                Ok((v, conn)) => {
+                    self.keep_idle(addr, conn);
                     return Ok(v);
                 }
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }
         Err(last)
+    }
+
+    fn keep_idle(&self, addr: &str, conn: ControlConn) {
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_CHECKS {
+            idle.push((addr.to_string(), conn));
+        }
     }
 
     /// Keeps the `default` user for new clients when it is `on nopass` on the master.
