@@ -255,13 +255,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         &cfg.auth,
         &cfg.commands,
         cfg.backend.password.is_some(),
-    )?;
+    )?
+    .with_counters(stats.auth());
     match security.mode() {
         config::AuthMode::Backend => {
             let checker = Arc::new(proxy::backend_auth::BackendAuth::new(
                 Box::new(server_list(&state.table, &cluster_state)),
                 backends.credentials().clone(),
                 backends.connect_timeout(),
+                stats.auth(),
             ));
             background.spawn(checker.clone().run(backend_token.clone()));
             security = security.with_backend(checker);
@@ -272,7 +274,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         _ => {}
     }
     tracing::info!(mode = security.mode().as_str(), "client authentication");
-    stats.set_auth_mode(security.mode().as_str(), cfg.backend.password.is_some());
+    stats
+        .auth()
+        .set_mode(security.mode().as_str(), cfg.backend.password.is_some());
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),

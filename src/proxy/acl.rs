@@ -16,6 +16,7 @@ use super::policy::CommandPolicy;
 use super::sha256::{from_hex, sha256};
 use crate::config::{AuthConfig, AuthMode, CommandsConfig, ConfigError};
 use crate::resp::{bulk_reply, error_reply, CommandFlags, CommandInfo, CommandTable, Request};
+use crate::stats::{AuthStats, Denied};
 
 /// Redis 7.0's reply to a command sent before authenticating.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -128,6 +129,8 @@ pub struct Security {
     /// `mode = "backend"`: credentials checked by the master, rules from its ACL.
     backend: Option<Arc<BackendAuth>>,
     policy: CommandPolicy,
+    /// Refusals, counted as Redis's `acl_access_denied_*`.
+    counters: Arc<AuthStats>,
 }
 
 fn invalid(key: &'static str, problem: String) -> ConfigError {
@@ -168,7 +171,19 @@ impl Security {
             users,
             backend: None,
             policy,
+            counters: Arc::default(),
         })
+    }
+
+    /// Counts refusals in `counters` (the stats page's).
+    pub fn with_counters(mut self, counters: Arc<AuthStats>) -> Security {
+        self.counters = counters;
+        self
+    }
+
+    /// The refusal counters.
+    pub fn counters(&self) -> &AuthStats {
+        &self.counters
     }
 
     /// Backend mode's checker of credentials and reader of rules.
@@ -315,7 +330,8 @@ pub fn check(
     let user = client.user.as_ref()?;
     let rules = user.rules.load();
     if !rules.unrestricted {
-        if let Some(refused) = check_rules(&rules, commands, req) {
+        if let Some((what, refused)) = check_rules(&rules, commands, req) {
+            security.counters.denied(what);
             return Some(refused);
         }
     }
@@ -338,17 +354,21 @@ pub fn check(
     }
 }
 
-fn check_rules(user: &Rules, commands: &CommandTable, req: &Request) -> Option<Bytes> {
+/// Why and how the command is refused, if it is.
+fn check_rules(user: &Rules, commands: &CommandTable, req: &Request) -> Option<(Denied, Bytes)> {
     if logs_in_or_out(req) {
         return None; // a user may always re-authenticate or quit
     }
     if let Some(why) = &user.refused {
-        return Some(error_reply(&format!("NOPERM {why}")));
+        return Some((Denied::Command, error_reply(&format!("NOPERM {why}"))));
     }
     let info = commands.lookup(req);
     if user.commands.needs_server_categories() && info.is_some_and(|i| i.acl_categories.is_none()) {
-        return Some(error_reply(
-            "NOPERM haproxy-rs cannot check this user's ACL categories: the server's COMMAND reports none",
+        return Some((
+            Denied::Command,
+            error_reply(
+                "NOPERM haproxy-rs cannot check this user's ACL categories: the server's COMMAND reports none",
+            ),
         ));
     }
     let unknown;
@@ -362,16 +382,20 @@ fn check_rules(user: &Rules, commands: &CommandTable, req: &Request) -> Option<B
     if !user.commands.allows(name, info) {
         let mut shown = name.chars().take(64).collect::<String>();
         shown.retain(|c| !c.is_control());
-        return Some(error_reply(&format!(
-            "NOPERM this user has no permissions to run the '{shown}' command"
-        )));
+        return Some((
+            Denied::Command,
+            error_reply(&format!(
+                "NOPERM this user has no permissions to run the '{shown}' command"
+            )),
+        ));
     }
     if info.is_some_and(|i| i.flags.contains(CommandFlags::PUBSUB)) {
         // Shard channels are declared as keys but checked as channels, as Redis does.
-        return (!channels_allowed(&user.channels, name, req)).then(|| error_reply(NOPERM_CHANNEL));
+        return (!channels_allowed(&user.channels, name, req))
+            .then(|| (Denied::Channel, error_reply(NOPERM_CHANNEL)));
     }
     if user.keys != KeyRules::All && !commands.keys(req).iter().all(|k| user.keys.allows(k)) {
-        return Some(error_reply(NOPERM_KEY));
+        return Some((Denied::Key, error_reply(NOPERM_KEY)));
     }
     None
 }

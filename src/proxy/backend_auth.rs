@@ -22,6 +22,7 @@ use super::acl_rules::{CommandRules, KeyRules};
 use super::sha256::sha256;
 use crate::backend::{ControlConn, Credentials};
 use crate::resp::{error_reply, Value};
+use crate::stats::AuthStats;
 
 /// Credentials checked on the servers at once, all clients together.
 pub const MAX_CHECKS: usize = 4;
@@ -45,6 +46,7 @@ type Cache = HashMap<String, Vec<([u8; 32], Instant)>>;
 
 /// Checks credentials with the servers and keeps the rules of the users clients logged in as.
 pub struct BackendAuth {
+    counters: Arc<AuthStats>,
     servers: ServerList,
     /// The proxy's `[backend]` credentials and TLS, for `ACL GETUSER`.
     admin: Credentials,
@@ -73,8 +75,14 @@ pub type Refusal = Bytes;
 
 impl BackendAuth {
     /// A checker over `servers`, reading rules with the proxy's `admin` credentials.
-    pub fn new(servers: ServerList, admin: Credentials, timeout: Duration) -> BackendAuth {
+    pub fn new(
+        servers: ServerList,
+        admin: Credentials,
+        timeout: Duration,
+        counters: Arc<AuthStats>,
+    ) -> BackendAuth {
         BackendAuth {
+            counters,
             servers,
             admin,
             timeout,
@@ -105,9 +113,11 @@ impl BackendAuth {
         let digest = sha256(password);
         if self.cached(&name, &digest) {
             if let Some(u) = self.live_user(&name) {
+                self.counters.cache_hit();
                 return Ok(u);
             }
         }
+        self.counters.server_check();
         let mut auth: Vec<&[u8]> = vec![b"AUTH"];
         auth.extend(user);
         auth.push(password);
@@ -594,6 +604,7 @@ mod tests {
             Box::new(Vec::new),
             Credentials::default(),
             Duration::from_secs(1),
+            Arc::default(),
         );
         let d = sha256(b"pw");
         assert!(!auth.cached("app", &d));

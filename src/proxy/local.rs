@@ -9,6 +9,7 @@ use super::ProxyContext;
 use crate::backend::Protocol;
 use crate::config::AuthMode;
 use crate::resp::{error_reply, status_reply, Request};
+use crate::stats::Denied;
 
 /// `AUTH [user] password`. In `mode = "proxy"`, checked against the proxy's own users; in
 /// `"backend"`, by the master itself (a failed attempt leaves the client as it was, as in
@@ -44,11 +45,11 @@ async fn login(
 ) -> Result<(), Bytes> {
     let found = match (ctx.security.mode(), ctx.security.backend()) {
         (AuthMode::None, _) => {
-            return if credentials_match(ctx, user, pass) {
-                Ok(())
-            } else {
-                Err(error_reply(WRONGPASS))
-            };
+            if credentials_match(ctx, user, pass) {
+                return Ok(());
+            }
+            ctx.security.counters().denied(Denied::Auth);
+            return Err(error_reply(WRONGPASS));
         }
         (AuthMode::Backend, Some(backend)) => backend.login(user, pass).await,
         _ => ctx
@@ -65,6 +66,7 @@ async fn login(
         Err(refusal) => {
             // The name may be a mistyped password: never logged.
             tracing::debug!("client authentication failed");
+            ctx.security.counters().denied(Denied::Auth);
             Err(refusal)
         }
     }

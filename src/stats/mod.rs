@@ -4,6 +4,7 @@
 //! atomics. Registration, failovers and snapshots take `std::sync::Mutex`es that are never
 //! held across an `.await` and never on the per-command path.
 
+mod auth;
 mod cluster;
 mod counters;
 mod histogram;
@@ -22,6 +23,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+pub use auth::{AuthSnapshot, AuthStats, Denied};
 pub use cluster::{ClusterNodeSnapshot, ClusterSnapshot, ClusterStats, ClusterView};
 pub use counters::{
     BackendSnapshot, BackendState, BackendStats, LatencySnapshot, ListenerSnapshot, ListenerStats,
@@ -74,17 +76,7 @@ pub struct Stats {
     failovers_total: AtomicU64,
     hold: Arc<HoldStats>,
     cluster: Arc<ClusterStats>,
-    auth: Mutex<AuthSnapshot>,
-}
-
-/// Who checks the clients' credentials (`[auth] mode`).
-#[derive(Serialize, Clone, Debug, PartialEq, Default)]
-pub struct AuthSnapshot {
-    /// `backend`, `proxy` or `none`.
-    pub mode: String,
-    /// Clients need no password although the servers do (`mode = "none"` in front of a
-    /// password-protected backend): shown in red.
-    pub open: bool,
+    auth: Arc<AuthStats>,
 }
 
 /// Everything the stats page shows, copied at one moment. Times are unix millis, ages
@@ -153,16 +145,13 @@ impl Stats {
             failovers_total: AtomicU64::new(0),
             hold: Arc::new(HoldStats::default()),
             cluster: Arc::new(ClusterStats::default()),
-            auth: Mutex::new(AuthSnapshot::default()),
+            auth: Arc::new(AuthStats::default()),
         })
     }
 
-    /// Records the client authentication mode; `backend_password`: whether the servers need one.
-    pub fn set_auth_mode(&self, mode: &str, backend_password: bool) {
-        *lock(&self.auth) = AuthSnapshot {
-            mode: mode.to_owned(),
-            open: mode == "none" && backend_password,
-        };
+    /// The authentication counters (shared with the sessions).
+    pub fn auth(&self) -> Arc<AuthStats> {
+        Arc::clone(&self.auth)
     }
 
     /// The held-request counters (shared with the sessions).
@@ -315,7 +304,7 @@ impl Stats {
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
             hold: self.hold.snapshot(),
             cluster,
-            auth: lock(&self.auth).clone(),
+            auth: self.auth.snapshot(),
         }
     }
 }

@@ -124,6 +124,47 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     ] {
         p.sample("held_requests_total", &[("outcome", outcome)], n);
     }
+    let a = &s.auth;
+    p.family(
+        "auth_info",
+        "gauge",
+        "Client authentication mode (backend, proxy, none), always 1.",
+    );
+    p.sample("auth_info", &[("mode", &a.mode)], 1);
+    p.family(
+        "auth_open",
+        "gauge",
+        "1 when clients need no password although the servers do.",
+    );
+    p.sample("auth_open", &[], u8::from(a.open));
+    p.family(
+        "acl_access_denied_total",
+        "counter",
+        "Refusals, as Redis's acl_access_denied_*: failed logins, commands, keys, channels.",
+    );
+    for (reason, n) in [
+        ("auth", a.denied_auth),
+        ("cmd", a.denied_cmd),
+        ("key", a.denied_key),
+        ("channel", a.denied_channel),
+    ] {
+        p.sample("acl_access_denied_total", &[("reason", reason)], n);
+    }
+    p.family(
+        "auth_logins_total",
+        "counter",
+        "Backend mode: logins the servers were asked about, and logins the cache answered.",
+    );
+    p.sample(
+        "auth_logins_total",
+        &[("checked_by", "server")],
+        a.server_checks,
+    );
+    p.sample(
+        "auth_logins_total",
+        &[("checked_by", "cache")],
+        a.cache_hits,
+    );
 }
 
 fn bool_f(b: bool) -> f64 {

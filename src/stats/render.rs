@@ -99,11 +99,15 @@ fn auth_cell(a: &super::AuthSnapshot) -> String {
             esc(&a.mode)
         );
     }
-    match a.mode.as_str() {
+    let mode = match a.mode.as_str() {
         "backend" => "backend (clients log in as users of the master's ACL)".to_string(),
         "proxy" => "proxy ([auth] users)".to_string(),
         other => esc(other),
-    }
+    };
+    format!(
+        "{mode}; refused: {} logins, {} commands, {} keys, {} channels",
+        a.denied_auth, a.denied_cmd, a.denied_key, a.denied_channel
+    )
 }
 
 fn master_rows(s: &Snapshot) -> String {

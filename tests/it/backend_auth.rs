@@ -18,7 +18,8 @@ use crate::stats_http::stats_json;
 /// The servers' password (Redis `requirepass`, the proxy's `--password`).
 const PASSWORD: &str = "s3cret";
 
-/// `app`: strings and other data types on `app:*`, channels `news:*`, nothing dangerous.
+/// `app`: strings and other data types on `app:*`, channels `news:*`, nothing dangerous (nor
+/// `@slow` `ACL WHOAMI`).
 const APP: &[&str] = &[
     "ACL",
     "SETUSER",
@@ -29,6 +30,7 @@ const APP: &[&str] = &[
     "&news:*",
     "+@read",
     "+@write",
+    "+@pubsub",
     "-@dangerous",
 ];
 
@@ -110,6 +112,22 @@ async fn password_alone_requires_auth_and_acl_users_keep_their_rules() {
     let (direct, proxied) = both(&server.addr(), proxy.addr(), app).await;
     assert_eq!(direct[1], "+OK");
     assert_eq!(proxied, direct);
+
+    // Counted as Redis's acl_access_denied_*: 5 failed logins, 4 commands (FLUSHALL, CONFIG GET,
+    // ACL WHOAMI twice), 2 keys, 2 channels.
+    let metrics = crate::stats_http::get(proxy.stats_addr(), "/metrics")
+        .await
+        .1;
+    let denied = |reason: &str| {
+        let series = format!("haproxy_rs_acl_access_denied_total{{reason=\"{reason}\"}}");
+        crate::stats_http::metric(&metrics, &series)
+    };
+    let counts = ["auth", "cmd", "key", "channel"].map(denied);
+    assert_eq!(
+        counts,
+        [Some(5.0), Some(4.0), Some(2.0), Some(2.0)],
+        "{metrics}"
+    );
 
     // Redis's smaller limits before authentication: the same error, then the connection closes.
     let mut many = b"*20\r\n".to_vec();

@@ -120,7 +120,7 @@ fn nodes_with_role(v: &serde_json::Value, role: &str) -> BTreeSet<String> {
 }
 
 /// The value of the one sample of `series` (name and labels exactly as written) in `/metrics`.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
