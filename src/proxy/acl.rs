@@ -98,11 +98,6 @@ impl User {
         &self.name
     }
 
-    /// The user's rules now.
-    pub fn rules(&self) -> Arc<Rules> {
-        self.rules.load_full()
-    }
-
     /// Replaces the user's rules (the server's changed); sessions see them from their next command.
     pub fn set_rules(&self, rules: Rules) {
         if **self.rules.load() != rules {
