@@ -24,6 +24,9 @@ pub struct Config {
     pub read_listen: Option<String>,
     /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
     pub stats: Option<String>,
+    /// The token admin actions on the stats listener (`POST /switchover`) need, sent as
+    /// `Authorization: Bearer <token>`; without one they are refused (403).
+    pub admin_token: Option<MaskedString>,
     /// Session threads, each with its own clients and backend connections; 0 means half the cores
     /// (at least one).
     pub threads: usize,
@@ -65,6 +68,7 @@ impl Default for Config {
             listen: "0.0.0.0:6379".into(),
             read_listen: None,
             stats: Some("0.0.0.0:8404".into()),
+            admin_token: None,
             threads: 0,
             max_clients: 10_000,
             max_pipeline: 1024,

@@ -41,6 +41,24 @@ fn check_server_addr(key: &'static str, s: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The admin token travels in an HTTP header (`Authorization: Bearer <token>`): it must not be
+/// empty, and only visible ASCII survives the trip unchanged.
+fn check_admin_token(t: &str) -> Result<(), ConfigError> {
+    if t.is_empty() {
+        return Err(invalid(
+            "admin_token",
+            "must not be empty (leave it out to disable admin actions)",
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "admin_token",
+            "must be visible ASCII without spaces (it is sent in an HTTP header)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
         return Err(invalid(
@@ -66,6 +84,9 @@ impl Config {
         }
         if let Some(s) = &self.stats {
             parse_listen_addr(s).map_err(|p| invalid("stats", p))?;
+        }
+        if let Some(t) = &self.admin_token {
+            check_admin_token(t.expose())?;
         }
         check_range("threads", self.threads as u64, 0, 1024)?;
         check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
@@ -323,6 +344,7 @@ read_consistency = "eventual"
         let c = Config::from_toml(
             r#"
 servers = ["127.0.0.1:6379"]
+admin_token = "admin-s3cret"
 [auth]
 requirepass = "s3cret"
 [[auth.users]]
@@ -341,7 +363,7 @@ deny = ["flushall", "config|set"]
         assert!(c.auth.required() && c.commands.refuse_topology_changes);
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("s3cret") && !shown.contains("app-pw"),
+            !shown.contains("s3cret") && !shown.contains("app-pw") && !shown.contains("admin-"),
             "{shown}"
         );
         let with = |extra: &str| {
@@ -353,6 +375,8 @@ deny = ["flushall", "config|set"]
             "auth.users"
         );
         assert_eq!(with("[auth]\nrequirepass = \"\"\n"), "auth.requirepass");
+        assert_eq!(with("admin_token = \"\"\n"), "admin_token");
+        assert_eq!(with("admin_token = \"a b\"\n"), "admin_token");
         assert_eq!(
             with("[commands]\ndeny = [\"not a command\"]\n"),
             "commands.deny"

@@ -4,6 +4,7 @@
 //! atomics. Registration, failovers and snapshots take `std::sync::Mutex`es that are never
 //! held across an `.await` and never on the per-command path.
 
+pub mod admin;
 mod cluster;
 mod counters;
 mod histogram;
@@ -29,7 +30,7 @@ pub use counters::{
 };
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use hold::{HoldSnapshot, HoldStats};
-pub use http::serve;
+pub use http::{serve, Admin};
 pub use prometheus::render_prometheus;
 pub use render::{render_html, render_json};
 
