@@ -144,7 +144,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         (None, Some(_)) => ("cluster", None),
         (None, None) => ("static", None),
     };
-    let stats = Stats::new(mode, master_name);
+    let stats = Stats::forgetting_after(
+        mode,
+        master_name,
+        Duration::from_secs(cfg.stats_forget_after_secs),
+    );
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
     let backend_token = CancellationToken::new();

@@ -88,6 +88,12 @@ impl Config {
         if let Some(t) = &self.admin_token {
             check_admin_token(t.expose())?;
         }
+        check_range(
+            "stats_forget_after_secs",
+            self.stats_forget_after_secs,
+            1,
+            604_800,
+        )?;
         check_range("threads", self.threads as u64, 0, 1024)?;
         check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
         check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
@@ -266,6 +272,9 @@ mod tests {
         c.sentinel = None;
         c.servers = vec!["a:0".into()];
         assert_eq!(key_of(c.validate()), "servers");
+        let mut c = base();
+        c.stats_forget_after_secs = 0;
+        assert_eq!(key_of(c.validate()), "stats_forget_after_secs");
         let mut c = base();
         c.client_timeout_secs = i32::MAX as u64 + 1;
         assert_eq!(key_of(c.validate()), "client_timeout_secs");

@@ -22,7 +22,7 @@ use super::switchover::{
 use super::{probe_role, TopologyState};
 use crate::backend::Credentials;
 use crate::config::SentinelConfig;
-use crate::router::Fence;
+use crate::router::{Fence, RoutingTable};
 use crate::stats::{HoldSnapshot, Role};
 
 /// A failover seen in progress: writes are fenced off `old_master` since `since`.
@@ -306,6 +306,7 @@ async fn reconcile(
         // No majority reachable (or they disagree mid-failover): keep the last known topology.
         return;
     };
+    state.members(&members(views, &current));
     if current_master.as_deref() != Some(view.master.as_str()) {
         // Confirm before routing writes to it: the promotion may not be done yet.
         match probe_role(&view.master, state).await {
@@ -350,6 +351,20 @@ async fn reconcile(
     state.publish(Some(&view.master), &view.replicas);
 }
 
+/// Every server a sentinel names (masters and replicas, down ones included) and the ones the
+/// table routes to: what the stats keep.
+fn members<'a>(views: &'a HashMap<String, SentinelView>, table: &'a RoutingTable) -> Vec<&'a str> {
+    let mut out: Vec<&str> = views
+        .values()
+        .flat_map(|v| std::iter::once(&v.master).chain(&v.known))
+        .map(String::as_str)
+        .chain(table.master.iter().chain(&table.replicas).map(|b| b.addr()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// `replicas` minus the addresses in `exclude`.
 fn without(replicas: &[String], exclude: &[&str]) -> Vec<String> {
     replicas
@@ -368,6 +383,7 @@ mod tests {
             master: master.into(),
             config_epoch: epoch,
             replicas: vec![],
+            known: vec![],
         }
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::proxy::ProxyBuilder;
-use crate::harness::{Cluster, RedisServer};
+use crate::harness::proxy::{ProxyBuilder, TestProxy};
+use crate::harness::{Cluster, RedisServer, Topology, MASTER_NAME};
 
 /// GET `path`; returns (status, body).
 pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -50,6 +50,30 @@ fn is_metric_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
+/// Checks every line of a Prometheus text exposition (names, `# HELP`/`# TYPE`, values);
+/// returns how many families it declares.
+fn check_exposition(metrics: &str) -> usize {
+    let mut families = 0;
+    for line in metrics.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut w = rest.split_whitespace();
+            let kind = w.next().unwrap();
+            assert!(kind == "HELP" || kind == "TYPE", "{line}");
+            assert!(is_metric_name(w.next().unwrap()), "{line}");
+            families += usize::from(kind == "TYPE");
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').unwrap();
+        let name = name_labels.split('{').next().unwrap();
+        assert!(is_metric_name(name), "bad name in {line}");
+        assert!(
+            value.parse::<f64>().is_ok() || value == "NaN",
+            "bad value in {line}"
+        );
+    }
+    families
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_endpoints_serve_html_json_and_prometheus() {
     let master = RedisServer::start().await;
@@ -90,24 +114,7 @@ async fn stats_endpoints_serve_html_json_and_prometheus() {
 
     let (status, metrics) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
-    let mut families = 0;
-    for line in metrics.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut w = rest.split_whitespace();
-            let kind = w.next().unwrap();
-            assert!(kind == "HELP" || kind == "TYPE", "{line}");
-            assert!(is_metric_name(w.next().unwrap()), "{line}");
-            families += usize::from(kind == "TYPE");
-            continue;
-        }
-        let (name_labels, value) = line.rsplit_once(' ').unwrap();
-        let name = name_labels.split('{').next().unwrap();
-        assert!(is_metric_name(name), "bad name in {line}");
-        assert!(
-            value.parse::<f64>().is_ok() || value == "NaN",
-            "bad value in {line}"
-        );
-    }
+    let families = check_exposition(&metrics);
     assert!(families >= 5, "metric families: {families}");
     assert!(metrics.contains("haproxy_rs_"));
 
@@ -227,4 +234,119 @@ async fn stats_show_the_cluster_slot_map_nodes_and_counters() {
     for node in cluster.addrs() {
         assert!(html.contains(&node), "the page lists {node}");
     }
+}
+
+/// The backends `/metrics` has a `haproxy_rs_backend_up` sample of.
+async fn backends_in_metrics(addr: std::net::SocketAddr) -> BTreeSet<String> {
+    let (_, metrics) = get(addr, "/metrics").await;
+    check_exposition(&metrics);
+    metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("haproxy_rs_backend_up{backend=\"")?
+                .split('"')
+                .next()
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Backend `backend` in `/stats.json` (`Null` when it is not listed).
+async fn backend_json(addr: std::net::SocketAddr, backend: &str) -> serde_json::Value {
+    let v = stats_json(addr).await;
+    let backends = v["backends"].as_array().cloned().unwrap_or_default();
+    backends
+        .into_iter()
+        .find(|b| b["addr"] == backend)
+        .unwrap_or_default()
+}
+
+/// The replicas the proxy's routing table names.
+fn table_replicas(proxy: &TestProxy) -> Vec<String> {
+    let table = proxy.proxy.table.load();
+    table
+        .replicas
+        .iter()
+        .map(|b| b.addr().to_string())
+        .collect()
+}
+
+/// Issue 12: the stats forget a backend that left the topology after `stats_forget_after_secs`,
+/// so the series do not grow without bound, and keep one that is only down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_down() {
+    let topo = Topology::builder()
+        .replicas(2)
+        .sentinels(1)
+        .quorum(1)
+        .down_after(Duration::from_millis(1000))
+        .start()
+        .await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| c.stats_forget_after_secs = 1)
+        .start(2)
+        .await;
+    let addr = proxy.stats_addr();
+    let (master, kept, gone) = (
+        topo.master.addr(),
+        topo.replicas[0].addr(),
+        topo.replicas[1].addr(),
+    );
+    let all: BTreeSet<String> = [&master, &kept, &gone].into_iter().cloned().collect();
+    crate::eventually!(
+        Duration::from_secs(10),
+        backends_in_metrics(addr).await == all,
+        "/metrics has the master and both replicas"
+    );
+
+    // Killed, the replica is flagged s_down: the proxy stops routing to it, but Sentinel still
+    // lists it, so it stays on the stats, showing down.
+    topo.replicas[1].kill();
+    crate::eventually!(
+        Duration::from_secs(20),
+        !table_replicas(&proxy).contains(&gone),
+        "the proxy drops the s_down replica {gone} from its routing table"
+    );
+    // Down for longer than the grace period and a few of the proxy's re-queries of Sentinel
+    // (every 500 ms): still there (were it forgotten, it would be missing from /stats.json).
+    let down_for = |b: &serde_json::Value| b["last_change_age_ms"].as_u64().unwrap_or(0);
+    crate::eventually!(
+        Duration::from_secs(20),
+        {
+            let b = backend_json(addr, &gone).await;
+            b.is_null() || (b["state"] == "DOWN" && down_for(&b) > 2500)
+        },
+        "{gone} shows DOWN for 2.5 s: {}",
+        backend_json(addr, &gone).await
+    );
+    let b = backend_json(addr, &gone).await;
+    assert_eq!(b["state"], "DOWN", "a member that is down stays: {b}");
+    assert!(b["left_topology_age_ms"].is_null(), "still a member: {b}");
+    let (_, metrics) = get(addr, "/metrics").await;
+    let up = format!("haproxy_rs_backend_up{{backend=\"{gone}\",");
+    let sample = metrics.lines().find_map(|l| l.strip_prefix(up.as_str()));
+    assert!(sample.is_some_and(|s| s.ends_with("} 0")), "{metrics}");
+
+    // SENTINEL RESET forgets the replicas it cannot see: the stats follow a second later.
+    let mut s = topo.sentinels[0].client().await;
+    let _: i64 = redis::cmd("SENTINEL")
+        .arg("RESET")
+        .arg(MASTER_NAME)
+        .query_async(&mut s)
+        .await
+        .unwrap();
+    crate::eventually!(
+        Duration::from_secs(20),
+        {
+            let shown = backends_in_metrics(addr).await;
+            !shown.contains(&gone) && shown.contains(&kept) && shown.contains(&master)
+        },
+        "{gone} leaves /metrics, {kept} and {master} stay: {:?}",
+        backends_in_metrics(addr).await
+    );
+    assert!(backend_json(addr, &gone).await.is_null());
+    assert_eq!(backend_json(addr, &kept).await["state"], "UP");
+    let (status, html) = get(addr, "/").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains(&gone) && html.contains(&kept));
 }
