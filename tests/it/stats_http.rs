@@ -236,6 +236,32 @@ async fn stats_show_the_cluster_slot_map_nodes_and_counters() {
     }
 }
 
+/// `promtool check metrics` on `/metrics`, when promtool is installed (`apt-get install
+/// prometheus`); nothing otherwise.
+async fn promtool_check(addr: std::net::SocketAddr) {
+    use std::process::Stdio;
+    let (_, metrics) = get(addr, "/metrics").await;
+    let child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        return;
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(metrics.as_bytes()).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The backends `/metrics` has a `haproxy_rs_backend_up` sample of.
 async fn backends_in_metrics(addr: std::net::SocketAddr) -> BTreeSet<String> {
     let (_, metrics) = get(addr, "/metrics").await;
@@ -326,6 +352,7 @@ async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_do
     let up = format!("haproxy_rs_backend_up{{backend=\"{gone}\",");
     let sample = metrics.lines().find_map(|l| l.strip_prefix(up.as_str()));
     assert!(sample.is_some_and(|s| s.ends_with("} 0")), "{metrics}");
+    promtool_check(addr).await;
 
     // SENTINEL RESET forgets the replicas it cannot see: the stats follow a second later.
     let mut s = topo.sentinels[0].client().await;
@@ -346,7 +373,82 @@ async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_do
     );
     assert!(backend_json(addr, &gone).await.is_null());
     assert_eq!(backend_json(addr, &kept).await["state"], "UP");
+    promtool_check(addr).await;
     let (status, html) = get(addr, "/").await;
     assert_eq!(status, 200);
     assert!(!html.contains(&gone) && html.contains(&kept));
+}
+
+/// Issue 12, cluster mode: a failed node stays on the stats (showing down) while the cluster
+/// still knows it, and leaves them `stats_forget_after_secs` after every node forgot it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_keep_a_failed_cluster_node_and_forget_it_once_the_cluster_does() {
+    let cluster = Cluster::start(3, 1).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .with(|c| c.stats_forget_after_secs = 1)
+        .start_cluster()
+        .await;
+    let addr = proxy.stats_addr();
+    let all: BTreeSet<String> = cluster.addrs().into_iter().collect();
+    crate::eventually!(
+        Duration::from_secs(10),
+        backends_in_metrics(addr).await == all,
+        "/metrics has every node: {:?}",
+        backends_in_metrics(addr).await
+    );
+    let map = proxy.cluster_map();
+    let gone = map
+        .slots
+        .owner_sets()
+        .iter()
+        .find_map(|o| o.replicas.first().cloned())
+        .expect("a replica");
+    let node = cluster.node(&gone);
+    let id = node.node_id().await;
+
+    // Failed, the replica leaves CLUSTER SLOTS and the proxy's map, but CLUSTER NODES still
+    // lists it: it stays, showing down, over refreshes well past the grace period.
+    node.kill();
+    crate::eventually!(
+        Duration::from_secs(20),
+        !proxy.cluster_map().node_addrs().contains(&gone),
+        "the proxy's map drops the failed replica {gone}"
+    );
+    let dropped = tokio::time::Instant::now();
+    let refreshes = proxy.cluster_stats().refreshes;
+    crate::eventually!(
+        Duration::from_secs(20),
+        {
+            let b = backend_json(addr, &gone).await;
+            !b["left_topology_age_ms"].is_null()
+                || (proxy.cluster_stats().refreshes >= refreshes + 2
+                    && dropped.elapsed() > Duration::from_millis(2500))
+        },
+        "two refreshes and 2.5 s after the map dropped {gone}"
+    );
+    let b = backend_json(addr, &gone).await;
+    assert_eq!(
+        b["state"], "DOWN",
+        "a failed node the cluster knows stays: {b}"
+    );
+    assert!(b["left_topology_age_ms"].is_null(), "still a member: {b}");
+
+    for other in cluster.nodes.iter().filter(|n| n.addr() != gone) {
+        let mut c = other.client().await;
+        let () = redis::cmd("CLUSTER")
+            .arg("FORGET")
+            .arg(&id)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("CLUSTER FORGET on {}: {e}", other.addr()));
+    }
+    let rest: BTreeSet<String> = all.iter().filter(|a| **a != gone).cloned().collect();
+    crate::eventually!(
+        Duration::from_secs(20),
+        backends_in_metrics(addr).await == rest,
+        "{gone} leaves /metrics, the other nodes stay: {:?}",
+        backends_in_metrics(addr).await
+    );
+    assert!(backend_json(addr, &gone).await.is_null());
+    promtool_check(addr).await;
 }
