@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigError, MaskedString, SentinelConfig, TlsConfig
 
 mod switchover;
 
-pub use switchover::{post_switchover, SwitchoverArgs};
+pub use switchover::{post_switchover, AdminTokenArg, SwitchoverArgs};
 
 /// A RESP-aware Redis proxy that follows Sentinel: one endpoint, writes to the master, reads to replicas.
 #[derive(Debug, Parser)]
@@ -117,15 +117,9 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub requirepass: Option<String>,
-    /// The token admin actions on the stats listener (`POST /switchover`) need, as
-    /// `Authorization: Bearer <token>`; without one they are refused.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "HAPROXY_RS_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
+    /// The token admin actions need.
+    #[command(flatten)]
+    pub admin: AdminTokenArg,
     /// The TLS keys.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -327,7 +321,7 @@ impl RunArgs {
         if let Some(p) = &self.requirepass {
             cfg.auth.requirepass = Some(MaskedString::new(p.clone()));
         }
-        if let Some(t) = &self.admin_token {
+        if let Some(t) = &self.admin.admin_token {
             cfg.admin_token = Some(MaskedString::new(t.clone()));
         }
         self.tls.apply(&mut cfg);

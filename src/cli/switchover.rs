@@ -5,13 +5,12 @@ use clap::Args;
 
 use super::small_runtime;
 
-/// Flags of `haproxy-rs switchover`.
+/// `--admin-token`, the same flag and variable for `run` (the token the proxy asks for) and
+/// `switchover` (the token it sends).
 #[derive(Debug, Args)]
-pub struct SwitchoverArgs {
-    /// The running proxy's stats address (its admin endpoint is `POST /switchover` there).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8404")]
-    pub stats: String,
-    /// The proxy's admin token (its `admin_token`), sent as `Authorization: Bearer <token>`.
+pub struct AdminTokenArg {
+    /// The admin token (`admin_token`): admin actions on the stats listener (`POST /switchover`)
+    /// need it as `Authorization: Bearer <token>`, and are refused on a proxy without one.
     #[arg(
         long,
         value_name = "TOKEN",
@@ -21,6 +20,17 @@ pub struct SwitchoverArgs {
     pub admin_token: Option<String>,
 }
 
+/// Flags of `haproxy-rs switchover`.
+#[derive(Debug, Args)]
+pub struct SwitchoverArgs {
+    /// The running proxy's stats address (its admin endpoint is `POST /switchover` there).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8404")]
+    pub stats: String,
+    /// The token sent.
+    #[command(flatten)]
+    pub admin: AdminTokenArg,
+}
+
 impl SwitchoverArgs {
     /// Asks the proxy for a switchover and prints its report; fails unless it happened.
     pub fn execute(self) -> std::process::ExitCode {
@@ -28,7 +38,7 @@ impl SwitchoverArgs {
         let Some(runtime) = small_runtime() else {
             return ExitCode::FAILURE;
         };
-        let token = self.admin_token.as_deref();
+        let token = self.admin.admin_token.as_deref();
         match runtime.block_on(post_switchover(&self.stats, token)) {
             Ok((200, body)) => {
                 print!("{body}");
@@ -100,7 +110,7 @@ pub(crate) mod tests {
     fn the_admin_token_comes_from_the_flag_or_the_variable() {
         let cli = Cli::try_parse_from(["haproxy-rs", "switchover", "--admin-token", "t0k"]);
         match cli.unwrap().command {
-            Command::Switchover(a) => assert_eq!(a.admin_token.as_deref(), Some("t0k")),
+            Command::Switchover(a) => assert_eq!(a.admin.admin_token.as_deref(), Some("t0k")),
             Command::Run(_) | Command::Bench(_) => unreachable!("parsed `switchover`"),
         }
         assert_eq!(
