@@ -240,7 +240,6 @@ fn migrations(nodes: &str) -> Vec<u16> {
         .collect()
 }
 
-/// The map as the stats page shows it.
 /// The `ip:port` of every node of a `CLUSTER NODES` reply that has an address (a node still in
 /// handshake, or one whose address is unknown, has none yet).
 fn node_addrs(nodes: &str) -> Vec<String> {
@@ -260,6 +259,7 @@ fn node_addrs(nodes: &str) -> Vec<String> {
         .collect()
 }
 
+/// The map as the stats page shows it.
 fn view(slots: &SlotMap, source: &str) -> ClusterView {
     let mut nodes = Vec::new();
     let mut replicas = Vec::new();
@@ -334,6 +334,7 @@ mod tests {
         let nodes = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460 [12182->-b9ca] [77-<-c28f]\n\
                      b9ca 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383\n";
         assert_eq!(migrations(nodes), [12182, 77]);
+        assert!(migrations("b 1:1@2 master - 0 0 3 connected 0-5\n").is_empty());
     }
 
     #[test]
@@ -343,6 +344,5 @@ mod tests {
                      c3 :0@0 slave,noaddr a1 0 0 1 disconnected\n\
                      d4 127.0.0.1:7009@17009 handshake - 0 0 0 disconnected\n";
         assert_eq!(node_addrs(nodes), ["127.0.0.1:7001", "127.0.0.1:7004"]);
-        assert!(migrations("b 1:1@2 master - 0 0 3 connected 0-5\n").is_empty());
     }
 }

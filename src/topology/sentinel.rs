@@ -388,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn members_are_every_server_a_sentinel_lists_down_ones_included() {
+        let mut views = HashMap::new();
+        let mut v = view("a:1", 3);
+        v.replicas = vec!["b:1".into()];
+        v.known = vec!["b:1".into(), "c:1".into()];
+        views.insert("s1".to_string(), v);
+        let mut v = view("a:1", 3);
+        v.known = vec!["d:1".into()];
+        views.insert("s2".to_string(), v);
+        let table = RoutingTable::default();
+        assert_eq!(members(&views, &table), ["a:1", "b:1", "c:1", "d:1"]);
+    }
+
+    #[test]
     fn only_a_master_named_by_a_majority_of_the_configured_sentinels_counts() {
         let mut views = HashMap::new();
         views.insert("s1".to_string(), view("a:1", 3));
