@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{AuthMode, Config, ConfigError, MaskedString, SentinelConfig, TlsConfig};
 
+mod switchover;
+
+pub use switchover::{post_switchover, AdminTokenArg, SwitchoverArgs};
+
 /// A RESP-aware Redis proxy that follows Sentinel: one endpoint, writes to the master, reads to replicas.
 #[derive(Debug, Parser)]
 #[command(name = "haproxy-rs", version, about)]
@@ -33,41 +37,9 @@ pub enum Command {
     Switchover(SwitchoverArgs),
 }
 
-/// Flags of `haproxy-rs switchover`.
-#[derive(Debug, Args)]
-pub struct SwitchoverArgs {
-    /// The running proxy's stats address (its admin endpoint is `POST /switchover` there).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8404")]
-    pub stats: String,
-}
-
-impl SwitchoverArgs {
-    /// Asks the proxy for a switchover and prints its report; fails unless it happened.
-    pub fn execute(self) -> std::process::ExitCode {
-        use std::process::ExitCode;
-        let Some(runtime) = small_runtime() else {
-            return ExitCode::FAILURE;
-        };
-        match runtime.block_on(post_switchover(&self.stats)) {
-            Ok((200, body)) => {
-                print!("{body}");
-                ExitCode::SUCCESS
-            }
-            Ok((status, body)) => {
-                eprint!("haproxy-rs: switchover: HTTP {status}: {body}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("haproxy-rs: switchover: {}: {e}", self.stats);
-                ExitCode::FAILURE
-            }
-        }
-    }
-}
-
 /// A single-threaded runtime (the proxy's sessions have their own threads); `None`, reported,
 /// if the OS refuses.
-fn small_runtime() -> Option<tokio::runtime::Runtime> {
+pub(crate) fn small_runtime() -> Option<tokio::runtime::Runtime> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -78,30 +50,6 @@ fn small_runtime() -> Option<tokio::runtime::Runtime> {
             None
         }
     }
-}
-
-/// `POST /switchover` over a plain HTTP/1.1 connection; the status code and the body.
-pub async fn post_switchover(addr: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let request =
-        format!("POST /switchover HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        s.read_to_end(&mut response),
-    )
-    .await
-    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, body.to_string()))
 }
 
 /// Flags of `haproxy-rs run`. Each one given overrides the same setting of the config file.
@@ -178,6 +126,9 @@ pub struct RunArgs {
         value_parser = ["backend", "proxy", "none"]
     )]
     pub auth_mode: Option<String>,
+    /// The token admin actions need.
+    #[command(flatten)]
+    pub admin: AdminTokenArg,
     /// The TLS keys.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -385,6 +336,9 @@ impl RunArgs {
             Some("none") => Some(AuthMode::None),
             _ => cfg.auth.mode,
         };
+        if let Some(t) = &self.admin.admin_token {
+            cfg.admin_token = Some(MaskedString::new(t.clone()));
+        }
         self.tls.apply(&mut cfg);
         cfg.validate()?;
         Ok(cfg)
@@ -601,6 +555,23 @@ mod tests {
         ] {
             assert_eq!(env(flag).as_deref(), Some(var), "--{flag}");
         }
+    }
+
+    #[test]
+    fn admin_token_flag_sets_the_key() {
+        let cfg = run_args(&["--servers", "127.0.0.1:1", "--admin-token", "t0k"])
+            .to_config()
+            .unwrap();
+        assert_eq!(cfg.admin_token.as_ref().map(|t| t.expose()), Some("t0k"));
+        assert!(!format!("{cfg:?}").contains("t0k"));
+        let err = run_args(&["--servers", "127.0.0.1:1", "--admin-token", ""])
+            .to_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("admin_token"), "{err}");
+        assert_eq!(
+            switchover::tests::admin_token_variable("run").as_deref(),
+            Some("HAPROXY_RS_ADMIN_TOKEN")
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`backend`]: shared, pipelined connections to each Redis server.
 //! - [`proxy`]: listeners and client sessions; client authentication, users' rules and the command
 //!   policy ([`proxy::acl`]).
-//! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus).
+//! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus); `stats::admin` guards its
+//!   admin actions (`POST /switchover`) with the admin token.
 //! - [`shutdown`]: graceful shutdown.
 //! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
@@ -143,7 +144,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         (None, Some(_)) => ("cluster", None),
         (None, None) => ("static", None),
     };
-    let stats = Stats::new(mode, master_name);
+    let stats = Stats::forgetting_after(
+        mode,
+        master_name,
+        Duration::from_secs(cfg.stats_forget_after_secs),
+    );
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
     let backend_token = CancellationToken::new();
@@ -207,7 +212,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backend_token.clone(),
     ));
     let (switchover_tx, switchover_rx) = mpsc::unbounded_channel();
-    let admin = cfg.sentinel.is_some().then_some(switchover_tx);
+    let admin = stats::Admin {
+        token: cfg.admin_token.as_ref().map(stats::admin::AdminToken::new),
+        switchover: cfg.sentinel.is_some().then_some(switchover_tx),
+    };
     match (&cfg.sentinel, &cfg.cluster, &cluster_state) {
         (_, Some(c), Some(cs)) => background.spawn(
             cluster::refresh::Refresher {

@@ -358,6 +358,21 @@ impl BackendSet {
         }
     }
 
+    /// The counters of the backends of `addrs` that this set has (it creates none).
+    pub fn live_stats(&self, addrs: &[&str]) -> Vec<Arc<BackendStats>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        addrs
+            .iter()
+            .filter_map(|a| map.get(*a))
+            .map(|b| b.stats.clone())
+            .collect()
+    }
+
+    /// The stats registry the set's backends are counted in.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
     /// The backends known now.
     pub fn all(&self) -> Vec<Arc<Backend>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());

@@ -189,6 +189,15 @@ impl ClusterState {
         self.masters.get_or_spawn(addr).0
     }
 
+    /// Tells the stats which nodes the cluster has now, failed ones included (see
+    /// [`crate::stats::Stats::in_topology`]): the others are forgotten after
+    /// `stats_forget_after_secs`.
+    pub(crate) fn members(&self, addrs: &[&str]) {
+        let mut live = self.masters.live_stats(addrs);
+        live.extend(self.replicas.live_stats(addrs));
+        self.masters.stats().in_topology(addrs, &live);
+    }
+
     /// Publishes `slots` as the new map; backends no longer named are closed.
     fn publish(&self, slots: SlotMap) -> Arc<ClusterMap> {
         let generation = self.map.load().generation + 1;

@@ -59,6 +59,9 @@ impl Refresher {
                         );
                     }
                     self.state.stats.refreshed(view);
+                    if let Some((_, c)) = conn.as_mut() {
+                        self.report_members(c).await;
+                    }
                 }
                 None => {
                     self.state.stats.refresh_failed();
@@ -104,6 +107,19 @@ impl Refresher {
         let mut seen = std::collections::HashSet::new();
         out.retain(|a| seen.insert(a.clone()));
         out
+    }
+
+    /// Tells the stats the cluster's nodes from `CLUSTER NODES`, which (unlike `CLUSTER SLOTS`)
+    /// lists failed nodes too: a failed replica stays on the page, showing down, until the
+    /// cluster forgets it. Nothing is reported when the node does not answer.
+    async fn report_members(&self, conn: &mut ControlConn) {
+        let Ok(Value::Bulk(nodes)) = conn.call(&["CLUSTER", "NODES"]).await else {
+            return;
+        };
+        let mut addrs = node_addrs(&String::from_utf8_lossy(&nodes));
+        addrs.extend(self.state.map().node_addrs());
+        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        self.state.members(&addrs);
     }
 
     /// Takes the nodes' command table and version once; false when it could not.
@@ -224,6 +240,25 @@ fn migrations(nodes: &str) -> Vec<u16> {
         .collect()
 }
 
+/// The `ip:port` of every node of a `CLUSTER NODES` reply that has an address (a node still in
+/// handshake, or one whose address is unknown, has none yet).
+fn node_addrs(nodes: &str) -> Vec<String> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            if flags.split(',').any(|f| f == "handshake" || f == "noaddr") {
+                return None;
+            }
+            let (host, port) = addr.split(['@', ',']).next()?.rsplit_once(':')?;
+            (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+                .then(|| format!("{host}:{port}"))
+        })
+        .collect()
+}
+
 /// The map as the stats page shows it.
 fn view(slots: &SlotMap, source: &str) -> ClusterView {
     let mut nodes = Vec::new();
@@ -300,5 +335,14 @@ mod tests {
                      b9ca 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383\n";
         assert_eq!(migrations(nodes), [12182, 77]);
         assert!(migrations("b 1:1@2 master - 0 0 3 connected 0-5\n").is_empty());
+    }
+
+    #[test]
+    fn node_addrs_keep_failed_nodes_and_skip_those_without_an_address() {
+        let nodes = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
+                     b2 127.0.0.1:7004@17004,node-4 slave,fail a1 0 0 1 connected\n\
+                     c3 :0@0 slave,noaddr a1 0 0 1 disconnected\n\
+                     d4 127.0.0.1:7009@17009 handshake - 0 0 0 disconnected\n";
+        assert_eq!(node_addrs(nodes), ["127.0.0.1:7001", "127.0.0.1:7004"]);
     }
 }

@@ -24,6 +24,13 @@ pub struct Config {
     pub read_listen: Option<String>,
     /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
     pub stats: Option<String>,
+    /// The token admin actions on the stats listener (`POST /switchover`) need, sent as
+    /// `Authorization: Bearer <token>`; without one they are refused (403).
+    pub admin_token: Option<MaskedString>,
+    /// Seconds a backend stays on the stats page, in `/stats.json` and `/metrics` once the
+    /// topology no longer names it (a removed replica, a pod's old IP, a node gone from the
+    /// cluster); one still named but down stays, showing down.
+    pub stats_forget_after_secs: u64,
     /// Session threads, each with its own clients and backend connections; 0 means half the cores
     /// (at least one).
     pub threads: usize,
@@ -65,6 +72,8 @@ impl Default for Config {
             listen: "0.0.0.0:6379".into(),
             read_listen: None,
             stats: Some("0.0.0.0:8404".into()),
+            admin_token: None,
+            stats_forget_after_secs: 60,
             threads: 0,
             max_clients: 10_000,
             max_pipeline: 1024,

@@ -41,6 +41,24 @@ fn check_server_addr(key: &'static str, s: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The admin token travels in an HTTP header (`Authorization: Bearer <token>`): it must not be
+/// empty, and only visible ASCII survives the trip unchanged.
+fn check_admin_token(t: &str) -> Result<(), ConfigError> {
+    if t.is_empty() {
+        return Err(invalid(
+            "admin_token",
+            "must not be empty (leave it out to disable admin actions)",
+        ));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "admin_token",
+            "must be visible ASCII without spaces (it is sent in an HTTP header)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if value < min || value > max {
         return Err(invalid(
@@ -67,6 +85,15 @@ impl Config {
         if let Some(s) = &self.stats {
             parse_listen_addr(s).map_err(|p| invalid("stats", p))?;
         }
+        if let Some(t) = &self.admin_token {
+            check_admin_token(t.expose())?;
+        }
+        check_range(
+            "stats_forget_after_secs",
+            self.stats_forget_after_secs,
+            1,
+            604_800,
+        )?;
         check_range("threads", self.threads as u64, 0, 1024)?;
         check_range("max_clients", self.max_clients as u64, 1, 1_000_000)?;
         check_range("max_pipeline", self.max_pipeline as u64, 1, 1_000_000)?;
@@ -250,6 +277,9 @@ mod tests {
         c.servers = vec!["a:0".into()];
         assert_eq!(key_of(c.validate()), "servers");
         let mut c = base();
+        c.stats_forget_after_secs = 0;
+        assert_eq!(key_of(c.validate()), "stats_forget_after_secs");
+        let mut c = base();
         c.client_timeout_secs = i32::MAX as u64 + 1;
         assert_eq!(key_of(c.validate()), "client_timeout_secs");
     }
@@ -327,6 +357,7 @@ read_consistency = "eventual"
         let c = Config::from_toml(
             r#"
 servers = ["127.0.0.1:6379"]
+admin_token = "admin-s3cret"
 [auth]
 requirepass = "s3cret"
 [[auth.users]]
@@ -345,7 +376,7 @@ deny = ["flushall", "config|set"]
         assert!(c.auth.has_proxy_users() && c.commands.refuse_topology_changes);
         let shown = format!("{c:?}");
         assert!(
-            !shown.contains("s3cret") && !shown.contains("app-pw"),
+            !shown.contains("s3cret") && !shown.contains("app-pw") && !shown.contains("admin-"),
             "{shown}"
         );
         let with = |extra: &str| {
@@ -357,6 +388,8 @@ deny = ["flushall", "config|set"]
             "auth.users"
         );
         assert_eq!(with("[auth]\nrequirepass = \"\"\n"), "auth.requirepass");
+        assert_eq!(with("admin_token = \"\"\n"), "admin_token");
+        assert_eq!(with("admin_token = \"a b\"\n"), "admin_token");
         assert_eq!(
             with("[commands]\ndeny = [\"not a command\"]\n"),
             "commands.deny"

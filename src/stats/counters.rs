@@ -343,6 +343,9 @@ pub struct BackendSnapshot {
     pub replication_offset: Option<u64>,
     /// Replication link status (`master_link_status:up`), once reported.
     pub replication_link_up: Option<bool>,
+    /// Milliseconds since the topology stopped naming it (it is forgotten
+    /// `stats_forget_after_secs` after that); `None` while the topology names it, up or down.
+    pub left_topology_age_ms: Option<u64>,
 }
 
 fn micros(d: Option<Duration>) -> Option<u64> {
@@ -451,6 +454,7 @@ impl BackendStats {
             },
             replication_offset: has_replication.then(|| self.repl_offset.load(Ordering::Relaxed)),
             replication_link_up: has_replication.then(|| self.repl_link_up.load(Ordering::Relaxed)),
+            left_topology_age_ms: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The stats HTTP server: `/`, `/stats.json`, `/metrics`, `/healthz` over hyper http1.
+//! The stats HTTP server: `/`, `/stats.json`, `/metrics`, `/healthz` over hyper http1, and the
+//! admin actions (`POST /switchover`) behind [`super::admin::authorize`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::admin::{authorize, AdminToken, Refusal};
 use super::{render_html, render_json, render_prometheus, Snapshot, Stats};
 use crate::topology::switchover::{SwitchoverRequest, SwitchoverSender};
 
@@ -35,24 +37,58 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Maps a method and path to a response; pure apart from taking a snapshot.
+/// What the stats listener needs for its admin actions.
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// The admin token; without one every action answers 403.
+    pub token: Option<AdminToken>,
+    /// Sentinel mode: where `POST /switchover` goes.
+    pub switchover: Option<SwitchoverSender>,
+}
+
+/// The admin actions. Each changes the topology, so each goes through [`authorize`] first
+/// (in [`perform`]); a new action is a new variant here and nothing else to secure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// `POST /switchover`.
+    Switchover,
+}
+
+impl Action {
+    fn from_path(path: &str) -> Option<Action> {
+        match path {
+            "/switchover" => Some(Action::Switchover),
+            _ => None,
+        }
+    }
+}
+
+/// Answers 405 with the methods `path` takes.
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = respond(
+        StatusCode::METHOD_NOT_ALLOWED,
+        TEXT,
+        "method not allowed\n".to_owned(),
+    );
+    resp.headers_mut()
+        .insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// Maps a read-only request (method and path) to a response; pure apart from taking a snapshot.
 fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
+    if Action::from_path(path).is_some() {
+        return method_not_allowed("POST");
+    }
     let known = matches!(
         path,
-        "/" | "/stats" | "/stats.json" | "/metrics" | "/healthz" | "/switchover"
+        "/" | "/stats" | "/stats.json" | "/metrics" | "/healthz"
     );
     if !known {
         return respond(StatusCode::NOT_FOUND, TEXT, "not found\n".to_owned());
     }
     if method != Method::GET && method != Method::HEAD {
-        let mut resp = respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "method not allowed\n".to_owned(),
-        );
-        resp.headers_mut()
-            .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return method_not_allowed("GET, HEAD");
     }
     let snap = stats.snapshot();
     match path {
@@ -82,6 +118,33 @@ fn unhealthy(snap: &Snapshot) -> String {
         ),
         None => "no master\n".to_owned(),
     }
+}
+
+/// Runs `action` if [`authorize`] lets it: the one way into an admin action.
+async fn perform(
+    action: Action,
+    headers: &hyper::HeaderMap,
+    admin: &Admin,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    if let Err(refusal) = authorize(admin.token.as_ref(), headers) {
+        tracing::info!(client.addr = %peer, ?action, ?refusal, "admin action refused");
+        return refused(refusal);
+    }
+    tracing::info!(client.addr = %peer, ?action, "admin action");
+    match action {
+        Action::Switchover => switchover_response(admin.switchover.clone()).await,
+    }
+}
+
+/// The answer to a refused action: 401 with `WWW-Authenticate: Bearer`, or 403.
+fn refused(refusal: Refusal) -> Response<Full<Bytes>> {
+    let mut resp = respond(refusal.status(), TEXT, refusal.message().to_owned());
+    if let Some(challenge) = refusal.challenge() {
+        resp.headers_mut()
+            .insert(hyper::header::WWW_AUTHENTICATE, challenge);
+    }
+    resp
 }
 
 /// `POST /switchover`: runs one and answers with its report (200) or why not (409).
@@ -131,12 +194,13 @@ async fn switchover_response(admin: Option<SwitchoverSender>) -> Response<Full<B
 /// On cancel it stops accepting and asks open connections to finish their current request
 /// and close (hyper graceful shutdown); it returns without waiting for them.
 ///
-/// `admin`, in Sentinel mode, serves `POST /switchover` (see [`crate::topology::switchover`]).
+/// `admin` holds the admin token and, in Sentinel mode, where `POST /switchover` goes (see
+/// [`crate::topology::switchover`]).
 pub async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
-    admin: Option<SwitchoverSender>,
+    admin: Admin,
 ) {
     // The ticker lives in this loop rather than its own task so that dropping `serve`
     // leaves nothing behind.
@@ -156,6 +220,7 @@ pub async fn serve(
                 tracing::trace!(client.addr = %peer, "stats connection");
                 tokio::spawn(serve_connection(
                     stream,
+                    peer,
                     Arc::clone(&stats),
                     shutdown.clone(),
                     admin.clone(),
@@ -175,18 +240,18 @@ pub async fn serve(
 
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
-    admin: Option<SwitchoverSender>,
+    admin: Admin,
 ) {
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let switchover = (req.method() == Method::POST && req.uri().path() == "/switchover")
-            .then(|| admin.clone());
-        let resp = route(req.method(), req.uri().path(), &stats);
+        let action = Action::from_path(req.uri().path()).filter(|_| req.method() == Method::POST);
+        let (stats, admin) = (Arc::clone(&stats), admin.clone());
         async move {
-            Ok::<_, Infallible>(match switchover {
-                Some(admin) => switchover_response(admin).await,
-                None => resp,
+            Ok::<_, Infallible>(match action {
+                Some(action) => perform(action, req.headers(), &admin, peer).await,
+                None => route(req.method(), req.uri().path(), &stats),
             })
         }
     });
@@ -237,7 +302,12 @@ mod tests {
         let stats = Stats::new("sentinel", Some("mymaster"));
         stats.backend("127.0.0.1:6391").set_up(true);
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, Arc::clone(&stats), token.clone(), None));
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::clone(&stats),
+            token.clone(),
+            Admin::default(),
+        ));
 
         let (status, head, body) = get(addr, "GET", "/").await;
         assert_eq!(status, 200);
@@ -263,6 +333,13 @@ mod tests {
 
         assert_eq!(get(addr, "GET", "/nope").await.0, 404);
         assert_eq!(get(addr, "POST", "/metrics").await.0, 405);
+        // Actions go through the guard: without an admin token, refused saying how to enable them.
+        let (status, _, body) = get(addr, "POST", "/switchover").await;
+        assert_eq!(status, 403);
+        assert!(body.contains("admin_token"), "{body}");
+        let (status, head, _) = get(addr, "GET", "/switchover").await;
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: post"), "{head}");
 
         token.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)
@@ -277,7 +354,12 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let stats = Stats::new("cluster", None);
         let token = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, Arc::clone(&stats), token.clone(), None));
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::clone(&stats),
+            token.clone(),
+            Admin::default(),
+        ));
 
         let (status, _, body) = get(addr, "GET", "/healthz").await;
         assert_eq!((status, body.as_str()), (503, "0 of 16384 slots served\n"));
@@ -325,7 +407,7 @@ mod tests {
             listener,
             Stats::new("static", None),
             token.clone(),
-            None,
+            Admin::default(),
         ));
         token.cancel();
         tokio::time::timeout(Duration::from_secs(5), server)

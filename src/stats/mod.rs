@@ -4,6 +4,7 @@
 //! atomics. Registration, failovers and snapshots take `std::sync::Mutex`es that are never
 //! held across an `.await` and never on the per-command path.
 
+pub mod admin;
 mod auth;
 mod cluster;
 mod counters;
@@ -19,7 +20,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -31,7 +32,7 @@ pub use counters::{
 };
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use hold::{HoldSnapshot, HoldStats};
-pub use http::serve;
+pub use http::{serve, Admin};
 pub use prometheus::render_prometheus;
 pub use render::{render_html, render_json};
 
@@ -39,6 +40,17 @@ use counters::{lock, unix_millis};
 
 /// How many failovers the history keeps.
 pub const FAILOVER_HISTORY: usize = 50;
+
+/// How long a backend that left the topology stays on the page, in `/stats.json` and
+/// `/metrics` by default (`stats_forget_after_secs`).
+pub const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// A backend's counters in the registry, and since when the topology no longer names it.
+#[derive(Debug)]
+struct BackendEntry {
+    stats: Arc<BackendStats>,
+    left_at: Option<Instant>,
+}
 
 /// One observed change of master.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq)]
@@ -70,7 +82,8 @@ pub struct Stats {
     started_ms: u64,
     master: Mutex<Option<String>>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
-    backends: Mutex<Vec<Arc<BackendStats>>>,
+    backends: Mutex<Vec<BackendEntry>>,
+    forget_after: Duration,
     sentinels: Mutex<Vec<Arc<SentinelStats>>>,
     failovers: Mutex<VecDeque<FailoverRecord>>,
     failovers_total: AtomicU64,
@@ -130,8 +143,19 @@ impl Snapshot {
 }
 
 impl Stats {
-    /// A new registry; `mode` is `"sentinel"`, `"static"` or `"cluster"`.
+    /// A new registry; `mode` is `"sentinel"`, `"static"` or `"cluster"`. Backends that leave
+    /// the topology are forgotten after [`FORGET_AFTER`].
     pub fn new(mode: &str, master_name: Option<&str>) -> Arc<Stats> {
+        Stats::forgetting_after(mode, master_name, FORGET_AFTER)
+    }
+
+    /// A new registry that forgets a backend `forget_after` once the topology no longer names
+    /// it (see [`Stats::in_topology`]).
+    pub fn forgetting_after(
+        mode: &str,
+        master_name: Option<&str>,
+        forget_after: Duration,
+    ) -> Arc<Stats> {
         Arc::new(Stats {
             mode: mode.to_owned(),
             master_name: master_name.map(str::to_owned),
@@ -140,6 +164,7 @@ impl Stats {
             master: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
             backends: Mutex::new(Vec::new()),
+            forget_after,
             sentinels: Mutex::new(Vec::new()),
             failovers: Mutex::new(VecDeque::with_capacity(FAILOVER_HISTORY)),
             failovers_total: AtomicU64::new(0),
@@ -174,12 +199,48 @@ impl Stats {
     /// The counters of backend `addr`, created on first use.
     pub fn backend(&self, addr: &str) -> Arc<BackendStats> {
         let mut backends = lock(&self.backends);
-        if let Some(b) = backends.iter().find(|b| b.addr() == addr) {
-            return Arc::clone(b);
+        if let Some(b) = backends.iter().find(|b| b.stats.addr() == addr) {
+            return Arc::clone(&b.stats);
         }
         let b = Arc::new(BackendStats::new(addr));
-        backends.push(Arc::clone(&b));
+        backends.push(BackendEntry {
+            stats: Arc::clone(&b),
+            left_at: None,
+        });
         b
+    }
+
+    /// The servers the topology names now, up or down (`members`), and the counters of those
+    /// that have connections (`live`). A backend left out of `members` is forgotten (gone from
+    /// the page, `/stats.json` and `/metrics`) once it has been left out for the grace period,
+    /// so a topology whose servers come and go (pods with new IPs, removed replicas) does not
+    /// grow the series without bound; one named again in time is kept. A `live` one the
+    /// registry forgot (it left and came back) is registered again: its backend writes to it.
+    ///
+    /// A topology source that cannot see the topology right now must not call this: nothing
+    /// would then be a member.
+    pub fn in_topology(&self, members: &[&str], live: &[Arc<BackendStats>]) {
+        let now = Instant::now();
+        let mut backends = lock(&self.backends);
+        for b in live {
+            if !backends.iter().any(|e| e.stats.addr() == b.addr()) {
+                backends.push(BackendEntry {
+                    stats: Arc::clone(b),
+                    left_at: None,
+                });
+            }
+        }
+        for e in backends.iter_mut() {
+            let member = members.contains(&e.stats.addr());
+            match (member, e.left_at) {
+                (true, _) => e.left_at = None,
+                (false, None) => {
+                    tracing::info!(backend.addr = %e.stats.addr(), forget_after_secs = self.forget_after.as_secs(), "backend left the topology");
+                    e.left_at = Some(now);
+                }
+                (false, Some(_)) => {}
+            }
+        }
     }
 
     /// The state of the link to sentinel `addr`, created on first use.
@@ -256,7 +317,7 @@ impl Stats {
         for l in self.listeners() {
             l.refresh_rate(now);
         }
-        for b in self.backends() {
+        for (b, _) in self.backends() {
             b.refresh_rate(now);
         }
         self.cluster.refresh_rate(now);
@@ -267,8 +328,24 @@ impl Stats {
         lock(&self.listeners).clone()
     }
 
-    fn backends(&self) -> Vec<Arc<BackendStats>> {
-        lock(&self.backends).clone()
+    /// The backends to show, after forgetting those out of the topology for the grace period,
+    /// each with since when the topology no longer names it.
+    fn backends(&self) -> Vec<(Arc<BackendStats>, Option<Instant>)> {
+        let now = Instant::now();
+        let mut backends = lock(&self.backends);
+        backends.retain(|e| {
+            let forget = e
+                .left_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= self.forget_after);
+            if forget {
+                tracing::info!(backend.addr = %e.stats.addr(), "stats of a backend that left the topology forgotten");
+            }
+            !forget
+        });
+        backends
+            .iter()
+            .map(|e| (Arc::clone(&e.stats), e.left_at))
+            .collect()
     }
 
     /// Copies everything the page shows.
@@ -283,7 +360,13 @@ impl Stats {
         let mut backends: Vec<BackendSnapshot> = self
             .backends()
             .iter()
-            .map(|b| b.snapshot(now, now_ms))
+            .map(|(b, left_at)| BackendSnapshot {
+                left_topology_age_ms: left_at.map(|at| {
+                    let age = now.saturating_duration_since(at).as_millis();
+                    u64::try_from(age).unwrap_or(u64::MAX)
+                }),
+                ..b.snapshot(now, now_ms)
+            })
             .collect();
         if let Some(c) = &cluster {
             roles_from_slot_map(&mut backends, &c.view);
@@ -358,6 +441,72 @@ mod tests {
         assert_eq!(snap.sentinels.len(), 1);
         assert_eq!(snap.mode, "sentinel");
         assert_eq!(snap.master_name.as_deref(), Some("mymaster"));
+    }
+
+    fn addrs(stats: &Stats) -> Vec<String> {
+        stats
+            .snapshot()
+            .backends
+            .into_iter()
+            .map(|b| b.addr)
+            .collect()
+    }
+
+    #[test]
+    fn a_backend_out_of_the_topology_is_forgotten_after_the_grace_period() {
+        let stats = Stats::forgetting_after("sentinel", Some("m"), Duration::ZERO);
+        let a = stats.backend("10.0.0.1:6379");
+        let b = stats.backend("10.0.0.2:6379");
+        let c = stats.backend("10.0.0.3:6379");
+        c.set_up(false);
+        // Nothing forgets before the topology says who is in it.
+        assert_eq!(addrs(&stats).len(), 3);
+        // A member that is down stays, showing down.
+        stats.in_topology(
+            &["10.0.0.1:6379", "10.0.0.3:6379"],
+            std::slice::from_ref(&a),
+        );
+        let snap = stats.snapshot();
+        let shown: Vec<(&str, BackendState)> = snap
+            .backends
+            .iter()
+            .map(|b| (b.addr.as_str(), b.state))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("10.0.0.1:6379", BackendState::Unknown),
+                ("10.0.0.3:6379", BackendState::Down)
+            ]
+        );
+        // Back in the topology, with the counters its backend still writes to.
+        stats.in_topology(&["10.0.0.1:6379", "10.0.0.2:6379"], &[a, b.clone()]);
+        b.record(Duration::from_micros(5), false);
+        let snap = stats.snapshot();
+        assert_eq!(
+            snap.backends
+                .iter()
+                .map(|b| b.addr.as_str())
+                .collect::<Vec<_>>(),
+            ["10.0.0.1:6379", "10.0.0.2:6379"]
+        );
+        assert_eq!(snap.backends[1].errors, 1);
+        assert!(Arc::ptr_eq(&stats.backend("10.0.0.2:6379"), &b));
+    }
+
+    #[test]
+    fn a_backend_that_comes_back_within_the_grace_period_is_kept() {
+        let stats = Stats::forgetting_after("cluster", None, Duration::from_secs(3600));
+        stats.backend("10.0.0.1:6379");
+        stats.backend("10.0.0.2:6379");
+        stats.in_topology(&["10.0.0.1:6379"], &[]);
+        let snap = stats.snapshot();
+        assert_eq!(snap.backends.len(), 2, "within the grace period");
+        assert_eq!(snap.backends[0].left_topology_age_ms, None);
+        assert!(snap.backends[1].left_topology_age_ms.is_some());
+        stats.in_topology(&["10.0.0.1:6379", "10.0.0.2:6379"], &[]);
+        assert_eq!(addrs(&stats).len(), 2);
+        assert!(lock(&stats.backends).iter().all(|e| e.left_at.is_none()));
     }
 
     #[test]

@@ -246,7 +246,15 @@ fn backend_row(b: &BackendSnapshot, now_ms: u64) -> (String, Vec<Cell>) {
     let cells = vec![
         Cell::Text(esc(&b.addr)),
         Cell::Text(format!("<span class=\"role\">{}</span>", b.role.as_str())),
-        Cell::Text(b.state.as_str().to_owned()),
+        Cell::Text(match b.left_topology_age_ms {
+            // Shown until `stats_forget_after_secs` forgets it.
+            Some(ms) => format!(
+                "{} (left the topology {}s ago)",
+                b.state.as_str(),
+                ms / 1000
+            ),
+            None => b.state.as_str().to_owned(),
+        }),
         Cell::Text(fmt_when(b.last_change_ms, now_ms)),
         num(b.current_connections),
         num(b.ops),

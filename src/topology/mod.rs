@@ -135,6 +135,13 @@ impl TopologyState {
         true
     }
 
+    /// Tells the stats which servers the topology names now, up or down (see
+    /// [`Stats::in_topology`]): the others are forgotten after `stats_forget_after_secs`.
+    pub fn members(&self, addrs: &[&str]) {
+        self.stats
+            .in_topology(addrs, &self.backends.live_stats(addrs));
+    }
+
     /// Swaps `table` in and tells the sessions holding requests that it changed.
     fn store(&self, table: RoutingTable) {
         let generation = table.generation;

@@ -22,7 +22,7 @@ use super::switchover::{
 use super::{probe_role, TopologyState};
 use crate::backend::Credentials;
 use crate::config::SentinelConfig;
-use crate::router::Fence;
+use crate::router::{Fence, RoutingTable};
 use crate::stats::{HoldSnapshot, Role};
 
 /// A failover seen in progress: writes are fenced off `old_master` since `since`.
@@ -306,6 +306,7 @@ async fn reconcile(
         // No majority reachable (or they disagree mid-failover): keep the last known topology.
         return;
     };
+    state.members(&members(views, &current));
     if current_master.as_deref() != Some(view.master.as_str()) {
         // Confirm before routing writes to it: the promotion may not be done yet.
         match probe_role(&view.master, state).await {
@@ -350,6 +351,20 @@ async fn reconcile(
     state.publish(Some(&view.master), &view.replicas);
 }
 
+/// Every server a sentinel names (masters and replicas, down ones included) and the ones the
+/// table routes to: what the stats keep.
+fn members<'a>(views: &'a HashMap<String, SentinelView>, table: &'a RoutingTable) -> Vec<&'a str> {
+    let mut out: Vec<&str> = views
+        .values()
+        .flat_map(|v| std::iter::once(&v.master).chain(&v.known))
+        .map(String::as_str)
+        .chain(table.master.iter().chain(&table.replicas).map(|b| b.addr()))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// `replicas` minus the addresses in `exclude`.
 fn without(replicas: &[String], exclude: &[&str]) -> Vec<String> {
     replicas
@@ -368,7 +383,22 @@ mod tests {
             master: master.into(),
             config_epoch: epoch,
             replicas: vec![],
+            known: vec![],
         }
+    }
+
+    #[test]
+    fn members_are_every_server_a_sentinel_lists_down_ones_included() {
+        let mut views = HashMap::new();
+        let mut v = view("a:1", 3);
+        v.replicas = vec!["b:1".into()];
+        v.known = vec!["b:1".into(), "c:1".into()];
+        views.insert("s1".to_string(), v);
+        let mut v = view("a:1", 3);
+        v.known = vec!["d:1".into()];
+        views.insert("s2".to_string(), v);
+        let table = RoutingTable::default();
+        assert_eq!(members(&views, &table), ["a:1", "b:1", "c:1", "d:1"]);
     }
 
     #[test]

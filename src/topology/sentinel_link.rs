@@ -22,6 +22,8 @@ pub struct SentinelView {
     pub config_epoch: u64,
     /// Replicas not flagged down or disconnected.
     pub replicas: Vec<String>,
+    /// Every replica the sentinel lists, down ones included: the topology's members.
+    pub known: Vec<String>,
 }
 
 /// Messages from the links to the manager.
@@ -153,24 +155,31 @@ impl Link {
             .call(&["SENTINEL", "REPLICAS", &self.master_name])
             .await
             .map_err(|e| e.to_string())?;
-        let mut replicas: Vec<String> = replicas
+        let listed: Vec<_> = replicas
             .as_array()
             .unwrap_or_default()
             .iter()
             .map(pairs)
+            .collect();
+        let addr =
+            |r: &HashMap<String, String>| Some(format!("{}:{}", r.get("ip")?, r.get("port")?));
+        let mut replicas: Vec<String> = listed
+            .iter()
             .filter(|r| {
                 let flags = r.get("flags").map(String::as_str).unwrap_or("");
                 !flags
                     .split(',')
                     .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
             })
-            .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
+            .filter_map(addr)
             .collect();
         replicas.sort();
+        let known = listed.iter().filter_map(addr).collect();
         let view = SentinelView {
             master: format!("{ip}:{port}"),
             config_epoch,
             replicas,
+            known,
         };
         self.tx
             .send(LinkMsg::View {

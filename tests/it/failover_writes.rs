@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::eventually;
 use crate::harness::load::{missing_keys, LoadReport, WriteLoad};
-use crate::harness::proxy::{ProxyBuilder, TestProxy};
+use crate::harness::proxy::{ProxyBuilder, TestProxy, ADMIN_TOKEN};
 use crate::harness::redis::{info_field, read_replies};
 use crate::harness::sentinel::role;
 use crate::harness::{RedisServer, Topology};
@@ -419,14 +419,18 @@ async fn incrs_in_flight_at_a_kill_are_never_replayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_under_continuous_writes_loses_nothing_and_reports_the_hold() {
     let topo = Topology::start(2, 3).await;
-    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .admin_token(ADMIN_TOKEN)
+        .start(2)
+        .await;
     let old = topo.master.addr();
     let load = WriteLoad::start(proxy.addr(), 4, "switchover");
     load.wait_more_acks(200).await;
 
-    let (status, body) = haproxy_rs::cli::post_switchover(&proxy.stats_addr().to_string())
-        .await
-        .unwrap();
+    let (status, body) =
+        haproxy_rs::cli::post_switchover(&proxy.stats_addr().to_string(), Some(ADMIN_TOKEN))
+            .await
+            .unwrap();
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     let new = report["new_master"].as_str().unwrap().to_string();

@@ -2,6 +2,7 @@
 //!
 //! One test binary (ripgrep, shotover): `harness` holds the process helpers, the other modules the tests.
 
+mod admin;
 mod backend_auth;
 mod bench;
 mod clients;

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::Cluster;
 use super::sentinel::Topology;
 
+/// The admin token of the tests that run admin actions ([`ProxyBuilder::admin_token`]).
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 /// How long the proxy may take to learn a topology.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -78,6 +81,11 @@ impl ProxyBuilder {
                 cluster.refresh_interval_ms = 600_000;
             }
         })
+    }
+
+    /// Sets the admin token admin actions on the stats listener need.
+    pub fn admin_token(self, token: &str) -> Self {
+        self.with(|c| c.admin_token = Some(haproxy_rs::config::MaskedString::new(token)))
     }
 
     /// Edits the config.
