@@ -430,12 +430,9 @@ fn arity_ok(info: &CommandInfo, argc: usize) -> bool {
     }
 }
 
-/// Compares secrets in time that depends only on their lengths.
+/// Compares secrets in time that depends only on their lengths (`subtle`).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 #[cfg(test)]
