@@ -271,7 +271,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         commands: state.commands.clone(),
         clock,
         routing: cfg.routing.clone(),
-        limits: RequestLimits::default(),
+        limits: RequestLimits {
+            max_query_buffer: cfg.client_query_buffer_limit.bytes(),
+            ..RequestLimits::default()
+        },
         max_pipeline: cfg.max_pipeline,
         client_timeout: (cfg.client_timeout_secs > 0)
             .then(|| Duration::from_secs(cfg.client_timeout_secs)),

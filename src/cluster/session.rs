@@ -24,7 +24,7 @@ use crate::config::{ReadConsistency, ReadPolicy};
 use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::proxy::client_state::ClientState;
-use crate::proxy::reply::{protocol_error, Close};
+use crate::proxy::reply::{input_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::{classify_info, is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint, Pin};
@@ -137,9 +137,13 @@ impl ClusterSession {
         };
         let mut backlog = Backlog::new(&self.ctx);
         loop {
-            if !self.closing {
-                self.dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
-                    .await;
+            if !self.closing
+                && self
+                    .dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
+                    .await
+                    == Close::Now
+            {
+                break;
             }
             let unwritten = out.len();
             while let Some(Some(reply)) = flight.chunks.next().now_or_never() {
@@ -228,14 +232,14 @@ impl ClusterSession {
     }
 
     /// Parses every complete request in `inbuf` (up to the pipeline cap) into one chunk and
-    /// sends it.
+    /// sends it; [`Close::Now`] when the client must be dropped at once (its query buffer limit).
     async fn dispatch_parsed(
         &mut self,
         parser: &mut RequestParser,
         inbuf: &mut BytesMut,
         flight: &mut InFlight,
         me: SocketAddr,
-    ) {
+    ) -> Close {
         let mut chunk: Option<Chunk> = None;
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
@@ -258,9 +262,10 @@ impl ClusterSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.stats.error();
-                    let (reply, close) = protocol_error(&e);
-                    tracing::debug!(error = %e, "client protocol error");
+                    let (reply, close) = input_error(&self.stats, &e);
+                    if close == Close::Now {
+                        return Close::Now;
+                    }
                     self.chunk(&mut chunk).push_ready(reply);
                     self.closing |= close == Close::AfterReply;
                     break;
@@ -270,6 +275,7 @@ impl ClusterSession {
         if let Some(c) = chunk.take() {
             self.submit(c, flight).await;
         }
+        Close::No
     }
 
     fn chunk<'c>(&self, chunk: &'c mut Option<Chunk>) -> &'c mut Chunk {

@@ -27,7 +27,7 @@ use crate::backend::{BackendError, Protocol};
 use crate::cluster::redirect::{reaction, Reaction};
 use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::backlog::{must_write, write_or_flush, Backlog};
-use crate::proxy::reply::{backend_error, protocol_error, Close};
+use crate::proxy::reply::{backend_error, input_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::slot::key_slot;
@@ -237,8 +237,10 @@ async fn subscribed(
                         Ok(Some(r)) => r,
                         Ok(None) => break,
                         Err(e) => {
-                            s.parts.stats.error();
-                            let (reply, close) = protocol_error(&e);
+                            let (reply, close) = input_error(s.parts.stats, &e);
+                            if close == Close::Now {
+                                return Exit::Close;
+                            }
                             out.extend_from_slice(&reply);
                             s.closing |= close == Close::AfterReply;
                             break;

@@ -16,7 +16,7 @@ use super::mode::{ClientIo, Exit, SessionParts};
 use crate::backend::Backend;
 use crate::proxy::acl;
 use crate::proxy::backlog::{must_write, write_or_flush};
-use crate::proxy::reply::{backend_error, protocol_error, Close};
+use crate::proxy::reply::{backend_error, input_error, Close};
 use crate::resp::{error_reply, status_reply, Request};
 
 /// Frames queued from the links towards the loop.
@@ -85,7 +85,10 @@ pub async fn serve(
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    let (reply, close) = protocol_error(&e);
+                    let (reply, close) = input_error(parts.stats, &e);
+                    if close == Close::Now {
+                        return Exit::Close;
+                    }
                     out.extend_from_slice(&reply);
                     closing |= close == Close::AfterReply;
                     break;

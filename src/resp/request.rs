@@ -75,6 +75,10 @@ pub struct RequestLimits {
     pub max_multibulk_len: u64,
     /// Longest inline command line, and longest `*`/`$` count line (Redis `PROTO_INLINE_MAX_SIZE`, 64 KiB).
     pub max_inline_len: usize,
+    /// Most bytes of a client's input held before they form a complete request, plus what the
+    /// session declares it holds parsed and not sent yet ([`RequestParser::set_buffered`]):
+    /// Redis's `client-query-buffer-limit` (1 GiB). Past it the client is closed without a reply.
+    pub max_query_buffer: usize,
 }
 
 impl Default for RequestLimits {
@@ -83,6 +87,7 @@ impl Default for RequestLimits {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: i32::MAX as u64,
             max_inline_len: 64 * 1024,
+            max_query_buffer: 1 << 30,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct RequestParser {
     scanned: u64,
     /// Redis's smaller limits apply until the client authenticates.
     unauthenticated: bool,
+    /// Request bytes the session holds parsed and not sent yet, counted against the query buffer.
+    buffered: usize,
 }
 
 /// Outcome of looking for a line terminator.
@@ -139,6 +146,7 @@ impl RequestParser {
             args: Vec::new(),
             scanned: 0,
             unauthenticated: false,
+            buffered: 0,
         }
     }
 
@@ -149,38 +157,63 @@ impl RequestParser {
         self.unauthenticated = unauthenticated;
     }
 
+    /// Request bytes the session holds parsed and not sent on yet (a cluster-mode transaction
+    /// being queued): they count against `max_query_buffer` with the bytes not parsed yet, as
+    /// Redis counts its `MULTI` queue with its query buffer.
+    pub fn set_buffered(&mut self, bytes: usize) {
+        self.buffered = bytes;
+    }
+
     /// Takes the next complete request off the front of `buf` (`split_to` + `freeze`, so the raw bytes are
     /// zero-copy).
     ///
     /// `Ok(None)`: more bytes are needed; the state is kept so the next call resumes where this one stopped.
     /// Empty requests (`*0`, `*-1`, blank inline lines) are consumed and skipped, as Redis does.
     ///
+    /// A request whose bytes (with those [`set_buffered`](Self::set_buffered) declares) pass
+    /// `max_query_buffer` is [`DecodeError::QueryBufferLimit`], whether it is still incomplete
+    /// (checked whenever more bytes are needed: `buf` then holds only that request) or arrived
+    /// whole, so the outcome does not depend on how the reads were split.
+    ///
     /// # Errors
     /// A [`DecodeError`] whose [`client_message`](DecodeError::client_message) is what Redis would reply;
     /// the connection must then be closed (the parser is not usable afterwards).
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, DecodeError> {
-        loop {
-            match self.state {
+        let step = loop {
+            let step = match self.state {
                 State::Idle => match buf.first() {
-                    None => return Ok(None),
-                    Some(b'*') => self.state = State::MultibulkCount,
-                    Some(_) => self.state = State::Inline,
+                    None => Step::NeedMore,
+                    Some(b'*') => {
+                        self.state = State::MultibulkCount;
+                        continue;
+                    }
+                    Some(_) => {
+                        self.state = State::Inline;
+                        continue;
+                    }
                 },
-                State::Inline => match self.inline(buf)? {
-                    Step::NeedMore => return Ok(None),
-                    Step::Skipped => {}
-                    Step::Done(req) => return Ok(Some(req)),
-                },
+                State::Inline => self.inline(buf)?,
                 State::MultibulkCount => match self.multibulk_count(buf)? {
-                    Step::NeedMore => return Ok(None),
-                    Step::Skipped | Step::Done(_) => {}
+                    Step::NeedMore => Step::NeedMore,
+                    Step::Skipped | Step::Done(_) => continue,
                 },
-                State::Bulks { .. } => match self.bulks(buf)? {
-                    Step::NeedMore => return Ok(None),
-                    Step::Skipped => {}
-                    Step::Done(req) => return Ok(Some(req)),
-                },
+                State::Bulks { .. } => self.bulks(buf)?,
+            };
+            match step {
+                Step::Skipped => {}
+                step => break step,
             }
+        };
+        let held = match &step {
+            Step::Done(req) => req.raw().len(),
+            _ => buf.len(),
+        };
+        if held.saturating_add(self.buffered) > self.limits.max_query_buffer {
+            return Err(DecodeError::QueryBufferLimit);
+        }
+        match step {
+            Step::Done(req) => Ok(Some(req)),
+            Step::NeedMore | Step::Skipped => Ok(None),
         }
     }
 

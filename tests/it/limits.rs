@@ -292,7 +292,7 @@ pub(crate) fn main_listener(proxy: &TestProxy) -> ListenerSnapshot {
 }
 
 /// Reads until the peer closes (true) or `within` passes (false); replies are discarded.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+pub(crate) async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = tokio::time::Instant::now() + scaled(within);
     loop {
@@ -305,7 +305,7 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 /// Sends a command and returns its reply (bounded).
-async fn roundtrip(s: &mut TcpStream, cmd: &[u8]) -> String {
+pub(crate) async fn roundtrip(s: &mut TcpStream, cmd: &[u8]) -> String {
     s.write_all(cmd).await.expect("write");
     crate::harness::redis::read_replies(s, 1)
         .await
@@ -404,7 +404,7 @@ async fn a_client_past_max_clients_gets_redis_error_and_eof_and_the_slot_frees()
 }
 
 /// Resident memory of this process (the proxy runs in it), from /proc/self/status.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()

@@ -1,0 +1,136 @@
+//! Bounded client memory, as Redis bounds it (issue 12, part 3): the query buffer of each
+//! client, the cluster-mode transaction queue, and the replies waiting for all clients together.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::eventually::scaled;
+use crate::harness::proxy::{ProxyBuilder, TestProxy};
+use crate::harness::{Cluster, RedisServer};
+use crate::limits::{closed_within, main_listener, roundtrip, rss_bytes};
+use haproxy_rs::config::ByteSize;
+
+const QUERY_LIMIT: u64 = 1 << 20;
+/// Sent at a client that the proxy should have closed long before: unbounded, the proxy would
+/// hold all of it.
+const STREAMED: usize = 256 << 20;
+
+/// Writes `head`, then filler bytes (`chunk` again and again) until `STREAMED` bytes or the
+/// proxy closes; returns what the client read back and how much it sent.
+async fn stream_until_closed(s: &mut TcpStream, head: &[u8], chunk: &[u8]) -> (Vec<u8>, usize) {
+    let mut sent = 0;
+    if s.write_all(head).await.is_ok() {
+        sent += head.len();
+        let filler = chunk.repeat((64 << 10) / chunk.len());
+        while sent < STREAMED {
+            let write = tokio::time::timeout(scaled(Duration::from_secs(10)), s.write_all(&filler));
+            match write.await {
+                Ok(Ok(())) => sent += filler.len(),
+                // Closed (reset), or the proxy stopped reading.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = tokio::time::Instant::now() + scaled(Duration::from_secs(5));
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (got, sent)
+}
+
+/// The counter as `/stats.json` and `/metrics` show it for the main listener.
+async fn published(proxy: &TestProxy, json_field: &str, metric: &str) -> (u64, String) {
+    let (_, json) = crate::stats_http::get(proxy.stats_addr(), "/stats.json").await;
+    let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    let from_json = v["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == "main"))
+        .and_then(|l| l[json_field].as_u64())
+        .unwrap_or_else(|| panic!("{json_field} in /stats.json: {json}"));
+    let (_, metrics) = crate::stats_http::get(proxy.stats_addr(), "/metrics").await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("haproxy_rs_{metric}{{")) && l.contains("\"main\""))
+        .unwrap_or_else(|| panic!("{metric} in /metrics: {metrics}"))
+        .to_string();
+    (from_json, line)
+}
+
+/// Sends `head` then `chunk` over and over at `proxy`: the client must be closed without a
+/// reply once its incomplete request passes the limit, the proxy's memory must not follow
+/// what was sent, and the counter must show it.
+async fn assert_query_buffer_limit(proxy: &TestProxy, head: &[u8], chunk: &[u8]) {
+    let mut other = TcpStream::connect(proxy.addr()).await.expect("connect");
+    assert_eq!(roundtrip(&mut other, b"PING\r\n").await, "+PONG");
+    let rss_before = rss_bytes();
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let (got, sent) = stream_until_closed(&mut s, head, chunk).await;
+    let rss_growth = rss_bytes().saturating_sub(rss_before);
+    eprintln!("query buffer limit: sent {sent} bytes before the close, RSS grew by {rss_growth}");
+    assert!(
+        got.is_empty(),
+        "closed without a reply, got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        sent < STREAMED,
+        "the proxy closed the client (it took all {sent} bytes)"
+    );
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)).await,
+        "closed"
+    );
+    // RSS is the whole test binary's (other tests run alongside): a loose bound, far under
+    // what an unbounded buffer would hold (all of STREAMED).
+    assert!(
+        rss_growth < 64 << 20,
+        "the proxy's memory grew by {rss_growth} bytes for a {QUERY_LIMIT}-byte limit"
+    );
+    crate::eventually!(
+        Duration::from_secs(5),
+        main_listener(proxy).query_buffer_limit_disconnections == 1,
+        "counted: {:?}",
+        main_listener(proxy)
+    );
+    let (json, metric) = published(
+        proxy,
+        "query_buffer_limit_disconnections",
+        "listener_query_buffer_limit_disconnections_total",
+    )
+    .await;
+    assert_eq!(json, 1);
+    assert!(metric.ends_with(" 1"), "{metric}");
+    // The other client is unaffected.
+    assert_eq!(roundtrip(&mut other, b"PING\r\n").await, "+PONG");
+}
+
+/// A declared bulk within `proto-max-bulk-len` (512 MiB, so that limit does not trip) whose
+/// bytes never end: Redis's query buffer limit closes it, silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unterminated_bulk_past_client_query_buffer_limit_is_closed_without_a_reply() {
+    let redis = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![redis.addr()])
+        .with(|c| c.client_query_buffer_limit = ByteSize(QUERY_LIMIT))
+        .start(0)
+        .await;
+    assert_query_buffer_limit(&proxy, b"*1\r\n$536870912\r\n", b"x").await;
+}
+
+/// The cluster-mode session shares the parser, and so the limit: here a multibulk of
+/// `INT_MAX` small arguments that never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_closes_a_client_whose_endless_multibulk_passes_the_query_buffer_limit() {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .with(|c| c.client_query_buffer_limit = ByteSize(QUERY_LIMIT))
+        .start_cluster()
+        .await;
+    assert_query_buffer_limit(&proxy, b"*2147483647\r\n", b"$1\r\na\r\n").await;
+}
