@@ -185,13 +185,18 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         let watch_replica = Box::new(move |replica| {
             tracker.spawn(topology::health::run_health(replica, health.clone()));
         });
-        Arc::new(cluster::ClusterState::new(
+        let mut state = cluster::ClusterState::new(
             backend_set(conn_settings.clone()),
             backend_set(replicas),
             stats.cluster(),
             Duration::from_millis(c.retry_window_ms),
             watch_replica,
-        ))
+        );
+        state.tx_limits = cluster::tx::TxLimits {
+            max_commands: c.max_multi_commands,
+            max_bytes: c.max_multi_bytes.bytes(),
+        };
+        Arc::new(state)
     });
     let backends = Arc::new(backend_set(conn_settings));
     let clock = Arc::new(ReplicationClock::default());

@@ -18,6 +18,7 @@ use super::exec::{Chunk, RouteCtx, Target, Turn};
 use super::merge::Combine;
 use super::pinned::{PinCtx, PinOp, WatchConn};
 use super::plan::{plan, plan_info, Plan, PlanEnv, CROSSSLOT};
+use super::tx::{Push, Tx};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
@@ -56,16 +57,6 @@ pub struct ClusterSession {
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     subscribe: Option<Request>,
-}
-
-/// A transaction queued by the session, sent whole at `EXEC`.
-#[derive(Default)]
-struct Tx {
-    queued: BytesMut,
-    count: usize,
-    slot: Option<u16>,
-    /// A command failed to queue: `EXEC` answers `EXECABORT`.
-    failed: bool,
 }
 
 /// Chunks in flight, in order, with how many requests each holds and the map generation it was
@@ -248,6 +239,7 @@ impl ClusterSession {
             && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
         {
             parser.set_unauthenticated(!self.auth.authenticated());
+            parser.set_buffered(self.tx.as_ref().map_or(0, Tx::bytes));
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let (commands, env) = snapshot.get_or_insert_with(|| {
@@ -405,21 +397,21 @@ impl ClusterSession {
                 self.unwatch();
                 status_reply("OK")
             }
-            (Pin::Exec, true) => {
-                let tx = self.tx.take().unwrap_or_default();
-                if tx.failed {
+            (Pin::Exec, true) => match self.tx.take().unwrap_or_default().into_exec() {
+                None => {
                     self.unwatch();
                     error_reply("EXECABORT Transaction discarded because of previous errors.")
-                } else {
-                    self.wrote_slot = tx.slot.or(self.wrote_slot);
+                }
+                Some((slot, queued, count)) => {
+                    self.wrote_slot = slot.or(self.wrote_slot);
                     let op = PinOp::Exec {
-                        slot: tx.slot,
-                        queued: tx.queued.freeze(),
-                        count: tx.count,
+                        slot,
+                        queued,
+                        count,
                     };
                     return self.submit_pinned(op, chunk, flight).await;
                 }
-            }
+            },
             (Pin::Watch, true) => error_reply("ERR WATCH inside MULTI is not allowed"),
             (Pin::Watch, false) => match slot_of(&req) {
                 Ok(Some(slot)) => {
@@ -482,23 +474,23 @@ impl ClusterSession {
         let Some(tx) = self.tx.as_mut() else {
             return;
         };
-        let reply = match planned {
-            Plan::Slot(s) if tx.slot.is_none_or(|t| t == s) => {
-                tx.slot = Some(s);
-                None
-            }
+        let refused = match planned {
+            Plan::Slot(s) if tx.takes_slot(s) => None,
             Plan::AnyMaster => None,
             Plan::Reply(e) if crate::resp::is_error_reply(&e) => Some(e),
             _ => Some(error_reply(CROSSSLOT)),
         };
-        let reply = match reply {
-            None => {
-                tx.queued.extend_from_slice(req.raw());
-                tx.count += 1;
-                status_reply("QUEUED")
-            }
+        let reply = match refused {
+            None => match tx.push(req.raw(), self.state.tx_limits) {
+                Push::Queued => status_reply("QUEUED"),
+                Push::TooLarge(e) => {
+                    tracing::debug!("transaction too large: EXEC will abort");
+                    self.stats.transaction_too_large();
+                    e
+                }
+            },
             Some(e) => {
-                tx.failed = true;
+                tx.fail();
                 e
             }
         };
@@ -521,7 +513,7 @@ impl ClusterSession {
                 .as_mut()
                 .filter(|_| crate::resp::is_error_reply(&refused))
             {
-                tx.failed = true;
+                tx.fail();
             }
             return self.chunk(chunk).push_ready(refused);
         }

@@ -134,3 +134,112 @@ async fn cluster_mode_closes_a_client_whose_endless_multibulk_passes_the_query_b
         .await;
     assert_query_buffer_limit(&proxy, b"*2147483647\r\n", b"$1\r\na\r\n").await;
 }
+
+/// `MULTI`, `cmds`, `EXEC` in one write; the replies of all of them, as raw frames.
+async fn transaction(s: &mut TcpStream, cmds: &[Vec<String>]) -> Vec<String> {
+    let mut wire = haproxy_rs::resp::encode_command(&["MULTI"]).to_vec();
+    for c in cmds {
+        wire.extend_from_slice(&haproxy_rs::resp::encode_command(c));
+    }
+    wire.extend_from_slice(&haproxy_rs::resp::encode_command(&["EXEC"]));
+    s.write_all(&wire).await.expect("write the transaction");
+    crate::harness::redis::read_replies(s, cmds.len() + 2).await
+}
+
+fn sets(prefix: &str, n: usize, value: &str) -> Vec<Vec<String>> {
+    (0..n)
+        .map(|i| vec!["SET".into(), format!("{{tx}}{prefix}:{i}"), value.into()])
+        .collect()
+}
+
+/// The proxy queues a cluster-mode transaction itself: past `cluster.max_multi_commands` or
+/// `cluster.max_multi_bytes` the command gets an error, `EXEC` answers `-EXECABORT` and nothing
+/// of the transaction reaches a node, as Redis aborts on a command that fails to queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_transaction_past_its_bounds_aborts_and_nothing_of_it_runs() {
+    const COMMANDS: usize = 10;
+    const BYTES: u64 = 64 << 10;
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .with(|c| {
+            let cluster = c.cluster.as_mut().expect("cluster mode");
+            cluster.max_multi_commands = COMMANDS;
+            cluster.max_multi_bytes = ByteSize(BYTES);
+        })
+        .start_cluster()
+        .await;
+    let map = cluster.slot_map().await;
+    let node = cluster.owner(&map, "{tx}");
+    let mut direct = node.client().await;
+    let exists = |prefix: &'static str, n: usize| {
+        let keys: Vec<String> = (0..n).map(|i| format!("{{tx}}{prefix}:{i}")).collect();
+        redis::cmd("EXISTS").arg(keys).to_owned()
+    };
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+
+    // At the bound: it runs whole.
+    let replies = transaction(&mut s, &sets("under", COMMANDS, "v")).await;
+    assert_eq!(replies.first().map(String::as_str), Some("+OK"));
+    assert!(
+        replies[1..=COMMANDS].iter().all(|r| r == "+QUEUED"),
+        "{replies:?}"
+    );
+    assert!(replies[COMMANDS + 1].starts_with("*10"), "{replies:?}");
+    let n: usize = exists("under", COMMANDS)
+        .query_async(&mut direct)
+        .await
+        .expect("EXISTS");
+    assert_eq!(n, COMMANDS);
+
+    // One command too many.
+    let replies = transaction(&mut s, &sets("count", COMMANDS + 2, "v")).await;
+    assert_eq!(
+        replies[COMMANDS + 1],
+        format!("-ERR haproxy-rs: transaction too large (cluster.max_multi_commands = {COMMANDS}); EXEC will abort")
+    );
+    assert_eq!(
+        replies[COMMANDS + 2],
+        "+QUEUED",
+        "later commands queue, as in Redis"
+    );
+    assert_eq!(
+        replies.last().map(String::as_str),
+        Some("-EXECABORT Transaction discarded because of previous errors.")
+    );
+    let n: usize = exists("count", COMMANDS + 2)
+        .query_async(&mut direct)
+        .await
+        .expect("EXISTS");
+    assert_eq!(n, 0, "nothing of the aborted transaction ran");
+
+    // Too many bytes: two values of 40 KiB against 64 KiB.
+    let big = "b".repeat(40 << 10);
+    let replies = transaction(&mut s, &sets("bytes", 2, &big)).await;
+    assert_eq!(replies[1], "+QUEUED");
+    assert_eq!(
+        replies[2],
+        format!("-ERR haproxy-rs: transaction too large (cluster.max_multi_bytes = {BYTES}); EXEC will abort")
+    );
+    assert_eq!(
+        replies[3],
+        "-EXECABORT Transaction discarded because of previous errors."
+    );
+    let n: usize = exists("bytes", 2)
+        .query_async(&mut direct)
+        .await
+        .expect("EXISTS");
+    assert_eq!(n, 0);
+
+    // The connection goes on, and so do transactions under the bounds.
+    let replies = transaction(&mut s, &sets("after", 2, "v")).await;
+    assert!(replies[3].starts_with("*2"), "{replies:?}");
+    assert_eq!(main_listener(&proxy).transactions_too_large, 2);
+    let (json, metric) = published(
+        &proxy,
+        "transactions_too_large",
+        "listener_transactions_too_large_total",
+    )
+    .await;
+    assert_eq!(json, 2);
+    assert!(metric.ends_with(" 2"), "{metric}");
+}
