@@ -84,6 +84,8 @@ pub struct Proxy {
     pub table: Arc<ArcSwap<RoutingTable>>,
     /// Cluster mode's slot map and backends.
     pub cluster: Option<Arc<cluster::ClusterState>>,
+    /// `max_output_bytes_total`'s accounting (`None`: no limit).
+    pub output_budget: Option<Arc<proxy::output_budget::OutputBudget>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
@@ -271,6 +273,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             backend_token.clone(),
         ));
     }
+    let output_budget = output_budget(&cfg);
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),
@@ -284,6 +287,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         client_timeout: (cfg.client_timeout_secs > 0)
             .then(|| Duration::from_secs(cfg.client_timeout_secs)),
         output_buffer_limit: cfg.client_output_buffer_limit_bytes,
+        output_budget: output_budget.clone(),
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
         security: proxy::acl::Security::from_config(&cfg.auth, &cfg.commands)?,
@@ -327,12 +331,29 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         stats,
         table: state.table.clone(),
         cluster: cluster_state,
+        output_budget,
         shutdown,
         sessions,
         background,
         backend_token,
         workers,
     })
+}
+
+/// `max_output_bytes_total`, resolved against the machine's memory when it is a share of it.
+fn output_budget(cfg: &Config) -> Option<Arc<proxy::output_budget::OutputBudget>> {
+    let memory = config::machine_memory();
+    let limit = cfg.max_output_bytes_total.resolve(memory);
+    if limit == 0 && matches!(cfg.max_output_bytes_total, config::MemoryLimit::Percent(_)) {
+        tracing::warn!(
+            "max_output_bytes_total: the machine's memory is unknown (no /proc/meminfo): no limit"
+        );
+    }
+    tracing::info!(
+        limit_bytes = limit,
+        "max_output_bytes_total (replies waiting for all clients together)"
+    );
+    proxy::output_budget::OutputBudget::new(limit)
 }
 
 /// The TLS configs, read from their files once at start.

@@ -216,6 +216,8 @@ impl ClusterSession {
                     self.stats.idle_timeout();
                     break;
                 }
+                // Chosen to bring the replies of all clients under max_output_bytes_total.
+                _ = backlog.evicted() => break,
                 _ = shutdown.cancelled(), if !self.closing => self.closing = true,
             }
         }

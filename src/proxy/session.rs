@@ -187,6 +187,8 @@ enum Event {
     Written(std::io::Result<usize>),
     RetryHeld,
     Idle,
+    /// Chosen to bring the replies of all clients under `max_output_bytes_total`.
+    Evicted,
     Shutdown,
 }
 
@@ -301,6 +303,7 @@ impl Session {
                 _ = table_changed(&mut self.table_changes), if holding => Event::RetryHeld,
                 _ = tokio::time::sleep(HOLD_RETRY), if holding => Event::RetryHeld,
                 _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
+                _ = backlog.evicted() => Event::Evicted,
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
@@ -346,6 +349,7 @@ impl Session {
                     self.stats.idle_timeout();
                     break;
                 }
+                Event::Evicted => break,
                 Event::Shutdown => {
                     self.closing = true;
                     self.release_held(true).await;

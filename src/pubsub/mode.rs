@@ -162,7 +162,26 @@ pub async fn serve(
         return super::monitor::serve(parts, io, servers, first, shutdown).await;
     }
     let _counted = Subscribed::new(parts.stats);
-    subscribed(parts, io, first, shutdown).await
+    let ClientIo {
+        rd,
+        wr,
+        inbuf,
+        out,
+        parser,
+        backlog,
+    } = io;
+    let io = ClientIo {
+        rd,
+        wr,
+        inbuf,
+        out,
+        parser,
+        backlog: &mut *backlog,
+    };
+    let exit = subscribed(parts, io, first, shutdown).await;
+    // Messages held behind a confirmation are gone with subscriber mode.
+    backlog.set_held(0);
+    exit
 }
 
 /// Counts a client in subscriber mode for as long as it lives.
@@ -258,6 +277,7 @@ async fn subscribed(
         for n in s.notices.drain(..) {
             out.extend_from_slice(&n);
         }
+        backlog.set_held(s.held_bytes);
         if backlog.over_limit(s.parts.stats, unwritten, out.len()) || s.held_over_limit() {
             return Exit::Close;
         }
@@ -300,6 +320,7 @@ async fn subscribed(
             },
             Some((addr, link)) = opened.recv() => s.opened(addr, link, out).await,
             _ = tick.tick() => s.tick(out).await,
+            _ = backlog.evicted() => return Exit::Close,
             _ = shutdown.cancelled() => return Exit::Close,
         }
     }

@@ -146,6 +146,7 @@ pub async fn serve(
                 Ok(0) | Err(_) => return Exit::Close,
                 Ok(_) => backlog.active(),
             },
+            _ = backlog.evicted() => return Exit::Close,
             _ = shutdown.cancelled() => return Exit::Close,
         }
     }
