@@ -74,6 +74,20 @@ pub struct ClientIo<'a> {
     pub backlog: &'a mut Backlog,
 }
 
+impl ClientIo<'_> {
+    /// The same parts, lent on for a shorter while.
+    fn reborrow(&mut self) -> ClientIo<'_> {
+        ClientIo {
+            rd: self.rd,
+            wr: self.wr,
+            inbuf: self.inbuf,
+            out: self.out,
+            parser: self.parser,
+            backlog: self.backlog,
+        }
+    }
+}
+
 /// What subscriber mode needs of the session.
 pub struct SessionParts<'a> {
     /// Shared settings.
@@ -162,25 +176,10 @@ pub async fn serve(
         return super::monitor::serve(parts, io, servers, first, shutdown).await;
     }
     let _counted = Subscribed::new(parts.stats);
-    let ClientIo {
-        rd,
-        wr,
-        inbuf,
-        out,
-        parser,
-        backlog,
-    } = io;
-    let io = ClientIo {
-        rd,
-        wr,
-        inbuf,
-        out,
-        parser,
-        backlog: &mut *backlog,
-    };
-    let exit = subscribed(parts, io, first, shutdown).await;
+    let mut io = io;
+    let exit = subscribed(parts, io.reborrow(), first, shutdown).await;
     // Messages held behind a confirmation are gone with subscriber mode.
-    backlog.set_held(0);
+    io.backlog.set_held(0);
     exit
 }
 

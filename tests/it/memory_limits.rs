@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use crate::harness::eventually::scaled;
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::{Cluster, RedisServer};
-use crate::limits::{closed_within, main_listener, roundtrip, rss_bytes};
+use crate::limits::{closed_within, main_listener, roundtrip, rss_bytes, set_big};
 use haproxy_rs::config::ByteSize;
 
 const QUERY_LIMIT: u64 = 1 << 20;
@@ -45,22 +45,22 @@ async fn stream_until_closed(s: &mut TcpStream, head: &[u8], chunk: &[u8]) -> (V
     (got, sent)
 }
 
-/// The counter as `/stats.json` and `/metrics` show it for the main listener.
-async fn published(proxy: &TestProxy, json_field: &str, metric: &str) -> (u64, String) {
+/// Checks that `/stats.json` (`json_field`) and `/metrics` (`metric`) show `want` for the
+/// main listener.
+async fn assert_published(proxy: &TestProxy, json_field: &str, metric: &str, want: u64) {
     let (_, json) = crate::stats_http::get(proxy.stats_addr(), "/stats.json").await;
     let v: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
     let from_json = v["listeners"]
         .as_array()
         .and_then(|ls| ls.iter().find(|l| l["name"] == "main"))
-        .and_then(|l| l[json_field].as_u64())
-        .unwrap_or_else(|| panic!("{json_field} in /stats.json: {json}"));
+        .and_then(|l| l[json_field].as_u64());
+    assert_eq!(from_json, Some(want), "{json_field} in /stats.json: {json}");
     let (_, metrics) = crate::stats_http::get(proxy.stats_addr(), "/metrics").await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with(&format!("haproxy_rs_{metric}{{")) && l.contains("\"main\""))
-        .unwrap_or_else(|| panic!("{metric} in /metrics: {metrics}"))
-        .to_string();
-    (from_json, line)
+        .unwrap_or_else(|| panic!("{metric} in /metrics: {metrics}"));
+    assert!(line.ends_with(&format!(" {want}")), "{line}");
 }
 
 /// Sends `head` then `chunk` over and over at `proxy`: the client must be closed without a
@@ -103,14 +103,13 @@ async fn assert_query_buffer_limit(proxy: &TestProxy, head: &[u8], chunk: &[u8])
         "counted: {:?}",
         main_listener(proxy)
     );
-    let (json, metric) = published(
+    assert_published(
         proxy,
         "query_buffer_limit_disconnections",
         "listener_query_buffer_limit_disconnections_total",
+        1,
     )
     .await;
-    assert_eq!(json, 1);
-    assert!(metric.ends_with(" 1"), "{metric}");
     // The other client is unaffected.
     assert_eq!(roundtrip(&mut other, b"PING\r\n").await, "+PONG");
 }
@@ -238,14 +237,13 @@ async fn a_cluster_transaction_past_its_bounds_aborts_and_nothing_of_it_runs() {
     let replies = transaction(&mut s, &sets("after", 2, "v")).await;
     assert!(replies[3].starts_with("*2"), "{replies:?}");
     assert_eq!(main_listener(&proxy).transactions_too_large, 2);
-    let (json, metric) = published(
+    assert_published(
         &proxy,
         "transactions_too_large",
         "listener_transactions_too_large_total",
+        2,
     )
     .await;
-    assert_eq!(json, 2);
-    assert!(metric.ends_with(" 2"), "{metric}");
 }
 
 /// Clients that pipeline big `GET`s and never read pile up replies in the proxy; past
@@ -262,13 +260,7 @@ async fn past_max_output_bytes_total_the_largest_backlogs_are_disconnected_first
         .with(|c| c.max_output_bytes_total = haproxy_rs::config::MemoryLimit::Bytes(TOTAL))
         .start(0)
         .await;
-    let mut setter = redis.client().await;
-    let () = redis::cmd("SET")
-        .arg("big")
-        .arg(vec![b'v'; VALUE])
-        .query_async(&mut setter)
-        .await
-        .expect("SET big");
+    set_big(&redis, VALUE).await;
     let get_big = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
     let mut small = TcpStream::connect(proxy.addr()).await.expect("connect");
     assert_eq!(roundtrip(&mut small, b"SET small 1\r\n").await, "+OK");
@@ -315,14 +307,13 @@ async fn past_max_output_bytes_total_the_largest_backlogs_are_disconnected_first
         "the per-client limit never tripped"
     );
     assert_eq!(l.output_total_limit_disconnections, 2);
-    let (json, metric) = published(
+    assert_published(
         &proxy,
         "output_total_limit_disconnections",
         "listener_output_total_limit_disconnections_total",
+        2,
     )
     .await;
-    assert_eq!(json, 2);
-    assert!(metric.ends_with(" 2"), "{metric}");
     // Every backlog is accounted for again once the clients are gone.
     drop(medium);
     drop(small);
