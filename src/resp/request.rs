@@ -172,49 +172,47 @@ impl RequestParser {
     ///
     /// A request whose bytes (with those [`set_buffered`](Self::set_buffered) declares) pass
     /// `max_query_buffer` is [`DecodeError::QueryBufferLimit`], whether it is still incomplete
-    /// (checked whenever more bytes are needed: `buf` then holds only that request) or arrived
-    /// whole, so the outcome does not depend on how the reads were split.
+    /// or arrived whole, and whatever the read splits (see `check_held`).
     ///
     /// # Errors
     /// A [`DecodeError`] whose [`client_message`](DecodeError::client_message) is what Redis would reply;
     /// the connection must then be closed (the parser is not usable afterwards).
     pub fn next(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, DecodeError> {
-        let step = loop {
-            let step = match self.state {
+        loop {
+            match self.state {
                 State::Idle => match buf.first() {
-                    None => Step::NeedMore,
-                    Some(b'*') => {
-                        self.state = State::MultibulkCount;
-                        continue;
-                    }
-                    Some(_) => {
-                        self.state = State::Inline;
-                        continue;
-                    }
+                    None => return Ok(None),
+                    Some(b'*') => self.state = State::MultibulkCount,
+                    Some(_) => self.state = State::Inline,
                 },
-                State::Inline => self.inline(buf)?,
+                State::Inline => match self.inline(buf)? {
+                    Step::NeedMore => return Ok(None),
+                    Step::Skipped => {}
+                    Step::Done(req) => return Ok(Some(req)),
+                },
                 State::MultibulkCount => match self.multibulk_count(buf)? {
-                    Step::NeedMore => Step::NeedMore,
-                    Step::Skipped | Step::Done(_) => continue,
+                    Step::NeedMore => return Ok(None),
+                    Step::Skipped | Step::Done(_) => {}
                 },
-                State::Bulks { .. } => self.bulks(buf)?,
-            };
-            match step {
-                Step::Skipped => {}
-                step => break step,
+                State::Bulks { .. } => match self.bulks(buf)? {
+                    Step::NeedMore => return Ok(None),
+                    Step::Skipped => {}
+                    Step::Done(req) => return Ok(Some(req)),
+                },
             }
-        };
-        let held = match &step {
-            Step::Done(req) => req.raw().len(),
-            _ => buf.len(),
-        };
+        }
+    }
+
+    /// `held` bytes of the current request have been read and found valid (a count line, a
+    /// bulk, or as much of a bulk's data as has come): past `max_query_buffer`, with what the
+    /// session holds, the client is to be closed. Bytes of a line not terminated yet are not
+    /// counted (they are bounded by `max_inline_len`), so the outcome does not depend on where
+    /// the reads split: the check falls on the same valid byte either way.
+    fn check_held(&self, held: usize) -> Result<(), DecodeError> {
         if held.saturating_add(self.buffered) > self.limits.max_query_buffer {
             return Err(DecodeError::QueryBufferLimit);
         }
-        match step {
-            Step::Done(req) => Ok(Some(req)),
-            Step::NeedMore | Step::Skipped => Ok(None),
-        }
+        Ok(())
     }
 
     /// Finds `needle` in the current line (starting at `self.pos`) without re-examining bytes.
@@ -250,6 +248,7 @@ impl RequestParser {
             Line::NeedMore => return Ok(Step::NeedMore),
             Line::TooLong => return Err(DecodeError::TooBigInline),
         };
+        self.check_held(nl + 1)?;
         let end = match nl.checked_sub(1) {
             Some(cr) if buf.get(cr) == Some(&b'\r') => cr,
             _ => nl,
@@ -288,6 +287,7 @@ impl RequestParser {
         }
         self.pos = cr + 2;
         self.scan = self.pos;
+        self.check_held(self.pos)?;
         let prealloc = usize::try_from(count).unwrap_or(MAX_ARGS_PREALLOC);
         self.args = Vec::with_capacity(prealloc.min(MAX_ARGS_PREALLOC));
         self.state = State::Bulks {
@@ -321,11 +321,14 @@ impl RequestParser {
                     remaining,
                     bulk: Some(len),
                 };
+                // Everything read so far is this bulk's data: valid, and held.
+                self.check_held(buf.len())?;
                 return Ok(Step::NeedMore);
             }
             self.args.push(self.pos..self.pos + len);
             self.pos = end;
             self.scan = end;
+            self.check_held(end)?;
             self.state = State::Bulks {
                 remaining: remaining - 1,
                 bulk: None,
@@ -358,6 +361,7 @@ impl RequestParser {
         let len = usize::try_from(len).map_err(|_| DecodeError::InvalidBulkLength)?;
         self.pos = cr + 2;
         self.scan = self.pos;
+        self.check_held(self.pos)?;
         Ok(Some(len))
     }
 

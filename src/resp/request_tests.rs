@@ -333,6 +333,38 @@ fn a_request_past_the_query_buffer_limit_is_refused_whatever_the_read_splits() {
     for _ in 0..10 {
         assert!(p.next(&mut buf).unwrap().is_some());
     }
+    // Where the reads split does not matter, also when the request would fail later for
+    // another reason: whole or a byte at a time, the same error at the same request.
+    let mut late_error = b"*1\r\n$4\r\nPING\r\n*3\r\n$60\r\n".to_vec();
+    late_error.extend_from_slice(&[b'x'; 62]);
+    late_error.extend_from_slice(b":1\r\n");
+    let outcome = |step: usize| {
+        let mut p = RequestParser::new(limits);
+        let mut buf = BytesMut::new();
+        let mut done = 0;
+        for piece in late_error.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match p.next(&mut buf) {
+                    Ok(Some(_)) => done += 1,
+                    Ok(None) => break,
+                    Err(e) => return (done, Some(e)),
+                }
+            }
+        }
+        (done, None)
+    };
+    assert_eq!(
+        outcome(late_error.len()),
+        (1, Some(DecodeError::QueryBufferLimit))
+    );
+    for step in 1..=16 {
+        assert_eq!(
+            outcome(step),
+            outcome(late_error.len()),
+            "split every {step} bytes"
+        );
+    }
     // What the session holds parsed (a transaction being queued) counts too.
     let mut p = RequestParser::new(limits);
     p.set_buffered(60);
