@@ -163,12 +163,12 @@ impl OutputShare {
     /// chosen, now or before, to bring the total under the limit).
     pub fn set(&mut self, bytes: usize) -> bool {
         let now = bytes - bytes % GRANULE;
+        let Some(budget) = self.budget.as_deref() else {
+            return false;
+        };
         if now == self.accounted {
             return false;
         }
-        let Some(budget) = self.budget.clone() else {
-            return false;
-        };
         let grew = now > self.accounted;
         let total = if grew {
             let add = now - self.accounted;
@@ -180,27 +180,15 @@ impl OutputShare {
         };
         self.accounted = now;
         self.state.bytes.store(now, Ordering::Relaxed);
-        if (now > 0) != self.registered {
-            self.register(&budget, now > 0);
+        let join = now > 0;
+        if join != self.registered {
+            register(budget, &self.state, join);
+            self.registered = join;
         }
         if grew && total > budget.limit {
             budget.enforce();
         }
         self.evicted()
-    }
-
-    /// Enters or leaves the registry.
-    fn register(&mut self, budget: &OutputBudget, join: bool) {
-        let mut reg = budget.lock();
-        if join {
-            // Cancelled under this lock only: a client chosen already never comes back.
-            if !self.state.evict.is_cancelled() {
-                reg.clients.push(self.state.clone());
-            }
-        } else {
-            reg.clients.retain(|c| !Arc::ptr_eq(c, &self.state));
-        }
-        self.registered = join;
     }
 
     /// Whether the client has been told to close.
@@ -215,6 +203,19 @@ impl OutputShare {
         } else {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Enters `state` into the registry of `budget`, or takes it out.
+fn register(budget: &OutputBudget, state: &Arc<ShareState>, join: bool) {
+    let mut reg = budget.lock();
+    if join {
+        // Cancelled under this lock only: a client chosen already never comes back.
+        if !state.evict.is_cancelled() {
+            reg.clients.push(state.clone());
+        }
+    } else {
+        reg.clients.retain(|c| !Arc::ptr_eq(c, state));
     }
 }
 
