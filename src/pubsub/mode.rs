@@ -287,7 +287,11 @@ async fn subscribed(
         if s.closing && out.is_empty() && !wr.needs_flush() {
             return Exit::Close;
         }
-        let can_read = !s.closing && inbuf.len() < MAX_READ_AHEAD;
+        // Requests are read ahead of the one being worked on up to MAX_READ_AHEAD; with none
+        // being worked on, what is in `inbuf` is an incomplete request, which must be read
+        // whole however large (a SUBSCRIBE of 10,000 channels): client_query_buffer_limit, in
+        // the parser, bounds it.
+        let can_read = !s.closing && (inbuf.len() < MAX_READ_AHEAD || s.current.is_none());
         let writing = must_write(wr, out);
         tokio::select! {
             r = write_or_flush(wr, out), if writing => match r {

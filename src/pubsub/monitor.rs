@@ -21,8 +21,6 @@ use crate::resp::{error_reply, status_reply, Request};
 
 /// Frames queued from the links towards the loop.
 const EVENT_QUEUE: usize = 64;
-/// Request bytes read ahead.
-const MAX_READ_AHEAD: usize = 64 * 1024;
 
 /// Serves a client that sent `MONITOR` (`first`) until it goes away: `servers` are watched.
 pub async fn serve(
@@ -122,7 +120,9 @@ pub async fn serve(
         if closing && out.is_empty() && !wr.needs_flush() {
             return Exit::Close;
         }
-        let can_read = !closing && inbuf.len() < MAX_READ_AHEAD;
+        // Every complete request has been sent on above: what is left in `inbuf` is an
+        // incomplete one, read whole however large (client_query_buffer_limit bounds it).
+        let can_read = !closing;
         let writing = must_write(wr, out);
         tokio::select! {
             r = write_or_flush(wr, out), if writing => match r {

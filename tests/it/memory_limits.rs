@@ -325,3 +325,30 @@ async fn past_max_output_bytes_total_the_largest_backlogs_are_disconnected_first
         budget.total()
     );
 }
+
+/// Subscriber mode reads requests ahead of the one it works on only up to 64 KiB, but one
+/// request larger than that must still be read whole (it stalled forever before: the read-ahead
+/// cap was its only bound; `client_query_buffer_limit` bounds it now). Redis answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_client_can_send_one_command_larger_than_the_read_ahead() {
+    const CHANNELS: usize = 10_000; // about 200 KiB of SUBSCRIBE
+    let redis = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![redis.addr()]).start(0).await;
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let first = roundtrip(&mut s, b"SUBSCRIBE first\r\n").await;
+    assert!(first.ends_with(":1"), "{first}");
+    let mut args = vec!["SUBSCRIBE".to_string()];
+    args.extend((0..CHANNELS).map(|i| format!("channel-{i:06}")));
+    s.write_all(&haproxy_rs::resp::encode_command(&args))
+        .await
+        .expect("write the SUBSCRIBE");
+    let confirmations = crate::harness::redis::read_replies(&mut s, CHANNELS).await;
+    assert_eq!(confirmations.len(), CHANNELS);
+    assert!(
+        confirmations
+            .last()
+            .is_some_and(|c| c.ends_with(&format!(":{}", CHANNELS + 1))),
+        "{:?}",
+        confirmations.last()
+    );
+}
