@@ -85,6 +85,8 @@ pub struct Proxy {
     pub table: Arc<ArcSwap<RoutingTable>>,
     /// Cluster mode's slot map and backends.
     pub cluster: Option<Arc<cluster::ClusterState>>,
+    /// `max_output_bytes_total`'s accounting (`None`: no limit).
+    pub output_budget: Option<Arc<proxy::output_budget::OutputBudget>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
@@ -190,13 +192,18 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         let watch_replica = Box::new(move |replica| {
             tracker.spawn(topology::health::run_health(replica, health.clone()));
         });
-        Arc::new(cluster::ClusterState::new(
+        let mut state = cluster::ClusterState::new(
             backend_set(conn_settings.clone()),
             backend_set(replicas),
             stats.cluster(),
             Duration::from_millis(c.retry_window_ms),
             watch_replica,
-        ))
+        );
+        state.tx_limits = cluster::tx::TxLimits {
+            max_commands: c.max_multi_commands,
+            max_bytes: c.max_multi_bytes.bytes(),
+        };
+        Arc::new(state)
     });
     let backends = Arc::new(backend_set(conn_settings));
     let clock = Arc::new(ReplicationClock::default());
@@ -285,16 +292,21 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     stats
         .auth()
         .set_mode(security.mode().as_str(), cfg.backend.password.is_some());
+    let output_budget = output_budget(&cfg);
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
         commands: state.commands.clone(),
         clock,
         routing: cfg.routing.clone(),
-        limits: RequestLimits::default(),
+        limits: RequestLimits {
+            max_query_buffer: cfg.client_query_buffer_limit.bytes(),
+            ..RequestLimits::default()
+        },
         max_pipeline: cfg.max_pipeline,
         client_timeout: (cfg.client_timeout_secs > 0)
             .then(|| Duration::from_secs(cfg.client_timeout_secs)),
         output_buffer_limit: cfg.client_output_buffer_limit_bytes,
+        output_budget: output_budget.clone(),
         backend_password: cfg.backend.password.clone(),
         backend_username: cfg.backend.username.clone(),
         security,
@@ -338,6 +350,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         stats,
         table: state.table.clone(),
         cluster: cluster_state,
+        output_budget,
         shutdown,
         sessions,
         background,
@@ -365,6 +378,22 @@ fn server_list(
                 .collect()
         }
     }
+}
+
+/// `max_output_bytes_total`, resolved against the machine's memory when it is a share of it.
+fn output_budget(cfg: &Config) -> Option<Arc<proxy::output_budget::OutputBudget>> {
+    let memory = config::machine_memory();
+    let limit = cfg.max_output_bytes_total.resolve(memory);
+    if limit == 0 && matches!(cfg.max_output_bytes_total, config::MemoryLimit::Percent(_)) {
+        tracing::warn!(
+            "max_output_bytes_total: the machine's memory is unknown (no /proc/meminfo): no limit"
+        );
+    }
+    tracing::info!(
+        limit_bytes = limit,
+        "max_output_bytes_total (replies waiting for all clients together)"
+    );
+    proxy::output_budget::OutputBudget::new(limit)
 }
 
 /// The TLS configs, read from their files once at start.

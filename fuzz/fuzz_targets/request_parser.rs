@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             max_bulk_len: 64,
             max_multibulk_len: 8,
             max_inline_len: 32,
+            max_query_buffer: 256,
         }
     };
     let unauthenticated = seed & 2 != 0;

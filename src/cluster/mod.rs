@@ -24,6 +24,7 @@ pub mod plan;
 pub mod redirect;
 pub mod refresh;
 pub mod session;
+pub mod tx;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -108,6 +109,8 @@ pub struct ClusterState {
     pub stats: Arc<ClusterStats>,
     /// `cluster.retry_window_ms`.
     pub retry_window: Duration,
+    /// `cluster.max_multi_commands` and `cluster.max_multi_bytes`.
+    pub tx_limits: tx::TxLimits,
     /// Starts the health checks of a new replica (whether it may serve reads: reachable, linked,
     /// not lagging, as in Sentinel mode).
     watch_replica: Box<dyn Fn(Arc<Backend>) + Send + Sync>,
@@ -141,6 +144,7 @@ impl ClusterState {
                 .collect(),
             stats,
             retry_window,
+            tx_limits: tx::TxLimits::default(),
             watch_replica,
         }
     }

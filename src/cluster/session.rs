@@ -18,13 +18,14 @@ use super::exec::{Chunk, RouteCtx, Target, Turn};
 use super::merge::Combine;
 use super::pinned::{PinCtx, PinOp, WatchConn};
 use super::plan::{plan, plan_info, Plan, PlanEnv, CROSSSLOT};
+use super::tx::{Push, Tx};
 use super::ClusterState;
 use crate::backend::Protocol;
 use crate::config::{ReadConsistency, ReadPolicy};
 use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::proxy::client_state::ClientState;
-use crate::proxy::reply::{protocol_error, Close};
+use crate::proxy::reply::{input_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::{classify_info, is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint, Pin};
@@ -56,16 +57,6 @@ pub struct ClusterSession {
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     subscribe: Option<Request>,
-}
-
-/// A transaction queued by the session, sent whole at `EXEC`.
-#[derive(Default)]
-struct Tx {
-    queued: BytesMut,
-    count: usize,
-    slot: Option<u16>,
-    /// A command failed to queue: `EXEC` answers `EXECABORT`.
-    failed: bool,
 }
 
 /// Chunks in flight, in order, with how many requests each holds and the map generation it was
@@ -137,9 +128,13 @@ impl ClusterSession {
         };
         let mut backlog = Backlog::new(&self.ctx);
         loop {
-            if !self.closing {
-                self.dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
-                    .await;
+            if !self.closing
+                && self
+                    .dispatch_parsed(&mut parser, &mut inbuf, &mut flight, me)
+                    .await
+                    == Close::Now
+            {
+                break;
             }
             let unwritten = out.len();
             while let Some(Some(reply)) = flight.chunks.next().now_or_never() {
@@ -221,6 +216,8 @@ impl ClusterSession {
                     self.stats.idle_timeout();
                     break;
                 }
+                // Chosen to bring the replies of all clients under max_output_bytes_total.
+                _ = backlog.evicted() => break,
                 _ = shutdown.cancelled(), if !self.closing => self.closing = true,
             }
         }
@@ -228,14 +225,14 @@ impl ClusterSession {
     }
 
     /// Parses every complete request in `inbuf` (up to the pipeline cap) into one chunk and
-    /// sends it.
+    /// sends it; [`Close::Now`] when the client must be dropped at once (its query buffer limit).
     async fn dispatch_parsed(
         &mut self,
         parser: &mut RequestParser,
         inbuf: &mut BytesMut,
         flight: &mut InFlight,
         me: SocketAddr,
-    ) {
+    ) -> Close {
         let mut chunk: Option<Chunk> = None;
         let mut snapshot: Option<(Arc<CommandTable>, PlanEnv)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
@@ -244,6 +241,7 @@ impl ClusterSession {
             && flight.requests + chunk.as_ref().map_or(0, Chunk::requests) < self.ctx.max_pipeline
         {
             parser.set_unauthenticated(!self.auth.authenticated());
+            parser.set_buffered(self.tx.as_ref().map_or(0, Tx::bytes));
             match parser.next(inbuf) {
                 Ok(Some(req)) => {
                     let (commands, env) = snapshot.get_or_insert_with(|| {
@@ -258,9 +256,10 @@ impl ClusterSession {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.stats.error();
-                    let (reply, close) = protocol_error(&e);
-                    tracing::debug!(error = %e, "client protocol error");
+                    let (reply, close) = input_error(&self.stats, &e);
+                    if close == Close::Now {
+                        return Close::Now;
+                    }
                     self.chunk(&mut chunk).push_ready(reply);
                     self.closing |= close == Close::AfterReply;
                     break;
@@ -270,6 +269,7 @@ impl ClusterSession {
         if let Some(c) = chunk.take() {
             self.submit(c, flight).await;
         }
+        Close::No
     }
 
     fn chunk<'c>(&self, chunk: &'c mut Option<Chunk>) -> &'c mut Chunk {
@@ -399,21 +399,21 @@ impl ClusterSession {
                 self.unwatch();
                 status_reply("OK")
             }
-            (Pin::Exec, true) => {
-                let tx = self.tx.take().unwrap_or_default();
-                if tx.failed {
+            (Pin::Exec, true) => match self.tx.take().unwrap_or_default().into_exec() {
+                None => {
                     self.unwatch();
                     error_reply("EXECABORT Transaction discarded because of previous errors.")
-                } else {
-                    self.wrote_slot = tx.slot.or(self.wrote_slot);
+                }
+                Some((slot, queued, count)) => {
+                    self.wrote_slot = slot.or(self.wrote_slot);
                     let op = PinOp::Exec {
-                        slot: tx.slot,
-                        queued: tx.queued.freeze(),
-                        count: tx.count,
+                        slot,
+                        queued,
+                        count,
                     };
                     return self.submit_pinned(op, chunk, flight).await;
                 }
-            }
+            },
             (Pin::Watch, true) => error_reply("ERR WATCH inside MULTI is not allowed"),
             (Pin::Watch, false) => match slot_of(&req) {
                 Ok(Some(slot)) => {
@@ -476,23 +476,23 @@ impl ClusterSession {
         let Some(tx) = self.tx.as_mut() else {
             return;
         };
-        let reply = match planned {
-            Plan::Slot(s) if tx.slot.is_none_or(|t| t == s) => {
-                tx.slot = Some(s);
-                None
-            }
+        let refused = match planned {
+            Plan::Slot(s) if tx.takes_slot(s) => None,
             Plan::AnyMaster => None,
             Plan::Reply(e) if crate::resp::is_error_reply(&e) => Some(e),
             _ => Some(error_reply(CROSSSLOT)),
         };
-        let reply = match reply {
-            None => {
-                tx.queued.extend_from_slice(req.raw());
-                tx.count += 1;
-                status_reply("QUEUED")
-            }
+        let reply = match refused {
+            None => match tx.push(req.raw(), self.state.tx_limits) {
+                Push::Queued => status_reply("QUEUED"),
+                Push::TooLarge(e) => {
+                    tracing::debug!("transaction too large: EXEC will abort");
+                    self.stats.transaction_too_large();
+                    e
+                }
+            },
             Some(e) => {
-                tx.failed = true;
+                tx.fail();
                 e
             }
         };
@@ -515,7 +515,7 @@ impl ClusterSession {
                 .as_mut()
                 .filter(|_| crate::resp::is_error_reply(&refused))
             {
-                tx.failed = true;
+                tx.fail();
             }
             return self.chunk(chunk).push_ready(refused);
         }

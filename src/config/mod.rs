@@ -1,6 +1,7 @@
 //! Settings: the TOML file, with CLI flags and environment variables laid over it.
 
 mod security;
+mod size;
 mod tls;
 mod validate;
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use security::{AuthConfig, AuthMode, CommandsConfig, UserConfig};
+pub use size::{machine_memory, ByteSize, MemoryLimit};
 pub use tls::{ClientTlsConfig, TlsConfig};
 pub use validate::parse_listen_addr;
 
@@ -46,6 +48,15 @@ pub struct Config {
     /// `client-output-buffer-limit`, hard limit): past it the client is disconnected. Counted behind
     /// the reply being written, so one reply larger than this still goes out. 0: no limit.
     pub client_output_buffer_limit_bytes: usize,
+    /// Most bytes of a client's input that may wait to form a complete request (Redis's
+    /// `client-query-buffer-limit`, 1 GiB): past it the client is closed without a reply, as
+    /// Redis closes it. Bytes, or `"1gb"`-style; at least 1 MiB (Redis's minimum).
+    pub client_query_buffer_limit: ByteSize,
+    /// Most reply bytes waiting for all clients together (Redis 7's `maxmemory-clients`, for
+    /// output buffers): past it the clients with the largest backlogs are disconnected first,
+    /// until the total is under it again. Bytes (0: off) or a share of the machine's memory,
+    /// `"25%"` (the default).
+    pub max_output_bytes_total: MemoryLimit,
     /// Follow a Sentinel-managed master (exclusive with `servers`).
     pub sentinel: Option<SentinelConfig>,
     /// A static list of servers checked with PING + ROLE, the way the HAProxy config did.
@@ -79,6 +90,8 @@ impl Default for Config {
             max_pipeline: 1024,
             client_timeout_secs: 0,
             client_output_buffer_limit_bytes: 256 << 20,
+            client_query_buffer_limit: ByteSize(1 << 30),
+            max_output_bytes_total: MemoryLimit::Percent(25),
             sentinel: None,
             servers: Vec::new(),
             cluster: None,
@@ -203,6 +216,12 @@ pub struct ClusterConfig {
     /// nodes before the client gets the error. The default covers a failover under Redis's
     /// default `cluster-node-timeout` (15 s) plus the election.
     pub retry_window_ms: u64,
+    /// Most commands a transaction may queue between `MULTI` and `EXEC` (the proxy queues them
+    /// and sends them whole at `EXEC`): past it the command gets `-ERR` and `EXEC` answers
+    /// `-EXECABORT`.
+    pub max_multi_commands: usize,
+    /// Most bytes of commands a transaction may queue (the same way).
+    pub max_multi_bytes: ByteSize,
 }
 
 impl Default for ClusterConfig {
@@ -211,6 +230,8 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             refresh_interval_ms: 2000,
             retry_window_ms: 20_000,
+            max_multi_commands: 100_000,
+            max_multi_bytes: ByteSize(512 << 20),
         }
     }
 }

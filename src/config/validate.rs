@@ -104,6 +104,15 @@ impl Config {
             0,
             i32::MAX as u64,
         )?;
+        check_range(
+            "client_query_buffer_limit",
+            self.client_query_buffer_limit.0,
+            1 << 20,
+            1 << 40,
+        )?;
+        if let super::MemoryLimit::Bytes(b) = self.max_output_bytes_total {
+            check_range("max_output_bytes_total", b, 0, 1 << 50)?;
+        }
         check_range("failover.hold_ms", self.failover.hold_ms, 0, 600_000)?;
         check_range(
             "failover.durability_timeout_ms",
@@ -151,6 +160,18 @@ impl Config {
                 600_000,
             )?;
             check_range("cluster.retry_window_ms", c.retry_window_ms, 0, 600_000)?;
+            check_range(
+                "cluster.max_multi_commands",
+                c.max_multi_commands as u64,
+                1,
+                100_000_000,
+            )?;
+            check_range(
+                "cluster.max_multi_bytes",
+                c.max_multi_bytes.0,
+                1024,
+                1 << 40,
+            )?;
             if self.failover.write_durability.replicas > 0 {
                 return Err(invalid(
                     "failover.write_durability",
@@ -282,6 +303,41 @@ mod tests {
         let mut c = base();
         c.client_timeout_secs = i32::MAX as u64 + 1;
         assert_eq!(key_of(c.validate()), "client_timeout_secs");
+        let mut c = base();
+        c.client_query_buffer_limit = crate::config::ByteSize(1000);
+        assert_eq!(key_of(c.validate()), "client_query_buffer_limit");
+        let mut c = Config::for_cluster(vec!["127.0.0.1:7000".into()]);
+        c.cluster.as_mut().unwrap().max_multi_commands = 0;
+        assert_eq!(key_of(c.validate()), "cluster.max_multi_commands");
+        let mut c = Config::for_cluster(vec!["127.0.0.1:7000".into()]);
+        c.cluster.as_mut().unwrap().max_multi_bytes = crate::config::ByteSize(10);
+        assert_eq!(key_of(c.validate()), "cluster.max_multi_bytes");
+    }
+
+    #[test]
+    fn memory_sizes_parse_from_toml_and_name_their_key() {
+        let c = Config::from_toml(
+            "servers = [\"a:1\"]\nclient_query_buffer_limit = \"64mb\"\nmax_output_bytes_total = \"10%\"\n[cluster]\nmax_multi_bytes = 4096\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.client_query_buffer_limit.0, 64 << 20);
+        assert_eq!(
+            c.max_output_bytes_total,
+            crate::config::MemoryLimit::Percent(10)
+        );
+        assert_eq!(c.cluster.unwrap().max_multi_bytes.0, 4096);
+        let err = Config::from_toml("max_output_bytes_total = \"lots\"\n", "t.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_output_bytes_total") && msg.contains("25%"),
+            "{msg}"
+        );
+        let err = Config::from_toml("client_query_buffer_limit = \"1tb\"\n", "t.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("client_query_buffer_limit"),
+            "{err}"
+        );
     }
 
     #[test]

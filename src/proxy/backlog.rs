@@ -1,6 +1,7 @@
 //! What a session keeps about its client's side of the conversation: replies waiting to be written
-//! (bounded by `client_output_buffer_limit_bytes`) and when the client was last active (for
-//! `client_timeout_secs`). Shared by the Sentinel/static and the cluster-mode sessions.
+//! (bounded by `client_output_buffer_limit_bytes`, and counted against `max_output_bytes_total`)
+//! and when the client was last active (for `client_timeout_secs`). Shared by the
+//! Sentinel/static and the cluster-mode sessions, and their subscriber and monitor modes.
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+use super::output_budget::OutputShare;
 use super::ProxyContext;
 use crate::stats::ListenerStats;
 use crate::tls::WriteHalf;
@@ -21,6 +23,10 @@ pub struct Backlog {
     last_active: Instant,
     /// Most reply bytes that waited for this client at once.
     peak: usize,
+    /// Messages subscriber mode holds behind a confirmation: replies for the client too.
+    held: usize,
+    /// This client's part of `max_output_bytes_total`.
+    share: OutputShare,
 }
 
 impl Backlog {
@@ -31,6 +37,8 @@ impl Backlog {
             limit: ctx.output_buffer_limit,
             last_active: Instant::now(),
             peak: 0,
+            held: 0,
+            share: OutputShare::new(ctx.output_budget.clone()),
         }
     }
 
@@ -56,8 +64,14 @@ impl Backlog {
     /// after): whether the client must be disconnected. Replies added while earlier ones are
     /// still unwritten count against the limit; a reply added to an empty buffer always goes
     /// out, so one reply larger than the limit does not cut a client that reads.
+    ///
+    /// Also true when the client is one of those chosen to bring the replies of all clients
+    /// under `max_output_bytes_total` (counted at the session's end, by [`publish`](Self::publish)).
     pub fn over_limit(&mut self, stats: &ListenerStats, before: usize, now: usize) -> bool {
         self.peak = self.peak.max(now);
+        if self.share.set(now.saturating_add(self.held)) {
+            return true;
+        }
         let limit = self.limit;
         if limit == 0 || before == 0 || now <= limit {
             return false;
@@ -71,9 +85,25 @@ impl Backlog {
         true
     }
 
-    /// Records the session's peak backlog on the listener's stats (at the session's end).
+    /// Records the session's peak backlog on the listener's stats (at the session's end), and
+    /// whether it ended for `max_output_bytes_total`.
     pub fn publish(&self, stats: &ListenerStats) {
         stats.record_output_peak(self.peak);
+        if self.share.evicted() {
+            stats.output_total_limit_reached();
+        }
+    }
+
+    /// Subscriber mode holds `bytes` of messages behind a confirmation (counted with the
+    /// output buffer against `max_output_bytes_total` at the next [`over_limit`](Self::over_limit)).
+    pub fn set_held(&mut self, bytes: usize) {
+        self.held = bytes;
+    }
+
+    /// Resolves when the client is to be disconnected for `max_output_bytes_total`: every
+    /// session loop waits on it, so a client that reads nothing is closed too.
+    pub async fn evicted(&self) {
+        self.share.closing().await;
     }
 }
 
@@ -86,6 +116,7 @@ impl Backlog {
         } else {
             out.advance(n);
         }
+        self.share.set(out.len().saturating_add(self.held));
         self.active();
     }
 
@@ -151,6 +182,8 @@ mod tests {
             limit,
             last_active: Instant::now(),
             peak: 0,
+            held: 0,
+            share: OutputShare::default(),
         }
     }
 

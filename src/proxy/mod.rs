@@ -16,6 +16,7 @@ pub mod backlog;
 pub mod client_state;
 pub mod listener;
 pub mod local;
+pub mod output_budget;
 pub mod policy;
 pub mod reply;
 pub mod session;
@@ -50,6 +51,9 @@ pub struct ProxyContext {
     /// Reply bytes that may wait for a client behind the one being written
     /// (`client_output_buffer_limit_bytes`); past it the client is disconnected. 0: no limit.
     pub output_buffer_limit: usize,
+    /// `max_output_bytes_total`: the reply bytes waiting for all clients together (`None`: no
+    /// limit).
+    pub output_budget: Option<Arc<output_budget::OutputBudget>>,
     /// The backend password: a client's `AUTH` with it is accepted (clients configured for the
     /// servers keep working through the proxy).
     pub backend_password: Option<MaskedString>,

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use crate::backend::BackendError;
 use crate::resp::{error_reply, DecodeError};
+use crate::stats::ListenerStats;
 
 /// Whether the client connection must close after the reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,14 +13,37 @@ pub enum Close {
     No,
     /// Close once the reply is written.
     AfterReply,
+    /// Close at once: no reply, and replies still owed are dropped (Redis's `freeClientAsync`).
+    Now,
 }
 
-/// A client's malformed input: Redis's own `-ERR Protocol error: ...`, then the connection closes.
+/// A client's malformed input: Redis's own `-ERR Protocol error: ...`, then the connection
+/// closes; past `client_query_buffer_limit`, nothing and the close at once, as Redis does.
 pub fn protocol_error(e: &DecodeError) -> (Bytes, Close) {
-    (
-        error_reply(&format!("ERR {}", e.client_message())),
-        Close::AfterReply,
-    )
+    match e {
+        DecodeError::QueryBufferLimit => (Bytes::new(), Close::Now),
+        _ => (
+            error_reply(&format!("ERR {}", e.client_message())),
+            Close::AfterReply,
+        ),
+    }
+}
+
+/// What every session loop (both modes, subscriber and monitor mode) does with the parser's
+/// error: counts it on the listener, logs it, and says what the client gets.
+pub fn input_error(stats: &ListenerStats, e: &DecodeError) -> (Bytes, Close) {
+    let (reply, close) = protocol_error(e);
+    if close == Close::Now {
+        // Redis logs this at its warning level too: the operator should know which client.
+        tracing::warn!(
+            "closing client that reached max query buffer length (client_query_buffer_limit)"
+        );
+        stats.query_buffer_limit_reached();
+    } else {
+        tracing::debug!(error = %e, "client protocol error");
+        stats.error();
+    }
+    (reply, close)
 }
 
 /// A backend failure as a Redis-style error reply; the client connection stays open.

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::acl::ClientAuth;
 use super::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use super::client_state::ClientState;
-use super::reply::{backend_error, protocol_error, Close};
+use super::reply::{backend_error, input_error, Close};
 use super::{acl, local, ProxyContext};
 use crate::backend::pinned::{wait_probe, wait_probe_refused, WAIT_ON_REPLICA};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
@@ -187,6 +187,8 @@ enum Event {
     Written(std::io::Result<usize>),
     RetryHeld,
     Idle,
+    /// Chosen to bring the replies of all clients under `max_output_bytes_total`.
+    Evicted,
     Shutdown,
 }
 
@@ -240,8 +242,8 @@ impl Session {
         let mut parser = RequestParser::new(self.ctx.limits);
         let mut backlog = Backlog::new(&self.ctx);
         loop {
-            if !self.closing {
-                self.dispatch_parsed(&mut parser, &mut inbuf).await;
+            if !self.closing && self.dispatch_parsed(&mut parser, &mut inbuf).await == Close::Now {
+                break;
             }
             let unwritten = out.len();
             self.collect_ready(&mut out);
@@ -301,6 +303,7 @@ impl Session {
                 _ = table_changed(&mut self.table_changes), if holding => Event::RetryHeld,
                 _ = tokio::time::sleep(HOLD_RETRY), if holding => Event::RetryHeld,
                 _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
+                _ = backlog.evicted() => Event::Evicted,
                 _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
             };
             match event {
@@ -346,6 +349,7 @@ impl Session {
                     self.stats.idle_timeout();
                     break;
                 }
+                Event::Evicted => break,
                 Event::Shutdown => {
                     self.closing = true;
                     self.release_held(true).await;
@@ -357,8 +361,9 @@ impl Session {
         self.drop_held();
     }
 
-    /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap.
-    async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) {
+    /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap;
+    /// [`Close::Now`] when the client must be dropped at once (its query buffer limit).
+    async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) -> Close {
         let mut snapshot: Option<(Arc<RoutingTable>, Arc<CommandTable>)> = None;
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
         while !self.closing
@@ -376,9 +381,10 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    self.stats.error();
-                    let (reply, close) = protocol_error(&e);
-                    tracing::debug!(error = %e, "client protocol error");
+                    let (reply, close) = input_error(&self.stats, &e);
+                    if close == Close::Now {
+                        return Close::Now;
+                    }
                     self.push_ready(reply).await;
                     self.closing |= close == Close::AfterReply;
                     break;
@@ -386,6 +392,7 @@ impl Session {
             }
         }
         self.flush().await;
+        Close::No
     }
 
     async fn handle(&mut self, req: Request, table: &RoutingTable, commands: &CommandTable) {

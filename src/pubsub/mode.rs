@@ -27,7 +27,7 @@ use crate::backend::{BackendError, Protocol};
 use crate::cluster::redirect::{reaction, Reaction};
 use crate::proxy::acl::{self, ClientAuth};
 use crate::proxy::backlog::{must_write, write_or_flush, Backlog};
-use crate::proxy::reply::{backend_error, protocol_error, Close};
+use crate::proxy::reply::{backend_error, input_error, Close};
 use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::slot::key_slot;
@@ -72,6 +72,20 @@ pub struct ClientIo<'a> {
     pub parser: &'a mut RequestParser,
     /// The session's output-limit bookkeeping.
     pub backlog: &'a mut Backlog,
+}
+
+impl ClientIo<'_> {
+    /// The same parts, lent on for a shorter while.
+    fn reborrow(&mut self) -> ClientIo<'_> {
+        ClientIo {
+            rd: self.rd,
+            wr: self.wr,
+            inbuf: self.inbuf,
+            out: self.out,
+            parser: self.parser,
+            backlog: self.backlog,
+        }
+    }
 }
 
 /// What subscriber mode needs of the session.
@@ -162,7 +176,11 @@ pub async fn serve(
         return super::monitor::serve(parts, io, servers, first, shutdown).await;
     }
     let _counted = Subscribed::new(parts.stats);
-    subscribed(parts, io, first, shutdown).await
+    let mut io = io;
+    let exit = subscribed(parts, io.reborrow(), first, shutdown).await;
+    // Messages held behind a confirmation are gone with subscriber mode.
+    io.backlog.set_held(0);
+    exit
 }
 
 /// Counts a client in subscriber mode for as long as it lives.
@@ -237,8 +255,10 @@ async fn subscribed(
                         Ok(Some(r)) => r,
                         Ok(None) => break,
                         Err(e) => {
-                            s.parts.stats.error();
-                            let (reply, close) = protocol_error(&e);
+                            let (reply, close) = input_error(s.parts.stats, &e);
+                            if close == Close::Now {
+                                return Exit::Close;
+                            }
                             out.extend_from_slice(&reply);
                             s.closing |= close == Close::AfterReply;
                             break;
@@ -256,6 +276,7 @@ async fn subscribed(
         for n in s.notices.drain(..) {
             out.extend_from_slice(&n);
         }
+        backlog.set_held(s.held_bytes);
         if backlog.over_limit(s.parts.stats, unwritten, out.len()) || s.held_over_limit() {
             return Exit::Close;
         }
@@ -266,7 +287,11 @@ async fn subscribed(
         if s.closing && out.is_empty() && !wr.needs_flush() {
             return Exit::Close;
         }
-        let can_read = !s.closing && inbuf.len() < MAX_READ_AHEAD;
+        // Requests are read ahead of the one being worked on up to MAX_READ_AHEAD; with none
+        // being worked on, what is in `inbuf` is an incomplete request, which must be read
+        // whole however large (a SUBSCRIBE of 10,000 channels): client_query_buffer_limit, in
+        // the parser, bounds it.
+        let can_read = !s.closing && (inbuf.len() < MAX_READ_AHEAD || s.current.is_none());
         let writing = must_write(wr, out);
         tokio::select! {
             r = write_or_flush(wr, out), if writing => match r {
@@ -298,6 +323,7 @@ async fn subscribed(
             },
             Some((addr, link)) = opened.recv() => s.opened(addr, link, out).await,
             _ = tick.tick() => s.tick(out).await,
+            _ = backlog.evicted() => return Exit::Close,
             _ = shutdown.cancelled() => return Exit::Close,
         }
     }

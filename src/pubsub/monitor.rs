@@ -16,13 +16,11 @@ use super::mode::{ClientIo, Exit, SessionParts};
 use crate::backend::Backend;
 use crate::proxy::acl;
 use crate::proxy::backlog::{must_write, write_or_flush};
-use crate::proxy::reply::{backend_error, protocol_error, Close};
+use crate::proxy::reply::{backend_error, input_error, Close};
 use crate::resp::{error_reply, status_reply, Request};
 
 /// Frames queued from the links towards the loop.
 const EVENT_QUEUE: usize = 64;
-/// Request bytes read ahead.
-const MAX_READ_AHEAD: usize = 64 * 1024;
 
 /// Serves a client that sent `MONITOR` (`first`) until it goes away: `servers` are watched.
 pub async fn serve(
@@ -85,7 +83,10 @@ pub async fn serve(
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
-                    let (reply, close) = protocol_error(&e);
+                    let (reply, close) = input_error(parts.stats, &e);
+                    if close == Close::Now {
+                        return Exit::Close;
+                    }
                     out.extend_from_slice(&reply);
                     closing |= close == Close::AfterReply;
                     break;
@@ -119,7 +120,9 @@ pub async fn serve(
         if closing && out.is_empty() && !wr.needs_flush() {
             return Exit::Close;
         }
-        let can_read = !closing && inbuf.len() < MAX_READ_AHEAD;
+        // Every complete request has been sent on above: what is left in `inbuf` is an
+        // incomplete one, read whole however large (client_query_buffer_limit bounds it).
+        let can_read = !closing;
         let writing = must_write(wr, out);
         tokio::select! {
             r = write_or_flush(wr, out), if writing => match r {
@@ -143,6 +146,7 @@ pub async fn serve(
                 Ok(0) | Err(_) => return Exit::Close,
                 Ok(_) => backlog.active(),
             },
+            _ = backlog.evicted() => return Exit::Close,
             _ = shutdown.cancelled() => return Exit::Close,
         }
     }

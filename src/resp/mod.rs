@@ -58,6 +58,10 @@ pub enum DecodeError {
     /// An inline command with an unterminated quote (or a closing quote not followed by a space).
     #[error("Protocol error: unbalanced quotes in request")]
     UnbalancedQuotes,
+    /// A client's input passed `client_query_buffer_limit`: the connection is closed without a
+    /// reply, as Redis does (its log line says this).
+    #[error("closing client that reached max query buffer length")]
+    QueryBufferLimit,
     /// A backend reply nested deeper than the scanner's limit.
     #[error("reply nested deeper than {0} levels")]
     ReplyTooDeep(usize),

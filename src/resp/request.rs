@@ -75,6 +75,10 @@ pub struct RequestLimits {
     pub max_multibulk_len: u64,
     /// Longest inline command line, and longest `*`/`$` count line (Redis `PROTO_INLINE_MAX_SIZE`, 64 KiB).
     pub max_inline_len: usize,
+    /// Most bytes of a client's input held before they form a complete request, plus what the
+    /// session declares it holds parsed and not sent yet ([`RequestParser::set_buffered`]):
+    /// Redis's `client-query-buffer-limit` (1 GiB). Past it the client is closed without a reply.
+    pub max_query_buffer: usize,
 }
 
 impl Default for RequestLimits {
@@ -83,6 +87,7 @@ impl Default for RequestLimits {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: i32::MAX as u64,
             max_inline_len: 64 * 1024,
+            max_query_buffer: 1 << 30,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct RequestParser {
     scanned: u64,
     /// Redis's smaller limits apply until the client authenticates.
     unauthenticated: bool,
+    /// Request bytes the session holds parsed and not sent yet, counted against the query buffer.
+    buffered: usize,
 }
 
 /// Outcome of looking for a line terminator.
@@ -139,6 +146,7 @@ impl RequestParser {
             args: Vec::new(),
             scanned: 0,
             unauthenticated: false,
+            buffered: 0,
         }
     }
 
@@ -149,11 +157,22 @@ impl RequestParser {
         self.unauthenticated = unauthenticated;
     }
 
+    /// Request bytes the session holds parsed and not sent on yet (a cluster-mode transaction
+    /// being queued): they count against `max_query_buffer` with the bytes not parsed yet, as
+    /// Redis counts its `MULTI` queue with its query buffer.
+    pub fn set_buffered(&mut self, bytes: usize) {
+        self.buffered = bytes;
+    }
+
     /// Takes the next complete request off the front of `buf` (`split_to` + `freeze`, so the raw bytes are
     /// zero-copy).
     ///
     /// `Ok(None)`: more bytes are needed; the state is kept so the next call resumes where this one stopped.
     /// Empty requests (`*0`, `*-1`, blank inline lines) are consumed and skipped, as Redis does.
+    ///
+    /// A request whose bytes (with those [`set_buffered`](Self::set_buffered) declares) pass
+    /// `max_query_buffer` is [`DecodeError::QueryBufferLimit`], whether it is still incomplete
+    /// or arrived whole, and whatever the read splits (see `check_held`).
     ///
     /// # Errors
     /// A [`DecodeError`] whose [`client_message`](DecodeError::client_message) is what Redis would reply;
@@ -182,6 +201,18 @@ impl RequestParser {
                 },
             }
         }
+    }
+
+    /// `held` bytes of the current request have been read and found valid (a count line, a
+    /// bulk, or as much of a bulk's data as has come): past `max_query_buffer`, with what the
+    /// session holds, the client is to be closed. Bytes of a line not terminated yet are not
+    /// counted (they are bounded by `max_inline_len`), so the outcome does not depend on where
+    /// the reads split: the check falls on the same valid byte either way.
+    fn check_held(&self, held: usize) -> Result<(), DecodeError> {
+        if held.saturating_add(self.buffered) > self.limits.max_query_buffer {
+            return Err(DecodeError::QueryBufferLimit);
+        }
+        Ok(())
     }
 
     /// Finds `needle` in the current line (starting at `self.pos`) without re-examining bytes.
@@ -217,6 +248,7 @@ impl RequestParser {
             Line::NeedMore => return Ok(Step::NeedMore),
             Line::TooLong => return Err(DecodeError::TooBigInline),
         };
+        self.check_held(nl + 1)?;
         let end = match nl.checked_sub(1) {
             Some(cr) if buf.get(cr) == Some(&b'\r') => cr,
             _ => nl,
@@ -255,6 +287,7 @@ impl RequestParser {
         }
         self.pos = cr + 2;
         self.scan = self.pos;
+        self.check_held(self.pos)?;
         let prealloc = usize::try_from(count).unwrap_or(MAX_ARGS_PREALLOC);
         self.args = Vec::with_capacity(prealloc.min(MAX_ARGS_PREALLOC));
         self.state = State::Bulks {
@@ -288,11 +321,14 @@ impl RequestParser {
                     remaining,
                     bulk: Some(len),
                 };
+                // Everything read so far is this bulk's data: valid, and held.
+                self.check_held(buf.len())?;
                 return Ok(Step::NeedMore);
             }
             self.args.push(self.pos..self.pos + len);
             self.pos = end;
             self.scan = end;
+            self.check_held(end)?;
             self.state = State::Bulks {
                 remaining: remaining - 1,
                 bulk: None,
@@ -325,6 +361,7 @@ impl RequestParser {
         let len = usize::try_from(len).map_err(|_| DecodeError::InvalidBulkLength)?;
         self.pos = cr + 2;
         self.scan = self.pos;
+        self.check_held(self.pos)?;
         Ok(Some(len))
     }
 

@@ -187,6 +187,7 @@ fn limits_are_enforced_at_their_boundaries() {
         max_bulk_len: 3,
         max_multibulk_len: 2,
         max_inline_len: 10,
+        ..RequestLimits::default()
     };
     let mut p = RequestParser::new(limits);
     let mut buf = BytesMut::from(&b"*2\r\n$3\r\nabc\r\n$0\r\n\r\n0123456789\n"[..]);
@@ -299,4 +300,74 @@ fn unauthenticated_clients_get_redis_smaller_limits() {
     p.set_unauthenticated(false);
     let mut buf = BytesMut::from(&b"*11\r\n"[..]);
     assert_eq!(p.next(&mut buf), Ok(None));
+}
+
+#[test]
+fn a_request_past_the_query_buffer_limit_is_refused_whatever_the_read_splits() {
+    let limits = RequestLimits {
+        max_query_buffer: 64,
+        ..RequestLimits::default()
+    };
+    let limit_error = "closing client that reached max query buffer length";
+    // An unterminated bulk whose declared length is allowed: refused once its bytes pass 64.
+    let mut p = RequestParser::new(limits);
+    let mut buf = BytesMut::from(&b"*1\r\n$1000\r\n"[..]);
+    assert_eq!(p.next(&mut buf), Ok(None));
+    buf.extend_from_slice(&[b'x'; 40]);
+    assert_eq!(p.next(&mut buf), Ok(None), "54 bytes held");
+    buf.extend_from_slice(&[b'x'; 20]);
+    assert_eq!(p.next(&mut buf).unwrap_err().client_message(), limit_error);
+    // Many small arguments of one endless multibulk: the same.
+    let mut many = b"*1000\r\n".to_vec();
+    many.extend_from_slice(&b"$1\r\na\r\n".repeat(10));
+    assert_eq!(err_of(&many, limits), limit_error);
+    // A request over the limit is refused also when it arrives whole; requests under it that
+    // add up to more (a pipeline) are not.
+    let mut big = b"*1\r\n$70\r\n".to_vec();
+    big.extend_from_slice(&[b'x'; 70]);
+    big.extend_from_slice(b"\r\n");
+    assert_eq!(err_of(&big, limits), limit_error);
+    let mut p = RequestParser::new(limits);
+    let mut buf =
+        BytesMut::from(&b"*2\r\n$4\r\nECHO\r\n$20\r\n01234567890123456789\r\n".repeat(10)[..]);
+    for _ in 0..10 {
+        assert!(p.next(&mut buf).unwrap().is_some());
+    }
+    // Where the reads split does not matter, also when the request would fail later for
+    // another reason: whole or a byte at a time, the same error at the same request.
+    let mut late_error = b"*1\r\n$4\r\nPING\r\n*3\r\n$60\r\n".to_vec();
+    late_error.extend_from_slice(&[b'x'; 62]);
+    late_error.extend_from_slice(b":1\r\n");
+    let outcome = |step: usize| {
+        let mut p = RequestParser::new(limits);
+        let mut buf = BytesMut::new();
+        let mut done = 0;
+        for piece in late_error.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match p.next(&mut buf) {
+                    Ok(Some(_)) => done += 1,
+                    Ok(None) => break,
+                    Err(e) => return (done, Some(e)),
+                }
+            }
+        }
+        (done, None)
+    };
+    assert_eq!(
+        outcome(late_error.len()),
+        (1, Some(DecodeError::QueryBufferLimit))
+    );
+    for step in 1..=16 {
+        assert_eq!(
+            outcome(step),
+            outcome(late_error.len()),
+            "split every {step} bytes"
+        );
+    }
+    // What the session holds parsed (a transaction being queued) counts too.
+    let mut p = RequestParser::new(limits);
+    p.set_buffered(60);
+    let mut buf = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+    assert_eq!(p.next(&mut buf).unwrap_err(), DecodeError::QueryBufferLimit);
 }

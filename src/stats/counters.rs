@@ -89,6 +89,9 @@ pub struct ListenerStats {
     commands: AtomicU64,
     errors: AtomicU64,
     output_limit_closes: AtomicU64,
+    query_limit_closes: AtomicU64,
+    output_total_closes: AtomicU64,
+    tx_too_large: AtomicU64,
     idle_closes: AtomicU64,
     rejected: AtomicU64,
     output_peak: AtomicU64,
@@ -114,6 +117,15 @@ pub struct ListenerSnapshot {
     /// Clients disconnected for letting replies pile up past `client_output_buffer_limit_bytes`
     /// (Redis's `client_output_buffer_limit_disconnections`).
     pub output_buffer_limit_disconnections: u64,
+    /// Clients closed for sending more than `client_query_buffer_limit` of input that does not
+    /// form a complete request (Redis's `client_query_buffer_limit_disconnections`).
+    pub query_buffer_limit_disconnections: u64,
+    /// Clients disconnected, largest output buffer first, because the replies waiting for all
+    /// clients together passed `max_output_bytes_total` (Redis's `evicted_clients`).
+    pub output_total_limit_disconnections: u64,
+    /// Cluster-mode transactions aborted (`EXEC` answered `-EXECABORT`) for queueing more than
+    /// `max_multi_commands` commands or `max_multi_bytes` bytes.
+    pub transactions_too_large: u64,
     /// Clients closed after `client_timeout_secs` idle.
     pub idle_timeouts: u64,
     /// Clients refused because `max_clients` were connected (Redis's `rejected_connections`).
@@ -136,6 +148,9 @@ impl ListenerStats {
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             output_limit_closes: AtomicU64::new(0),
+            query_limit_closes: AtomicU64::new(0),
+            output_total_closes: AtomicU64::new(0),
+            tx_too_large: AtomicU64::new(0),
             idle_closes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             output_peak: AtomicU64::new(0),
@@ -168,6 +183,23 @@ impl ListenerStats {
     /// A client was disconnected for not reading its replies (output buffer limit).
     pub fn output_limit_reached(&self) {
         self.output_limit_closes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client was closed for its query buffer (`client_query_buffer_limit`).
+    pub fn query_buffer_limit_reached(&self) {
+        self.query_limit_closes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client was disconnected to bring the replies of all clients under
+    /// `max_output_bytes_total`.
+    pub fn output_total_limit_reached(&self) {
+        self.output_total_closes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A cluster-mode transaction passed `max_multi_commands` or `max_multi_bytes` (counted
+    /// once, when it does).
+    pub fn transaction_too_large(&self) {
+        self.tx_too_large.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A session ended whose client had at most `bytes` of replies waiting at once.
@@ -204,6 +236,9 @@ impl ListenerStats {
             commands: self.commands.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             output_buffer_limit_disconnections: self.output_limit_closes.load(Ordering::Relaxed),
+            query_buffer_limit_disconnections: self.query_limit_closes.load(Ordering::Relaxed),
+            output_total_limit_disconnections: self.output_total_closes.load(Ordering::Relaxed),
+            transactions_too_large: self.tx_too_large.load(Ordering::Relaxed),
             idle_timeouts: self.idle_closes.load(Ordering::Relaxed),
             rejected_connections: self.rejected.load(Ordering::Relaxed),
             output_buffer_peak_bytes: self.output_peak.load(Ordering::Relaxed),

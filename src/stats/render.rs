@@ -213,14 +213,19 @@ fn html_listeners(out: &mut String, s: &Snapshot) {
             num(l.pubsub_clients),
             num(l.total_connections),
             num(l.rejected_connections),
+            num(l.output_buffer_limit_disconnections),
+            num(l.query_buffer_limit_disconnections),
+            num(l.output_total_limit_disconnections),
+            num(l.transactions_too_large),
             num(l.commands),
             num(l.errors),
             num(format!("{:.1}", l.ops_per_sec)),
         ];
         ("up".to_owned(), cells)
     });
-    let headers =
-        "Listener|Address|Cur conns|Subscribed|Total conns|Refused (max_clients)|Commands|Errors|Ops/s";
+    let headers = "Listener|Address|Cur conns|Subscribed|Total conns|Refused (max_clients)\
+        |Closed: output buffer|Closed: query buffer|Closed: output total|Transactions too large\
+        |Commands|Errors|Ops/s";
     table(out, "Listeners", headers, rows.collect());
 }
 

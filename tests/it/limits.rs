@@ -292,7 +292,7 @@ pub(crate) fn main_listener(proxy: &TestProxy) -> ListenerSnapshot {
 }
 
 /// Reads until the peer closes (true) or `within` passes (false); replies are discarded.
-async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+pub(crate) async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = tokio::time::Instant::now() + scaled(within);
     loop {
@@ -305,7 +305,7 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 /// Sends a command and returns its reply (bounded).
-async fn roundtrip(s: &mut TcpStream, cmd: &[u8]) -> String {
+pub(crate) async fn roundtrip(s: &mut TcpStream, cmd: &[u8]) -> String {
     s.write_all(cmd).await.expect("write");
     crate::harness::redis::read_replies(s, 1)
         .await
@@ -403,8 +403,19 @@ async fn a_client_past_max_clients_gets_redis_error_and_eof_and_the_slot_frees()
     assert_eq!(roundtrip(&mut b, b"PING\r\n").await, "+PONG");
 }
 
+/// Sets the key `big` to `len` bytes, directly on `redis`.
+pub(crate) async fn set_big(redis: &RedisServer, len: usize) {
+    let mut setter = redis.client().await;
+    let () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'v'; len])
+        .query_async(&mut setter)
+        .await
+        .expect("SET big");
+}
+
 /// Resident memory of this process (the proxy runs in it), from /proc/self/status.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
         .lines()
@@ -428,13 +439,7 @@ async fn a_client_that_does_not_read_is_disconnected_at_the_output_buffer_limit(
         })
         .start(0)
         .await;
-    let mut setter = redis.client().await;
-    let () = redis::cmd("SET")
-        .arg("big")
-        .arg(vec![b'v'; VALUE])
-        .query_async(&mut setter)
-        .await
-        .expect("SET big");
+    set_big(&redis, VALUE).await;
 
     // A client that reads gets a pipeline of the big value (more than the limit in all).
     let mut reader = TcpStream::connect(proxy.addr()).await.expect("connect");

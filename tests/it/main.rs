@@ -14,6 +14,7 @@ mod failover_writes;
 mod harness;
 mod harness_selftest;
 mod limits;
+mod memory_limits;
 mod protocol;
 mod pubsub;
 mod pubsub_hard;
