@@ -113,6 +113,9 @@ pub struct BackendHealth {
     role: AtomicU8,
     lag_ok: AtomicBool,
     offset: AtomicU64,
+    /// A master's connected replicas. A mutex, not an atomic: written once per check and read
+    /// once per topology update, never on the per-command path nor across an `.await`.
+    replicas: Mutex<Vec<String>>,
 }
 
 const ROLE_UNKNOWN: u8 = 0;
@@ -135,6 +138,17 @@ impl BackendHealth {
         self.offset.store(offset, Ordering::Relaxed);
         self.lag_ok.store(lag_ok, Ordering::Relaxed);
         self.reachable.store(true, Ordering::Release);
+    }
+    /// Records the replicas a master reports connected (none for a replica).
+    pub fn set_replicas(&self, replicas: Vec<String>) {
+        *self.replicas.lock().unwrap_or_else(|e| e.into_inner()) = replicas;
+    }
+    /// The replicas the server reported connected at its last successful check, as `ip:port`.
+    pub fn replicas(&self) -> Vec<String> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
     /// Whether the last check succeeded.
     pub fn reachable(&self) -> bool {
@@ -179,6 +193,9 @@ pub struct Backend {
     /// Counters for the stats page.
     pub stats: Arc<BackendStats>,
     token: CancellationToken,
+    /// Cancelled when the backend is released or retired (a child of `token`): its health
+    /// checks stop.
+    released: CancellationToken,
     /// Pinned connections let go clean (after `EXEC`/`DISCARD`/`UNWATCH`), for the next one.
     pub(crate) idle_pinned: pinned::IdlePinned,
 }
@@ -223,6 +240,12 @@ impl Backend {
     /// Cancelled when the backend is retired or the proxy stops.
     pub fn token(&self) -> &CancellationToken {
         &self.token
+    }
+
+    /// Cancelled when the backend is released (it left the topology: see
+    /// [`BackendSet::release`]), retired or the proxy stops: what its health checks watch.
+    pub fn released(&self) -> &CancellationToken {
+        &self.released
     }
 
     /// A connection of the caller's own to this server (a pub/sub link), authenticated and
@@ -285,6 +308,24 @@ impl ConnSettings {
     }
 }
 
+/// Tells the stats which servers the topology names now, up or down (see
+/// [`Stats::in_topology`]), and releases from `sets` the backends it no longer has named for
+/// `stats_forget_after_secs`: one decision, so the proxy never checks or connects to a server
+/// its stats have forgotten, nor forgets one it still uses. `sets` share one stats registry.
+pub fn follow_membership(sets: &[&BackendSet], members: &[&str]) {
+    let Some(first) = sets.first() else {
+        return;
+    };
+    let live: Vec<Arc<BackendStats>> = sets.iter().flat_map(|s| s.live_stats(members)).collect();
+    let released = first.stats.in_topology(members, &live);
+    if released.is_empty() {
+        return;
+    }
+    for set in sets {
+        set.release(&released);
+    }
+}
+
 /// Every backend the topology has named, by address, so connections survive routing-table swaps.
 pub struct BackendSet {
     map: Mutex<HashMap<String, Arc<Backend>>>,
@@ -328,6 +369,7 @@ impl BackendSet {
             tracker: self.tracker.clone(),
             health: BackendHealth::default(),
             stats,
+            released: token.child_token(),
             token,
             idle_pinned: pinned::IdlePinned::default(),
         });
@@ -355,6 +397,20 @@ impl BackendSet {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = map.remove(addr) {
             b.token.cancel();
+        }
+    }
+
+    /// Lets the backends of `addrs` go (they left the topology): their health checks stop and
+    /// the next [`get_or_spawn`](Self::get_or_spawn) of one starts afresh. Unlike
+    /// [`reset`](Self::reset), nothing in flight is cut: a session waiting for a reply holds the
+    /// backend, and its connections close when the last holder lets it go (their actors end with
+    /// their senders).
+    pub fn release(&self, addrs: &[String]) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for addr in addrs {
+            if let Some(b) = map.remove(addr) {
+                b.released.cancel();
+            }
         }
     }
 

@@ -193,13 +193,12 @@ impl ClusterState {
         self.masters.get_or_spawn(addr).0
     }
 
-    /// Tells the stats which nodes the cluster has now, failed ones included (see
-    /// [`crate::stats::Stats::in_topology`]): the others are forgotten after
-    /// `stats_forget_after_secs`.
+    /// Tells the stats and the backends which nodes the cluster has now, failed ones included:
+    /// the others are forgotten and released after `stats_forget_after_secs` (see
+    /// [`crate::backend::follow_membership`]). A node the slot map drops is already closed, at
+    /// once, by [`publish`](Self::publish).
     pub(crate) fn members(&self, addrs: &[&str]) {
-        let mut live = self.masters.live_stats(addrs);
-        live.extend(self.replicas.live_stats(addrs));
-        self.masters.stats().in_topology(addrs, &live);
+        crate::backend::follow_membership(&[&self.masters, &self.replicas], addrs);
     }
 
     /// Publishes `slots` as the new map; backends no longer named are closed.

@@ -31,7 +31,8 @@ pub struct Config {
     pub admin_token: Option<MaskedString>,
     /// Seconds a backend stays on the stats page, in `/stats.json` and `/metrics` once the
     /// topology no longer names it (a removed replica, a pod's old IP, a node gone from the
-    /// cluster); one still named but down stays, showing down.
+    /// cluster), after which the proxy also stops checking and connecting to it; one still named
+    /// but down stays, showing down.
     pub stats_forget_after_secs: u64,
     /// Session threads, each with its own clients and backend connections; 0 means half the cores
     /// (at least one).

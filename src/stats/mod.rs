@@ -211,16 +211,27 @@ impl Stats {
     }
 
     /// The servers the topology names now, up or down (`members`), and the counters of those
-    /// that have connections (`live`). A backend left out of `members` is forgotten (gone from
-    /// the page, `/stats.json` and `/metrics`) once it has been left out for the grace period,
-    /// so a topology whose servers come and go (pods with new IPs, removed replicas) does not
-    /// grow the series without bound; one named again in time is kept. A `live` one the
+    /// that have connections (`live`); returns the backends to release. A backend left out of
+    /// `members` for the grace period is forgotten (gone from the page, `/stats.json` and
+    /// `/metrics`) and returned, so that its owner lets it go too (no more health checks nor
+    /// connections: see [`crate::backend::follow_membership`]): a topology whose servers come and
+    /// go (pods with new IPs, removed replicas) then grows neither the series nor the proxy's
+    /// tasks and sockets without bound. One named again in time is kept. A `live` one the
     /// registry forgot (it left and came back) is registered again: its backend writes to it.
     ///
     /// A topology source that cannot see the topology right now must not call this: nothing
     /// would then be a member.
-    pub fn in_topology(&self, members: &[&str], live: &[Arc<BackendStats>]) {
-        let now = Instant::now();
+    pub fn in_topology(&self, members: &[&str], live: &[Arc<BackendStats>]) -> Vec<String> {
+        self.in_topology_at(members, live, Instant::now())
+    }
+
+    /// [`in_topology`](Self::in_topology) as of `now`: the whole decision of who leaves when.
+    fn in_topology_at(
+        &self,
+        members: &[&str],
+        live: &[Arc<BackendStats>],
+        now: Instant,
+    ) -> Vec<String> {
         let mut backends = lock(&self.backends);
         for b in live {
             if !backends.iter().any(|e| e.stats.addr() == b.addr()) {
@@ -230,17 +241,25 @@ impl Stats {
                 });
             }
         }
-        for e in backends.iter_mut() {
-            let member = members.contains(&e.stats.addr());
-            match (member, e.left_at) {
-                (true, _) => e.left_at = None,
-                (false, None) => {
-                    tracing::info!(backend.addr = %e.stats.addr(), forget_after_secs = self.forget_after.as_secs(), "backend left the topology");
-                    e.left_at = Some(now);
-                }
-                (false, Some(_)) => {}
+        let mut released = Vec::new();
+        backends.retain_mut(|e| {
+            let addr = e.stats.addr();
+            if members.contains(&addr) {
+                e.left_at = None;
+                return true;
             }
-        }
+            let left_at = *e.left_at.get_or_insert_with(|| {
+                tracing::info!(backend.addr = %addr, forget_after_secs = self.forget_after.as_secs(), "backend left the topology");
+                now
+            });
+            if now.saturating_duration_since(left_at) < self.forget_after {
+                return true;
+            }
+            tracing::info!(backend.addr = %addr, "backend out of the topology for the grace period: released, its stats forgotten");
+            released.push(addr.to_owned());
+            false
+        });
+        released
     }
 
     /// The state of the link to sentinel `addr`, created on first use.
@@ -328,21 +347,9 @@ impl Stats {
         lock(&self.listeners).clone()
     }
 
-    /// The backends to show, after forgetting those out of the topology for the grace period,
-    /// each with since when the topology no longer names it.
+    /// The backends to show, each with since when the topology no longer names it.
     fn backends(&self) -> Vec<(Arc<BackendStats>, Option<Instant>)> {
-        let now = Instant::now();
-        let mut backends = lock(&self.backends);
-        backends.retain(|e| {
-            let forget = e
-                .left_at
-                .is_some_and(|at| now.saturating_duration_since(at) >= self.forget_after);
-            if forget {
-                tracing::info!(backend.addr = %e.stats.addr(), "stats of a backend that left the topology forgotten");
-            }
-            !forget
-        });
-        backends
+        lock(&self.backends)
             .iter()
             .map(|e| (Arc::clone(&e.stats), e.left_at))
             .collect()
@@ -461,11 +468,12 @@ mod tests {
         c.set_up(false);
         // Nothing forgets before the topology says who is in it.
         assert_eq!(addrs(&stats).len(), 3);
-        // A member that is down stays, showing down.
-        stats.in_topology(
+        // A member that is down stays, showing down; the one out of it is released.
+        let released = stats.in_topology(
             &["10.0.0.1:6379", "10.0.0.3:6379"],
             std::slice::from_ref(&a),
         );
+        assert_eq!(released, ["10.0.0.2:6379"]);
         let snap = stats.snapshot();
         let shown: Vec<(&str, BackendState)> = snap
             .backends
@@ -492,6 +500,36 @@ mod tests {
         );
         assert_eq!(snap.backends[1].errors, 1);
         assert!(Arc::ptr_eq(&stats.backend("10.0.0.2:6379"), &b));
+    }
+
+    #[test]
+    fn a_backend_is_released_once_when_out_of_the_topology_for_the_whole_grace_period() {
+        let grace = Duration::from_secs(60);
+        let stats = Stats::forgetting_after("sentinel", Some("m"), grace);
+        let (master, down, gone) = ("10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379");
+        for addr in [master, down, gone] {
+            stats.backend(addr);
+        }
+        stats.backend(down).set_up(false);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let update = |members: &[&str], secs: u64| stats.in_topology_at(members, &[], at(secs));
+        assert!(update(&[master, down], 0).is_empty(), "the grace starts");
+        assert!(update(&[master, down], 59).is_empty(), "not yet");
+        // Back within the grace period: the clock starts again when it leaves again.
+        assert!(update(&[master, down, gone], 59).is_empty());
+        assert!(update(&[master, down], 60).is_empty());
+        assert!(update(&[master, down], 119).is_empty());
+        assert_eq!(update(&[master, down], 120), [gone]);
+        assert!(update(&[master, down], 500).is_empty(), "released once");
+        // A member that is down is never released; nor is one out of an empty snapshot before
+        // its grace has run (what the caller adds to the snapshot decides the rest).
+        assert!(update(&[], 500).is_empty());
+        assert_eq!(update(&[], 560), [master, down]);
+        assert!(lock(&stats.backends).is_empty());
+        // Named again after its release, it is registered afresh.
+        stats.backend(gone);
+        assert_eq!(addrs(&stats), [gone]);
     }
 
     #[test]

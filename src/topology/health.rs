@@ -83,7 +83,28 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
     }
 }
 
-/// Checks `backend` every interval until the backend is retired.
+/// The replicas connected to a master, as `ip:port`, from the `slaveN:ip=..,port=..` lines of
+/// its `INFO replication` (what Sentinel itself discovers replicas from).
+pub fn connected_replicas(info: &str) -> Vec<String> {
+    info.lines()
+        .filter_map(|line| {
+            let (key, fields) = line.split_once(':')?;
+            let n = key.strip_prefix("slave")?;
+            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let field = |name: &str| {
+                fields
+                    .trim()
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            Some(format!("{}:{}", field("ip")?, field("port")?))
+        })
+        .collect()
+}
+
+/// Checks `backend` every interval until the backend is released or retired.
 pub async fn run_health(backend: Arc<Backend>, ctx: HealthContext) {
     let mut conn: Option<ControlConn> = None;
     let mut ticker = tokio::time::interval(ctx.interval);
@@ -91,7 +112,7 @@ pub async fn run_health(backend: Arc<Backend>, ctx: HealthContext) {
     let mut last: Option<(bool, Role)> = None;
     loop {
         tokio::select! {
-            _ = backend.token().cancelled() => return,
+            _ = backend.released().cancelled() => return,
             _ = ticker.tick() => {}
         }
         let seen = check_once(&backend, &ctx, &mut conn).await;
@@ -153,6 +174,10 @@ async fn check_once(
     let lag_ok = info.last_io_secs <= ctx.max_lag_secs;
     backend.health.set_checked(info.role, info.offset, lag_ok);
     backend.stats.set_replication(info.offset, info.link_up);
+    backend.health.set_replicas(match info.role {
+        Role::Master => connected_replicas(&text),
+        _ => Vec::new(),
+    });
     if let (Some(seq), Role::Master) = (seq, info.role) {
         ctx.clock.complete(seq, info.offset);
     }
@@ -178,5 +203,16 @@ mod tests {
         assert_eq!(parse_replication("garbage").role, Role::Unknown);
         let lost = parse_replication("role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_link_down_since_seconds:3\r\n");
         assert_eq!(lost.last_io_secs, 3, "data as old as the link's loss");
+    }
+
+    #[test]
+    fn a_masters_connected_replicas_are_read_from_its_slave_lines() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=10.0.0.2,port=6379,state=online,offset=14,lag=0\r\n\
+            slave1:ip=10.0.0.3,port=6380,state=wait_bgsave,offset=0,lag=1\r\n\
+            slave_read_repl_offset:1\r\nslavex:ip=1,port=2\r\nslave2:port=1\r\n\
+            master_repl_offset:14\r\n";
+        assert_eq!(connected_replicas(info), ["10.0.0.2:6379", "10.0.0.3:6380"]);
+        assert!(connected_replicas("role:slave\r\nslave_repl_offset:9\r\n").is_empty());
     }
 }

@@ -135,11 +135,29 @@ impl TopologyState {
         true
     }
 
-    /// Tells the stats which servers the topology names now, up or down (see
-    /// [`Stats::in_topology`]): the others are forgotten after `stats_forget_after_secs`.
+    /// Tells the stats and the backends which servers the topology names now, up or down
+    /// (`addrs`: what the topology source lists); those no source has named for
+    /// `stats_forget_after_secs` are forgotten and released (see
+    /// [`crate::backend::follow_membership`]). Besides `addrs`, the servers the table routes to
+    /// (the master above all) and the replicas the master reports connected are members: a
+    /// snapshot that misses a live server for a moment (Sentinel lists no replica for seconds
+    /// after `SENTINEL RESET`) does not release it.
     pub fn members(&self, addrs: &[&str]) {
-        self.stats
-            .in_topology(addrs, &self.backends.live_stats(addrs));
+        let table = self.table.load_full();
+        let connected = table
+            .master
+            .as_ref()
+            .map(|m| m.health.replicas())
+            .unwrap_or_default();
+        let mut members: Vec<&str> = addrs
+            .iter()
+            .copied()
+            .chain(table.master.iter().chain(&table.replicas).map(|b| b.addr()))
+            .chain(connected.iter().map(String::as_str))
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        crate::backend::follow_membership(&[&self.backends], &members);
     }
 
     /// Swaps `table` in and tells the sessions holding requests that it changed.
@@ -226,4 +244,76 @@ pub async fn probe_role(addr: &str, state: &TopologyState) -> Option<Role> {
         b"slave" => Role::Replica,
         _ => Role::Unknown,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::ConnSettings;
+    use crate::config::BackendConfig;
+
+    /// A topology whose backends leave at once when no source names them (grace period zero).
+    fn state() -> TopologyState {
+        let stats = Stats::forgetting_after("sentinel", Some("m"), Duration::ZERO);
+        let (tracker, token) = (TaskTracker::new(), CancellationToken::new());
+        let backends = BackendSet::new(
+            ConnSettings::from_config(&BackendConfig::default(), 1),
+            stats.clone(),
+            token.clone(),
+            tracker.clone(),
+        );
+        TopologyState::new(
+            Arc::new(backends),
+            stats,
+            Duration::from_secs(3600),
+            10,
+            Arc::new(ReplicationClock::default()),
+            mpsc::unbounded_channel().0,
+            tracker,
+            token,
+        )
+    }
+
+    fn known(state: &TopologyState) -> Vec<String> {
+        let mut addrs: Vec<String> = state
+            .backends
+            .all()
+            .iter()
+            .map(|b| b.addr().to_string())
+            .collect();
+        addrs.sort();
+        addrs
+    }
+
+    #[tokio::test]
+    async fn only_servers_no_source_names_are_released_never_the_master_nor_a_connected_replica() {
+        let (m, r1, r2) = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3");
+        let state = state();
+        state.publish(Some(m), &[r1.to_string(), r2.to_string()]);
+        // An empty snapshot (every sentinel just reset) releases nothing the table routes to.
+        state.members(&[]);
+        assert_eq!(known(&state), [m, r1, r2]);
+
+        // Out of the table and of the snapshot, but the master reports it connected: kept.
+        state.publish(Some(m), &[r1.to_string()]);
+        let master = state.table.load().master.clone().expect("a master");
+        master.health.set_replicas(vec![r2.to_string()]);
+        state.members(&[]);
+        assert_eq!(known(&state), [m, r1, r2]);
+
+        // No source names it any more: released. A request in flight still holds it, and its
+        // connections are not cut under it; its health checks stop.
+        let (held, _) = state.backends.get_or_spawn(r2);
+        master.health.set_replicas(Vec::new());
+        state.members(&[m]);
+        assert_eq!(known(&state), [m, r1]);
+        assert!(held.released().is_cancelled() && !held.token().is_cancelled());
+        assert!(state.stats.snapshot().backends.iter().all(|b| b.addr != r2));
+        assert!(!master.released().is_cancelled());
+
+        // Named again, it starts afresh.
+        let (again, new) = state.backends.get_or_spawn(r2);
+        assert!(new && !Arc::ptr_eq(&held, &again));
+        state.token.cancel();
+    }
 }

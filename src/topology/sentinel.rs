@@ -22,7 +22,7 @@ use super::switchover::{
 use super::{probe_role, TopologyState};
 use crate::backend::Credentials;
 use crate::config::SentinelConfig;
-use crate::router::{Fence, RoutingTable};
+use crate::router::Fence;
 use crate::stats::{HoldSnapshot, Role};
 
 /// A failover seen in progress: writes are fenced off `old_master` since `since`.
@@ -306,7 +306,7 @@ async fn reconcile(
         // No majority reachable (or they disagree mid-failover): keep the last known topology.
         return;
     };
-    state.members(&members(views, &current));
+    state.members(&members(views));
     if current_master.as_deref() != Some(view.master.as_str()) {
         // Confirm before routing writes to it: the promotion may not be done yet.
         match probe_role(&view.master, state).await {
@@ -351,14 +351,13 @@ async fn reconcile(
     state.publish(Some(&view.master), &view.replicas);
 }
 
-/// Every server a sentinel names (masters and replicas, down ones included) and the ones the
-/// table routes to: what the stats keep.
-fn members<'a>(views: &'a HashMap<String, SentinelView>, table: &'a RoutingTable) -> Vec<&'a str> {
+/// Every server a sentinel names (masters and replicas, down ones included): what the proxy
+/// keeps (with the servers [`TopologyState::members`] adds).
+fn members(views: &HashMap<String, SentinelView>) -> Vec<&str> {
     let mut out: Vec<&str> = views
         .values()
         .flat_map(|v| std::iter::once(&v.master).chain(&v.known))
         .map(String::as_str)
-        .chain(table.master.iter().chain(&table.replicas).map(|b| b.addr()))
         .collect();
     out.sort_unstable();
     out.dedup();
@@ -397,8 +396,7 @@ mod tests {
         let mut v = view("a:1", 3);
         v.known = vec!["d:1".into()];
         views.insert("s2".to_string(), v);
-        let table = RoutingTable::default();
-        assert_eq!(members(&views, &table), ["a:1", "b:1", "c:1", "d:1"]);
+        assert_eq!(members(&views), ["a:1", "b:1", "c:1", "d:1"]);
     }
 
     #[test]

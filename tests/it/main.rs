@@ -19,6 +19,7 @@ mod protocol;
 mod pubsub;
 mod pubsub_hard;
 mod readme_commands;
+mod released_backends;
 mod routing;
 mod scripts;
 mod security;

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
-use crate::harness::{Cluster, RedisServer, Topology, MASTER_NAME};
+use crate::harness::{Cluster, RedisServer, Topology};
 
 /// GET `path`; returns (status, body).
 pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -297,10 +297,9 @@ fn table_replicas(proxy: &TestProxy) -> Vec<String> {
         .collect()
 }
 
-/// Issue 12: the stats forget a backend that left the topology after `stats_forget_after_secs`,
-/// so the series do not grow without bound, and keep one that is only down.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_down() {
+/// A master, two replicas and one sentinel that flags a dead server down after a second, and a
+/// proxy (ready, with both replicas) that forgets a backend a second after it left the topology.
+pub(crate) async fn forgetting_in_a_second() -> (Topology, TestProxy) {
     let topo = Topology::builder()
         .replicas(2)
         .sentinels(1)
@@ -312,6 +311,14 @@ async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_do
         .with(|c| c.stats_forget_after_secs = 1)
         .start(2)
         .await;
+    (topo, proxy)
+}
+
+/// Issue 12: the stats forget a backend that left the topology after `stats_forget_after_secs`,
+/// so the series do not grow without bound, and keep one that is only down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_down() {
+    let (topo, proxy) = forgetting_in_a_second().await;
     let addr = proxy.stats_addr();
     let (master, kept, gone) = (
         topo.master.addr(),
@@ -355,17 +362,11 @@ async fn stats_forget_a_replica_sentinel_no_longer_lists_and_keep_one_that_is_do
     promtool_check(addr).await;
 
     // SENTINEL RESET forgets the replicas it cannot see: the stats follow a second later. (It
-    // lists no replica at all until it has asked the master again, seconds later: with a grace
-    // period of one second the surviving replica is forgotten meanwhile and comes back, its
-    // counters registered again; hence one condition over the three endpoints, which waits
-    // until Sentinel lists it again.)
-    let mut s = topo.sentinels[0].client().await;
-    let _: i64 = redis::cmd("SENTINEL")
-        .arg("RESET")
-        .arg(MASTER_NAME)
-        .query_async(&mut s)
-        .await
-        .unwrap();
+    // lists no replica at all until it has asked the master again, seconds later; the surviving
+    // replica stays a member meanwhile because the master reports it connected, but it is out
+    // of the routing table until Sentinel lists it again: hence one condition over the three
+    // endpoints, which waits for that.)
+    topo.reset_sentinels().await;
     let row = |addr: &str| format!("<td class=\"l\">{addr}</td>");
     let shown = || async {
         let metrics = backends_in_metrics(addr).await;

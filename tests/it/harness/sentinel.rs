@@ -349,6 +349,23 @@ impl Topology {
         &self.opts
     }
 
+    /// `SENTINEL RESET <master>` on every sentinel: each forgets the replicas (and the other
+    /// sentinels) it cannot see now, and lists no replica until it has asked the master again.
+    ///
+    /// # Panics
+    /// When a sentinel refuses it.
+    pub async fn reset_sentinels(&self) {
+        for s in &self.sentinels {
+            let mut c = s.client().await;
+            let _: i64 = redis::cmd("SENTINEL")
+                .arg("RESET")
+                .arg(self.master_name())
+                .query_async(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("SENTINEL RESET on {}: {e}", s.addr()));
+        }
+    }
+
     /// "127.0.0.1:port" of every sentinel.
     pub fn sentinel_addrs(&self) -> Vec<String> {
         self.sentinels.iter().map(Sentinel::addr).collect()
