@@ -10,6 +10,7 @@
 )]
 
 pub mod acl;
+pub mod acl_describe;
 pub mod acl_rules;
 pub mod backend_auth;
 pub mod backlog;
