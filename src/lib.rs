@@ -8,7 +8,7 @@
 //! - [`cluster`]: cluster mode: the slot map, routing by slot, redirections, split commands.
 //! - [`backend`]: shared, pipelined connections to each Redis server.
 //! - [`proxy`]: listeners and client sessions; client authentication, users' rules and the command
-//!   policy ([`proxy::acl`]).
+//!   policy ([`client::acl`]).
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus); `stats::admin` guards its
 //!   admin actions (`POST /switchover`) with the admin token.
 //! - [`shutdown`]: graceful shutdown.
@@ -18,8 +18,10 @@
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod primary;
 pub mod proxy;
 pub mod pubsub;
 pub mod resp;
@@ -41,10 +43,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use backend::{BackendSet, ConnSettings};
+use client::ProxyContext;
 use config::{parse_listen_addr, Config, ConfigError};
 use proxy::listener::Listener;
 use proxy::workers::Workers;
-use proxy::ProxyContext;
 use resp::RequestLimits;
 use router::{Endpoint, ReplicationClock, RoutingTable};
 use stats::Stats;
@@ -86,7 +88,7 @@ pub struct Proxy {
     /// Cluster mode's slot map and backends.
     pub cluster: Option<Arc<cluster::ClusterState>>,
     /// `max_output_bytes_total`'s accounting (`None`: no limit).
-    pub output_budget: Option<Arc<proxy::output_budget::OutputBudget>>,
+    pub output_budget: Option<Arc<client::output_budget::OutputBudget>>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
@@ -161,7 +163,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         n => n,
     };
     let workers = Arc::new(Workers::start(threads, &sessions).map_err(StartError::Threads)?);
-    let durability = proxy::Durability::from_config(&cfg.failover);
+    let durability = client::Durability::from_config(&cfg.failover);
     let mut conn_settings = ConnSettings::from_config(&cfg.backend, workers.len());
     conn_settings.creds.tls = tls.backend;
     conn_settings.wait = durability.as_ref().map(|d| d.wait.clone());
@@ -266,7 +268,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backends.connect_timeout(),
         backend_token.clone(),
     ));
-    let mut security = proxy::acl::Security::from_config(
+    let mut security = client::acl::Security::from_config(
         &cfg.auth,
         &cfg.commands,
         cfg.backend.password.is_some(),
@@ -274,7 +276,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     .with_counters(stats.auth());
     match security.mode() {
         config::AuthMode::Backend => {
-            let checker = Arc::new(proxy::backend_auth::BackendAuth::new(
+            let checker = Arc::new(client::backend_auth::BackendAuth::new(
                 Box::new(server_list(&state.table, &cluster_state)),
                 backends.credentials().clone(),
                 backends.connect_timeout(),
@@ -316,7 +318,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         max_held_bytes: cfg.failover.max_held_bytes,
         holds: stats.hold(),
         durability,
-        cluster: cluster_state.clone(),
         pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
         scripts,
     });
@@ -332,6 +333,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             socket,
             endpoint,
             ctx: ctx.clone(),
+            cluster: cluster_state.clone(),
             clients: clients.clone(),
             workers: workers.clone(),
             tls: tls.server.clone(),
@@ -381,7 +383,7 @@ fn server_list(
 }
 
 /// `max_output_bytes_total`, resolved against the machine's memory when it is a share of it.
-fn output_budget(cfg: &Config) -> Option<Arc<proxy::output_budget::OutputBudget>> {
+fn output_budget(cfg: &Config) -> Option<Arc<client::output_budget::OutputBudget>> {
     let memory = config::machine_memory();
     let limit = cfg.max_output_bytes_total.resolve(memory);
     if limit == 0 && matches!(cfg.max_output_bytes_total, config::MemoryLimit::Percent(_)) {
@@ -393,7 +395,7 @@ fn output_budget(cfg: &Config) -> Option<Arc<proxy::output_budget::OutputBudget>
         limit_bytes = limit,
         "max_output_bytes_total (replies waiting for all clients together)"
     );
-    proxy::output_budget::OutputBudget::new(limit)
+    client::output_budget::OutputBudget::new(limit)
 }
 
 /// The TLS configs, read from their files once at start.

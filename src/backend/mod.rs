@@ -211,14 +211,14 @@ impl Backend {
     pub fn addr(&self) -> &str {
         &self.addr
     }
-    /// The calling session thread's connections speaking `protocol` in database `db`, opened on
-    /// first use (their actors are spawned on the caller's runtime, so they run on the caller's
-    /// thread). `None` for a database past [`DATABASES`].
-    pub fn pool(&self, protocol: Protocol, db: u8) -> Option<&BackendPool> {
+    /// Session thread `worker`'s connections speaking `protocol` in database `db`, opened on
+    /// first use (their actors are spawned on the caller's runtime, so the caller must be that
+    /// thread: each thread's requests then never cross threads). `None` for a database past
+    /// [`DATABASES`].
+    pub fn pool(&self, worker: usize, protocol: Protocol, db: u8) -> Option<&BackendPool> {
         if usize::from(db) >= DATABASES {
             return None;
         }
-        let worker = crate::proxy::workers::current_index();
         let index =
             (worker * DATABASES + usize::from(db)) * 2 + usize::from(protocol == Protocol::Resp3);
         let cell = self

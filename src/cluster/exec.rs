@@ -9,11 +9,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
 use super::merge::{combine, Combine};
-use super::redirect::{reaction, Reaction};
 use super::{ClusterMap, ClusterState};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
+use crate::client::reply::backend_error;
 use crate::config::ReadPolicy;
-use crate::proxy::reply::backend_error;
+use crate::resp::redirect::{reaction, Reaction};
 use crate::resp::{encode_command, error_reply, is_error_reply};
 use crate::stats::ListenerStats;
 
@@ -45,6 +45,8 @@ pub struct RouteCtx {
     pub protocol: Protocol,
     /// The session's backend connection slot.
     pub conn_slot: usize,
+    /// The session thread running the session (whose backend connections it uses).
+    pub worker: usize,
     /// `routing.read_policy`.
     pub policy: ReadPolicy,
     /// The listener's counters (errors).
@@ -269,7 +271,7 @@ impl Chunk {
                 buf.freeze()
             };
             let (dispatch, rx) = Dispatch::new(raw, count, false);
-            let ok = match backend.pool(self.ctx.protocol, 0) {
+            let ok = match backend.pool(self.ctx.worker, self.ctx.protocol, 0) {
                 Some(pool) => pool.send(self.ctx.conn_slot, dispatch).await.is_ok(),
                 None => false,
             };

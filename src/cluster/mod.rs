@@ -18,10 +18,10 @@
 )]
 
 pub mod exec;
+pub mod locate;
 pub mod merge;
 pub mod pinned;
 pub mod plan;
-pub mod redirect;
 pub mod refresh;
 pub mod session;
 pub mod tx;

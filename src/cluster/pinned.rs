@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 
-use super::redirect::{reaction, Reaction};
 use super::ClusterState;
 #[cfg(doc)]
 use crate::backend::pinned::wait_probe;
 use crate::backend::pinned::{wait_probe_refused, WAIT_PROBE_CHANNEL};
 use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
-use crate::proxy::reply::backend_error;
+use crate::client::reply::backend_error;
+use crate::resp::redirect::{reaction, Reaction};
 use crate::resp::{encode_command, error_reply};
 use crate::router::slot::slot_tag;
 

@@ -21,12 +21,12 @@ use super::plan::{plan, plan_info, Plan, PlanEnv, CROSSSLOT};
 use super::tx::{Push, Tx};
 use super::ClusterState;
 use crate::backend::Protocol;
+use crate::client::acl::{self, ClientAuth};
+use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
+use crate::client::client_state::ClientState;
+use crate::client::reply::{input_error, Close};
+use crate::client::{local, ProxyContext};
 use crate::config::{ReadConsistency, ReadPolicy};
-use crate::proxy::acl::{self, ClientAuth};
-use crate::proxy::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
-use crate::proxy::client_state::ClientState;
-use crate::proxy::reply::{input_error, Close};
-use crate::proxy::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::{classify_info, is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint, Pin};
 use crate::stats::ListenerStats;
@@ -38,6 +38,8 @@ pub struct ClusterSession {
     endpoint: Endpoint,
     stats: Arc<ListenerStats>,
     id: u64,
+    /// The session thread this session runs on.
+    worker: usize,
     /// The client's connection as `CLIENT INFO` shows it.
     client: ClientState,
     protocol: Protocol,
@@ -94,6 +96,7 @@ impl ClusterSession {
             endpoint,
             stats,
             id,
+            worker: 0,
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
             cursor: id as usize,
@@ -108,7 +111,13 @@ impl ClusterSession {
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        stream: crate::tls::Stream,
+        shutdown: CancellationToken,
+        worker: usize,
+    ) {
+        self.worker = worker;
         let me = stream
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6379)));
@@ -149,7 +158,7 @@ impl ClusterSession {
             }
             if flight.chunks.is_empty() {
                 if let Some(first) = self.subscribe.take() {
-                    let locator = crate::pubsub::ClusterLocator::new(self.state.clone());
+                    let locator = super::locate::ClusterLocator::new(self.state.clone());
                     let parts = crate::pubsub::SessionParts {
                         ctx: &self.ctx,
                         stats: &self.stats,
@@ -281,6 +290,7 @@ impl ClusterSession {
             state: self.state.clone(),
             protocol: self.protocol,
             conn_slot: self.id as usize,
+            worker: self.worker,
             policy: match self.endpoint {
                 Endpoint::ReadOnly if self.ctx.routing.read_policy == ReadPolicy::Master => {
                     ReadPolicy::PreferReplica

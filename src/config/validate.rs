@@ -239,7 +239,7 @@ impl Config {
             0,
             86_400,
         )?;
-        crate::proxy::acl::Security::from_config(
+        crate::client::acl::Security::from_config(
             &self.auth,
             &self.commands,
             self.backend.password.is_some(),

@@ -14,8 +14,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::session::Session;
 use crate::cluster::session::ClusterSession;
+use crate::cluster::ClusterState;
+use crate::primary::session::Session;
 
 /// A session of either mode.
 enum Either {
@@ -23,8 +24,8 @@ enum Either {
     Cluster(Box<ClusterSession>),
 }
 use super::workers::{Job, Workers};
-use super::ProxyContext;
 use crate::backend::tune_socket;
+use crate::client::ProxyContext;
 use crate::router::Endpoint;
 use crate::stats::ListenerStats;
 use crate::tls::{ServerTls, Stream};
@@ -43,6 +44,8 @@ pub struct Listener {
     pub endpoint: Endpoint,
     /// Shared state.
     pub ctx: Arc<ProxyContext>,
+    /// Cluster mode: sessions route by slot over this instead of the routing table.
+    pub cluster: Option<Arc<ClusterState>>,
     /// This listener's counters.
     pub stats: Arc<ListenerStats>,
     /// Client slots shared by all listeners (`max_clients`).
@@ -105,7 +108,7 @@ impl Listener {
                 }
             };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-            let session = match &self.ctx.cluster {
+            let session = match &self.cluster {
                 Some(state) => Either::Cluster(Box::new(ClusterSession::new(
                     self.ctx.clone(),
                     state.clone(),
@@ -124,7 +127,7 @@ impl Listener {
             let token = shutdown.clone();
             let tls = self.tls.clone();
             let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
-            let job: Job = Box::new(move || {
+            let job: Job = Box::new(move |worker| {
                 Box::pin(
                     async move {
                         let _permit = permit;
@@ -149,8 +152,8 @@ impl Listener {
                         };
                         stats.connection_opened();
                         match session {
-                            Either::Sentinel(s) => s.run(stream, token).await,
-                            Either::Cluster(s) => s.run(stream, token).await,
+                            Either::Sentinel(s) => s.run(stream, token, worker).await,
+                            Either::Cluster(s) => s.run(stream, token, worker).await,
                         }
                         stats.connection_closed();
                     }

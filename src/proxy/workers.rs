@@ -7,7 +7,6 @@
 //! per request at pipeline 1. Listeners accept on the main runtime and hand each connection to the
 //! next thread in turn.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::thread::JoinHandle;
@@ -16,17 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Work for a session thread: builds the session future inside that thread's runtime.
-pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
-
-thread_local! {
-    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the session thread running the caller (0 outside session threads).
-pub fn current_index() -> usize {
-    WORKER_INDEX.with(Cell::get)
-}
+/// Work for a session thread: builds the session future inside that thread's runtime, given the
+/// thread's index (each thread has its own backend connections: see `Backend::pool`).
+pub type Job = Box<dyn FnOnce(usize) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// The session threads.
 pub struct Workers {
@@ -55,8 +46,7 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("haproxy-rs-w{index}"))
                 .spawn(move || {
-                    WORKER_INDEX.with(|w| w.set(index));
-                    runtime.block_on(serve_jobs(rx, tracker, stop));
+                    runtime.block_on(serve_jobs(rx, tracker, stop, index));
                 })?;
             senders.push(tx);
             threads.push(thread);
@@ -107,12 +97,13 @@ async fn serve_jobs(
     mut rx: mpsc::UnboundedReceiver<Job>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    index: usize,
 ) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             job = rx.recv() => match job {
-                Some(job) => { tracker.spawn(job()); }
+                Some(job) => { tracker.spawn(job(index)); }
                 None => break,
             },
         }

@@ -30,7 +30,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::backend::Protocol;
 
-pub use locate::{ClusterLocator, Locate, MasterLocator};
+pub use locate::Locate;
 pub use mode::{serve, ClientIo, Exit, SessionParts};
 
 /// The three kinds of subscription.

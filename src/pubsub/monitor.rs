@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::link::Link;
 use super::mode::{ClientIo, Exit, SessionParts};
 use crate::backend::Backend;
-use crate::proxy::acl;
-use crate::proxy::backlog::{must_write, write_or_flush};
-use crate::proxy::reply::{backend_error, input_error, Close};
+use crate::client::acl;
+use crate::client::backlog::{must_write, write_or_flush};
+use crate::client::reply::{backend_error, input_error, Close};
 use crate::resp::{error_reply, status_reply, Request};
 
 /// Frames queued from the links towards the loop.

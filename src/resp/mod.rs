@@ -13,6 +13,7 @@
 pub mod command;
 mod command_table;
 pub mod encode;
+pub mod redirect;
 pub mod reply;
 pub mod request;
 pub mod value;

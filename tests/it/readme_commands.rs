@@ -2,8 +2,8 @@
 //! the error that row gives, from the router and the command policy and through a running proxy in
 //! static and in cluster mode; and nothing the router refuses goes unmentioned.
 
+use haproxy_rs::client::policy::{CommandPolicy, TOPOLOGY_CHANGES};
 use haproxy_rs::config::CommandsConfig;
-use haproxy_rs::proxy::policy::{CommandPolicy, TOPOLOGY_CHANGES};
 use haproxy_rs::resp::{encode_command, CommandTable, Request};
 use haproxy_rs::router::{classify, Class};
 

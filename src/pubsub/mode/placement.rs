@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{Subscriber, MAX_RETRY, TICK};
 use crate::backend::{Backend, BackendError};
-use crate::proxy::reply::backend_error;
+use crate::client::reply::backend_error;
 use crate::pubsub::link::Link;
 use crate::pubsub::{Kind, Subscriptions};
 use crate::router::slot::key_slot;

@@ -21,13 +21,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::acl::ClientAuth;
-use super::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
-use super::client_state::ClientState;
-use super::reply::{backend_error, input_error, Close};
-use super::{acl, local, ProxyContext};
 use crate::backend::pinned::{wait_probe, wait_probe_refused, WAIT_ON_REPLICA};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Pinned, Protocol};
+use crate::client::acl::{self, ClientAuth};
+use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
+use crate::client::client_state::ClientState;
+use crate::client::reply::{backend_error, input_error, Close};
+use crate::client::{local, ProxyContext};
 use crate::config::ReadConsistency;
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
@@ -140,6 +140,8 @@ pub struct Session {
     stats: Arc<ListenerStats>,
     /// Backend connection slot; fixed for the session's life.
     slot: usize,
+    /// The session thread this session runs on (whose backend connections it uses).
+    worker: usize,
     /// Round-robin cursor over replicas.
     cursor: usize,
     /// The client's connection as `CLIENT INFO` shows it (and its id, `HELLO`'s).
@@ -209,6 +211,7 @@ impl Session {
             endpoint,
             stats,
             slot: id as usize,
+            worker: 0,
             cursor: id as usize,
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
@@ -233,7 +236,13 @@ impl Session {
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
-    pub async fn run(mut self, stream: crate::tls::Stream, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        stream: crate::tls::Stream,
+        shutdown: CancellationToken,
+        worker: usize,
+    ) {
+        self.worker = worker;
         self.client.peer = stream.peer_addr().ok();
         self.client.local = stream.local_addr().ok();
         let (mut rd, mut wr) = stream.into_split();
@@ -259,7 +268,7 @@ impl Session {
             }
             if self.pending.is_empty() {
                 if let Some(first) = self.subscribe.take() {
-                    let locator = crate::pubsub::MasterLocator::new(self.ctx.table.clone());
+                    let locator = crate::primary::MasterLocator::new(self.ctx.table.clone());
                     let parts = crate::pubsub::SessionParts {
                         ctx: &self.ctx,
                         stats: &self.stats,
@@ -836,7 +845,7 @@ impl Session {
     async fn dispatch(&mut self, mut batch: Batch, backend: Arc<Backend>) {
         batch.waited = self.ctx.durability.is_some() && batch.writes > 0;
         let (dispatch, rx) = Dispatch::new(batch.raw.clone(), batch.count, batch.waited);
-        let sent = match backend.pool(self.protocol, batch.db) {
+        let sent = match backend.pool(self.worker, self.protocol, batch.db) {
             Some(pool) => pool.send(self.slot, dispatch).await,
             None => Err(BackendError::Unavailable),
         };

@@ -1,0 +1,49 @@
+//! Where a subscribed client's subscriptions go in Sentinel and static mode.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::backend::Backend;
+use crate::pubsub::Locate;
+use crate::resp::{CommandTable, Request};
+use crate::router::RoutingTable;
+
+/// Sentinel and static mode: everything goes to the master, and nowhere while a failover is
+/// fenced.
+pub struct MasterLocator {
+    table: Arc<ArcSwap<RoutingTable>>,
+}
+
+impl MasterLocator {
+    /// Over the proxy's routing table.
+    pub fn new(table: Arc<ArcSwap<RoutingTable>>) -> MasterLocator {
+        MasterLocator { table }
+    }
+
+    fn master(&self) -> Option<Arc<Backend>> {
+        let t = self.table.load();
+        t.fence.is_none().then(|| t.master.clone()).flatten()
+    }
+}
+
+impl Locate for MasterLocator {
+    fn classic(&self, _current: Option<&str>, _avoid: Option<&str>) -> Option<Arc<Backend>> {
+        self.master()
+    }
+    fn shard(&self, _slot: u16) -> Option<Arc<Backend>> {
+        self.master()
+    }
+    fn command(&self, _commands: &CommandTable, _req: &Request) -> Option<Arc<Backend>> {
+        self.master()
+    }
+    fn generation(&self) -> u64 {
+        self.table.load().generation
+    }
+    fn cluster(&self) -> bool {
+        false
+    }
+    fn monitored(&self) -> Vec<Arc<Backend>> {
+        self.master().into_iter().collect()
+    }
+}

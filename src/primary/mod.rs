@@ -1,0 +1,17 @@
+//! Sentinel and static mode: one master and its replicas. Writes go to the master and are held
+//! while there is none (a failover); reads go to replicas under the read policy and
+//! read-your-writes; transactions and blocking commands run on a connection of the client's own.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod locate;
+pub mod session;
+
+pub use locate::MasterLocator;
