@@ -6,7 +6,7 @@
 //! - [`plan`]: where one request goes (a slot, several slots, every master, or the proxy).
 //! - [`exec`]: sends a pipeline's parts grouped per node, follows `MOVED`/`ASK`, retries
 //!   `TRYAGAIN`/`CLUSTERDOWN` within `cluster.retry_window_ms`, and [`merge`]s split replies.
-//! - [`session`]: one client connection.
+//! - [`Dispatcher`]: one client's routing (the session is `proxy::session`'s, as in every mode).
 #![cfg_attr(
     not(test),
     deny(
@@ -17,13 +17,14 @@
     )
 )]
 
+mod dispatcher;
 pub mod exec;
 pub mod locate;
 pub mod merge;
+mod pin_commands;
 pub mod pinned;
 pub mod plan;
 pub mod refresh;
-pub mod session;
 pub mod tx;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +38,8 @@ use crate::backend::{Backend, BackendSet};
 use crate::router::slot::SLOTS;
 use crate::router::slotmap::SlotMap;
 use crate::stats::ClusterStats;
+
+pub use dispatcher::Dispatcher;
 
 /// The backends serving one slot range.
 #[derive(Debug, Clone)]

@@ -11,7 +11,12 @@
     )
 )]
 
+mod dispatcher;
+mod hold;
 pub mod locate;
-pub mod session;
+mod pinned;
+mod queue;
+mod reply;
 
+pub use dispatcher::{Dispatcher, Progress};
 pub use locate::MasterLocator;

@@ -14,18 +14,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cluster::session::ClusterSession;
-use crate::cluster::ClusterState;
-use crate::primary::session::Session;
-
-/// A session of either mode.
-enum Either {
-    Sentinel(Box<Session>),
-    Cluster(Box<ClusterSession>),
-}
+use super::dispatch::Dispatcher;
+use super::session::Session;
 use super::workers::{Job, Workers};
 use crate::backend::tune_socket;
 use crate::client::ProxyContext;
+use crate::cluster::ClusterState;
 use crate::router::Endpoint;
 use crate::stats::ListenerStats;
 use crate::tls::{ServerTls, Stream};
@@ -108,21 +102,23 @@ impl Listener {
                 }
             };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-            let session = match &self.cluster {
-                Some(state) => Either::Cluster(Box::new(ClusterSession::new(
-                    self.ctx.clone(),
+            let (ctx, endpoint, stats) = (self.ctx.clone(), self.endpoint, self.stats.clone());
+            let dispatch = match &self.cluster {
+                Some(state) => Dispatcher::Cluster(Box::new(crate::cluster::Dispatcher::new(
+                    ctx.clone(),
                     state.clone(),
-                    self.endpoint,
-                    self.stats.clone(),
+                    endpoint,
+                    stats.clone(),
                     id,
                 ))),
-                None => Either::Sentinel(Box::new(Session::new(
-                    self.ctx.clone(),
-                    self.endpoint,
-                    self.stats.clone(),
+                None => Dispatcher::Primary(Box::new(crate::primary::Dispatcher::new(
+                    ctx.clone(),
+                    endpoint,
+                    stats.clone(),
                     id,
                 ))),
             };
+            let session = Session::new(ctx, stats, id, dispatch);
             let stats = self.stats.clone();
             let token = shutdown.clone();
             let tls = self.tls.clone();
@@ -151,10 +147,7 @@ impl Listener {
                             },
                         };
                         stats.connection_opened();
-                        match session {
-                            Either::Sentinel(s) => s.run(stream, token, worker).await,
-                            Either::Cluster(s) => s.run(stream, token, worker).await,
-                        }
+                        session.run(stream, token, worker).await;
                         stats.connection_closed();
                     }
                     .instrument(span),

@@ -1,4 +1,5 @@
-//! The client side: listeners accept connections, one session task serves each client.
+//! The client side: listeners accept connections, one [`session::Session`] task serves each
+//! client in every mode, with the mode's [`dispatch::Dispatcher`].
 #![cfg_attr(
     not(test),
     deny(
@@ -9,6 +10,8 @@
     )
 )]
 
+pub mod dispatch;
 pub mod listener;
+pub mod session;
 
 pub mod workers;

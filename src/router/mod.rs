@@ -263,6 +263,16 @@ pub fn hold_full_reply() -> Bytes {
     error_reply("TRYAGAIN haproxy-rs: too many requests held for the failover (max_held_bytes); the command was not executed")
 }
 
+/// The read policy in force on `endpoint`: the read-only endpoint exists to serve reads from
+/// replicas (HAProxy's `:6380` replica backend), so there `read_policy = "master"` means
+/// `"prefer-replica"`; the main endpoint follows the setting. The same in every mode.
+pub fn read_policy(endpoint: Endpoint, configured: ReadPolicy) -> ReadPolicy {
+    match (endpoint, configured) {
+        (Endpoint::ReadOnly, ReadPolicy::Master) => ReadPolicy::PreferReplica,
+        (_, policy) => policy,
+    }
+}
+
 /// Routes a read or write. `need` is the session's read-your-writes requirement (`Any` when off).
 pub fn route<'t>(
     table: &'t RoutingTable,

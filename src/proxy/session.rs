@@ -1,0 +1,342 @@
+//! One client connection, in every mode: parse requests, answer what is the client's own, hand
+//! the rest to the mode's [`Dispatcher`], and write the replies in request order.
+//!
+//! The session owns everything that is the client's: the socket and its buffers, the parser and
+//! its limits, authentication and the user's rules, the name and id (`CLIENT INFO`), the RESP
+//! version, subscriber mode, the output limits. Where a command goes, and how its reply comes
+//! back, is the dispatcher's (see `dispatch.rs` for what differs between the modes, and why).
+//!
+//! A session is a single task. Requests are dispatched as soon as they are parsed (pipelining);
+//! the dispatcher keeps their replies in request order. See `docs/failover.md` for the write
+//! hold.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{Dispatcher, Progress};
+use crate::backend::Protocol;
+use crate::client::acl::{self, ClientAuth};
+use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
+use crate::client::client_state::ClientState;
+use crate::client::reply::{input_error, Close};
+use crate::client::{local, ProxyContext};
+use crate::resp::{
+    error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
+};
+use crate::router::{is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint};
+use crate::stats::ListenerStats;
+
+/// Inside `MULTI` these are queued (sent to the server, or kept by the proxy until `EXEC`), as
+/// Redis queues them: reads, writes, local answers such as `PING`, and `CLIENT` commands.
+fn queued_in_multi(class: &Class) -> bool {
+    match class {
+        Class::Read | Class::Write | Class::Local(_) => true,
+        Class::Conn(c) => *c != ConnCmd::Reset,
+        _ => false,
+    }
+}
+
+/// One client's session.
+pub struct Session {
+    ctx: Arc<ProxyContext>,
+    stats: Arc<ListenerStats>,
+    /// The client's connection as `CLIENT INFO` shows it (and its id, `HELLO`'s).
+    client: ClientState,
+    /// RESP2 until the client says `HELLO 3`.
+    protocol: Protocol,
+    /// Who the client authenticated as.
+    auth: ClientAuth,
+    /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
+    closing: bool,
+    /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
+    /// out.
+    subscribe: Option<Request>,
+    /// Where requests go: the mode's routing, and the replies' order.
+    dispatch: Dispatcher,
+}
+
+enum Event {
+    Progress(Progress),
+    Read(std::io::Result<usize>),
+    Written(std::io::Result<usize>),
+    Idle,
+    /// Chosen to bring the replies of all clients under `max_output_bytes_total`.
+    Evicted,
+    Shutdown,
+}
+
+impl Session {
+    /// A session for client number `id`, whose requests go through `dispatch`.
+    pub fn new(
+        ctx: Arc<ProxyContext>,
+        stats: Arc<ListenerStats>,
+        id: u64,
+        dispatch: Dispatcher,
+    ) -> Session {
+        Session {
+            auth: ClientAuth::new(&ctx.security),
+            ctx,
+            stats,
+            client: ClientState::new(id),
+            protocol: Protocol::Resp2,
+            closing: false,
+            subscribe: None,
+            dispatch,
+        }
+    }
+
+    /// The endpoint this session was accepted on.
+    pub fn endpoint(&self) -> Endpoint {
+        self.dispatch.endpoint()
+    }
+
+    /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
+    /// `worker` is the session thread running it (whose backend connections it uses).
+    pub async fn run(
+        mut self,
+        stream: crate::tls::Stream,
+        shutdown: CancellationToken,
+        worker: usize,
+    ) {
+        self.client.peer = stream.peer_addr().ok();
+        self.client.local = stream.local_addr().ok();
+        self.dispatch.attach(worker, self.client.local);
+        let (mut rd, mut wr) = stream.into_split();
+        let mut inbuf = BytesMut::with_capacity(16 * 1024);
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        let mut parser = RequestParser::new(self.ctx.limits);
+        let mut backlog = Backlog::new(&self.ctx);
+        loop {
+            if !self.closing && self.dispatch_parsed(&mut parser, &mut inbuf).await == Close::Now {
+                break;
+            }
+            let unwritten = out.len();
+            self.dispatch.collect(&mut out);
+            if backlog.over_limit(&self.stats, unwritten, out.len()) {
+                break;
+            }
+            if self.dispatch.send_deferred().await {
+                continue;
+            }
+            if let Err(e) = backlog.write_now(&wr, &mut out) {
+                tracing::debug!(error = %e, "client write failed");
+                break;
+            }
+            if self.dispatch.is_idle() {
+                if let Some(first) = self.subscribe.take() {
+                    let locator = self.dispatch.locator();
+                    let parts = crate::pubsub::SessionParts {
+                        ctx: &self.ctx,
+                        stats: &self.stats,
+                        auth: &mut self.auth,
+                        protocol: self.protocol,
+                        locator: locator.as_ref(),
+                    };
+                    let io = crate::pubsub::ClientIo {
+                        rd: &mut rd,
+                        wr: &mut wr,
+                        inbuf: &mut inbuf,
+                        out: &mut out,
+                        parser: &mut parser,
+                        backlog: &mut backlog,
+                    };
+                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
+                        crate::pubsub::Exit::Close => break,
+                        crate::pubsub::Exit::Reset => self.reset().await,
+                        crate::pubsub::Exit::Unsubscribed => {}
+                    }
+                    continue;
+                }
+            }
+            if self.closing && self.dispatch.is_idle() && out.is_empty() {
+                let _ = wr.shutdown().await;
+                break;
+            }
+            let can_read = !self.closing
+                && self.subscribe.is_none()
+                && self.dispatch.can_parse()
+                && self.dispatch.queued() < self.ctx.max_pipeline;
+            // The client is written to as it reads, while replies keep being collected (so the
+            // output buffer limit sees a client that does not read) and requests keep being read.
+            let writing = must_write(&wr, &out);
+            let idle = backlog.idle_deadline(writing || !self.dispatch.is_idle());
+            let event = tokio::select! {
+                r = write_or_flush(&mut wr, &out), if writing => Event::Written(r),
+                p = self.dispatch.progress() => Event::Progress(p),
+                r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
+                _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
+                _ = backlog.evicted() => Event::Evicted,
+                _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
+            };
+            match event {
+                Event::Written(Ok(n)) => backlog.written(&mut out, n),
+                Event::Written(Err(e)) => {
+                    tracing::debug!(error = %e, "client write failed");
+                    break;
+                }
+                Event::Progress(p) => {
+                    let unwritten = out.len();
+                    self.dispatch.advance(p, &mut out).await;
+                    if backlog.over_limit(&self.stats, unwritten, out.len()) {
+                        break;
+                    }
+                }
+                Event::Read(Ok(0)) => {
+                    // Like Redis, a client that hangs up while it waits on its own connection (a
+                    // blocking pop) is dropped at once: its connection closes, the pop with it.
+                    if self.dispatch.blocked() {
+                        break;
+                    }
+                    self.close_input();
+                }
+                Event::Read(Ok(_)) => backlog.active(),
+                Event::Read(Err(e)) => {
+                    tracing::debug!(error = %e, "client read failed");
+                    break;
+                }
+                Event::Idle => {
+                    // Closed without a reply, as Redis does (`timeout`).
+                    tracing::debug!("idle client closed");
+                    self.stats.idle_timeout();
+                    break;
+                }
+                Event::Evicted => break,
+                Event::Shutdown => {
+                    self.close_input();
+                    self.dispatch.shutdown().await;
+                }
+            }
+        }
+        backlog.publish(&self.stats);
+        self.dispatch.end();
+    }
+
+    /// No more requests are read; what was read is answered.
+    fn close_input(&mut self) {
+        self.closing = true;
+        self.dispatch.close_input();
+    }
+
+    /// Parses and dispatches every complete request in `inbuf`, up to the pipeline cap;
+    /// [`Close::Now`] when the client must be dropped at once (its query buffer limit).
+    async fn dispatch_parsed(&mut self, parser: &mut RequestParser, inbuf: &mut BytesMut) -> Close {
+        let mut commands: Option<Arc<CommandTable>> = None;
+        // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
+        while !self.closing
+            && self.subscribe.is_none()
+            && self.dispatch.can_parse()
+            && self.dispatch.queued() < self.ctx.max_pipeline
+        {
+            parser.set_unauthenticated(!self.auth.authenticated());
+            parser.set_buffered(self.dispatch.buffered_bytes());
+            match parser.next(inbuf) {
+                Ok(Some(req)) => {
+                    let commands = commands
+                        .get_or_insert_with(|| {
+                            self.dispatch.begin_read();
+                            self.ctx.commands.load_full()
+                        })
+                        .clone();
+                    self.handle(req, &commands).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let (reply, close) = input_error(&self.stats, &e);
+                    if close == Close::Now {
+                        return Close::Now;
+                    }
+                    self.dispatch.push_ready(reply).await;
+                    if close == Close::AfterReply {
+                        self.close_input();
+                    }
+                    break;
+                }
+            }
+        }
+        self.dispatch.flush().await;
+        Close::No
+    }
+
+    /// One request: what is the client's own is answered here, the rest is dispatched.
+    async fn handle(&mut self, req: Request, commands: &CommandTable) {
+        self.stats.command();
+        if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+            // A refused command spoils a transaction being queued, as in Redis.
+            if is_error_reply(&refused) {
+                self.dispatch.spoil_transaction();
+            }
+            return self.dispatch.push_ready(refused).await;
+        }
+        self.ctx.scripts.observe(&req);
+        let info = commands.lookup(&req);
+        let class = self.dispatch.classify(info, &req);
+        let in_multi = self.dispatch.in_multi();
+        if in_multi && queued_in_multi(&class) {
+            return self.dispatch.command(req, info, class, commands).await;
+        }
+        let reply = match class {
+            Class::Read | Class::Write | Class::Pin(_) | Class::Select(_) => {
+                return self.dispatch.command(req, info, class, commands).await
+            }
+            Class::Local(reply) | Class::Reject(reply) => reply,
+            Class::Quit => {
+                self.close_input();
+                status_reply("OK")
+            }
+            Class::Auth => local::auth_reply(&self.ctx, &mut self.auth, &req).await,
+            Class::Hello => {
+                // Sent first: what was gathered so far is for the protocol in force before HELLO.
+                self.dispatch.flush().await;
+                let (reply, protocol) = local::hello(
+                    &self.ctx,
+                    &mut self.auth,
+                    self.protocol,
+                    &mut self.client,
+                    &req,
+                )
+                .await;
+                self.set_protocol(protocol);
+                reply
+            }
+            Class::Conn(ConnCmd::Reset) => {
+                self.reset().await;
+                status_reply("RESET")
+            }
+            // Redis allows SUBSCRIBE under WATCH (the watch stays), and queues it in MULTI,
+            // where the proxy cannot follow it into subscriber mode.
+            Class::PubSub if in_multi => {
+                error_reply("ERR haproxy-rs does not support pub/sub commands inside a transaction")
+            }
+            Class::PubSub if self.protocol == Protocol::Resp2 && is_tracking(&req) => {
+                tracking_in_resp2(&req)
+            }
+            Class::PubSub => {
+                self.dispatch.flush().await;
+                self.subscribe = Some(req);
+                return;
+            }
+            Class::Conn(cmd) => {
+                let db = self.dispatch.db();
+                self.client.answer(cmd, &req, db, self.protocol, in_multi)
+            }
+        };
+        self.dispatch.push_ready(reply).await;
+    }
+
+    fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+        self.dispatch.set_protocol(protocol);
+    }
+
+    /// `RESET`: back to a fresh connection's state (RESP2, no name, not authenticated when
+    /// clients must be, database 0, no transaction or `WATCH`).
+    async fn reset(&mut self) {
+        self.dispatch.reset().await;
+        self.set_protocol(Protocol::Resp2);
+        self.client.name = None;
+        self.auth.reset(&self.ctx.security);
+    }
+}
