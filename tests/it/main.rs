@@ -15,6 +15,7 @@ mod harness;
 mod harness_selftest;
 mod limits;
 mod memory_limits;
+mod modes_agree;
 mod protocol;
 mod pubsub;
 mod pubsub_hard;
