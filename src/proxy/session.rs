@@ -10,7 +10,7 @@
 //! down) requests that need it are *held* in the FIFO, in order, and routed again whenever the
 //! routing table changes (and every 100 ms); after `failover.hold_ms` they get
 //! `-TRYAGAIN`. Once a session holds something, everything after it is held too, so a later
-//! request never overtakes an earlier one. See `LIFECYCLE.md`.
+//! request never overtakes an earlier one. See `docs/failover.md`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
