@@ -9,6 +9,7 @@ mod clients;
 mod cluster_mode;
 mod compose;
 mod docs_commands;
+mod docs_pages;
 mod dropin_failover;
 mod dropin_python;
 mod failover_writes;
