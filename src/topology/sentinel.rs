@@ -4,7 +4,7 @@
 //! Each link reports a [`SentinelView`] on connect, on every event about our master, and every
 //! reconcile interval, and forwards the events themselves. The manager fences writes at the
 //! first sign of a failover, follows the master a majority of the configured sentinels name once
-//! it answers `ROLE` as master, and runs switchovers (see `src/proxy/LIFECYCLE.md`).
+//! it answers `ROLE` as master, and runs switchovers (see `docs/failover.md`).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The README's "Commands by mode" tables against the code: every command a row calls refused gets
+//! The tables of docs/commands.md ("Commands by mode") against the code: every command a row calls refused gets
 //! the error that row gives, from the router and the command policy and through a running proxy in
 //! static and in cluster mode; and nothing the router refuses goes unmentioned.
 
@@ -11,7 +11,7 @@ use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::redis::read_replies;
 use crate::harness::{Cluster, RedisServer};
 
-const README: &str = include_str!("../../README.md");
+const COMMANDS: &str = include_str!("../../docs/commands.md");
 
 /// The router's refusal of commands that would change a shared backend connection.
 const UNSUPPORTED: &str = "-ERR haproxy-rs does not support";
@@ -38,14 +38,13 @@ impl Refused {
     }
 }
 
-/// The "Commands by mode" section, up to the next `## ` heading.
+/// The "Commands by mode" page, every table of it (one per `## ` heading).
 fn section() -> &'static str {
-    let start = README
-        .find("\n## Commands by mode\n")
-        .expect("README has a \"Commands by mode\" section");
-    let rest = &README[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 4);
-    &rest[..end]
+    assert!(
+        COMMANDS.starts_with("# Commands by mode\n"),
+        "docs/commands.md is the \"Commands by mode\" page"
+    );
+    COMMANDS
 }
 
 /// A table row's cells (`\|` does not split).
@@ -156,7 +155,7 @@ fn request(command: &str) -> Request {
 }
 
 #[test]
-fn readme_tables_parse_into_the_expected_refusals() {
+fn commands_doc_tables_parse_into_the_expected_refusals() {
     let rows = refused_rows();
     let named = |c: &str| rows.iter().any(|r| r.commands.iter().any(|n| n == c));
     for c in [
@@ -204,7 +203,7 @@ fn refused_rows_match_the_router_and_the_command_policy() {
 }
 
 #[test]
-fn every_command_the_proxy_refuses_is_in_the_readme() {
+fn every_command_the_proxy_refuses_is_in_the_commands_doc() {
     let rows = refused_rows();
     let in_refused_row = |name: &str| rows.iter().any(|r| r.commands.iter().any(|c| c == name));
     for name in TOPOLOGY_CHANGES {
@@ -222,7 +221,7 @@ fn every_command_the_proxy_refuses_is_in_the_readme() {
             if e.starts_with(UNSUPPORTED.as_bytes()) {
                 assert!(
                     in_refused_row(&name),
-                    "{name} is refused by the router but not in a refused row of the README"
+                    "{name} is refused by the router but not in a refused row of docs/commands.md"
                 );
             }
         }
@@ -259,14 +258,14 @@ async fn check_through(proxy: &TestProxy, cluster: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_refusals_hold_through_a_static_mode_proxy() {
+async fn commands_doc_refusals_hold_through_a_static_mode_proxy() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     check_through(&proxy, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readme_refusals_hold_through_a_cluster_mode_proxy() {
+async fn commands_doc_refusals_hold_through_a_cluster_mode_proxy() {
     let cluster = Cluster::start(3, 0).await;
     let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
     check_through(&proxy, true).await;
