@@ -82,8 +82,44 @@ enum Entry {
 pub struct Sent {
     backend: Arc<Backend>,
     rx: Option<oneshot::Receiver<BatchReply>>,
-    /// (part, sent with `ASKING` first, sent to a replica)
-    members: Vec<(usize, bool, bool)>,
+    /// The parts it carries, in order.
+    members: Vec<Member>,
+}
+
+/// A part in a dispatch.
+struct Member {
+    /// Which part.
+    part: usize,
+    /// Sent with `ASKING` first (its reply comes first and is not the part's).
+    asking: bool,
+    /// Sent to a replica.
+    replica: bool,
+}
+
+/// Where one attempt of a part goes.
+struct Destination {
+    backend: Arc<Backend>,
+    /// Send `ASKING` first (an `-ASK` redirection).
+    asking: bool,
+    /// The node is a replica.
+    replica: bool,
+}
+
+impl Destination {
+    fn master(backend: Arc<Backend>) -> Resolved {
+        Resolved::To(Destination {
+            backend,
+            asking: false,
+            replica: false,
+        })
+    }
+}
+
+/// What one attempt of a part came to.
+struct Attempt {
+    /// Sent to a replica.
+    replica: bool,
+    outcome: Outcome,
 }
 
 /// What became of one attempt of a part.
@@ -230,25 +266,37 @@ impl Chunk {
         let mut failed = Vec::new();
         for &i in which {
             match self.resolve(map, i) {
-                Resolved::To(backend, asking, replica) => {
+                Resolved::To(to) => {
                     let Some(part) = self.parts.get(i) else {
                         continue;
                     };
-                    let g = match groups.iter().position(|g| Arc::ptr_eq(&g.0, &backend)) {
+                    let g = match groups
+                        .iter()
+                        .position(|g| Arc::ptr_eq(&g.backend, &to.backend))
+                    {
                         Some(g) => g,
                         None => {
-                            groups.push((backend, Vec::new(), Vec::new(), 0));
+                            groups.push(Group {
+                                backend: to.backend,
+                                pieces: Vec::new(),
+                                members: Vec::new(),
+                                count: 0,
+                            });
                             groups.len() - 1
                         }
                     };
                     if let Some(g) = groups.get_mut(g) {
-                        if asking {
-                            g.1.push(encode_command(&["ASKING"]));
-                            g.3 += 1;
+                        if to.asking {
+                            g.pieces.push(encode_command(&["ASKING"]));
+                            g.count += 1;
                         }
-                        g.1.push(part.raw.clone());
-                        g.2.push((i, asking, replica));
-                        g.3 += 1;
+                        g.pieces.push(part.raw.clone());
+                        g.members.push(Member {
+                            part: i,
+                            asking: to.asking,
+                            replica: to.replica,
+                        });
+                        g.count += 1;
                     }
                 }
                 Resolved::Later(error) => failed.push((i, error)),
@@ -260,7 +308,13 @@ impl Chunk {
             }
         }
         let mut sent = Vec::with_capacity(groups.len() + 1);
-        for (backend, pieces, members, count) in groups {
+        for Group {
+            backend,
+            pieces,
+            members,
+            count,
+        } in groups
+        {
             let raw = if pieces.len() == 1 {
                 pieces.into_iter().next().unwrap_or_default()
             } else {
@@ -297,11 +351,15 @@ impl Chunk {
             return Resolved::Fail(error_reply("ERR haproxy-rs: internal error"));
         };
         if let Some((backend, asking)) = part.redirect.take() {
-            return Resolved::To(backend, asking, false);
+            return Resolved::To(Destination {
+                backend,
+                asking,
+                replica: false,
+            });
         }
         match &part.target {
             &Target::MasterOf(slot) => match map.owners(slot) {
-                Some(o) => Resolved::To(o.master.clone(), false, false),
+                Some(o) => Destination::master(o.master.clone()),
                 None => Resolved::Later(error_reply("CLUSTERDOWN Hash slot not served")),
             },
             Target::AnyMaster => {
@@ -313,7 +371,7 @@ impl Chunk {
                 }
                 self.cursor = self.cursor.wrapping_add(1);
                 match masters.get(self.cursor % masters.len()) {
-                    Some(m) => Resolved::To(m.clone(), false, false),
+                    Some(m) => Destination::master(m.clone()),
                     None => Resolved::Later(error_reply("CLUSTERDOWN haproxy-rs: no master")),
                 }
             }
@@ -332,7 +390,11 @@ impl Chunk {
                         self.cursor = self.cursor.wrapping_add(1);
                         match owners.replicas.get(self.cursor % n) {
                             Some(r) if r.health.serves_reads() => {
-                                return Resolved::To(r.clone(), false, true)
+                                return Resolved::To(Destination {
+                                    backend: r.clone(),
+                                    asking: false,
+                                    replica: true,
+                                })
                             }
                             _ => {}
                         }
@@ -343,18 +405,21 @@ impl Chunk {
                         )));
                     }
                 }
-                Resolved::To(owners.master.clone(), false, false)
+                Destination::master(owners.master.clone())
             }
         }
     }
 
     /// What to do with part `i` after `outcome`.
-    fn decide(&mut self, i: usize, outcome: (bool, Outcome)) -> Decision {
+    fn decide(&mut self, i: usize, attempt: Attempt) -> Decision {
         let state = &self.ctx.state;
         let Some(part) = self.parts.get_mut(i) else {
             return Decision::Done;
         };
-        let (to_replica, outcome) = outcome;
+        let Attempt {
+            replica: to_replica,
+            outcome,
+        } = attempt;
         match outcome {
             Outcome::Frame(frame) => match reaction(&frame) {
                 Reaction::Answer => {
@@ -477,12 +542,21 @@ impl Turn {
     }
 }
 
-/// One node's share of a round: (backend, requests, members, request count).
-type Group = (Arc<Backend>, Vec<Bytes>, Vec<(usize, bool, bool)>, usize);
+/// One node's share of a round.
+struct Group {
+    backend: Arc<Backend>,
+    /// The requests, in order (an `ASKING` before a part that needs it).
+    pieces: Vec<Bytes>,
+    /// The parts they carry.
+    members: Vec<Member>,
+    /// How many requests `pieces` holds.
+    count: usize,
+}
 
+/// Where a part goes now.
 enum Resolved {
-    /// (node, send `ASKING` first, the node is a replica)
-    To(Arc<Backend>, bool, bool),
+    /// To this node.
+    To(Destination),
     /// Nowhere to send it yet: retried after a pause, this error if the window runs out.
     Later(Bytes),
     /// Answered with this error at once.
@@ -495,8 +569,8 @@ enum Decision {
     Later,
 }
 
-/// The outcome of each part of one dispatch: `(part, (sent to a replica, outcome))`.
-async fn collect(s: Sent) -> Vec<(usize, (bool, Outcome))> {
+/// The outcome of each part of one dispatch: `(part, attempt)`.
+async fn collect(s: Sent) -> Vec<(usize, Attempt)> {
     let reply = match s.rx {
         Some(rx) => rx
             .await
@@ -511,7 +585,12 @@ async fn collect(s: Sent) -> Vec<(usize, (bool, Outcome))> {
         .map(|e| backend_error(e, s.backend.addr()).0);
     let mut frames = reply.frames.into_iter();
     let mut out = Vec::with_capacity(s.members.len());
-    for (i, asking, replica) in s.members {
+    for Member {
+        part: i,
+        asking,
+        replica,
+    } in s.members
+    {
         if asking {
             let _ = frames.next(); // ASKING's +OK
         }
@@ -528,7 +607,7 @@ async fn collect(s: Sent) -> Vec<(usize, (bool, Outcome))> {
                 }
             }
         };
-        out.push((i, (replica, outcome)));
+        out.push((i, Attempt { replica, outcome }));
     }
     out
 }
