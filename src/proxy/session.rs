@@ -28,6 +28,7 @@ use crate::resp::{
 };
 use crate::router::{is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint};
 use crate::stats::ListenerStats;
+use crate::tls::{ReadHalf, WriteHalf};
 
 /// Inside `MULTI` these are queued (sent to the server, or kept by the proxy until `EXEC`), as
 /// Redis queues them: reads, writes, local answers such as `PING`, and `CLIENT` commands.
@@ -56,6 +57,26 @@ pub struct Session {
     subscribe: Option<Request>,
     /// Where requests go: the mode's routing, and the replies' order.
     dispatch: Dispatcher,
+}
+
+/// The client's side of the session.
+struct Io {
+    rd: ReadHalf,
+    wr: WriteHalf,
+    /// Bytes read and not parsed yet.
+    inbuf: BytesMut,
+    /// Bytes for the client not written yet.
+    out: BytesMut,
+    parser: RequestParser,
+    /// Output limits and idle time.
+    backlog: Backlog,
+}
+
+/// Whether the session goes on.
+#[derive(PartialEq, Eq)]
+enum Step {
+    Go,
+    End,
 }
 
 enum Event {
@@ -104,114 +125,145 @@ impl Session {
         self.client.peer = stream.peer_addr().ok();
         self.client.local = stream.local_addr().ok();
         self.dispatch.attach(worker, self.client.local);
-        let (mut rd, mut wr) = stream.into_split();
-        let mut inbuf = BytesMut::with_capacity(16 * 1024);
-        let mut out = BytesMut::with_capacity(16 * 1024);
-        let mut parser = RequestParser::new(self.ctx.limits);
-        let mut backlog = Backlog::new(&self.ctx);
-        loop {
-            if !self.closing && self.dispatch_parsed(&mut parser, &mut inbuf).await == Close::Now {
-                break;
-            }
-            let unwritten = out.len();
-            self.dispatch.collect(&mut out);
-            if backlog.over_limit(&self.stats, unwritten, out.len()) {
-                break;
-            }
-            if self.dispatch.send_deferred().await {
-                continue;
-            }
-            if let Err(e) = backlog.write_now(&wr, &mut out) {
-                tracing::debug!(error = %e, "client write failed");
-                break;
-            }
-            if self.dispatch.is_idle() {
-                if let Some(first) = self.subscribe.take() {
-                    let locator = self.dispatch.locator();
-                    let parts = crate::pubsub::SessionParts {
-                        ctx: &self.ctx,
-                        stats: &self.stats,
-                        auth: &mut self.auth,
-                        protocol: self.protocol,
-                        locator: locator.as_ref(),
-                    };
-                    let io = crate::pubsub::ClientIo {
-                        rd: &mut rd,
-                        wr: &mut wr,
-                        inbuf: &mut inbuf,
-                        out: &mut out,
-                        parser: &mut parser,
-                        backlog: &mut backlog,
-                    };
-                    match crate::pubsub::serve(parts, io, first, &shutdown).await {
-                        crate::pubsub::Exit::Close => break,
-                        crate::pubsub::Exit::Reset => self.reset().await,
-                        crate::pubsub::Exit::Unsubscribed => {}
-                    }
-                    continue;
-                }
-            }
-            if self.closing && self.dispatch.is_idle() && out.is_empty() {
-                let _ = wr.shutdown().await;
-                break;
-            }
-            let can_read = !self.closing
-                && self.subscribe.is_none()
-                && self.dispatch.can_parse()
-                && self.dispatch.queued() < self.ctx.max_pipeline;
-            // The client is written to as it reads, while replies keep being collected (so the
-            // output buffer limit sees a client that does not read) and requests keep being read.
-            let writing = must_write(&wr, &out);
-            let idle = backlog.idle_deadline(writing || !self.dispatch.is_idle());
-            let event = tokio::select! {
-                r = write_or_flush(&mut wr, &out), if writing => Event::Written(r),
-                p = self.dispatch.progress() => Event::Progress(p),
-                r = rd.read_buf(&mut inbuf), if can_read => Event::Read(r),
-                _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
-                _ = backlog.evicted() => Event::Evicted,
-                _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
-            };
-            match event {
-                Event::Written(Ok(n)) => backlog.written(&mut out, n),
-                Event::Written(Err(e)) => {
-                    tracing::debug!(error = %e, "client write failed");
-                    break;
-                }
-                Event::Progress(p) => {
-                    let unwritten = out.len();
-                    self.dispatch.advance(p, &mut out).await;
-                    if backlog.over_limit(&self.stats, unwritten, out.len()) {
-                        break;
-                    }
-                }
-                Event::Read(Ok(0)) => {
-                    // Like Redis, a client that hangs up while it waits on its own connection (a
-                    // blocking pop) is dropped at once: its connection closes, the pop with it.
-                    if self.dispatch.blocked() {
-                        break;
-                    }
-                    self.close_input();
-                }
-                Event::Read(Ok(_)) => backlog.active(),
-                Event::Read(Err(e)) => {
-                    tracing::debug!(error = %e, "client read failed");
-                    break;
-                }
-                Event::Idle => {
-                    // Closed without a reply, as Redis does (`timeout`).
-                    tracing::debug!("idle client closed");
-                    self.stats.idle_timeout();
-                    break;
-                }
-                Event::Evicted => break,
-                Event::Shutdown => {
-                    self.close_input();
-                    self.dispatch.shutdown().await;
-                }
+        let (rd, wr) = stream.into_split();
+        let mut io = Io {
+            rd,
+            wr,
+            inbuf: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::with_capacity(16 * 1024),
+            parser: RequestParser::new(self.ctx.limits),
+            backlog: Backlog::new(&self.ctx),
+        };
+        while self.step(&mut io, &shutdown).await == Step::Go {}
+        io.backlog.publish(&self.stats);
+        self.dispatch.end();
+    }
+
+    /// One turn of the session: dispatch what was read, write what is ready, wait for the next
+    /// event and act on it.
+    async fn step(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Step {
+        if !self.closing && self.dispatch_parsed(&mut io.parser, &mut io.inbuf).await == Close::Now
+        {
+            return Step::End;
+        }
+        let unwritten = io.out.len();
+        self.dispatch.collect(&mut io.out);
+        if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
+            return Step::End;
+        }
+        if self.dispatch.send_deferred().await {
+            return Step::Go;
+        }
+        if let Err(e) = io.backlog.write_now(&io.wr, &mut io.out) {
+            tracing::debug!(error = %e, "client write failed");
+            return Step::End;
+        }
+        if self.dispatch.is_idle() {
+            if let Some(first) = self.subscribe.take() {
+                return self.subscriber_mode(io, first, shutdown).await;
             }
         }
-        backlog.publish(&self.stats);
-        self.dispatch.end();
+        if self.closing && self.dispatch.is_idle() && io.out.is_empty() {
+            let _ = io.wr.shutdown().await;
+            return Step::End;
+        }
+        let event = self.next_event(io, shutdown).await;
+        self.on_event(event, io).await
+    }
+
+    /// Waits for whatever comes first: the client's socket, the dispatcher, a timer, shutdown.
+    async fn next_event(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Event {
+        let can_read = !self.closing
+            && self.subscribe.is_none()
+            && self.dispatch.can_parse()
+            && self.dispatch.queued() < self.ctx.max_pipeline;
+        // The client is written to as it reads, while replies keep being collected (so the
+        // output buffer limit sees a client that does not read) and requests keep being read.
+        let writing = must_write(&io.wr, &io.out);
+        let idle = io
+            .backlog
+            .idle_deadline(writing || !self.dispatch.is_idle());
+        tokio::select! {
+            r = write_or_flush(&mut io.wr, &io.out), if writing => Event::Written(r),
+            p = self.dispatch.progress() => Event::Progress(p),
+            r = io.rd.read_buf(&mut io.inbuf), if can_read => Event::Read(r),
+            _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
+            _ = io.backlog.evicted() => Event::Evicted,
+            _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
+        }
+    }
+
+    async fn on_event(&mut self, event: Event, io: &mut Io) -> Step {
+        match event {
+            Event::Written(Ok(n)) => io.backlog.written(&mut io.out, n),
+            Event::Written(Err(e)) => {
+                tracing::debug!(error = %e, "client write failed");
+                return Step::End;
+            }
+            Event::Progress(p) => {
+                let unwritten = io.out.len();
+                self.dispatch.advance(p, &mut io.out).await;
+                if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
+                    return Step::End;
+                }
+            }
+            Event::Read(Ok(0)) => {
+                // Like Redis, a client that hangs up while it waits on its own connection (a
+                // blocking pop) is dropped at once: its connection closes, the pop with it.
+                if self.dispatch.blocked() {
+                    return Step::End;
+                }
+                self.close_input();
+            }
+            Event::Read(Ok(_)) => io.backlog.active(),
+            Event::Read(Err(e)) => {
+                tracing::debug!(error = %e, "client read failed");
+                return Step::End;
+            }
+            Event::Idle => {
+                // Closed without a reply, as Redis does (`timeout`).
+                tracing::debug!("idle client closed");
+                self.stats.idle_timeout();
+                return Step::End;
+            }
+            Event::Evicted => return Step::End,
+            Event::Shutdown => {
+                self.close_input();
+                self.dispatch.shutdown().await;
+            }
+        }
+        Step::Go
+    }
+
+    /// Subscriber (or monitor) mode, from `first`, until the client leaves it.
+    async fn subscriber_mode(
+        &mut self,
+        io: &mut Io,
+        first: Request,
+        shutdown: &CancellationToken,
+    ) -> Step {
+        let locator = self.dispatch.locator();
+        let parts = crate::pubsub::SessionParts {
+            ctx: &self.ctx,
+            stats: &self.stats,
+            auth: &mut self.auth,
+            protocol: self.protocol,
+            locator: locator.as_ref(),
+        };
+        let client = crate::pubsub::ClientIo {
+            rd: &mut io.rd,
+            wr: &mut io.wr,
+            inbuf: &mut io.inbuf,
+            out: &mut io.out,
+            parser: &mut io.parser,
+            backlog: &mut io.backlog,
+        };
+        match crate::pubsub::serve(parts, client, first, shutdown).await {
+            crate::pubsub::Exit::Close => return Step::End,
+            crate::pubsub::Exit::Reset => self.reset().await,
+            crate::pubsub::Exit::Unsubscribed => {}
+        }
+        Step::Go
     }
 
     /// No more requests are read; what was read is answered.

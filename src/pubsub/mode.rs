@@ -21,14 +21,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::{Link, LinkEvent};
 
+mod frames;
 mod placement;
-use super::{classify_frame, resp2_pong, Incoming, Kind, Locate, Subscriptions};
+use super::{resp2_pong, Kind, Locate, Subscriptions};
 use crate::backend::{BackendError, Protocol};
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, write_or_flush, Backlog};
 use crate::client::reply::{backend_error, input_error, Close};
 use crate::client::{local, ProxyContext};
-use crate::resp::redirect::{reaction, Reaction};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::slot::key_slot;
 use crate::router::{classify_info, Class};
@@ -207,30 +207,7 @@ async fn subscribed(
 ) -> Exit {
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let (opened_tx, mut opened) = mpsc::channel(EVENT_QUEUE);
-    let seen = parts.locator.generation();
-    let mut s = Subscriber {
-        parts,
-        subs: Subscriptions::default(),
-        links: Vec::new(),
-        next_link: 0,
-        events_tx,
-        opening: Vec::new(),
-        opened_tx,
-        current: None,
-        next_tag: 0,
-        held: VecDeque::new(),
-        held_bytes: 0,
-        unplaced: false,
-        retry_at: Instant::now(),
-        retry_backoff: TICK,
-        seen,
-        avoid: None,
-        redirect: None,
-        closing: false,
-        tracking: None,
-        tracking_addr: None,
-        notices: Vec::new(),
-    };
+    let mut s = Subscriber::new(parts, events_tx, opened_tx);
     let ClientIo {
         rd,
         wr,
@@ -244,31 +221,8 @@ async fn subscribed(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let unwritten = out.len();
-        while s.current.is_none() && !s.closing {
-            let req = match first.take() {
-                Some(r) => r,
-                // Unsubscribed from everything: the next request is the ordinary session's.
-                None if !s.engaged() => break,
-                None => {
-                    parser.set_unauthenticated(!s.parts.auth.authenticated());
-                    match parser.next(inbuf) {
-                        Ok(Some(r)) => r,
-                        Ok(None) => break,
-                        Err(e) => {
-                            let (reply, close) = input_error(s.parts.stats, &e);
-                            if close == Close::Now {
-                                return Exit::Close;
-                            }
-                            out.extend_from_slice(&reply);
-                            s.closing |= close == Close::AfterReply;
-                            break;
-                        }
-                    }
-                }
-            };
-            if let Some(exit) = s.request(req, out).await {
-                return exit;
-            }
+        if let Some(exit) = s.read_requests(&mut first, parser, inbuf, out).await {
+            return exit;
         }
         if s.current.is_none() && !s.engaged() && !s.closing {
             return Exit::Unsubscribed;
@@ -330,6 +284,75 @@ async fn subscribed(
 }
 
 impl Subscriber<'_> {
+    fn new<'a>(
+        parts: SessionParts<'a>,
+        events_tx: mpsc::Sender<LinkEvent>,
+        opened_tx: mpsc::Sender<Opened>,
+    ) -> Subscriber<'a> {
+        let seen = parts.locator.generation();
+        Subscriber {
+            parts,
+            subs: Subscriptions::default(),
+            links: Vec::new(),
+            next_link: 0,
+            events_tx,
+            opening: Vec::new(),
+            opened_tx,
+            current: None,
+            next_tag: 0,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            unplaced: false,
+            retry_at: Instant::now(),
+            retry_backoff: TICK,
+            seen,
+            avoid: None,
+            redirect: None,
+            closing: false,
+            tracking: None,
+            tracking_addr: None,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Works on the client's requests (`first`, then what `inbuf` holds) while none is being
+    /// worked on; `Some` when subscriber mode ends.
+    async fn read_requests(
+        &mut self,
+        first: &mut Option<Request>,
+        parser: &mut RequestParser,
+        inbuf: &mut BytesMut,
+        out: &mut BytesMut,
+    ) -> Option<Exit> {
+        while self.current.is_none() && !self.closing {
+            let req = match first.take() {
+                Some(r) => r,
+                // Unsubscribed from everything: the next request is the ordinary session's.
+                None if !self.engaged() => break,
+                None => {
+                    parser.set_unauthenticated(!self.parts.auth.authenticated());
+                    match parser.next(inbuf) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => break,
+                        Err(e) => {
+                            let (reply, close) = input_error(self.parts.stats, &e);
+                            if close == Close::Now {
+                                return Some(Exit::Close);
+                            }
+                            out.extend_from_slice(&reply);
+                            self.closing |= close == Close::AfterReply;
+                            break;
+                        }
+                    }
+                }
+            };
+            if let Some(exit) = self.request(req, out).await {
+                return Some(exit);
+            }
+        }
+        None
+    }
+
     /// Works on one client request; `Some` when subscriber mode ends with it.
     async fn request(&mut self, req: Request, out: &mut BytesMut) -> Option<Exit> {
         let stats = self.parts.stats;
@@ -556,218 +579,6 @@ impl Subscriber<'_> {
     fn held_over_limit(&self) -> bool {
         let limit = self.parts.ctx.output_buffer_limit;
         limit > 0 && self.held_bytes > limit
-    }
-
-    /// Frames from a link, or its end.
-    async fn event(&mut self, (id, frames): LinkEvent, out: &mut BytesMut) {
-        let Some(frames) = frames else {
-            self.lost(id);
-            self.place(self.current_tag()).await;
-            return self.try_complete(out);
-        };
-        for frame in frames {
-            self.frame(id, frame, out);
-        }
-        if let Some(r) = self.redirect.take() {
-            self.follow(r, out).await;
-        }
-    }
-
-    /// Sends the current command again where its node redirected it (cluster mode): the client
-    /// gets the answer, never the `-MOVED`/`-ASK`, as from the ordinary session.
-    async fn follow(&mut self, r: Redirect, out: &mut BytesMut) {
-        let Some(tag) = self.current_tag() else {
-            return;
-        };
-        if !r.ask {
-            self.parts.locator.suspect();
-        }
-        let Some(backend) = self.parts.locator.node(&r.addr) else {
-            return;
-        };
-        let sent = match self.link_index(&backend).await {
-            Ok(i) => match self.links.get_mut(i) {
-                Some(link) => link
-                    .command(r.raw, tag, r.ask)
-                    .await
-                    .map_err(|_| Some(link.id)),
-                None => Err(None),
-            },
-            Err(e) => {
-                if let Some(c) = &mut self.current {
-                    c.awaiting = 0;
-                    c.replies = vec![backend_error(&e, &r.addr).0];
-                }
-                Ok(())
-            }
-        };
-        if let Err(Some(id)) = sent {
-            self.lost(id);
-            self.place(Some(tag)).await;
-        }
-        self.try_complete(out);
-    }
-
-    /// One frame from link `id`.
-    fn frame(&mut self, id: u64, frame: Bytes, out: &mut BytesMut) {
-        let protocol = self.parts.protocol;
-        let current = self.current_tag();
-        let Some(link) = self.links.iter_mut().find(|l| l.id == id) else {
-            return; // a link closed since
-        };
-        let mut answered = 0;
-        let mut reply = None;
-        let mut tracking_off = false;
-        match classify_frame(&frame, protocol) {
-            Incoming::Message => {
-                // Behind a (un)subscribe's confirmations; a command's reply comes after the
-                // messages its server sent before it (a client's PUBLISH to itself: message,
-                // then `:1`, as from Redis).
-                if self.current.as_ref().is_some_and(|c| c.confirms) {
-                    self.held_bytes += frame.len();
-                    self.held.push_back(frame);
-                } else {
-                    out.extend_from_slice(&frame);
-                }
-                return;
-            }
-            Incoming::Confirmation {
-                kind,
-                subscribe,
-                name,
-            } => match link.ops.front_mut() {
-                // Redis confirms the names of a command in their order: the one due must match,
-                // or a shard channel's unsolicited `sunsubscribe` (its slot moved) arriving
-                // while the client's own `SUNSUBSCRIBE` is pending would be taken for its
-                // confirmation, and the moved channel would not be placed again.
-                Some(op)
-                    if op.confirms
-                        && op.kind == kind
-                        && op.subscribe == subscribe
-                        && name.as_ref().is_none_or(|n| op.due() == Some(n)) =>
-                {
-                    op.remaining = op.remaining.saturating_sub(1);
-                    if op.tag.is_some() && op.tag == current {
-                        answered = 1;
-                    }
-                    if op.remaining == 0 {
-                        link.ops.pop_front();
-                    }
-                }
-                _ => {
-                    // Unasked: Redis 7 unsubscribes a shard channel whose slot moved away.
-                    if let (false, Some(n)) = (subscribe, name) {
-                        link.requested.remove(kind, &n);
-                    }
-                    self.parts.locator.suspect();
-                    self.unplaced = true;
-                    self.retry_at = Instant::now();
-                }
-            },
-            Incoming::Reply => match link.ops.pop_front() {
-                Some(op) if !op.confirms => {
-                    if op.tag.is_some() && op.tag == current {
-                        let redirects = self.current.as_ref().map_or(0, |c| c.redirects);
-                        match (reaction(&frame), op.raw) {
-                            (Reaction::Moved(addr) | Reaction::Ask(addr), Some(raw))
-                                if redirects < MAX_REDIRECTS && self.parts.locator.cluster() =>
-                            {
-                                let ask = matches!(reaction(&frame), Reaction::Ask(_));
-                                self.redirect = Some(Redirect {
-                                    addr: addr.to_string(),
-                                    ask,
-                                    raw,
-                                });
-                                if let Some(c) = &mut self.current {
-                                    c.redirects += 1;
-                                }
-                            }
-                            _ => {
-                                answered = 1;
-                                let switch = self.current.as_mut().and_then(|c| c.tracking.take());
-                                if let Some((on, raw)) =
-                                    switch.filter(|_| frame.starts_with(b"+OK"))
-                                {
-                                    link.tracking = on;
-                                    self.tracking = on.then_some(raw);
-                                    self.tracking_addr = on.then(|| link.addr().to_string());
-                                    tracking_off = !on;
-                                }
-                                reply = Some(frame);
-                            }
-                        }
-                    }
-                }
-                Some(op) => {
-                    // An error instead of confirmations (`MOVED` for a shard channel on a stale
-                    // map, an ACL refusal): nothing of that command was subscribed.
-                    tracing::debug!(backend.addr = link.addr(), reply = ?frame, "subscription refused");
-                    if op.tag.is_some() && op.tag == current {
-                        answered = op.remaining;
-                    }
-                    for n in op.names {
-                        if op.subscribe {
-                            link.requested.remove(op.kind, &n);
-                        } else {
-                            link.requested.insert(op.kind, n);
-                        }
-                    }
-                    self.parts.locator.suspect();
-                    self.unplaced = true;
-                    self.retry_at = Instant::now() + self.retry_backoff;
-                }
-                None => tracing::debug!(
-                    backend.addr = link.addr(),
-                    "unexpected reply on a subscription link"
-                ),
-            },
-        }
-        if tracking_off {
-            // Over on the other servers too.
-            self.stop_tracking(None);
-        }
-        if let Some(c) = &mut self.current {
-            c.awaiting = c.awaiting.saturating_sub(answered);
-            if let Some(r) = reply {
-                c.replies = vec![r];
-            }
-        }
-        self.try_complete(out);
-    }
-
-    /// The link (id, server) of a RESP3 client's command unanswered for the server's
-    /// `command_timeout_ms`: it is given up, as the ordinary session's connection would be, and
-    /// the client told the outcome is unknown; its subscriptions are placed again.
-    fn timed_out(&self) -> Option<(u64, String)> {
-        let c = self
-            .current
-            .as_ref()
-            .filter(|c| !c.confirms && c.awaiting > 0)?;
-        let waited = c.since.elapsed();
-        self.links
-            .iter()
-            .find(|l| {
-                waited > l.backend.command_timeout()
-                    && l.ops.iter().any(|o| !o.confirms && o.tag == Some(c.tag))
-            })
-            .map(|l| (l.id, l.addr().to_string()))
-    }
-
-    /// Follows the topology: places the subscriptions again when it changed, or when some have
-    /// no server and it is time to try again.
-    async fn tick(&mut self, out: &mut BytesMut) {
-        if let Some((id, addr)) = self.timed_out() {
-            self.lost(id);
-            if let Some(c) = &mut self.current {
-                c.replies = vec![backend_error(&BackendError::Timeout, &addr).0];
-            }
-            self.place(self.current_tag()).await;
-        }
-        let changed = self.parts.locator.generation() != self.seen;
-        if changed || (self.unplaced && Instant::now() >= self.retry_at) {
-            self.place(self.current_tag()).await;
-        }
-        self.try_complete(out);
     }
 }
 
