@@ -104,35 +104,32 @@ pub struct PinCtx {
     pub watch: WatchConn,
 }
 
+/// An operation as it goes on the wire.
+struct Wire {
+    /// Whose master runs it (`None`: any master).
+    slot: Option<u16>,
+    raw: Bytes,
+    /// How many replies `raw` gets.
+    count: usize,
+    /// The connection stays the client's afterwards (`WATCH`).
+    keep: bool,
+}
+
 impl PinOp {
     /// Runs the operation; returns the client's reply.
     pub async fn run(self, ctx: PinCtx) -> Bytes {
+        if let PinOp::Kill { raw } = &self {
+            return kill_everywhere(&ctx, raw).await;
+        }
         let on_watch = !matches!(self, PinOp::Wait { .. });
-        let (slot, raw, count, keep) = match self {
-            PinOp::Kill { raw } => return kill_everywhere(&ctx, &raw).await,
-            PinOp::Blocking { slot, raw } => (Some(slot), raw, 1, false),
-            PinOp::Watch { slot, raw } => (Some(slot), raw, 1, true),
-            PinOp::Exec {
-                slot,
-                queued,
-                count,
-            } => {
-                let mut raw = BytesMut::with_capacity(queued.len() + 32);
-                raw.extend_from_slice(&encode_command(&["MULTI"]));
-                raw.extend_from_slice(&queued);
-                raw.extend_from_slice(&encode_command(&["EXEC"]));
-                (slot, raw.freeze(), count + 2, false)
-            }
-            PinOp::Wait { slot, raw } => {
-                // No write yet: the first master, through its first slot.
-                let slot = slot.or_else(|| ctx.state.map().first_slots().first().copied());
-                let Some(probe) = slot.and_then(wait_probe_in) else {
-                    return error_reply("CLUSTERDOWN Hash slot not served");
-                };
-                let mut probed = BytesMut::from(&probe[..]);
-                probed.extend_from_slice(&raw);
-                (slot, probed.freeze(), 2, false)
-            }
+        let Wire {
+            slot,
+            raw,
+            count,
+            keep,
+        } = match self.wire(&ctx) {
+            Ok(w) => w,
+            Err(reply) => return reply,
         };
         let mut conn = if on_watch { take(&ctx.watch) } else { None };
         // A blocking command under WATCH runs on the watch connection and leaves it pinned.
@@ -233,6 +230,43 @@ impl PinOp {
             }
         }
         error_reply("TRYAGAIN haproxy-rs: too many redirections")
+    }
+
+    /// What goes on the wire for this operation (not a kill, which goes to every master);
+    /// the client's reply when it cannot go anywhere.
+    fn wire(&self, ctx: &PinCtx) -> Result<Wire, Bytes> {
+        let (slot, raw, count, keep) = match self {
+            PinOp::Kill { raw } => (None, raw.clone(), 1, false),
+            PinOp::Blocking { slot, raw } => (Some(*slot), raw.clone(), 1, false),
+            PinOp::Watch { slot, raw } => (Some(*slot), raw.clone(), 1, true),
+            PinOp::Exec {
+                slot,
+                queued,
+                count,
+            } => {
+                let mut raw = BytesMut::with_capacity(queued.len() + 32);
+                raw.extend_from_slice(&encode_command(&["MULTI"]));
+                raw.extend_from_slice(queued);
+                raw.extend_from_slice(&encode_command(&["EXEC"]));
+                (*slot, raw.freeze(), count + 2, false)
+            }
+            PinOp::Wait { slot, raw } => {
+                // No write yet: the first master, through its first slot.
+                let slot = slot.or_else(|| ctx.state.map().first_slots().first().copied());
+                let Some(probe) = slot.and_then(wait_probe_in) else {
+                    return Err(error_reply("CLUSTERDOWN Hash slot not served"));
+                };
+                let mut probed = BytesMut::from(&probe[..]);
+                probed.extend_from_slice(raw);
+                (slot, probed.freeze(), 2, false)
+            }
+        };
+        Ok(Wire {
+            slot,
+            raw,
+            count,
+            keep,
+        })
     }
 }
 

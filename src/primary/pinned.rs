@@ -23,6 +23,8 @@ pub(super) struct PinState {
     pub dirty: bool,
 }
 
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
 /// A `MULTI`/`WATCH`/blocking command waiting for a master to open its connection on.
 pub(super) struct PinWait {
     pin: Pin,
@@ -50,16 +52,7 @@ impl Dispatcher {
         since: Option<Instant>,
     ) {
         if self.multi_failed {
-            let reply = match pin {
-                Pin::Exec => {
-                    error_reply("EXECABORT Transaction discarded because of previous errors.")
-                }
-                Pin::Discard => status_reply("OK"),
-                Pin::Multi => error_reply("ERR MULTI calls can not be nested"),
-                _ => error_reply("TRYAGAIN haproxy-rs: the transaction could not start (no connection to the master); not queued"),
-            };
-            self.multi_failed = !matches!(pin, Pin::Exec | Pin::Discard);
-            return self.push_ready(reply).await;
+            return self.after_failed_multi(pin).await;
         }
         if pin == Pin::Wait && self.endpoint == Endpoint::ReadOnly {
             return self.push_ready(error_reply(WAIT_ON_REPLICA)).await;
@@ -77,46 +70,80 @@ impl Dispatcher {
             }
             (Pin::Unwatch, false) => return self.push_ready(status_reply("OK")).await,
             (Pin::Multi | Pin::Watch | Pin::Blocking | Pin::Wait, false) => {
-                let conn = match self.route(table, true, ReadNeed::Any) {
-                    Route::Backend(b) => {
-                        let b = b.clone();
-                        Pinned::open(b, self.protocol, self.db, &self.ctx.pinned).await
-                    }
-                    Route::Hold => Err(BackendError::Unavailable),
-                    Route::Error(reply) => {
-                        self.multi_failed = pin == Pin::Multi;
-                        return self.push_ready(reply).await;
-                    }
-                };
-                // No master (a failover), or no connection to it yet: the command waits, as
-                // writes are held, until there is one or `failover.hold_ms` has passed.
-                let since = since.unwrap_or_else(Instant::now);
-                if conn.is_err() && since.elapsed() < self.ctx.hold && !self.closing {
-                    self.flush().await;
-                    self.pin_wait = Some(PinWait { pin, req, since });
+                let Some(req) = self.open_pin(pin, req, table, since).await else {
                     return;
-                }
-                match conn {
-                    Ok(conn) => {
-                        self.pin = Some(PinState {
-                            conn,
-                            multi: false,
-                            refused: false,
-                            dirty: false,
-                        })
-                    }
-                    Err(_) => {
-                        self.multi_failed = pin == Pin::Multi;
-                        return self
-                            .push_ready(error_reply(
-                                "TRYAGAIN haproxy-rs: no connection to the master for this transaction or blocking command (failover in progress, or backend.max_pinned_connections reached); not executed",
-                            ))
-                            .await;
-                    }
-                }
+                };
+                self.send_pinned(pin, req, in_multi, opened_here).await;
             }
-            _ => {}
+            _ => self.send_pinned(pin, req, in_multi, opened_here).await,
         }
+    }
+
+    /// While `MULTI` has failed to start: what Redis answers after a command failed to queue.
+    async fn after_failed_multi(&mut self, pin: Pin) {
+        let reply = match pin {
+            Pin::Exec => error_reply(EXECABORT),
+            Pin::Discard => status_reply("OK"),
+            Pin::Multi => error_reply("ERR MULTI calls can not be nested"),
+            _ => error_reply("TRYAGAIN haproxy-rs: the transaction could not start (no connection to the master); not queued"),
+        };
+        self.multi_failed = !matches!(pin, Pin::Exec | Pin::Discard);
+        self.push_ready(reply).await;
+    }
+
+    /// Opens the client's connection to the master for `pin`; `req` back when it is open, `None`
+    /// when the command waits for a master (see [`PinWait`]) or was answered.
+    async fn open_pin(
+        &mut self,
+        pin: Pin,
+        req: Request,
+        table: &RoutingTable,
+        since: Option<Instant>,
+    ) -> Option<Request> {
+        let conn = match self.route(table, true, ReadNeed::Any) {
+            Route::Backend(b) => {
+                let b = b.clone();
+                Pinned::open(b, self.protocol, self.db, &self.ctx.pinned).await
+            }
+            Route::Hold => Err(BackendError::Unavailable),
+            Route::Error(reply) => {
+                self.multi_failed = pin == Pin::Multi;
+                self.push_ready(reply).await;
+                return None;
+            }
+        };
+        // No master (a failover), or no connection to it yet: the command waits, as writes are
+        // held, until there is one or `failover.hold_ms` has passed.
+        let since = since.unwrap_or_else(Instant::now);
+        if conn.is_err() && since.elapsed() < self.ctx.hold && !self.closing {
+            self.flush().await;
+            self.pin_wait = Some(PinWait { pin, req, since });
+            return None;
+        }
+        match conn {
+            Ok(conn) => {
+                self.pin = Some(PinState {
+                    conn,
+                    multi: false,
+                    refused: false,
+                    dirty: false,
+                });
+                Some(req)
+            }
+            Err(_) => {
+                self.multi_failed = pin == Pin::Multi;
+                self.push_ready(error_reply(
+                    "TRYAGAIN haproxy-rs: no connection to the master for this transaction or blocking command (failover in progress, or backend.max_pinned_connections reached); not executed",
+                ))
+                .await;
+                None
+            }
+        }
+    }
+
+    /// Sends `req` on the client's connection; `EXEC`/`DISCARD`/`UNWATCH` (and a blocking
+    /// command or `WAIT` whose connection was opened for it) let the connection go after it.
+    async fn send_pinned(&mut self, pin: Pin, req: Request, in_multi: bool, opened_here: bool) {
         let Some(p) = &mut self.pin else {
             return;
         };
@@ -136,9 +163,7 @@ impl Dispatcher {
         if pin == Pin::Exec && in_multi && refused {
             self.append(&Request::from_args(&["DISCARD"]), false);
             if let Some(open) = &mut self.open {
-                open.replace_last = Some(error_reply(
-                    "EXECABORT Transaction discarded because of previous errors.",
-                ));
+                open.replace_last = Some(error_reply(EXECABORT));
             }
         } else {
             // EXEC runs the queued writes; a blocking pop writes (read-your-writes counts them).

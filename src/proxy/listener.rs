@@ -102,60 +102,72 @@ impl Listener {
                 }
             };
             let id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-            let (ctx, endpoint, stats) = (self.ctx.clone(), self.endpoint, self.stats.clone());
-            let dispatch = match &self.cluster {
-                Some(state) => Dispatcher::Cluster(Box::new(crate::cluster::Dispatcher::new(
-                    ctx.clone(),
-                    state.clone(),
-                    endpoint,
-                    stats.clone(),
-                    id,
-                ))),
-                None => Dispatcher::Primary(Box::new(crate::primary::Dispatcher::new(
-                    ctx.clone(),
-                    endpoint,
-                    stats.clone(),
-                    id,
-                ))),
-            };
-            let session = Session::new(ctx, stats, id, dispatch);
-            let stats = self.stats.clone();
-            let token = shutdown.clone();
-            let tls = self.tls.clone();
-            let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
-            let job: Job = Box::new(move |worker| {
-                Box::pin(
-                    async move {
-                        let _permit = permit;
-                        let stream = match TcpStream::from_std(stream) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot register the connection");
-                                return;
-                            }
-                        };
-                        let stream = match tls {
-                            None => Stream::Plain(stream),
-                            // Here, not in the accept loop: a slow or silent client only holds
-                            // its own slot, for at most the handshake timeout.
-                            Some(tls) => match tls.accept(stream).await {
-                                Ok(s) => s,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                            },
-                        };
-                        stats.connection_opened();
-                        session.run(stream, token, worker).await;
-                        stats.connection_closed();
-                    }
-                    .instrument(span),
-                )
-            });
+            let job = self.session_job(id, stream, peer, permit, &shutdown);
             if !self.workers.submit(id as usize, job) {
                 break;
             }
         }
+    }
+
+    /// Client `id`'s session, with the mode's dispatcher, as a job for a session thread: it
+    /// registers the connection there, does the TLS handshake, and runs the session.
+    fn session_job(
+        &self,
+        id: u64,
+        stream: std::net::TcpStream,
+        peer: std::net::SocketAddr,
+        permit: OwnedSemaphorePermit,
+        shutdown: &CancellationToken,
+    ) -> Job {
+        let (ctx, endpoint, stats) = (self.ctx.clone(), self.endpoint, self.stats.clone());
+        let dispatch = match &self.cluster {
+            Some(state) => Dispatcher::Cluster(Box::new(crate::cluster::Dispatcher::new(
+                ctx.clone(),
+                state.clone(),
+                endpoint,
+                stats.clone(),
+                id,
+            ))),
+            None => Dispatcher::Primary(Box::new(crate::primary::Dispatcher::new(
+                ctx.clone(),
+                endpoint,
+                stats.clone(),
+                id,
+            ))),
+        };
+        let session = Session::new(ctx, stats.clone(), id, dispatch);
+        let token = shutdown.clone();
+        let tls = self.tls.clone();
+        let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);
+        Box::new(move |worker| {
+            Box::pin(
+                async move {
+                    let _permit = permit;
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot register the connection");
+                            return;
+                        }
+                    };
+                    let stream = match tls {
+                        None => Stream::Plain(stream),
+                        // Here, not in the accept loop: a slow or silent client only holds its
+                        // own slot, for at most the handshake timeout.
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        },
+                    };
+                    stats.connection_opened();
+                    session.run(stream, token, worker).await;
+                    stats.connection_closed();
+                }
+                .instrument(span),
+            )
+        })
     }
 }
