@@ -15,6 +15,7 @@ mod prometheus;
 mod render;
 #[cfg(test)]
 mod samples;
+pub mod switchover;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
