@@ -340,7 +340,7 @@ impl RunArgs {
             cfg.admin_token = Some(MaskedString::new(t.clone()));
         }
         self.tls.apply(&mut cfg);
-        cfg.validate()?;
+        crate::check_config(&cfg)?;
         Ok(cfg)
     }
 }

@@ -127,12 +127,25 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError>
         })
 }
 
-/// Validates `cfg`, binds every listener and starts the topology, sessions and stats tasks.
+/// Checks `cfg` whole, before anything starts: [`Config::validate`], then the users' rules and
+/// the command policy. Those are read against the command table, which `config` sits below, so
+/// they are checked here, where the layers meet, rather than in `validate`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the first key with a problem.
+pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
+    cfg.validate()?;
+    client::acl::Security::from_config(&cfg.auth, &cfg.commands, cfg.backend.password.is_some())?;
+    Ok(())
+}
+
+/// Checks `cfg` ([`check_config`]), binds every listener and starts the topology, sessions and
+/// stats tasks.
 ///
 /// # Errors
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
-    cfg.validate()?;
+    check_config(&cfg)?;
     let tls = TlsSetup::load(&cfg)?;
     let main_socket = bind("listen", &cfg.listen).await?;
     let read_socket = match &cfg.read_listen {
@@ -438,4 +451,53 @@ fn local_addr(s: &TcpListener) -> SocketAddr {
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     start(cfg, shutdown).await?.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn key_of(text: &str) -> &'static str {
+        let text = format!("servers = [\"127.0.0.1:6379\"]\n{text}");
+        match check_config(&Config::from_toml(&text, "t.toml").unwrap()) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn users_rules_and_the_command_policy_are_checked_with_the_config() {
+        assert_eq!(
+            key_of("[[auth.users]]\nname = \"a\"\npassword = \"x\"\ncommands = [\"get\"]\n"),
+            "auth.users"
+        );
+        assert_eq!(key_of("[auth]\nrequirepass = \"\"\n"), "auth.requirepass");
+        assert_eq!(
+            key_of("[commands]\ndeny = [\"not a command\"]\n"),
+            "commands.deny"
+        );
+        assert_eq!(key_of("[commands]\nallow = [\"\"]\n"), "commands.allow");
+        // What `validate` finds comes first, as before.
+        assert_eq!(
+            key_of("admin_token = \"\"\n[auth]\nrequirepass = \"\"\n"),
+            "admin_token"
+        );
+    }
+
+    #[test]
+    fn every_shipped_config_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let cfg = Config::from_file(&path).unwrap();
+                check_config(&cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "config/*.toml files found: {seen}");
+    }
 }

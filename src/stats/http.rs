@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::{authorize, AdminToken, Refusal};
+use super::switchover::{SwitchoverRequest, SwitchoverSender};
 use super::{render_html, render_json, render_prometheus, Snapshot, Stats};
-use crate::topology::switchover::{SwitchoverRequest, SwitchoverSender};
 
 /// Pause after a failed `accept` (e.g. EMFILE) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -194,8 +194,8 @@ async fn switchover_response(admin: Option<SwitchoverSender>) -> Response<Full<B
 /// On cancel it stops accepting and asks open connections to finish their current request
 /// and close (hyper graceful shutdown); it returns without waiting for them.
 ///
-/// `admin` holds the admin token and, in Sentinel mode, where `POST /switchover` goes (see
-/// [`crate::topology::switchover`]).
+/// `admin` holds the admin token and, in Sentinel mode, where `POST /switchover` goes (the
+/// topology's Sentinel task, which answers each [`SwitchoverRequest`]).
 pub async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,

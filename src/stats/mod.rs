@@ -15,6 +15,7 @@ mod prometheus;
 mod render;
 #[cfg(test)]
 mod samples;
+pub mod switchover;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -214,9 +215,9 @@ impl Stats {
     /// that have connections (`live`); returns the backends to release. A backend left out of
     /// `members` for the grace period is forgotten (gone from the page, `/stats.json` and
     /// `/metrics`) and returned, so that its owner lets it go too (no more health checks nor
-    /// connections: see [`crate::backend::follow_membership`]): a topology whose servers come and
-    /// go (pods with new IPs, removed replicas) then grows neither the series nor the proxy's
-    /// tasks and sockets without bound. One named again in time is kept. A `live` one the
+    /// connections; the caller closes them, the registry only counts): a topology whose servers
+    /// come and go (pods with new IPs, removed replicas) then grows neither the series nor the
+    /// proxy's tasks and sockets without bound. One named again in time is kept. A `live` one the
     /// registry forgot (it left and came back) is registered again: its backend writes to it.
     ///
     /// A topology source that cannot see the topology right now must not call this: nothing

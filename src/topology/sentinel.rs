@@ -16,13 +16,12 @@ use tokio::time::Instant;
 use super::failover::{failover_aborted, failover_sign};
 pub use super::sentinel_link::SentinelView;
 use super::sentinel_link::{Link, LinkMsg};
-use super::switchover::{
-    ask_sentinel_failover, wait_caught_up, SwitchoverReport, SwitchoverRequest, SwitchoverResult,
-};
+use super::switchover::{ask_sentinel_failover, wait_caught_up};
 use super::{probe_role, TopologyState};
 use crate::backend::Credentials;
 use crate::config::SentinelConfig;
 use crate::router::Fence;
+use crate::stats::switchover::{SwitchoverReport, SwitchoverRequest, SwitchoverResult};
 use crate::stats::{HoldSnapshot, Role};
 
 /// A failover seen in progress: writes are fenced off `old_master` since `since`.

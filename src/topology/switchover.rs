@@ -3,12 +3,11 @@
 //! new master. Unlike a failover Sentinel starts by itself, no acknowledged write can be lost:
 //! nothing is written while the replicas catch up.
 //!
-//! Asked for with `POST /switchover` on the stats port, or `haproxy-rs switchover`.
+//! Asked for with `POST /switchover` on the stats port, or `haproxy-rs switchover`; the request
+//! and its report are the stats listener's ([`crate::stats::switchover`]).
 
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::TopologyState;
@@ -18,32 +17,6 @@ use crate::resp::Value;
 
 /// Longest the replicas get to catch up with the master before the switchover is abandoned.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What a switchover did.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SwitchoverReport {
-    /// The master before.
-    pub old_master: String,
-    /// The master after.
-    pub new_master: String,
-    /// How long writes were held, from the fence to their release.
-    pub writes_held_ms: u64,
-    /// How long the replicas took to catch up with the master.
-    pub catch_up_ms: u64,
-}
-
-/// The outcome the requester gets: the report, or why it did not happen.
-pub type SwitchoverResult = Result<SwitchoverReport, String>;
-
-/// One request, with where its outcome goes.
-#[derive(Debug)]
-pub struct SwitchoverRequest {
-    /// Gets the outcome once the writes are released (or the switchover is given up).
-    pub reply: oneshot::Sender<SwitchoverResult>,
-}
-
-/// The sending side, given to the admin endpoint.
-pub type SwitchoverSender = mpsc::UnboundedSender<SwitchoverRequest>;
 
 /// Waits (bounded by [`CATCH_UP_TIMEOUT`]) until every replica in `replicas` has replicated at
 /// least the master's current offset. Writes must already be held. Returns how long it took.
