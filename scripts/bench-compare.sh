@@ -6,7 +6,10 @@
 # Environment: ROUNDS (3) rounds with the targets in rotating order, median reported;
 # N_P1 (200000) and N_P16 (1000000) requests per redis-benchmark run; CLIENTS (50);
 # TARGETS ("direct haproxy-rs haproxy twemproxy"); LAB_DOWN=1 stops the lab afterwards;
-# BENCH_TIMEOUT (300) seconds per redis-benchmark run. Everything started here is stopped on exit.
+# BENCH_TIMEOUT (300) seconds per redis-benchmark run; BEFORE_BIN=path adds the target
+# "haproxy-rs-before": that binary (an earlier build) with the same config on ports 16379/16380/18404,
+# so a change is measured against the build before it in the same run. Everything started here is
+# stopped on exit. Cells are medians, with the range over the rounds in brackets.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,13 +19,14 @@ ROUNDS=${ROUNDS:-3}
 N_P1=${N_P1:-200000}
 N_P16=${N_P16:-1000000}
 CLIENTS=${CLIENTS:-50}
-TARGETS=${TARGETS:-direct haproxy-rs haproxy twemproxy}
+BEFORE_BIN=${BEFORE_BIN:-}
+TARGETS=${TARGETS:-direct haproxy-rs ${BEFORE_BIN:+haproxy-rs-before }haproxy twemproxy}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-300}
 LAB_DOWN=${LAB_DOWN:-0}
 WORK=$ROOT/.lab/bench
 LAB_MASTER_PORT=6391
 
-declare -A PORT=([direct]=$LAB_MASTER_PORT [haproxy-rs]=6379 [haproxy]=16379 [twemproxy]=16381)
+declare -A PORT=([direct]=$LAB_MASTER_PORT [haproxy-rs]=6379 [haproxy-rs-before]=16383 [haproxy]=16379 [twemproxy]=16381)
 PIDS=()
 
 log() { printf 'bench: %s\n' "$*" >&2; }
@@ -95,6 +99,8 @@ bench() {
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# range: "min-max" of the numbers on stdin, as thousands (k) of requests per second.
+range() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%.0fk-%.0fk", lo / 1000, hi / 1000 }'; }
 
 main() {
     command -v redis-benchmark >/dev/null || bash "$ROOT/scripts/lab.sh" install
@@ -111,6 +117,11 @@ main() {
         log "cargo build --release"
         timeout 1800 cargo build --release --locked --quiet
         start haproxy-rs "${CARGO_TARGET_DIR:-$ROOT/target}/release/haproxy-rs" run -c config/haproxy-rs.toml
+    fi
+    if wanted haproxy-rs-before; then
+        [ -x "$BEFORE_BIN" ] || die "BEFORE_BIN=$BEFORE_BIN is not an executable"
+        start haproxy-rs-before "$BEFORE_BIN" run -c config/haproxy-rs.toml \
+            --listen "127.0.0.1:${PORT[haproxy-rs-before]}" --read-listen 127.0.0.1:16384 --stats 127.0.0.1:18404
     fi
     if wanted haproxy; then
         start haproxy haproxy -db -f config/haproxy.cfg
@@ -158,8 +169,10 @@ report() {
             direct=$(awk -v p="$p" -v s="$test" '$1 == p && $2 == "direct" && $3 == s { print $4 }' "$WORK/results" | median)
             row="| $test P=$p |"
             for t in "${targets[@]}"; do
-                rps=$(awk -v p="$p" -v t="$t" -v s="$test" '$1 == p && $2 == t && $3 == s { print $4 }' "$WORK/results" | median)
-                row+=" $(printf '%.0f' "${rps:-0}") |"
+                local runs
+                runs=$(awk -v p="$p" -v t="$t" -v s="$test" '$1 == p && $2 == t && $3 == s { print $4 }' "$WORK/results")
+                rps=$(median <<<"$runs")
+                row+=" $(printf '%.0f' "${rps:-0}") [$(range <<<"$runs")] |"
                 if [ "$t" != direct ]; then
                     if [ -n "$direct" ] && [ -n "$rps" ]; then
                         row+=" $(awk -v a="$rps" -v b="$direct" 'BEGIN { printf "%.2f", a / b }') |"
