@@ -15,6 +15,7 @@ mod dropin_python;
 mod failover_writes;
 mod harness;
 mod harness_selftest;
+mod layers;
 mod limits;
 mod memory_limits;
 mod modes_agree;
