@@ -1,5 +1,7 @@
 //! The stream both legs of the proxy use: plain TCP or TLS over TCP, one enum so the plaintext
-//! path costs a `match` per read or write (no boxing, no dynamic dispatch).
+//! path costs a `match` per read or write (no boxing, no dynamic dispatch). Unit tests add a
+//! third kind, an in-memory pipe (`Memory`, compiled only under `cfg(test)`: the proxy's own
+//! build has exactly the two).
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +22,9 @@ pub enum Stream {
     /// TLS (client or server side). Boxed once per connection: the TLS state is large, and the
     /// plaintext variant should not carry its size.
     Tls(Box<TlsStream<TcpStream>>),
+    /// An in-memory pipe to a test's client or scripted server (`crate::testkit`).
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
 }
 
 impl From<TcpStream> for Stream {
@@ -29,28 +34,30 @@ impl From<TcpStream> for Stream {
 }
 
 impl Stream {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath (`None` for a test's in-memory pipe).
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref().0,
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(s) => Some(s.get_ref().0),
+            #[cfg(test)]
+            Stream::Memory(_) => None,
         }
     }
 
     /// The peer's address (of the TCP connection).
     ///
     /// # Errors
-    /// As `TcpStream::peer_addr`.
+    /// As `TcpStream::peer_addr`; `NotConnected` for an in-memory pipe.
     pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().peer_addr()
+        self.tcp().ok_or_else(no_socket)?.peer_addr()
     }
 
     /// The local address (of the TCP connection).
     ///
     /// # Errors
-    /// As `TcpStream::local_addr`.
+    /// As `TcpStream::local_addr`; `NotConnected` for an in-memory pipe.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp().local_addr()
+        self.tcp().ok_or_else(no_socket)?.local_addr()
     }
 
     /// Splits into halves that can be read and written from concurrent branches of one `select!`.
@@ -66,8 +73,21 @@ impl Stream {
                 let shared = Shared(Arc::new(Mutex::new(s)));
                 (ReadHalf::Tls(shared.clone()), WriteHalf::Tls(shared))
             }
+            #[cfg(test)]
+            Stream::Memory(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadHalf::Memory(r), WriteHalf::Memory(w))
+            }
         }
     }
+}
+
+/// What an in-memory pipe answers when asked for its socket addresses.
+fn no_socket() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "an in-memory stream has no socket",
+    )
 }
 
 /// A TLS stream shared by its two halves.
@@ -88,6 +108,9 @@ pub enum ReadHalf {
     Plain(OwnedReadHalf),
     /// TLS.
     Tls(Shared),
+    /// A test's in-memory pipe.
+    #[cfg(test)]
+    Memory(tokio::io::ReadHalf<tokio::io::DuplexStream>),
 }
 
 impl ReadHalf {
@@ -100,6 +123,8 @@ impl ReadHalf {
         match self {
             ReadHalf::Plain(r) => set(r.as_ref()),
             ReadHalf::Tls(t) => t.with(|s| set(s.get_ref().0)),
+            #[cfg(test)]
+            ReadHalf::Memory(_) => {}
         }
     }
 }
@@ -115,6 +140,9 @@ pub enum WriteHalf {
     Plain(OwnedWriteHalf),
     /// TLS.
     Tls(Shared),
+    /// A test's in-memory pipe.
+    #[cfg(test)]
+    Memory(tokio::io::WriteHalf<tokio::io::DuplexStream>),
 }
 
 impl WriteHalf {
@@ -133,6 +161,8 @@ impl WriteHalf {
         match self {
             WriteHalf::Plain(_) => false,
             WriteHalf::Tls(t) => t.with(|s| s.get_ref().1.wants_write()),
+            #[cfg(test)]
+            WriteHalf::Memory(_) => false,
         }
     }
 }
@@ -148,6 +178,8 @@ macro_rules! forward_read {
                 match self.get_mut() {
                     $ty::Plain(s) => Pin::new(s).poll_read(cx, buf),
                     $ty::Tls(s) => read_tls(s, cx, buf),
+                    #[cfg(test)]
+                    $ty::Memory(s) => Pin::new(s).poll_read(cx, buf),
                 }
             }
         }
@@ -165,6 +197,8 @@ macro_rules! forward_write {
                 match self.get_mut() {
                     $ty::Plain(s) => Pin::new(s).poll_write(cx, buf),
                     $ty::Tls(s) => write_tls(s, cx, buf),
+                    #[cfg(test)]
+                    $ty::Memory(s) => Pin::new(s).poll_write(cx, buf),
                 }
             }
 
@@ -176,6 +210,8 @@ macro_rules! forward_write {
                 match self.get_mut() {
                     $ty::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
                     $ty::Tls(s) => write_vectored_tls(s, cx, bufs),
+                    #[cfg(test)]
+                    $ty::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
                 }
             }
 
@@ -183,6 +219,8 @@ macro_rules! forward_write {
                 match self {
                     $ty::Plain(s) => s.is_write_vectored(),
                     $ty::Tls(_) => true,
+                    #[cfg(test)]
+                    $ty::Memory(s) => s.is_write_vectored(),
                 }
             }
 
@@ -190,6 +228,8 @@ macro_rules! forward_write {
                 match self.get_mut() {
                     $ty::Plain(s) => Pin::new(s).poll_flush(cx),
                     $ty::Tls(s) => flush_tls(s, cx),
+                    #[cfg(test)]
+                    $ty::Memory(s) => Pin::new(s).poll_flush(cx),
                 }
             }
 
@@ -197,6 +237,8 @@ macro_rules! forward_write {
                 match self.get_mut() {
                     $ty::Plain(s) => Pin::new(s).poll_shutdown(cx),
                     $ty::Tls(s) => shutdown_tls(s, cx),
+                    #[cfg(test)]
+                    $ty::Memory(s) => Pin::new(s).poll_shutdown(cx),
                 }
             }
         }
