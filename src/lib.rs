@@ -29,6 +29,8 @@ pub mod router;
 pub mod scripts;
 pub mod shutdown;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod tls;
 pub mod topology;
 

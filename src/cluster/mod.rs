@@ -205,7 +205,7 @@ impl ClusterState {
     }
 
     /// Publishes `slots` as the new map; backends no longer named are closed.
-    fn publish(&self, slots: SlotMap) -> Arc<ClusterMap> {
+    pub(crate) fn publish(&self, slots: SlotMap) -> Arc<ClusterMap> {
         let generation = self.map.load().generation + 1;
         let owners: Vec<Owners> = slots
             .owner_sets()

@@ -1,0 +1,112 @@
+//! A server that dies mid-batch: the requests it answered keep their replies, the rest get the
+//! proxy's "outcome unknown" error (or, for reads in cluster mode, are sent again), and the
+//! session goes on serving.
+
+use super::{eventual, key_in, lost};
+use crate::testkit::server::{echo, Action};
+use crate::testkit::{FakeRedis, Rig};
+
+/// A server that answers its first connection's first `k` requests, then closes it; later
+/// connections are served.
+fn dies_after(name: &'static str, k: usize) -> FakeRedis {
+    FakeRedis::scripted(name, move |call| {
+        if call.conn == 0 && call.seq >= k {
+            Action::Close
+        } else {
+            echo(name, call)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_master_dying_mid_batch_answers_what_it_ran_and_errors_the_rest_in_sentinel_mode() {
+    let m = dies_after("m", 2);
+    let r1 = FakeRedis::start("r1");
+    let rig = Rig::primary(&eventual());
+    rig.publish(Some(&m), &[&r1]);
+    let mut c = rig.client();
+    c.pipeline(&[
+        &["SET", "a", "1"],
+        &["SET", "b", "2"],
+        &["SET", "c", "3"],
+        &["INCR", "d"],
+        &["SET", "e", "5"],
+    ])
+    .await;
+    let lost = lost(m.addr());
+    assert_eq!(
+        c.replies(5).await,
+        ["m:SET a 1", "m:SET b 2", &lost, &lost, &lost].map(String::from)
+    );
+    // The session is usable, on a new connection to the master.
+    assert_eq!(c.call(&["SET", "f", "6"]).await, "m:SET f 6");
+    assert_eq!(c.call(&["GET", "f"]).await, "r1:GET f");
+    assert_eq!(m.connections(), 2);
+    assert_eq!(m.call("SET f 6").unwrap().conn, 1);
+    // Set up again, as the first one was.
+    assert_eq!(
+        m.handshakes(),
+        [
+            "0: CLIENT SETNAME haproxy-rs",
+            "1: CLIENT SETNAME haproxy-rs"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_dying_mid_batch_errors_the_reads_it_did_not_answer_in_sentinel_mode() {
+    let m = FakeRedis::start("m");
+    let r1 = dies_after("r1", 1);
+    let rig = Rig::primary(&eventual());
+    rig.publish(Some(&m), &[&r1]);
+    let mut c = rig.client();
+    c.pipeline(&[&["GET", "a"], &["GET", "b"], &["GET", "c"]])
+        .await;
+    let lost = lost(r1.addr());
+    assert_eq!(
+        c.replies(3).await,
+        ["r1:GET a", &lost, &lost].map(String::from)
+    );
+    assert_eq!(c.call(&["GET", "d"]).await, "r1:GET d");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_dying_mid_batch_errors_its_writes_and_sends_its_reads_again_in_cluster_mode() {
+    let a = dies_after("a", 2);
+    let b = FakeRedis::start("b");
+    let rig = Rig::cluster(&eventual());
+    rig.publish_slots(&[(0, 8191, &a, &[]), (8192, 16383, &b, &[])]);
+    let k: Vec<String> = (0..5).fold(Vec::new(), |mut ks, _| {
+        let taken: Vec<&str> = ks.iter().map(String::as_str).collect();
+        let next = key_in(0, 8191, &taken);
+        ks.push(next);
+        ks
+    });
+    let mut c = rig.client();
+    c.pipeline(&[
+        &["SET", &k[0], "1"],
+        &["SET", &k[1], "2"],
+        &["SET", &k[2], "3"],
+        &["GET", &k[3]],
+        &["SET", &k[4], "5"],
+    ])
+    .await;
+    let lost = lost(a.addr());
+    assert_eq!(
+        c.replies(5).await,
+        [
+            format!("a:SET {} 1", k[0]),
+            format!("a:SET {} 2", k[1]),
+            lost.clone(),
+            // A read is safe to send again: it went on the new connection.
+            format!("a:GET {}", k[3]),
+            lost,
+        ]
+    );
+    let get = a.call(&format!("GET {}", k[3])).unwrap();
+    assert_eq!((get.conn, get.seq), (1, 0));
+    assert_eq!(
+        c.call(&["SET", &k[4], "6"]).await,
+        format!("a:SET {} 6", k[4])
+    );
+}
