@@ -347,8 +347,15 @@ async fn serve(
         // requests still in flight are answered "outcome unknown" below.
         rd.set_linger_zero();
     }
+    // A connection given up for a reply too slow says so; any other end is a lost connection.
+    let timed_out = matches!(result, Err(BackendError::Timeout));
     for f in parked.drain(..).chain(in_flight.drain(..)) {
-        f.answer(Some(BackendError::ConnectionLost), None);
+        let error = if timed_out {
+            BackendError::Timeout
+        } else {
+            BackendError::ConnectionLost
+        };
+        f.answer(Some(error), None);
     }
     result
 }

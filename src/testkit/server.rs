@@ -2,7 +2,7 @@
 //! parser, answers the connection handshake (`AUTH`, `HELLO`, `SELECT`, `READONLY`,
 //! `CLIENT SETNAME`) with `+OK`, runs `MULTI`/`EXEC` queuing, and answers everything else from
 //! a script: a closure that sees each request and says what to do with it (a reply, a reply
-//! after a delay, a reply held until a [`Gate`] opens, a closed connection).
+//! after a delay, a reply held until a [`Gate`] opens, a closed connection, silence).
 //!
 //! A connection's requests are answered one at a time, in order, as Redis does: a delayed or
 //! held reply delays the replies after it on that connection, not those of other connections.
@@ -63,6 +63,8 @@ pub enum Action {
     Hold(Gate, Bytes),
     /// Closes the connection without answering this request or any after it.
     Close,
+    /// Never answers (the connection stays open).
+    Stall,
 }
 
 impl Action {
@@ -71,7 +73,7 @@ impl Action {
     pub fn reply(self) -> Bytes {
         match self {
             Action::Reply(r) | Action::Delay(_, r) | Action::Hold(_, r) => r,
-            Action::Close => Bytes::new(),
+            Action::Close | Action::Stall => Bytes::new(),
         }
     }
 }
@@ -337,6 +339,7 @@ async fn serve(mut stream: DuplexStream, conn: usize, shared: Arc<Shared>) {
                 r
             }
             Action::Close => return,
+            Action::Stall => std::future::pending().await,
         };
         if stream.write_all(&reply).await.is_err() {
             return;
@@ -345,7 +348,7 @@ async fn serve(mut stream: DuplexStream, conn: usize, shared: Arc<Shared>) {
 }
 
 /// `EXEC`'s array: each queued request's reply by the script (delays and holds ignored; a
-/// request scripted to close answers an error).
+/// request scripted to close or stall answers an error).
 fn exec(script: &Script, queued: &[Call]) -> Bytes {
     let mut out = BytesMut::new();
     out.extend_from_slice(format!("*{}\r\n", queued.len()).as_bytes());
@@ -354,7 +357,7 @@ fn exec(script: &Script, queued: &[Call]) -> Bytes {
             Action::Reply(r) | Action::Delay(_, r) | Action::Hold(_, r) => {
                 out.extend_from_slice(&r)
             }
-            Action::Close => {
+            Action::Close | Action::Stall => {
                 out.extend_from_slice(&error_reply("ERR scripted failure inside EXEC"))
             }
         }

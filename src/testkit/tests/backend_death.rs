@@ -2,7 +2,12 @@
 //! proxy's "outcome unknown" error (or, for reads in cluster mode, are sent again), and the
 //! session goes on serving.
 
+use std::time::Duration;
+
 use super::{eventual, key_in, lost};
+use crate::backend::BackendError;
+use crate::client::reply::backend_error;
+use crate::testkit::client::render;
 use crate::testkit::server::{echo, Action};
 use crate::testkit::{FakeRedis, Rig};
 
@@ -109,4 +114,34 @@ async fn a_node_dying_mid_batch_errors_its_writes_and_sends_its_reads_again_in_c
         c.call(&["SET", &k[4], "6"]).await,
         format!("a:SET {} 6", k[4])
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_master_stalling_mid_batch_is_given_up_after_command_timeout_and_says_so() {
+    let mut cfg = eventual();
+    cfg.backend.command_timeout_ms = 2000;
+    let m = FakeRedis::scripted("m", |call| match (call.conn, call.seq) {
+        (0, 1) => Action::Stall,
+        _ => echo("m", call),
+    });
+    let rig = Rig::primary(&cfg);
+    rig.publish(Some(&m), &[]);
+    let mut c = rig.client();
+    let started = tokio::time::Instant::now();
+    c.pipeline(&[&["SET", "a", "1"], &["SET", "b", "2"], &["SET", "c", "3"]])
+        .await;
+    let (timeout, _) = backend_error(&BackendError::Timeout, m.addr());
+    let timeout = render(&timeout);
+    assert_eq!(
+        c.replies(3).await,
+        ["m:SET a 1", &timeout, &timeout].map(String::from)
+    );
+    // Checked every 250 ms.
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(2000)..=Duration::from_millis(2250)).contains(&waited),
+        "{waited:?}"
+    );
+    assert_eq!(c.call(&["SET", "d", "4"]).await, "m:SET d 4");
+    assert_eq!(m.call("SET d 4").unwrap().conn, 1);
 }
