@@ -3,7 +3,8 @@
 //! request order.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;

@@ -14,7 +14,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
@@ -462,6 +463,8 @@ impl Dispatcher {
     /// Sends (or holds) a batch now.
     async fn send_to(&mut self, batch: Batch, target: Target) {
         match target {
+            // Behind a batch held just now (a deferred one): held too, so it cannot overtake it.
+            Target::Backend(_) if self.queue.held() > 0 => self.hold(batch, false),
             Target::Backend(backend) => self.dispatch(batch, backend).await,
             Target::Hold => self.hold(batch, false),
             Target::Pinned(conn) => {

@@ -1,6 +1,6 @@
 //! Transactions, `WATCH`, blocking commands and `WAIT` on a connection of the client's own.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::dispatcher::Dispatcher;
 use super::queue::Target;

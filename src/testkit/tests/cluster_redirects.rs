@@ -79,7 +79,6 @@ async fn moved_and_ask_in_the_middle_of_a_pipeline_are_followed_in_request_order
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "needs the retry window on tokio::time::Instant: cluster/exec.rs times it with std::time::Instant, which paused time does not move, so the retries never give up here (passes with that import changed; the dispatcher is the lead's)"]
 async fn a_request_for_an_unserved_slot_gets_clusterdown_in_its_place_once_the_retry_window_passes()
 {
     let mut cfg = super::eventual();

@@ -117,7 +117,6 @@ async fn a_transaction_after_shared_requests_waits_for_their_replies_and_later_r
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "needs the hold clock on tokio::time::Instant: primary/{dispatcher,queue,pinned}.rs time holds with std::time::Instant, which paused time does not move (passes with that import changed; the dispatcher is the lead's)"]
 async fn held_requests_get_tryagain_in_order_once_hold_ms_has_passed() {
     let mut cfg = eventual();
     cfg.failover.hold_ms = 500;
@@ -155,7 +154,6 @@ async fn held_requests_get_tryagain_in_order_once_hold_ms_has_passed() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "needs the hold clock on tokio::time::Instant: primary/{dispatcher,queue,pinned}.rs time holds with std::time::Instant, which paused time does not move (passes with that import changed; the dispatcher is the lead's)"]
 async fn a_transaction_still_waiting_for_a_master_when_hold_ms_passes_is_refused_whole() {
     let mut cfg = eventual();
     cfg.failover.hold_ms = 300;
@@ -197,7 +195,6 @@ async fn a_request_refused_for_max_held_bytes_keeps_its_place_behind_the_held_on
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: a write deferred behind a pinned command, then held (no master), is overtaken by a later write deferred after it: send_deferred holds the first and dispatches the second at once (primary/dispatcher.rs send_to; passes when a Backend batch is held while queue.held() > 0; the dispatcher is the lead's)"]
 async fn a_write_held_behind_a_blocking_command_is_not_overtaken_by_a_later_write() {
     let gate = Gate::new();
     let m1 = {
