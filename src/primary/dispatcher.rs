@@ -449,6 +449,7 @@ impl Dispatcher {
             replace_last: open.replace_last,
             swallow: open.swallow,
             recycle: None,
+            resent: false,
         };
         let pinned = open.target.pinned();
         let switch = pinned != self.last_pinned;

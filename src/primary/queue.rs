@@ -41,6 +41,8 @@ pub(super) struct Batch {
     /// The pinned connection of a blocking command or `WAIT`, recycled once the batch is answered
     /// whole (dropped with the batch if the client leaves first, which closes it).
     pub recycle: Option<Pinned>,
+    /// Sent again already (reads whose connection was lost): never a second time.
+    pub resent: bool,
 }
 
 impl Batch {
@@ -271,6 +273,7 @@ mod tests {
             replace_last: None,
             swallow,
             recycle: None,
+            resent: false,
         }
     }
 

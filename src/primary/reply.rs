@@ -9,7 +9,7 @@ use super::queue::{Batch, Pending};
 use crate::backend::pinned::wait_probe_refused;
 use crate::backend::{Backend, BackendError, BatchReply};
 use crate::client::reply::backend_error;
-use crate::resp::{error_reply, is_error_reply};
+use crate::resp::{error_reply, is_error_reply, RequestLimits, RequestParser};
 
 impl Dispatcher {
     /// Moves every reply that is already known, from the front of the queue, into `out`.
@@ -76,6 +76,12 @@ impl Dispatcher {
         }
         if answered < count {
             let error = reply.error.unwrap_or(BackendError::ConnectionLost);
+            if let Some(tail) = resendable_tail(&batch, answered, &error) {
+                // Reads only: safe to run again. Held at the front (they keep their place) and
+                // routed again as held requests are, so they may go to another server.
+                tracing::debug!(backend.addr = backend.addr(), error = %error, requests = tail.count, "reads sent again");
+                return self.hold(tail, true);
+            }
             tracing::debug!(backend.addr = backend.addr(), error = %error, "request failed");
             let (bytes, _) = backend_error(&error, backend.addr());
             for _ in answered..count {
@@ -112,4 +118,50 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The requests of `batch` after the first `answered`, as a batch to send again, when that is
+/// safe: only reads (a lost write may have run), on a shared connection, never sent again
+/// before, and lost with their connection (not a server that stopped answering: that one is
+/// busy, and the read would only wait again).
+fn resendable_tail(batch: &Batch, answered: usize, error: &BackendError) -> Option<Batch> {
+    let lost = matches!(
+        error,
+        BackendError::ConnectionLost | BackendError::Closed | BackendError::Io(_)
+    );
+    if !lost
+        || batch.writes > 0
+        || batch.pinned
+        || batch.resent
+        || batch.swallow > 0
+        || batch.replace_last.is_some()
+    {
+        return None;
+    }
+    let mut parser = RequestParser::new(RequestLimits::default());
+    let mut raw = BytesMut::from(&batch.raw[..]);
+    let mut tail = BytesMut::new();
+    let mut count = 0;
+    let mut seen = 0;
+    while let Ok(Some(req)) = parser.next(&mut raw) {
+        if seen >= answered {
+            tail.extend_from_slice(req.raw());
+            count += 1;
+        }
+        seen += 1;
+    }
+    (count == batch.count.saturating_sub(answered)).then(|| Batch {
+        raw: tail.freeze(),
+        count,
+        writes: 0,
+        since: batch.since,
+        write_mask: Vec::new(),
+        waited: false,
+        pinned: false,
+        db: batch.db,
+        replace_last: None,
+        swallow: 0,
+        recycle: None,
+        resent: true,
+    })
 }

@@ -12,10 +12,11 @@
 //! | `MULTI` | on a connection of the client's own, `MULTI` sent to the master | queued by the proxy, sent to the slot's master at `EXEC` (one slot per transaction) |
 //! | `WATCH` | on the client's own connection | on the watched slot's master |
 //! | `READONLY`/`READWRITE` | refused (they change a shared connection) | `+OK`: the proxy decides where reads go |
-//! | a connection lost mid-batch | each unanswered request: "outcome unknown" | unanswered reads sent again within the retry window; writes: "outcome unknown" |
+//! | a connection lost mid-batch | unanswered reads of a batch of reads sent again once (as held requests are routed); the rest: "outcome unknown" | unanswered reads sent again within the retry window; writes: "outcome unknown" |
 //!
-//! The last row is the proxy's, not Redis's: cluster mode's retry machinery (`cluster::exec`)
-//! resends what is safe to resend; the master/replicas dispatcher does not yet.
+//! In the last row both resend only what is safe to run twice; Sentinel mode resends whole
+//! batches of reads (reads that share a batch with writes on the master get the error), cluster
+//! mode each read.
 //!
 //! The same in both: the read-only endpoint sends reads to replicas whatever `read_policy` says
 //! and refuses writes, transactions and blocking commands with `-READONLY`; pub/sub is refused
