@@ -32,7 +32,8 @@ pub use pool::BackendPool;
 
 use crate::config::BackendConfig;
 use crate::resp::DecodeError;
-use crate::stats::{BackendStats, Role, Stats};
+use crate::router::Role;
+use crate::stats::{BackendStats, Stats};
 use crate::tls::{ClientTls, Stream};
 
 /// Why a backend request failed, and whether it may have run on the server.
@@ -126,10 +127,6 @@ pub struct BackendHealth {
     replicas: Mutex<Vec<String>>,
 }
 
-const ROLE_UNKNOWN: u8 = 0;
-const ROLE_MASTER: u8 = 1;
-const ROLE_REPLICA: u8 = 2;
-
 impl BackendHealth {
     /// Records a failed check.
     pub fn set_unreachable(&self) {
@@ -137,12 +134,7 @@ impl BackendHealth {
     }
     /// Records a successful check.
     pub fn set_checked(&self, role: Role, offset: u64, lag_ok: bool) {
-        let r = match role {
-            Role::Master => ROLE_MASTER,
-            Role::Replica => ROLE_REPLICA,
-            Role::Unknown => ROLE_UNKNOWN,
-        };
-        self.role.store(r, Ordering::Relaxed);
+        self.role.store(role.to_u8(), Ordering::Relaxed);
         self.offset.store(offset, Ordering::Relaxed);
         self.lag_ok.store(lag_ok, Ordering::Relaxed);
         self.reachable.store(true, Ordering::Release);
@@ -164,11 +156,7 @@ impl BackendHealth {
     }
     /// The role the server reported last.
     pub fn role(&self) -> Role {
-        match self.role.load(Ordering::Relaxed) {
-            ROLE_MASTER => Role::Master,
-            ROLE_REPLICA => Role::Replica,
-            _ => Role::Unknown,
-        }
+        Role::from_u8(self.role.load(Ordering::Relaxed))
     }
     /// Replication offset: `master_repl_offset` of a master, `slave_repl_offset` of a replica.
     pub fn offset(&self) -> u64 {
@@ -178,15 +166,12 @@ impl BackendHealth {
     /// old (its link is up and recently active, or went down no longer ago than that: during
     /// a failover replicas keep serving reads).
     pub fn serves_reads(&self) -> bool {
-        self.reachable()
-            && self.role.load(Ordering::Relaxed) == ROLE_REPLICA
-            && self.lag_ok.load(Ordering::Relaxed)
+        self.reachable() && self.role() == Role::Replica && self.lag_ok.load(Ordering::Relaxed)
     }
 }
 
-/// Databases a client may `SELECT` (Redis's default `databases 16`); each gets its own
-/// connections, opened on first use.
-pub const DATABASES: usize = 16;
+// Each database a client may `SELECT` gets its own connections, opened on first use.
+pub use crate::router::DATABASES;
 
 /// One Redis server: its connections, its health and its counters.
 pub struct Backend {

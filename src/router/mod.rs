@@ -10,6 +10,7 @@
 )]
 
 pub mod consistency;
+pub mod server;
 pub mod slot;
 pub mod slotmap;
 pub mod table;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use consistency::{ReadNeed, ReadYourWrites, ReplicationClock};
+pub use server::Role;
 pub use table::{Fence, RoutingTable};
 
 use crate::backend::Backend;
@@ -72,6 +74,9 @@ pub enum ConnCmd {
     Reset,
 }
 
+/// Databases a client may `SELECT` (Redis's default `databases 16`).
+pub const DATABASES: usize = 16;
+
 /// The database of `SELECT db`, or Redis's own error for a bad one.
 fn select_db(req: &Request) -> Result<u8, Bytes> {
     if req.argc() != 2 {
@@ -86,7 +91,7 @@ fn select_db(req: &Request) -> Result<u8, Bytes> {
         .ok_or_else(|| error_reply("ERR value is not an integer or out of range"))?;
     u8::try_from(n)
         .ok()
-        .filter(|&db| usize::from(db) < crate::backend::DATABASES)
+        .filter(|&db| usize::from(db) < DATABASES)
         .ok_or_else(|| error_reply("ERR DB index is out of range"))
 }
 
