@@ -42,6 +42,7 @@ fn bench_route(c: &mut Criterion) {
                 write,
                 ReadNeed::Any,
                 &mut cursor,
+                Some,
             );
             black_box(matches!(routed, haproxy_rs::router::Route::Error(_)))
         })

@@ -312,6 +312,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     let output_budget = output_budget(&cfg);
     let ctx = Arc::new(ProxyContext {
         table: state.table.clone(),
+        backends: backends.clone(),
         commands: state.commands.clone(),
         clock,
         routing: cfg.routing.clone(),

@@ -16,11 +16,10 @@ pub(crate) mod memory;
 pub mod pinned;
 pub mod pool;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,7 +31,8 @@ pub use pool::BackendPool;
 
 use crate::config::BackendConfig;
 use crate::resp::DecodeError;
-use crate::stats::{BackendStats, Role, Stats};
+use crate::router::{Server, ServerHealth};
+use crate::stats::{BackendStats, Stats};
 use crate::tls::{ClientTls, Stream};
 
 /// Why a backend request failed, and whether it may have run on the server.
@@ -114,90 +114,18 @@ pub fn tune_socket(stream: &TcpStream) {
     let _ = sock.set_tcp_keepalive(&ka);
 }
 
-/// What the health checks last saw of a server (atomics: read on every routed read).
-#[derive(Debug, Default)]
-pub struct BackendHealth {
-    reachable: AtomicBool,
-    role: AtomicU8,
-    lag_ok: AtomicBool,
-    offset: AtomicU64,
-    /// A master's connected replicas. A mutex, not an atomic: written once per check and read
-    /// once per topology update, never on the per-command path nor across an `.await`.
-    replicas: Mutex<Vec<String>>,
-}
-
-const ROLE_UNKNOWN: u8 = 0;
-const ROLE_MASTER: u8 = 1;
-const ROLE_REPLICA: u8 = 2;
-
-impl BackendHealth {
-    /// Records a failed check.
-    pub fn set_unreachable(&self) {
-        self.reachable.store(false, Ordering::Release);
-    }
-    /// Records a successful check.
-    pub fn set_checked(&self, role: Role, offset: u64, lag_ok: bool) {
-        let r = match role {
-            Role::Master => ROLE_MASTER,
-            Role::Replica => ROLE_REPLICA,
-            Role::Unknown => ROLE_UNKNOWN,
-        };
-        self.role.store(r, Ordering::Relaxed);
-        self.offset.store(offset, Ordering::Relaxed);
-        self.lag_ok.store(lag_ok, Ordering::Relaxed);
-        self.reachable.store(true, Ordering::Release);
-    }
-    /// Records the replicas a master reports connected (none for a replica).
-    pub fn set_replicas(&self, replicas: Vec<String>) {
-        *self.replicas.lock().unwrap_or_else(|e| e.into_inner()) = replicas;
-    }
-    /// The replicas the server reported connected at its last successful check, as `ip:port`.
-    pub fn replicas(&self) -> Vec<String> {
-        self.replicas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-    /// Whether the last check succeeded.
-    pub fn reachable(&self) -> bool {
-        self.reachable.load(Ordering::Acquire)
-    }
-    /// The role the server reported last.
-    pub fn role(&self) -> Role {
-        match self.role.load(Ordering::Relaxed) {
-            ROLE_MASTER => Role::Master,
-            ROLE_REPLICA => Role::Replica,
-            _ => Role::Unknown,
-        }
-    }
-    /// Replication offset: `master_repl_offset` of a master, `slave_repl_offset` of a replica.
-    pub fn offset(&self) -> u64 {
-        self.offset.load(Ordering::Relaxed)
-    }
-    /// A replica fit to serve reads: reachable, and its data at most `max_replica_lag_secs`
-    /// old (its link is up and recently active, or went down no longer ago than that: during
-    /// a failover replicas keep serving reads).
-    pub fn serves_reads(&self) -> bool {
-        self.reachable()
-            && self.role.load(Ordering::Relaxed) == ROLE_REPLICA
-            && self.lag_ok.load(Ordering::Relaxed)
-    }
-}
-
-/// Databases a client may `SELECT` (Redis's default `databases 16`); each gets its own
-/// connections, opened on first use.
-pub const DATABASES: usize = 16;
+// Each database a client may `SELECT` gets its own connections, opened on first use.
+pub use crate::router::DATABASES;
 
 /// One Redis server: its connections, its health and its counters.
 pub struct Backend {
-    addr: String,
+    /// The server the routing table names: its address and health.
+    server: Arc<Server>,
     /// Connections per (session thread, database, protocol), each set opened on first use by
     /// that thread and running on it: `pools[(thread * DATABASES + db) * 2 + protocol]`.
     pools: Box<[std::sync::OnceLock<BackendPool>]>,
     settings: Arc<ConnSettings>,
     tracker: TaskTracker,
-    /// What the health checks see.
-    pub health: BackendHealth,
     /// Counters for the stats page.
     pub stats: Arc<BackendStats>,
     token: CancellationToken,
@@ -210,14 +138,24 @@ pub struct Backend {
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend").field("addr", &self.addr).finish()
+        f.debug_struct("Backend")
+            .field("addr", &self.server.addr())
+            .finish()
     }
 }
 
 impl Backend {
     /// `host:port`.
     pub fn addr(&self) -> &str {
-        &self.addr
+        self.server.addr()
+    }
+    /// The server this backend connects to, as the routing table names it.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+    /// What the health checks see of the server.
+    pub fn health(&self) -> &ServerHealth {
+        &self.server.health
     }
     /// Session thread `worker`'s connections speaking `protocol` in database `db`, opened on
     /// first use (their actors are spawned on the caller's runtime, so the caller must be that
@@ -235,7 +173,7 @@ impl Backend {
             .or_else(|| self.pools.get(index % (DATABASES * 2)))?;
         Some(cell.get_or_init(|| {
             BackendPool::spawn(
-                &self.addr,
+                self.server.addr(),
                 self.settings.clone(),
                 self.stats.clone(),
                 self.token.clone(),
@@ -265,7 +203,7 @@ impl Backend {
         &self,
         protocol: Protocol,
     ) -> Result<crate::tls::Stream, BackendError> {
-        conn::connect(&self.addr, &self.settings, protocol, 0).await
+        conn::connect(self.server.addr(), &self.settings, protocol, 0).await
     }
 
     /// How long a request may wait for its reply before its connection is given up.
@@ -334,13 +272,27 @@ pub fn follow_membership(sets: &[&BackendSet], members: &[&str]) {
     }
 }
 
-/// Every backend the topology has named, by address, so connections survive routing-table swaps.
+/// The backends of a set, each at the index its server carries ([`Server::index`]); a slot let
+/// go is taken by the next backend spawned.
+type Slots = Vec<Option<Arc<Backend>>>;
+
+/// Every backend the topology has named, so connections survive routing-table swaps.
 pub struct BackendSet {
-    map: Mutex<HashMap<String, Arc<Backend>>>,
+    /// Read without a lock wherever a request is sent ([`resolve`](Self::resolve)); changed only
+    /// as the topology changes, by copying it whole under `changing`.
+    slots: ArcSwap<Slots>,
+    /// One change at a time (each copies `slots`, changes the copy and stores it). Never held
+    /// across an `.await`.
+    changing: Mutex<()>,
     settings: Arc<ConnSettings>,
     stats: Arc<Stats>,
     token: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// The backend at `addr` in `slots`.
+fn find<'s>(slots: &'s Slots, addr: &str) -> Option<&'s Arc<Backend>> {
+    slots.iter().flatten().find(|b| b.addr() == addr)
 }
 
 impl BackendSet {
@@ -352,7 +304,8 @@ impl BackendSet {
         tracker: TaskTracker,
     ) -> BackendSet {
         BackendSet {
-            map: Mutex::new(HashMap::new()),
+            slots: ArcSwap::from_pointee(Vec::new()),
+            changing: Mutex::new(()),
             settings: Arc::new(settings),
             stats,
             token,
@@ -360,41 +313,75 @@ impl BackendSet {
         }
     }
 
+    /// Applies `f` to a copy of the slots and stores the copy.
+    fn change<R>(&self, f: impl FnOnce(&mut Slots) -> R) -> R {
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = Slots::clone(&self.slots.load());
+        let r = f(&mut slots);
+        self.slots.store(Arc::new(slots));
+        r
+    }
+
+    /// Takes the backends whose address is `gone` out of the set; `on_removed` is called on each.
+    fn remove(&self, gone: impl Fn(&str) -> bool, on_removed: impl Fn(&Backend)) {
+        self.change(|slots| {
+            for slot in slots.iter_mut() {
+                if let Some(b) = slot.take_if(|b| gone(b.addr())) {
+                    on_removed(&b);
+                }
+            }
+        });
+    }
+
+    /// The backend of `server`, while this set has it: what a session sends to when the routing
+    /// table names `server`. Lock-free and without a lookup by address: an `ArcSwap` load and the
+    /// slot the server carries. `None` once the backend was reset or released (a backend spawned
+    /// again at that address is another server, which only a newer table names): the caller
+    /// treats the server as down.
+    pub fn resolve(&self, server: &Arc<Server>) -> Option<Arc<Backend>> {
+        let slots = self.slots.load();
+        let b = slots.get(server.index())?.as_ref()?;
+        Arc::ptr_eq(&b.server, server).then(|| b.clone())
+    }
+
     /// The backend for `addr`, creating it (and its connections) if new; the bool says it is new.
     pub fn get_or_spawn(&self, addr: &str) -> (Arc<Backend>, bool) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = map.get(addr) {
+        if let Some(b) = find(&self.slots.load(), addr) {
             return (b.clone(), false);
         }
-        let token = self.token.child_token();
-        let stats = self.stats.backend(addr);
-        let backend = Arc::new(Backend {
-            addr: addr.to_string(),
-            pools: (0..self.settings.workers.max(1) * DATABASES * 2)
-                .map(|_| std::sync::OnceLock::new())
-                .collect(),
-            settings: self.settings.clone(),
-            tracker: self.tracker.clone(),
-            health: BackendHealth::default(),
-            stats,
-            released: token.child_token(),
-            token,
-            idle_pinned: pinned::IdlePinned::default(),
-        });
-        map.insert(addr.to_string(), backend.clone());
-        (backend, true)
+        self.change(|slots| {
+            if let Some(b) = find(slots, addr) {
+                return (b.clone(), false);
+            }
+            let index = slots
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(slots.len());
+            let token = self.token.child_token();
+            let stats = self.stats.backend(addr);
+            let backend = Arc::new(Backend {
+                server: Arc::new(Server::new(addr, index)),
+                pools: (0..self.settings.workers.max(1) * DATABASES * 2)
+                    .map(|_| std::sync::OnceLock::new())
+                    .collect(),
+                settings: self.settings.clone(),
+                tracker: self.tracker.clone(),
+                stats,
+                released: token.child_token(),
+                token,
+                idle_pinned: pinned::IdlePinned::default(),
+            });
+            match slots.get_mut(index) {
+                Some(slot) => *slot = Some(backend.clone()),
+                None => slots.push(Some(backend.clone())),
+            }
+            (backend, true)
+        })
     }
 
     /// Stops and forgets every backend not in `keep`.
     pub fn retain(&self, keep: &[&str]) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|addr, b| {
-            let kept = keep.contains(&addr.as_str());
-            if !kept {
-                b.token.cancel();
-            }
-            kept
-        });
+        self.remove(|addr| !keep.contains(&addr), |b| b.token.cancel());
     }
 
     /// Closes every connection to `addr` at once (in-flight requests get "outcome unknown") and
@@ -402,10 +389,7 @@ impl BackendSet {
     /// master after a failover: nothing more may reach it through connections opened while it was
     /// the master.
     pub fn reset(&self, addr: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = map.remove(addr) {
-            b.token.cancel();
-        }
+        self.remove(|a| a == addr, |b| b.token.cancel());
     }
 
     /// Lets the backends of `addrs` go (they left the topology): their health checks stop and
@@ -414,20 +398,15 @@ impl BackendSet {
     /// backend, and its connections close when the last holder lets it go (their actors end with
     /// their senders).
     pub fn release(&self, addrs: &[String]) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        for addr in addrs {
-            if let Some(b) = map.remove(addr) {
-                b.released.cancel();
-            }
-        }
+        self.remove(|a| addrs.iter().any(|r| r == a), |b| b.released.cancel());
     }
 
     /// The counters of the backends of `addrs` that this set has (it creates none).
     pub fn live_stats(&self, addrs: &[&str]) -> Vec<Arc<BackendStats>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = self.slots.load();
         addrs
             .iter()
-            .filter_map(|a| map.get(*a))
+            .filter_map(|a| find(&slots, a))
             .map(|b| b.stats.clone())
             .collect()
     }
@@ -439,8 +418,7 @@ impl BackendSet {
 
     /// The backends known now.
     pub fn all(&self) -> Vec<Arc<Backend>> {
-        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().cloned().collect()
+        self.slots.load().iter().flatten().cloned().collect()
     }
 
     /// Credentials for control connections to the servers.

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::backend::BackendSet;
 use crate::config::{MaskedString, RoutingConfig};
 use crate::resp::{CommandTable, RequestLimits};
 use crate::router::{ReplicationClock, RoutingTable};
@@ -37,6 +38,9 @@ use crate::stats::HoldStats;
 pub struct ProxyContext {
     /// The topology's current snapshot.
     pub table: Arc<ArcSwap<RoutingTable>>,
+    /// The backends of the servers the table names (Sentinel and static mode): where a session
+    /// resolves a server to its connections.
+    pub backends: Arc<BackendSet>,
     /// Command flags, from the master's `COMMAND` once fetched (built-in until then).
     pub commands: Arc<ArcSwap<CommandTable>>,
     /// The master's replication offset, for read-your-writes.

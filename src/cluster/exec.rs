@@ -390,7 +390,7 @@ impl Chunk {
                     for _ in 0..n {
                         self.cursor = self.cursor.wrapping_add(1);
                         match owners.replicas.get(self.cursor % n) {
-                            Some(r) if r.health.serves_reads() => {
+                            Some(r) if r.health().serves_reads() => {
                                 return Resolved::To(Destination {
                                     backend: r.clone(),
                                     asking: false,

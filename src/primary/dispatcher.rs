@@ -234,7 +234,7 @@ impl Dispatcher {
             self.gather(Target::Hold, any_read).await;
         } else if !joins_open {
             let target = match self.route(table, write, need) {
-                Route::Backend(b) => Target::Backend(b.clone()),
+                Route::To(b) => Target::Backend(b),
                 Route::Hold => Target::Hold,
                 Route::Error(reply) => return self.push_ready(reply).await,
             };
@@ -349,7 +349,10 @@ impl Dispatcher {
 
     /// Subscriber mode's links go to the master.
     pub fn locator(&self) -> Box<dyn Locate> {
-        Box::new(super::MasterLocator::new(self.ctx.table.clone()))
+        Box::new(super::MasterLocator::new(
+            self.ctx.table.clone(),
+            self.ctx.backends.clone(),
+        ))
     }
 
     /// Adds `req` to the open batch.
@@ -389,15 +392,34 @@ impl Dispatcher {
         }
     }
 
-    /// Routes a request of this client's endpoint under the endpoint's read policy.
-    pub(super) fn route<'t>(
+    /// Routes a request of this client's endpoint under the endpoint's read policy, to the
+    /// backend of the server the table names (a server whose backend was let go is down).
+    pub(super) fn route(
         &mut self,
-        table: &'t RoutingTable,
+        table: &RoutingTable,
         write: bool,
         need: ReadNeed,
-    ) -> Route<'t> {
+    ) -> Route<Arc<Backend>> {
         let policy = read_policy(self.endpoint, self.ctx.routing.read_policy);
-        route(table, self.endpoint, policy, write, need, &mut self.cursor)
+        let (backends, open) = (&self.ctx.backends, &self.open);
+        route(
+            table,
+            self.endpoint,
+            policy,
+            write,
+            need,
+            &mut self.cursor,
+            |server| {
+                match open {
+                    // Where the open batch goes already: no lookup.
+                    Some(OpenBatch {
+                        target: Target::Backend(b),
+                        ..
+                    }) if Arc::ptr_eq(b.server(), server) => Some(b.clone()),
+                    _ => backends.resolve(server),
+                }
+            },
+        )
     }
 
     /// Makes `target` the open batch's target, sending the open batch first if it goes elsewhere.

@@ -61,9 +61,8 @@ impl Dispatcher {
             self.route(table, write, need)
         };
         match route_to {
-            Route::Backend(b) => {
+            Route::To(b) => {
                 self.ctx.holds.leave(bytes, count, true);
-                let b = b.clone();
                 self.dispatch(batch, b).await;
             }
             Route::Hold => {

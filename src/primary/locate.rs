@@ -4,26 +4,28 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendSet};
 use crate::pubsub::Locate;
 use crate::resp::{CommandTable, Request};
 use crate::router::RoutingTable;
 
 /// Sentinel and static mode: everything goes to the master, and nowhere while a failover is
-/// fenced.
+/// fenced or the master's backend was let go.
 pub struct MasterLocator {
     table: Arc<ArcSwap<RoutingTable>>,
+    backends: Arc<BackendSet>,
 }
 
 impl MasterLocator {
-    /// Over the proxy's routing table.
-    pub fn new(table: Arc<ArcSwap<RoutingTable>>) -> MasterLocator {
-        MasterLocator { table }
+    /// Over the proxy's routing table, whose servers `backends` resolves.
+    pub fn new(table: Arc<ArcSwap<RoutingTable>>, backends: Arc<BackendSet>) -> MasterLocator {
+        MasterLocator { table, backends }
     }
 
     fn master(&self) -> Option<Arc<Backend>> {
         let t = self.table.load();
-        t.fence.is_none().then(|| t.master.clone()).flatten()
+        let master = t.master.as_ref().filter(|_| t.fence.is_none())?;
+        self.backends.resolve(master)
     }
 }
 

@@ -101,10 +101,7 @@ impl Dispatcher {
         since: Option<Instant>,
     ) -> Option<Request> {
         let conn = match self.route(table, true, ReadNeed::Any) {
-            Route::Backend(b) => {
-                let b = b.clone();
-                Pinned::open(b, self.protocol, self.db, &self.ctx.pinned).await
-            }
+            Route::To(b) => Pinned::open(b, self.protocol, self.db, &self.ctx.pinned).await,
             Route::Hold => Err(BackendError::Unavailable),
             Route::Error(reply) => {
                 self.multi_failed = pin == Pin::Multi;

@@ -1,4 +1,4 @@
-//! Routing: what kind of command a request is, and which backend it goes to.
+//! Routing: what kind of command a request is, and which server it goes to.
 #![cfg_attr(
     not(test),
     deny(
@@ -10,6 +10,7 @@
 )]
 
 pub mod consistency;
+pub mod server;
 pub mod slot;
 pub mod slotmap;
 pub mod table;
@@ -19,9 +20,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use consistency::{ReadNeed, ReadYourWrites, ReplicationClock};
+pub use server::{Role, Server, ServerHealth};
 pub use table::{Fence, RoutingTable};
 
-use crate::backend::Backend;
 use crate::config::ReadPolicy;
 use crate::resp::{
     bulk_reply, error_reply, status_reply, CommandFlags, CommandInfo, CommandTable, Request,
@@ -72,6 +73,9 @@ pub enum ConnCmd {
     Reset,
 }
 
+/// Databases a client may `SELECT` (Redis's default `databases 16`).
+pub const DATABASES: usize = 16;
+
 /// The database of `SELECT db`, or Redis's own error for a bad one.
 fn select_db(req: &Request) -> Result<u8, Bytes> {
     if req.argc() != 2 {
@@ -86,7 +90,7 @@ fn select_db(req: &Request) -> Result<u8, Bytes> {
         .ok_or_else(|| error_reply("ERR value is not an integer or out of range"))?;
     u8::try_from(n)
         .ok()
-        .filter(|&db| usize::from(db) < crate::backend::DATABASES)
+        .filter(|&db| usize::from(db) < DATABASES)
         .ok_or_else(|| error_reply("ERR DB index is out of range"))
 }
 
@@ -238,13 +242,14 @@ pub enum Endpoint {
     ReadOnly,
 }
 
-/// Where one request goes.
+/// Where one request goes: `B` is what the caller resolved the server to (its connections).
 #[derive(Debug)]
-pub enum Route<'t> {
-    /// To this backend.
-    Backend(&'t Arc<Backend>),
-    /// It needs the master and there is none to write to right now (a failover is under way, or
-    /// the master is unknown): the session holds it and routes it again when the table changes.
+pub enum Route<B> {
+    /// To this server.
+    To(B),
+    /// It needs the master and there is none to write to right now (a failover is under way, the
+    /// master is unknown, or its backend was let go): the session holds it and routes it again
+    /// when the table changes.
     Hold,
     /// Answered with this error.
     Error(Bytes),
@@ -274,36 +279,40 @@ pub fn read_policy(endpoint: Endpoint, configured: ReadPolicy) -> ReadPolicy {
 }
 
 /// Routes a read or write. `need` is the session's read-your-writes requirement (`Any` when off).
-pub fn route<'t>(
+/// `resolve` turns a server into what the caller sends to (its connections); a server it
+/// resolves to nothing (its backend was let go) is treated as down: no master (held), or not a
+/// replica to read from.
+pub fn route<'t, B>(
     table: &'t RoutingTable,
     endpoint: Endpoint,
     policy: ReadPolicy,
     write: bool,
     need: ReadNeed,
     cursor: &mut usize,
-) -> Route<'t> {
+    mut resolve: impl FnMut(&'t Arc<Server>) -> Option<B>,
+) -> Route<B> {
     if write {
         if endpoint == Endpoint::ReadOnly {
             return Route::Error(error_reply(
                 "READONLY You can't write against a read only replica.",
             ));
         }
-        return master(table);
+        return master(table, resolve);
     }
     let min_offset = match need {
         ReadNeed::Any => None,
         ReadNeed::Offset(o) => Some(o),
-        ReadNeed::Master => return master(table),
+        ReadNeed::Master => return master(table, resolve),
     };
     match policy {
-        ReadPolicy::Master => master(table),
-        ReadPolicy::PreferReplica => match table.pick_replica(min_offset, cursor) {
-            Some(r) => Route::Backend(r),
-            None => master(table),
+        ReadPolicy::Master => master(table, resolve),
+        ReadPolicy::PreferReplica => match table.pick_replica(min_offset, cursor, &mut resolve) {
+            Some(r) => Route::To(r),
+            None => master(table, resolve),
         },
-        ReadPolicy::Replica => match table.pick_replica(min_offset, cursor) {
-            Some(r) => Route::Backend(r),
-            None if min_offset.is_some() => master(table),
+        ReadPolicy::Replica => match table.pick_replica(min_offset, cursor, &mut resolve) {
+            Some(r) => Route::To(r),
+            None if min_offset.is_some() => master(table, resolve),
             None => Route::Error(error_reply(
                 "ERR haproxy-rs: no healthy replica (read_policy = \"replica\")",
             )),
@@ -311,9 +320,12 @@ pub fn route<'t>(
     }
 }
 
-fn master(table: &RoutingTable) -> Route<'_> {
+fn master<'t, B>(
+    table: &'t RoutingTable,
+    mut resolve: impl FnMut(&'t Arc<Server>) -> Option<B>,
+) -> Route<B> {
     match &table.master {
-        Some(m) if table.fence.is_none() => Route::Backend(m),
+        Some(m) if table.fence.is_none() => resolve(m).map_or(Route::Hold, Route::To),
         _ => Route::Hold,
     }
 }
@@ -415,6 +427,7 @@ mod tests {
                 write,
                 need,
                 &mut cursor,
+                Some,
             );
             assert!(matches!(r, Route::Hold), "{r:?}");
         }
@@ -432,6 +445,7 @@ mod tests {
             false,
             ReadNeed::Any,
             &mut cursor,
+            Some,
         );
         assert!(matches!(r, Route::Hold), "{r:?}");
         match route(
@@ -441,6 +455,7 @@ mod tests {
             true,
             ReadNeed::Any,
             &mut cursor,
+            Some,
         ) {
             Route::Error(b) => assert!(b.starts_with(b"-READONLY")),
             other => panic!("{other:?}"),
@@ -452,9 +467,59 @@ mod tests {
             false,
             ReadNeed::Any,
             &mut cursor,
+            Some,
         ) {
             Route::Error(b) => assert!(b.starts_with(b"-ERR haproxy-rs: no healthy replica")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_server_that_resolves_to_nothing_is_routed_around_as_a_down_one() {
+        let server = |addr: &str, role| {
+            let s = Server::new(addr, 0);
+            s.health.set_checked(role, 0, true);
+            Arc::new(s)
+        };
+        let t = RoutingTable {
+            master: Some(server("m:1", Role::Master)),
+            replicas: vec![server("r:1", Role::Replica), server("r:2", Role::Replica)],
+            ..RoutingTable::default()
+        };
+        let addr = |r: Route<&Arc<Server>>| match r {
+            Route::To(s) => s.addr().to_string(),
+            other => format!("{other:?}"),
+        };
+        let mut cursor = 0;
+        let read = |cursor: &mut usize, policy, gone: &[&str]| {
+            addr(route(
+                &t,
+                Endpoint::Main,
+                policy,
+                false,
+                ReadNeed::Any,
+                cursor,
+                |s| (!gone.contains(&s.addr())).then_some(s),
+            ))
+        };
+        // The replica let go is skipped, every time.
+        for _ in 0..4 {
+            assert_eq!(read(&mut cursor, ReadPolicy::Replica, &["r:1"]), "r:2");
+        }
+        // No replica left: the master reads (prefer-replica), or the read is refused.
+        let gone = ["r:1", "r:2"];
+        assert_eq!(read(&mut cursor, ReadPolicy::PreferReplica, &gone), "m:1");
+        assert!(read(&mut cursor, ReadPolicy::Replica, &gone).starts_with("Error"));
+        // A master let go is no master: writes are held.
+        let write = route(
+            &t,
+            Endpoint::Main,
+            ReadPolicy::Master,
+            true,
+            ReadNeed::Any,
+            &mut cursor,
+            |s| (s.addr() != "m:1").then_some(s),
+        );
+        assert!(matches!(write, Route::Hold), "{write:?}");
     }
 }

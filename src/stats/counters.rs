@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::histogram::Histogram;
+// What a server is: the routing table's servers carry it, the stats show it.
+pub use crate::router::Role;
 
 // Every atomic here uses `Relaxed`: each is an independent statistic and no other memory is
 // published through it, so readers only need each value to be eventually current.
@@ -244,45 +246,6 @@ impl ListenerStats {
             output_buffer_peak_bytes: self.output_peak.load(Ordering::Relaxed),
             pubsub_clients: gauge(&self.pubsub),
             ops_per_sec: round2(self.refresh_rate(now)),
-        }
-    }
-}
-
-/// What a backend is, as last learned from Sentinel or `ROLE`.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Not known yet.
-    Unknown,
-    /// Accepts writes.
-    Master,
-    /// Replicates from the master.
-    Replica,
-}
-
-impl Role {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Role::Master,
-            2 => Role::Replica,
-            _ => Role::Unknown,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Role::Unknown => 0,
-            Role::Master => 1,
-            Role::Replica => 2,
-        }
-    }
-
-    /// Lowercase name, as in JSON and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Unknown => "unknown",
-            Role::Master => "master",
-            Role::Replica => "replica",
         }
     }
 }

@@ -44,7 +44,7 @@ pub struct Rig {
     pub mode: Mode,
     /// Cancelled when the rig is dropped: sessions and backend connections end.
     pub shutdown: CancellationToken,
-    backends: BackendSet,
+    backends: Arc<BackendSet>,
     generations: watch::Sender<u64>,
     backend_token: CancellationToken,
 }
@@ -84,7 +84,7 @@ impl Rig {
                 rig.stats.cluster(),
                 std::time::Duration::from_millis(c.retry_window_ms),
                 // What a health check would find of a live replica.
-                Box::new(|replica| replica.health.set_checked(Role::Replica, 0, true)),
+                Box::new(|replica| replica.health().set_checked(Role::Replica, 0, true)),
             );
             state.tx_limits = crate::cluster::tx::TxLimits {
                 max_commands: c.max_multi_commands,
@@ -104,12 +104,12 @@ impl Rig {
             token: backend_token.clone(),
         };
         let mode = mode_of(settings.clone(), &parts);
-        let backends = BackendSet::new(
+        let backends = Arc::new(BackendSet::new(
             settings,
             stats.clone(),
             backend_token.clone(),
             TaskTracker::new(),
-        );
+        ));
         let generations = watch::Sender::new(0);
         let security =
             Security::from_config(&cfg.auth, &cfg.commands, cfg.backend.password.is_some())
@@ -117,6 +117,7 @@ impl Rig {
                 .with_counters(stats.auth());
         let ctx = Arc::new(ProxyContext {
             table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+            backends: backends.clone(),
             commands: Arc::new(ArcSwap::from_pointee(CommandTable::builtin())),
             clock: Arc::new(ReplicationClock::default()),
             routing: cfg.routing.clone(),
@@ -169,13 +170,14 @@ impl Rig {
     /// replica healthy, and tells the sessions it changed, as the topology does.
     pub fn publish(&self, master: Option<&FakeRedis>, replicas: &[&FakeRedis]) {
         let current = self.ctx.table.load_full();
-        let master = master.map(|m| self.backends.get_or_spawn(m.addr()).0);
+        let server = |addr: &str| self.backends.get_or_spawn(addr).0.server().clone();
+        let master = master.map(|m| server(m.addr()));
         let replicas = replicas
             .iter()
             .map(|r| {
-                let backend = self.backends.get_or_spawn(r.addr()).0;
-                backend.health.set_checked(Role::Replica, 0, true);
-                backend
+                let server = server(r.addr());
+                server.health.set_checked(Role::Replica, 0, true);
+                server
             })
             .collect();
         let table = RoutingTable {

@@ -143,7 +143,7 @@ async fn check_once(
             Ok(c) => *conn = Some(c),
             Err(e) => {
                 tracing::debug!(backend.addr = backend.addr(), error = %e, "health connect failed");
-                backend.health.set_unreachable();
+                backend.health().set_unreachable();
                 return None;
             }
         }
@@ -154,27 +154,27 @@ async fn check_once(
         .load()
         .master
         .as_ref()
-        .is_some_and(|m| Arc::ptr_eq(m, backend));
+        .is_some_and(|m| Arc::ptr_eq(m, backend.server()));
     let seq = is_master.then(|| ctx.clock.begin());
     let text = match c.call(&["INFO", "replication"]).await {
         Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
         Ok(other) => {
             tracing::debug!(backend.addr = backend.addr(), reply = ?other, "health check refused");
-            backend.health.set_unreachable();
+            backend.health().set_unreachable();
             return None;
         }
         Err(e) => {
             tracing::debug!(backend.addr = backend.addr(), error = %e, "health check failed");
             *conn = None;
-            backend.health.set_unreachable();
+            backend.health().set_unreachable();
             return None;
         }
     };
     let info = parse_replication(&text);
     let lag_ok = info.last_io_secs <= ctx.max_lag_secs;
-    backend.health.set_checked(info.role, info.offset, lag_ok);
+    backend.health().set_checked(info.role, info.offset, lag_ok);
     backend.stats.set_replication(info.offset, info.link_up);
-    backend.health.set_replicas(match info.role {
+    backend.health().set_replicas(match info.role {
         Role::Master => connected_replicas(&text),
         _ => Vec::new(),
     });

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{BackendSet, ControlConn};
 use crate::resp::{CommandTable, Value};
-use crate::router::{Fence, ReplicationClock, RoutingTable};
+use crate::router::{Fence, ReplicationClock, RoutingTable, Server};
 use crate::stats::{Role, Stats};
 use health::{run_health, HealthContext};
 
@@ -103,16 +103,16 @@ impl TopologyState {
                 self.backends.reset(old.addr());
             }
         }
-        let master_backend = master.map(|a| self.backend(a));
-        let replica_backends = replicas
+        let master_server = master.map(|a| self.server(a, Role::Master));
+        let replica_servers = replicas
             .iter()
             .filter(|a| Some(a.as_str()) != master)
-            .map(|a| self.backend(a))
+            .map(|a| self.server(a, Role::Replica))
             .collect();
         let table = RoutingTable {
             generation: current.generation + 1,
-            master: master_backend,
-            replicas: replica_backends,
+            master: master_server,
+            replicas: replica_servers,
             // A fence stays until the master changes (or `set_fence(None)`).
             fence: if same_master {
                 current.fence.clone()
@@ -120,12 +120,6 @@ impl TopologyState {
                 None
             },
         };
-        if let Some(m) = &table.master {
-            m.stats.set_role(Role::Master);
-        }
-        for r in &table.replicas {
-            r.stats.set_role(Role::Replica);
-        }
         self.stats.set_master(master);
         tracing::info!(generation = table.generation, master = ?master, replicas = ?replicas, "routing table updated");
         self.store(table);
@@ -183,14 +177,16 @@ impl TopologyState {
         self.store(table);
     }
 
-    /// The backend for `addr`, with a health task if it is new.
-    fn backend(&self, addr: &str) -> Arc<crate::backend::Backend> {
+    /// The server at `addr` for the table, as `role` on the stats page: its backend is spawned,
+    /// with a health task, if it is new.
+    fn server(&self, addr: &str, role: Role) -> Arc<Server> {
         let (b, new) = self.backends.get_or_spawn(addr);
         if new {
             self.tracker
                 .spawn(run_health(b.clone(), self.health.clone()));
         }
-        b
+        b.stats.set_role(role);
+        b.server().clone()
     }
 
     /// Replaces the built-in command table with the master's own `COMMAND` reply, once.
@@ -309,11 +305,21 @@ mod tests {
         assert_eq!(known(&state), [m, r1]);
         assert!(held.released().is_cancelled() && !held.token().is_cancelled());
         assert!(state.stats.snapshot().backends.iter().all(|b| b.addr != r2));
-        assert!(!master.released().is_cancelled());
+        let master_backend = state
+            .backends
+            .resolve(&master)
+            .expect("the master's backend");
+        assert!(!master_backend.released().is_cancelled());
+        // A table that still names it resolves it to nothing.
+        assert!(state.backends.resolve(held.server()).is_none());
 
-        // Named again, it starts afresh.
+        // Named again, it starts afresh, as another server (in the slot the old one left): the
+        // old name stays unresolved.
         let (again, new) = state.backends.get_or_spawn(r2);
         assert!(new && !Arc::ptr_eq(&held, &again));
+        assert_eq!(again.server().index(), held.server().index());
+        assert!(state.backends.resolve(held.server()).is_none());
+        assert!(state.backends.resolve(again.server()).is_some());
         state.token.cancel();
     }
 }

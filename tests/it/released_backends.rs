@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crate::harness::proxy::TestProxy;
 use crate::stats_http::{forgetting_in_a_second, stats_json};
 
-/// The proxy's backend for `addr` in its routing table (master or replica).
-fn routed(proxy: &TestProxy, addr: &str) -> Option<Arc<haproxy_rs::backend::Backend>> {
+/// The server `addr` of the proxy's routing table (master or replica). Each backend has its own:
+/// one spawned again (after a release) is another server.
+fn routed(proxy: &TestProxy, addr: &str) -> Option<Arc<haproxy_rs::router::Server>> {
     let table = proxy.proxy.table.load();
     table
         .master
@@ -121,7 +122,7 @@ async fn a_replica_sentinel_forgot_is_no_longer_checked_or_connected_to_after_th
         "{} routed again once Sentinel lists it",
         kept.addr()
     );
-    let same = |addr: &str, b: &Arc<haproxy_rs::backend::Backend>| {
+    let same = |addr: &str, b: &Arc<haproxy_rs::router::Server>| {
         routed(&proxy, addr).is_some_and(|r| Arc::ptr_eq(&r, b))
     };
     assert!(
