@@ -7,7 +7,7 @@
 # N_P1 (200000) and N_P16 (1000000) requests per redis-benchmark run; CLIENTS (50);
 # TARGETS ("direct haproxy-rs haproxy twemproxy"); LAB_DOWN=1 stops the lab afterwards;
 # BENCH_TIMEOUT (300) seconds per redis-benchmark run; BEFORE_BIN=path adds the target
-# "haproxy-rs-before": that binary (an earlier build) with the same config on ports 16379/16380/18404,
+# "haproxy-rs-before": that binary (an earlier build) with the same config on ports 16383/16384/18405,
 # so a change is measured against the build before it in the same run. Everything started here is
 # stopped on exit. Cells are medians, with the range over the rounds in brackets.
 set -euo pipefail
@@ -121,7 +121,7 @@ main() {
     if wanted haproxy-rs-before; then
         [ -x "$BEFORE_BIN" ] || die "BEFORE_BIN=$BEFORE_BIN is not an executable"
         start haproxy-rs-before "$BEFORE_BIN" run -c config/haproxy-rs.toml \
-            --listen "127.0.0.1:${PORT[haproxy-rs-before]}" --read-listen 127.0.0.1:16384 --stats 127.0.0.1:18404
+            --listen "127.0.0.1:${PORT[haproxy-rs-before]}" --read-listen 127.0.0.1:16384 --stats 127.0.0.1:18405
     fi
     if wanted haproxy; then
         start haproxy haproxy -db -f config/haproxy.cfg

@@ -157,11 +157,7 @@ impl PinOp {
             };
             // The frame that answers: the command's, or EXEC's; a redirection shows in any
             // frame of a transaction (its commands were refused, so EXEC aborts).
-            let redirect = frames.iter().find_map(|f| match reaction(f) {
-                Reaction::Moved(addr) => Some((addr.to_string(), false)),
-                Reaction::Ask(addr) => Some((addr.to_string(), true)),
-                _ => None,
-            });
+            let redirect = redirection(&frames);
             // TRYAGAIN, CLUSTERDOWN, ...: the node ran nothing (a transaction's refused command
             // makes its EXEC abort). Sent again later, from the slot's master, within the
             // retry window, as every other command is (exec.rs); not under WATCH, whose
@@ -190,43 +186,14 @@ impl PinOp {
                     return frames.last().cloned().unwrap_or_else(no_connection);
                 }
                 Some((addr, ask)) => {
-                    // Counted and acted on as for every other command (exec.rs): the stats'
-                    // redirections include transactions, and a slot seen migrating keeps its
-                    // reads on the master.
-                    if ask {
-                        ctx.state.stats.ask();
-                        if let Some(slot) = slot {
-                            ctx.state.mark_migrating(slot);
-                        }
-                    } else {
-                        ctx.state.stats.moved();
-                        ctx.state.request_refresh();
-                    }
                     asking = ask;
                     redirects += 1;
-                    let backend = ctx.state.master_backend(&addr);
-                    conn = match Pinned::open(backend, ctx.protocol, 0, &ctx.limit).await {
+                    conn = match follow(&ctx, slot, &addr, ask).await {
                         Ok(c) => Some(c),
-                        Err(_) => return no_connection(),
+                        Err(reply) => return reply,
                     };
                 }
-                None => {
-                    if keep {
-                        put(&ctx.watch, pinned);
-                    } else {
-                        // Answered whole (EXEC, or a blocking command that returned): as fresh.
-                        pinned.recycle();
-                    }
-                    if !on_watch {
-                        let refused = frames
-                            .first()
-                            .and_then(|f| wait_probe_refused(f, WAIT_PROBE_NAME));
-                        if let Some(refused) = refused {
-                            return refused;
-                        }
-                    }
-                    return frames.last().cloned().unwrap_or_else(no_connection);
-                }
+                None => return answered(&ctx, pinned, &frames, keep, on_watch),
             }
         }
         error_reply("TRYAGAIN haproxy-rs: too many redirections")
@@ -268,6 +235,54 @@ impl PinOp {
             keep,
         })
     }
+}
+
+/// The redirection a node answered with, if any: (address, `ASK`).
+fn redirection(frames: &[Bytes]) -> Option<(String, bool)> {
+    frames.iter().find_map(|f| match reaction(f) {
+        Reaction::Moved(addr) => Some((addr.to_string(), false)),
+        Reaction::Ask(addr) => Some((addr.to_string(), true)),
+        _ => None,
+    })
+}
+
+/// A connection to the node a redirection named, counted and acted on as for every other command
+/// (exec.rs): the stats' redirections include transactions, and a slot seen migrating keeps its
+/// reads on the master.
+async fn follow(ctx: &PinCtx, slot: Option<u16>, addr: &str, ask: bool) -> Result<Pinned, Bytes> {
+    if ask {
+        ctx.state.stats.ask();
+        if let Some(slot) = slot {
+            ctx.state.mark_migrating(slot);
+        }
+    } else {
+        ctx.state.stats.moved();
+        ctx.state.request_refresh();
+    }
+    let backend = ctx.state.master_backend(addr);
+    Pinned::open(backend, ctx.protocol, 0, &ctx.limit)
+        .await
+        .map_err(|_| no_connection())
+}
+
+/// The client's reply to an operation its node answered; the connection is kept for `WATCH`
+/// (`keep`), else recycled.
+fn answered(ctx: &PinCtx, pinned: Pinned, frames: &[Bytes], keep: bool, on_watch: bool) -> Bytes {
+    if keep {
+        put(&ctx.watch, pinned);
+    } else {
+        // Answered whole (EXEC, or a blocking command that returned): as fresh.
+        pinned.recycle();
+    }
+    if !on_watch {
+        let refused = frames
+            .first()
+            .and_then(|f| wait_probe_refused(f, WAIT_PROBE_NAME));
+        if let Some(refused) = refused {
+            return refused;
+        }
+    }
+    frames.last().cloned().unwrap_or_else(no_connection)
 }
 
 /// Sends a `KILL` to every master: `+OK` from the one that ran the script, else the first

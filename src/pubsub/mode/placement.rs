@@ -50,6 +50,39 @@ impl Subscriber<'_> {
     /// links left with nothing are closed. The servers' answers count for request `tag`.
     pub(super) async fn place(&mut self, tag: Option<u64>) {
         self.seen = self.parts.locator.generation();
+        let (wanted, mut unplaced) = self.wanted();
+        // Servers that need a link first: opened in the background, so that a server that
+        // does not answer (connect_timeout_ms) holds up neither the client's other requests nor
+        // its messages; what goes there is placed once the link is up.
+        for (backend, _) in &wanted {
+            if !self.links.iter().any(|l| l.addr() == backend.addr()) {
+                self.open_link(backend);
+                unplaced = true;
+            }
+        }
+        let (sent, broken) = self.send_changes(&wanted, tag).await;
+        if tag.is_some() && tag == self.current_tag() {
+            if let Some(c) = &mut self.current {
+                c.awaiting += sent;
+            }
+        }
+        for id in broken {
+            self.lost(id);
+            unplaced = true;
+        }
+        self.links.retain(|l| !l.idle());
+        self.unplaced = unplaced;
+        if unplaced {
+            self.retry_at = Instant::now() + self.retry_backoff;
+            self.retry_backoff = (self.retry_backoff * 2).min(MAX_RETRY);
+        } else {
+            self.retry_backoff = TICK;
+            self.avoid = None;
+        }
+    }
+
+    /// Where each subscription should be now, per server; true when some have no server.
+    fn wanted(&self) -> (Vec<(Arc<Backend>, Subscriptions)>, bool) {
         let locator = self.parts.locator;
         let classic_now = self
             .links
@@ -85,15 +118,16 @@ impl Subscriber<'_> {
                 set.insert(kind, name.clone());
             }
         }
-        // Servers that need a link first: opened in the background, so that a server that
-        // does not answer (connect_timeout_ms) holds up neither the client's other requests nor
-        // its messages; what goes there is placed once the link is up.
-        for (backend, _) in &wanted {
-            if !self.links.iter().any(|l| l.addr() == backend.addr()) {
-                self.open_link(backend);
-                unplaced = true;
-            }
-        }
+        (wanted, unplaced)
+    }
+
+    /// Sends each link the (un)subscribes that bring it to what is `wanted` of it: how many
+    /// confirmations to expect, and the links that broke meanwhile.
+    async fn send_changes(
+        &mut self,
+        wanted: &[(Arc<Backend>, Subscriptions)],
+        tag: Option<u64>,
+    ) -> (usize, Vec<u64>) {
         let empty = Subscriptions::default();
         let mut broken = Vec::new();
         let mut sent = 0;
@@ -124,24 +158,7 @@ impl Subscriber<'_> {
                 sent += n;
             }
         }
-        if tag.is_some() && tag == self.current_tag() {
-            if let Some(c) = &mut self.current {
-                c.awaiting += sent;
-            }
-        }
-        for id in broken {
-            self.lost(id);
-            unplaced = true;
-        }
-        self.links.retain(|l| !l.idle());
-        self.unplaced = unplaced;
-        if unplaced {
-            self.retry_at = Instant::now() + self.retry_backoff;
-            self.retry_backoff = (self.retry_backoff * 2).min(MAX_RETRY);
-        } else {
-            self.retry_backoff = TICK;
-            self.avoid = None;
-        }
+        (sent, broken)
     }
 
     /// Starts opening a link to `backend` unless one is being opened already; the outcome comes
