@@ -28,10 +28,12 @@ use bytes::{Bytes, BytesMut};
 
 use crate::backend::Protocol;
 use crate::pubsub::Locate;
-use crate::resp::{CommandInfo, CommandTable, Request};
+use crate::resp::{CommandInfo, Request};
 use crate::router::{Class, Endpoint};
 
-/// A session's dispatcher.
+/// A session's dispatcher. Each variant's `command` routes one request of the mode's (reads,
+/// writes, transactions, blocking commands, `SELECT`, and everything queued inside `MULTI`); the
+/// session calls it on the variant directly (see `session.rs`).
 pub enum Dispatcher {
     /// Sentinel and static mode.
     Primary(Box<crate::primary::Dispatcher>),
@@ -74,17 +76,6 @@ impl Dispatcher {
     /// Requests are about to be parsed from one read (snapshots of the topology are taken).
     pub fn begin_read(&mut self) {
         each!(self, d => d.begin_read())
-    }
-    /// Routes one request of the mode's: reads, writes, transactions, blocking commands,
-    /// `SELECT`, and everything queued inside `MULTI`.
-    pub async fn command(
-        &mut self,
-        req: Request,
-        info: Option<&CommandInfo>,
-        class: Class,
-        commands: &CommandTable,
-    ) {
-        each!(self, d => d.command(req, info, class, commands).await)
     }
     /// Queues a reply known already, after what was dispatched before it.
     pub async fn push_ready(&mut self, reply: Bytes) {
