@@ -64,7 +64,7 @@ pub struct RunArgs {
     /// Read-only endpoint (replicas), e.g. :6380.
     #[arg(long, value_name = "ADDR")]
     pub read_listen: Option<String>,
-    /// Stats page address, e.g. :8404.
+    /// Stats page address, e.g. :8404; `off` disables it.
     #[arg(long, value_name = "ADDR")]
     pub stats: Option<String>,
     /// Session threads, each with its own clients and backend connections (0: half the cores).
@@ -288,7 +288,7 @@ impl RunArgs {
             cfg.threads = n;
         }
         if let Some(v) = &self.stats {
-            cfg.stats = (!v.is_empty() && v != "off").then(|| v.clone());
+            cfg.stats = crate::config::stats_setting(v);
         }
         let sentinels: Vec<String> = self
             .sentinels
