@@ -6,6 +6,7 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{AuthMode, Config, ConfigError, MaskedString, SentinelConfig, TlsConfig};
+use crate::logging::LogFormat;
 
 mod switchover;
 
@@ -18,6 +19,15 @@ pub struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `haproxy_rs=debug`.
     #[arg(long, global = true, env = "HAPROXY_RS_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` (coloured only on a terminal) or `json` (one object per line).
+    #[arg(
+        long,
+        global = true,
+        env = "HAPROXY_RS_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -571,6 +581,30 @@ mod tests {
         assert_eq!(
             switchover::tests::admin_token_variable("run").as_deref(),
             Some("HAPROXY_RS_ADMIN_TOKEN")
+        );
+    }
+
+    #[test]
+    fn log_format_is_text_or_json_before_or_after_the_subcommand() {
+        use clap::CommandFactory;
+        let format = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.log_format);
+        assert_eq!(format(&["haproxy-rs", "run"]).unwrap(), LogFormat::Text);
+        assert_eq!(
+            format(&["haproxy-rs", "--log-format", "json", "run"]).unwrap(),
+            LogFormat::Json
+        );
+        assert_eq!(
+            format(&["haproxy-rs", "switchover", "--log-format=json"]).unwrap(),
+            LogFormat::Json
+        );
+        assert!(format(&["haproxy-rs", "run", "--log-format", "xml"]).is_err());
+        let cli = Cli::command();
+        let arg = cli
+            .get_arguments()
+            .find(|a| a.get_long() == Some("log-format"));
+        assert_eq!(
+            arg.and_then(|a| a.get_env()).and_then(|e| e.to_str()),
+            Some("HAPROXY_RS_LOG_FORMAT")
         );
     }
 

@@ -11,6 +11,7 @@
 //!   policy ([`client::acl`]).
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus); `stats::admin` guards its
 //!   admin actions (`POST /switchover`) with the admin token.
+//! - [`logging`]: the binary's log on stderr, text or JSON lines.
 //! - [`shutdown`]: graceful shutdown.
 //! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod logging;
 pub mod primary;
 pub mod proxy;
 pub mod pubsub;
