@@ -82,6 +82,7 @@ pub struct Stats {
     started_at: Instant,
     started_ms: u64,
     master: Mutex<Option<String>>,
+    topology_problem: Mutex<Option<String>>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
     backends: Mutex<Vec<BackendEntry>>,
     forget_after: Duration,
@@ -113,7 +114,9 @@ pub struct Snapshot {
     /// is set (cluster mode has a master per slot range: see [`Snapshot::cluster`]).
     pub master: Option<String>,
     /// Where the topology comes from right now, in words: all sentinels, some, or none (then the
-    /// last known topology is served, checked by the proxy's own health checks).
+    /// last known topology is served, checked by the proxy's own health checks), or why it
+    /// cannot be followed (no sentinel knows the configured master name). It starts with a word
+    /// in capitals when the proxy cannot follow its topology source.
     pub topology_status: String,
     /// Client-facing listeners.
     pub listeners: Vec<ListenerSnapshot>,
@@ -163,6 +166,7 @@ impl Stats {
             started_at: Instant::now(),
             started_ms: unix_millis(),
             master: Mutex::new(None),
+            topology_problem: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
             backends: Mutex::new(Vec::new()),
             forget_after,
@@ -325,6 +329,12 @@ impl Stats {
         self.failovers_total.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Sets (or clears) why the topology source cannot be followed, shown as the topology
+    /// status instead of the sentinels' count.
+    pub fn set_topology_problem(&self, problem: Option<String>) {
+        *lock(&self.topology_problem) = problem;
+    }
+
     /// Sets (or clears) the current master address.
     pub fn set_master(&self, addr: Option<&str>) {
         *lock(&self.master) = addr.map(str::to_owned);
@@ -363,7 +373,9 @@ impl Stats {
         let sentinels = lock(&self.sentinels).clone();
         let sentinels: Vec<SentinelSnapshot> =
             sentinels.iter().map(|s| s.snapshot(now_ms)).collect();
-        let topology_status = topology_status(&self.mode, &sentinels);
+        let topology_status = lock(&self.topology_problem)
+            .clone()
+            .unwrap_or_else(|| topology_status(&self.mode, &sentinels));
         let cluster = (self.mode == "cluster").then(|| self.cluster.snapshot(now));
         let mut backends: Vec<BackendSnapshot> = self
             .backends()
