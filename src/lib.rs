@@ -202,10 +202,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
             timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
             creds: conn_settings.creds.clone(),
             max_lag_secs: cfg.routing.max_replica_lag_secs,
-            // No master offset to follow: read-your-writes sends a writer's reads to masters.
-            table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
-            clock: Arc::new(ReplicationClock::default()),
-            changes: mpsc::unbounded_channel().0,
+            feeds: None,
         };
         let tracker = background.clone();
         let watch_replica = Box::new(move |replica| {
