@@ -150,7 +150,7 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
     check_config(&cfg)?;
-    let tls = TlsSetup::load(&cfg)?;
+    let tls = tls::Setup::load(&cfg)?;
     let sockets = Sockets::bind(&cfg).await?;
     let wiring = Wiring::new(&cfg);
     let sessions = TaskTracker::new();
@@ -588,34 +588,6 @@ fn output_budget(cfg: &Config) -> Option<Arc<client::output_budget::OutputBudget
         "max_output_bytes_total (replies waiting for all clients together)"
     );
     client::output_budget::OutputBudget::new(limit)
-}
-
-/// The TLS configs, read from their files once at start.
-struct TlsSetup {
-    server: Option<Arc<tls::ServerTls>>,
-    backend: Option<Arc<tls::ClientTls>>,
-    sentinel: Option<Arc<tls::ClientTls>>,
-}
-
-impl TlsSetup {
-    fn load(cfg: &Config) -> Result<TlsSetup, ConfigError> {
-        let client = |table, c: Option<config::ClientTlsConfig>| {
-            c.map(|c| tls::ClientTls::from_config(table, &c).map(Arc::new))
-                .transpose()
-        };
-        Ok(TlsSetup {
-            server: cfg
-                .tls
-                .as_ref()
-                .map(|t| tls::ServerTls::from_config(t).map(Arc::new))
-                .transpose()?,
-            backend: client(tls::Table::Backend, cfg.backend.client_tls())?,
-            sentinel: client(
-                tls::Table::Sentinel,
-                cfg.sentinel.as_ref().and_then(|s| s.client_tls()),
-            )?,
-        })
-    }
 }
 
 fn local_addr(s: &TcpListener) -> SocketAddr {
