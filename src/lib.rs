@@ -11,9 +11,11 @@
 //!   policy ([`client::acl`]).
 //! - [`stats`]: counters and the stats page (HTML, JSON, Prometheus); `stats::admin` guards its
 //!   admin actions (`POST /switchover`) with the admin token.
+//! - [`logging`]: the binary's log on stderr, text or JSON lines.
 //! - [`shutdown`]: graceful shutdown.
 //! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
+//! - `wiring`: the steps [`start`] takes to put the parts together.
 
 pub mod backend;
 pub mod bench;
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod logging;
 pub mod primary;
 pub mod proxy;
 pub mod pubsub;
@@ -33,26 +36,23 @@ pub mod stats;
 pub(crate) mod testkit;
 pub mod tls;
 pub mod topology;
+mod wiring;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use backend::{BackendSet, ConnSettings};
-use client::ProxyContext;
-use config::{parse_listen_addr, Config, ConfigError};
-use proxy::listener::Listener;
+use backend::ConnSettings;
+use config::{Config, ConfigError};
 use proxy::workers::Workers;
-use resp::RequestLimits;
-use router::{Endpoint, ReplicationClock, RoutingTable};
+use router::{ReplicationClock, RoutingTable};
 use stats::Stats;
-use topology::TopologyState;
+use wiring::{output_budget, session_threads, ListenerShared, Sockets, TopologyFeeds, Wiring};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,18 +117,6 @@ impl Proxy {
     }
 }
 
-async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
-    let sa = parse_listen_addr(addr)
-        .map_err(|problem| StartError::Config(ConfigError::Invalid { key: what, problem }))?;
-    TcpListener::bind(sa)
-        .await
-        .map_err(|source| StartError::Bind {
-            what,
-            addr: addr.to_string(),
-            source,
-        })
-}
-
 /// Checks `cfg` whole, before anything starts: [`Config::validate`], then the users' rules and
 /// the command policy. Those are read against the command table, which `config` sits below, so
 /// they are checked here, where the layers meet, rather than in `validate`.
@@ -148,219 +136,58 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
     check_config(&cfg)?;
-    let tls = TlsSetup::load(&cfg)?;
-    let main_socket = bind("listen", &cfg.listen).await?;
-    let read_socket = match &cfg.read_listen {
-        Some(a) => Some(bind("read_listen", a).await?),
-        None => None,
-    };
-    let stats_socket = match &cfg.stats {
-        Some(a) => Some(bind("stats", a).await?),
-        None => None,
-    };
-    let (mode, master_name) = match (&cfg.sentinel, &cfg.cluster) {
-        (Some(s), _) => ("sentinel", Some(s.master_name.as_str())),
-        (None, Some(_)) => ("cluster", None),
-        (None, None) => ("static", None),
-    };
-    let stats = Stats::forgetting_after(
-        mode,
-        master_name,
-        Duration::from_secs(cfg.stats_forget_after_secs),
-    );
+    let tls = tls::Setup::load(&cfg)?;
+    let sockets = Sockets::bind(&cfg).await?;
+    let wiring = Wiring::new(&cfg);
     let sessions = TaskTracker::new();
-    let background = TaskTracker::new();
-    let backend_token = CancellationToken::new();
-    let threads = match cfg.threads {
-        // Half the cores: measured on two, one session thread beat two by a third at pipeline 1
-        // (the kernel's loopback work, the clients and Redis need the other core).
-        0 => std::thread::available_parallelism().map_or(1, |n| (usize::from(n) / 2).max(1)),
-        n => n,
-    };
-    let workers = Arc::new(Workers::start(threads, &sessions).map_err(StartError::Threads)?);
+    let workers = Arc::new(
+        Workers::start(session_threads(cfg.threads), &sessions).map_err(StartError::Threads)?,
+    );
     let durability = client::Durability::from_config(&cfg.failover);
     let mut conn_settings = ConnSettings::from_config(&cfg.backend, workers.len());
     conn_settings.creds.tls = tls.backend;
     conn_settings.wait = durability.as_ref().map(|d| d.wait.clone());
-    let backend_set = |settings: ConnSettings| {
-        BackendSet::new(
-            settings,
-            stats.clone(),
-            backend_token.clone(),
-            background.clone(),
-        )
-    };
-    let cluster_state = cfg.cluster.as_ref().map(|c| {
-        let replicas = ConnSettings {
-            readonly: true,
-            ..conn_settings.clone()
-        };
-        let health = topology::health::HealthContext {
-            interval: Duration::from_millis(cfg.backend.health_interval_ms),
-            timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
-            creds: conn_settings.creds.clone(),
-            max_lag_secs: cfg.routing.max_replica_lag_secs,
-            // No master offset to follow: read-your-writes sends a writer's reads to masters.
-            table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
-            clock: Arc::new(ReplicationClock::default()),
-            changes: mpsc::unbounded_channel().0,
-        };
-        let tracker = background.clone();
-        let watch_replica = Box::new(move |replica| {
-            tracker.spawn(topology::health::run_health(replica, health.clone()));
-        });
-        let mut state = cluster::ClusterState::new(
-            backend_set(conn_settings.clone()),
-            backend_set(replicas),
-            stats.cluster(),
-            Duration::from_millis(c.retry_window_ms),
-            watch_replica,
-        );
-        state.tx_limits = cluster::tx::TxLimits {
-            max_commands: c.max_multi_commands,
-            max_bytes: c.max_multi_bytes.bytes(),
-        };
-        Arc::new(state)
-    });
-    let backends = Arc::new(backend_set(conn_settings));
+    let cluster_state = cfg
+        .cluster
+        .as_ref()
+        .map(|c| wiring.cluster_state(c, &conn_settings));
+    let backends = wiring.backend_set(conn_settings);
     let clock = Arc::new(ReplicationClock::default());
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-    let state = Arc::new(TopologyState::new(
-        backends.clone(),
-        stats.clone(),
-        Duration::from_millis(cfg.backend.health_interval_ms),
-        cfg.routing.max_replica_lag_secs,
-        clock.clone(),
-        changes_tx,
-        background.clone(),
-        backend_token.clone(),
-    ));
+    let state = Arc::new(wiring.topology_state(backends, clock.clone(), changes_tx));
     let (switchover_tx, switchover_rx) = mpsc::unbounded_channel();
-    let admin = stats::Admin {
-        token: cfg.admin_token.as_ref().map(stats::admin::AdminToken::new),
-        switchover: cfg.sentinel.is_some().then_some(switchover_tx),
+    let topology = TopologyFeeds {
+        sentinel_tls: tls.sentinel,
+        changes: changes_rx,
+        switchovers: switchover_rx,
     };
-    match (&cfg.sentinel, &cfg.cluster, &cluster_state) {
-        (_, Some(c), Some(cs)) => background.spawn(
-            cluster::refresh::Refresher {
-                state: cs.clone(),
-                config: c.clone(),
-                creds: backends.credentials().clone(),
-                timeout: backends.connect_timeout(),
-                commands: state.commands.clone(),
-                server_version: state.server_version.clone(),
-            }
-            .run(backend_token.clone()),
-        ),
-        (Some(s), _, _) => background.spawn(topology::sentinel::run_sentinel(
-            s.clone(),
-            tls.sentinel,
-            state.clone(),
-            changes_rx,
-            Duration::from_millis(cfg.failover.hold_ms),
-            switchover_rx,
-        )),
-        _ => background.spawn(topology::static_servers::run_static(
-            cfg.servers.clone(),
-            state.clone(),
-            changes_rx,
-        )),
-    };
-    if let Some(cs) = &cluster_state {
-        background.spawn(cluster::refresh::watch_migrations(
-            cs.clone(),
-            backends.credentials().clone(),
-            backends.connect_timeout(),
-            Duration::from_millis(cfg.backend.health_interval_ms),
-            backend_token.clone(),
-        ));
-    }
-    let scripts = Arc::new(scripts::ScriptCache::default());
-    background.spawn(scripts::run_loader(
-        scripts.clone(),
-        server_list(&state.table, &cluster_state),
-        backends.credentials().clone(),
-        backends.connect_timeout(),
-        backend_token.clone(),
-    ));
-    let mut security = client::acl::Security::from_config(
-        &cfg.auth,
-        &cfg.commands,
-        cfg.backend.password.is_some(),
-    )?
-    .with_counters(stats.auth());
-    match security.mode() {
-        config::AuthMode::Backend => {
-            let checker = Arc::new(client::backend_auth::BackendAuth::new(
-                Box::new(server_list(&state.table, &cluster_state)),
-                backends.credentials().clone(),
-                backends.connect_timeout(),
-                stats.auth(),
-            ));
-            background.spawn(checker.clone().run(backend_token.clone()));
-            security = security.with_backend(checker);
-        }
-        config::AuthMode::None if cfg.backend.password.is_some() => tracing::warn!(
-            "auth.mode = \"none\": clients need no password although the servers do; anyone who reaches the proxy can use the data"
-        ),
-        _ => {}
-    }
-    tracing::info!(mode = security.mode().as_str(), "client authentication");
-    stats
-        .auth()
-        .set_mode(security.mode().as_str(), cfg.backend.password.is_some());
+    wiring.spawn_topology(&state, cluster_state.as_ref(), topology);
+    let scripts = wiring.spawn_script_loader(&state, &cluster_state);
+    let security = wiring.security(&state, &cluster_state)?;
     let output_budget = output_budget(&cfg);
-    let ctx = Arc::new(ProxyContext {
-        table: state.table.clone(),
-        backends: backends.clone(),
-        commands: state.commands.clone(),
+    let ctx = Arc::new(wiring.client_context(
+        &state,
         clock,
-        routing: cfg.routing.clone(),
-        limits: RequestLimits {
-            max_query_buffer: cfg.client_query_buffer_limit.bytes(),
-            ..RequestLimits::default()
-        },
-        max_pipeline: cfg.max_pipeline,
-        client_timeout: (cfg.client_timeout_secs > 0)
-            .then(|| Duration::from_secs(cfg.client_timeout_secs)),
-        output_buffer_limit: cfg.client_output_buffer_limit_bytes,
-        output_budget: output_budget.clone(),
-        backend_password: cfg.backend.password.clone(),
-        backend_username: cfg.backend.username.clone(),
         security,
-        server_version: state.server_version.clone(),
-        table_changes: state.generations.subscribe(),
-        hold: Duration::from_millis(cfg.failover.hold_ms),
-        max_held_bytes: cfg.failover.max_held_bytes,
-        holds: stats.hold(),
         durability,
-        pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
+        output_budget.clone(),
         scripts,
-    });
-    let clients = Arc::new(Semaphore::new(cfg.max_clients));
-    let addr = local_addr(&main_socket);
-    let read_addr = read_socket.as_ref().map(local_addr);
-    let stats_addr = stats_socket.as_ref().map(local_addr);
-    let listeners = std::iter::once(("main", Endpoint::Main, main_socket))
-        .chain(read_socket.map(|s| ("read", Endpoint::ReadOnly, s)));
-    for (name, endpoint, socket) in listeners {
-        let listener = Listener {
-            stats: stats.listener(name, local_addr(&socket)),
-            socket,
-            endpoint,
-            ctx: ctx.clone(),
-            cluster: cluster_state.clone(),
-            clients: clients.clone(),
-            workers: workers.clone(),
-            tls: tls.server.clone(),
-        };
-        tracing::info!(listener = name, addr = %local_addr(&listener.socket), "listening");
-        background.spawn(listener.serve(shutdown.clone()));
-    }
-    if let Some(socket) = stats_socket {
-        tracing::info!(addr = %local_addr(&socket), "stats page");
-        background.spawn(stats::serve(socket, stats.clone(), shutdown.clone(), admin));
-    }
+    ));
+    let shared = ListenerShared {
+        ctx,
+        cluster: cluster_state.clone(),
+        clients: Arc::new(Semaphore::new(cfg.max_clients)),
+        workers: workers.clone(),
+        tls: tls.server,
+    };
+    let (addr, read_addr, stats_addr) =
+        wiring.spawn_listeners(sockets, shared, switchover_tx, &shutdown);
+    let Wiring {
+        stats,
+        background,
+        backend_token,
+        ..
+    } = wiring;
     Ok(Proxy {
         addr,
         read_addr,
@@ -375,76 +202,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         backend_token,
         workers,
     })
-}
-
-/// Every server's address now: the master first, then the replicas (cluster mode: the masters,
-/// then the replicas).
-fn server_list(
-    table: &Arc<ArcSwap<RoutingTable>>,
-    cluster: &Option<Arc<cluster::ClusterState>>,
-) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
-    let table = table.clone();
-    let cluster = cluster.clone();
-    move || match &cluster {
-        Some(c) => c.map().node_addrs(),
-        None => {
-            let t = table.load();
-            t.master
-                .iter()
-                .chain(t.replicas.iter())
-                .map(|b| b.addr().to_string())
-                .collect()
-        }
-    }
-}
-
-/// `max_output_bytes_total`, resolved against the machine's memory when it is a share of it.
-fn output_budget(cfg: &Config) -> Option<Arc<client::output_budget::OutputBudget>> {
-    let memory = config::machine_memory();
-    let limit = cfg.max_output_bytes_total.resolve(memory);
-    if limit == 0 && matches!(cfg.max_output_bytes_total, config::MemoryLimit::Percent(_)) {
-        tracing::warn!(
-            "max_output_bytes_total: the machine's memory is unknown (no /proc/meminfo): no limit"
-        );
-    }
-    tracing::info!(
-        limit_bytes = limit,
-        "max_output_bytes_total (replies waiting for all clients together)"
-    );
-    client::output_budget::OutputBudget::new(limit)
-}
-
-/// The TLS configs, read from their files once at start.
-struct TlsSetup {
-    server: Option<Arc<tls::ServerTls>>,
-    backend: Option<Arc<tls::ClientTls>>,
-    sentinel: Option<Arc<tls::ClientTls>>,
-}
-
-impl TlsSetup {
-    fn load(cfg: &Config) -> Result<TlsSetup, ConfigError> {
-        let client = |table, c: Option<config::ClientTlsConfig>| {
-            c.map(|c| tls::ClientTls::from_config(table, &c).map(Arc::new))
-                .transpose()
-        };
-        Ok(TlsSetup {
-            server: cfg
-                .tls
-                .as_ref()
-                .map(|t| tls::ServerTls::from_config(t).map(Arc::new))
-                .transpose()?,
-            backend: client(tls::Table::Backend, cfg.backend.client_tls())?,
-            sentinel: client(
-                tls::Table::Sentinel,
-                cfg.sentinel.as_ref().and_then(|s| s.client_tls()),
-            )?,
-        })
-    }
-}
-
-fn local_addr(s: &TcpListener) -> SocketAddr {
-    s.local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 /// Starts the proxy and serves until `shutdown` is cancelled.

@@ -65,12 +65,8 @@ fn chart(
     marks: &[Mark<'_>],
     window: Option<(f64, f64)>,
 ) -> String {
-    let x_max = points.iter().map(|p| p.0).fold(1.0_f64, f64::max);
-    let y_max = nice_ceiling(points.iter().map(|p| p.1).fold(0.0_f64, f64::max));
-    let plot_w = WIDTH - LEFT - 10.0;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |t: f64| LEFT + t.clamp(0.0, x_max) / x_max * plot_w;
-    let y = |v: f64| TOP + plot_h - v / y_max * plot_h;
+    let plot = Plot::of(points);
+    let (plot_w, plot_h) = (plot.w, plot.h);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -78,80 +74,130 @@ fn chart(
         escape(title)
     );
     if let Some((a, b)) = window {
+        plot.window(&mut s, a, b);
+    }
+    plot.axes(&mut s, fmt);
+    plot.marks(&mut s, marks);
+    plot.line(&mut s, points);
+    s
+}
+
+/// A chart's plotting area and scales: seconds from 0 to `x_max` across, values from 0 to
+/// `y_max` up.
+struct Plot {
+    x_max: f64,
+    y_max: f64,
+    w: f64,
+    h: f64,
+}
+
+impl Plot {
+    /// The scales that show every point, the value axis rounded up.
+    fn of(points: &[(f64, f64)]) -> Plot {
+        Plot {
+            x_max: points.iter().map(|p| p.0).fold(1.0_f64, f64::max),
+            y_max: nice_ceiling(points.iter().map(|p| p.1).fold(0.0_f64, f64::max)),
+            w: WIDTH - LEFT - 10.0,
+            h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    fn x(&self, t: f64) -> f64 {
+        LEFT + t.clamp(0.0, self.x_max) / self.x_max * self.w
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        TOP + self.h - v / self.y_max * self.h
+    }
+
+    /// The shaded window from `a` to `b` seconds.
+    fn window(&self, s: &mut String, a: f64, b: f64) {
+        let plot_h = self.h;
         let _ = write!(
             s,
             r##"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{plot_h}" fill="#f4c7c3" opacity="0.6"><title>error window {a:.3}s .. {b:.3}s</title></rect>"##,
-            x(a),
-            (x(b) - x(a)).max(1.0)
+            self.x(a),
+            (self.x(b) - self.x(a)).max(1.0)
         );
     }
-    for i in 0..=4 {
-        let v = y_max * f64::from(i) / 4.0;
-        let _ = write!(
-            s,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            LEFT - 4.0,
-            y(v) + 3.0,
-            escape(&fmt(v)),
-            y = y(v)
-        );
-    }
-    let step = (x_max / 10.0).ceil().max(1.0);
-    let mut t = 0.0;
-    while t <= x_max {
-        let _ = write!(
-            s,
-            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{t}s</text>"#,
-            x(t),
-            HEIGHT - 8.0
-        );
-        t += step;
-    }
-    let ordered = marks
-        .iter()
-        .filter(|m| !m.caption)
-        .chain(marks.iter().filter(|m| m.caption));
-    // Captions close to the previous one go one row lower, so they do not overprint each other.
-    let (mut last_caption_x, mut row) = (f64::NEG_INFINITY, 0u8);
-    for m in ordered {
-        let _ = write!(
-            s,
-            r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" stroke="{}" stroke-width="{}" stroke-dasharray="4 2"><title>{:.3}s {}</title></line>"#,
-            TOP + plot_h,
-            m.color,
-            if m.caption { 2.5 } else { 1.0 },
-            m.t,
-            escape(m.label),
-            x = x(m.t)
-        );
-        if m.caption {
-            row = if x(m.t) - last_caption_x < 90.0 {
-                (row + 1) % 4
-            } else {
-                0
-            };
-            last_caption_x = x(m.t);
+
+    /// Five value grid lines labelled with `fmt`, and a seconds tick about every tenth.
+    fn axes(&self, s: &mut String, fmt: &dyn Fn(f64) -> String) {
+        for i in 0..=4 {
+            let v = self.y_max * f64::from(i) / 4.0;
             let _ = write!(
                 s,
-                r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}</text>"#,
-                x(m.t) + 3.0,
-                TOP + 10.0 + 11.0 * f64::from(row),
-                m.color,
-                escape(m.label)
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
+                LEFT + self.w,
+                LEFT - 4.0,
+                self.y(v) + 3.0,
+                escape(&fmt(v)),
+                y = self.y(v)
             );
         }
+        let step = (self.x_max / 10.0).ceil().max(1.0);
+        let mut t = 0.0;
+        while t <= self.x_max {
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{t}s</text>"#,
+                self.x(t),
+                HEIGHT - 8.0
+            );
+            t += step;
+        }
     }
-    let path: Vec<String> = points
-        .iter()
-        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-        .collect();
-    let _ = write!(
-        s,
-        r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/></svg>"##,
-        path.join(" ")
-    );
-    s
+
+    /// The markers, captioned ones last (over the others) and labelled.
+    fn marks(&self, s: &mut String, marks: &[Mark<'_>]) {
+        let ordered = marks
+            .iter()
+            .filter(|m| !m.caption)
+            .chain(marks.iter().filter(|m| m.caption));
+        // Captions close to the previous one go one row lower, so they do not overprint each other.
+        let (mut last_caption_x, mut row) = (f64::NEG_INFINITY, 0u8);
+        for m in ordered {
+            let _ = write!(
+                s,
+                r#"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" stroke="{}" stroke-width="{}" stroke-dasharray="4 2"><title>{:.3}s {}</title></line>"#,
+                TOP + self.h,
+                m.color,
+                if m.caption { 2.5 } else { 1.0 },
+                m.t,
+                escape(m.label),
+                x = self.x(m.t)
+            );
+            if m.caption {
+                row = if self.x(m.t) - last_caption_x < 90.0 {
+                    (row + 1) % 4
+                } else {
+                    0
+                };
+                last_caption_x = self.x(m.t);
+                let _ = write!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{}">{}</text>"#,
+                    self.x(m.t) + 3.0,
+                    TOP + 10.0 + 11.0 * f64::from(row),
+                    m.color,
+                    escape(m.label)
+                );
+            }
+        }
+    }
+
+    /// The line through `points`, and the end of the chart.
+    fn line(&self, s: &mut String, points: &[(f64, f64)]) {
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", self.x(t), self.y(v)))
+            .collect();
+        let _ = write!(
+            s,
+            r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/></svg>"##,
+            path.join(" ")
+        );
+    }
 }
 
 /// The charts and figures of one run.

@@ -44,42 +44,11 @@ pub fn merge_with(reports: &[RunReport], timing: Timing) -> anyhow::Result<RunRe
         Timing::Concurrent => r.setup.started_unix.saturating_sub(t0),
         Timing::Sequential => 0,
     };
-    let mut total = new_hist();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut seconds: BTreeMap<u64, (TimelineRow, super::hist::Hist)> = BTreeMap::new();
-    for r in reports {
-        decode_into(&r.histogram, &mut total)
-            .with_context(|| format!("histogram of run {}", r.setup.name))?;
-        for (k, n) in &r.errors_by_kind {
-            *errors.entry(k.clone()).or_default() += n;
-        }
-        let off = offset(r);
-        for row in &r.timeline {
-            let t = row.t + off;
-            let (acc, hist) = seconds.entry(t).or_insert_with(|| {
-                let mut empty = row.clone();
-                empty.t = t;
-                empty.ops = 0;
-                empty.errors = 0;
-                empty.connects = 0;
-                (empty, new_second_hist())
-            });
-            acc.ops += row.ops;
-            acc.errors += row.errors;
-            acc.connects += row.connects;
-            decode_into(&row.histogram, hist)
-                .with_context(|| format!("second {} of run {}", row.t, r.setup.name))?;
-        }
-    }
-    let timeline: Vec<TimelineRow> = seconds
-        .into_values()
-        .map(|(mut row, hist)| {
-            let p = Percentiles::of(&hist);
-            (row.p50_us, row.p99_us, row.max_us) = (p.p50, p.p99, p.max);
-            row.histogram = super::hist::encode(&hist);
-            row
-        })
-        .collect();
+    let Sums {
+        total,
+        errors,
+        timeline,
+    } = Sums::of(reports, &offset)?;
     let duration_s = match timing {
         Timing::Concurrent => reports
             .iter()
@@ -105,7 +74,70 @@ pub fn merge_with(reports: &[RunReport], timing: Timing) -> anyhow::Result<RunRe
         }
     }
     merged.failover = merge_failover(reports, &merged.timeline, &offset);
-    merged.events = reports
+    merged.events = merge_events(reports, &offset);
+    Ok(merged)
+}
+
+/// The runs' histograms, errors and timelines added up, each run's seconds shifted by its offset.
+struct Sums {
+    total: super::hist::Hist,
+    errors: BTreeMap<String, u64>,
+    timeline: Vec<TimelineRow>,
+}
+
+impl Sums {
+    fn of(reports: &[RunReport], offset: &dyn Fn(&RunReport) -> u64) -> anyhow::Result<Sums> {
+        let mut total = new_hist();
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seconds: BTreeMap<u64, (TimelineRow, super::hist::Hist)> = BTreeMap::new();
+        for r in reports {
+            decode_into(&r.histogram, &mut total)
+                .with_context(|| format!("histogram of run {}", r.setup.name))?;
+            for (k, n) in &r.errors_by_kind {
+                *errors.entry(k.clone()).or_default() += n;
+            }
+            let off = offset(r);
+            for row in &r.timeline {
+                let t = row.t + off;
+                let (acc, hist) = seconds.entry(t).or_insert_with(|| {
+                    let mut empty = row.clone();
+                    empty.t = t;
+                    empty.ops = 0;
+                    empty.errors = 0;
+                    empty.connects = 0;
+                    (empty, new_second_hist())
+                });
+                acc.ops += row.ops;
+                acc.errors += row.errors;
+                acc.connects += row.connects;
+                decode_into(&row.histogram, hist)
+                    .with_context(|| format!("second {} of run {}", row.t, r.setup.name))?;
+            }
+        }
+        let timeline: Vec<TimelineRow> = seconds
+            .into_values()
+            .map(|(mut row, hist)| {
+                let p = Percentiles::of(&hist);
+                (row.p50_us, row.p99_us, row.max_us) = (p.p50, p.p99, p.max);
+                row.histogram = super::hist::encode(&hist);
+                row
+            })
+            .collect();
+        Ok(Sums {
+            total,
+            errors,
+            timeline,
+        })
+    }
+}
+
+/// Every run's sentinel events on the merged clock, in time order; the same event seen by
+/// several load generators (within a second) once.
+fn merge_events(
+    reports: &[RunReport],
+    offset: &dyn Fn(&RunReport) -> u64,
+) -> Vec<super::sentinel::SentinelEvent> {
+    let mut events: Vec<_> = reports
         .iter()
         .flat_map(|r| {
             let off = offset(r) as f64;
@@ -115,14 +147,14 @@ pub fn merge_with(reports: &[RunReport], timing: Timing) -> anyhow::Result<RunRe
             })
         })
         .collect();
-    merged.events.sort_by(|a, b| a.t.total_cmp(&b.t));
-    merged.events.dedup_by(|b, a| {
+    events.sort_by(|a, b| a.t.total_cmp(&b.t));
+    events.dedup_by(|b, a| {
         a.sentinel == b.sentinel
             && a.channel == b.channel
             && a.payload == b.payload
             && (b.t - a.t).abs() < 1.0
     });
-    Ok(merged)
+    events
 }
 
 fn merge_failover(

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::{FailoverKind, LoadArgs};
 use super::client::{run_client, ClientResult, Plan, Target};
 use super::cluster;
-use super::conn::{Auth, Conn};
+use super::conn::{Auth, Conn, ConnError};
 use super::failover::{self, FailoverReport, Trigger};
 use super::hist::{fmt_us, Percentiles};
 use super::recorder::{Collector, Second};
@@ -38,27 +38,12 @@ pub async fn run_load(
         user: args.user.clone(),
         password: args.password.clone(),
     };
-    let target = match (target.or(args.target.as_deref()), args.first_sentinel()) {
-        _ if !args.cluster.is_empty() => Target::Cluster(args.cluster.clone()),
-        (Some(t), _) => Target::Fixed(t.to_string()),
-        (None, Some(s)) => Target::Sentinel {
-            sentinel: s.clone(),
-            master_name: args.master_name.clone(),
-        },
-        (None, None) => bail!("give --target, --sentinel or --cluster HOST:PORT"),
-    };
+    let target = load_target(args, target)?;
     let triggered = args.failover.is_some() || args.failover_cmd.is_some();
     let tracked = triggered || args.track;
     let run_id = format!("{:x}", unix_nanos() % 0xffff_ffff);
     let spec = workload_spec(args, tracked.then(|| run_id.clone()));
-    let old_master = match args.first_sentinel() {
-        Some(s) => Some(
-            sentinel::master_addr(s, &args.master_name, args.timeout)
-                .await
-                .with_context(|| format!("asking sentinel {s} for {}", args.master_name))?,
-        ),
-        None => None,
-    };
+    let old_master = sentinel_master(args).await?;
     if matches!(target, Target::Cluster(_)) && !cluster::supports(spec.kind) {
         bail!(
             "--cluster sends set, get, mixed, mget, mset, incr and ping, not {:?}",
@@ -70,51 +55,15 @@ pub async fn run_load(
     let start = Instant::now() + args.warmup;
     let collector = Collector::new(start.into_std());
     let stop = CancellationToken::new();
-    let events = sentinel::EventLog::default();
-    for s in &args.sentinel {
-        sentinel::subscribe(s.clone(), start.into_std(), stop.clone(), events.clone());
-    }
+    let events = subscribe_sentinels(args, start, &stop);
     let clients = args.clients.max(1);
-    let plan = Arc::new(Plan {
-        target: target.clone(),
-        auth: auth.clone(),
-        pipeline: args.pipeline.max(1),
-        rate_per_client: args.rps.map(|r| r as f64 / clients as f64),
-        end: start + args.duration,
-        budget: args.requests.map(AtomicU64::new),
-        timeout: args.timeout,
-        collector: collector.clone(),
-    });
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            // Publishers stamp messages from the collector's origin, which subscribers measure from.
-            let gen = Generator::new(&spec, i, clients).with_epoch(collector.start());
-            match &plan.target {
-                Target::Cluster(seeds) => {
-                    tokio::spawn(cluster::run_client(plan.clone(), seeds.clone(), i, gen))
-                }
-                _ => tokio::spawn(run_client(plan.clone(), i, gen)),
-            }
-        })
-        .collect();
+    let plan = Arc::new(plan(args, &target, &auth, clients, start, &collector));
+    let tasks = spawn_clients(&plan, &spec, clients);
     let live = stop.child_token();
     let printer =
         (!args.quiet).then(|| tokio::spawn(live_line(collector.clone(), start, live.clone())));
-    let fired = trigger.map(|t| {
-        let (auth, timeout, at) = (auth.clone(), args.timeout, start + args.failover_at);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at).await;
-            let when = Instant::now()
-                .saturating_duration_since(start)
-                .as_secs_f64();
-            let r = failover::trigger(&t, &auth, timeout).await;
-            match &r {
-                Ok(what) => eprintln!("failover triggered at {when:.3}s: {what}"),
-                Err(e) => eprintln!("failover trigger failed: {e}"),
-            }
-            r.map(|_| when)
-        })
-    });
+    let fired =
+        trigger.map(|t| spawn_trigger(t, auth.clone(), args.timeout, start, args.failover_at));
     let mut results = Vec::with_capacity(clients);
     for t in tasks {
         results.push(t.await.context("a load connection panicked")?);
@@ -126,25 +75,11 @@ pub async fn run_load(
     let measured = Instant::now()
         .min(plan.end)
         .saturating_duration_since(start);
-    let at_s = match fired {
-        Some(h) if h.is_finished() => h.await.ok().and_then(Result::ok),
-        Some(h) => {
-            h.abort();
-            None
-        }
-        None => None,
-    };
+    let at_s = fired_at(fired).await;
     let collected = collector.collected();
     let setup = RunSetup {
         name: name.to_string(),
-        target: match &target {
-            Target::Fixed(a) => a.clone(),
-            Target::Sentinel {
-                sentinel,
-                master_name,
-            } => format!("{master_name} via {sentinel}"),
-            Target::Cluster(seeds) => format!("cluster via {}", seeds.join(",")),
-        },
+        target: describe(&target),
         workload: spec,
         clients,
         pipeline: plan.pipeline,
@@ -155,28 +90,7 @@ pub async fn run_load(
     };
     let mut report = RunReport::new(setup, measured.as_secs_f64(), &collected);
     if tracked {
-        let mut f = FailoverReport {
-            trigger: match (args.failover, &args.failover_cmd) {
-                (_, Some(_)) => "cmd".into(),
-                (Some(FailoverKind::Planned), None) => "planned".into(),
-                (Some(FailoverKind::Kill), None) => "kill".into(),
-                (None, None) => "none".into(),
-            },
-            at_s,
-            old_master: old_master.clone(),
-            ..FailoverReport::default()
-        };
-        let verify = verify_addr(args, &target, old_master.as_deref(), at_s.is_some()).await?;
-        let (lost, sample) =
-            failover::verify_writes(&verify, &auth, &run_id, &results, args.timeout)
-                .await
-                .with_context(|| format!("reading acknowledged writes back from {verify}"))?;
-        f.verified_on = Some(verify);
-        f.acked_writes = results.iter().map(|r| r.acked.len() as u64).sum();
-        f.lost_writes = lost;
-        f.lost_sample = sample;
-        f.reads = results.iter().map(|r| r.reads).sum();
-        f.stale_reads = results.iter().map(|r: &ClientResult| r.stale_reads).sum();
+        let mut f = read_back(args, &target, &auth, &run_id, old_master, at_s, &results).await?;
         f.analyse(&collected.spans, &report.timeline);
         report.failover = Some(f);
     }
@@ -184,6 +98,170 @@ pub async fn run_load(
     report.events = events.lock().map(|g| g.clone()).unwrap_or_default();
     report.events.sort_by(|a, b| a.t.total_cmp(&b.t));
     Ok(report)
+}
+
+/// The master the first sentinel names before the load starts, with `--sentinel`.
+async fn sentinel_master(args: &LoadArgs) -> anyhow::Result<Option<String>> {
+    let Some(s) = args.first_sentinel() else {
+        return Ok(None);
+    };
+    let addr = sentinel::master_addr(s, &args.master_name, args.timeout)
+        .await
+        .with_context(|| format!("asking sentinel {s} for {}", args.master_name))?;
+    Ok(Some(addr))
+}
+
+/// Where the load goes: `--cluster`, else `target` (or `--target`), else the master the first
+/// sentinel names.
+fn load_target(args: &LoadArgs, target: Option<&str>) -> anyhow::Result<Target> {
+    Ok(
+        match (target.or(args.target.as_deref()), args.first_sentinel()) {
+            _ if !args.cluster.is_empty() => Target::Cluster(args.cluster.clone()),
+            (Some(t), _) => Target::Fixed(t.to_string()),
+            (None, Some(s)) => Target::Sentinel {
+                sentinel: s.clone(),
+                master_name: args.master_name.clone(),
+            },
+            (None, None) => bail!("give --target, --sentinel or --cluster HOST:PORT"),
+        },
+    )
+}
+
+/// The target as the report names it.
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Fixed(a) => a.clone(),
+        Target::Sentinel {
+            sentinel,
+            master_name,
+        } => format!("{master_name} via {sentinel}"),
+        Target::Cluster(seeds) => format!("cluster via {}", seeds.join(",")),
+    }
+}
+
+/// The events of every `--sentinel`, collected from `start` until `stop`.
+fn subscribe_sentinels(
+    args: &LoadArgs,
+    start: Instant,
+    stop: &CancellationToken,
+) -> sentinel::EventLog {
+    let events = sentinel::EventLog::default();
+    for s in &args.sentinel {
+        sentinel::subscribe(s.clone(), start.into_std(), stop.clone(), events.clone());
+    }
+    events
+}
+
+/// What every load connection shares.
+fn plan(
+    args: &LoadArgs,
+    target: &Target,
+    auth: &Auth,
+    clients: usize,
+    start: Instant,
+    collector: &Arc<Collector>,
+) -> Plan {
+    Plan {
+        target: target.clone(),
+        auth: auth.clone(),
+        pipeline: args.pipeline.max(1),
+        rate_per_client: args.rps.map(|r| r as f64 / clients as f64),
+        end: start + args.duration,
+        budget: args.requests.map(AtomicU64::new),
+        timeout: args.timeout,
+        collector: collector.clone(),
+    }
+}
+
+/// One task per load connection.
+fn spawn_clients(
+    plan: &Arc<Plan>,
+    spec: &WorkloadSpec,
+    clients: usize,
+) -> Vec<tokio::task::JoinHandle<ClientResult>> {
+    (0..clients)
+        .map(|i| {
+            // Publishers stamp messages from the collector's origin, which subscribers measure from.
+            let gen = Generator::new(spec, i, clients).with_epoch(plan.collector.start());
+            match &plan.target {
+                Target::Cluster(seeds) => {
+                    tokio::spawn(cluster::run_client(plan.clone(), seeds.clone(), i, gen))
+                }
+                _ => tokio::spawn(run_client(plan.clone(), i, gen)),
+            }
+        })
+        .collect()
+}
+
+/// Fires the failover `after` the start of the measurement; the task returns when it fired,
+/// in seconds from the start, if it did.
+fn spawn_trigger(
+    t: Trigger,
+    auth: Auth,
+    timeout: Duration,
+    start: Instant,
+    after: Duration,
+) -> tokio::task::JoinHandle<Result<f64, ConnError>> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(start + after).await;
+        let when = Instant::now()
+            .saturating_duration_since(start)
+            .as_secs_f64();
+        let r = failover::trigger(&t, &auth, timeout).await;
+        match &r {
+            Ok(what) => eprintln!("failover triggered at {when:.3}s: {what}"),
+            Err(e) => eprintln!("failover trigger failed: {e}"),
+        }
+        r.map(|_| when)
+    })
+}
+
+/// When the failover fired, in seconds from the start; `None` when it did not, or has not by
+/// the end of the load (it is then given up).
+async fn fired_at(fired: Option<tokio::task::JoinHandle<Result<f64, ConnError>>>) -> Option<f64> {
+    match fired {
+        Some(h) if h.is_finished() => h.await.ok().and_then(Result::ok),
+        Some(h) => {
+            h.abort();
+            None
+        }
+        None => None,
+    }
+}
+
+/// The tracked writes read back (after the failover fired at `at_s`, if it did): how many the
+/// clients acknowledged and how many are lost, and the stale reads.
+async fn read_back(
+    args: &LoadArgs,
+    target: &Target,
+    auth: &Auth,
+    run_id: &str,
+    old_master: Option<String>,
+    at_s: Option<f64>,
+    results: &[ClientResult],
+) -> anyhow::Result<FailoverReport> {
+    let mut f = FailoverReport {
+        trigger: match (args.failover, &args.failover_cmd) {
+            (_, Some(_)) => "cmd".into(),
+            (Some(FailoverKind::Planned), None) => "planned".into(),
+            (Some(FailoverKind::Kill), None) => "kill".into(),
+            (None, None) => "none".into(),
+        },
+        at_s,
+        old_master: old_master.clone(),
+        ..FailoverReport::default()
+    };
+    let verify = verify_addr(args, target, old_master.as_deref(), at_s.is_some()).await?;
+    let (lost, sample) = failover::verify_writes(&verify, auth, run_id, results, args.timeout)
+        .await
+        .with_context(|| format!("reading acknowledged writes back from {verify}"))?;
+    f.verified_on = Some(verify);
+    f.acked_writes = results.iter().map(|r| r.acked.len() as u64).sum();
+    f.lost_writes = lost;
+    f.lost_sample = sample;
+    f.reads = results.iter().map(|r| r.reads).sum();
+    f.stale_reads = results.iter().map(|r: &ClientResult| r.stale_reads).sum();
+    Ok(f)
 }
 
 /// What a workload needs before it starts: the consumer group of `stream`; two connections for the

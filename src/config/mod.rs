@@ -24,7 +24,9 @@ pub struct Config {
     pub listen: String,
     /// Optional read-only endpoint (HAProxy's `:6380` replica backend).
     pub read_listen: Option<String>,
-    /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it.
+    /// Stats page address (HTML, `/stats.json`, `/metrics`, `/healthz`); `None` disables it, as
+    /// `stats = "off"` (or `""`) does in the file and `--stats off` on the command line.
+    #[serde(deserialize_with = "deserialize_stats")]
     pub stats: Option<String>,
     /// The token admin actions on the stats listener (`POST /switchover`) need, sent as
     /// `Authorization: Bearer <token>`; without one they are refused (403).
@@ -104,6 +106,16 @@ impl Default for Config {
             tls: None,
         }
     }
+}
+
+/// The `stats` setting as the file and `--stats` give it: an address, or `"off"` (or `""`) for
+/// no stats page.
+pub fn stats_setting(value: &str) -> Option<String> {
+    (!value.is_empty() && value != "off").then(|| value.to_string())
+}
+
+fn deserialize_stats<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(|s| stats_setting(&s))
 }
 
 /// The `[failover]` table: writes are held, not failed, while there is no master to write to.
@@ -431,5 +443,31 @@ impl Config {
             }),
             ..Config::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_off_in_the_file_turns_the_page_off_as_the_flag_does() {
+        let parse = |text: &str| {
+            let cfg = Config::from_toml(text, "test").unwrap();
+            cfg.validate().unwrap();
+            cfg.stats
+        };
+        let servers = "servers = [\"127.0.0.1:1\"]\n";
+        assert_eq!(parse(&format!("{servers}stats = \"off\"")), None);
+        assert_eq!(parse(&format!("{servers}stats = \"\"")), None);
+        assert_eq!(
+            parse(&format!("{servers}stats = \"127.0.0.1:9404\"")).as_deref(),
+            Some("127.0.0.1:9404")
+        );
+        assert_eq!(
+            parse(servers).as_deref(),
+            Some("0.0.0.0:8404"),
+            "the default"
+        );
     }
 }

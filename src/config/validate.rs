@@ -77,6 +77,38 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key and the problem.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_listeners()?;
+        self.validate_client_limits()?;
+        self.failover.validate()?;
+        self.validate_source()?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+            if self.failover.write_durability.replicas > 0 {
+                return Err(invalid(
+                    "failover.write_durability",
+                    "not supported with `[cluster]` yet (only \"none\")",
+                ));
+            }
+        }
+        if let Some(s) = &self.sentinel {
+            s.validate()?;
+        }
+        self.validate_tls()?;
+        for a in &self.servers {
+            check_server_addr("servers", a)?;
+        }
+        self.backend.validate()?;
+        check_range(
+            "routing.max_replica_lag_secs",
+            self.routing.max_replica_lag_secs,
+            0,
+            86_400,
+        )?;
+        Ok(())
+    }
+
+    /// The listeners' addresses and the admin token.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
         parse_listen_addr(&self.listen).map_err(|p| invalid("listen", p))?;
         if let Some(r) = &self.read_listen {
             let addr = parse_listen_addr(r).map_err(|p| invalid("read_listen", p))?;
@@ -90,6 +122,11 @@ impl Config {
         if let Some(t) = &self.admin_token {
             check_admin_token(t.expose())?;
         }
+        Ok(())
+    }
+
+    /// The top-level numbers: threads and the limits on clients.
+    fn validate_client_limits(&self) -> Result<(), ConfigError> {
         check_range(
             "stats_forget_after_secs",
             self.stats_forget_after_secs,
@@ -115,19 +152,11 @@ impl Config {
         if let super::MemoryLimit::Bytes(b) = self.max_output_bytes_total {
             check_range("max_output_bytes_total", b, 0, 1 << 50)?;
         }
-        check_range("failover.hold_ms", self.failover.hold_ms, 0, 600_000)?;
-        check_range(
-            "failover.durability_timeout_ms",
-            self.failover.durability_timeout_ms,
-            1,
-            60_000,
-        )?;
-        check_range(
-            "failover.max_held_bytes",
-            self.failover.max_held_bytes as u64,
-            0,
-            1 << 40,
-        )?;
+        Ok(())
+    }
+
+    /// Exactly one source of the topology: `[sentinel]`, `servers` or `[cluster]`.
+    fn validate_source(&self) -> Result<(), ConfigError> {
         let sources = usize::from(self.sentinel.is_some())
             + usize::from(!self.servers.is_empty())
             + usize::from(self.cluster.is_some());
@@ -148,99 +177,112 @@ impl Config {
                 "no backend: set `[sentinel] addrs` (--sentinel, REDIS_SENTINEL_ADDRS), `servers` (--servers) or `[cluster] seeds` (--cluster)",
             ));
         }
-        if let Some(c) = &self.cluster {
-            if c.seeds.is_empty() {
-                return Err(invalid("cluster.seeds", "needs at least one host:port"));
-            }
-            for a in &c.seeds {
-                check_server_addr("cluster.seeds", a)?;
-            }
-            check_range(
-                "cluster.refresh_interval_ms",
-                c.refresh_interval_ms,
-                50,
-                600_000,
-            )?;
-            check_range("cluster.retry_window_ms", c.retry_window_ms, 0, 600_000)?;
-            check_range(
-                "cluster.max_multi_commands",
-                c.max_multi_commands as u64,
-                1,
-                100_000_000,
-            )?;
-            check_range(
-                "cluster.max_multi_bytes",
-                c.max_multi_bytes.0,
-                1024,
-                1 << 40,
-            )?;
-            if self.failover.write_durability.replicas > 0 {
-                return Err(invalid(
-                    "failover.write_durability",
-                    "not supported with `[cluster]` yet (only \"none\")",
-                ));
-            }
+        Ok(())
+    }
+}
+
+impl super::FailoverConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range("failover.hold_ms", self.hold_ms, 0, 600_000)?;
+        check_range(
+            "failover.durability_timeout_ms",
+            self.durability_timeout_ms,
+            1,
+            60_000,
+        )?;
+        check_range(
+            "failover.max_held_bytes",
+            self.max_held_bytes as u64,
+            0,
+            1 << 40,
+        )
+    }
+}
+
+impl super::ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.seeds.is_empty() {
+            return Err(invalid("cluster.seeds", "needs at least one host:port"));
         }
-        if let Some(s) = &self.sentinel {
-            if s.addrs.is_empty() {
-                return Err(invalid("sentinel.addrs", "needs at least one host:port"));
-            }
-            for a in &s.addrs {
-                check_server_addr("sentinel.addrs", a)?;
-            }
-            if s.master_name.trim().is_empty() {
-                return Err(invalid("sentinel.master_name", "must not be empty"));
-            }
-            check_range(
-                "sentinel.reconcile_interval_ms",
-                s.reconcile_interval_ms,
-                50,
-                60_000,
-            )?;
+        for a in &self.seeds {
+            check_server_addr("cluster.seeds", a)?;
         }
-        self.validate_tls()?;
-        for a in &self.servers {
-            check_server_addr("servers", a)?;
+        check_range(
+            "cluster.refresh_interval_ms",
+            self.refresh_interval_ms,
+            50,
+            600_000,
+        )?;
+        check_range("cluster.retry_window_ms", self.retry_window_ms, 0, 600_000)?;
+        check_range(
+            "cluster.max_multi_commands",
+            self.max_multi_commands as u64,
+            1,
+            100_000_000,
+        )?;
+        check_range(
+            "cluster.max_multi_bytes",
+            self.max_multi_bytes.0,
+            1024,
+            1 << 40,
+        )
+    }
+}
+
+impl super::SentinelConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.addrs.is_empty() {
+            return Err(invalid("sentinel.addrs", "needs at least one host:port"));
         }
-        let b = &self.backend;
-        check_range("backend.connections", b.connections as u64, 1, 64)?;
+        for a in &self.addrs {
+            check_server_addr("sentinel.addrs", a)?;
+        }
+        if self.master_name.trim().is_empty() {
+            return Err(invalid("sentinel.master_name", "must not be empty"));
+        }
+        check_range(
+            "sentinel.reconcile_interval_ms",
+            self.reconcile_interval_ms,
+            50,
+            60_000,
+        )
+    }
+}
+
+impl super::BackendConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range("backend.connections", self.connections as u64, 1, 64)?;
         check_range(
             "backend.connect_timeout_ms",
-            b.connect_timeout_ms,
+            self.connect_timeout_ms,
             10,
             60_000,
         )?;
         check_range(
             "backend.command_timeout_ms",
-            b.command_timeout_ms,
+            self.command_timeout_ms,
             10,
             3_600_000,
         )?;
         check_range(
             "backend.health_interval_ms",
-            b.health_interval_ms,
+            self.health_interval_ms,
             10,
             60_000,
         )?;
-        check_range("backend.max_backoff_ms", b.max_backoff_ms, 10, 600_000)?;
+        check_range("backend.max_backoff_ms", self.max_backoff_ms, 10, 600_000)?;
         check_range(
             "backend.max_pinned_connections",
-            b.max_pinned_connections as u64,
+            self.max_pinned_connections as u64,
             0,
             100_000,
         )?;
-        if b.username.is_some() && b.password.is_none() {
+        if self.username.is_some() && self.password.is_none() {
             return Err(invalid(
                 "backend.password",
                 "required when `backend.username` is set",
             ));
         }
-        check_range(
-            "routing.max_replica_lag_secs",
-            self.routing.max_replica_lag_secs,
-            0,
-            86_400,
-        )?;
         Ok(())
     }
 }

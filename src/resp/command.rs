@@ -1,97 +1,16 @@
 //! The command table routing uses: arity, flags and key positions per command and subcommand.
 
+mod flags;
+mod reply;
+
 use std::collections::HashMap;
-use std::ops::BitOr;
+
+pub use flags::{acl_category_bit, CommandFlags, ACL_CATEGORIES};
+pub use reply::CommandTableError;
 
 use super::command_table::BUILTIN;
 use super::request::Request;
-use super::value::Value;
-
-/// Command flags as reported by `COMMAND` (a bit set).
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug, Hash)]
-pub struct CommandFlags(u32);
-
-macro_rules! flags {
-    ($($(#[$doc:meta])* $name:ident = $bit:expr, $text:literal;)*) => {
-        impl CommandFlags {
-            $($(#[$doc])* pub const $name: CommandFlags = CommandFlags(1 << $bit);)*
-
-            /// The flag named `name` in `COMMAND` output (`"write"`, `"movablekeys"`...); empty if unknown.
-            pub fn from_name(name: &[u8]) -> CommandFlags {
-                $(if name.eq_ignore_ascii_case($text.as_bytes()) {
-                    return Self::$name;
-                })*
-                CommandFlags(0)
-            }
-        }
-    };
-}
-
-flags! {
-    /// May modify data.
-    WRITE = 0, "write";
-    /// Only reads data.
-    READONLY = 1, "readonly";
-    /// May use more memory (refused when over maxmemory).
-    DENYOOM = 2, "denyoom";
-    /// Administrative command.
-    ADMIN = 3, "admin";
-    /// Pub/Sub command.
-    PUBSUB = 4, "pubsub";
-    /// Not allowed in scripts.
-    NOSCRIPT = 5, "noscript";
-    /// Allowed while the server is loading its dataset.
-    LOADING = 6, "loading";
-    /// Allowed on a replica with stale data.
-    STALE = 7, "stale";
-    /// O(1) or O(log N) command.
-    FAST = 8, "fast";
-    /// May replicate even when not a write (e.g. `PUBLISH`).
-    MAY_REPLICATE = 9, "may_replicate";
-    /// Not allowed inside `MULTI`.
-    NO_MULTI = 10, "no_multi";
-    /// Key positions depend on the arguments (first/last/step are not enough).
-    MOVABLE_KEYS = 11, "movablekeys";
-    /// May block the client (Redis 7 flag; from the `@blocking` ACL category on Redis 6).
-    BLOCKING = 12, "blocking";
-    /// Allowed before authentication.
-    NO_AUTH = 13, "no_auth";
-    /// May run while a script is busy.
-    ALLOW_BUSY = 14, "allow_busy";
-    /// Does not require keys even though it may take some.
-    NO_MANDATORY_KEYS = 15, "no_mandatory_keys";
-    /// Refused during async loading.
-    NO_ASYNC_LOADING = 16, "no_async_loading";
-    /// Not shown in MONITOR.
-    SKIP_MONITOR = 17, "skip_monitor";
-    /// Not logged in the slowlog.
-    SKIP_SLOWLOG = 18, "skip_slowlog";
-    /// Allowed on an importing slot after `ASKING` (cluster).
-    ASKING = 19, "asking";
-    /// Output is random (Redis 6 flag).
-    RANDOM = 20, "random";
-    /// Output sorted in scripts (Redis 6 flag).
-    SORT_FOR_SCRIPT = 21, "sort_for_script";
-}
-
-impl CommandFlags {
-    /// Whether every flag in `other` is set.
-    pub fn contains(self, other: CommandFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The raw bits.
-    pub fn bits(self) -> u32 {
-        self.0
-    }
-}
-
-impl BitOr for CommandFlags {
-    type Output = CommandFlags;
-    fn bitor(self, rhs: CommandFlags) -> CommandFlags {
-        CommandFlags(self.0 | rhs.0)
-    }
-}
+use flags::category_bits;
 
 /// One command (or subcommand) as described by `COMMAND`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,62 +30,6 @@ pub struct CommandInfo {
     /// The ACL categories (bit `i` is [`ACL_CATEGORIES`]`[i]`), from the server's `COMMAND`
     /// or the built-in table; `None` from a server that does not report them (before Redis 6).
     pub acl_categories: Option<u32>,
-}
-
-/// Redis 7.0's ACL categories (`ACL CAT`), in the bit order of [`CommandInfo::acl_categories`].
-pub const ACL_CATEGORIES: [&str; 21] = [
-    "keyspace",
-    "read",
-    "write",
-    "set",
-    "sortedset",
-    "list",
-    "hash",
-    "string",
-    "bitmap",
-    "hyperloglog",
-    "geo",
-    "stream",
-    "pubsub",
-    "admin",
-    "fast",
-    "slow",
-    "blocking",
-    "dangerous",
-    "connection",
-    "transaction",
-    "scripting",
-];
-
-/// The bits of these categories (`@write` or `write`); unknown names are left out.
-fn category_bits<'a>(names: impl Iterator<Item = &'a [u8]>) -> u32 {
-    names
-        .filter_map(|c| acl_category_bit(c.strip_prefix(b"@").unwrap_or(c)))
-        .fold(0, |acc, bit| acc | bit)
-}
-
-/// The bit of ACL category `name` (without `@`, any case), if Redis 7.0 has it.
-pub fn acl_category_bit(name: &[u8]) -> Option<u32> {
-    ACL_CATEGORIES
-        .iter()
-        .position(|c| c.as_bytes().eq_ignore_ascii_case(name))
-        .map(|i| 1 << i)
-}
-
-/// A malformed `COMMAND` reply.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CommandTableError {
-    /// The reply (or an entry's subcommand list) was not an array.
-    #[error("COMMAND reply is not an array")]
-    NotAnArray,
-    /// Entry `index` of the reply is malformed.
-    #[error("COMMAND entry {index}: {reason}")]
-    BadEntry {
-        /// Position of the entry in the reply.
-        index: usize,
-        /// What was wrong.
-        reason: &'static str,
-    },
 }
 
 /// Command name -> [`CommandInfo`], including subcommands.
@@ -197,40 +60,6 @@ impl CommandTable {
                 acl_categories: Some(category_bits(categories.iter().map(|c| c.as_bytes()))),
             },
         ))
-    }
-
-    /// Builds a table from a live `COMMAND` reply (Redis 6 and 7 formats; RESP2 or RESP3).
-    ///
-    /// # Errors
-    /// [`CommandTableError`] if the reply or one of its entries does not have the documented shape.
-    pub fn from_command_reply(v: &Value) -> Result<Self, CommandTableError> {
-        let list = v.as_array().ok_or(CommandTableError::NotAnArray)?;
-        let mut infos = Vec::with_capacity(list.len().min(1024));
-        for (index, entry) in list.iter().enumerate() {
-            let fields = entry.as_array().ok_or(CommandTableError::BadEntry {
-                index,
-                reason: "not an array",
-            })?;
-            infos.push(
-                parse_entry(fields)
-                    .map_err(|reason| CommandTableError::BadEntry { index, reason })?,
-            );
-            // Redis 7: subcommands at index 9, in the same format.
-            if let Some(subs) = fields.get(9) {
-                let subs = subs.as_array().ok_or(CommandTableError::NotAnArray)?;
-                for sub in subs {
-                    let sub = sub.as_array().ok_or(CommandTableError::BadEntry {
-                        index,
-                        reason: "subcommand not an array",
-                    })?;
-                    infos.push(
-                        parse_entry(sub)
-                            .map_err(|reason| CommandTableError::BadEntry { index, reason })?,
-                    );
-                }
-            }
-        }
-        Ok(Self::from_infos(infos))
     }
 
     fn from_infos(infos: impl IntoIterator<Item = CommandInfo>) -> Self {
@@ -375,62 +204,16 @@ fn movable_keys<'a>(name: &str, req: &'a Request, out: &mut Vec<&'a [u8]>) {
     out.extend((numkeys_at + 1..).take(n).map_while(|i| req.arg(i)));
 }
 
-fn parse_entry(fields: &[Value]) -> Result<CommandInfo, &'static str> {
-    let name = fields
-        .first()
-        .and_then(Value::as_str)
-        .ok_or("name is not a string")?
-        .to_ascii_lowercase();
-    let int = |i: usize, what: &'static str| -> Result<i32, &'static str> {
-        fields
-            .get(i)
-            .and_then(Value::as_int)
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or(what)
-    };
-    let mut flags = fields
-        .get(2)
-        .and_then(Value::as_array)
-        .ok_or("flags are not an array")?
-        .iter()
-        .filter_map(Value::as_bytes)
-        .fold(CommandFlags::default(), |acc, f| {
-            acc | CommandFlags::from_name(f)
-        });
-    // Redis 6 has no "blocking" flag, only the @blocking ACL category (index 6).
-    let acl_categories = fields
-        .get(6)
-        .and_then(Value::as_array)
-        .map(|cats| category_bits(cats.iter().filter_map(Value::as_bytes)));
-    let blocking = acl_categories
-        .and_then(|bits| acl_category_bit(b"blocking").map(|b| bits & b != 0))
-        .unwrap_or(false);
-    if blocking {
-        flags = flags | CommandFlags::BLOCKING;
-    }
-    Ok(CommandInfo {
-        name,
-        arity: int(1, "arity is not an integer")?,
-        flags,
-        first_key: int(3, "first key is not an integer")?,
-        last_key: int(4, "last key is not an integer")?,
-        step: int(5, "step is not an integer")?,
-        acl_categories,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-    use bytes::Bytes;
-
     use super::*;
 
-    fn req(args: &[&str]) -> Request {
+    pub(super) fn req(args: &[&str]) -> Request {
         Request::from_args(args)
     }
 
-    fn keys<'a>(t: &CommandTable, r: &'a Request) -> Vec<&'a str> {
+    pub(super) fn keys<'a>(t: &CommandTable, r: &'a Request) -> Vec<&'a str> {
         t.keys(r)
             .into_iter()
             .map(|k| std::str::from_utf8(k).unwrap())
@@ -540,94 +323,5 @@ mod tests {
             ["s1", "s2"]
         );
         assert_eq!(keys(&t, &req(&["SORT", "l", "STORE", "d"])), ["l", "d"]);
-    }
-
-    fn s(x: &str) -> Value {
-        Value::Status(Bytes::copy_from_slice(x.as_bytes()))
-    }
-
-    fn b(x: &str) -> Value {
-        Value::Bulk(Bytes::copy_from_slice(x.as_bytes()))
-    }
-
-    fn arr(v: Vec<Value>) -> Value {
-        Value::Array(v)
-    }
-
-    #[test]
-    fn parses_a_redis_7_command_reply() {
-        let get = arr(vec![
-            b("get"),
-            Value::Int(2),
-            arr(vec![s("readonly"), s("fast")]),
-            Value::Int(1),
-            Value::Int(1),
-            Value::Int(1),
-            arr(vec![s("@read")]),
-            arr(vec![]),
-            arr(vec![]),
-            arr(vec![]),
-        ]);
-        let setname = arr(vec![
-            b("client|setname"),
-            Value::Int(3),
-            arr(vec![s("noscript")]),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Int(0),
-        ]);
-        let client = arr(vec![
-            b("CLIENT"),
-            Value::Int(-2),
-            arr(vec![]),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Int(0),
-            arr(vec![]),
-            arr(vec![]),
-            arr(vec![]),
-            arr(vec![setname]),
-        ]);
-        let t = CommandTable::from_command_reply(&arr(vec![get, client])).unwrap();
-        assert_eq!(t.len(), 3);
-        assert!(t.get("get").unwrap().flags.contains(CommandFlags::READONLY));
-        assert_eq!(
-            t.lookup(&req(&["client", "SETNAME", "n"])).unwrap().arity,
-            3
-        );
-        assert_eq!(t.lookup(&req(&["client", "list"])).unwrap().name, "client");
-    }
-
-    #[test]
-    fn parses_a_redis_6_command_reply() {
-        let blpop = arr(vec![
-            b("blpop"),
-            Value::Int(-3),
-            arr(vec![s("write"), s("noscript")]),
-            Value::Int(1),
-            Value::Int(-2),
-            Value::Int(1),
-            arr(vec![s("@write"), s("@list"), s("@slow"), s("@blocking")]),
-        ]);
-        let t = CommandTable::from_command_reply(&arr(vec![blpop])).unwrap();
-        let info = t.get("blpop").unwrap();
-        assert!(info
-            .flags
-            .contains(CommandFlags::BLOCKING | CommandFlags::WRITE));
-        assert_eq!(info.last_key, -2);
-        assert_eq!(keys(&t, &req(&["BLPOP", "a", "b", "0"])), ["a", "b"]);
-    }
-
-    #[test]
-    fn rejects_malformed_command_replies() {
-        assert_eq!(
-            CommandTable::from_command_reply(&Value::Nil).unwrap_err(),
-            CommandTableError::NotAnArray
-        );
-        let bad = arr(vec![arr(vec![b("get"), b("two")])]);
-        assert!(matches!(
-            CommandTable::from_command_reply(&bad),
-            Err(CommandTableError::BadEntry { index: 0, .. })
-        ));
     }
 }

@@ -390,82 +390,117 @@ pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
         Some(nul) => line.get(..nul).unwrap_or_default(),
         None => line,
     };
-    let at = |i: usize| line.get(i).copied().unwrap_or(0);
-    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     let mut out = Vec::new();
     let mut p = 0;
     loop {
-        while p < line.len() && is_space(at(p)) {
+        while p < line.len() && is_space(at(line, p)) {
             p += 1;
         }
         if p >= line.len() {
             return Ok(out);
         }
-        let mut cur = Vec::new();
-        let (mut inq, mut insq) = (false, false);
-        loop {
-            let c = at(p);
-            if inq {
-                if c == b'\\'
-                    && at(p + 1) == b'x'
-                    && hex(at(p + 2)).is_some()
-                    && hex(at(p + 3)).is_some()
-                {
-                    cur.push(hex(at(p + 2)).unwrap_or(0) * 16 + hex(at(p + 3)).unwrap_or(0));
-                    p += 3;
-                } else if c == b'\\' && at(p + 1) != 0 {
-                    p += 1;
-                    cur.push(match at(p) {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                } else if c == b'"' {
-                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
-                        return Err(DecodeError::UnbalancedQuotes);
-                    }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return Err(DecodeError::UnbalancedQuotes);
-                } else {
-                    cur.push(c);
-                }
-            } else if insq {
-                if c == b'\\' && at(p + 1) == b'\'' {
-                    p += 1;
-                    cur.push(b'\'');
-                } else if c == b'\'' {
-                    if at(p + 1) != 0 && !is_space(at(p + 1)) {
-                        return Err(DecodeError::UnbalancedQuotes);
-                    }
-                    p += 1;
-                    break;
-                } else if c == 0 {
-                    return Err(DecodeError::UnbalancedQuotes);
-                } else {
-                    cur.push(c);
-                }
-            } else {
-                match c {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => {
-                        if c != 0 {
-                            p += 1;
-                        }
-                        break;
-                    }
-                    b'"' => inq = true,
-                    b'\'' => insq = true,
-                    _ => cur.push(c),
-                }
-            }
-            p += 1;
-        }
-        out.push(cur);
+        let (arg, next) = split_arg(line, p)?;
+        out.push(arg);
+        p = next;
     }
+}
+
+/// The byte at `i`, 0 past the end (the NUL that ends a C string).
+fn at(line: &[u8], i: usize) -> u8 {
+    line.get(i).copied().unwrap_or(0)
+}
+
+/// `isspace`.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// What reading at one position of an argument did.
+enum Read {
+    /// Read up to and including this position; the argument goes on after it.
+    Through(usize),
+    /// The argument ended; the next one is looked for from this position.
+    Ended(usize),
+}
+
+/// The argument that starts at `p`, and where to look for the next one.
+fn split_arg(line: &[u8], mut p: usize) -> Result<(Vec<u8>, usize), DecodeError> {
+    let mut cur = Vec::new();
+    // The quote the argument is in at `p`, if any.
+    let mut quote = None;
+    loop {
+        let read = match quote {
+            Some(q) => in_quotes(line, p, q, &mut cur)?,
+            None => unquoted(line, p, &mut cur, &mut quote),
+        };
+        match read {
+            Read::Through(last) => p = last + 1,
+            Read::Ended(next) => return Ok((cur, next)),
+        }
+    }
+}
+
+/// Inside `quote`s (`"` or `'`): an escape, the closing quote (which must be followed by a space
+/// or the end), or a byte of the argument.
+fn in_quotes(line: &[u8], p: usize, quote: u8, cur: &mut Vec<u8>) -> Result<Read, DecodeError> {
+    if let Some(read) = escape(line, p, quote, cur) {
+        return Ok(read);
+    }
+    let c = at(line, p);
+    if c == quote {
+        if at(line, p + 1) != 0 && !is_space(at(line, p + 1)) {
+            return Err(DecodeError::UnbalancedQuotes);
+        }
+        Ok(Read::Ended(p + 1))
+    } else if c == 0 {
+        Err(DecodeError::UnbalancedQuotes)
+    } else {
+        cur.push(c);
+        Ok(Read::Through(p))
+    }
+}
+
+/// The escape at `p`, if there is one: `\xHH` and `\n\r\t\b\a` (any other byte stands for
+/// itself) in `"..."`, only `\'` in `'...'`.
+fn escape(line: &[u8], p: usize, quote: u8, cur: &mut Vec<u8>) -> Option<Read> {
+    if at(line, p) != b'\\' {
+        return None;
+    }
+    let next = at(line, p + 1);
+    if quote == b'\'' {
+        return (next == b'\'').then(|| {
+            cur.push(b'\'');
+            Read::Through(p + 1)
+        });
+    }
+    if let (b'x', Some(hi), Some(lo)) = (next, hex(at(line, p + 2)), hex(at(line, p + 3))) {
+        cur.push(hi * 16 + lo);
+        return Some(Read::Through(p + 3));
+    }
+    if next == 0 {
+        return None;
+    }
+    cur.push(match next {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'b' => 0x08,
+        b'a' => 0x07,
+        other => other,
+    });
+    Some(Read::Through(p + 1))
+}
+
+/// Outside quotes: a space (or the end) ends the argument, a quote opens quotes.
+fn unquoted(line: &[u8], p: usize, cur: &mut Vec<u8>, quote: &mut Option<u8>) -> Read {
+    let c = at(line, p);
+    match c {
+        b' ' | b'\n' | b'\r' | b'\t' => return Read::Ended(p + 1),
+        0 => return Read::Ended(p),
+        b'"' | b'\'' => *quote = Some(c),
+        _ => cur.push(c),
+    }
+    Read::Through(p)
 }
 
 fn hex(b: u8) -> Option<u8> {

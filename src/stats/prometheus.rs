@@ -3,7 +3,8 @@
 use std::fmt::{Display, Write};
 
 use super::{
-    BackendSnapshot, BackendState, ClusterSnapshot, ListenerSnapshot, SentinelSnapshot, Snapshot,
+    AuthSnapshot, BackendSnapshot, BackendState, ClusterSnapshot, HoldSnapshot, ListenerSnapshot,
+    SentinelSnapshot, Snapshot,
 };
 
 /// Writes Prometheus text exposition (format 0.0.4) one family at a time.
@@ -79,6 +80,7 @@ type Family<T> = (
 /// Labels of one item's samples.
 type Labels<T> = fn(&T) -> Vec<(&'static str, String)>;
 
+/// The process-wide families: version, uptime, topology, failovers, held requests, auth.
 fn prom_process(p: &mut Prom, s: &Snapshot) {
     let topology = [
         ("mode", s.mode.as_str()),
@@ -98,7 +100,12 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     p.sample("master_known", &[], u8::from(s.healthy()));
     p.family("failovers_total", "counter", "Master changes seen.");
     p.sample("failovers_total", &[], s.failovers_total);
-    let h = &s.hold;
+    prom_holds(p, &s.hold);
+    prom_auth(p, &s.auth);
+}
+
+/// The requests held while there is no master.
+fn prom_holds(p: &mut Prom, h: &HoldSnapshot) {
     p.family(
         "held_requests",
         "gauge",
@@ -124,7 +131,10 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     ] {
         p.sample("held_requests_total", &[("outcome", outcome)], n);
     }
-    let a = &s.auth;
+}
+
+/// Client authentication: the mode, refusals, and the backend mode's logins.
+fn prom_auth(p: &mut Prom, a: &AuthSnapshot) {
     p.family(
         "auth_info",
         "gauge",

@@ -152,7 +152,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
         fmt_time(s.started_ms),
         fmt_age_secs(s.uptime_secs),
         esc(&s.mode),
-        if s.topology_status.starts_with("ALL") {
+        if shouts(&s.topology_status) {
             format!("<span class=\"bad\">{}</span>", esc(&s.topology_status))
         } else {
             esc(&s.topology_status)
@@ -161,6 +161,15 @@ fn html_head(out: &mut String, s: &Snapshot) {
         auth_cell(&s.auth),
         fmt_time(s.now_ms),
     );
+}
+
+/// Whether a status starts with a word in capitals (`ALL SENTINELS UNREACHABLE`, `NO SENTINEL
+/// KNOWS ...`): the way [`Snapshot::topology_status`] says the topology cannot be followed.
+fn shouts(status: &str) -> bool {
+    status
+        .split(' ')
+        .next()
+        .is_some_and(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase()))
 }
 
 /// One table cell of escaped HTML: left-aligned text or a right-aligned number.

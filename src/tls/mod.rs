@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 
 pub use stream::{ReadHalf, Shared, Stream, WriteHalf};
 
-use crate::config::{ClientTlsConfig, ConfigError, TlsConfig};
+use crate::config::{ClientTlsConfig, Config, ConfigError, TlsConfig};
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -236,6 +236,38 @@ fn host_of(addr: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
+}
+
+/// The TLS configs, read from their files once at start.
+pub(crate) struct Setup {
+    pub(crate) server: Option<Arc<ServerTls>>,
+    pub(crate) backend: Option<Arc<ClientTls>>,
+    pub(crate) sentinel: Option<Arc<ClientTls>>,
+}
+
+impl Setup {
+    /// Reads every TLS file the config names.
+    ///
+    /// # Errors
+    /// A file that cannot be read or used, named by its key.
+    pub(crate) fn load(cfg: &Config) -> Result<Setup, ConfigError> {
+        let client = |table, c: Option<ClientTlsConfig>| {
+            c.map(|c| ClientTls::from_config(table, &c).map(Arc::new))
+                .transpose()
+        };
+        Ok(Setup {
+            server: cfg
+                .tls
+                .as_ref()
+                .map(|t| ServerTls::from_config(t).map(Arc::new))
+                .transpose()?,
+            backend: client(Table::Backend, cfg.backend.client_tls())?,
+            sentinel: client(
+                Table::Sentinel,
+                cfg.sentinel.as_ref().and_then(|s| s.client_tls()),
+            )?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,16 @@ pub struct HealthContext {
     pub creds: Credentials,
     /// Replicas whose master link was last active longer ago are not read from.
     pub max_lag_secs: u64,
+    /// The routing table the checks feed (Sentinel and static mode). `None` in cluster mode,
+    /// where the slot map names the masters and read-your-writes sends a writer's reads to them:
+    /// the checks then only decide which replicas serve reads.
+    pub feeds: Option<HealthFeeds>,
+}
+
+/// What the health checks of Sentinel and static mode feed: the manager that builds the routing
+/// table, and read-your-writes' clock with the master's offset.
+#[derive(Clone)]
+pub struct HealthFeeds {
     /// The current table, to know which backend is the master now.
     pub table: Arc<ArcSwap<RoutingTable>>,
     /// Fed with the master's offset.
@@ -128,7 +138,9 @@ pub async fn run_health(backend: Arc<Backend>, ctx: HealthContext) {
             backend.stats.set_up(state.0);
             backend.stats.set_role(state.1);
             last = Some(state);
-            let _ = ctx.changes.send(backend.addr().to_string());
+            if let Some(feeds) = &ctx.feeds {
+                let _ = feeds.changes.send(backend.addr().to_string());
+            }
         }
     }
 }
@@ -149,13 +161,15 @@ async fn check_once(
         }
     }
     let c = conn.as_mut()?;
-    let is_master = ctx
-        .table
-        .load()
-        .master
-        .as_ref()
-        .is_some_and(|m| Arc::ptr_eq(m, backend.server()));
-    let seq = is_master.then(|| ctx.clock.begin());
+    // Only the current master's offset feeds read-your-writes' clock.
+    let of_master = ctx.feeds.as_ref().filter(|f| {
+        let table = f.table.load();
+        table
+            .master
+            .as_ref()
+            .is_some_and(|m| Arc::ptr_eq(m, backend.server()))
+    });
+    let seq = of_master.map(|f| (f, f.clock.begin()));
     let text = match c.call(&["INFO", "replication"]).await {
         Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
         Ok(other) => {
@@ -178,8 +192,8 @@ async fn check_once(
         Role::Master => connected_replicas(&text),
         _ => Vec::new(),
     });
-    if let (Some(seq), Role::Master) = (seq, info.role) {
-        ctx.clock.complete(seq, info.offset);
+    if let (Some((feeds, seq)), Role::Master) = (seq, info.role) {
+        feeds.clock.complete(seq, info.offset);
     }
     Some(info)
 }

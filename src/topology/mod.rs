@@ -20,7 +20,7 @@ use crate::backend::{BackendSet, ControlConn};
 use crate::resp::{CommandTable, Value};
 use crate::router::{Fence, ReplicationClock, RoutingTable, Server};
 use crate::stats::{Role, Stats};
-use health::{run_health, HealthContext};
+use health::{run_health, HealthContext, HealthFeeds};
 
 /// Shared by the topology tasks: the table they publish and the backends behind it.
 pub struct TopologyState {
@@ -64,9 +64,11 @@ impl TopologyState {
             timeout: backends.connect_timeout(),
             creds: backends.credentials().clone(),
             max_lag_secs,
-            table: table.clone(),
-            clock,
-            changes,
+            feeds: Some(HealthFeeds {
+                table: table.clone(),
+                clock,
+                changes,
+            }),
         };
         TopologyState {
             table,

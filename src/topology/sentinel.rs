@@ -6,7 +6,7 @@
 //! first sign of a failover, follows the master a majority of the configured sentinels name once
 //! it answers `ROLE` as master, and runs switchovers (see `docs/failover.md`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::backend::Credentials;
 use crate::config::SentinelConfig;
 use crate::router::Fence;
 use crate::stats::switchover::{SwitchoverReport, SwitchoverRequest, SwitchoverResult};
-use crate::stats::{HoldSnapshot, Role};
+use crate::stats::{HoldSnapshot, Role, Stats};
 
 /// A failover seen in progress: writes are fenced off `old_master` since `since`.
 #[derive(Debug)]
@@ -78,6 +78,7 @@ pub async fn run_sentinel(
     drop(tx);
     let total = cfg.addrs.len();
     let mut views: HashMap<String, SentinelView> = HashMap::new();
+    let mut unknown = UnknownMaster::new(&cfg.master_name, &cfg.addrs);
     let mut failover: Option<Failover> = None;
     // After a release: the counters when the fence began, and when the release happened.
     let mut settling: Option<(HoldSnapshot, Instant)> = None;
@@ -88,10 +89,17 @@ pub async fn run_sentinel(
             m = rx.recv() => match m {
                 Some(LinkMsg::View { sentinel, view, cause }) => {
                     views.insert(sentinel.clone(), view);
+                    unknown.heard(&sentinel, false, &views, &state.stats);
                     format!("sentinel {sentinel}: {cause}")
                 }
                 Some(LinkMsg::Down { sentinel }) => {
                     views.remove(&sentinel);
+                    unknown.heard(&sentinel, false, &views, &state.stats);
+                    continue;
+                }
+                Some(LinkMsg::Unknown { sentinel }) => {
+                    views.remove(&sentinel);
+                    unknown.heard(&sentinel, true, &views, &state.stats);
                     continue;
                 }
                 Some(LinkMsg::Event { sentinel, channel, payload }) => {
@@ -112,6 +120,70 @@ pub async fn run_sentinel(
         advance(&state, &mut failover, fence_timeout, &views, total).await;
         settle_holds(&state, &mut settling);
         reconcile(&state, &views, total, &mut failover, &mut settling, &cause).await;
+    }
+}
+
+/// The sentinels that answer but monitor no master of our name, the sign of a wrong
+/// `master_name`. While they are all the sentinels that answer, the stats page's topology status
+/// says so (the proxy keeps the last known topology: none, at start); the error is logged once
+/// when that begins, as soon as every sentinel has been heard from (so that it names them all),
+/// and the end once. The links keep asking at their reconcile interval, not in a loop.
+#[derive(Debug)]
+struct UnknownMaster {
+    name: String,
+    sentinels: usize,
+    heard: HashSet<String>,
+    asked: BTreeSet<String>,
+    logged: bool,
+}
+
+impl UnknownMaster {
+    fn new(name: &str, addrs: &[String]) -> Self {
+        UnknownMaster {
+            name: name.to_owned(),
+            sentinels: addrs.iter().collect::<HashSet<_>>().len(),
+            heard: HashSet::new(),
+            asked: BTreeSet::new(),
+            logged: false,
+        }
+    }
+
+    /// Records that `sentinel` answered with a view, went down, or (`no_such_master`) answered
+    /// that it monitors no master of our name; `views` are the views known after it.
+    fn heard(
+        &mut self,
+        sentinel: &str,
+        no_such_master: bool,
+        views: &HashMap<String, SentinelView>,
+        stats: &Stats,
+    ) {
+        self.heard.insert(sentinel.to_owned());
+        if no_such_master {
+            self.asked.insert(sentinel.to_owned());
+        } else {
+            self.asked.remove(sentinel);
+        }
+        if !views.is_empty() || self.asked.is_empty() {
+            stats.set_topology_problem(None);
+            if std::mem::take(&mut self.logged) && !views.is_empty() {
+                tracing::info!(master_name = %self.name, "a sentinel knows the master now");
+            }
+            return;
+        }
+        let asked = self.asked.iter().map(String::as_str).collect::<Vec<_>>();
+        let asked = asked.join(", ");
+        let name = &self.name;
+        stats.set_topology_problem(Some(format!(
+            "NO SENTINEL KNOWS A MASTER NAMED '{name}' (asked {asked}): check --master-name / \
+             [sentinel] master_name"
+        )));
+        if !self.logged && self.heard.len() >= self.sentinels {
+            self.logged = true;
+            tracing::error!(
+                "no sentinel knows a master named '{name}' (asked {asked}); check --master-name / \
+                 [sentinel] master_name"
+            );
+        }
     }
 }
 

@@ -37,6 +37,10 @@ pub(crate) enum LinkMsg {
     },
     /// The link failed; its view no longer counts.
     Down { sentinel: String },
+    /// The sentinel answers but monitors no master of our name: it has no view. The link stays
+    /// up and asks again every reconcile interval (and on any event naming our master, such as
+    /// the `+monitor` of an operator who fixes it).
+    Unknown { sentinel: String },
     /// An event about our master, sent before the link re-queries the sentinel.
     Event {
         sentinel: String,
@@ -136,6 +140,12 @@ impl Link {
             .call(&["SENTINEL", "MASTER", &self.master_name])
             .await
             .map_err(|e| e.to_string())?;
+        if knows_no_such_master(&master) {
+            tracing::debug!(sentinel.addr = %self.addr, master_name = %self.master_name, reply = ?master, "the sentinel monitors no master of this name");
+            return self.send(LinkMsg::Unknown {
+                sentinel: self.addr.clone(),
+            });
+        }
         if let Value::Error(e) = &master {
             return Err(format!(
                 "SENTINEL MASTER {}: {}",
@@ -181,13 +191,29 @@ impl Link {
             replicas,
             known,
         };
-        self.tx
-            .send(LinkMsg::View {
-                sentinel: self.addr.clone(),
-                view,
-                cause: cause.to_string(),
-            })
-            .map_err(|_| "manager gone".to_string())
+        self.send(LinkMsg::View {
+            sentinel: self.addr.clone(),
+            view,
+            cause: cause.to_string(),
+        })
+    }
+
+    fn send(&self, msg: LinkMsg) -> Result<(), String> {
+        self.tx.send(msg).map_err(|_| "manager gone".to_string())
+    }
+}
+
+/// Whether a sentinel's answer about our master says that it monitors none of that name:
+/// `-ERR No such master with that name` (`SENTINEL MASTER`, `SENTINEL REPLICAS`), `-IDONTKNOW`,
+/// or a null reply (`SENTINEL GET-MASTER-ADDR-BY-NAME`). The connection itself is fine.
+fn knows_no_such_master(reply: &Value) -> bool {
+    match reply {
+        Value::Nil => true,
+        Value::Error(e) => {
+            let e = String::from_utf8_lossy(e).to_ascii_lowercase();
+            e.starts_with("idontknow") || e.contains("no such master")
+        }
+        _ => false,
     }
 }
 
@@ -257,5 +283,19 @@ mod tests {
             "mymaster"
         ));
         assert!(!concerns_master("+new-epoch", "8", "mymaster"));
+    }
+
+    #[test]
+    fn a_sentinel_without_our_master_is_told_from_a_failing_one() {
+        let error = |e: &str| Value::Error(bytes::Bytes::copy_from_slice(e.as_bytes()));
+        assert!(knows_no_such_master(&error(
+            "ERR No such master with that name"
+        )));
+        assert!(knows_no_such_master(&error("IDONTKNOW I don't know")));
+        assert!(knows_no_such_master(&Value::Nil));
+        assert!(!knows_no_such_master(&error(
+            "NOAUTH Authentication required."
+        )));
+        assert!(!knows_no_such_master(&Value::Array(vec![])));
     }
 }

@@ -17,6 +17,7 @@ mod harness;
 mod harness_selftest;
 mod layers;
 mod limits;
+mod logging;
 mod memory_limits;
 mod modes_agree;
 mod protocol;

@@ -1,0 +1,413 @@
+//! What [`start`](crate::start) wires together, step by step: the listening sockets, the
+//! backends, the cluster state, the topology task of the mode, the script loader, client security
+//! and the context every session shares, the listeners and the stats page.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{BackendSet, ConnSettings};
+use crate::client::ProxyContext;
+use crate::config::{self, parse_listen_addr, Config, ConfigError};
+use crate::proxy::listener::Listener;
+use crate::proxy::workers::Workers;
+use crate::resp::RequestLimits;
+use crate::router::{Endpoint, ReplicationClock, RoutingTable};
+use crate::stats::{self, Stats};
+use crate::topology::{self, TopologyState};
+use crate::{client, cluster, scripts, tls, StartError};
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    let sa = parse_listen_addr(addr)
+        .map_err(|problem| StartError::Config(ConfigError::Invalid { key: what, problem }))?;
+    TcpListener::bind(sa)
+        .await
+        .map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// The listening sockets, bound before anything starts.
+pub(crate) struct Sockets {
+    main: TcpListener,
+    read: Option<TcpListener>,
+    stats: Option<TcpListener>,
+}
+
+impl Sockets {
+    pub(crate) async fn bind(cfg: &Config) -> Result<Sockets, StartError> {
+        let main = bind("listen", &cfg.listen).await?;
+        let read = match &cfg.read_listen {
+            Some(a) => Some(bind("read_listen", a).await?),
+            None => None,
+        };
+        let stats = match &cfg.stats {
+            Some(a) => Some(bind("stats", a).await?),
+            None => None,
+        };
+        Ok(Sockets { main, read, stats })
+    }
+}
+
+/// `threads`, with 0 resolved to half the cores.
+pub(crate) fn session_threads(threads: usize) -> usize {
+    match threads {
+        // Half the cores: measured on two, one session thread beat two by a third at pipeline 1
+        // (the kernel's loopback work, the clients and Redis need the other core).
+        0 => std::thread::available_parallelism().map_or(1, |n| (usize::from(n) / 2).max(1)),
+        n => n,
+    }
+}
+
+/// What the topology task of the mode receives besides the shared state.
+pub(crate) struct TopologyFeeds {
+    /// The connector to the sentinels (`[sentinel] tls`).
+    pub(crate) sentinel_tls: Option<Arc<tls::ClientTls>>,
+    /// Health transitions of the backends.
+    pub(crate) changes: mpsc::UnboundedReceiver<String>,
+    /// `POST /switchover` requests from the stats listener.
+    pub(crate) switchovers: mpsc::UnboundedReceiver<stats::switchover::SwitchoverRequest>,
+}
+
+/// What every listener shares.
+pub(crate) struct ListenerShared {
+    pub(crate) ctx: Arc<ProxyContext>,
+    pub(crate) cluster: Option<Arc<cluster::ClusterState>>,
+    pub(crate) clients: Arc<Semaphore>,
+    pub(crate) workers: Arc<Workers>,
+    pub(crate) tls: Option<Arc<tls::ServerTls>>,
+}
+
+/// What `start` hands every background task it spawns: the config, the stats registry, the
+/// tracker the tasks run on and the token that stops the backends' tasks.
+pub(crate) struct Wiring<'a> {
+    cfg: &'a Config,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) background: TaskTracker,
+    pub(crate) backend_token: CancellationToken,
+}
+
+impl<'a> Wiring<'a> {
+    pub(crate) fn new(cfg: &'a Config) -> Self {
+        let (mode, master_name) = match (&cfg.sentinel, &cfg.cluster) {
+            (Some(s), _) => ("sentinel", Some(s.master_name.as_str())),
+            (None, Some(_)) => ("cluster", None),
+            (None, None) => ("static", None),
+        };
+        Wiring {
+            cfg,
+            stats: Stats::forgetting_after(
+                mode,
+                master_name,
+                Duration::from_secs(cfg.stats_forget_after_secs),
+            ),
+            background: TaskTracker::new(),
+            backend_token: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) fn backend_set(&self, settings: ConnSettings) -> BackendSet {
+        BackendSet::new(
+            settings,
+            self.stats.clone(),
+            self.backend_token.clone(),
+            self.background.clone(),
+        )
+    }
+
+    /// What the topology tasks share; `changes` gets the backends' health transitions.
+    pub(crate) fn topology_state(
+        &self,
+        backends: BackendSet,
+        clock: Arc<ReplicationClock>,
+        changes: mpsc::UnboundedSender<String>,
+    ) -> TopologyState {
+        TopologyState::new(
+            Arc::new(backends),
+            self.stats.clone(),
+            Duration::from_millis(self.cfg.backend.health_interval_ms),
+            self.cfg.routing.max_replica_lag_secs,
+            clock,
+            changes,
+            self.background.clone(),
+            self.backend_token.clone(),
+        )
+    }
+
+    /// Cluster mode's slot map and backends (masters, and replicas with `READONLY` and health
+    /// checks).
+    pub(crate) fn cluster_state(
+        &self,
+        c: &config::ClusterConfig,
+        conn_settings: &ConnSettings,
+    ) -> Arc<cluster::ClusterState> {
+        let cfg = self.cfg;
+        let replicas = ConnSettings {
+            readonly: true,
+            ..conn_settings.clone()
+        };
+        let health = topology::health::HealthContext {
+            interval: Duration::from_millis(cfg.backend.health_interval_ms),
+            timeout: Duration::from_millis(cfg.backend.connect_timeout_ms),
+            creds: conn_settings.creds.clone(),
+            max_lag_secs: cfg.routing.max_replica_lag_secs,
+            feeds: None,
+        };
+        let tracker = self.background.clone();
+        let watch_replica = Box::new(move |replica| {
+            tracker.spawn(topology::health::run_health(replica, health.clone()));
+        });
+        let mut state = cluster::ClusterState::new(
+            self.backend_set(conn_settings.clone()),
+            self.backend_set(replicas),
+            self.stats.cluster(),
+            Duration::from_millis(c.retry_window_ms),
+            watch_replica,
+        );
+        state.tx_limits = cluster::tx::TxLimits {
+            max_commands: c.max_multi_commands,
+            max_bytes: c.max_multi_bytes.bytes(),
+        };
+        Arc::new(state)
+    }
+
+    /// The mode's topology task (the slot map refresher and the migrations watch, the sentinel
+    /// manager, or the static servers' checks).
+    pub(crate) fn spawn_topology(
+        &self,
+        state: &Arc<TopologyState>,
+        cluster_state: Option<&Arc<cluster::ClusterState>>,
+        feeds: TopologyFeeds,
+    ) {
+        let (cfg, background, token) = (self.cfg, &self.background, &self.backend_token);
+        let backends = &state.backends;
+        match (&cfg.sentinel, &cfg.cluster, cluster_state) {
+            (_, Some(c), Some(cs)) => background.spawn(
+                cluster::refresh::Refresher {
+                    state: cs.clone(),
+                    config: c.clone(),
+                    creds: backends.credentials().clone(),
+                    timeout: backends.connect_timeout(),
+                    commands: state.commands.clone(),
+                    server_version: state.server_version.clone(),
+                }
+                .run(token.clone()),
+            ),
+            (Some(s), _, _) => background.spawn(topology::sentinel::run_sentinel(
+                s.clone(),
+                feeds.sentinel_tls,
+                state.clone(),
+                feeds.changes,
+                Duration::from_millis(cfg.failover.hold_ms),
+                feeds.switchovers,
+            )),
+            _ => background.spawn(topology::static_servers::run_static(
+                cfg.servers.clone(),
+                state.clone(),
+                feeds.changes,
+            )),
+        };
+        if let Some(cs) = cluster_state {
+            background.spawn(cluster::refresh::watch_migrations(
+                cs.clone(),
+                backends.credentials().clone(),
+                backends.connect_timeout(),
+                Duration::from_millis(cfg.backend.health_interval_ms),
+                token.clone(),
+            ));
+        }
+    }
+
+    /// The script cache, and the task that loads every script it learns onto every server.
+    pub(crate) fn spawn_script_loader(
+        &self,
+        state: &TopologyState,
+        cluster_state: &Option<Arc<cluster::ClusterState>>,
+    ) -> Arc<scripts::ScriptCache> {
+        let scripts = Arc::new(scripts::ScriptCache::default());
+        self.background.spawn(scripts::run_loader(
+            scripts.clone(),
+            server_list(&state.table, cluster_state),
+            state.backends.credentials().clone(),
+            state.backends.connect_timeout(),
+            self.backend_token.clone(),
+        ));
+        scripts
+    }
+
+    /// Client authentication and the command policy; with `auth.mode = "backend"`, the task that
+    /// checks the clients' credentials against the servers.
+    pub(crate) fn security(
+        &self,
+        state: &TopologyState,
+        cluster_state: &Option<Arc<cluster::ClusterState>>,
+    ) -> Result<client::acl::Security, ConfigError> {
+        let cfg = self.cfg;
+        let mut security = client::acl::Security::from_config(
+            &cfg.auth,
+            &cfg.commands,
+            cfg.backend.password.is_some(),
+        )?
+        .with_counters(self.stats.auth());
+        match security.mode() {
+            config::AuthMode::Backend => {
+                let checker = Arc::new(client::backend_auth::BackendAuth::new(
+                    Box::new(server_list(&state.table, cluster_state)),
+                    state.backends.credentials().clone(),
+                    state.backends.connect_timeout(),
+                    self.stats.auth(),
+                ));
+                self.background
+                    .spawn(checker.clone().run(self.backend_token.clone()));
+                security = security.with_backend(checker);
+            }
+            config::AuthMode::None if cfg.backend.password.is_some() => tracing::warn!(
+                "auth.mode = \"none\": clients need no password although the servers do; anyone who reaches the proxy can use the data"
+            ),
+            _ => {}
+        }
+        tracing::info!(mode = security.mode().as_str(), "client authentication");
+        self.stats
+            .auth()
+            .set_mode(security.mode().as_str(), cfg.backend.password.is_some());
+        Ok(security)
+    }
+
+    /// What every client session shares.
+    pub(crate) fn client_context(
+        &self,
+        state: &TopologyState,
+        clock: Arc<ReplicationClock>,
+        security: client::acl::Security,
+        durability: Option<client::Durability>,
+        output_budget: Option<Arc<client::output_budget::OutputBudget>>,
+        scripts: Arc<scripts::ScriptCache>,
+    ) -> ProxyContext {
+        let cfg = self.cfg;
+        ProxyContext {
+            table: state.table.clone(),
+            backends: state.backends.clone(),
+            commands: state.commands.clone(),
+            clock,
+            routing: cfg.routing.clone(),
+            limits: RequestLimits {
+                max_query_buffer: cfg.client_query_buffer_limit.bytes(),
+                ..RequestLimits::default()
+            },
+            max_pipeline: cfg.max_pipeline,
+            client_timeout: (cfg.client_timeout_secs > 0)
+                .then(|| Duration::from_secs(cfg.client_timeout_secs)),
+            output_buffer_limit: cfg.client_output_buffer_limit_bytes,
+            output_budget,
+            backend_password: cfg.backend.password.clone(),
+            backend_username: cfg.backend.username.clone(),
+            security,
+            server_version: state.server_version.clone(),
+            table_changes: state.generations.subscribe(),
+            hold: Duration::from_millis(cfg.failover.hold_ms),
+            max_held_bytes: cfg.failover.max_held_bytes,
+            holds: self.stats.hold(),
+            durability,
+            pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
+            scripts,
+        }
+    }
+
+    /// The client listeners and the stats page (which sends `switchovers` in Sentinel mode);
+    /// returns their bound addresses (main, read-only, stats).
+    pub(crate) fn spawn_listeners(
+        &self,
+        sockets: Sockets,
+        shared: ListenerShared,
+        switchovers: stats::switchover::SwitchoverSender,
+        shutdown: &CancellationToken,
+    ) -> (SocketAddr, Option<SocketAddr>, Option<SocketAddr>) {
+        let addr = local_addr(&sockets.main);
+        let read_addr = sockets.read.as_ref().map(local_addr);
+        let stats_addr = sockets.stats.as_ref().map(local_addr);
+        let listeners = std::iter::once(("main", Endpoint::Main, sockets.main))
+            .chain(sockets.read.map(|s| ("read", Endpoint::ReadOnly, s)));
+        for (name, endpoint, socket) in listeners {
+            let listener = Listener {
+                stats: self.stats.listener(name, local_addr(&socket)),
+                socket,
+                endpoint,
+                ctx: shared.ctx.clone(),
+                cluster: shared.cluster.clone(),
+                clients: shared.clients.clone(),
+                workers: shared.workers.clone(),
+                tls: shared.tls.clone(),
+            };
+            tracing::info!(listener = name, addr = %local_addr(&listener.socket), "listening");
+            self.background.spawn(listener.serve(shutdown.clone()));
+        }
+        if let Some(socket) = sockets.stats {
+            let admin = stats::Admin {
+                token: self
+                    .cfg
+                    .admin_token
+                    .as_ref()
+                    .map(stats::admin::AdminToken::new),
+                switchover: self.cfg.sentinel.is_some().then_some(switchovers),
+            };
+            tracing::info!(addr = %local_addr(&socket), "stats page");
+            self.background.spawn(stats::serve(
+                socket,
+                self.stats.clone(),
+                shutdown.clone(),
+                admin,
+            ));
+        }
+        (addr, read_addr, stats_addr)
+    }
+}
+
+/// Every server's address now: the master first, then the replicas (cluster mode: the masters,
+/// then the replicas).
+fn server_list(
+    table: &Arc<ArcSwap<RoutingTable>>,
+    cluster: &Option<Arc<cluster::ClusterState>>,
+) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+    let table = table.clone();
+    let cluster = cluster.clone();
+    move || match &cluster {
+        Some(c) => c.map().node_addrs(),
+        None => {
+            let t = table.load();
+            t.master
+                .iter()
+                .chain(t.replicas.iter())
+                .map(|b| b.addr().to_string())
+                .collect()
+        }
+    }
+}
+
+/// `max_output_bytes_total`, resolved against the machine's memory when it is a share of it.
+pub(crate) fn output_budget(cfg: &Config) -> Option<Arc<client::output_budget::OutputBudget>> {
+    let memory = config::machine_memory();
+    let limit = cfg.max_output_bytes_total.resolve(memory);
+    if limit == 0 && matches!(cfg.max_output_bytes_total, config::MemoryLimit::Percent(_)) {
+        tracing::warn!(
+            "max_output_bytes_total: the machine's memory is unknown (no /proc/meminfo): no limit"
+        );
+    }
+    tracing::info!(
+        limit_bytes = limit,
+        "max_output_bytes_total (replies waiting for all clients together)"
+    );
+    client::output_budget::OutputBudget::new(limit)
+}
+
+fn local_addr(s: &TcpListener) -> SocketAddr {
+    s.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
