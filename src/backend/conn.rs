@@ -20,8 +20,6 @@ use crate::tls::{Stream, WriteHalf};
 const MAX_IN_FLIGHT: usize = 16 * 1024;
 /// Stop taking new requests while this much is waiting to be written.
 const MAX_WRITE_BUF: usize = 4 * 1024 * 1024;
-/// Deepest reply nesting accepted.
-const MAX_REPLY_DEPTH: usize = 64;
 /// First reconnect delay; it doubles up to `max_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -222,7 +220,7 @@ pub(crate) async fn connect(
         stream.write_all(&out).await?;
         stream.flush().await?;
         let mut rbuf = BytesMut::new();
-        let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+        let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
         let mut seen = 0;
         while seen < steps.len() {
             while let Some(frame) = scanner.next(&mut rbuf)? {
@@ -288,7 +286,7 @@ async fn serve(
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut batch = Vec::with_capacity(128);
-    let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+    let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let result = loop {
         let can_take = wbuf.len() < MAX_WRITE_BUF && in_flight.len() < MAX_IN_FLIGHT;

@@ -11,9 +11,6 @@ use crate::config::MaskedString;
 use crate::resp::{encode_command, parse_value, ReplyScanner, Value};
 use crate::tls::{ClientTls, Stream};
 
-/// Deepest reply nesting accepted from a server (Redis's own replies nest a few levels).
-const MAX_REPLY_DEPTH: usize = 64;
-
 /// How to reach a kind of server: TLS, if configured, then `AUTH` right after connecting.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -60,7 +57,7 @@ impl ControlConn {
         let mut conn = ControlConn {
             stream,
             rbuf: BytesMut::with_capacity(4096),
-            scanner: ReplyScanner::new(MAX_REPLY_DEPTH),
+            scanner: ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH),
             timeout,
         };
         if let Some(auth) = creds.auth_command() {

@@ -58,8 +58,6 @@ pub fn wait_probe_refused(reply: &[u8], what: &str) -> Option<Bytes> {
 
 /// Dispatches queued towards one pinned connection.
 const QUEUE_DEPTH: usize = 1024;
-/// Deepest reply nesting accepted.
-const MAX_REPLY_DEPTH: usize = 64;
 
 /// Idle pinned connections kept per server.
 const MAX_IDLE: usize = 16;
@@ -236,7 +234,7 @@ async fn serve(
     let (mut rd, mut wr) = stream.into_split();
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
     let mut rbuf = BytesMut::with_capacity(4096);
-    let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+    let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
     let mut open = true;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let error = loop {

@@ -17,8 +17,6 @@ use crate::backend::{Backend, BackendError, Protocol};
 use crate::resp::{encode_command, ReplyScanner};
 use crate::tls::WriteHalf;
 
-/// Deepest reply nesting accepted from a server.
-const MAX_REPLY_DEPTH: usize = 64;
 /// Frames handed over at once, in bytes (a batch is closed by the frame that passes it).
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
@@ -206,7 +204,7 @@ impl Link {
 
 async fn read_frames(id: u64, mut rd: crate::tls::ReadHalf, events: mpsc::Sender<LinkEvent>) {
     let mut buf = BytesMut::with_capacity(4096);
-    let mut scanner = ReplyScanner::new(MAX_REPLY_DEPTH);
+    let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
     loop {
         match rd.read_buf(&mut buf).await {
             Ok(0) => break,

@@ -24,6 +24,12 @@ pub struct ReplyScanner {
     blob_end: Option<usize>,
 }
 
+/// How deep a server's reply may nest aggregates. Redis itself answers about 8,000 levels (a Lua
+/// table that contains itself, returned until the Lua stack limit), and the client must get that
+/// reply as it is; the scanner's stack grows with the reply (8 bytes a level, each level at least
+/// 4 bytes of the reply), so a high bound costs nothing the reply does not hold already.
+pub const MAX_REPLY_DEPTH: usize = 100_000;
+
 /// Whether a raw reply is an error (`-` in RESP2, `-` or `!` in RESP3).
 pub fn is_error_reply(raw: &[u8]) -> bool {
     matches!(raw.first(), Some(b'-' | b'!'))
