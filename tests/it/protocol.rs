@@ -126,7 +126,10 @@ async fn a_deeply_nested_reply_reaches_the_client_whole_and_keeps_the_connection
     c.write_all(b"GET k\r\n").await.unwrap();
     assert_eq!(read_until_tail(&mut c, b"v\r\n").await, b"$1\r\nv\r\n");
     let before = proxy_connections(&master).await;
-    assert!(!before.is_empty(), "the proxy's pooled connections are named");
+    assert!(
+        !before.is_empty(),
+        "the proxy's pooled connections are named"
+    );
     c.write_all(&script).await.unwrap();
     let got = read_until_tail(&mut c, tail).await;
     assert_eq!(got.len(), want.len(), "the same reply as from Redis");
