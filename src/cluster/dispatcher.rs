@@ -124,11 +124,6 @@ impl Dispatcher {
         }
     }
 
-    /// The endpoint the client was accepted on.
-    pub fn endpoint(&self) -> Endpoint {
-        self.endpoint
-    }
-
     /// The client runs on session thread `worker` and reached the proxy at `local`.
     pub fn attach(&mut self, worker: usize, local: Option<SocketAddr>) {
         self.worker = worker;

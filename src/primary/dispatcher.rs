@@ -133,11 +133,6 @@ impl Dispatcher {
         }
     }
 
-    /// The endpoint the client was accepted on.
-    pub fn endpoint(&self) -> Endpoint {
-        self.endpoint
-    }
-
     /// The client runs on session thread `worker`.
     pub fn attach(&mut self, worker: usize, _local: Option<SocketAddr>) {
         self.worker = worker;

@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use crate::backend::Protocol;
 use crate::pubsub::Locate;
 use crate::resp::{CommandInfo, Request};
-use crate::router::{Class, Endpoint};
+use crate::router::Class;
 
 /// A session's dispatcher. Each variant's `command` routes one request of the mode's (reads,
 /// writes, transactions, blocking commands, `SELECT`, and everything queued inside `MULTI`); the
@@ -60,10 +60,6 @@ macro_rules! each {
 }
 
 impl Dispatcher {
-    /// The endpoint the session was accepted on.
-    pub fn endpoint(&self) -> Endpoint {
-        each!(self, d => d.endpoint())
-    }
     /// The session runs on session thread `worker`; `local` is the client connection's own
     /// address (cluster mode names the proxy by it).
     pub fn attach(&mut self, worker: usize, local: Option<SocketAddr>) {

@@ -26,7 +26,7 @@ use crate::client::{local, ProxyContext};
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
-use crate::router::{is_tracking, tracking_in_resp2, Class, ConnCmd, Endpoint};
+use crate::router::{is_tracking, tracking_in_resp2, Class, ConnCmd};
 use crate::stats::ListenerStats;
 use crate::tls::{ReadHalf, WriteHalf};
 
@@ -119,11 +119,6 @@ impl Session {
             subscribe: None,
             dispatch,
         }
-    }
-
-    /// The endpoint this session was accepted on.
-    pub fn endpoint(&self) -> Endpoint {
-        self.dispatch.endpoint()
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
