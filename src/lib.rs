@@ -125,7 +125,7 @@ impl Proxy {
 /// [`ConfigError::Invalid`] naming the first key with a problem.
 pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
     cfg.validate()?;
-    client::acl::Security::from_config(&cfg.auth, &cfg.commands, cfg.backend.password.is_some())?;
+    client::acl::Security::from_config(&cfg.auth, &cfg.commands, &cfg.backend)?;
     Ok(())
 }
 

@@ -251,12 +251,9 @@ impl<'a> Wiring<'a> {
         cluster_state: &Option<Arc<cluster::ClusterState>>,
     ) -> Result<client::acl::Security, ConfigError> {
         let cfg = self.cfg;
-        let mut security = client::acl::Security::from_config(
-            &cfg.auth,
-            &cfg.commands,
-            cfg.backend.password.is_some(),
-        )?
-        .with_counters(self.stats.auth());
+        let mut security =
+            client::acl::Security::from_config(&cfg.auth, &cfg.commands, &cfg.backend)?
+                .with_counters(self.stats.auth());
         match security.mode() {
             config::AuthMode::Backend => {
                 let checker = Arc::new(client::backend_auth::BackendAuth::new(

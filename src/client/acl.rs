@@ -14,7 +14,7 @@ use super::acl_rules::{CommandRules, KeyRules};
 use super::backend_auth::BackendAuth;
 use super::policy::CommandPolicy;
 use super::sha256::{from_hex, sha256};
-use crate::config::{AuthConfig, AuthMode, CommandsConfig, ConfigError};
+use crate::config::{AuthConfig, AuthMode, BackendConfig, CommandsConfig, ConfigError};
 use crate::resp::{bulk_reply, error_reply, CommandFlags, CommandInfo, CommandTable, Request};
 use crate::stats::{AuthStats, Denied};
 
@@ -133,19 +133,22 @@ fn invalid(key: &'static str, problem: String) -> ConfigError {
 }
 
 impl Security {
-    /// Compiles the tables; `backend_password`: whether the servers need a password (the
-    /// default mode follows it). A `"backend"` mode needs [`Security::with_backend`] before use.
+    /// Compiles the tables for the servers behind `backend` (whether they need a password decides
+    /// the default mode; its user is the one the policy keeps the proxy logged in as). A
+    /// `"backend"` mode needs [`Security::with_backend`] before use.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key (`auth.users`, `commands.deny`...) and the problem.
     pub fn from_config(
         auth: &AuthConfig,
         commands: &CommandsConfig,
-        backend_password: bool,
+        backend: &BackendConfig,
     ) -> Result<Security, ConfigError> {
-        let policy = CommandPolicy::from_config(commands).map_err(|(k, p)| invalid(k, p))?;
+        let proxy_user = backend.username.as_deref().unwrap_or("default");
+        let policy =
+            CommandPolicy::from_config(commands, proxy_user).map_err(|(k, p)| invalid(k, p))?;
         let mode = auth
-            .resolved_mode(backend_password)
+            .resolved_mode(backend.password.is_some())
             .map_err(|p| invalid("auth.mode", p))?;
         let mut users = Vec::with_capacity(auth.users.len() + 1);
         if let Some(pass) = &auth.requirepass {

@@ -19,7 +19,7 @@ fn security(requirepass: Option<&str>, users: Vec<UserConfig>) -> Security {
         users,
         ..AuthConfig::default()
     };
-    Security::from_config(&auth, &CommandsConfig::default(), false).unwrap()
+    Security::from_config(&auth, &CommandsConfig::default(), &BackendConfig::default()).unwrap()
 }
 
 fn run(sec: &Security, client: &ClientAuth, args: &[&str]) -> Option<String> {
@@ -178,7 +178,7 @@ fn config_problems_name_their_key() {
             users,
             ..AuthConfig::default()
         };
-        match Security::from_config(&auth, &CommandsConfig::default(), false) {
+        match Security::from_config(&auth, &CommandsConfig::default(), &BackendConfig::default()) {
             Err(ConfigError::Invalid { key, problem }) => format!("{key}: {problem}"),
             other => panic!("expected an error, got {other:?}"),
         }

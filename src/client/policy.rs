@@ -2,7 +2,10 @@
 //!
 //! By default only the commands that would change the topology behind the proxy's back are
 //! refused: a `REPLICAOF` or `CLUSTER FAILOVER` sent through a proxy that follows the topology
-//! would move the master under every other client, unannounced.
+//! would move the master under every other client, unannounced. So are the commands that would
+//! change how the proxy itself logs in to the servers (`CONFIG SET requirepass`, `ACL SETUSER`
+//! of the proxy's own user with a password rule, `ACL DELUSER` of it): every client's next
+//! connection would fail, and the client that asked could not even tell.
 
 use std::collections::HashMap;
 
@@ -40,6 +43,12 @@ const ALWAYS_ALLOWED: &[&str] = &["auth", "hello", "quit"];
 /// Longest command name the policy compares (longer ones cannot be listed).
 const MAX_NAME: usize = 32;
 
+/// `ACL SETUSER` rules that change which passwords log a user in, or whether it may log in.
+const LOGIN_RULES: &[&[u8]] = &[b"off", b"nopass", b"resetpass", b"reset"];
+
+/// `ACL SETUSER` rule prefixes that add or remove a password (`>pw`, `<pw`, `#digest`, `!digest`).
+const PASSWORD_RULE_PREFIXES: &[u8] = b"><#!";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
     Topology,
@@ -67,6 +76,9 @@ pub struct CommandPolicy {
     first: [u64; 4],
     /// Lengths of denied names (a bit set; 63 stands for longer ones).
     lengths: u64,
+    /// The user the proxy logs in to the servers as, when its login is protected
+    /// (`commands.refuse_proxy_lockout`).
+    proxy_user: Option<Box<[u8]>>,
 }
 
 fn split(name: &str) -> (Box<[u8]>, Option<Box<[u8]>>) {
@@ -78,12 +90,19 @@ fn split(name: &str) -> (Box<[u8]>, Option<Box<[u8]>>) {
 }
 
 impl CommandPolicy {
-    /// Compiles `[commands]`.
+    /// Compiles `[commands]`; `proxy_user` is the user the proxy logs in to the servers as
+    /// (`[backend] username`, `default` without one).
     ///
     /// # Errors
     /// `(key, problem)` for a name that is not a command or that may not be refused.
-    pub fn from_config(c: &CommandsConfig) -> Result<CommandPolicy, (&'static str, String)> {
+    pub fn from_config(
+        c: &CommandsConfig,
+        proxy_user: &str,
+    ) -> Result<CommandPolicy, (&'static str, String)> {
         let mut policy = CommandPolicy::default();
+        if c.refuse_proxy_lockout {
+            policy.proxy_user = Some(proxy_user.as_bytes().into());
+        }
         let topology = TOPOLOGY_CHANGES
             .iter()
             .filter(|_| c.refuse_topology_changes);
@@ -134,6 +153,9 @@ impl CommandPolicy {
 
     /// The error for `req` when the policy refuses it.
     pub fn check(&self, req: &Request) -> Option<Bytes> {
+        if let Some(e) = self.lockout(req) {
+            return Some(e);
+        }
         let first = req.name().first().map(u8::to_ascii_lowercase);
         let len_bit = 1u64 << req.name().len().min(63);
         let maybe_denied = self.lengths & len_bit != 0
@@ -171,6 +193,40 @@ impl CommandPolicy {
             }
         }
         None
+    }
+
+    /// The refusal for a command that would change how the proxy logs in to the servers.
+    fn lockout(&self, req: &Request) -> Option<Bytes> {
+        let user = self.proxy_user.as_deref()?;
+        let name = req.name();
+        let sub = |s: &[u8]| req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(s));
+        let what = if name.eq_ignore_ascii_case(b"config") && sub(b"set") {
+            // CONFIG SET name value [name value ...]: requirepass is the default user's password.
+            let sets_requirepass = (2..req.argc())
+                .step_by(2)
+                .filter_map(|i| req.arg(i))
+                .any(|p| p.eq_ignore_ascii_case(b"requirepass"));
+            (user == b"default" && sets_requirepass).then_some("CONFIG SET requirepass")
+        } else if name.eq_ignore_ascii_case(b"acl") && sub(b"setuser") {
+            let changes_login = (3..req.argc()).filter_map(|i| req.arg(i)).any(|rule| {
+                LOGIN_RULES.iter().any(|r| rule.eq_ignore_ascii_case(r))
+                    || rule
+                        .first()
+                        .is_some_and(|b| PASSWORD_RULE_PREFIXES.contains(b))
+            });
+            (req.arg(2) == Some(user) && changes_login).then_some("ACL SETUSER")
+        } else if name.eq_ignore_ascii_case(b"acl") && sub(b"deluser") {
+            (2..req.argc())
+                .filter_map(|i| req.arg(i))
+                .any(|u| u == user)
+                .then_some("ACL DELUSER")
+        } else {
+            None
+        }?;
+        let user = String::from_utf8_lossy(user);
+        Some(error_reply(&format!(
+            "ERR haproxy-rs: '{what}' is refused: it would change how the proxy logs in to the servers (user '{user}'); change it on the servers and in [backend] together (commands.refuse_proxy_lockout)"
+        )))
     }
 }
 
@@ -210,13 +266,19 @@ fn refusal(req: &Request, with_sub: bool, why: Why) -> Bytes {
 mod tests {
     use super::*;
 
+    fn compile(deny: &[&str], allow: &[&str]) -> Result<CommandPolicy, (&'static str, String)> {
+        CommandPolicy::from_config(
+            &CommandsConfig {
+                deny: deny.iter().map(|s| s.to_string()).collect(),
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+                ..CommandsConfig::default()
+            },
+            "default",
+        )
+    }
+
     fn policy(deny: &[&str], allow: &[&str]) -> CommandPolicy {
-        CommandPolicy::from_config(&CommandsConfig {
-            refuse_topology_changes: true,
-            deny: deny.iter().map(|s| s.to_string()).collect(),
-            allow: allow.iter().map(|s| s.to_string()).collect(),
-        })
-        .unwrap()
+        compile(deny, allow).unwrap()
     }
 
     fn check(p: &CommandPolicy, args: &[&str]) -> Option<String> {
@@ -238,10 +300,13 @@ mod tests {
         assert!(check(&p, &["cluster"]).is_none());
         assert!(check(&p, &["get", "k"]).is_none());
         assert!(check(&p, &["set", "k", "v"]).is_none());
-        let off = CommandPolicy::from_config(&CommandsConfig {
-            refuse_topology_changes: false,
-            ..CommandsConfig::default()
-        })
+        let off = CommandPolicy::from_config(
+            &CommandsConfig {
+                refuse_topology_changes: false,
+                ..CommandsConfig::default()
+            },
+            "default",
+        )
         .unwrap();
         assert!(check(&off, &["replicaof", "no", "one"]).is_none());
     }
@@ -276,17 +341,50 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused_by_validation() {
-        let bad = |deny: &[&str], allow: &[&str]| {
-            CommandPolicy::from_config(&CommandsConfig {
-                refuse_topology_changes: true,
-                deny: deny.iter().map(|s| s.to_string()).collect(),
-                allow: allow.iter().map(|s| s.to_string()).collect(),
-            })
-            .unwrap_err()
-            .0
-        };
+        let bad = |deny: &[&str], allow: &[&str]| compile(deny, allow).unwrap_err().0;
         assert_eq!(bad(&["flush all"], &[]), "commands.deny");
         assert_eq!(bad(&["AUTH"], &[]), "commands.deny");
         assert_eq!(bad(&[], &[""]), "commands.allow");
+    }
+
+    #[test]
+    fn commands_that_would_lock_the_proxy_out_are_refused() {
+        let p = policy(&[], &[]);
+        let e = check(
+            &p,
+            &["config", "set", "maxmemory", "1", "REQUIREPASS", "pw"],
+        )
+        .unwrap();
+        assert_eq!(e, "-ERR haproxy-rs: 'CONFIG SET requirepass' is refused: it would change how the proxy logs in to the servers (user 'default'); change it on the servers and in [backend] together (commands.refuse_proxy_lockout)\r\n");
+        assert!(check(&p, &["config", "set", "maxmemory", "requirepass"]).is_none());
+        assert!(check(&p, &["config", "get", "requirepass"]).is_none());
+        assert!(check(&p, &["acl", "setuser", "default", ">pw"]).is_some());
+        assert!(check(&p, &["ACL", "SETUSER", "default", "on", "RESETPASS"]).is_some());
+        assert!(check(&p, &["acl", "setuser", "default", "off"]).is_some());
+        assert!(check(&p, &["acl", "setuser", "default", "+@all", "~*"]).is_none());
+        assert!(check(&p, &["acl", "setuser", "app", ">pw", "off"]).is_none());
+        assert!(check(&p, &["acl", "deluser", "app", "default"]).is_some());
+        assert!(check(&p, &["acl", "deluser", "app"]).is_none());
+
+        let as_proxy = |refuse: bool| {
+            CommandPolicy::from_config(
+                &CommandsConfig {
+                    refuse_proxy_lockout: refuse,
+                    ..CommandsConfig::default()
+                },
+                "proxy",
+            )
+            .unwrap()
+        };
+        let p = as_proxy(true);
+        assert!(check(&p, &["config", "set", "requirepass", "pw"]).is_none());
+        let e = check(&p, &["acl", "setuser", "proxy", "#ab"]).unwrap();
+        assert!(
+            e.contains("'ACL SETUSER'") && e.contains("user 'proxy'"),
+            "{e}"
+        );
+        assert!(check(&p, &["acl", "deluser", "proxy"]).is_some());
+        let off = as_proxy(false);
+        assert!(check(&off, &["acl", "deluser", "proxy"]).is_none());
     }
 }

@@ -101,6 +101,9 @@ pub struct CommandsConfig {
     /// Refuse the commands that would change the topology behind the proxy's back
     /// (`REPLICAOF`, `SLAVEOF`, `FAILOVER`, `SHUTDOWN`, `CLUSTER FAILOVER|RESET|SETSLOT|...`).
     pub refuse_topology_changes: bool,
+    /// Refuse the commands that would change how the proxy logs in to the servers
+    /// (`CONFIG SET requirepass`, `ACL SETUSER`/`DELUSER` of the proxy's `[backend]` user).
+    pub refuse_proxy_lockout: bool,
     /// Commands refused too: `"flushall"`, `"config"`, or one subcommand, `"config|set"`.
     pub deny: Vec<String>,
     /// When not empty, only these commands are served (besides `AUTH`, `HELLO` and `QUIT`).
@@ -111,6 +114,7 @@ impl Default for CommandsConfig {
     fn default() -> Self {
         CommandsConfig {
             refuse_topology_changes: true,
+            refuse_proxy_lockout: true,
             deny: Vec::new(),
             allow: Vec::new(),
         }

@@ -111,10 +111,9 @@ impl Rig {
             TaskTracker::new(),
         ));
         let generations = watch::Sender::new(0);
-        let security =
-            Security::from_config(&cfg.auth, &cfg.commands, cfg.backend.password.is_some())
-                .expect("a valid [auth] and [commands]")
-                .with_counters(stats.auth());
+        let security = Security::from_config(&cfg.auth, &cfg.commands, &cfg.backend)
+            .expect("a valid [auth] and [commands]")
+            .with_counters(stats.auth());
         let ctx = Arc::new(ProxyContext {
             table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
             backends: backends.clone(),

@@ -181,7 +181,7 @@ fn commands_doc_tables_parse_into_the_expected_refusals() {
 #[test]
 fn refused_rows_match_the_router_and_the_command_policy() {
     let table = CommandTable::builtin();
-    let policy = CommandPolicy::from_config(&CommandsConfig::default()).unwrap();
+    let policy = CommandPolicy::from_config(&CommandsConfig::default(), "default").unwrap();
     for row in refused_rows() {
         for command in &row.commands {
             let want = format!("{}\r\n", row.expected(command));

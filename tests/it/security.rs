@@ -292,6 +292,54 @@ async fn static_mode_serves_nothing_before_auth_and_holds_users_to_their_rules()
     assert!(n >= 2, "FLUSHALL must not have run: {n} keys");
 }
 
+fn lockout_refusal(what: &str, user: &str) -> String {
+    format!("-ERR haproxy-rs: '{what}' is refused: it would change how the proxy logs in to the servers (user '{user}'); change it on the servers and in [backend] together (commands.refuse_proxy_lockout)")
+}
+
+/// `CONFIG SET requirepass` through a proxy without a `[backend]` password would leave every new
+/// backend connection of the proxy unauthenticated, and every client after it failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_would_lock_the_proxy_out_of_its_servers_are_refused() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    let replies = raw(
+        proxy.addr(),
+        &[
+            &["CONFIG", "SET", "requirepass", "pw"],
+            &["ACL", "SETUSER", "default", "on", ">pw"],
+            &["ACL", "DELUSER", "default"],
+            &["ACL", "SETUSER", "app", "on", ">app-pw", "~*", "+@all"],
+            &["CONFIG", "SET", "maxmemory-samples", "6"],
+        ],
+    )
+    .await;
+    assert_eq!(
+        replies,
+        [
+            lockout_refusal("CONFIG SET requirepass", "default"),
+            lockout_refusal("ACL SETUSER", "default"),
+            lockout_refusal("ACL DELUSER", "default"),
+            "+OK".to_string(),
+            "+OK".to_string(),
+        ]
+    );
+    let mut direct = master.client().await;
+    let pass: Vec<String> = query(&mut direct, &["CONFIG", "GET", "requirepass"])
+        .await
+        .unwrap();
+    assert_eq!(pass, ["requirepass", ""]);
+    let served = raw(proxy.addr(), &[&["SET", "k", "v"]]).await;
+    assert_eq!(served, ["+OK"]);
+
+    // Turned off, the command reaches the server (and the proxy is then locked out).
+    let open = ProxyBuilder::servers(vec![master.addr()])
+        .with(|c| c.commands.refuse_proxy_lockout = false)
+        .start(0)
+        .await;
+    let replies = raw(open.addr(), &[&["CONFIG", "SET", "requirepass", "pw"]]).await;
+    assert_eq!(replies, ["+OK"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_client_auth_only_topology_changes_and_the_deny_list_are_refused() {
     let master = RedisServer::start().await;
