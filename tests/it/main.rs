@@ -8,6 +8,7 @@ mod bench;
 mod clients;
 mod cluster_mode;
 mod compose;
+mod differential;
 mod docs_commands;
 mod docs_pages;
 mod dropin_failover;
