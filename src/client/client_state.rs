@@ -7,7 +7,9 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::backend::Protocol;
-use crate::resp::{bulk_reply, error_reply, int_reply, nil_reply, status_reply, Request};
+use crate::resp::{
+    bulk_reply, error_reply, int_reply, nil_reply, null_reply, status_reply, Request,
+};
 use crate::router::ConnCmd;
 
 /// Redis's refusal of a client name (`CLIENT SETNAME`, `HELLO ... SETNAME`).
@@ -67,6 +69,7 @@ impl ClientState {
             },
             ConnCmd::GetName if req.argc() == 2 => match &self.name {
                 Some(n) => bulk_reply(n),
+                None if protocol == Protocol::Resp3 => null_reply(),
                 None => nil_reply(),
             },
             ConnCmd::GetName => arity("client|getname"),

@@ -65,6 +65,11 @@ pub fn nil_reply() -> Bytes {
     Bytes::from_static(b"$-1\r\n")
 }
 
+/// The RESP3 null: `_\r\n`.
+pub fn null_reply() -> Bytes {
+    Bytes::from_static(b"_\r\n")
+}
+
 fn line_reply(prefix: u8, msg: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(msg.len() + 3);
     buf.put_u8(prefix);

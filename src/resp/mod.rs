@@ -21,7 +21,9 @@ pub mod value;
 pub use command::{
     acl_category_bit, CommandFlags, CommandInfo, CommandTable, CommandTableError, ACL_CATEGORIES,
 };
-pub use encode::{bulk_reply, encode_command, error_reply, int_reply, nil_reply, status_reply};
+pub use encode::{
+    bulk_reply, encode_command, error_reply, int_reply, nil_reply, null_reply, status_reply,
+};
 pub use reply::{is_error_reply, ReplyScanner};
 pub use request::{Request, RequestLimits, RequestParser};
 pub use value::{parse_value, Value, MAX_VALUE_DEPTH};
