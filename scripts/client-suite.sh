@@ -31,6 +31,10 @@ FILES=${SUITE_FILES:-"tests/test_commands.py tests/test_pipeline.py tests/test_p
   tests/test_keyspace_notifications.py tests/test_hash.py tests/test_client.py tests/test_connection_pool.py
   tests/test_retry.py"}
 CLUSTER_FILES="tests/test_cluster.py tests/test_cluster_transaction.py"
+# Against a cluster directly, test_auth's teardown leaves a node with a password (it re-authenticates
+# on one node and clears requirepass on another), and every test after it fails on setup; through
+# the proxy it is refused (commands.refuse_proxy_lockout). Left out of both cluster runs.
+CLUSTER_DESELECT="--deselect tests/test_commands.py::TestRedisCommands::test_auth"
 
 log() { printf 'client-suite: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -148,11 +152,14 @@ fi
 
 if [ "$MODE" = cluster ] || [ "$MODE" = all ]; then
     bash scripts/lab.sh cluster up
+    # shellcheck disable=SC2086
+    run_suite cluster-direct redis://127.0.0.1:6401/0 6 $FILES $CLUSTER_FILES $CLUSTER_DESELECT
+    # a fresh cluster for the second run: settings a test changed do not carry over
+    bash scripts/lab.sh cluster down
+    bash scripts/lab.sh cluster up
     start_proxy config/cluster.toml cluster
     # shellcheck disable=SC2086
-    run_suite cluster-direct redis://127.0.0.1:6401/0 6 $FILES $CLUSTER_FILES
-    # shellcheck disable=SC2086
-    run_suite cluster-proxy "redis://127.0.0.1:$PROXY_PORT/0" 1 $FILES $CLUSTER_FILES
+    run_suite cluster-proxy "redis://127.0.0.1:$PROXY_PORT/0" 1 $FILES $CLUSTER_FILES $CLUSTER_DESELECT
     stop_proxy
     echo "Cluster mode (redis-py $VERSION):"
     compare cluster-direct cluster-proxy
