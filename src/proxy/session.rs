@@ -26,7 +26,7 @@ use crate::client::{local, ProxyContext};
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
-use crate::router::{is_tracking, tracking_in_resp2, Class, ConnCmd};
+use crate::router::{is_tracking, refused_in_transaction, tracking_in_resp2, Class, ConnCmd};
 use crate::stats::ListenerStats;
 use crate::tls::{ReadHalf, WriteHalf};
 
@@ -322,7 +322,13 @@ impl Session {
     /// One request: what is the client's own is answered here, the rest is dispatched.
     async fn handle(&mut self, req: Request, commands: &CommandTable) {
         self.stats.command();
-        if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
+        let refused = self
+            .dispatch
+            .in_multi()
+            .then(|| refused_in_transaction(commands.lookup(&req)))
+            .flatten()
+            .or_else(|| acl::check(&self.ctx.security, &self.auth, commands, &req));
+        if let Some(refused) = refused {
             // A refused command spoils a transaction being queued, as in Redis.
             if is_error_reply(&refused) {
                 self.dispatch.spoil_transaction();

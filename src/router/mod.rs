@@ -158,6 +158,14 @@ fn unsupported(name: &str, why: &str) -> Class {
     )))
 }
 
+/// Redis's refusal of a command it never queues in a transaction (`no_multi`: `SHUTDOWN`,
+/// `SAVE`, `SYNC`, ...), which it checks before the ACL: the proxy's policy says the same
+/// only after it.
+pub fn refused_in_transaction(info: Option<&CommandInfo>) -> Option<Bytes> {
+    info.filter(|i| i.flags.contains(CommandFlags::NO_MULTI))
+        .map(|_| error_reply("ERR Command not allowed inside a transaction"))
+}
+
 /// Classifies a request by the command table (the backend's own `COMMAND` flags).
 pub fn classify(commands: &CommandTable, req: &Request) -> Class {
     classify_info(commands.lookup(req), req)

@@ -183,4 +183,22 @@ async fn the_same_byte_streams_get_the_same_replies_as_from_redis() {
             ],
         )
         .await;
+    sides
+        .same(
+            "commands Redis never queues in a transaction (issue 14)",
+            &[(
+                0,
+                &[
+                    &["MULTI"],
+                    &["SET", "nm", "1"],
+                    &["SHUTDOWN", "NOSAVE"],
+                    &["EXEC"],
+                    &["MULTI"],
+                    &["SAVE"],
+                    &["EXEC"],
+                    &["GET", "nm"],
+                ],
+            )],
+        )
+        .await;
 }
