@@ -30,7 +30,10 @@ pub use pinned::Pinned;
 pub use pool::BackendPool;
 
 use crate::config::BackendConfig;
-use crate::resp::DecodeError;
+use bytes::Bytes;
+
+use crate::resp::{error_reply, DecodeError};
+use crate::router::scan::SCAN_SERVERS;
 use crate::router::{Server, ServerHealth};
 use crate::stats::{BackendStats, Stats};
 use crate::tls::{ClientTls, Stream};
@@ -288,6 +291,9 @@ pub struct BackendSet {
     stats: Arc<Stats>,
     token: CancellationToken,
     tracker: TaskTracker,
+    /// The addresses `SCAN` cursors name servers by, by number (never reused, at most
+    /// [`SCAN_SERVERS`]). Never held across an `.await`.
+    scan_servers: Mutex<Vec<String>>,
 }
 
 /// The backend at `addr` in `slots`.
@@ -310,7 +316,37 @@ impl BackendSet {
             stats,
             token,
             tracker,
+            scan_servers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The number `SCAN` cursors from `addr` carry (see [`crate::router::scan`]): given on first
+    /// use and kept for the process's life, so the server is found again by its address whatever
+    /// its role now. `None` once [`SCAN_SERVERS`] addresses have numbers.
+    pub fn scan_number(&self, addr: &str) -> Option<u64> {
+        let mut known = self.scan_servers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = known.iter().position(|a| a == addr) {
+            return u64::try_from(n).ok();
+        }
+        if known.len() as u64 >= SCAN_SERVERS {
+            return None;
+        }
+        known.push(addr.to_string());
+        u64::try_from(known.len() - 1).ok()
+    }
+
+    /// The backend of the server `SCAN` cursors number `n` (`None` while the topology does not
+    /// have it: an old master between its failover and its return as a replica), or Redis's
+    /// error for a number the proxy never gave.
+    pub fn by_scan_number(&self, n: u64) -> Result<Option<Arc<Backend>>, Bytes> {
+        let addr = usize::try_from(n).ok().and_then(|n| {
+            let known = self.scan_servers.lock().unwrap_or_else(|e| e.into_inner());
+            known.get(n).cloned()
+        });
+        let Some(addr) = addr else {
+            return Err(error_reply("ERR invalid cursor"));
+        };
+        Ok(find(&self.slots.load(), &addr).cloned())
     }
 
     /// Applies `f` to a copy of the slots and stores the copy.

@@ -94,8 +94,12 @@ impl Dispatcher {
         stats: Arc<ListenerStats>,
         id: u64,
     ) -> Dispatcher {
-        let track_writes = endpoint == Endpoint::Main
-            && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
+        let track_writes =
+            endpoint == Endpoint::Main && ctx.routing.read_consistency != ReadConsistency::Eventual;
+        // Every client's acknowledged writes: the cluster's replicas report no offsets the
+        // proxy follows, so reads stay on the masters, as a Redis Cluster client's do by default.
+        let wrote = endpoint == Endpoint::Main
+            && ctx.routing.read_consistency == ReadConsistency::AcknowledgedWrites;
         Dispatcher {
             ctx,
             state,
@@ -107,7 +111,7 @@ impl Dispatcher {
             protocol: Protocol::Resp2,
             cursor: id as usize,
             track_writes,
-            wrote: false,
+            wrote,
             tx: None,
             watch: WatchConn::default(),
             wrote_slot: None,

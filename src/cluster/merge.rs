@@ -141,16 +141,9 @@ fn scan(node: u64, nodes: u64, parts: &[Bytes]) -> Bytes {
             0
         }
     } else {
-        match inner
-            .checked_mul(SCAN_NODES)
-            .and_then(|c| c.checked_add(node))
-        {
-            Some(c) => c,
-            None => {
-                return error_reply(
-                    "ERR haproxy-rs: the node's SCAN cursor is too large to forward",
-                )
-            }
+        match crate::router::scan::tagged_cursor(inner, node, SCAN_NODES) {
+            Ok(c) => c,
+            Err(reply) => return reply,
         }
     };
     let cursor = crate::resp::bulk_reply(next.to_string().as_bytes());

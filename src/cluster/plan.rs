@@ -173,7 +173,7 @@ fn keyless(name: &str, req: &Request) -> Plan {
         "keys" => Plan::AllMasters(Combine::Concat),
         "randomkey" => Plan::AllMasters(Combine::FirstNonNil),
         "flushall" | "flushdb" | "script|load" | "script|flush" | "function|load"
-        | "function|flush" | "function|delete" | "function|restore" => {
+        | "function|flush" | "function|delete" | "function|restore" | "config|set" => {
             Plan::AllMasters(Combine::Same)
         }
         "script|exists" => Plan::AllMasters(Combine::AllHave),
@@ -362,6 +362,10 @@ mod tests {
             Plan::AllMasters(Combine::Same)
         );
         assert_eq!(p(&["FLUSHALL"]), Plan::AllMasters(Combine::Same));
+        assert_eq!(
+            p(&["CONFIG", "SET", "maxmemory", "0"]),
+            Plan::AllMasters(Combine::Same)
+        );
         let Plan::Scan { node, raw } =
             p(&["SCAN", &(5 * SCAN_NODES + 2).to_string(), "COUNT", "9"])
         else {

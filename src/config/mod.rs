@@ -309,7 +309,7 @@ impl Default for BackendConfig {
 pub struct RoutingConfig {
     /// Where read-only commands go.
     pub read_policy: ReadPolicy,
-    /// Whether a client reads its own writes on the main endpoint.
+    /// Which acknowledged writes a read on the main endpoint is sure to see.
     pub read_consistency: ReadConsistency,
     /// A replica whose last contact with its master is older than this many seconds gets no reads.
     pub max_replica_lag_secs: u64,
@@ -319,7 +319,7 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
             read_policy: ReadPolicy::PreferReplica,
-            read_consistency: ReadConsistency::ReadYourWrites,
+            read_consistency: ReadConsistency::AcknowledgedWrites,
             max_replica_lag_secs: 10,
         }
     }
@@ -337,10 +337,14 @@ pub enum ReadPolicy {
     Replica,
 }
 
-/// Whether a client's reads see its own earlier writes.
+/// Which acknowledged writes a read on the main endpoint is sure to see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReadConsistency {
+    /// Every write any client was acknowledged for through this proxy: a replica serves a read
+    /// only once its offset has passed the master's at the latest acknowledged write, as if
+    /// there were one server.
+    AcknowledgedWrites,
     /// After a write, the client's reads go to the master until a replica has replicated past it.
     ReadYourWrites,
     /// Reads go to any healthy replica, which may not have the client's latest write yet.

@@ -20,13 +20,15 @@ use tokio::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
+use super::every_server::to_every_server;
 use super::pinned::{PinState, PinWait};
-use super::queue::{Batch, Pending, ReplyQueue, Target};
+use super::queue::{Batch, Pending, ReplyQueue, ScanBatch, Target};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
 use crate::client::ProxyContext;
 use crate::config::ReadConsistency;
 use crate::pubsub::Locate;
 use crate::resp::{error_reply, status_reply, CommandInfo, CommandTable, Request};
+use crate::router::scan::scan_call;
 use crate::router::{
     classify_info, read_policy, route, Class, Endpoint, ReadNeed, ReadYourWrites, Route,
     RoutingTable,
@@ -49,6 +51,7 @@ pub(super) struct OpenBatch {
     pub write_mask: Vec<bool>,
     pub replace_last: Option<Bytes>,
     pub swallow: usize,
+    pub scan: Option<ScanBatch>,
 }
 
 /// What the dispatcher waited for.
@@ -65,15 +68,17 @@ pub struct Dispatcher {
     pub(super) endpoint: Endpoint,
     pub(super) stats: Arc<ListenerStats>,
     /// Backend connection slot; fixed for the client's life.
-    slot: usize,
+    pub(super) slot: usize,
     /// The session thread the client runs on (whose backend connections it uses).
-    worker: usize,
+    pub(super) worker: usize,
     /// Round-robin cursor over replicas.
     cursor: usize,
     /// The client's protocol (the connections its requests use speak it).
     pub(super) protocol: Protocol,
     rw: ReadYourWrites,
     track_writes: bool,
+    /// Reads also wait for every client's acknowledged writes (`"acknowledged-writes"`).
+    track_all: bool,
     pub(super) queue: ReplyQueue,
     pub(super) open: Option<OpenBatch>,
     /// The open batch's bytes; reused, so dispatching does not allocate once it has grown.
@@ -106,8 +111,10 @@ impl Dispatcher {
         stats: Arc<ListenerStats>,
         id: u64,
     ) -> Dispatcher {
-        let track_writes = endpoint == Endpoint::Main
-            && ctx.routing.read_consistency == ReadConsistency::ReadYourWrites;
+        let track_writes =
+            endpoint == Endpoint::Main && ctx.routing.read_consistency != ReadConsistency::Eventual;
+        let track_all = endpoint == Endpoint::Main
+            && ctx.routing.read_consistency == ReadConsistency::AcknowledgedWrites;
         let table_changes = ctx.table_changes.clone();
         Dispatcher {
             ctx,
@@ -119,6 +126,7 @@ impl Dispatcher {
             protocol: Protocol::Resp2,
             rw: ReadYourWrites::default(),
             track_writes,
+            track_all,
             queue: ReplyQueue::default(),
             open: None,
             batch_buf: BytesMut::new(),
@@ -153,7 +161,7 @@ impl Dispatcher {
     pub async fn command(
         &mut self,
         req: Request,
-        _info: Option<&CommandInfo>,
+        info: Option<&CommandInfo>,
         class: Class,
         _commands: &CommandTable,
     ) {
@@ -209,6 +217,19 @@ impl Dispatcher {
             self.append(&req, write);
             self.table = Some(table);
             return;
+        }
+        let req = if write && self.endpoint == Endpoint::Main && to_every_server(info) {
+            match self.every_server(req, &table).await {
+                Ok(()) => return,
+                Err(req) => req,
+            }
+        } else {
+            req
+        };
+        if !write {
+            if let Some(call) = scan_call(info, &req) {
+                return self.scan(call, req, &table).await;
+            }
         }
         let need = self.read_need(write);
         let any_read = !write && need == ReadNeed::Any;
@@ -358,6 +379,20 @@ impl Dispatcher {
         ))
     }
 
+    /// Sends `raw` alone in a batch of its own to `target`.
+    pub(super) async fn open_alone(&mut self, target: Target, raw: Bytes, scan: ScanBatch) {
+        self.open_batch(target, false).await;
+        self.batch_buf.extend_from_slice(&raw);
+        if let Some(open) = &mut self.open {
+            open.count += 1;
+            open.scan = Some(scan);
+            if self.ctx.durability.is_some() {
+                open.write_mask.push(false);
+            }
+        }
+        self.flush().await;
+    }
+
     /// Adds `req` to the open batch.
     pub(super) fn append(&mut self, req: &Request, write: bool) {
         self.batch_buf.extend_from_slice(req.raw());
@@ -389,10 +424,26 @@ impl Dispatcher {
     /// What a read needs for read-your-writes (`Any` for writes and when that is off).
     pub(super) fn read_need(&mut self, write: bool) -> ReadNeed {
         if self.track_writes && !write {
-            self.rw.need(&self.ctx.clock)
+            let own = self.rw.need(&self.ctx.clock);
+            if !self.track_all {
+                return own;
+            }
+            match self.ctx.clock.acknowledged_need() {
+                ReadNeed::Any => own,
+                // While the master cannot be asked (down, or being replaced), the replicas have
+                // what the new master will have: reads go on there.
+                all if self.master_answers() => own.and(all),
+                _ => own,
+            }
         } else {
             ReadNeed::Any
         }
+    }
+
+    /// Whether the table's master is there to read from: reachable and not fenced off.
+    fn master_answers(&self) -> bool {
+        let table = self.ctx.table.load();
+        table.fence.is_none() && table.master.as_ref().is_some_and(|m| m.health.reachable())
     }
 
     /// Routes a request of this client's endpoint under the endpoint's read policy, to the
@@ -458,6 +509,7 @@ impl Dispatcher {
             write_mask: Vec::new(),
             replace_last: None,
             swallow: 0,
+            scan: None,
         });
     }
 
@@ -486,6 +538,7 @@ impl Dispatcher {
             swallow: open.swallow,
             recycle: None,
             resent: false,
+            scan: open.scan,
         };
         let pinned = open.target.pinned();
         let switch = pinned != self.last_pinned;
@@ -572,7 +625,8 @@ impl Dispatcher {
 
     /// Answers every request of `batch` with `reply` (never sent anywhere).
     pub(super) fn fail_batch(&mut self, batch: Batch, reply: Bytes, front: bool) {
-        self.writes_done(batch.writes);
+        // Never acknowledged: other clients need not see these writes.
+        self.own_writes_done(batch.writes);
         for _ in 0..batch.replies() {
             self.stats.error();
             if front {
@@ -583,7 +637,15 @@ impl Dispatcher {
         }
     }
 
+    /// `writes` of the client's were answered (before the client sees the replies).
     pub(super) fn writes_done(&mut self, writes: u32) {
+        self.own_writes_done(writes);
+        if self.track_all && writes > 0 {
+            self.ctx.clock.acknowledged();
+        }
+    }
+
+    fn own_writes_done(&mut self, writes: u32) {
         if self.track_writes {
             for _ in 0..writes {
                 self.rw.write_done(&self.ctx.clock);

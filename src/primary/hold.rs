@@ -2,7 +2,7 @@
 //! `failover.max_held_bytes`, routed again as the table changes, `-TRYAGAIN` after `hold_ms`.
 
 use super::dispatcher::Dispatcher;
-use super::queue::{Batch, Pending};
+use super::queue::{Batch, Pending, ScanBatch};
 use crate::router::{hold_expired_reply, hold_full_reply, Route, RoutingTable};
 
 impl Dispatcher {
@@ -56,6 +56,8 @@ impl Dispatcher {
         let write = batch.writes > 0;
         let route_to = if self.queue.held() > 0 {
             Route::Hold // keep the order behind a batch that is still held
+        } else if let Some(ScanBatch::Continue(server)) = batch.scan {
+            self.scan_route(server)
         } else {
             let need = self.read_need(write);
             self.route(table, write, need)

@@ -12,11 +12,13 @@
 )]
 
 mod dispatcher;
+mod every_server;
 mod hold;
 pub mod locate;
 mod pinned;
 mod queue;
 mod reply;
+mod scan;
 
 pub use dispatcher::{Dispatcher, Progress};
 pub use locate::MasterLocator;

@@ -43,9 +43,39 @@ pub(super) struct Batch {
     pub recycle: Option<Pinned>,
     /// Sent again already (reads whose connection was lost): never a second time.
     pub resent: bool,
+    /// One call of a `SCAN`-family iteration, whose reply's cursor names the server.
+    pub scan: Option<ScanBatch>,
+}
+
+/// A batch of one `SCAN`-family call (see [`crate::router::scan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ScanBatch {
+    /// Cursor 0: wherever the read goes.
+    Start,
+    /// Only to the server this number names (held, resent: still there).
+    Continue(u64),
 }
 
 impl Batch {
+    /// One request of the client's, `writes` 0 or 1, in database `db`.
+    pub fn single(raw: Bytes, writes: u32, db: u8) -> Batch {
+        Batch {
+            raw,
+            count: 1,
+            writes,
+            since: Instant::now(),
+            write_mask: Vec::new(),
+            waited: false,
+            pinned: false,
+            db,
+            replace_last: None,
+            swallow: 0,
+            recycle: None,
+            resent: true,
+            scan: None,
+        }
+    }
+
     /// How many of the requests are the client's (each gets a reply).
     pub fn replies(&self) -> usize {
         self.count.saturating_sub(self.swallow)
@@ -274,6 +304,7 @@ mod tests {
             swallow,
             recycle: None,
             resent: false,
+            scan: None,
         }
     }
 

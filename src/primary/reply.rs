@@ -67,6 +67,9 @@ impl Dispatcher {
             }
         }
         self.writes_done(batch.writes);
+        if let Some(scan) = batch.scan {
+            self.tag_scan_reply(scan, backend, &mut reply);
+        }
         let answered = reply.frames.len().min(count);
         for frame in reply.frames.iter().take(count) {
             if is_error_reply(frame) {
@@ -163,5 +166,6 @@ fn resendable_tail(batch: &Batch, answered: usize, error: &BackendError) -> Opti
         swallow: 0,
         recycle: None,
         resent: true,
+        scan: batch.scan,
     })
 }

@@ -1,5 +1,6 @@
 //! Read-your-writes: after a client writes, its reads go to the master until a replica has
-//! replicated past that write, judged by replication offsets.
+//! replicated past that write, judged by replication offsets; and the same for every client's
+//! acknowledged writes at once (`read_consistency = "acknowledged-writes"`).
 //!
 //! Offsets are only learned by polling (`INFO replication`), so a write's offset is bounded from
 //! above: any master poll that *started* after the write's reply arrived saw an offset at least as
@@ -14,6 +15,8 @@ pub struct ReplicationClock {
     started: AtomicU64,
     done_seq: AtomicU64,
     done_offset: AtomicU64,
+    /// The poll whose offset covers every write acknowledged so far (0: none yet).
+    acknowledged_seq: AtomicU64,
 }
 
 impl ReplicationClock {
@@ -35,6 +38,24 @@ impl ReplicationClock {
         self.started.load(Ordering::Acquire) + 1
     }
 
+    /// A write was acknowledged to its client (before the client sees the reply): every read
+    /// from now on must see it.
+    pub fn acknowledged(&self) {
+        self.acknowledged_seq
+            .fetch_max(self.next_seq(), Ordering::AcqRel);
+    }
+
+    /// What any read needs to see every acknowledged write: the master until a poll that began
+    /// after the latest one has finished, then a replica at or past the offset it saw.
+    pub fn acknowledged_need(&self) -> ReadNeed {
+        match self.acknowledged_seq.load(Ordering::Acquire) {
+            0 => ReadNeed::Any,
+            seq => self
+                .offset_after(seq)
+                .map_or(ReadNeed::Master, ReadNeed::Offset),
+        }
+    }
+
     /// The offset seen by poll `seq` or a later one, once one has finished.
     pub fn offset_after(&self, seq: u64) -> Option<u64> {
         (self.done_seq.load(Ordering::Acquire) >= seq)
@@ -51,6 +72,20 @@ pub enum ReadNeed {
     Offset(u64),
     /// Only the master has the client's writes for sure.
     Master,
+}
+
+impl ReadNeed {
+    /// The stricter of two needs.
+    pub fn and(self, other: ReadNeed) -> ReadNeed {
+        match (self, other) {
+            (ReadNeed::Master, _) | (_, ReadNeed::Master) => ReadNeed::Master,
+            (ReadNeed::Offset(a), ReadNeed::Offset(b)) => ReadNeed::Offset(a.max(b)),
+            (ReadNeed::Offset(o), ReadNeed::Any) | (ReadNeed::Any, ReadNeed::Offset(o)) => {
+                ReadNeed::Offset(o)
+            }
+            (ReadNeed::Any, ReadNeed::Any) => ReadNeed::Any,
+        }
+    }
 }
 
 /// One session's read-your-writes state.
@@ -128,6 +163,28 @@ mod tests {
         clock.complete(later, 150);
         assert_eq!(rw.need(&clock), ReadNeed::Offset(150));
         assert_eq!(rw.need(&clock), ReadNeed::Offset(150));
+    }
+
+    #[test]
+    fn another_clients_acknowledged_write_holds_every_read_to_it() {
+        let clock = ReplicationClock::default();
+        assert_eq!(clock.acknowledged_need(), ReadNeed::Any);
+        let early = clock.begin();
+        clock.acknowledged();
+        clock.complete(early, 100);
+        assert_eq!(
+            clock.acknowledged_need(),
+            ReadNeed::Master,
+            "an earlier poll proves nothing"
+        );
+        let later = clock.begin();
+        clock.complete(later, 150);
+        assert_eq!(clock.acknowledged_need(), ReadNeed::Offset(150));
+        assert_eq!(
+            ReadNeed::Offset(150).and(ReadNeed::Offset(90)),
+            ReadNeed::Offset(150)
+        );
+        assert_eq!(ReadNeed::Any.and(ReadNeed::Master), ReadNeed::Master);
     }
 
     #[test]

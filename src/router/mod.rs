@@ -10,6 +10,7 @@
 )]
 
 pub mod consistency;
+pub mod scan;
 pub mod server;
 pub mod slot;
 pub mod slotmap;

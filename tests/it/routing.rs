@@ -238,8 +238,9 @@ async fn select_gives_each_client_its_own_database() {
             "-ERR value is not an integer or out of range"
         ]
     );
-    // Another client in database 2 reads what the first wrote there (from the replica: reads
-    // keep going to replicas in any database), and database 2 really is the server's.
+    // Another client in database 2 reads what the first wrote there (from the replica once it
+    // has the write: reads go to replicas in any database), and database 2 really is the
+    // server's.
     let mut c = proxy.client().await;
     let () = redis::cmd("SELECT")
         .arg(2)
@@ -248,8 +249,9 @@ async fn select_gives_each_client_its_own_database() {
         .unwrap();
     eventually!(
         Duration::from_secs(5),
-        c.get::<_, Option<String>>("k").await.unwrap().as_deref() == Some("two"),
-        "database 2 has k = two"
+        c.get::<_, Option<String>>("k").await.unwrap().as_deref() == Some("two")
+            && replica.commandstats("get").await >= 1,
+        "database 2 has k = two, read from the replica"
     );
     let mut direct = master.client().await;
     let () = redis::cmd("SELECT")
