@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use haproxy_rs::config::ReadPolicy;
+use haproxy_rs::config::{ReadConsistency, ReadPolicy};
 use redis::aio::MultiplexedConnection;
 
 use crate::eventually;
@@ -154,4 +154,33 @@ async fn a_scan_across_a_planned_failover_returns_every_key() {
         KEYS,
         "every key present for the whole iteration"
     );
+}
+
+/// Item 6: what a client sent the master that is not read-only counts as a write for its reads,
+/// `FUNCTION LOAD` included: `FCALL_RO` in the same pipeline
+/// finds the function.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_function_load_sees_the_function() {
+    let topo = Topology::builder().replicas(1).sentinels(1).start().await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| c.routing.read_consistency = ReadConsistency::ReadYourWrites)
+        .start(1)
+        .await;
+    let mut c = proxy.client().await;
+    for i in 0..30 {
+        let lib = format!(
+            "#!lua name=lib{i}\nredis.register_function{{function_name='f{i}', callback=function() return {i} end, flags={{'no-writes'}}}}"
+        );
+        let (name, got): (String, i64) = redis::pipe()
+            .cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(&lib)
+            .cmd("FCALL_RO")
+            .arg(format!("f{i}"))
+            .arg(0)
+            .query_async(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("library {i}: {e}"));
+        assert_eq!((name, got), (format!("lib{i}"), i));
+    }
 }
