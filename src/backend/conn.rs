@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::busy::BusyProbe;
 use super::{connect_stream, BackendError, ConnSettings};
 use crate::resp::{encode_command, is_error_reply, ReplyScanner};
 use crate::stats::BackendStats;
@@ -156,7 +157,7 @@ pub(crate) async fn run_conn(
                 backoff = MIN_BACKOFF;
                 stats.connection_opened();
                 tracing::debug!(backend.addr = %addr, "backend connection up");
-                let result = serve(stream, &mut rx, &settings, &stats, &token).await;
+                let result = serve(&addr, stream, &mut rx, &settings, &stats, &token).await;
                 stats.connection_closed();
                 match result {
                     Ok(Ended::Shutdown) => break,
@@ -273,6 +274,7 @@ enum Ended {
 /// Serves one live connection. Reading, writing and taking new requests run concurrently in one
 /// select loop (`read_buf` and `write_buf` are cancel-safe), so a slow reply never stops writes.
 async fn serve(
+    addr: &Arc<str>,
     stream: Stream,
     rx: &mut mpsc::Receiver<Dispatch>,
     settings: &ConnSettings,
@@ -288,6 +290,7 @@ async fn serve(
     let mut batch = Vec::with_capacity(128);
     let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut busy = BusyProbe::default();
     let result = loop {
         let can_take = wbuf.len() < MAX_WRITE_BUF && in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
@@ -333,7 +336,9 @@ async fn serve(
                 }
             }
             _ = tick.tick() => {
-                if in_flight.front().is_some_and(|f| f.sent.elapsed() > settings.command_timeout) {
+                if in_flight.front().is_some_and(|f| f.sent.elapsed() > settings.command_timeout)
+                    && !busy.keep_waiting(addr, settings)
+                {
                     break Err(BackendError::Timeout);
                 }
             }

@@ -9,6 +9,7 @@
     )
 )]
 
+mod busy;
 pub mod conn;
 pub mod control;
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
-use super::every_server::to_every_server;
+use super::every_server::{fanout, Fanout};
 use super::pinned::{PinState, PinWait};
 use super::queue::{Batch, Pending, ReplyQueue, ScanBatch, Target};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
@@ -171,6 +171,20 @@ impl Dispatcher {
             .take()
             .unwrap_or_else(|| self.ctx.table.load_full());
         let in_multi = self.in_multi();
+        let req = match fanout(info) {
+            // The kill commands from either endpoint; CONFIG SET from the main one.
+            Some(how)
+                if self.pin.is_none()
+                    && (how == Fanout::Own
+                        || matches!(class, Class::Write) && self.endpoint == Endpoint::Main) =>
+            {
+                match self.every_server(req, &table, how).await {
+                    Ok(()) => return,
+                    Err(req) => req,
+                }
+            }
+            _ => req,
+        };
         let write = match class {
             Class::Read => false,
             Class::Write => true,
@@ -218,14 +232,6 @@ impl Dispatcher {
             self.table = Some(table);
             return;
         }
-        let req = if write && self.endpoint == Endpoint::Main && to_every_server(info) {
-            match self.every_server(req, &table).await {
-                Ok(()) => return,
-                Err(req) => req,
-            }
-        } else {
-            req
-        };
         if !write {
             if let Some(call) = scan_call(info, &req) {
                 return self.scan(call, req, &table).await;

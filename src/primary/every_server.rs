@@ -1,19 +1,36 @@
-//! `CONFIG SET` through the main endpoint goes to every server of the topology, the master and
-//! each replica, so the replicas that serve reads behave like the master (encodings,
-//! `notify-keyspace-events`, `busy-reply-threshold`, ...); the client gets one reply.
+//! Commands that go to every server of the topology, the master and each replica, with one
+//! reply: `CONFIG SET` through the main endpoint, so the replicas that serve reads behave like the
+//! master (encodings, `notify-keyspace-events`, `busy-reply-threshold`, ...); `SCRIPT KILL` and
+//! `FUNCTION KILL`, on connections of their own (the shared ones may wait behind the very
+//! script), since a script may run on the master or on a replica (`EVAL_RO`, `FCALL_RO`).
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::dispatcher::Dispatcher;
 use super::queue::{Batch, Pending};
-use crate::backend::{BackendError, BatchReply, Dispatch};
-use crate::resp::{error_reply, is_error_reply, status_reply, CommandInfo, Request};
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError, BackendSet, BatchReply, ControlConn, Dispatch};
+use crate::resp::{error_reply, is_error_reply, status_reply, CommandInfo, Request, Value};
 use crate::router::RoutingTable;
 
-/// Whether `info` is a command that must reach every server.
-pub(super) fn to_every_server(info: Option<&CommandInfo>) -> bool {
-    info.is_some_and(|i| i.name == "config|set")
+/// How a command reaches every server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fanout {
+    /// On the client's shared connections, in order with its other requests (`CONFIG SET`).
+    Shared,
+    /// On a new connection to each server, which a busy one still answers (`SCRIPT KILL`).
+    Own,
+}
+
+/// Whether `info` is a command that must reach every server, and how.
+pub(super) fn fanout(info: Option<&CommandInfo>) -> Option<Fanout> {
+    match info?.name.as_str() {
+        "config|set" => Some(Fanout::Shared),
+        "script|kill" | "function|kill" => Some(Fanout::Own),
+        _ => None,
+    }
 }
 
 impl Dispatcher {
@@ -24,6 +41,7 @@ impl Dispatcher {
         &mut self,
         req: Request,
         table: &RoutingTable,
+        how: Fanout,
     ) -> Result<(), Request> {
         let Some(master) = table
             .master
@@ -34,6 +52,10 @@ impl Dispatcher {
             return Err(req);
         };
         self.flush().await;
+        let args: Vec<Bytes> = match how {
+            Fanout::Own => req.args().map(Bytes::copy_from_slice).collect(),
+            Fanout::Shared => Vec::new(),
+        };
         let raw = req.into_raw();
         let mut servers = vec![master.clone()];
         servers.extend(
@@ -42,6 +64,27 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|r| self.ctx.backends.resolve(r)),
         );
+        let rx = match how {
+            Fanout::Shared => self.on_shared(&servers, &raw).await,
+            Fanout::Own => on_own(&servers, args, &self.ctx.backends),
+        };
+        let batch = Batch::single(raw, u32::from(how == Fanout::Shared), self.db());
+        self.queue.push_back(Pending::Waiting {
+            rx,
+            batch,
+            backend: master,
+        });
+        Ok(())
+    }
+}
+
+impl Dispatcher {
+    /// Sends `raw` to each of `servers` on this client's shared connections; the combined reply.
+    async fn on_shared(
+        &mut self,
+        servers: &[Arc<Backend>],
+        raw: &Bytes,
+    ) -> oneshot::Receiver<BatchReply> {
         let mut parts = Vec::with_capacity(servers.len());
         for backend in servers {
             let (dispatch, rx) = Dispatch::new(raw.clone(), 1, false);
@@ -67,20 +110,62 @@ impl Dispatcher {
                 };
                 replies.push((addr, reply));
             }
-            let _ = tx.send(BatchReply {
-                frames: vec![combine(&replies)],
-                error: None,
-                confirmed: None,
-            });
+            let _ = tx.send(one_reply(combine(&replies)));
         });
-        let batch = Batch::single(raw, 1, self.db());
-        self.queue.push_back(Pending::Waiting {
-            rx,
-            batch,
-            backend: master,
-        });
-        Ok(())
+        rx
     }
+}
+
+/// Sends `args` to each of `servers` on a new connection of its own, all at once; the combined
+/// reply, as Redis words it for the kill commands.
+fn on_own(
+    servers: &[Arc<Backend>],
+    args: Vec<Bytes>,
+    backends: &BackendSet,
+) -> oneshot::Receiver<BatchReply> {
+    let (tx, rx) = oneshot::channel();
+    let addrs: Vec<String> = servers.iter().map(|b| b.addr().to_string()).collect();
+    let (creds, timeout) = (backends.credentials().clone(), backends.connect_timeout());
+    tokio::spawn(async move {
+        let calls = addrs.iter().map(|addr| {
+            let (creds, args) = (&creds, &args);
+            async move {
+                let mut conn = ControlConn::connect(addr, creds, timeout).await?;
+                conn.call(args).await
+            }
+        });
+        let replies: Vec<Bytes> = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(Value::Status(s)) => status_reply(&String::from_utf8_lossy(&s)),
+                Ok(Value::Error(e)) => error_reply(&String::from_utf8_lossy(&e)),
+                Ok(_) => error_reply("ERR haproxy-rs: an unexpected reply"),
+                Err(e) => no_reply(Some(e)),
+            })
+            .collect();
+        let _ = tx.send(one_reply(kill_combine(&replies)));
+    });
+    rx
+}
+
+fn one_reply(frame: Bytes) -> BatchReply {
+    BatchReply {
+        frames: vec![frame],
+        error: None,
+        confirmed: None,
+    }
+}
+
+/// `SCRIPT KILL`/`FUNCTION KILL` on every server: `+OK` if one killed its script, else an
+/// `UNKILLABLE` (a script that wrote), else `NOTBUSY` (none ran), else the first error.
+fn kill_combine(replies: &[Bytes]) -> Bytes {
+    let starts = |p: &[u8]| replies.iter().find(|r| r.starts_with(p)).cloned();
+    starts(b"+OK")
+        .or_else(|| starts(b"-UNKILLABLE"))
+        .or_else(|| starts(b"-NOTBUSY"))
+        .or_else(|| replies.first().cloned())
+        .unwrap_or_else(|| error_reply("ERR haproxy-rs: no server to send it to"))
 }
 
 fn no_reply(error: Option<BackendError>) -> Bytes {

@@ -172,6 +172,17 @@ async fn check_once(
     let seq = of_master.map(|f| (f, f.clock.begin()));
     let text = match c.call(&["INFO", "replication"]).await {
         Ok(Value::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
+        // Busy running a script: alive, and what was seen before still holds.
+        Ok(Value::Error(e)) if e.starts_with(b"BUSY") => {
+            tracing::debug!(backend.addr = backend.addr(), "health check: server busy");
+            let health = backend.health();
+            return Some(ReplicationInfo {
+                role: health.role(),
+                offset: health.offset(),
+                link_up: true,
+                last_io_secs: 0,
+            });
+        }
         Ok(other) => {
             tracing::debug!(backend.addr = backend.addr(), reply = ?other, "health check refused");
             backend.health().set_unreachable();

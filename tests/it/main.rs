@@ -5,6 +5,7 @@
 mod admin;
 mod backend_auth;
 mod bench;
+mod busy;
 mod clients;
 mod cluster_mode;
 mod compose;

@@ -278,7 +278,7 @@ async fn backends_in_metrics(addr: std::net::SocketAddr) -> BTreeSet<String> {
 }
 
 /// Backend `backend` in `/stats.json` (`Null` when it is not listed).
-async fn backend_json(addr: std::net::SocketAddr, backend: &str) -> serde_json::Value {
+pub(crate) async fn backend_json(addr: std::net::SocketAddr, backend: &str) -> serde_json::Value {
     let v = stats_json(addr).await;
     let backends = v["backends"].as_array().cloned().unwrap_or_default();
     backends
