@@ -287,6 +287,11 @@ impl ClientAuth {
         !self.required || self.user.is_some()
     }
 
+    /// The user the client is, as `CLIENT LIST` names it (`default` until it authenticates).
+    pub fn user_name(&self) -> &str {
+        self.user.as_ref().map_or("default", |u| u.name())
+    }
+
     /// The client authenticated as `user` (a failed `AUTH` changes nothing, as in Redis).
     pub fn login(&mut self, user: Arc<User>) {
         self.user = Some(user);

@@ -21,6 +21,7 @@ use crate::backend::Protocol;
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::client::client_state::ClientState;
+use crate::client::registry::ClientEntry;
 use crate::client::reply::{input_error, Close};
 use crate::client::{local, ProxyContext};
 use crate::resp::{
@@ -56,8 +57,12 @@ fn queued_in_multi(class: &Class) -> bool {
 pub struct Session {
     ctx: Arc<ProxyContext>,
     stats: Arc<ListenerStats>,
-    /// The client's connection as `CLIENT INFO` shows it (and its id, `HELLO`'s).
+    /// The client's name and id (`CLIENT GETNAME`, `HELLO`).
     client: ClientState,
+    /// The client as the others see it (`CLIENT LIST`), kept current here.
+    entry: Arc<ClientEntry>,
+    /// Commands queued in the transaction so far (`CLIENT LIST`'s `multi=`).
+    queued_in_tx: usize,
     /// RESP2 until the client says `HELLO 3`.
     protocol: Protocol,
     /// Who the client authenticated as.
@@ -111,6 +116,8 @@ impl Session {
     ) -> Session {
         Session {
             auth: ClientAuth::new(&ctx.security),
+            entry: ctx.clients.register(id),
+            queued_in_tx: 0,
             ctx,
             stats,
             client: ClientState::new(id),
@@ -129,9 +136,13 @@ impl Session {
         shutdown: CancellationToken,
         worker: usize,
     ) {
-        self.client.peer = stream.peer_addr().ok();
-        self.client.local = stream.local_addr().ok();
-        self.dispatch.attach(worker, self.client.local);
+        let local = stream.local_addr().ok();
+        {
+            let mut state = self.entry.state();
+            state.peer = stream.peer_addr().ok();
+            state.local = local;
+        }
+        self.dispatch.attach(worker, local);
         let (rd, wr) = stream.into_split();
         let mut io = Io {
             rd,
@@ -161,13 +172,14 @@ impl Session {
         if self.dispatch.send_deferred().await {
             return Step::Go;
         }
+        self.publish(None);
         if let Err(e) = io.backlog.write_now(&io.wr, &mut io.out) {
             tracing::debug!(error = %e, "client write failed");
             return Step::End;
         }
         if self.dispatch.is_idle() {
             if let Some(first) = self.subscribe.take() {
-                return self.subscriber_mode(io, first, shutdown).await;
+                return self.subscriber_mode(io, first).await;
             }
         }
         if self.closing && self.dispatch.is_idle() && io.out.is_empty() {
@@ -243,19 +255,24 @@ impl Session {
     }
 
     /// Subscriber (or monitor) mode, from `first`, until the client leaves it.
-    async fn subscriber_mode(
-        &mut self,
-        io: &mut Io,
-        first: Request,
-        shutdown: &CancellationToken,
-    ) -> Step {
+    async fn subscriber_mode(&mut self, io: &mut Io, first: Request) -> Step {
         let locator = self.dispatch.locator();
+        let entry = self.entry.clone();
+        {
+            let mut state = entry.state();
+            if first.name().eq_ignore_ascii_case(b"monitor") {
+                state.monitor = true;
+            } else {
+                state.subscribed = Some([0; 3]);
+            }
+        }
         let parts = crate::pubsub::SessionParts {
             ctx: &self.ctx,
             stats: &self.stats,
             auth: &mut self.auth,
             protocol: self.protocol,
             locator: locator.as_ref(),
+            entry: &entry,
         };
         let client = crate::pubsub::ClientIo {
             rd: &mut io.rd,
@@ -265,7 +282,14 @@ impl Session {
             parser: &mut io.parser,
             backlog: &mut io.backlog,
         };
-        match crate::pubsub::serve(parts, client, first, shutdown).await {
+        // The entry's token: the proxy's shutdown, or this client killed.
+        let exit = crate::pubsub::serve(parts, client, first, entry.killed()).await;
+        {
+            let mut state = entry.state();
+            state.monitor = false;
+            state.subscribed = None;
+        }
+        match exit {
             crate::pubsub::Exit::Close => return Step::End,
             crate::pubsub::Exit::Reset => self.reset().await,
             crate::pubsub::Exit::Unsubscribed => {}
@@ -322,6 +346,8 @@ impl Session {
     /// One request: what is the client's own is answered here, the rest is dispatched.
     async fn handle(&mut self, req: Request, commands: &CommandTable) {
         self.stats.command();
+        let info = commands.lookup(&req);
+        self.publish(Some(info.map_or("NULL", |i| i.name.as_str())));
         if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
             // A refused command spoils a transaction being queued, as in Redis.
             if is_error_reply(&refused) {
@@ -330,10 +356,10 @@ impl Session {
             return self.dispatch.push_ready(refused).await;
         }
         self.ctx.scripts.observe(&req);
-        let info = commands.lookup(&req);
         let class = self.dispatch.classify(info, &req);
         let in_multi = self.dispatch.in_multi();
         if in_multi && queued_in_multi(&class) {
+            self.queued_in_tx += 1;
             return dispatch_command!(self.dispatch, req, info, class, commands);
         }
         let reply = match class {
@@ -378,11 +404,34 @@ impl Session {
                 return;
             }
             Class::Conn(cmd) => {
-                let db = self.dispatch.db();
-                self.client.answer(cmd, &req, db, self.protocol, in_multi)
+                self.client
+                    .answer(cmd, &req, self.protocol, &self.ctx.clients, &self.entry)
             }
         };
         self.dispatch.push_ready(reply).await;
+    }
+
+    /// Brings the client's entry up to date (`cmd`: the command just received, by its full
+    /// name).
+    fn publish(&mut self, cmd: Option<&str>) {
+        let in_multi = self.dispatch.in_multi();
+        if !in_multi {
+            self.queued_in_tx = 0;
+        }
+        let mut s = self.entry.state();
+        if let Some(cmd) = cmd {
+            s.cmd.clear();
+            s.cmd.push_str(cmd);
+            s.last = std::time::Instant::now();
+        }
+        s.db = self.dispatch.db();
+        s.multi = in_multi.then_some(self.queued_in_tx);
+        s.blocked = self.dispatch.blocked();
+        s.resp3 = self.protocol == Protocol::Resp3;
+        if s.user != self.auth.user_name() {
+            s.user = self.auth.user_name().to_string();
+        }
+        s.name.clone_from(&self.client.name);
     }
 
     fn set_protocol(&mut self, protocol: Protocol) {
@@ -397,5 +446,12 @@ impl Session {
         self.set_protocol(Protocol::Resp2);
         self.client.name = None;
         self.auth.reset(&self.ctx.security);
+    }
+}
+
+impl Drop for Session {
+    /// However the session ends (or is dropped with its thread), its client leaves the registry.
+    fn drop(&mut self) {
+        self.ctx.clients.remove(self.client.id);
     }
 }

@@ -67,6 +67,8 @@ pub enum ConnCmd {
     Id,
     /// `CLIENT INFO`.
     Info,
+    /// `CLIENT LIST`: the proxy's clients.
+    List,
     /// `CLIENT NO-EVICT`/`NO-TOUCH on|off`: accepted (they would apply to a shared connection).
     Accepted,
     /// `RESET`.
@@ -201,6 +203,7 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|getname" => Class::Conn(ConnCmd::GetName),
         "client|id" => Class::Conn(ConnCmd::Id),
         "client|info" => Class::Conn(ConnCmd::Info),
+        "client|list" => Class::Conn(ConnCmd::List),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
         // A shared connection may be waiting behind the very script to kill: a connection of

@@ -5,6 +5,7 @@
 mod admin;
 mod backend_auth;
 mod bench;
+mod client_commands;
 mod clients;
 mod cluster_mode;
 mod compose;
