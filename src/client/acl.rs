@@ -202,6 +202,12 @@ impl Security {
             .filter(|_| self.mode() == AuthMode::Backend)
     }
 
+    /// Whether a user of this name exists, as `CLIENT KILL USER` asks: `default`, an `[auth]`
+    /// user, or (backend mode) any name, the server's ACL being the judge of those.
+    pub fn knows_user(&self, name: &str) -> bool {
+        name == "default" || self.backend().is_some() || self.users.iter().any(|u| u.name == name)
+    }
+
     /// Whether clients must authenticate before anything else.
     pub fn auth_required(&self) -> bool {
         matches!(self.mode(), AuthMode::Proxy | AuthMode::Backend)

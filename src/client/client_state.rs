@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 
-use super::registry::{list_filter, ClientEntry, Clients};
+use super::acl::Security;
+use super::registry::{list_filter, ClientEntry, Clients, Kill};
 use crate::backend::Protocol;
 use crate::resp::{
     bulk_reply, error_reply, int_reply, nil_reply, null_reply, status_reply, Request,
@@ -78,8 +79,30 @@ impl ClientState {
                 Some(a) if req.argc() == 3 && (a == b"on" || a == b"off") => status_reply("OK"),
                 _ => error_reply("ERR syntax error"),
             },
+            // The session's own (they end sessions): see `kill` for KILL.
             ConnCmd::Reset => status_reply("RESET"),
+            ConnCmd::Kill => error_reply("ERR syntax error"),
         }
+    }
+
+    /// `CLIENT KILL ...` from this client: the reply, and whether this client was killed too (it
+    /// is closed once the reply is out, as Redis does).
+    pub fn kill(&self, req: &Request, clients: &Clients, security: &Security) -> (Bytes, bool) {
+        if req.argc() < 3 {
+            return (arity("client|kill"), false);
+        }
+        let args: Vec<&[u8]> = req.args().skip(2).collect();
+        let kill = match Kill::parse(&args, |u| security.knows_user(u)) {
+            Ok(k) => k,
+            Err(e) => return (error_reply(&e), false),
+        };
+        let (killed, me) = clients.kill(&kill, self.id);
+        let reply = match (kill.old_form, killed) {
+            (true, 0) => error_reply("ERR No such client"),
+            (true, _) => status_reply("OK"),
+            (false, n) => int_reply(i64::try_from(n).unwrap_or(i64::MAX)),
+        };
+        (reply, me)
     }
 }
 

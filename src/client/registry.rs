@@ -277,6 +277,28 @@ impl Clients {
         all.into_iter().filter(|e| filter.matches(e)).collect()
     }
 
+    /// Kills the clients `kill` names, on behalf of client `me`: their sessions end at once,
+    /// their replies still owed dropped, as Redis frees a client. Returns how many were killed and
+    /// whether `me` was among them (it gets its reply, then is closed).
+    pub fn kill(&self, kill: &Kill, me: u64) -> (usize, bool) {
+        let (mut killed, mut me_too) = (0, false);
+        for e in self.matching(&kill.filter) {
+            if e.id == me {
+                if kill.skip_me {
+                    continue;
+                }
+                me_too = true;
+            } else {
+                // Out of the registry now, as Redis's `freeClient`: a `CLIENT LIST` right after
+                // no longer shows it.
+                self.remove(e.id);
+                e.killed.cancel();
+            }
+            killed += 1;
+        }
+        (killed, me_too)
+    }
+
     /// `CLIENT LIST`'s text for the clients `filter` names.
     pub fn list(&self, filter: &Filter) -> String {
         let mut out = String::new();
@@ -284,6 +306,70 @@ impl Clients {
             e.line(&mut out);
         }
         out
+    }
+}
+
+/// A parsed `CLIENT KILL`.
+#[derive(Debug, Clone)]
+pub struct Kill {
+    /// Which clients.
+    pub filter: Filter,
+    /// The client that sent it is spared (`SKIPME yes`, the new form's default).
+    pub skip_me: bool,
+    /// The old form, `CLIENT KILL addr:port`: `+OK` or `-ERR No such client` instead of a count.
+    pub old_form: bool,
+}
+
+impl Kill {
+    /// Parses the arguments after `CLIENT KILL` as Redis 7.0 does (plus Redis 7.4's `MAXAGE`);
+    /// `known_user` says whether a `USER` exists.
+    ///
+    /// # Errors
+    /// Redis's words for what is wrong.
+    pub fn parse(args: &[&[u8]], known_user: impl Fn(&str) -> bool) -> Result<Kill, String> {
+        let syntax = || "ERR syntax error".to_string();
+        if let [addr] = args {
+            return Ok(Kill {
+                filter: Filter {
+                    addr: Some(String::from_utf8_lossy(addr).into_owned()),
+                    ..Filter::default()
+                },
+                skip_me: false,
+                old_form: true,
+            });
+        }
+        let mut kill = Kill {
+            filter: Filter::default(),
+            skip_me: true,
+            old_form: false,
+        };
+        let f = &mut kill.filter;
+        for pair in args.chunks(2) {
+            let [opt, value] = pair else {
+                return Err(syntax());
+            };
+            let text = || String::from_utf8_lossy(value).into_owned();
+            match &opt.to_ascii_lowercase()[..] {
+                b"id" => match parse_i64(value) {
+                    Some(id) if id > 0 => f.ids = Some(vec![id.unsigned_abs()]),
+                    _ => return Err("ERR client-id should be greater than 0".to_string()),
+                },
+                b"type" => f.kind = Some(ClientType::parse(value)?),
+                b"addr" => f.addr = Some(text()),
+                b"laddr" => f.laddr = Some(text()),
+                b"user" if known_user(&text()) => f.user = Some(text()),
+                b"user" => return Err(format!("ERR No such user '{}'", text())),
+                b"skipme" if value.eq_ignore_ascii_case(b"yes") => kill.skip_me = true,
+                b"skipme" if value.eq_ignore_ascii_case(b"no") => kill.skip_me = false,
+                b"maxage" => match parse_i64(value) {
+                    Some(age) if age > 0 => f.max_age = Some(age.unsigned_abs()),
+                    Some(_) => return Err("ERR maxage should be greater than 0".to_string()),
+                    None => return Err("ERR value is not an integer or out of range".to_string()),
+                },
+                _ => return Err(syntax()),
+            }
+        }
+        Ok(kill)
     }
 }
 
@@ -371,5 +457,37 @@ mod tests {
         assert_eq!(err("type normal id 1"), "ERR syntax error");
         let f = list_filter(args("ID 3 -1 0").into_iter()).unwrap();
         assert_eq!(f.ids, Some(vec![3, 0, 0]));
+    }
+
+    #[test]
+    fn kill_arguments_are_parsed_as_redis_does() {
+        let parse = |s: &str| Kill::parse(&args(s), |u| u == "default");
+        let err = |s: &str| parse(s).unwrap_err();
+        assert_eq!(err("id 0"), "ERR client-id should be greater than 0");
+        assert_eq!(err("id x"), "ERR client-id should be greater than 0");
+        assert_eq!(err("foo bar"), "ERR syntax error");
+        assert_eq!(err("id 1 type"), "ERR syntax error");
+        assert_eq!(err("skipme maybe"), "ERR syntax error");
+        assert_eq!(err("type foo"), "ERR Unknown client type 'foo'");
+        assert_eq!(err("user nobody"), "ERR No such user 'nobody'");
+        assert_eq!(err("maxage 0"), "ERR maxage should be greater than 0");
+        let old = parse("1.2.3.4:5").unwrap();
+        assert!(old.old_form && !old.skip_me);
+        assert_eq!(old.filter.addr.as_deref(), Some("1.2.3.4:5"));
+        let new = parse("ID 4 SKIPME no USER default").unwrap();
+        assert!(!new.old_form && !new.skip_me);
+        assert_eq!(new.filter.ids, Some(vec![4]));
+    }
+
+    #[test]
+    fn a_killed_client_leaves_the_registry_and_its_token_is_cancelled() {
+        let clients = Clients::new(CancellationToken::new());
+        let (a, b) = (clients.register(1), clients.register(2));
+        let all = Kill::parse(&args("TYPE normal"), |_| true).unwrap();
+        assert_eq!(clients.kill(&all, 1), (1, false));
+        assert!(b.killed().is_cancelled() && !a.killed().is_cancelled());
+        assert_eq!(clients.len(), 1);
+        let me = Kill::parse(&args("ID 1 SKIPME no"), |_| true).unwrap();
+        assert_eq!(clients.kill(&me, 1), (1, true));
     }
 }

@@ -104,6 +104,8 @@ enum Event {
     /// Chosen to bring the replies of all clients under `max_output_bytes_total`.
     Evicted,
     Shutdown,
+    /// `CLIENT KILL` from another client: the session ends at once.
+    Killed,
 }
 
 impl Session {
@@ -209,6 +211,10 @@ impl Session {
             _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
             _ = io.backlog.evicted() => Event::Evicted,
             _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
+            // The entry's token is a child of `shutdown`: cancelled by either.
+            _ = self.entry.killed().cancelled(), if !shutdown.is_cancelled() => {
+                if shutdown.is_cancelled() { Event::Shutdown } else { Event::Killed }
+            }
         }
     }
 
@@ -246,6 +252,10 @@ impl Session {
                 return Step::End;
             }
             Event::Evicted => return Step::End,
+            Event::Killed => {
+                tracing::debug!("client killed (CLIENT KILL)");
+                return Step::End;
+            }
             Event::Shutdown => {
                 self.close_input();
                 self.dispatch.shutdown().await;
@@ -402,6 +412,15 @@ impl Session {
                 self.dispatch.flush().await;
                 self.subscribe = Some(req);
                 return;
+            }
+            Class::Conn(ConnCmd::Kill) => {
+                let (reply, me) = self
+                    .client
+                    .kill(&req, &self.ctx.clients, &self.ctx.security);
+                if me {
+                    self.close_input();
+                }
+                reply
             }
             Class::Conn(cmd) => {
                 self.client

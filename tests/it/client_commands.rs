@@ -48,6 +48,38 @@ async fn id_of(s: &mut TcpStream) -> String {
         .to_string()
 }
 
+/// Two tests of `check`, `<name>::sentinel_mode` and `<name>::cluster_mode`.
+macro_rules! in_both_modes {
+    ($name:ident, $check:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sentinel_mode() {
+                let (_topo, proxy) = super::sentinel_proxy().await;
+                super::$check(&proxy).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster_mode() {
+                let (_cluster, proxy) = super::cluster_proxy().await;
+                super::$check(&proxy).await;
+            }
+        }
+    };
+}
+/// A proxy in front of a Sentinel-managed master with one replica.
+async fn sentinel_proxy() -> (Topology, TestProxy) {
+    let topo = Topology::builder().replicas(1).sentinels(1).start().await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(1).await;
+    (topo, proxy)
+}
+
+/// A cluster-mode proxy in front of three masters.
+async fn cluster_proxy() -> (Cluster, TestProxy) {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    (cluster, proxy)
+}
+
 async fn connect(proxy: &TestProxy) -> TcpStream {
     TcpStream::connect(proxy.addr()).await.unwrap()
 }
@@ -115,16 +147,114 @@ async fn lists_the_proxys_clients(proxy: &TestProxy) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_list_and_info_show_the_proxys_clients_in_sentinel_mode() {
-    let topo = Topology::builder().replicas(1).sentinels(1).start().await;
-    let proxy = ProxyBuilder::sentinel(&topo).start(1).await;
-    lists_the_proxys_clients(&proxy).await;
+in_both_modes!(
+    client_list_and_info_show_the_proxys_clients,
+    lists_the_proxys_clients
+);
+
+/// `s` is closed by the proxy (soon), with nothing more to read.
+async fn closed(s: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_list_and_info_show_the_proxys_clients_in_cluster_mode() {
-    let cluster = Cluster::start(3, 0).await;
-    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
-    lists_the_proxys_clients(&proxy).await;
+/// `CLIENT KILL` by `ID`, `ADDR`, `LADDR`, `USER`, `TYPE`, `SKIPME`, `MAXAGE` and the old form
+/// ends the proxy's sessions, a blocked one among them.
+async fn kills_the_proxys_clients(proxy: &TestProxy) {
+    let mut me = connect(proxy).await;
+    let mut a = connect(proxy).await;
+    let ida = id_of(&mut a).await;
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "ID", &ida]]).await,
+        [":1"]
+    );
+    assert!(closed(&mut a).await, "killed by id");
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "ID", &ida]]).await,
+        [":0"]
+    );
+    assert_eq!(list(&mut me, &[]).await.len(), 1);
+
+    // The old form: +OK, or Redis's error.
+    let mut b = connect(proxy).await;
+    id_of(&mut b).await;
+    let addr = b.local_addr().unwrap().to_string();
+    assert_eq!(send(&mut me, &[&["CLIENT", "KILL", &addr]]).await, ["+OK"]);
+    assert!(closed(&mut b).await, "killed by the old form");
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", &addr]]).await,
+        ["-ERR No such client"]
+    );
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "ID", "0"]]).await,
+        ["-ERR client-id should be greater than 0"]
+    );
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "USER", "nobody"]]).await,
+        ["-ERR No such user 'nobody'"]
+    );
+
+    // A subscriber by TYPE, a blocked client by ADDR.
+    let mut sub = connect(proxy).await;
+    send(&mut sub, &[&["SUBSCRIBE", "news"]]).await;
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "TYPE", "pubsub"]]).await,
+        [":1"]
+    );
+    assert!(closed(&mut sub).await, "killed by type");
+    let mut blocked = connect(proxy).await;
+    let idb = id_of(&mut blocked).await;
+    use tokio::io::AsyncWriteExt;
+    blocked
+        .write_all(&haproxy_rs::resp::encode_command(&[
+            "BLPOP", "{q}kill", "0",
+        ]))
+        .await
+        .unwrap();
+    crate::eventually!(
+        std::time::Duration::from_secs(5),
+        field(&list(&mut me, &["ID", &idb]).await[0], "flags") == "b"
+    );
+    let addr = blocked.local_addr().unwrap().to_string();
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "ADDR", &addr]]).await,
+        [":1"]
+    );
+    assert!(closed(&mut blocked).await, "a blocked client killed");
+
+    // LADDR and USER, sparing the sender (SKIPME yes by default); MAXAGE names older ones only.
+    let mut c = connect(proxy).await;
+    let mut d = connect(proxy).await;
+    id_of(&mut c).await;
+    id_of(&mut d).await;
+    let laddr = proxy.addr().to_string();
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "MAXAGE", "100000"]]).await,
+        [":0"]
+    );
+    assert_eq!(
+        send(
+            &mut me,
+            &[&["CLIENT", "KILL", "LADDR", &laddr, "USER", "default"]]
+        )
+        .await,
+        [":2"]
+    );
+    assert!(closed(&mut c).await && closed(&mut d).await);
+    // SKIPME no: the sender gets its count, then is closed.
+    let idme = id_of(&mut me).await;
+    assert_eq!(
+        send(&mut me, &[&["CLIENT", "KILL", "ID", &idme, "SKIPME", "no"]]).await,
+        [":1"]
+    );
+    assert!(closed(&mut me).await, "killed itself");
 }
+
+in_both_modes!(
+    client_kill_ends_the_proxys_sessions,
+    kills_the_proxys_clients
+);
