@@ -79,9 +79,9 @@ impl ClientState {
                 Some(a) if req.argc() == 3 && (a == b"on" || a == b"off") => status_reply("OK"),
                 _ => error_reply("ERR syntax error"),
             },
-            // The session's own (they end sessions): see `kill` for KILL.
+            // The session's own (they end sessions, or change its replies): see `kill` for KILL.
             ConnCmd::Reset => status_reply("RESET"),
-            ConnCmd::Kill => error_reply("ERR syntax error"),
+            ConnCmd::Kill | ConnCmd::Reply => error_reply("ERR syntax error"),
         }
     }
 

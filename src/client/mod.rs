@@ -23,6 +23,7 @@ pub mod output_budget;
 pub mod policy;
 pub mod registry;
 pub mod reply;
+pub mod reply_mode;
 pub mod sha256;
 
 use std::sync::Arc;

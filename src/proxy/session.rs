@@ -23,6 +23,7 @@ use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backl
 use crate::client::client_state::ClientState;
 use crate::client::registry::ClientEntry;
 use crate::client::reply::{input_error, Close};
+use crate::client::reply_mode::ReplyMode;
 use crate::client::{local, ProxyContext};
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
@@ -44,36 +45,40 @@ macro_rules! dispatch_command {
 }
 
 /// Inside `MULTI` these are queued (sent to the server, or kept by the proxy until `EXEC`), as
-/// Redis queues them: reads, writes, local answers such as `PING`, and `CLIENT` commands.
+/// Redis queues them: reads, writes, local answers such as `PING`, and `CLIENT` commands about
+/// the client's own connection (those about other clients are refused there: see
+/// `client_cmds.rs`).
 fn queued_in_multi(class: &Class) -> bool {
     match class {
         Class::Read | Class::Write | Class::Local(_) => true,
-        Class::Conn(c) => *c != ConnCmd::Reset,
+        Class::Conn(c) => *c != ConnCmd::Reset && !c.proxy_wide(),
         _ => false,
     }
 }
 
 /// One client's session.
 pub struct Session {
-    ctx: Arc<ProxyContext>,
-    stats: Arc<ListenerStats>,
+    pub(super) ctx: Arc<ProxyContext>,
+    pub(super) stats: Arc<ListenerStats>,
     /// The client's name and id (`CLIENT GETNAME`, `HELLO`).
-    client: ClientState,
+    pub(super) client: ClientState,
     /// The client as the others see it (`CLIENT LIST`), kept current here.
-    entry: Arc<ClientEntry>,
+    pub(super) entry: Arc<ClientEntry>,
     /// Commands queued in the transaction so far (`CLIENT LIST`'s `multi=`).
-    queued_in_tx: usize,
+    pub(super) queued_in_tx: usize,
+    /// `CLIENT REPLY`: the replies the client does not get.
+    pub(super) replies: ReplyMode,
     /// RESP2 until the client says `HELLO 3`.
-    protocol: Protocol,
+    pub(super) protocol: Protocol,
     /// Who the client authenticated as.
-    auth: ClientAuth,
+    pub(super) auth: ClientAuth,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
-    closing: bool,
+    pub(super) closing: bool,
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
-    subscribe: Option<Request>,
+    pub(super) subscribe: Option<Request>,
     /// Where requests go: the mode's routing, and the replies' order.
-    dispatch: Dispatcher,
+    pub(super) dispatch: Dispatcher,
 }
 
 /// The client's side of the session.
@@ -120,6 +125,7 @@ impl Session {
             auth: ClientAuth::new(&ctx.security),
             entry: ctx.clients.register(id),
             queued_in_tx: 0,
+            replies: ReplyMode::default(),
             ctx,
             stats,
             client: ClientState::new(id),
@@ -168,6 +174,7 @@ impl Session {
         }
         let unwritten = io.out.len();
         self.dispatch.collect(&mut io.out);
+        self.replies.filter(&mut io.out, unwritten);
         if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
             return Step::End;
         }
@@ -228,6 +235,7 @@ impl Session {
             Event::Progress(p) => {
                 let unwritten = io.out.len();
                 self.dispatch.advance(p, &mut io.out).await;
+                self.replies.filter(&mut io.out, unwritten);
                 if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
                     return Step::End;
                 }
@@ -308,7 +316,7 @@ impl Session {
     }
 
     /// No more requests are read; what was read is answered.
-    fn close_input(&mut self) {
+    pub(super) fn close_input(&mut self) {
         self.closing = true;
         self.dispatch.close_input();
     }
@@ -358,6 +366,11 @@ impl Session {
         self.stats.command();
         let info = commands.lookup(&req);
         self.publish(Some(info.map_or("NULL", |i| i.name.as_str())));
+        // `CLIENT REPLY OFF`/`SKIP`: this command's reply is marked to be dropped.
+        let dropped = self.replies.next_command();
+        if dropped {
+            self.replies.drop_reply(self.dispatch.queued());
+        }
         if let Some(refused) = acl::check(&self.ctx.security, &self.auth, commands, &req) {
             // A refused command spoils a transaction being queued, as in Redis.
             if is_error_reply(&refused) {
@@ -409,23 +422,18 @@ impl Session {
                 tracking_in_resp2(&req)
             }
             Class::PubSub => {
+                if dropped {
+                    // Subscriber mode writes its own confirmations.
+                    self.replies.unmark_last();
+                }
                 self.dispatch.flush().await;
                 self.subscribe = Some(req);
                 return;
             }
-            Class::Conn(ConnCmd::Kill) => {
-                let (reply, me) = self
-                    .client
-                    .kill(&req, &self.ctx.clients, &self.ctx.security);
-                if me {
-                    self.close_input();
-                }
-                reply
-            }
-            Class::Conn(cmd) => {
-                self.client
-                    .answer(cmd, &req, self.protocol, &self.ctx.clients, &self.entry)
-            }
+            Class::Conn(cmd) => match self.conn_command(cmd, &req, in_multi, dropped).await {
+                Some(reply) => reply,
+                None => return,
+            },
         };
         self.dispatch.push_ready(reply).await;
     }

@@ -71,10 +71,21 @@ pub enum ConnCmd {
     List,
     /// `CLIENT KILL`: ends sessions of the proxy's clients.
     Kill,
+    /// `CLIENT REPLY ON|OFF|SKIP`.
+    Reply,
     /// `CLIENT NO-EVICT`/`NO-TOUCH on|off`: accepted (they would apply to a shared connection).
     Accepted,
     /// `RESET`.
     Reset,
+}
+
+impl ConnCmd {
+    /// About other clients of the proxy, or the session's replies: answered by the proxy even in
+    /// a transaction's place (never queued for a server, where they would act on the proxy's
+    /// connections).
+    pub fn proxy_wide(self) -> bool {
+        matches!(self, ConnCmd::Kill | ConnCmd::Reply)
+    }
 }
 
 /// Databases a client may `SELECT` (Redis's default `databases 16`).
@@ -145,7 +156,6 @@ const CONNECTION_STATE: &[&str] = &[
     "psync",
     "readonly",
     "readwrite",
-    "client|reply",
     "client|caching",
     "client|trackinginfo",
     "client|getredir",
@@ -206,6 +216,7 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|info" => Class::Conn(ConnCmd::Info),
         "client|list" => Class::Conn(ConnCmd::List),
         "client|kill" => Class::Conn(ConnCmd::Kill),
+        "client|reply" => Class::Conn(ConnCmd::Reply),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
         // A shared connection may be waiting behind the very script to kill: a connection of

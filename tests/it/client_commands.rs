@@ -258,3 +258,55 @@ in_both_modes!(
     client_kill_ends_the_proxys_sessions,
     kills_the_proxys_clients
 );
+
+/// `CLIENT REPLY OFF|SKIP|ON` drops the replies Redis would not send, split commands' among them;
+/// inside `MULTI` it is refused (the transaction with it).
+async fn suppresses_replies(proxy: &TestProxy) {
+    let mut s = connect(proxy).await;
+    use tokio::io::AsyncWriteExt;
+    let mut bytes = Vec::new();
+    for c in [
+        &["SET", "{r}x", "1"][..],
+        &["CLIENT", "REPLY", "OFF"],
+        &["SET", "{r}y", "2"],
+        &["GET", "{r}x"],
+        &["MGET", "{r}x", "other"],
+        &["DEL", "a", "b", "c"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "{r}y"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["PING"],
+        &["PING", "hi"],
+    ] {
+        bytes.extend_from_slice(&haproxy_rs::resp::encode_command(c));
+    }
+    s.write_all(&bytes).await.unwrap();
+    assert_eq!(
+        crate::harness::redis::read_replies(&mut s, 4).await,
+        ["+OK", "+OK", "$1\r\n2", "$2\r\nhi"]
+    );
+    assert_eq!(
+        send(
+            &mut s,
+            &[
+                &["MULTI"],
+                &["CLIENT", "REPLY", "OFF"],
+                &["EXEC"],
+                &["PING"]
+            ]
+        )
+        .await,
+        [
+            "+OK",
+            "-ERR haproxy-rs does not support 'CLIENT REPLY' inside a transaction",
+            "-EXECABORT Transaction discarded because of previous errors.",
+            "+PONG"
+        ]
+    );
+}
+
+in_both_modes!(
+    client_reply_suppresses_the_sessions_replies,
+    suppresses_replies
+);
