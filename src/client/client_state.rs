@@ -81,7 +81,7 @@ impl ClientState {
             },
             // The session's own (they end sessions, or change its replies): see `kill` for KILL.
             ConnCmd::Reset => status_reply("RESET"),
-            ConnCmd::Kill | ConnCmd::Reply => error_reply("ERR syntax error"),
+            ConnCmd::Kill | ConnCmd::Reply | ConnCmd::Unblock => error_reply("ERR syntax error"),
         }
     }
 

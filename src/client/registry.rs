@@ -15,6 +15,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::BlockedOn;
+
 /// The proxy's client sessions, by id (`CLIENT LIST` lists them in that order, oldest first).
 #[derive(Debug)]
 pub struct Clients {
@@ -34,6 +36,10 @@ pub struct ClientEntry {
     /// Cancelled by `CLIENT KILL`: the session ends at once, its pending replies dropped (as
     /// Redis's `freeClient`). A child of the proxy's shutdown token.
     killed: CancellationToken,
+    /// Where the client's blocking command waits, for `CLIENT UNBLOCK`: set by the dispatcher
+    /// when it sends one, cleared when it is answered (before its connection can serve another
+    /// client).
+    blocked_on: Mutex<Option<BlockedOn>>,
 }
 
 /// What `CLIENT LIST` shows of a client; the session keeps it current.
@@ -156,6 +162,22 @@ impl ClientEntry {
         &self.killed
     }
 
+    /// The client's blocking command waits on `on` (`None`: no longer).
+    pub fn set_blocked_on(&self, on: Option<BlockedOn>) {
+        *self.blocked_on.lock().unwrap_or_else(|e| e.into_inner()) = on;
+    }
+
+    /// Where the client's blocking command waits, if it is blocked in one.
+    pub fn blocked_on(&self) -> Option<BlockedOn> {
+        if !self.state().blocked {
+            return None;
+        }
+        self.blocked_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Seconds since the client connected.
     pub fn age(&self) -> u64 {
         self.since.elapsed().as_secs()
@@ -245,6 +267,7 @@ impl Clients {
             since: now,
             state: Mutex::new(EntryState::new(now)),
             killed: self.shutdown.child_token(),
+            blocked_on: Mutex::new(None),
         });
         self.entries().insert(id, entry.clone());
         entry

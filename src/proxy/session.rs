@@ -150,7 +150,7 @@ impl Session {
             state.peer = stream.peer_addr().ok();
             state.local = local;
         }
-        self.dispatch.attach(worker, local);
+        self.dispatch.attach(worker, local, &self.entry);
         let (rd, wr) = stream.into_split();
         let mut io = Io {
             rd,

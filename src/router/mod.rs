@@ -73,6 +73,8 @@ pub enum ConnCmd {
     Kill,
     /// `CLIENT REPLY ON|OFF|SKIP`.
     Reply,
+    /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: another client of the proxy.
+    Unblock,
     /// `CLIENT NO-EVICT`/`NO-TOUCH on|off`: accepted (they would apply to a shared connection).
     Accepted,
     /// `RESET`.
@@ -84,7 +86,7 @@ impl ConnCmd {
     /// a transaction's place (never queued for a server, where they would act on the proxy's
     /// connections).
     pub fn proxy_wide(self) -> bool {
-        matches!(self, ConnCmd::Kill | ConnCmd::Reply)
+        matches!(self, ConnCmd::Kill | ConnCmd::Reply | ConnCmd::Unblock)
     }
 }
 
@@ -161,7 +163,6 @@ const CONNECTION_STATE: &[&str] = &[
     "client|getredir",
     "client|pause",
     "client|unpause",
-    "client|unblock",
 ];
 
 fn unsupported(name: &str, why: &str) -> Class {
@@ -217,6 +218,7 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|list" => Class::Conn(ConnCmd::List),
         "client|kill" => Class::Conn(ConnCmd::Kill),
         "client|reply" => Class::Conn(ConnCmd::Reply),
+        "client|unblock" => Class::Conn(ConnCmd::Unblock),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
         // A shared connection may be waiting behind the very script to kill: a connection of

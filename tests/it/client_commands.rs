@@ -310,3 +310,73 @@ in_both_modes!(
     client_reply_suppresses_the_sessions_replies,
     suppresses_replies
 );
+
+/// Sends `cmd` on `s` without reading its reply.
+async fn start(s: &mut TcpStream, cmd: &[&str]) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(&haproxy_rs::resp::encode_command(cmd))
+        .await
+        .unwrap();
+}
+
+/// `CLIENT UNBLOCK id [reason]` (none when empty).
+async fn unblock(me: &mut TcpStream, id: &str, reason: &str) -> Vec<String> {
+    let mut cmd = vec!["CLIENT", "UNBLOCK", id];
+    cmd.extend(Some(reason).filter(|r| !r.is_empty()));
+    send(me, &[&cmd]).await
+}
+
+/// `CLIENT UNBLOCK id [TIMEOUT|ERROR]` releases a client of the proxy blocked in `BLPOP` or
+/// `XREAD BLOCK` with the command's timeout reply or `-UNBLOCKED`, as Redis does.
+async fn unblocks_the_proxys_clients(proxy: &TestProxy) {
+    use std::time::Duration;
+    let mut me = connect(proxy).await;
+    let mut b = connect(proxy).await;
+    let id = id_of(&mut b).await;
+    assert_eq!(unblock(&mut me, &id, "").await, [":0"], "not blocked");
+    // (command, reason, what the blocked client gets)
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["BLPOP", "{u}q", "0"], "", "*-1"),
+        (
+            &["XREAD", "BLOCK", "0", "STREAMS", "{u}s", "$"],
+            "ERROR",
+            "-UNBLOCKED client unblocked via CLIENT UNBLOCK",
+        ),
+        // RESP3 (below): its null.
+        (&["BZPOPMIN", "{u}z", "0"], "TIMEOUT", "_"),
+    ];
+    for (i, (cmd, reason, got)) in cases.into_iter().enumerate() {
+        if i == 2 {
+            send(&mut b, &[&["HELLO", "3"]]).await;
+        }
+        start(&mut b, cmd).await;
+        crate::eventually!(
+            Duration::from_secs(5),
+            unblock(&mut me, &id, reason).await == [":1"]
+        );
+        assert_eq!(crate::harness::redis::read_replies(&mut b, 1).await, [got]);
+        // The client goes on.
+        assert_eq!(send(&mut b, &[&["PING"]]).await, ["+PONG"]);
+    }
+    assert_eq!(
+        send(
+            &mut me,
+            &[
+                &["CLIENT", "UNBLOCK", "x"],
+                &["CLIENT", "UNBLOCK", &id, "foo"],
+                &["CLIENT", "UNBLOCK", "999999999"],
+            ]
+        )
+        .await,
+        [
+            "-ERR value is not an integer or out of range",
+            "-ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ":0"
+        ]
+    );
+}
+
+in_both_modes!(
+    client_unblock_releases_a_blocked_client,
+    unblocks_the_proxys_clients
+);
