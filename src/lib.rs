@@ -138,7 +138,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     check_config(&cfg)?;
     let tls = tls::Setup::load(&cfg)?;
     let sockets = Sockets::bind(&cfg).await?;
-    let wiring = Wiring::new(&cfg);
+    let wiring = Wiring::new(&cfg, &shutdown);
     let sessions = TaskTracker::new();
     let workers = Arc::new(
         Workers::start(session_threads(cfg.threads), &sessions).map_err(StartError::Threads)?,

@@ -93,10 +93,12 @@ pub(crate) struct Wiring<'a> {
     pub(crate) stats: Arc<Stats>,
     pub(crate) background: TaskTracker,
     pub(crate) backend_token: CancellationToken,
+    /// The proxy's shutdown, which also ends every client session (see `client::registry`).
+    shutdown: CancellationToken,
 }
 
 impl<'a> Wiring<'a> {
-    pub(crate) fn new(cfg: &'a Config) -> Self {
+    pub(crate) fn new(cfg: &'a Config, shutdown: &CancellationToken) -> Self {
         let (mode, master_name) = match (&cfg.sentinel, &cfg.cluster) {
             (Some(s), _) => ("sentinel", Some(s.master_name.as_str())),
             (None, Some(_)) => ("cluster", None),
@@ -111,6 +113,7 @@ impl<'a> Wiring<'a> {
             ),
             background: TaskTracker::new(),
             backend_token: CancellationToken::new(),
+            shutdown: shutdown.clone(),
         }
     }
 
@@ -315,6 +318,7 @@ impl<'a> Wiring<'a> {
             durability,
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts,
+            clients: client::registry::Clients::new(self.shutdown.clone()),
         }
     }
 

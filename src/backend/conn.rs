@@ -190,6 +190,20 @@ pub(crate) async fn connect(
     protocol: Protocol,
     db: u8,
 ) -> Result<Stream, BackendError> {
+    Ok(connect_with_id(addr, settings, protocol, db, false)
+        .await?
+        .0)
+}
+
+/// [`connect`], and with `want_id` the server's id for the connection (`CLIENT ID`, `None` from a
+/// server that refuses it), as a pinned connection needs for `CLIENT UNBLOCK`.
+pub(crate) async fn connect_with_id(
+    addr: &str,
+    settings: &ConnSettings,
+    protocol: Protocol,
+    db: u8,
+    want_id: bool,
+) -> Result<(Stream, Option<u64>), BackendError> {
     let mut stream = connect_stream(
         addr,
         settings.creds.tls.as_deref(),
@@ -216,6 +230,10 @@ pub(crate) async fn connect(
     }
     // A server that renamed CLIENT still serves.
     steps.push((encode_command(&["CLIENT", "SETNAME", "haproxy-rs"]), false));
+    if want_id {
+        steps.push((encode_command(&["CLIENT", "ID"]), false));
+    }
+    let mut id = None;
     let handshake = async {
         let out: Vec<u8> = steps.iter().flat_map(|(c, _)| c.iter().copied()).collect();
         stream.write_all(&out).await?;
@@ -232,6 +250,11 @@ pub(crate) async fn connect(
                     ));
                 }
                 seen += 1;
+                if want_id && seen == steps.len() {
+                    id = std::str::from_utf8(&frame)
+                        .ok()
+                        .and_then(|f| f.strip_prefix(':')?.trim_end().parse().ok());
+                }
             }
             if seen < steps.len() && stream.read_buf(&mut rbuf).await? == 0 {
                 return Err(BackendError::Closed);
@@ -242,7 +265,7 @@ pub(crate) async fn connect(
     tokio::time::timeout(settings.connect_timeout, handshake)
         .await
         .map_err(|_| BackendError::Timeout)??;
-    Ok(stream)
+    Ok((stream, id))
 }
 
 /// While the backend is unreachable, answer every request at once instead of queueing it.

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 pub use conn::{BatchReply, Dispatch, Protocol};
 pub use control::{ControlConn, Credentials};
-pub use pinned::Pinned;
+pub use pinned::{BlockedOn, Pinned};
 pub use pool::BackendPool;
 
 use crate::config::BackendConfig;

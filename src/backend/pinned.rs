@@ -17,9 +17,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{connect, BatchReply, Dispatch, Protocol};
+use super::conn::{connect_with_id, BatchReply, Dispatch, Protocol};
+use super::control::ControlConn;
 use super::{Backend, BackendError};
-use crate::resp::{encode_command, error_reply, is_error_reply, ReplyScanner};
+use crate::resp::{encode_command, error_reply, is_error_reply, ReplyScanner, Value};
 
 /// The channel of [`wait_probe`]: nobody subscribes to it.
 pub const WAIT_PROBE_CHANNEL: &str = "__haproxy-rs:wait";
@@ -77,6 +78,38 @@ pub struct Pinned {
     backend: Arc<Backend>,
     protocol: Protocol,
     db: u8,
+    /// The server's id for the connection (`CLIENT ID`), for `CLIENT UNBLOCK`.
+    server_id: Option<u64>,
+}
+
+/// A client's blocking command waiting on a pinned connection: the server, and its id for the
+/// connection.
+#[derive(Debug, Clone)]
+pub struct BlockedOn {
+    /// The server.
+    pub backend: Arc<Backend>,
+    /// The connection's `CLIENT ID` there.
+    pub server_id: u64,
+}
+
+impl BlockedOn {
+    /// `CLIENT UNBLOCK <id> TIMEOUT|ERROR` (`error`), sent to the server on a connection of its
+    /// own (the pinned one is busy waiting): the server's answer (`1` when it unblocked it), and
+    /// the blocked client gets the server's timeout reply or `-UNBLOCKED` on its connection.
+    ///
+    /// # Errors
+    /// The server could not be reached or did not answer in time.
+    pub async fn unblock(&self, error: bool) -> Result<Value, BackendError> {
+        let mut conn = ControlConn::connect(
+            self.backend.addr(),
+            &self.backend.settings.creds,
+            self.backend.settings.connect_timeout,
+        )
+        .await?;
+        let id = self.server_id.to_string();
+        let how = if error { "ERROR" } else { "TIMEOUT" };
+        conn.call(&["CLIENT", "UNBLOCK", id.as_str(), how]).await
+    }
 }
 
 /// A server's pinned connections that were let go in a clean state: opening one costs a
@@ -93,6 +126,7 @@ type PermitSlot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
 struct Idle {
     protocol: Protocol,
     db: u8,
+    server_id: Option<u64>,
     since: Instant,
     tx: mpsc::Sender<Dispatch>,
     permit: PermitSlot,
@@ -100,29 +134,27 @@ struct Idle {
 
 impl IdlePinned {
     /// An idle connection speaking `protocol` in `db` whose actor still runs.
-    fn take(&self, protocol: Protocol, db: u8) -> Option<(mpsc::Sender<Dispatch>, PermitSlot)> {
+    fn take(
+        &self,
+        protocol: Protocol,
+        db: u8,
+    ) -> Option<(mpsc::Sender<Dispatch>, PermitSlot, Option<u64>)> {
         let mut conns = self.conns.lock().ok()?;
         conns.retain(|c| !c.tx.is_closed() && c.since.elapsed() < IDLE_FOR);
         let i = conns
             .iter()
             .rposition(|c| c.protocol == protocol && c.db == db)?;
         let idle = conns.swap_remove(i);
-        Some((idle.tx, idle.permit))
+        Some((idle.tx, idle.permit, idle.server_id))
     }
 
-    fn put(&self, protocol: Protocol, db: u8, tx: mpsc::Sender<Dispatch>, permit: PermitSlot) {
+    fn put(&self, conn: Idle) {
         let Ok(mut conns) = self.conns.lock() else {
             return;
         };
         conns.retain(|c| !c.tx.is_closed() && c.since.elapsed() < IDLE_FOR);
         if conns.len() < MAX_IDLE {
-            conns.push(Idle {
-                protocol,
-                db,
-                since: Instant::now(),
-                tx,
-                permit,
-            });
+            conns.push(conn);
         }
     }
 }
@@ -145,7 +177,7 @@ impl Pinned {
             .clone()
             .try_acquire_owned()
             .map_err(|_| BackendError::Unavailable)?;
-        if let Some((tx, slot)) = backend.idle_pinned.take(protocol, db) {
+        if let Some((tx, slot, server_id)) = backend.idle_pinned.take(protocol, db) {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
             return Ok(Pinned {
                 tx: Arc::new(tx),
@@ -153,10 +185,12 @@ impl Pinned {
                 backend,
                 protocol,
                 db,
+                server_id,
             });
         }
         let slot: PermitSlot = Arc::new(Mutex::new(Some(permit)));
-        let stream = match connect(backend.addr(), &backend.settings, protocol, db).await {
+        let connected = connect_with_id(backend.addr(), &backend.settings, protocol, db, true);
+        let (stream, server_id) = match connected.await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(backend.addr = backend.addr(), error = %e, "pinned connect failed");
@@ -178,6 +212,7 @@ impl Pinned {
             backend,
             protocol,
             db,
+            server_id,
         })
     }
 
@@ -193,17 +228,34 @@ impl Pinned {
             backend,
             protocol,
             db,
+            server_id,
         } = self;
         if let Ok(tx) = Arc::try_unwrap(tx) {
             // Idle, it no longer counts against `max_pinned_connections`.
             drop(permit.lock().unwrap_or_else(|e| e.into_inner()).take());
-            backend.idle_pinned.put(protocol, db, tx, permit);
+            backend.idle_pinned.put(Idle {
+                protocol,
+                db,
+                server_id,
+                since: Instant::now(),
+                tx,
+                permit,
+            });
         }
     }
 
     /// The server this connection goes to.
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+
+    /// Where a blocking command sent on this connection waits (`None`: the server did not say
+    /// its id for the connection).
+    pub fn blocked_on(&self) -> Option<BlockedOn> {
+        Some(BlockedOn {
+            backend: self.backend.clone(),
+            server_id: self.server_id?,
+        })
     }
 
     /// Queues a dispatch on the connection.

@@ -202,6 +202,12 @@ impl Security {
             .filter(|_| self.mode() == AuthMode::Backend)
     }
 
+    /// Whether a user of this name exists, as `CLIENT KILL USER` asks: `default`, an `[auth]`
+    /// user, or (backend mode) any name, the server's ACL being the judge of those.
+    pub fn knows_user(&self, name: &str) -> bool {
+        name == "default" || self.backend().is_some() || self.users.iter().any(|u| u.name == name)
+    }
+
     /// Whether clients must authenticate before anything else.
     pub fn auth_required(&self) -> bool {
         matches!(self.mode(), AuthMode::Proxy | AuthMode::Backend)
@@ -285,6 +291,11 @@ impl ClientAuth {
     /// then the request parser applies Redis's smaller limits for unauthenticated clients.
     pub fn authenticated(&self) -> bool {
         !self.required || self.user.is_some()
+    }
+
+    /// The user the client is, as `CLIENT LIST` names it (`default` until it authenticates).
+    pub fn user_name(&self) -> &str {
+        self.user.as_ref().map_or("default", |u| u.name())
     }
 
     /// The client authenticated as `user` (a failed `AUTH` changes nothing, as in Redis).

@@ -1,11 +1,10 @@
 //! What a session knows of its client's connection, for the `CLIENT` subcommands it answers
-//! itself (`SETNAME`, `GETNAME`, `ID`, `INFO`, `NO-EVICT`, `NO-TOUCH`).
-
-use std::net::SocketAddr;
-use std::time::Instant;
+//! itself (`SETNAME`, `GETNAME`, `ID`, `INFO`, `LIST`, `NO-EVICT`, `NO-TOUCH`).
 
 use bytes::Bytes;
 
+use super::acl::Security;
+use super::registry::{list_filter, ClientEntry, Clients, Kill};
 use crate::backend::Protocol;
 use crate::resp::{
     bulk_reply, error_reply, int_reply, nil_reply, null_reply, status_reply, Request,
@@ -22,46 +21,37 @@ pub fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-/// The client's connection as `CLIENT INFO` describes it.
+/// What the session keeps of its client's connection for the answers here (the rest of what
+/// `CLIENT LIST` shows is in the client's [`ClientEntry`]).
 #[derive(Debug)]
 pub struct ClientState {
     /// The id `CLIENT ID` and `HELLO` report.
     pub id: u64,
     /// Set by `CLIENT SETNAME` (or `HELLO ... SETNAME`).
     pub name: Option<Bytes>,
-    /// The client's address.
-    pub peer: Option<SocketAddr>,
-    /// The proxy's address the client connected to.
-    pub local: Option<SocketAddr>,
-    since: Instant,
 }
 
 impl ClientState {
     /// A new client number `id`.
     pub fn new(id: u64) -> ClientState {
-        ClientState {
-            id,
-            name: None,
-            peer: None,
-            local: None,
-            since: Instant::now(),
-        }
+        ClientState { id, name: None }
     }
 
-    /// Answers `cmd` (anything but `RESET`, which the session does); `db`, `protocol` and
-    /// `multi` (inside `MULTI`) describe the session for `CLIENT INFO`.
+    /// Answers `cmd` (`SETNAME`, `GETNAME`, `ID`, `INFO`, `LIST`, `NO-EVICT`/`NO-TOUCH`); `entry`
+    /// is this client's in `clients`, up to date.
     pub fn answer(
         &mut self,
         cmd: ConnCmd,
         req: &Request,
-        db: u8,
         protocol: Protocol,
-        multi: bool,
+        clients: &Clients,
+        entry: &ClientEntry,
     ) -> Bytes {
         match cmd {
             ConnCmd::SetName => match (req.argc(), req.arg(2)) {
                 (3, Some(name)) if valid_client_name(name) => {
                     self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                    entry.state().name.clone_from(&self.name);
                     status_reply("OK")
                 }
                 (3, Some(_)) => error_reply(BAD_CLIENT_NAME),
@@ -76,40 +66,48 @@ impl ClientState {
             ConnCmd::Id if req.argc() == 2 => int_reply(i64::try_from(self.id).unwrap_or(i64::MAX)),
             ConnCmd::Id => arity("client|id"),
             ConnCmd::Info if req.argc() == 2 => {
-                bulk_reply(self.info_line(db, protocol, multi).as_bytes())
+                let mut line = String::new();
+                entry.line(&mut line);
+                bulk_reply(line.as_bytes())
             }
             ConnCmd::Info => arity("client|info"),
+            ConnCmd::List => match list_filter(req.args().skip(2)) {
+                Ok(filter) => bulk_reply(clients.list(&filter).as_bytes()),
+                Err(e) => error_reply(&e),
+            },
             ConnCmd::Accepted => match req.arg(2).map(|a| a.to_ascii_lowercase()) {
                 Some(a) if req.argc() == 3 && (a == b"on" || a == b"off") => status_reply("OK"),
                 _ => error_reply("ERR syntax error"),
             },
+            // The session's own (they end sessions, or change its replies): see `kill` for KILL.
             ConnCmd::Reset => status_reply("RESET"),
+            ConnCmd::Kill | ConnCmd::Reply | ConnCmd::Unblock => error_reply("ERR syntax error"),
         }
     }
 
-    /// One `CLIENT LIST` line, as Redis 7.0 writes it (memory figures are the proxy's business
-    /// and read 0).
-    fn info_line(&self, db: u8, protocol: Protocol, multi: bool) -> String {
-        let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
-        let name = self
-            .name
-            .as_ref()
-            .map(|n| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
-        format!(
-            "id={} addr={} laddr={} fd=0 name={name} age={} idle=0 flags={} db={db} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default redir=-1 resp={}\n",
-            self.id,
-            addr(self.peer),
-            addr(self.local),
-            self.since.elapsed().as_secs(),
-            if multi { "x" } else { "N" },
-            if multi { 0 } else { -1 },
-            if protocol == Protocol::Resp3 { 3 } else { 2 },
-        )
+    /// `CLIENT KILL ...` from this client: the reply, and whether this client was killed too (it
+    /// is closed once the reply is out, as Redis does).
+    pub fn kill(&self, req: &Request, clients: &Clients, security: &Security) -> (Bytes, bool) {
+        if req.argc() < 3 {
+            return (arity("client|kill"), false);
+        }
+        let args: Vec<&[u8]> = req.args().skip(2).collect();
+        let kill = match Kill::parse(&args, |u| security.knows_user(u)) {
+            Ok(k) => k,
+            Err(e) => return (error_reply(&e), false),
+        };
+        let (killed, me) = clients.kill(&kill, self.id);
+        let reply = match (kill.old_form, killed) {
+            (true, 0) => error_reply("ERR No such client"),
+            (true, _) => status_reply("OK"),
+            (false, n) => int_reply(i64::try_from(n).unwrap_or(i64::MAX)),
+        };
+        (reply, me)
     }
 }
 
-fn arity(name: &str) -> Bytes {
+/// Redis's arity error for `name` (`client|kill`).
+pub fn arity(name: &str) -> Bytes {
     error_reply(&format!(
         "ERR wrong number of arguments for '{name}' command"
     ))
@@ -120,7 +118,16 @@ mod tests {
     use super::*;
 
     fn ask(c: &mut ClientState, cmd: ConnCmd, args: &[&str]) -> Bytes {
-        c.answer(cmd, &Request::from_args(args), 3, Protocol::Resp2, false)
+        let clients = Clients::new(tokio_util::sync::CancellationToken::new());
+        let entry = clients.register(c.id);
+        entry.state().db = 3;
+        c.answer(
+            cmd,
+            &Request::from_args(args),
+            Protocol::Resp2,
+            &clients,
+            &entry,
+        )
     }
 
     #[test]
@@ -143,10 +150,7 @@ mod tests {
         assert_eq!(ask(&mut c, ConnCmd::Id, &["CLIENT", "ID"]), int_reply(42));
         let info = ask(&mut c, ConnCmd::Info, &["CLIENT", "INFO"]);
         let text = String::from_utf8_lossy(&info);
-        assert!(
-            text.contains("id=42 ") && text.contains("name=worker-1 ") && text.contains(" db=3 "),
-            "{text}"
-        );
+        assert!(text.contains("id=42 ") && text.contains(" db=3 "), "{text}");
         assert_eq!(
             ask(&mut c, ConnCmd::Accepted, &["CLIENT", "NO-EVICT", "on"]),
             status_reply("OK")

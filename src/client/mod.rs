@@ -1,5 +1,5 @@
 //! What every client-facing part uses: the context all sessions share, local answers, reply
-//! encoding, the client's own state (`CLIENT INFO`), the output backlog and budget, and client
+//! encoding, the client's own state and the registry of all clients (`CLIENT INFO`, `LIST`), the output backlog and budget, and client
 //! authentication with users' rules and the command policy. Below `pubsub`, `primary`,
 //! `cluster` and `proxy`, which all build on it.
 #![cfg_attr(
@@ -21,7 +21,9 @@ pub mod client_state;
 pub mod local;
 pub mod output_budget;
 pub mod policy;
+pub mod registry;
 pub mod reply;
+pub mod reply_mode;
 pub mod sha256;
 
 use std::sync::Arc;
@@ -82,6 +84,8 @@ pub struct ProxyContext {
     pub pinned: Arc<tokio::sync::Semaphore>,
     /// Scripts seen, loaded onto every server (Redis 7 does not replicate `SCRIPT LOAD`).
     pub scripts: Arc<crate::scripts::ScriptCache>,
+    /// Every client session of this proxy (`CLIENT LIST`, `KILL`, `UNBLOCK`, `PAUSE`).
+    pub clients: registry::Clients,
 }
 
 /// Writes are acknowledged only once `replicas` replicas have them.

@@ -20,6 +20,7 @@ use super::tx::Tx;
 use super::ClusterState;
 use crate::backend::pinned::WAIT_ON_REPLICA;
 use crate::backend::Protocol;
+use crate::client::registry::ClientEntry;
 use crate::client::ProxyContext;
 use crate::config::ReadConsistency;
 use crate::pubsub::Locate;
@@ -34,6 +35,8 @@ const DEFAULT_ME: SocketAddr =
 /// One client's routing in cluster mode.
 pub struct Dispatcher {
     pub(super) ctx: Arc<ProxyContext>,
+    /// The client's registry entry (where a blocking command waits, for `CLIENT UNBLOCK`).
+    pub(super) client: Option<Arc<ClientEntry>>,
     pub(super) state: Arc<ClusterState>,
     endpoint: Endpoint,
     pub(super) stats: Arc<ListenerStats>,
@@ -102,6 +105,7 @@ impl Dispatcher {
             && ctx.routing.read_consistency == ReadConsistency::AcknowledgedWrites;
         Dispatcher {
             ctx,
+            client: None,
             state,
             endpoint,
             stats,
@@ -129,9 +133,10 @@ impl Dispatcher {
     }
 
     /// The client runs on session thread `worker` and reached the proxy at `local`.
-    pub fn attach(&mut self, worker: usize, local: Option<SocketAddr>) {
+    pub fn attach(&mut self, worker: usize, local: Option<SocketAddr>, client: Arc<ClientEntry>) {
         self.worker = worker;
         self.me = local.unwrap_or(DEFAULT_ME);
+        self.client = Some(client);
     }
 
     /// How this mode sees a command: cluster clients switch replica reads on and off with

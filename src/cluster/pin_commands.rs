@@ -25,6 +25,7 @@ impl Dispatcher {
             limit: self.ctx.pinned.clone(),
             protocol: self.protocol,
             watch: self.watch.clone(),
+            client: self.client.clone(),
         };
         let listener = self.stats.clone();
         self.flight.chunks.push_back(Box::pin(async move {

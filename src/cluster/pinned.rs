@@ -24,6 +24,7 @@ use super::ClusterState;
 use crate::backend::pinned::wait_probe;
 use crate::backend::pinned::{wait_probe_refused, WAIT_PROBE_CHANNEL};
 use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
+use crate::client::registry::ClientEntry;
 use crate::client::reply::backend_error;
 use crate::resp::redirect::{reaction, Reaction};
 use crate::resp::{encode_command, error_reply};
@@ -102,6 +103,8 @@ pub struct PinCtx {
     pub protocol: Protocol,
     /// The session's `WATCH` connection.
     pub watch: WatchConn,
+    /// The client's registry entry: a blocking command says there where it waits.
+    pub client: Option<Arc<ClientEntry>>,
 }
 
 /// An operation as it goes on the wire.
@@ -122,6 +125,7 @@ impl PinOp {
             return kill_everywhere(&ctx, raw).await;
         }
         let on_watch = !matches!(self, PinOp::Wait { .. });
+        let blocking = matches!(self, PinOp::Blocking { .. });
         let Wire {
             slot,
             raw,
@@ -151,7 +155,16 @@ impl PinOp {
                     }
                 }
             };
-            let frames = match send(&pinned, &raw, count, asking).await {
+            let client = ctx.client.as_ref().filter(|_| blocking);
+            if let Some(c) = client {
+                c.set_blocked_on(pinned.blocked_on());
+            }
+            let sent = send(&pinned, &raw, count, asking).await;
+            // Answered: before the connection can serve another client.
+            if let Some(c) = client {
+                c.set_blocked_on(None);
+            }
+            let frames = match sent {
                 Ok(f) => f,
                 Err(e) => return backend_error(&e, pinned.backend().addr()).0,
             };

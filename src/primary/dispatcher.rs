@@ -24,6 +24,7 @@ use super::every_server::{fanout, Fanout};
 use super::pinned::{PinState, PinWait};
 use super::queue::{Batch, Pending, ReplyQueue, ScanBatch, Target};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
+use crate::client::registry::ClientEntry;
 use crate::client::ProxyContext;
 use crate::config::ReadConsistency;
 use crate::pubsub::Locate;
@@ -65,6 +66,8 @@ pub enum Progress {
 /// One client's routing in Sentinel and static mode.
 pub struct Dispatcher {
     pub(super) ctx: Arc<ProxyContext>,
+    /// The client's registry entry (where a blocking command waits, for `CLIENT UNBLOCK`).
+    pub(super) client: Option<Arc<ClientEntry>>,
     pub(super) endpoint: Endpoint,
     pub(super) stats: Arc<ListenerStats>,
     /// Backend connection slot; fixed for the client's life.
@@ -118,6 +121,7 @@ impl Dispatcher {
         let table_changes = ctx.table_changes.clone();
         Dispatcher {
             ctx,
+            client: None,
             endpoint,
             stats,
             slot: id as usize,
@@ -142,8 +146,9 @@ impl Dispatcher {
     }
 
     /// The client runs on session thread `worker`.
-    pub fn attach(&mut self, worker: usize, _local: Option<SocketAddr>) {
+    pub fn attach(&mut self, worker: usize, _local: Option<SocketAddr>, client: Arc<ClientEntry>) {
         self.worker = worker;
+        self.client = Some(client);
     }
 
     /// How this mode sees a command.

@@ -148,6 +148,9 @@ impl Dispatcher {
             p.multi = true;
         }
         let conn = p.conn.clone();
+        if let (Pin::Blocking, false, Some(c)) = (pin, in_multi, &self.client) {
+            c.set_blocked_on(conn.blocked_on());
+        }
         if pin == Pin::Wait && !in_multi {
             // The probe leads a batch of its own, so its reply is the batch's first.
             self.flush().await;

@@ -92,7 +92,11 @@ impl Dispatcher {
                 out.extend_from_slice(&bytes);
             }
         } else if let Some(conn) = batch.recycle.take() {
-            // A blocking command answered: its connection is as fresh.
+            // A blocking command answered: its connection is as fresh (and no longer where the
+            // client waits, before another client can take it).
+            if let Some(c) = &self.client {
+                c.set_blocked_on(None);
+            }
             conn.recycle();
         }
     }

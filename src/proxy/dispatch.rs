@@ -23,10 +23,12 @@
 //! inside `MULTI` and allowed under `WATCH`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::backend::Protocol;
+use crate::client::registry::ClientEntry;
 use crate::pubsub::Locate;
 use crate::resp::{CommandInfo, Request};
 use crate::router::Class;
@@ -61,9 +63,10 @@ macro_rules! each {
 
 impl Dispatcher {
     /// The session runs on session thread `worker`; `local` is the client connection's own
-    /// address (cluster mode names the proxy by it).
-    pub fn attach(&mut self, worker: usize, local: Option<SocketAddr>) {
-        each!(self, d => d.attach(worker, local))
+    /// address (cluster mode names the proxy by it); `client` its entry in the registry (where a
+    /// blocking command says where it waits).
+    pub fn attach(&mut self, worker: usize, local: Option<SocketAddr>, client: &Arc<ClientEntry>) {
+        each!(self, d => d.attach(worker, local, client.clone()))
     }
     /// How the mode sees a command.
     pub fn classify(&self, info: Option<&CommandInfo>, req: &Request) -> Class {

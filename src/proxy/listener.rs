@@ -24,8 +24,9 @@ use crate::router::Endpoint;
 use crate::stats::ListenerStats;
 use crate::tls::{ServerTls, Stream};
 
-/// Session ids, process-wide; they also spread sessions over backend connection slots.
-static NEXT_SESSION: AtomicU64 = AtomicU64::new(0);
+/// Session ids, process-wide, from 1 as Redis's (0 is no client to `CLIENT KILL ID`); they also
+/// spread sessions over backend connection slots.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// What a client past `max_clients` reads before the close (Redis's own words).
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";

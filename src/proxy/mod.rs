@@ -10,6 +10,7 @@
     )
 )]
 
+mod client_cmds;
 pub mod dispatch;
 pub mod listener;
 pub mod session;

@@ -21,7 +21,9 @@ use crate::backend::Protocol;
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::client::client_state::ClientState;
+use crate::client::registry::ClientEntry;
 use crate::client::reply::{input_error, Close};
+use crate::client::reply_mode::ReplyMode;
 use crate::client::{local, ProxyContext};
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
@@ -43,32 +45,40 @@ macro_rules! dispatch_command {
 }
 
 /// Inside `MULTI` these are queued (sent to the server, or kept by the proxy until `EXEC`), as
-/// Redis queues them: reads, writes, local answers such as `PING`, and `CLIENT` commands.
+/// Redis queues them: reads, writes, local answers such as `PING`, and `CLIENT` commands about
+/// the client's own connection (those about other clients are refused there: see
+/// `client_cmds.rs`).
 fn queued_in_multi(class: &Class) -> bool {
     match class {
         Class::Read | Class::Write | Class::Local(_) => true,
-        Class::Conn(c) => *c != ConnCmd::Reset,
+        Class::Conn(c) => *c != ConnCmd::Reset && !c.proxy_wide(),
         _ => false,
     }
 }
 
 /// One client's session.
 pub struct Session {
-    ctx: Arc<ProxyContext>,
-    stats: Arc<ListenerStats>,
-    /// The client's connection as `CLIENT INFO` shows it (and its id, `HELLO`'s).
-    client: ClientState,
+    pub(super) ctx: Arc<ProxyContext>,
+    pub(super) stats: Arc<ListenerStats>,
+    /// The client's name and id (`CLIENT GETNAME`, `HELLO`).
+    pub(super) client: ClientState,
+    /// The client as the others see it (`CLIENT LIST`), kept current here.
+    pub(super) entry: Arc<ClientEntry>,
+    /// Commands queued in the transaction so far (`CLIENT LIST`'s `multi=`).
+    pub(super) queued_in_tx: usize,
+    /// `CLIENT REPLY`: the replies the client does not get.
+    pub(super) replies: ReplyMode,
     /// RESP2 until the client says `HELLO 3`.
-    protocol: Protocol,
+    pub(super) protocol: Protocol,
     /// Who the client authenticated as.
-    auth: ClientAuth,
+    pub(super) auth: ClientAuth,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
-    closing: bool,
+    pub(super) closing: bool,
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
-    subscribe: Option<Request>,
+    pub(super) subscribe: Option<Request>,
     /// Where requests go: the mode's routing, and the replies' order.
-    dispatch: Dispatcher,
+    pub(super) dispatch: Dispatcher,
 }
 
 /// The client's side of the session.
@@ -99,6 +109,8 @@ enum Event {
     /// Chosen to bring the replies of all clients under `max_output_bytes_total`.
     Evicted,
     Shutdown,
+    /// `CLIENT KILL` from another client: the session ends at once.
+    Killed,
 }
 
 impl Session {
@@ -111,6 +123,9 @@ impl Session {
     ) -> Session {
         Session {
             auth: ClientAuth::new(&ctx.security),
+            entry: ctx.clients.register(id),
+            queued_in_tx: 0,
+            replies: ReplyMode::default(),
             ctx,
             stats,
             client: ClientState::new(id),
@@ -129,9 +144,13 @@ impl Session {
         shutdown: CancellationToken,
         worker: usize,
     ) {
-        self.client.peer = stream.peer_addr().ok();
-        self.client.local = stream.local_addr().ok();
-        self.dispatch.attach(worker, self.client.local);
+        let local = stream.local_addr().ok();
+        {
+            let mut state = self.entry.state();
+            state.peer = stream.peer_addr().ok();
+            state.local = local;
+        }
+        self.dispatch.attach(worker, local, &self.entry);
         let (rd, wr) = stream.into_split();
         let mut io = Io {
             rd,
@@ -155,19 +174,21 @@ impl Session {
         }
         let unwritten = io.out.len();
         self.dispatch.collect(&mut io.out);
+        self.replies.filter(&mut io.out, unwritten);
         if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
             return Step::End;
         }
         if self.dispatch.send_deferred().await {
             return Step::Go;
         }
+        self.publish(None);
         if let Err(e) = io.backlog.write_now(&io.wr, &mut io.out) {
             tracing::debug!(error = %e, "client write failed");
             return Step::End;
         }
         if self.dispatch.is_idle() {
             if let Some(first) = self.subscribe.take() {
-                return self.subscriber_mode(io, first, shutdown).await;
+                return self.subscriber_mode(io, first).await;
             }
         }
         if self.closing && self.dispatch.is_idle() && io.out.is_empty() {
@@ -197,6 +218,10 @@ impl Session {
             _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
             _ = io.backlog.evicted() => Event::Evicted,
             _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
+            // The entry's token is a child of `shutdown`: cancelled by either.
+            _ = self.entry.killed().cancelled(), if !shutdown.is_cancelled() => {
+                if shutdown.is_cancelled() { Event::Shutdown } else { Event::Killed }
+            }
         }
     }
 
@@ -210,6 +235,7 @@ impl Session {
             Event::Progress(p) => {
                 let unwritten = io.out.len();
                 self.dispatch.advance(p, &mut io.out).await;
+                self.replies.filter(&mut io.out, unwritten);
                 if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
                     return Step::End;
                 }
@@ -234,6 +260,10 @@ impl Session {
                 return Step::End;
             }
             Event::Evicted => return Step::End,
+            Event::Killed => {
+                tracing::debug!("client killed (CLIENT KILL)");
+                return Step::End;
+            }
             Event::Shutdown => {
                 self.close_input();
                 self.dispatch.shutdown().await;
@@ -243,19 +273,24 @@ impl Session {
     }
 
     /// Subscriber (or monitor) mode, from `first`, until the client leaves it.
-    async fn subscriber_mode(
-        &mut self,
-        io: &mut Io,
-        first: Request,
-        shutdown: &CancellationToken,
-    ) -> Step {
+    async fn subscriber_mode(&mut self, io: &mut Io, first: Request) -> Step {
         let locator = self.dispatch.locator();
+        let entry = self.entry.clone();
+        {
+            let mut state = entry.state();
+            if first.name().eq_ignore_ascii_case(b"monitor") {
+                state.monitor = true;
+            } else {
+                state.subscribed = Some([0; 3]);
+            }
+        }
         let parts = crate::pubsub::SessionParts {
             ctx: &self.ctx,
             stats: &self.stats,
             auth: &mut self.auth,
             protocol: self.protocol,
             locator: locator.as_ref(),
+            entry: &entry,
         };
         let client = crate::pubsub::ClientIo {
             rd: &mut io.rd,
@@ -265,7 +300,14 @@ impl Session {
             parser: &mut io.parser,
             backlog: &mut io.backlog,
         };
-        match crate::pubsub::serve(parts, client, first, shutdown).await {
+        // The entry's token: the proxy's shutdown, or this client killed.
+        let exit = crate::pubsub::serve(parts, client, first, entry.killed()).await;
+        {
+            let mut state = entry.state();
+            state.monitor = false;
+            state.subscribed = None;
+        }
+        match exit {
             crate::pubsub::Exit::Close => return Step::End,
             crate::pubsub::Exit::Reset => self.reset().await,
             crate::pubsub::Exit::Unsubscribed => {}
@@ -274,7 +316,7 @@ impl Session {
     }
 
     /// No more requests are read; what was read is answered.
-    fn close_input(&mut self) {
+    pub(super) fn close_input(&mut self) {
         self.closing = true;
         self.dispatch.close_input();
     }
@@ -322,10 +364,17 @@ impl Session {
     /// One request: what is the client's own is answered here, the rest is dispatched.
     async fn handle(&mut self, req: Request, commands: &CommandTable) {
         self.stats.command();
+        let info = commands.lookup(&req);
+        self.publish(Some(info.map_or("NULL", |i| i.name.as_str())));
+        // `CLIENT REPLY OFF`/`SKIP`: this command's reply is marked to be dropped.
+        let dropped = self.replies.next_command();
+        if dropped {
+            self.replies.drop_reply(self.dispatch.queued());
+        }
         let refused = self
             .dispatch
             .in_multi()
-            .then(|| refused_in_transaction(commands.lookup(&req)))
+            .then(|| refused_in_transaction(info))
             .flatten()
             .or_else(|| acl::check(&self.ctx.security, &self.auth, commands, &req));
         if let Some(refused) = refused {
@@ -336,10 +385,10 @@ impl Session {
             return self.dispatch.push_ready(refused).await;
         }
         self.ctx.scripts.observe(&req);
-        let info = commands.lookup(&req);
         let class = self.dispatch.classify(info, &req);
         let in_multi = self.dispatch.in_multi();
         if in_multi && queued_in_multi(&class) {
+            self.queued_in_tx += 1;
             return dispatch_command!(self.dispatch, req, info, class, commands);
         }
         let reply = match class {
@@ -379,16 +428,43 @@ impl Session {
                 tracking_in_resp2(&req)
             }
             Class::PubSub => {
+                if dropped {
+                    // Subscriber mode writes its own confirmations.
+                    self.replies.unmark_last();
+                }
                 self.dispatch.flush().await;
                 self.subscribe = Some(req);
                 return;
             }
-            Class::Conn(cmd) => {
-                let db = self.dispatch.db();
-                self.client.answer(cmd, &req, db, self.protocol, in_multi)
-            }
+            Class::Conn(cmd) => match self.conn_command(cmd, &req, in_multi, dropped).await {
+                Some(reply) => reply,
+                None => return,
+            },
         };
         self.dispatch.push_ready(reply).await;
+    }
+
+    /// Brings the client's entry up to date (`cmd`: the command just received, by its full
+    /// name).
+    fn publish(&mut self, cmd: Option<&str>) {
+        let in_multi = self.dispatch.in_multi();
+        if !in_multi {
+            self.queued_in_tx = 0;
+        }
+        let mut s = self.entry.state();
+        if let Some(cmd) = cmd {
+            s.cmd.clear();
+            s.cmd.push_str(cmd);
+            s.last = std::time::Instant::now();
+        }
+        s.db = self.dispatch.db();
+        s.multi = in_multi.then_some(self.queued_in_tx);
+        s.blocked = self.dispatch.blocked();
+        s.resp3 = self.protocol == Protocol::Resp3;
+        if s.user != self.auth.user_name() {
+            s.user = self.auth.user_name().to_string();
+        }
+        s.name.clone_from(&self.client.name);
     }
 
     fn set_protocol(&mut self, protocol: Protocol) {
@@ -403,5 +479,12 @@ impl Session {
         self.set_protocol(Protocol::Resp2);
         self.client.name = None;
         self.auth.reset(&self.ctx.security);
+    }
+}
+
+impl Drop for Session {
+    /// However the session ends (or is dropped with its thread), its client leaves the registry.
+    fn drop(&mut self) {
+        self.ctx.clients.remove(self.client.id);
     }
 }

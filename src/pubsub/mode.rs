@@ -27,6 +27,7 @@ use super::{resp2_pong, Kind, Locate, Subscriptions};
 use crate::backend::{BackendError, Protocol};
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, write_or_flush, Backlog};
+use crate::client::registry::ClientEntry;
 use crate::client::reply::{backend_error, input_error, Close};
 use crate::client::{local, ProxyContext};
 use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
@@ -100,6 +101,8 @@ pub struct SessionParts<'a> {
     pub protocol: Protocol,
     /// Where links go in this mode.
     pub locator: &'a dyn Locate,
+    /// The client as `CLIENT LIST` shows it (its subscription counts).
+    pub entry: &'a ClientEntry,
 }
 
 /// A link opened in the background to a server (its address), or why not.
@@ -227,6 +230,8 @@ async fn subscribed(
         if s.current.is_none() && !s.engaged() && !s.closing {
             return Exit::Unsubscribed;
         }
+        s.parts.entry.state().subscribed =
+            Some([Kind::Channel, Kind::Pattern, Kind::Shard].map(|k| s.subs.of(k).len()));
         for n in s.notices.drain(..) {
             out.extend_from_slice(&n);
         }

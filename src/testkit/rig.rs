@@ -97,6 +97,7 @@ impl Rig {
     fn build(cfg: &Config, mode: &str, mode_of: impl FnOnce(ConnSettings, &Parts) -> Mode) -> Rig {
         let stats = Stats::new(mode, None);
         let backend_token = CancellationToken::new();
+        let shutdown = CancellationToken::new();
         let mut settings = ConnSettings::from_config(&cfg.backend, 1);
         settings.wait = Durability::from_config(&cfg.failover).map(|d| d.wait);
         let parts = Parts {
@@ -140,13 +141,14 @@ impl Rig {
             durability: Durability::from_config(&cfg.failover),
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts: Arc::new(crate::scripts::ScriptCache::default()),
+            clients: crate::client::registry::Clients::new(shutdown.clone()),
         });
         let listener = stats.listener("main", std::net::SocketAddr::from(([127, 0, 0, 1], 6379)));
         Rig {
             ctx,
             listener,
             mode,
-            shutdown: CancellationToken::new(),
+            shutdown,
             backends,
             generations,
             backend_token,

@@ -1,6 +1,6 @@
 //! A scripted Redis server on in-memory connections: it parses requests with the proxy's own
 //! parser, answers the connection handshake (`AUTH`, `HELLO`, `SELECT`, `READONLY`,
-//! `CLIENT SETNAME`) with `+OK`, runs `MULTI`/`EXEC` queuing, and answers everything else from
+//! `CLIENT SETNAME`) with `+OK` (`CLIENT ID`, a pinned connection's, with the connection's number), runs `MULTI`/`EXEC` queuing, and answers everything else from
 //! a script: a closure that sees each request and says what to do with it (a reply, a reply
 //! after a delay, a reply held until a [`Gate`] opens, a closed connection, silence).
 //!
@@ -257,9 +257,9 @@ fn is_handshake(req: &Request) -> bool {
     let any = |names: &[&[u8]]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
     any(&[b"AUTH", b"HELLO", b"SELECT", b"READONLY"])
         || (name.eq_ignore_ascii_case(b"CLIENT")
-            && req
-                .arg(1)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"SETNAME")))
+            && req.arg(1).is_some_and(|a| {
+                a.eq_ignore_ascii_case(b"SETNAME") || a.eq_ignore_ascii_case(b"ID")
+            }))
 }
 
 /// One connection: its handshake, then each request in order.
@@ -290,7 +290,12 @@ async fn serve(mut stream: DuplexStream, conn: usize, shared: Arc<Shared>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(line);
-            if stream.write_all(&status_reply("OK")).await.is_err() {
+            let reply = if req.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"ID")) {
+                crate::resp::int_reply(i64::try_from(conn).unwrap_or(0))
+            } else {
+                status_reply("OK")
+            };
+            if stream.write_all(&reply).await.is_err() {
                 return;
             }
             continue;

@@ -201,4 +201,61 @@ async fn the_same_byte_streams_get_the_same_replies_as_from_redis() {
             )],
         )
         .await;
+    sides
+        .same(
+            "CLIENT REPLY OFF, SKIP and ON, pipelined over reads, writes, errors, local answers, a transaction and blocking commands",
+            &[
+                (
+                    0,
+                    &[
+                        &["SET", "r:a", "1"],
+                        &["CLIENT", "REPLY", "OFF"],
+                        &["SET", "r:b", "2"],
+                        &["GET", "r:a"],
+                        &["GET"],
+                        &["NOSUCHCOMMAND"],
+                        &["PING"],
+                        &["CLIENT", "SETNAME", "quiet"],
+                        &["CLIENT", "REPLY", "SKIP"],
+                        &["CLIENT", "REPLY", "maybe"],
+                        &["CLIENT", "REPLY", "ON"],
+                        &["GET", "r:b"],
+                        &["CLIENT", "GETNAME"],
+                    ],
+                ),
+                (
+                    0,
+                    &[
+                        &["CLIENT", "REPLY", "SKIP"],
+                        &["SET", "r:c", "3"],
+                        &["GET", "r:c"],
+                        &["CLIENT", "REPLY", "SKIP"],
+                        &["GET"],
+                        &["PING", "after"],
+                        &["CLIENT", "REPLY", "SKIP"],
+                        &["CLIENT", "REPLY", "ON"],
+                        &["CLIENT", "REPLY"],
+                    ],
+                ),
+                (
+                    0,
+                    &[
+                        &["CLIENT", "REPLY", "OFF"],
+                        &["MULTI"],
+                        &["SET", "r:d", "4"],
+                        &["INCR", "r:n"],
+                        &["EXEC"],
+                        &["RPUSH", "r:q", "x"],
+                        &["BLPOP", "r:q", "0"],
+                        &["WAIT", "0", "0"],
+                        &["GET", "r:d"],
+                        &["CLIENT", "REPLY", "ON"],
+                        &["GET", "r:d"],
+                        &["LRANGE", "r:q", "0", "-1"],
+                    ],
+                ),
+                (1, &[&["GET", "r:c"], &["CLIENT", "REPLY", "SKIP"], &["GET", "r:n"]]),
+            ],
+        )
+        .await;
 }
