@@ -214,6 +214,20 @@ impl Backend {
     pub fn command_timeout(&self) -> Duration {
         self.settings.command_timeout
     }
+
+    /// A new control connection to this server (not one of the shared or pinned ones, which may
+    /// be waiting behind a busy script), logged in as the proxy.
+    ///
+    /// # Errors
+    /// The server could not be reached or refused the login.
+    pub async fn control(&self) -> Result<ControlConn, BackendError> {
+        ControlConn::connect(
+            self.addr(),
+            &self.settings.creds,
+            self.settings.connect_timeout,
+        )
+        .await
+    }
 }
 
 /// Settings every backend connection uses.

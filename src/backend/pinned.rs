@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{connect_with_id, BatchReply, Dispatch, Protocol};
-use super::control::ControlConn;
 use super::{Backend, BackendError};
 use crate::resp::{encode_command, error_reply, is_error_reply, ReplyScanner, Value};
 
@@ -100,12 +99,7 @@ impl BlockedOn {
     /// # Errors
     /// The server could not be reached or did not answer in time.
     pub async fn unblock(&self, error: bool) -> Result<Value, BackendError> {
-        let mut conn = ControlConn::connect(
-            self.backend.addr(),
-            &self.backend.settings.creds,
-            self.backend.settings.connect_timeout,
-        )
-        .await?;
+        let mut conn = self.backend.control().await?;
         let id = self.server_id.to_string();
         let how = if error { "ERROR" } else { "TIMEOUT" };
         conn.call(&["CLIENT", "UNBLOCK", id.as_str(), how]).await

@@ -242,7 +242,7 @@ impl Dispatcher {
                 return self.scan(call, req, &table).await;
             }
         }
-        let need = self.read_need(write);
+        let need = self.read_need(write, &table);
         let any_read = !write && need == ReadNeed::Any;
         let holding = self.queue.held() > 0
             || matches!(
@@ -433,7 +433,7 @@ impl Dispatcher {
     }
 
     /// What a read needs for read-your-writes (`Any` for writes and when that is off).
-    pub(super) fn read_need(&mut self, write: bool) -> ReadNeed {
+    pub(super) fn read_need(&mut self, write: bool, table: &RoutingTable) -> ReadNeed {
         if self.track_writes && !write {
             let own = self.rw.need(&self.ctx.clock);
             if !self.track_all {
@@ -443,18 +443,12 @@ impl Dispatcher {
                 ReadNeed::Any => own,
                 // While the master cannot be asked (down, or being replaced), the replicas have
                 // what the new master will have: reads go on there.
-                all if self.master_answers() => own.and(all),
+                all if master_answers(table) => own.and(all),
                 _ => own,
             }
         } else {
             ReadNeed::Any
         }
-    }
-
-    /// Whether the table's master is there to read from: reachable and not fenced off.
-    fn master_answers(&self) -> bool {
-        let table = self.ctx.table.load();
-        table.fence.is_none() && table.master.as_ref().is_some_and(|m| m.health.reachable())
     }
 
     /// Routes a request of this client's endpoint under the endpoint's read policy, to the
@@ -663,6 +657,11 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// Whether the table's master is there to read from: reachable and not fenced off.
+fn master_answers(table: &RoutingTable) -> bool {
+    table.fence.is_none() && table.master.as_ref().is_some_and(|m| m.health.reachable())
 }
 
 /// Resolves when the routing table changes (never, once the topology is gone).

@@ -11,7 +11,7 @@ use super::dispatcher::Dispatcher;
 use super::queue::{Batch, Pending};
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendError, BackendSet, BatchReply, ControlConn, Dispatch};
+use crate::backend::{Backend, BackendError, BatchReply, Dispatch};
 use crate::resp::{error_reply, is_error_reply, status_reply, CommandInfo, Request, Value};
 use crate::router::RoutingTable;
 
@@ -66,7 +66,7 @@ impl Dispatcher {
         );
         let rx = match how {
             Fanout::Shared => self.on_shared(&servers, &raw).await,
-            Fanout::Own => on_own(&servers, args, &self.ctx.backends),
+            Fanout::Own => on_own(servers, args),
         };
         let batch = Batch::single(raw, u32::from(how == Fanout::Shared), self.db());
         self.queue.push_back(Pending::Waiting {
@@ -118,21 +118,12 @@ impl Dispatcher {
 
 /// Sends `args` to each of `servers` on a new connection of its own, all at once; the combined
 /// reply, as Redis words it for the kill commands.
-fn on_own(
-    servers: &[Arc<Backend>],
-    args: Vec<Bytes>,
-    backends: &BackendSet,
-) -> oneshot::Receiver<BatchReply> {
+fn on_own(servers: Vec<Arc<Backend>>, args: Vec<Bytes>) -> oneshot::Receiver<BatchReply> {
     let (tx, rx) = oneshot::channel();
-    let addrs: Vec<String> = servers.iter().map(|b| b.addr().to_string()).collect();
-    let (creds, timeout) = (backends.credentials().clone(), backends.connect_timeout());
     tokio::spawn(async move {
-        let calls = addrs.iter().map(|addr| {
-            let (creds, args) = (&creds, &args);
-            async move {
-                let mut conn = ControlConn::connect(addr, creds, timeout).await?;
-                conn.call(args).await
-            }
+        let calls = servers.iter().map(|backend| {
+            let args = &args;
+            async move { backend.control().await?.call(args).await }
         });
         let replies: Vec<Bytes> = futures_util::future::join_all(calls)
             .await

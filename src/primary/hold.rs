@@ -59,7 +59,7 @@ impl Dispatcher {
         } else if let Some(ScanBatch::Continue(server)) = batch.scan {
             self.scan_route(server)
         } else {
-            let need = self.read_need(write);
+            let need = self.read_need(write, table);
             self.route(table, write, need)
         };
         match route_to {

@@ -24,7 +24,7 @@ impl Dispatcher {
         let (target, raw, scan) = match call {
             Err(reply) => return self.push_ready(reply).await,
             Ok(ScanCall::Start) => {
-                let need = self.read_need(false);
+                let need = self.read_need(false, table);
                 let target = match self.route(table, false, need) {
                     Route::To(b) => Target::Backend(b),
                     Route::Hold => Target::Hold,
