@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::acl::Security;
-use super::registry::{list_filter, ClientEntry, Clients, Kill};
+use super::registry::{list_filter, parse_i64, ClientEntry, Clients, Kill};
 use crate::backend::Protocol;
 use crate::resp::{
     bulk_reply, error_reply, int_reply, nil_reply, null_reply, status_reply, Request,
@@ -82,6 +82,23 @@ impl ClientState {
             // The session's own (they end sessions, or change its replies): see `kill` for KILL.
             ConnCmd::Reset => status_reply("RESET"),
             ConnCmd::Kill | ConnCmd::Reply | ConnCmd::Unblock => error_reply("ERR syntax error"),
+            ConnCmd::Pause => match pause_args(req) {
+                Ok((all, timeout)) => {
+                    let now = tokio::time::Instant::now();
+                    // A timeout past any real end (Redis takes up to LLONG_MAX ms): 30 years.
+                    let until = now
+                        .checked_add(timeout)
+                        .unwrap_or(now + std::time::Duration::from_secs(30 * 365 * 86_400));
+                    clients.pause(all, until);
+                    status_reply("OK")
+                }
+                Err(e) => e,
+            },
+            ConnCmd::Unpause if req.argc() == 2 => {
+                clients.unpause();
+                status_reply("OK")
+            }
+            ConnCmd::Unpause => arity("client|unpause"),
         }
     }
 
@@ -104,6 +121,27 @@ impl ClientState {
         };
         (reply, me)
     }
+}
+
+/// `CLIENT PAUSE timeout [WRITE|ALL]`: (`ALL`, how long), or Redis 7.0's error.
+fn pause_args(req: &Request) -> Result<(bool, std::time::Duration), Bytes> {
+    let all =
+        match (req.argc(), req.arg(3)) {
+            (0..=2, _) => return Err(arity("client|pause")),
+            (3, _) => true,
+            (4, Some(m)) if m.eq_ignore_ascii_case(b"write") => false,
+            (4, Some(m)) if m.eq_ignore_ascii_case(b"all") => true,
+            (4, _) => return Err(error_reply("ERR CLIENT PAUSE mode must be WRITE or ALL")),
+            _ => return Err(error_reply(
+                "ERR unknown subcommand or wrong number of arguments for 'pause'. Try CLIENT HELP.",
+            )),
+        };
+    let ms = req
+        .arg(2)
+        .and_then(parse_i64)
+        .ok_or_else(|| error_reply("ERR timeout is not an integer or out of range"))?;
+    let ms = u64::try_from(ms).map_err(|_| error_reply("ERR timeout is negative"))?;
+    Ok((all, std::time::Duration::from_millis(ms)))
 }
 
 /// Redis's arity error for `name` (`client|kill`).

@@ -24,6 +24,24 @@ pub struct Clients {
     /// The proxy's shutdown: each entry's kill token is a child of it, so that a session (and its
     /// subscriber mode) watches one token for both.
     shutdown: CancellationToken,
+    /// `CLIENT PAUSE` in force, if any; sessions watch it.
+    pause: tokio::sync::watch::Sender<Option<Pause>>,
+}
+
+/// A `CLIENT PAUSE`: what waits, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause {
+    /// `ALL` (else `WRITE`).
+    pub all: bool,
+    /// When it ends.
+    pub until: tokio::time::Instant,
+}
+
+impl Pause {
+    /// Whether a command (flagged `write`/`may_replicate` when `writes`) waits now.
+    pub fn holds(&self, writes: bool) -> bool {
+        (self.all || writes) && tokio::time::Instant::now() < self.until
+    }
 }
 
 /// One client session, as the others see it.
@@ -256,7 +274,32 @@ impl Clients {
         Clients {
             entries: Mutex::default(),
             shutdown,
+            pause: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// `CLIENT PAUSE`: as Redis, the stricter of the kinds in force and the later end win.
+    pub fn pause(&self, all: bool, until: tokio::time::Instant) {
+        self.pause.send_modify(|p| {
+            let now = tokio::time::Instant::now();
+            *p = Some(match p.filter(|p| p.until > now) {
+                Some(old) => Pause {
+                    all: old.all || all,
+                    until: old.until.max(until),
+                },
+                None => Pause { all, until },
+            });
+        });
+    }
+
+    /// `CLIENT UNPAUSE`.
+    pub fn unpause(&self) {
+        self.pause.send_replace(None);
+    }
+
+    /// The pause, for a session to watch.
+    pub fn pauses(&self) -> tokio::sync::watch::Receiver<Option<Pause>> {
+        self.pause.subscribe()
     }
 
     /// Registers client `id`.
@@ -500,6 +543,25 @@ mod tests {
         let new = parse("ID 4 SKIPME no USER default").unwrap();
         assert!(!new.old_form && !new.skip_me);
         assert_eq!(new.filter.ids, Some(vec![4]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_combine_as_in_redis() {
+        let clients = Clients::new(CancellationToken::new());
+        let rx = clients.pauses();
+        let now = tokio::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        clients.pause(true, now + ms(100));
+        clients.pause(false, now + ms(50));
+        let p = rx.borrow().unwrap();
+        assert!(p.all && p.until == now + ms(100));
+        assert!(p.holds(false));
+        tokio::time::advance(ms(100)).await;
+        assert!(!p.holds(true), "over");
+        clients.pause(false, tokio::time::Instant::now() + ms(10));
+        assert!(!rx.borrow().unwrap().all, "an expired pause does not count");
+        clients.unpause();
+        assert!(rx.borrow().is_none());
     }
 
     #[test]

@@ -1,17 +1,81 @@
 //! The `CLIENT` subcommands a session answers itself: about its own connection (`SETNAME`,
-//! `INFO`, ...), about the proxy's other clients (`LIST`, `KILL`, `UNBLOCK`), and about its
-//! replies (`REPLY`).
+//! `INFO`, ...), about the proxy's other clients (`LIST`, `KILL`, `UNBLOCK`, `PAUSE`), and about
+//! its replies (`REPLY`); and how `CLIENT PAUSE` holds the session's commands.
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use super::session::Session;
-use crate::client::registry::{parse_i64, Clients};
+use crate::client::registry::{parse_i64, Clients, Pause};
 use crate::client::reply::backend_error;
 use crate::client::reply_mode::Switch;
-use crate::resp::{error_reply, int_reply, Request, Value};
+use crate::resp::{error_reply, int_reply, CommandFlags, CommandInfo, Request, Value};
 use crate::router::ConnCmd;
 
+/// Redis 7.0's commands flagged `may_replicate` without `write`, which `CLIENT PAUSE WRITE`
+/// holds too. Its `COMMAND` does not report that flag, so they are named here (checked one by
+/// one against redis-server 7.0 under a pause).
+const MAY_REPLICATE: &[&str] = &[
+    "eval",
+    "evalsha",
+    "fcall",
+    "publish",
+    "spublish",
+    "pfcount",
+    "pfselftest",
+];
+
+/// Whether `CLIENT PAUSE WRITE` holds the command: flagged `write` or `may_replicate`
+/// (`PUBLISH`, `EVAL`, `PFCOUNT`, ...), as Redis 7.0 decides.
+pub(super) fn holds_on_write(info: Option<&CommandInfo>) -> bool {
+    info.is_some_and(|i| {
+        i.flags.contains(CommandFlags::WRITE)
+            || i.flags.contains(CommandFlags::MAY_REPLICATE)
+            || MAY_REPLICATE.contains(&i.name.as_str())
+    })
+}
+
+/// Returns when `pause` (the one a command waits for) may be over: it was changed or lifted, or
+/// its time is up.
+pub(super) async fn pause_changed(rx: &mut watch::Receiver<Option<Pause>>, pause: Option<Pause>) {
+    let Some(p) = pause else {
+        return;
+    };
+    tokio::select! {
+        r = rx.changed() => {
+            if r.is_err() {
+                tokio::time::sleep_until(p.until).await;
+            }
+        }
+        _ = tokio::time::sleep_until(p.until) => {}
+    }
+}
+
 impl Session {
+    /// Whether `CLIENT PAUSE` holds a command (`info`) now: every command under `ALL`; under
+    /// `WRITE` the writes, and `EXEC` of a transaction that queued one. A command Redis does not
+    /// know is refused before the pause, as Redis does.
+    pub(super) fn paused(&self, info: Option<&CommandInfo>) -> bool {
+        let Some(pause) = *self.pauses.borrow() else {
+            return false;
+        };
+        let Some(i) = info else {
+            return false;
+        };
+        pause.holds(holds_on_write(info) || (i.name == "exec" && self.tx_writes))
+    }
+
+    /// The command postponed by `CLIENT PAUSE` runs once the pause is over.
+    pub(super) async fn resume_postponed(&mut self) {
+        let commands = self.ctx.commands.load_full();
+        let Some(req) = self.postponed.take() else {
+            return;
+        };
+        self.dispatch.begin_read();
+        self.handle(req, &commands).await;
+        self.dispatch.flush().await;
+    }
+
     /// Answers `CLIENT ...` (`cmd`); `None` when it has no reply (`CLIENT REPLY OFF`/`SKIP`).
     /// `dropped`: its reply was marked to be dropped (replies are off).
     pub(super) async fn conn_command(

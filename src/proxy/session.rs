@@ -16,12 +16,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::client_cmds::{holds_on_write, pause_changed};
 use super::dispatch::{Dispatcher, Progress};
 use crate::backend::Protocol;
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::client::client_state::ClientState;
-use crate::client::registry::ClientEntry;
+use crate::client::registry::{ClientEntry, Pause};
 use crate::client::reply::{input_error, Close};
 use crate::client::reply_mode::ReplyMode;
 use crate::client::{local, ProxyContext};
@@ -68,6 +69,12 @@ pub struct Session {
     pub(super) queued_in_tx: usize,
     /// `CLIENT REPLY`: the replies the client does not get.
     pub(super) replies: ReplyMode,
+    /// A command that waits for `CLIENT PAUSE` to end (nothing after it is read meanwhile).
+    pub(super) postponed: Option<Request>,
+    /// `CLIENT PAUSE`, as the registry says.
+    pub(super) pauses: tokio::sync::watch::Receiver<Option<Pause>>,
+    /// The transaction queued a command that `CLIENT PAUSE WRITE` holds (so `EXEC` waits).
+    pub(super) tx_writes: bool,
     /// RESP2 until the client says `HELLO 3`.
     pub(super) protocol: Protocol,
     /// Who the client authenticated as.
@@ -111,6 +118,8 @@ enum Event {
     Shutdown,
     /// `CLIENT KILL` from another client: the session ends at once.
     Killed,
+    /// The `CLIENT PAUSE` a command waits for may be over.
+    Unpaused,
 }
 
 impl Session {
@@ -126,6 +135,9 @@ impl Session {
             entry: ctx.clients.register(id),
             queued_in_tx: 0,
             replies: ReplyMode::default(),
+            postponed: None,
+            pauses: ctx.clients.pauses(),
+            tx_writes: false,
             ctx,
             stats,
             client: ClientState::new(id),
@@ -168,6 +180,9 @@ impl Session {
     /// One turn of the session: dispatch what was read, write what is ready, wait for the next
     /// event and act on it.
     async fn step(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Step {
+        if self.postponed.is_some() && !self.closing {
+            self.resume_postponed().await;
+        }
         if !self.closing && self.dispatch_parsed(&mut io.parser, &mut io.inbuf).await == Close::Now
         {
             return Step::End;
@@ -203,6 +218,7 @@ impl Session {
     async fn next_event(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Event {
         let can_read = !self.closing
             && self.subscribe.is_none()
+            && self.postponed.is_none()
             && self.dispatch.can_parse()
             && self.dispatch.queued() < self.ctx.max_pipeline;
         // The client is written to as it reads, while replies keep being collected (so the
@@ -211,8 +227,10 @@ impl Session {
         let idle = io
             .backlog
             .idle_deadline(writing || !self.dispatch.is_idle());
+        let pause_ends = self.postponed.as_ref().and_then(|_| *self.pauses.borrow());
         tokio::select! {
             r = write_or_flush(&mut io.wr, &io.out), if writing => Event::Written(r),
+            _ = pause_changed(&mut self.pauses, pause_ends), if self.postponed.is_some() => Event::Unpaused,
             p = self.dispatch.progress() => Event::Progress(p),
             r = io.rd.read_buf(&mut io.inbuf), if can_read => Event::Read(r),
             _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
@@ -260,6 +278,7 @@ impl Session {
                 return Step::End;
             }
             Event::Evicted => return Step::End,
+            Event::Unpaused => {}
             Event::Killed => {
                 tracing::debug!("client killed (CLIENT KILL)");
                 return Step::End;
@@ -328,6 +347,7 @@ impl Session {
         // Nothing after a QUIT is run, as in Redis (CLIENT_CLOSE_AFTER_REPLY stops its input loop).
         while !self.closing
             && self.subscribe.is_none()
+            && self.postponed.is_none()
             && self.dispatch.can_parse()
             && self.dispatch.queued() < self.ctx.max_pipeline
         {
@@ -362,9 +382,14 @@ impl Session {
     }
 
     /// One request: what is the client's own is answered here, the rest is dispatched.
-    async fn handle(&mut self, req: Request, commands: &CommandTable) {
-        self.stats.command();
+    pub(super) async fn handle(&mut self, req: Request, commands: &CommandTable) {
         let info = commands.lookup(&req);
+        if self.paused(info) {
+            self.postponed = Some(req);
+            self.entry.state().blocked = true;
+            return;
+        }
+        self.stats.command();
         self.publish(Some(info.map_or("NULL", |i| i.name.as_str())));
         // `CLIENT REPLY OFF`/`SKIP`: this command's reply is marked to be dropped.
         let dropped = self.replies.next_command();
@@ -389,6 +414,7 @@ impl Session {
         let in_multi = self.dispatch.in_multi();
         if in_multi && queued_in_multi(&class) {
             self.queued_in_tx += 1;
+            self.tx_writes |= holds_on_write(info);
             return dispatch_command!(self.dispatch, req, info, class, commands);
         }
         let reply = match class {
@@ -450,6 +476,7 @@ impl Session {
         let in_multi = self.dispatch.in_multi();
         if !in_multi {
             self.queued_in_tx = 0;
+            self.tx_writes = false;
         }
         let mut s = self.entry.state();
         if let Some(cmd) = cmd {
@@ -459,7 +486,7 @@ impl Session {
         }
         s.db = self.dispatch.db();
         s.multi = in_multi.then_some(self.queued_in_tx);
-        s.blocked = self.dispatch.blocked();
+        s.blocked = self.dispatch.blocked() || self.postponed.is_some();
         s.resp3 = self.protocol == Protocol::Resp3;
         if s.user != self.auth.user_name() {
             s.user = self.auth.user_name().to_string();

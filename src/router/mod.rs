@@ -76,6 +76,10 @@ pub enum ConnCmd {
     Reply,
     /// `CLIENT UNBLOCK id [TIMEOUT|ERROR]`: another client of the proxy.
     Unblock,
+    /// `CLIENT PAUSE timeout [WRITE|ALL]`: the proxy's clients.
+    Pause,
+    /// `CLIENT UNPAUSE`.
+    Unpause,
     /// `CLIENT NO-EVICT`/`NO-TOUCH on|off`: accepted (they would apply to a shared connection).
     Accepted,
     /// `RESET`.
@@ -87,7 +91,10 @@ impl ConnCmd {
     /// a transaction's place (never queued for a server, where they would act on the proxy's
     /// connections).
     pub fn proxy_wide(self) -> bool {
-        matches!(self, ConnCmd::Kill | ConnCmd::Reply | ConnCmd::Unblock)
+        matches!(
+            self,
+            ConnCmd::Kill | ConnCmd::Reply | ConnCmd::Unblock | ConnCmd::Pause | ConnCmd::Unpause
+        )
     }
 }
 
@@ -162,8 +169,6 @@ const CONNECTION_STATE: &[&str] = &[
     "client|caching",
     "client|trackinginfo",
     "client|getredir",
-    "client|pause",
-    "client|unpause",
 ];
 
 fn unsupported(name: &str, why: &str) -> Class {
@@ -228,6 +233,8 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|kill" => Class::Conn(ConnCmd::Kill),
         "client|reply" => Class::Conn(ConnCmd::Reply),
         "client|unblock" => Class::Conn(ConnCmd::Unblock),
+        "client|pause" => Class::Conn(ConnCmd::Pause),
+        "client|unpause" => Class::Conn(ConnCmd::Unpause),
         "client|no-evict" | "client|no-touch" => Class::Conn(ConnCmd::Accepted),
         "reset" => Class::Conn(ConnCmd::Reset),
         // A shared connection may be waiting behind the very script to kill: a connection of

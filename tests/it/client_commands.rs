@@ -380,3 +380,74 @@ in_both_modes!(
     client_unblock_releases_a_blocked_client,
     unblocks_the_proxys_clients
 );
+
+/// Nothing arrives on `s` for a while.
+async fn silent(s: &mut TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let wait = crate::harness::eventually::scaled(std::time::Duration::from_millis(300));
+    tokio::time::timeout(wait, s.read(&mut buf)).await.is_err()
+}
+
+/// `CLIENT PAUSE WRITE` holds the proxy's clients' writes (`PUBLISH` too) while reads go on,
+/// `CLIENT PAUSE ALL` every command, until `CLIENT UNPAUSE` or the timeout, as Redis does.
+async fn pauses_the_proxys_clients(proxy: &TestProxy) {
+    use std::time::{Duration, Instant};
+    let mut a = connect(proxy).await;
+    let mut b = connect(proxy).await;
+    let mut c = connect(proxy).await;
+    let idb = id_of(&mut b).await;
+    assert_eq!(
+        send(&mut a, &[&["CLIENT", "PAUSE", "60000", "WRITE"]]).await,
+        ["+OK"]
+    );
+    assert_eq!(send(&mut b, &[&["GET", "{p}k"]]).await, ["$-1"]);
+    start(&mut b, &["SET", "{p}k", "v"]).await;
+    start(&mut c, &["PUBLISH", "ch", "m"]).await;
+    assert!(silent(&mut b).await && silent(&mut c).await, "writes wait");
+    assert_eq!(
+        field(&list(&mut a, &["ID", &idb]).await[0], "flags"),
+        "b",
+        "a paused client shows as blocked"
+    );
+    assert_eq!(send(&mut a, &[&["GET", "{p}k"]]).await, ["$-1"]);
+    assert_eq!(send(&mut a, &[&["CLIENT", "UNPAUSE"]]).await, ["+OK"]);
+    assert_eq!(
+        crate::harness::redis::read_replies(&mut b, 1).await,
+        ["+OK"]
+    );
+    assert_eq!(crate::harness::redis::read_replies(&mut c, 1).await, [":0"]);
+
+    // ALL: everything waits, the pausing client's own commands too, until the timeout.
+    let since = Instant::now();
+    assert_eq!(send(&mut a, &[&["CLIENT", "PAUSE", "500"]]).await, ["+OK"]);
+    assert_eq!(send(&mut b, &[&["GET", "{p}k"]]).await, ["$1\r\nv"]);
+    assert!(
+        since.elapsed() >= Duration::from_millis(450),
+        "a read waited"
+    );
+    assert_eq!(send(&mut a, &[&["PING"]]).await, ["+PONG"]);
+    assert_eq!(
+        send(
+            &mut a,
+            &[
+                &["CLIENT", "PAUSE", "x"],
+                &["CLIENT", "PAUSE", "10", "foo"],
+                &["CLIENT", "PAUSE", "-1"],
+                &["CLIENT", "UNPAUSE", "x"],
+            ]
+        )
+        .await,
+        [
+            "-ERR timeout is not an integer or out of range",
+            "-ERR CLIENT PAUSE mode must be WRITE or ALL",
+            "-ERR timeout is negative",
+            "-ERR wrong number of arguments for 'client|unpause' command"
+        ]
+    );
+}
+
+in_both_modes!(
+    client_pause_holds_the_proxys_clients,
+    pauses_the_proxys_clients
+);

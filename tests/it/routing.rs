@@ -125,8 +125,8 @@ async fn connection_state_commands_get_a_clear_error() {
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     let mut c = proxy.client().await;
     let err = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg("10")
+        .arg("CACHING")
+        .arg("yes")
         .query_async::<()>(&mut c)
         .await
         .unwrap_err();
