@@ -99,6 +99,7 @@ impl ClientState {
                 status_reply("OK")
             }
             ConnCmd::Unpause => arity("client|unpause"),
+            ConnCmd::NotTracking => not_tracking(req, protocol),
         }
     }
 
@@ -120,6 +121,32 @@ impl ClientState {
             (false, n) => int_reply(i64::try_from(n).unwrap_or(i64::MAX)),
         };
         (reply, me)
+    }
+}
+
+/// `CLIENT GETREDIR`/`TRACKINGINFO`/`CACHING` from a client without tracking, as Redis answers.
+fn not_tracking(req: &Request, protocol: Protocol) -> Bytes {
+    let sub = req.arg(1).unwrap_or_default().to_ascii_lowercase();
+    match (sub.as_slice(), req.argc()) {
+        (b"getredir", 2) => int_reply(-1),
+        (b"trackinginfo", 2) => {
+            // A map with `flags` a set in RESP3; flat in RESP2.
+            let (map, set): (&[u8], &[u8]) = match protocol {
+                Protocol::Resp3 => (b"%3", b"~1"),
+                Protocol::Resp2 => (b"*6", b"*1"),
+            };
+            let reply = [
+                map,
+                b"\r\n$5\r\nflags\r\n",
+                set,
+                b"\r\n$3\r\noff\r\n$8\r\nredirect\r\n:-1\r\n$8\r\nprefixes\r\n*0\r\n",
+            ];
+            Bytes::from(reply.concat())
+        }
+        (b"caching", 3) => error_reply(
+            "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled",
+        ),
+        _ => arity(&format!("client|{}", String::from_utf8_lossy(&sub))),
     }
 }
 

@@ -9,10 +9,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::BlockedOn;
@@ -58,7 +60,16 @@ pub struct ClientEntry {
     /// when it sends one, cleared when it is answered (before its connection can serve another
     /// client).
     blocked_on: Mutex<Option<BlockedOn>>,
+    /// Where invalidations of clients tracking with `REDIRECT` to this one go, while its session
+    /// takes them (in subscriber mode).
+    invalidations: Mutex<Option<mpsc::Sender<Invalidation>>>,
+    /// Some could not be queued: the client must drop everything it caches.
+    invalidations_lost: AtomicBool,
 }
+
+/// The keys of an invalidation message; `None`: every key (`FLUSHALL`, or what the proxy cannot
+/// vouch for).
+pub type Invalidation = Option<Vec<Bytes>>;
 
 /// What `CLIENT LIST` shows of a client; the session keeps it current.
 #[derive(Debug, Clone)]
@@ -196,6 +207,28 @@ impl ClientEntry {
             .clone()
     }
 
+    /// The client's session takes redirected invalidations on `to` from now (`None`: no longer;
+    /// Redis drops them then too).
+    pub fn take_invalidations(&self, to: Option<mpsc::Sender<Invalidation>>) {
+        *self.invalidations.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+
+    /// An invalidation redirected to this client: queued for its session if it takes them. One
+    /// that does not fit in the queue is remembered as lost (see [`Self::lost_invalidations`]).
+    pub fn invalidate(&self, keys: Invalidation) {
+        let to = self.invalidations.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = to.as_ref() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(keys) {
+                self.invalidations_lost.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether invalidations were lost since last asked (the client then drops its whole cache).
+    pub fn lost_invalidations(&self) -> bool {
+        self.invalidations_lost.swap(false, Ordering::Relaxed)
+    }
+
     /// Seconds since the client connected.
     pub fn age(&self) -> u64 {
         self.since.elapsed().as_secs()
@@ -311,6 +344,8 @@ impl Clients {
             state: Mutex::new(EntryState::new(now)),
             killed: self.shutdown.child_token(),
             blocked_on: Mutex::new(None),
+            invalidations: Mutex::new(None),
+            invalidations_lost: AtomicBool::new(false),
         });
         self.entries().insert(id, entry.clone());
         entry

@@ -29,7 +29,7 @@ use crate::client::{local, ProxyContext};
 use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
-use crate::router::{is_tracking, refused_in_transaction, tracking_in_resp2, Class, ConnCmd};
+use crate::router::{refused_in_transaction, Class, ConnCmd};
 use crate::stats::ListenerStats;
 use crate::tls::{ReadHalf, WriteHalf};
 
@@ -449,9 +449,6 @@ impl Session {
             // where the proxy cannot follow it into subscriber mode.
             Class::PubSub if in_multi => {
                 error_reply("ERR haproxy-rs does not support pub/sub commands inside a transaction")
-            }
-            Class::PubSub if self.protocol == Protocol::Resp2 && is_tracking(&req) => {
-                tracking_in_resp2(&req)
             }
             Class::PubSub => {
                 if dropped {

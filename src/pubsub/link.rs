@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
+use super::redirect::Relay;
 use super::{Kind, Subscriptions};
 use crate::backend::{Backend, BackendError, Protocol};
 use crate::resp::{encode_command, ReplyScanner};
@@ -75,6 +76,8 @@ pub struct Link {
     /// `CLIENT TRACKING on` was sent here (the client caches what it reads through this link):
     /// the link stays open while tracking is on.
     pub tracking: bool,
+    /// Where the tracking here redirects to (`CLIENT TRACKING ... REDIRECT`).
+    pub relay: Option<Relay>,
     wr: WriteHalf,
     reader: AbortHandle,
     _permit: OwnedSemaphorePermit,
@@ -116,6 +119,7 @@ impl Link {
             requested: Subscriptions::default(),
             ops: VecDeque::new(),
             tracking: false,
+            relay: None,
             wr,
             reader,
             _permit: permit,

@@ -23,6 +23,7 @@ mod link;
 pub mod locate;
 mod mode;
 pub mod monitor;
+mod redirect;
 
 use std::collections::BTreeSet;
 

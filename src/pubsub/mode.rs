@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::link::{Link, LinkEvent};
+use super::redirect::{invalidation_frame, Relay, Tracking};
 
 mod frames;
 mod placement;
@@ -27,14 +28,18 @@ use super::{resp2_pong, Kind, Locate, Subscriptions};
 use crate::backend::{BackendError, Protocol};
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, write_or_flush, Backlog};
-use crate::client::registry::ClientEntry;
+use crate::client::registry::{ClientEntry, Invalidation};
 use crate::client::reply::{backend_error, input_error, Close};
 use crate::client::{local, ProxyContext};
-use crate::resp::{error_reply, status_reply, CommandTable, Request, RequestParser};
+use crate::resp::{error_reply, int_reply, status_reply, CommandTable, Request, RequestParser};
 use crate::router::slot::key_slot;
 use crate::router::{classify_info, Class};
 use crate::stats::ListenerStats;
 use crate::tls::{ReadHalf, WriteHalf};
+
+/// Invalidations redirected to a client that its session has not taken yet (beyond, they are
+/// lost and the client told to drop everything).
+const INVALIDATION_QUEUE: usize = 256;
 
 /// How often placement is checked against the topology.
 const TICK: Duration = Duration::from_millis(50);
@@ -121,8 +126,11 @@ struct Current {
     since: Instant,
     /// `MOVED`/`ASK` followed so far.
     redirects: u8,
-    /// A `CLIENT TRACKING on|off` (on: the command, replayed on every link commands go to).
-    tracking: Option<(bool, Bytes)>,
+    /// A `CLIENT TRACKING on|off` (on: replayed on every link commands go to).
+    tracking: Option<Tracking>,
+    /// A `CLIENT TRACKINGINFO` whose reply names this proxy client as the redirect (the
+    /// server's names the relay).
+    shows_redirect: Option<u64>,
 }
 
 /// A command a node redirected: sent again to `addr` (after `ASKING` when `ask`).
@@ -157,8 +165,8 @@ struct Subscriber<'a> {
     /// The current command, redirected by its node, to send again.
     redirect: Option<Redirect>,
     closing: bool,
-    /// The client's `CLIENT TRACKING on ...` in force (RESP3 client-side caching).
-    tracking: Option<Bytes>,
+    /// The client's `CLIENT TRACKING on ...` in force (client-side caching).
+    tracking: Option<Tracking>,
     /// The server the client's commands went to last, while tracking (Sentinel/static mode).
     tracking_addr: Option<String>,
     /// Pushes of the proxy's own for the client (an invalidation of everything it caches).
@@ -210,6 +218,8 @@ async fn subscribed(
 ) -> Exit {
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let (opened_tx, mut opened) = mpsc::channel(EVENT_QUEUE);
+    let (invalidations_tx, mut invalidations) = mpsc::channel(INVALIDATION_QUEUE);
+    let _taken = TakesInvalidations::new(parts.entry, invalidations_tx);
     let mut s = Subscriber::new(parts, events_tx, opened_tx);
     let ClientIo {
         rd,
@@ -281,10 +291,28 @@ async fn subscribed(
                 }
             },
             Some((addr, link)) = opened.recv() => s.opened(addr, link, out).await,
+            Some(keys) = invalidations.recv() => s.invalidation(keys, out),
             _ = tick.tick() => s.tick(out).await,
             _ = backlog.evicted() => return Exit::Close,
             _ = shutdown.cancelled() => return Exit::Close,
         }
+    }
+}
+
+/// Invalidations redirected to this client (`CLIENT TRACKING ... REDIRECT` of others) come to
+/// its session while it is in subscriber mode.
+struct TakesInvalidations<'e>(&'e ClientEntry);
+
+impl<'e> TakesInvalidations<'e> {
+    fn new(entry: &'e ClientEntry, to: mpsc::Sender<Invalidation>) -> Self {
+        entry.take_invalidations(Some(to));
+        TakesInvalidations(entry)
+    }
+}
+
+impl Drop for TakesInvalidations<'_> {
+    fn drop(&mut self) {
+        self.0.take_invalidations(None);
     }
 }
 
@@ -374,29 +402,20 @@ impl Subscriber<'_> {
             return None;
         }
         let info = commands.lookup(&req);
-        let protocol = self.parts.protocol;
         let name = info.map(|i| i.name.as_str()).unwrap_or_default();
-        if protocol == Protocol::Resp3 {
-            if let Some(on) = tracking_switch(name, &req) {
-                let raw = req.raw().clone();
-                let exit = self.forward(&commands, &req, out).await;
-                if let Some(c) = &mut self.current {
-                    c.tracking = Some((on, raw));
-                }
+        // A RESP2 client may only (un)subscribe, ping, quit or reset while subscribed; one here
+        // for tracking alone runs its commands as a RESP3 client does.
+        let restricted = self.parts.protocol == Protocol::Resp2 && self.subs.total() > 0;
+        if !restricted {
+            if let Some(exit) = self.tracking_command(name, &commands, &req, out).await {
                 return exit;
             }
-            if matches!(
-                name,
-                "client|caching" | "client|trackinginfo" | "client|getredir"
-            ) {
-                return self.forward(&commands, &req, out).await;
-            }
         }
-        let reply = match (name, protocol) {
+        let reply = match (name, restricted) {
             ("ping", _) if req.argc() > 2 => {
                 error_reply("ERR wrong number of arguments for 'ping' command")
             }
-            ("ping", Protocol::Resp2) => resp2_pong(req.arg(1)),
+            ("ping", true) => resp2_pong(req.arg(1)),
             ("quit", _) => {
                 self.closing = true;
                 status_reply("OK")
@@ -405,15 +424,15 @@ impl Subscriber<'_> {
                 out.extend_from_slice(&status_reply("RESET"));
                 return Some(Exit::Reset);
             }
-            (_, Protocol::Resp2) if info.is_none() => unknown_command(&req),
-            (_, Protocol::Resp2) => error_reply(&format!(
+            (_, true) if info.is_none() => unknown_command(&req),
+            (_, true) => error_reply(&format!(
                 "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
             )),
             ("auth", _) => local::auth_reply(&ctx, self.parts.auth, &req).await,
             _ => match classify_info(info, &req) {
                 Class::Local(reply) | Class::Reject(reply) => reply,
                 Class::Read | Class::Write => {
-                    return self.forward(&commands, &req, out).await;
+                    return self.forward(&commands, &req, None, out).await;
                 }
                 _ => error_reply(&format!(
                     "ERR haproxy-rs does not support '{}' while the client is subscribed; unsubscribe first",
@@ -459,11 +478,56 @@ impl Subscriber<'_> {
         self.try_complete(out);
     }
 
-    /// A RESP3 client's command while subscribed: on a link to the server that serves it.
+    /// `CLIENT TRACKING`/`CACHING`/`TRACKINGINFO`/`GETREDIR`: `Some` when `name` is one of them
+    /// (with what [`Self::request`] returns).
+    async fn tracking_command(
+        &mut self,
+        name: &str,
+        commands: &CommandTable,
+        req: &Request,
+        out: &mut BytesMut,
+    ) -> Option<Option<Exit>> {
+        let redirect = self
+            .tracking
+            .as_ref()
+            .and_then(Tracking::redirect)
+            .map(|t| t.id);
+        match name {
+            "client|tracking" => match Tracking::parse(req, &self.parts.ctx.clients) {
+                Ok(t) => Some(self.forward(commands, req, Some(t), out).await),
+                Err(e) => {
+                    self.parts.stats.error();
+                    out.extend_from_slice(&e);
+                    Some(None)
+                }
+            },
+            "client|getredir" if req.argc() == 2 && redirect.is_some() => {
+                out.extend_from_slice(&int_reply(
+                    redirect.map_or(0, |id| i64::try_from(id).unwrap_or(i64::MAX)),
+                ));
+                Some(None)
+            }
+            "client|trackinginfo" => {
+                let exit = self.forward(commands, req, None, out).await;
+                if let Some(c) = &mut self.current {
+                    c.shows_redirect = redirect;
+                }
+                Some(exit)
+            }
+            "client|caching" | "client|getredir" => {
+                Some(self.forward(commands, req, None, out).await)
+            }
+            _ => None,
+        }
+    }
+
+    /// A command while subscribed (RESP3) or tracking: on a link to the server that serves it.
+    /// `switch`: it is this `CLIENT TRACKING`, sent with the `REDIRECT` of the link's server.
     async fn forward(
         &mut self,
         commands: &CommandTable,
         req: &Request,
+        switch: Option<Tracking>,
         out: &mut BytesMut,
     ) -> Option<Exit> {
         let Some(backend) = self.parts.locator.command(commands, req) else {
@@ -483,23 +547,36 @@ impl Subscriber<'_> {
                 return None;
             }
         };
+        let tracking = self.tracking.clone();
+        let wanted = switch.as_ref().filter(|t| t.on()).or(tracking.as_ref());
+        if let Err(e) = self.relay_for(idx, wanted).await {
+            self.parts.stats.error();
+            out.extend_from_slice(&backend_error(&e, &addr).0);
+            return None;
+        }
         let tag = self.start(Vec::new(), false);
         if let Some(c) = &mut self.current {
             c.awaiting = 1;
         }
-        let tracking = self.tracking.clone();
         let sent = match self.links.get_mut(idx) {
             Some(link) => {
+                let relay = link.relay.as_ref().map(|r| r.server_id);
                 let mut ok = true;
-                if let Some(t) = tracking.filter(|_| !link.tracking) {
+                if let Some(t) = tracking.filter(|_| !link.tracking && switch.is_none()) {
                     // What the client reads here is tracked for it too.
-                    ok = link.internal(&t).await.is_ok();
+                    ok = link.internal(&t.command(relay)).await.is_ok();
                     link.tracking = ok;
                 }
-                ok && link.command(req.raw().clone(), tag, false).await.is_ok()
+                let raw = switch
+                    .as_ref()
+                    .map_or_else(|| req.raw().clone(), |t| t.command(relay));
+                ok && link.command(raw, tag, false).await.is_ok()
             }
             None => false,
         };
+        if let Some(c) = &mut self.current {
+            c.tracking = switch;
+        }
         if !sent {
             if let Some(id) = self.links.get(idx).map(|l| l.id) {
                 self.lost(id);
@@ -521,6 +598,7 @@ impl Subscriber<'_> {
             since: Instant::now(),
             redirects: 0,
             tracking: None,
+            shows_redirect: None,
         });
         self.next_tag
     }
@@ -534,8 +612,68 @@ impl Subscriber<'_> {
     fn stop_tracking(&mut self, keep: Option<&str>) {
         for l in self.links.iter_mut().filter(|l| Some(l.addr()) != keep) {
             l.tracking = false;
+            l.relay = None;
         }
         self.links.retain(|l| !l.idle());
+    }
+
+    /// What the client cached is no longer tracked: it is told to drop everything, where its
+    /// invalidations go (a RESP2 client without `REDIRECT` gets none, from Redis either).
+    fn drop_cache(&mut self) {
+        match self.tracking.as_ref().and_then(Tracking::redirect) {
+            Some(target) => target.invalidate(None),
+            None if self.parts.protocol == Protocol::Resp3 => {
+                self.notices.push(Bytes::from_static(INVALIDATE_ALL));
+            }
+            None => {}
+        }
+    }
+
+    /// Makes sure link `idx` has a live relay when `tracking` redirects (its tracking is sent
+    /// again when the relay it redirected to broke).
+    async fn relay_for(
+        &mut self,
+        idx: usize,
+        tracking: Option<&Tracking>,
+    ) -> Result<(), BackendError> {
+        let Some(target) = tracking.and_then(Tracking::redirect) else {
+            return Ok(());
+        };
+        let Some(link) = self.links.get_mut(idx) else {
+            return Ok(());
+        };
+        if link.relay.as_ref().is_some_and(|r| !r.broken()) {
+            return Ok(());
+        }
+        if link.relay.take().is_some() && link.tracking {
+            // On again below, redirecting to the new relay; off first, as Redis refuses
+            // prefixes that overlap those in force.
+            link.internal(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nTRACKING\r\n$3\r\noff\r\n")
+                .await?;
+            link.tracking = false;
+        }
+        link.relay = Some(Relay::open(&link.backend, target.clone()).await?);
+        Ok(())
+    }
+
+    /// An invalidation redirected to this client: passed on as Redis would (a RESP2 client gets
+    /// it only while subscribed), after the confirmations being waited for.
+    fn invalidation(&mut self, keys: Invalidation, out: &mut BytesMut) {
+        let keys = if self.parts.entry.lost_invalidations() {
+            None
+        } else {
+            keys
+        };
+        if self.parts.protocol == Protocol::Resp2 && self.subs.total() == 0 {
+            return;
+        }
+        let frame = invalidation_frame(&keys, self.parts.protocol);
+        if self.current.as_ref().is_some_and(|c| c.confirms) {
+            self.held_bytes += frame.len();
+            self.held.push_back(frame);
+        } else {
+            out.extend_from_slice(&frame);
+        }
     }
 
     /// Whether the client still needs this mode: subscriptions, or tracking on.
@@ -550,7 +688,7 @@ impl Subscriber<'_> {
             return;
         }
         if self.tracking_addr.as_deref().is_some_and(|a| a != addr) {
-            self.notices.push(Bytes::from_static(INVALIDATE_ALL));
+            self.drop_cache();
             self.stop_tracking(Some(addr));
         }
         self.tracking_addr = Some(addr.to_string());
@@ -590,21 +728,6 @@ impl Subscriber<'_> {
 /// `invalidate` with a null key list: the client drops everything it caches (Redis sends it on
 /// `FLUSHALL`; the proxy, when the server the cache came from is left behind).
 const INVALIDATE_ALL: &[u8] = b">2\r\n$10\r\ninvalidate\r\n_\r\n";
-
-/// `CLIENT TRACKING on|off ...`: whether it turns tracking on.
-fn tracking_switch(name: &str, req: &Request) -> Option<bool> {
-    if name != "client|tracking" {
-        return None;
-    }
-    let arg = req.arg(2)?;
-    if arg.eq_ignore_ascii_case(b"on") {
-        Some(true)
-    } else if arg.eq_ignore_ascii_case(b"off") {
-        Some(false)
-    } else {
-        None
-    }
-}
 
 /// Redis's reply to a command it does not know.
 fn unknown_command(req: &Request) -> Bytes {

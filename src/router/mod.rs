@@ -84,6 +84,9 @@ pub enum ConnCmd {
     Accepted,
     /// `RESET`.
     Reset,
+    /// `CLIENT GETREDIR`/`TRACKINGINFO`/`CACHING` of a client without tracking (with it, its
+    /// tracking connection answers them).
+    NotTracking,
 }
 
 impl ConnCmd {
@@ -139,18 +142,6 @@ pub enum Pin {
     Wait,
 }
 
-/// `CLIENT TRACKING on` from a RESP2 client: its invalidations would go to a connection it names
-/// by id (`REDIRECT`), which the proxy cannot map to the servers' ids.
-pub const TRACKING_NEEDS_RESP3: &str = "ERR haproxy-rs supports CLIENT TRACKING with RESP3 only (HELLO 3): RESP2's REDIRECT names a connection id of the proxy's, not of a server's";
-
-/// A RESP2 client's `CLIENT TRACKING`: `off` (nothing is on) is `+OK`, anything else refused.
-pub fn tracking_in_resp2(req: &Request) -> Bytes {
-    match req.arg(2) {
-        Some(a) if a.eq_ignore_ascii_case(b"off") && req.argc() == 3 => status_reply("OK"),
-        _ => error_reply(TRACKING_NEEDS_RESP3),
-    }
-}
-
 /// Whether `req` is `CLIENT TRACKING ...`.
 pub fn is_tracking(req: &Request) -> bool {
     req.name().eq_ignore_ascii_case(b"client")
@@ -161,15 +152,7 @@ pub fn is_tracking(req: &Request) -> bool {
 
 /// Commands that would change the state of a shared backend connection. Each is refused with an
 /// error naming it until sessions own backend connections for them.
-const CONNECTION_STATE: &[&str] = &[
-    "sync",
-    "psync",
-    "readonly",
-    "readwrite",
-    "client|caching",
-    "client|trackinginfo",
-    "client|getredir",
-];
+const CONNECTION_STATE: &[&str] = &["sync", "psync", "readonly", "readwrite"];
 
 fn unsupported(name: &str, why: &str) -> Class {
     Class::Reject(error_reply(&format!(
@@ -228,6 +211,9 @@ pub fn classify_info(info: Option<&CommandInfo>, req: &Request) -> Class {
         "client|setname" => Class::Conn(ConnCmd::SetName),
         "client|getname" => Class::Conn(ConnCmd::GetName),
         "client|id" => Class::Conn(ConnCmd::Id),
+        "client|getredir" | "client|trackinginfo" | "client|caching" => {
+            Class::Conn(ConnCmd::NotTracking)
+        }
         "client|info" => Class::Conn(ConnCmd::Info),
         "client|list" => Class::Conn(ConnCmd::List),
         "client|kill" => Class::Conn(ConnCmd::Kill),
@@ -433,7 +419,7 @@ mod tests {
 
     #[test]
     fn connection_state_commands_are_refused() {
-        for args in [&["CLIENT", "CACHING", "yes"][..], &["SYNC"]] {
+        for args in [&["READONLY"][..], &["SYNC"]] {
             match class(args) {
                 Class::Reject(b) => {
                     assert!(

@@ -14,6 +14,16 @@ fn invalidate(key: &str) -> String {
     format!(">2 $10 invalidate *1 ${} {key} ", key.len())
 }
 
+/// A planned failover, once the proxy routes to the new master.
+async fn fail_over(topo: &Topology, proxy: &crate::harness::proxy::TestProxy) {
+    let new = topo.failover().await;
+    eventually!(
+        Duration::from_secs(15),
+        proxy.master().as_deref() == Some(new.as_str()),
+        "the proxy follows the failover to {new}"
+    );
+}
+
 /// A RESP3 client with tracking on through `addr`, having read `key` (so it is tracked).
 async fn tracking_client(addr: std::net::SocketAddr, key: &str) -> Raw {
     let mut c = Raw::connect(addr).await;
@@ -63,16 +73,6 @@ async fn tracking_clients_get_their_invalidations() {
         None,
         "no push after tracking off"
     );
-
-    // RESP2 has no pushes: REDIRECT would name a connection of the proxy's.
-    let mut r2 = Raw::connect(proxy.addr()).await;
-    r2.send(&["CLIENT", "TRACKING", "on"]).await;
-    assert!(r2
-        .frame()
-        .await
-        .starts_with("-ERR haproxy-rs supports CLIENT TRACKING with RESP3 only"),);
-    r2.send(&["CLIENT", "TRACKING", "off"]).await;
-    assert_eq!(r2.frame().await, "+OK ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,12 +84,7 @@ async fn a_failover_invalidates_everything_and_tracking_goes_on() {
     assert_eq!(writer.frame().await, "+OK ");
     let mut c = tracking_client(proxy.addr(), "k").await;
 
-    let new = topo.failover().await;
-    eventually!(
-        Duration::from_secs(15),
-        proxy.master().as_deref() == Some(new.as_str()),
-        "the proxy follows the failover to {new}"
-    );
+    fail_over(&topo, &proxy).await;
     // The first command on the new master: the client is told to drop its whole cache (it
     // was filled from the old master), then gets its reply.
     c.send(&["GET", "k"]).await;
@@ -133,4 +128,138 @@ async fn cluster_tracking_covers_keys_on_every_master() {
         writer.frame().await;
         assert_eq!(c.frame().await, invalidate(k));
     }
+}
+
+/// Client-side caching with RESP2 (`REDIRECT`) through `addr`, writes through `writer`: what the
+/// redirect target and the tracking client get, with each client id written as `<id>`.
+async fn redirect_script(addr: std::net::SocketAddr, writer: std::net::SocketAddr) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut target = Raw::connect(addr).await;
+    target.send(&["CLIENT", "ID"]).await;
+    let id = target.frame().await;
+    let id = id.trim_start_matches(':').trim().to_string();
+    let ids = |f: String| f.replace(&format!(":{id} "), ":<id> ");
+    let mut c = Raw::connect(addr).await;
+    let mut w = Raw::connect(writer).await;
+    w.send(&["SET", "rk", "1"]).await;
+    w.frame().await;
+    // Refused: the id of no client, not a number, an unknown option; answered without tracking.
+    for cmd in [
+        &["CLIENT", "TRACKING", "on", "REDIRECT", "987654"][..],
+        &["CLIENT", "TRACKING", "on", "REDIRECT", "x"],
+        &["CLIENT", "TRACKING", "on", "REDIRECT", &id, "maybe"],
+        &["CLIENT", "TRACKING", "on", "REDIRECT", &id, "REDIRECT", &id],
+        &["CLIENT", "GETREDIR"],
+        &["CLIENT", "TRACKINGINFO"],
+        &["CLIENT", "CACHING", "yes"],
+    ] {
+        c.send(cmd).await;
+        seen.push(c.frame().await);
+    }
+    target.send(&["SUBSCRIBE", "__redis__:invalidate"]).await;
+    seen.push(target.frame().await);
+    c.send(&["CLIENT", "TRACKING", "on", "REDIRECT", &id]).await;
+    seen.push(c.frame().await);
+    for cmd in [
+        &["CLIENT", "GETREDIR"][..],
+        &["CLIENT", "TRACKINGINFO"],
+        &["PING"],
+        &["GET", "rk"],
+    ] {
+        c.send(cmd).await;
+        seen.push(ids(c.frame().await));
+    }
+    // Another client's write: the target is told, as a message of the channel.
+    w.send(&["SET", "rk", "2"]).await;
+    w.frame().await;
+    seen.push(target.frame().await);
+    // A key not read is not tracked; FLUSHALL invalidates everything.
+    w.send(&["SET", "other", "2"]).await;
+    w.frame().await;
+    w.send(&["FLUSHALL"]).await;
+    w.frame().await;
+    seen.push(target.frame().await);
+    c.send(&["CLIENT", "TRACKING", "off"]).await;
+    seen.push(c.frame().await);
+    c.send(&["CLIENT", "GETREDIR"]).await;
+    seen.push(c.frame().await);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp2_tracking_redirects_to_a_client_of_the_proxy_as_redis_does() {
+    let server = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![server.addr()]).start(0).await;
+    let direct: std::net::SocketAddr = server.addr().parse().unwrap();
+    let redis = redirect_script(direct, direct).await;
+    assert!(
+        redis.contains(&"*3 $7 message $20 __redis__:invalidate *1 $2 rk ".to_string()),
+        "{redis:?}"
+    );
+    println!("{redis:#?}");
+    let through = redirect_script(proxy.addr(), proxy.addr()).await;
+    assert_eq!(through, redis);
+}
+
+/// Frames `c` gets within a while, until one is `want`.
+async fn until_frame(c: &mut Raw, want: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Some(f) = c.frame_within(Duration::from_secs(5)).await {
+        got.push(f);
+        if got.last().map(String::as_str) == Some(want) {
+            break;
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirected_tracking_follows_a_failover() {
+    const FLUSH: &str = "*3 $7 message $20 __redis__:invalidate $-1 ";
+    const K: &str = "*3 $7 message $20 __redis__:invalidate *1 $1 k ";
+    let topo = Topology::start(2, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let mut writer = Raw::connect(proxy.addr()).await;
+    writer.send(&["SET", "k", "1"]).await;
+    assert_eq!(writer.frame().await, "+OK ");
+    let mut target = Raw::connect(proxy.addr()).await;
+    target.send(&["CLIENT", "ID"]).await;
+    let id = target
+        .frame()
+        .await
+        .trim_start_matches(':')
+        .trim()
+        .to_string();
+    target.send(&["SUBSCRIBE", "__redis__:invalidate"]).await;
+    target.frame().await;
+    let mut c = Raw::connect(proxy.addr()).await;
+    c.send(&["CLIENT", "TRACKING", "on", "REDIRECT", &id]).await;
+    assert_eq!(c.frame().await, "+OK ");
+    c.send(&["GET", "k"]).await;
+    assert_eq!(c.frame().await, "$1 1 ");
+
+    fail_over(&topo, &proxy).await;
+    // The cache was filled from the old master: the target is told to drop all of it.
+    c.send(&["GET", "k"]).await;
+    assert_eq!(c.frame().await, "$1 1 ");
+    let got = until_frame(&mut target, FLUSH).await;
+    assert!(got.contains(&FLUSH.to_string()), "{got:?}");
+    // Tracking goes on, redirected, on the new master.
+    writer.send(&["SET", "k", "2"]).await;
+    assert_eq!(writer.frame().await, "+OK ");
+    let got = until_frame(&mut target, K).await;
+    assert!(got.contains(&K.to_string()), "{got:?}");
+    c.send(&["CLIENT", "GETREDIR"]).await;
+    assert_eq!(c.frame().await, format!(":{id} "));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_resp2_tracking_redirects_as_redis_does() {
+    let server = RedisServer::start().await;
+    let direct: std::net::SocketAddr = server.addr().parse().unwrap();
+    let redis = redirect_script(direct, direct).await;
+    let cluster = crate::harness::Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    let through = redirect_script(proxy.addr(), proxy.addr()).await;
+    assert_eq!(through, redis);
 }

@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::super::link::LinkEvent;
+use super::super::redirect::show_redirect;
 use super::super::{classify_frame, Incoming, Kind};
 use super::{Redirect, Subscriber, MAX_REDIRECTS};
 use crate::backend::BackendError;
@@ -188,13 +189,23 @@ impl Subscriber<'_> {
                     _ => {
                         answer.answered = 1;
                         let switch = self.current.as_mut().and_then(|c| c.tracking.take());
-                        if let Some((on, raw)) = switch.filter(|_| frame.starts_with(b"+OK")) {
-                            link.tracking = on;
-                            self.tracking = on.then_some(raw);
-                            self.tracking_addr = on.then(|| link.addr().to_string());
-                            answer.tracking_off = !on;
+                        if let Some(t) = switch {
+                            if frame.starts_with(b"+OK") {
+                                let on = t.on();
+                                link.tracking = on;
+                                self.tracking = on.then_some(t);
+                                self.tracking_addr = on.then(|| link.addr().to_string());
+                                answer.tracking_off = !on;
+                            }
+                            if !link.tracking {
+                                link.relay = None;
+                            }
                         }
-                        answer.reply = Some(frame);
+                        let shown = self.current.as_ref().and_then(|c| c.shows_redirect);
+                        answer.reply = Some(match shown {
+                            Some(id) => show_redirect(&frame, id),
+                            None => frame,
+                        });
                     }
                 }
             }

@@ -216,7 +216,7 @@ impl Subscriber<'_> {
         tracing::debug!(backend.addr = link.addr(), "subscription link lost");
         if link.tracking {
             // What the client cached through it is no longer tracked.
-            self.notices.push(Bytes::from_static(super::INVALIDATE_ALL));
+            self.drop_cache();
         }
         self.avoid = Some(link.addr().to_string());
         self.parts.locator.suspect();
