@@ -174,10 +174,7 @@ fn commands_doc_tables_parse_into_the_expected_refusals() {
     ] {
         assert!(!named(c), "{c} is served (the proxy's clients)");
     }
-    assert!(
-        !named("CLIENT TRACKING"),
-        "CLIENT TRACKING is served"
-    );
+    assert!(!named("CLIENT TRACKING"), "CLIENT TRACKING is served");
     assert_eq!(
         commands("`CLIENT KILL`/`PAUSE`, `MONITOR`/`SYNC`"),
         ["CLIENT KILL", "CLIENT PAUSE", "MONITOR", "SYNC"]
