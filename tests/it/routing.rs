@@ -124,9 +124,7 @@ async fn connection_state_commands_get_a_clear_error() {
     let master = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
     let mut c = proxy.client().await;
-    let err = redis::cmd("CLIENT")
-        .arg("CACHING")
-        .arg("yes")
+    let err = redis::cmd("READWRITE")
         .query_async::<()>(&mut c)
         .await
         .unwrap_err();
