@@ -101,26 +101,30 @@ struct InFlight {
     count: usize,
     durable: bool,
     sent: Instant,
+    /// Its number on the connection.
+    seq: u64,
 }
 
 impl InFlight {
-    fn new(d: Dispatch, sent: Instant) -> InFlight {
+    fn new(d: Dispatch, sent: Instant, seq: u64) -> InFlight {
         InFlight {
             reply: Some(d.reply),
             frames: Vec::with_capacity(d.count),
             count: d.count,
             durable: d.durable,
             sent,
+            seq,
         }
     }
 
-    fn wait(sent: Instant) -> InFlight {
+    fn wait(sent: Instant, seq: u64) -> InFlight {
         InFlight {
             reply: None,
             frames: Vec::with_capacity(1),
             count: 1,
             durable: false,
             sent,
+            seq,
         }
     }
 
@@ -314,6 +318,7 @@ async fn serve(
     let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut busy = BusyProbe::default();
+    let mut seq = 0u64;
     let result = loop {
         let can_take = wbuf.len() < MAX_WRITE_BUF && in_flight.len() < MAX_IN_FLIGHT;
         tokio::select! {
@@ -323,10 +328,20 @@ async fn serve(
                 }
                 let now = Instant::now();
                 let mut durable = false;
+                // Behind a script the server is busy with, a request would wait for its end;
+                // from the server itself, on a connection of its own, it gets -BUSY at once.
+                let busy_reply = busy.busy_reply(in_flight.front().map(|f| f.seq)).cloned();
                 let mut take = |d: Dispatch, wbuf: &mut BytesMut, in_flight: &mut VecDeque<InFlight>| {
+                    seq += 1;
+                    if let Some(reply) = &busy_reply {
+                        let mut f = InFlight::new(d, now, seq);
+                        f.frames.resize(f.count, reply.clone());
+                        f.answer(None, None);
+                        return;
+                    }
                     wbuf.extend_from_slice(&d.raw);
                     durable |= d.durable;
-                    in_flight.push_back(InFlight::new(d, now));
+                    in_flight.push_back(InFlight::new(d, now, seq));
                 };
                 for d in batch.drain(..) {
                     take(d, &mut wbuf, &mut in_flight);
@@ -339,7 +354,8 @@ async fn serve(
                 }
                 if let (true, Some(wait)) = (durable, &settings.wait) {
                     wbuf.extend_from_slice(wait);
-                    in_flight.push_back(InFlight::wait(now));
+                    seq += 1;
+                    in_flight.push_back(InFlight::wait(now, seq));
                 }
             }
             // The flush is for TLS only: bytes encrypted but not yet on the socket (`WriteHalf`).
@@ -359,9 +375,8 @@ async fn serve(
                 }
             }
             _ = tick.tick() => {
-                if in_flight.front().is_some_and(|f| f.sent.elapsed() > settings.command_timeout)
-                    && !busy.keep_waiting(addr, settings)
-                {
+                let oldest = in_flight.front().map(|f| (f.seq, f.sent.elapsed()));
+                if !busy.keep_waiting(oldest, addr, settings) {
                     break Err(BackendError::Timeout);
                 }
             }

@@ -30,6 +30,20 @@ async fn start_runaway(proxy: std::net::SocketAddr, script: &[&str]) -> TcpStrea
     s
 }
 
+/// An endless `EVAL` through `proxy`, running on the master past a `busy-reply-threshold` of
+/// 200 ms (set through the proxy).
+async fn runaway_on_the_master(topo: &Topology, proxy: std::net::SocketAddr) -> TcpStream {
+    let set = raw(proxy, &[&["CONFIG", "SET", "busy-reply-threshold", "200"]]).await;
+    assert_eq!(set, ["+OK"]);
+    let runaway = start_runaway(proxy, &["EVAL", "while true do end", "0"]).await;
+    eventually!(
+        Duration::from_secs(10),
+        busy(&topo.master).await,
+        "the script runs"
+    );
+    runaway
+}
+
 /// The script's own client gets Redis's error for a killed script.
 async fn assert_killed(runaway: &mut TcpStream) {
     let got = tokio::time::timeout(Duration::from_secs(10), read_replies(runaway, 1))
@@ -110,18 +124,7 @@ async fn a_script_outliving_command_timeout_keeps_its_connection() {
         .with(|c| c.backend.command_timeout_ms = 1000)
         .start(1)
         .await;
-    let set = raw(
-        proxy.addr(),
-        &[&["CONFIG", "SET", "busy-reply-threshold", "200"]],
-    )
-    .await;
-    assert_eq!(set, ["+OK"]);
-    let mut runaway = start_runaway(proxy.addr(), &["EVAL", "while true do end", "0"]).await;
-    eventually!(
-        Duration::from_secs(10),
-        busy(&topo.master).await,
-        "the script runs"
-    );
+    let mut runaway = runaway_on_the_master(&topo, proxy.addr()).await;
     // Twice command_timeout_ms and more: time for the proxy to give the connection up.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // A busy server is alive: its health checks (answered -BUSY) keep it up.
@@ -129,4 +132,43 @@ async fn a_script_outliving_command_timeout_keeps_its_connection() {
     assert_eq!(b["state"], "UP", "the busy master on /stats.json: {b}");
     assert_eq!(raw(proxy.addr(), &[&["SCRIPT", "KILL"]]).await, ["+OK"]);
     assert_killed(&mut runaway).await;
+}
+
+/// Another client's command while a script keeps the server busy gets Redis's `-BUSY` at once,
+/// as directly, instead of waiting behind the script on the shared connection for as long as it
+/// runs; it did not run, and commands run again once the script is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_behind_a_busy_script_gets_busy_as_from_redis() {
+    let topo = Topology::builder().replicas(1).sentinels(1).start().await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(1).await;
+    let mut runaway = runaway_on_the_master(&topo, proxy.addr()).await;
+    let master: std::net::SocketAddr = topo.master.addr().parse().expect("an address");
+    let direct = raw(master, &[&["SET", "x", "1"]]).await;
+    assert!(direct[0].starts_with("-BUSY"), "{direct:?}");
+    // The proxy learns it within a second or two (before, a read waits behind the script;
+    // those left waiting are answered once it is killed).
+    eventually!(Duration::from_secs(10), {
+        let mut probe = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let answer = tokio::time::timeout(
+            Duration::from_millis(500),
+            send(&mut probe, &[&["EXISTS", "x"]]),
+        )
+        .await;
+        answer.is_ok_and(|a| a[0].starts_with("-BUSY"))
+    });
+    let mut c = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let through = tokio::time::timeout(
+        Duration::from_secs(2),
+        send(&mut c, &[&["SET", "x", "1"], &["GET", "x"]]),
+    )
+    .await
+    .expect("answered while the script still runs");
+    assert_eq!(through, [direct[0].clone(), direct[0].clone()]);
+    assert_eq!(raw(proxy.addr(), &[&["SCRIPT", "KILL"]]).await, ["+OK"]);
+    assert_killed(&mut runaway).await;
+    assert_eq!(
+        send(&mut c, &[&["GET", "x"], &["SET", "x", "2"]]).await,
+        ["$-1", "+OK"],
+        "the refused SET did not run; commands run again"
+    );
 }
