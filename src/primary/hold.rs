@@ -3,6 +3,7 @@
 
 use super::dispatcher::Dispatcher;
 use super::queue::{Batch, Pending, ScanBatch};
+use crate::router::scan::scan_server_gone_reply;
 use crate::router::{hold_expired_reply, hold_full_reply, Route, RoutingTable};
 
 impl Dispatcher {
@@ -51,7 +52,11 @@ impl Dispatcher {
                 waited_ms = waited.as_millis() as u64,
                 "held requests expired"
             );
-            return self.fail_batch(batch, hold_expired_reply(waited), false);
+            let reply = match batch.scan {
+                Some(ScanBatch::Continue(_)) => scan_server_gone_reply(waited),
+                _ => hold_expired_reply(waited),
+            };
+            return self.fail_batch(batch, reply, false);
         }
         let write = batch.writes > 0;
         let route_to = if self.queue.held() > 0 {

@@ -24,6 +24,15 @@ pub enum ScanCall {
     },
 }
 
+/// The error a call of an iteration gets once its server has been missing from the topology for
+/// `failover_hold` (its cursor means nothing anywhere else).
+pub fn scan_server_gone_reply(held: std::time::Duration) -> Bytes {
+    error_reply(&format!(
+        "TRYAGAIN haproxy-rs: the server this SCAN cursor came from has not been in the topology for {:.1}s; start the iteration again from cursor 0 (the command was not executed)",
+        held.as_secs_f64()
+    ))
+}
+
 /// `Some` for a `SCAN`-family request: where its cursor leads, or Redis's error for a bad one.
 pub fn scan_call(info: Option<&CommandInfo>, req: &Request) -> Option<Result<ScanCall, Bytes>> {
     let at = match info?.name.as_str() {

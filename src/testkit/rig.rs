@@ -192,6 +192,12 @@ impl Rig {
         self.generations.send_replace(generation);
     }
 
+    /// Lets go of every backend but `keep`'s, as the topology does with servers that left it.
+    pub fn retain_backends(&self, keep: &[&FakeRedis]) {
+        let keep: Vec<&str> = keep.iter().map(|s| s.addr()).collect();
+        self.backends.retain(&keep);
+    }
+
     /// Publishes a slot map (cluster mode): each range `(first, last, master, replicas)`.
     pub fn publish_slots(&self, ranges: &[(u16, u16, &FakeRedis, &[&FakeRedis])]) {
         let Mode::Cluster(state) = &self.mode else {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::eventual;
 use crate::router::hold_expired_reply;
+use crate::router::scan::scan_server_gone_reply;
 use crate::testkit::client::render;
 use crate::testkit::server::{echo, Action};
 use crate::testkit::{FakeRedis, Gate, Rig};
@@ -228,5 +229,44 @@ async fn a_write_held_behind_a_blocking_command_is_not_overtaken_by_a_later_writ
         m2.lines(),
         ["SET b 1", "SET f 2"],
         "the writes ran out of order"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_whose_server_left_the_topology_is_told_to_start_again() {
+    let mut cfg = eventual();
+    cfg.failover.hold_ms = 300;
+    let m = FakeRedis::start("m");
+    let r1 = FakeRedis::scripted("r1", |call| {
+        if call.line().starts_with("SCAN") {
+            Action::Reply(bytes::Bytes::from_static(b"*2\r\n$2\r\n17\r\n*0\r\n"))
+        } else {
+            echo("r1", call)
+        }
+    });
+    let rig = Rig::primary(&cfg);
+    rig.publish(Some(&m), &[&r1]);
+    let mut c = rig.client();
+    let first = c.call(&["SCAN", "0"]).await;
+    let cursor = first
+        .trim_start_matches('[')
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(cursor, "17", "the cursor names its server: {first}");
+    // The replica leaves the topology mid-iteration: the next call waits for it, then is told
+    // to start again (not that there is no master: there is one).
+    rig.publish(Some(&m), &[]);
+    rig.retain_backends(&[&m]);
+    c.pipeline(&[&["SCAN", &cursor]]).await;
+    c.assert_silent(Duration::from_millis(250)).await;
+    let gone = render(&scan_server_gone_reply(Duration::from_millis(300)));
+    assert_eq!(c.replies(1).await, [gone]);
+    assert_eq!(r1.lines(), ["SCAN 0"]);
+    assert!(
+        m.lines().is_empty(),
+        "nothing went to the master: {:?}",
+        m.lines()
     );
 }
