@@ -258,4 +258,52 @@ async fn the_same_byte_streams_get_the_same_replies_as_from_redis() {
             ],
         )
         .await;
+    sides
+        .same(
+            "client-side caching commands without tracking, and the tracking options Redis refuses (issue 14)",
+            &[(
+                0,
+                &[
+                    &["CLIENT", "GETREDIR"],
+                    &["CLIENT", "TRACKINGINFO"],
+                    &["CLIENT", "CACHING", "yes"],
+                    &["CLIENT", "CACHING"],
+                    &["CLIENT", "TRACKING", "on", "REDIRECT", "987654"],
+                    &["CLIENT", "TRACKING", "on", "REDIRECT", "nan"],
+                    &["CLIENT", "TRACKING", "on", "SOMEDAY"],
+                    &["CLIENT", "TRACKING", "on", "REDIRECT"],
+                    &["CLIENT", "GETREDIR"],
+                ],
+            )],
+        )
+        .await;
+    sides
+        .same(
+            "a setting changed by one client, seen by another's reads; a function loaded by one, called read-only by another (issue 14)",
+            &[
+                (
+                    0,
+                    &[
+                        &["CONFIG", "SET", "hash-max-listpack-entries", "1"],
+                        &["HSET", "enc:h", "a", "1", "b", "2"],
+                    ],
+                ),
+                (1, &[&["OBJECT", "ENCODING", "enc:h"], &["CONFIG", "GET", "hash-max-listpack-entries"]]),
+                (
+                    0,
+                    &[
+                        &["CONFIG", "SET", "hash-max-listpack-entries", "128"],
+                        &[
+                            "FUNCTION",
+                            "LOAD",
+                            "#!lua name=difflib\nredis.register_function{function_name='diffget', callback=function(keys) return redis.call('GET', keys[1]) end, flags={'no-writes'}}",
+                        ],
+                        &["SET", "fk", "v"],
+                    ],
+                ),
+                (1, &[&["FCALL_RO", "diffget", "1", "fk"]]),
+                (0, &[&["FUNCTION", "DELETE", "difflib"]]),
+            ],
+        )
+        .await;
 }
