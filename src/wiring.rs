@@ -209,7 +209,7 @@ impl<'a> Wiring<'a> {
                 feeds.sentinel_tls,
                 state.clone(),
                 feeds.changes,
-                Duration::from_millis(cfg.failover.hold_ms),
+                cfg.failover.clone(),
                 feeds.switchovers,
             )),
             _ => background.spawn(topology::static_servers::run_static(

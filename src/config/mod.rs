@@ -132,6 +132,36 @@ pub struct FailoverConfig {
     pub write_durability: WriteDurability,
     /// How long `WAIT` may take before the writes are reported unconfirmed.
     pub durability_timeout_ms: u64,
+    /// What to do when fewer than a majority of the configured sentinels have answered within
+    /// `sentinel_loss_fence_ms`: the proxy may be on the minority side of a partition, where
+    /// the master it writes to is being replaced.
+    pub on_sentinel_loss: SentinelLoss,
+    /// How long a sentinel may go unheard before it no longer counts (its view neither names
+    /// the master nor makes a majority). Keep it below Sentinel's `down-after-milliseconds`, so
+    /// that writes are fenced before the majority side can promote a replica.
+    pub sentinel_loss_fence_ms: u64,
+}
+
+/// `on_sentinel_loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SentinelLoss {
+    /// Hold writes (as during a failover, `hold_ms` at most) until a majority is back and names
+    /// the master; reads go on.
+    #[default]
+    FenceWrites,
+    /// Go on writing to the last known master.
+    Serve,
+}
+
+impl SentinelLoss {
+    /// The setting as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SentinelLoss::FenceWrites => "fence-writes",
+            SentinelLoss::Serve => "serve",
+        }
+    }
 }
 
 impl Default for FailoverConfig {
@@ -141,6 +171,8 @@ impl Default for FailoverConfig {
             max_held_bytes: 64 << 20,
             write_durability: WriteDurability::default(),
             durability_timeout_ms: 1000,
+            on_sentinel_loss: SentinelLoss::default(),
+            sentinel_loss_fence_ms: 2000,
         }
     }
 }

@@ -191,6 +191,12 @@ impl super::FailoverConfig {
             60_000,
         )?;
         check_range(
+            "failover.sentinel_loss_fence_ms",
+            self.sentinel_loss_fence_ms,
+            200,
+            600_000,
+        )?;
+        check_range(
             "failover.max_held_bytes",
             self.max_held_bytes as u64,
             0,

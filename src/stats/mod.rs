@@ -57,6 +57,8 @@ pub struct Stats {
     started_ms: u64,
     master: Mutex<Option<String>>,
     topology_problem: Mutex<Option<String>>,
+    write_fence: Mutex<Option<String>>,
+    sentinel_loss: Mutex<Option<&'static str>>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
     backends: Mutex<Vec<BackendEntry>>,
     forget_after: Duration,
@@ -92,6 +94,11 @@ pub struct Snapshot {
     /// cannot be followed (no sentinel knows the configured master name). It starts with a word
     /// in capitals when the proxy cannot follow its topology source.
     pub topology_status: String,
+    /// Why writes are held off the master right now (a failover under way, or a majority of the
+    /// sentinels not heard from), `None` when they are not.
+    pub writes_fenced: Option<String>,
+    /// Sentinel mode: `[failover] on_sentinel_loss` (`fence-writes` or `serve`).
+    pub on_sentinel_loss: Option<String>,
     /// Client-facing listeners.
     pub listeners: Vec<ListenerSnapshot>,
     /// Redis backends, in registration order.
@@ -141,6 +148,8 @@ impl Stats {
             started_ms: unix_millis(),
             master: Mutex::new(None),
             topology_problem: Mutex::new(None),
+            write_fence: Mutex::new(None),
+            sentinel_loss: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
             backends: Mutex::new(Vec::new()),
             forget_after,
@@ -184,6 +193,17 @@ impl Stats {
         let s = Arc::new(SentinelStats::new(addr));
         sentinels.push(Arc::clone(&s));
         s
+    }
+
+    /// Why writes are fenced off the master now (a failover under way, the sentinels' majority
+    /// lost), or `None`.
+    pub fn set_write_fence(&self, cause: Option<String>) {
+        *lock(&self.write_fence) = cause;
+    }
+
+    /// The `on_sentinel_loss` policy in force (Sentinel mode).
+    pub fn set_sentinel_loss_policy(&self, policy: &'static str) {
+        *lock(&self.sentinel_loss) = Some(policy);
     }
 
     /// Sets (or clears) why the topology source cannot be followed, shown as the topology
@@ -252,6 +272,8 @@ impl Stats {
             backends,
             sentinels,
             topology_status,
+            writes_fenced: lock(&self.write_fence).clone(),
+            on_sentinel_loss: lock(&self.sentinel_loss).map(str::to_owned),
             failovers_total: self.failovers_total.load(Ordering::Relaxed),
             failovers: lock(&self.failovers).iter().rev().cloned().collect(),
             hold: self.hold.snapshot(),

@@ -122,9 +122,17 @@ fn master_rows(s: &Snapshot) -> String {
         Some(m) => format!("<span class=\"ok\">{}</span>", esc(m)),
         None => "<span class=\"bad\">unknown</span>".to_owned(),
     };
+    let fenced = match &s.writes_fenced {
+        Some(cause) => format!("<span class=\"bad\">HELD: {}</span>", esc(cause)),
+        None => "<span class=\"ok\">no</span>".to_owned(),
+    };
+    let policy = s.on_sentinel_loss.as_deref().map_or(String::new(), |p| {
+        format!("<tr><td>on sentinel loss</td><td>{}</td></tr>", esc(p))
+    });
     format!(
         "<tr><td>master name</td><td>{}</td></tr>\
 <tr><td>current master</td><td>{master}</td></tr>\
+<tr><td>writes fenced</td><td>{fenced}</td></tr>{policy}\
 <tr><td>failovers</td><td>{}</td></tr>",
         s.master_name.as_deref().map_or("-".to_owned(), esc),
         s.failovers_total,

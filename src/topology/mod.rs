@@ -5,6 +5,7 @@ pub mod failover;
 pub mod health;
 pub mod sentinel;
 pub mod sentinel_link;
+mod sentinel_loss;
 pub mod static_servers;
 pub mod switchover;
 
@@ -159,6 +160,8 @@ impl TopologyState {
     /// Swaps `table` in and tells the sessions holding requests that it changed.
     fn store(&self, table: RoutingTable) {
         let generation = table.generation;
+        self.stats
+            .set_write_fence(table.fence.as_ref().map(|f| f.cause.clone()));
         self.table.store(Arc::new(table));
         self.generations.send_replace(generation);
     }

@@ -16,10 +16,11 @@ use tokio::time::Instant;
 use super::failover::{failover_aborted, failover_sign};
 pub use super::sentinel_link::SentinelView;
 use super::sentinel_link::{Link, LinkMsg};
+use super::sentinel_loss::LossFence;
 use super::switchover::{ask_sentinel_failover, wait_caught_up};
 use super::{probe_role, TopologyState};
 use crate::backend::Credentials;
-use crate::config::SentinelConfig;
+use crate::config::{FailoverConfig, SentinelConfig};
 use crate::router::Fence;
 use crate::stats::switchover::{SwitchoverReport, SwitchoverRequest, SwitchoverResult};
 use crate::stats::{HoldSnapshot, Role, Stats};
@@ -46,7 +47,7 @@ impl Failover {
     }
 }
 
-/// Starts one link per sentinel and runs the manager until shutdown. `fence_timeout` lifts a
+/// Starts one link per sentinel and runs the manager until shutdown. `failover.hold_ms` lifts a
 /// fence whose failover never came (the sentinels still name the old master and it still
 /// answers as master). `tls` is the connector to the sentinels (`[sentinel] tls`), built at start.
 pub async fn run_sentinel(
@@ -54,9 +55,17 @@ pub async fn run_sentinel(
     tls: Option<Arc<crate::tls::ClientTls>>,
     state: Arc<TopologyState>,
     mut changes: mpsc::UnboundedReceiver<String>,
-    fence_timeout: Duration,
+    failover_cfg: FailoverConfig,
     mut switchovers: mpsc::UnboundedReceiver<SwitchoverRequest>,
 ) {
+    let fence_timeout = Duration::from_millis(failover_cfg.hold_ms);
+    let mut loss = LossFence::new(
+        failover_cfg.on_sentinel_loss,
+        Duration::from_millis(failover_cfg.sentinel_loss_fence_ms),
+    );
+    state
+        .stats
+        .set_sentinel_loss_policy(failover_cfg.on_sentinel_loss.as_str());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let creds = Credentials {
         username: cfg.username.clone(),
@@ -68,7 +77,7 @@ pub async fn run_sentinel(
             addr: addr.clone(),
             master_name: cfg.master_name.clone(),
             creds: creds.clone(),
-            reconcile: Duration::from_millis(cfg.reconcile_interval_ms),
+            reconcile: loss.heartbeat(Duration::from_millis(cfg.reconcile_interval_ms)),
             timeout: state.health.timeout,
             stats: state.stats.sentinel(addr),
             tx: tx.clone(),
@@ -88,11 +97,13 @@ pub async fn run_sentinel(
             _ = state.token.cancelled() => return,
             m = rx.recv() => match m {
                 Some(LinkMsg::View { sentinel, view, cause }) => {
+                    loss.heard(&sentinel);
                     views.insert(sentinel.clone(), view);
                     unknown.heard(&sentinel, false, &views, &state.stats);
                     format!("sentinel {sentinel}: {cause}")
                 }
                 Some(LinkMsg::Down { sentinel }) => {
+                    loss.lost(&sentinel);
                     views.remove(&sentinel);
                     unknown.heard(&sentinel, false, &views, &state.stats);
                     continue;
@@ -103,6 +114,7 @@ pub async fn run_sentinel(
                     continue;
                 }
                 Some(LinkMsg::Event { sentinel, channel, payload }) => {
+                    loss.heard(&sentinel);
                     on_event(&state, &mut failover, &sentinel, &channel, &payload);
                     advance(&state, &mut failover, fence_timeout, &views, total).await;
                     continue;
@@ -117,9 +129,19 @@ pub async fn run_sentinel(
             _ = changes.recv() => "health change".to_string(),
             _ = retry.tick() => "retry".to_string(),
         };
+        loss.check(&state, &mut views, total);
         advance(&state, &mut failover, fence_timeout, &views, total).await;
         settle_holds(&state, &mut settling);
-        reconcile(&state, &views, total, &mut failover, &mut settling, &cause).await;
+        reconcile(
+            &state,
+            &views,
+            total,
+            &mut failover,
+            &mut loss,
+            &mut settling,
+            &cause,
+        )
+        .await;
     }
 }
 
@@ -368,6 +390,7 @@ async fn reconcile(
     views: &HashMap<String, SentinelView>,
     total: usize,
     failover: &mut Option<Failover>,
+    loss: &mut LossFence,
     settling: &mut Option<(HoldSnapshot, Instant)>,
     cause: &str,
 ) {
@@ -378,6 +401,12 @@ async fn reconcile(
         return;
     };
     state.members(&members(views));
+    if loss.fenced() && current_master.as_deref() == Some(view.master.as_str()) {
+        // Back on the majority's side, with the same master: released once it answers as one.
+        if probe_role(&view.master, state).await == Some(Role::Master) {
+            loss.lift(state, failover.is_some());
+        }
+    }
     if current_master.as_deref() != Some(view.master.as_str()) {
         // Confirm before routing writes to it: the promotion may not be done yet.
         match probe_role(&view.master, state).await {
@@ -392,6 +421,7 @@ async fn reconcile(
             }
         }
         tracing::info!(old = ?current_master, new = %view.master, epoch = view.config_epoch, %cause, "master changed");
+        loss.released();
         match (failover.take(), current_master.as_deref()) {
             (Some(f), _) => {
                 let held = f.since.elapsed();

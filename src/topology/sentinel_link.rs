@@ -82,7 +82,8 @@ impl Link {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            // Capped at a second: after a partition heals, the sentinels count again within one.
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 

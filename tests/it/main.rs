@@ -33,6 +33,7 @@ mod routing;
 mod scripts;
 mod security;
 mod sentinel_failover;
+mod sentinel_loss;
 mod stats_http;
 mod tls;
 mod tracking;

@@ -1,0 +1,74 @@
+//! Sentinel mode cut off from a majority of its sentinels (issue 15): writes are held, as during
+//! a failover, since the master they would go to may be being replaced on the other side; reads
+//! go on; once a majority answers again and names the master, the held writes run.
+//!
+//! Stopped sentinels (SIGSTOP) stand in for a partition here: their connections stay open and
+//! silent, as across a cut link.
+
+use std::time::Duration;
+
+use crate::eventually;
+use crate::harness::proxy::ProxyBuilder;
+use crate::harness::Topology;
+use crate::security::{raw, send};
+use crate::stats_http::stats_json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_held_while_a_majority_of_the_sentinels_is_silent() {
+    let topo = Topology::builder().replicas(1).sentinels(3).start().await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| c.failover.sentinel_loss_fence_ms = 1000)
+        .start(1)
+        .await;
+    assert_eq!(raw(proxy.addr(), &[&["SET", "k", "1"]]).await, ["+OK"]);
+    let stats = stats_json(proxy.stats_addr()).await;
+    assert_eq!(stats["on_sentinel_loss"], "fence-writes", "{stats}");
+    assert!(stats["writes_fenced"].is_null(), "{stats}");
+
+    topo.sentinels[0].stop();
+    topo.sentinels[1].stop();
+    eventually!(
+        Duration::from_secs(10),
+        stats_json(proxy.stats_addr()).await["writes_fenced"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("sentinel majority lost")),
+        "the proxy fences writes once two of three sentinels are silent"
+    );
+    // A write waits; a read is answered.
+    let mut writer = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut writer,
+        &haproxy_rs::resp::encode_command(&["SET", "k", "2"]),
+    )
+    .await
+    .expect("send");
+    let mut reader = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    assert_eq!(send(&mut reader, &[&["GET", "k"]]).await, ["$1\r\n1"]);
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        crate::harness::redis::read_replies(&mut writer, 1),
+    )
+    .await;
+    assert!(early.is_err(), "the write was held: {early:?}");
+    let master = topo.master.addr().parse().expect("an address");
+    assert_eq!(
+        raw(master, &[&["GET", "k"]]).await,
+        ["$1\r\n1"],
+        "nothing reached the master"
+    );
+
+    topo.sentinels[0].cont();
+    topo.sentinels[1].cont();
+    let released = tokio::time::timeout(
+        Duration::from_secs(8),
+        crate::harness::redis::read_replies(&mut writer, 1),
+    )
+    .await
+    .expect("the held write runs once the majority is back");
+    assert_eq!(released, ["+OK"]);
+    assert!(stats_json(proxy.stats_addr()).await["writes_fenced"].is_null());
+}
