@@ -83,22 +83,25 @@ impl Tracking {
         self.redirect.as_ref().map(|(_, target)| target)
     }
 
-    /// The command for a server whose relay has id `relay` there (the id is only used with a
-    /// `REDIRECT`).
+    /// The command for a server whose relay has id `relay` there. Without a relay (`off`, which
+    /// opens none), the `REDIRECT` is left out: the id it names is the proxy's, which the server
+    /// would refuse.
     pub fn command(&self, relay: Option<i64>) -> Bytes {
-        match (&self.redirect, relay) {
-            (Some((at, _)), Some(relay)) => {
-                let relay = Bytes::from(relay.to_string());
-                let args: Vec<&Bytes> = self
-                    .args
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| if i == *at { &relay } else { a })
-                    .collect();
-                encode_command(&args)
-            }
-            _ => encode_command(&self.args),
-        }
+        let Some((at, _)) = &self.redirect else {
+            return encode_command(&self.args);
+        };
+        let relay = relay.map(|r| Bytes::from(r.to_string()));
+        let args: Vec<&Bytes> = self
+            .args
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match &relay {
+                Some(relay) if i == *at => Some(relay),
+                None if i + 1 == *at || i == *at => None,
+                _ => Some(a),
+            })
+            .collect();
+        encode_command(&args)
     }
 }
 

@@ -183,6 +183,13 @@ async fn redirect_script(addr: std::net::SocketAddr, writer: std::net::SocketAdd
     seen.push(c.frame().await);
     c.send(&["CLIENT", "GETREDIR"]).await;
     seen.push(c.frame().await);
+    // `off` checks the id it names too (redis-py's client_tracking_off(id) sends it).
+    c.send(&["CLIENT", "TRACKING", "off", "REDIRECT", &id])
+        .await;
+    seen.push(c.frame().await);
+    c.send(&["CLIENT", "TRACKING", "off", "REDIRECT", "987654"])
+        .await;
+    seen.push(c.frame().await);
     seen
 }
 
