@@ -1,6 +1,7 @@
 //! What every client-facing part uses: the context all sessions share, local answers, reply
 //! encoding, the client's own state and the registry of all clients (`CLIENT INFO`, `LIST`), the output backlog and budget, and client
-//! authentication with users' rules and the command policy. Below `pubsub`, `primary`,
+//! authentication with users' rules and the command policy, and the
+//! one reply of a command sent to several servers (`fanout`). Below `pubsub`, `primary`,
 //! `cluster` and `proxy`, which all build on it.
 #![cfg_attr(
     not(test),
@@ -18,6 +19,7 @@ pub mod acl_rules;
 pub mod backend_auth;
 pub mod backlog;
 pub mod client_state;
+pub mod fanout;
 pub mod local;
 pub mod output_budget;
 pub mod policy;

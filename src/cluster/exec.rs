@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
-use super::merge::{combine, Combine};
+use super::merge::{combine, config_set_named, Combine};
 use super::{ClusterMap, ClusterState};
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch, Protocol};
 use crate::client::reply::backend_error;
@@ -65,6 +65,10 @@ struct Part {
     /// The next attempt goes here: a `MOVED` target, or an `ASK` target (then with `ASKING`).
     redirect: Option<(Arc<Backend>, bool)>,
     attempts: u32,
+    /// The node that answered, kept when the reply names it (`CONFIG SET`'s refusals).
+    node: Option<Arc<Backend>>,
+    /// Whether to keep `node`.
+    named: bool,
     reply: Option<Bytes>,
     /// What the client gets if the retry window runs out.
     last_error: Option<Bytes>,
@@ -180,6 +184,7 @@ impl Chunk {
         self.requests += 1;
         let first = self.parts.len();
         let count = parts.len();
+        let named = how == Combine::ConfigSet;
         self.parts
             .extend(parts.into_iter().map(|(target, raw)| Part {
                 target,
@@ -188,6 +193,8 @@ impl Chunk {
                 replica_ok,
                 redirect: None,
                 attempts: 0,
+                node: None,
+                named,
                 reply: None,
                 last_error: None,
             }));
@@ -225,7 +232,11 @@ impl Chunk {
                 }
             }
             for s in sent {
+                let backend = s.backend.clone();
                 for (i, outcome) in collect(s).await {
+                    if let Some(p) = self.parts.get_mut(i).filter(|p| p.named) {
+                        p.node = Some(backend.clone());
+                    }
                     match self.decide(i, outcome) {
                         Decision::Done => {}
                         Decision::Now => retry.push(i),
@@ -508,13 +519,20 @@ impl Chunk {
                     count,
                     combine: how,
                 } => {
+                    let parts = || self.parts.iter().skip(*first).take(*count);
                     scratch.clear();
-                    scratch.extend(self.parts.iter().skip(*first).take(*count).map(|p| {
+                    scratch.extend(parts().map(|p| {
                         p.reply
                             .clone()
                             .unwrap_or_else(|| error_reply("ERR haproxy-rs: no reply"))
                     }));
-                    combine(how, &scratch)
+                    if *how == Combine::ConfigSet {
+                        let nodes: Vec<Option<&str>> =
+                            parts().map(|p| p.node.as_ref().map(|b| b.addr())).collect();
+                        config_set_named(&scratch, &nodes)
+                    } else {
+                        combine(how, &scratch)
+                    }
                 }
             };
             if is_error_reply(&reply) {

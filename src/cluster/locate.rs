@@ -9,7 +9,8 @@ use crate::resp::{CommandTable, Request};
 use crate::router::slot::key_slot;
 
 /// Cluster mode: channels and patterns on one master (Redis Cluster sends every `PUBLISH` to
-/// every node), shard channels on their slot's master.
+/// every node), those that can receive keyspace notifications on every master (each publishes
+/// only its own keys' events), shard channels on their slot's master.
 pub struct ClusterLocator {
     state: Arc<ClusterState>,
 }
@@ -33,6 +34,9 @@ impl Locate for ClusterLocator {
             .find(|m| Some(m.addr()) != avoid)
             .or_else(|| masters.first())
             .cloned()
+    }
+    fn event_sources(&self) -> Option<Vec<Arc<Backend>>> {
+        Some(self.state.map().masters().to_vec())
     }
     fn shard(&self, slot: u16) -> Option<Arc<Backend>> {
         self.state.map().owners(slot).map(|o| o.master.clone())

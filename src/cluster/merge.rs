@@ -3,6 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::client::fanout::config_set_reply;
 use crate::resp::{error_reply, int_reply, is_error_reply, status_reply, ReplyScanner};
 
 /// Masters a `SCAN` cursor can address: the proxy's cursor is `node_cursor * SCAN_NODES + node`.
@@ -21,6 +22,9 @@ pub enum Combine {
     AllOk,
     /// Sent to every master (`FLUSHALL`, `SCRIPT LOAD`): the first error, else the first reply.
     Same,
+    /// `CONFIG SET` on every master: `+OK` when each said so, else the error naming the nodes
+    /// that refused ([`config_set_reply`]; without their names, as `Same`).
+    ConfigSet,
     /// `KEYS`: the arrays one after another.
     Concat,
     /// `SCRIPT EXISTS`: element-wise minimum (1 only when every master has the script).
@@ -34,6 +38,18 @@ pub enum Combine {
         /// How many masters there are.
         nodes: u64,
     },
+}
+
+/// `CONFIG SET`'s reply ([`Combine::ConfigSet`]) from its parts' replies and the nodes that gave
+/// them (`nodes[i]` answered `parts[i]`; `None`: the part reached no node): an error names the
+/// nodes that refused.
+pub fn config_set_named(parts: &[Bytes], nodes: &[Option<&str>]) -> Bytes {
+    let named: Vec<(String, Bytes)> = parts
+        .iter()
+        .zip(nodes)
+        .map(|(p, n)| (n.unwrap_or("an unreachable master").to_string(), p.clone()))
+        .collect();
+    config_set_reply(&named)
 }
 
 /// Builds the client's reply from the parts' replies (one per part, in part order).
@@ -60,7 +76,7 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
             int_reply(total)
         }
         Combine::AllOk => status_reply("OK"),
-        Combine::Same => parts.first().cloned().unwrap_or_else(no_reply),
+        Combine::Same | Combine::ConfigSet => parts.first().cloned().unwrap_or_else(no_reply),
         Combine::Concat => {
             let mut all = Vec::new();
             for p in parts {
@@ -239,6 +255,28 @@ mod tests {
         assert_eq!(combine(&Combine::Sum, &[b(":2\r\n"), err.clone()]), err);
         assert_eq!(combine(&Combine::AllOk, &[b("+OK\r\n"), err.clone()]), err);
         assert!(is_error_reply(&combine(&Combine::Sum, &[b("+OK\r\n")])));
+    }
+
+    #[test]
+    fn config_set_names_the_nodes_that_refused() {
+        let (ok, no) = (b("+OK\r\n"), b("-NOPERM no\r\n"));
+        let parts = [ok.clone(), no.clone(), no];
+        let nodes = [Some("a:1"), Some("b:2"), None];
+        assert_eq!(
+            config_set_named(&parts, &nodes),
+            error_reply(
+                "ERR CONFIG SET failed on b:2 (NOPERM no), an unreachable master (NOPERM no)"
+            )
+        );
+        assert_eq!(
+            config_set_named(&[ok.clone(), ok], &nodes),
+            status_reply("OK")
+        );
+        assert_eq!(
+            combine(&Combine::ConfigSet, &[b("+OK\r\n"), b("-ERR x\r\n")]),
+            b("-ERR x\r\n"),
+            "without the nodes: the first error"
+        );
     }
 
     #[test]

@@ -80,10 +80,15 @@ impl ClusterMap {
     }
     /// Every node's address: the masters, then the replicas (a replica of several ranges once).
     pub fn node_addrs(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.masters.iter().map(|m| m.addr().to_string()).collect();
-        for o in self.slots.owner_sets() {
+        self.nodes().iter().map(|n| n.addr().to_string()).collect()
+    }
+
+    /// Every node: the masters, then the replicas (a replica of several ranges once).
+    pub fn nodes(&self) -> Vec<Arc<Backend>> {
+        let mut out = self.masters.clone();
+        for o in &self.owners {
             for r in &o.replicas {
-                if !out.contains(r) {
+                if !out.iter().any(|n| n.addr() == r.addr()) {
                     out.push(r.clone());
                 }
             }

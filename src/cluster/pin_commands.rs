@@ -1,6 +1,8 @@
 //! Cluster-mode transactions, `WATCH`, blocking commands and `WAIT`: queued by the proxy, or run
 //! on a pinned connection once every earlier request of the client has finished.
 
+use bytes::Bytes;
+
 use super::dispatcher::Dispatcher;
 use super::pinned::{PinCtx, PinOp};
 use super::plan::{plan, Plan, PlanEnv, CROSSSLOT};
@@ -114,7 +116,7 @@ impl Dispatcher {
                 }
                 Ok(None) if is_kill(&req) => {
                     let op = PinOp::Kill {
-                        raw: req.into_raw(),
+                        args: req.args().map(Bytes::copy_from_slice).collect(),
                     };
                     return self.submit_pinned(op).await;
                 }

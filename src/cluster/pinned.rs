@@ -24,6 +24,7 @@ use super::ClusterState;
 use crate::backend::pinned::wait_probe;
 use crate::backend::pinned::{wait_probe_refused, WAIT_PROBE_CHANNEL};
 use crate::backend::{Backend, BackendError, Dispatch, Pinned, Protocol};
+use crate::client::fanout::kill_on_each;
 use crate::client::registry::ClientEntry;
 use crate::client::reply::backend_error;
 use crate::resp::redirect::{reaction, Reaction};
@@ -68,11 +69,12 @@ pub enum PinOp {
         /// The command.
         raw: Bytes,
     },
-    /// `SCRIPT KILL`/`FUNCTION KILL`: to every master, each on a connection of its own (a
-    /// shared one may wait behind the very script to kill).
+    /// `SCRIPT KILL`/`FUNCTION KILL`: to every node, masters and replicas (where `EVAL_RO` and
+    /// `FCALL_RO` may run), each on a connection of its own (a shared one may wait behind the
+    /// very script to kill).
     Kill {
-        /// The command.
-        raw: Bytes,
+        /// The command's arguments.
+        args: Vec<Bytes>,
     },
     /// `MULTI`, the queued commands and `EXEC`, on the watch connection if any.
     Exec {
@@ -121,8 +123,8 @@ struct Wire {
 impl PinOp {
     /// Runs the operation; returns the client's reply.
     pub async fn run(self, ctx: PinCtx) -> Bytes {
-        if let PinOp::Kill { raw } = &self {
-            return kill_everywhere(&ctx, raw).await;
+        if let PinOp::Kill { args } = &self {
+            return kill_on_each(&ctx.state.map().nodes(), args).await;
         }
         let on_watch = !matches!(self, PinOp::Wait { .. });
         let blocking = matches!(self, PinOp::Blocking { .. });
@@ -212,11 +214,11 @@ impl PinOp {
         error_reply("TRYAGAIN haproxy-rs: too many redirections")
     }
 
-    /// What goes on the wire for this operation (not a kill, which goes to every master);
-    /// the client's reply when it cannot go anywhere.
+    /// What goes on the wire for this operation (not a kill, which goes to every node on
+    /// connections of its own); the client's reply when it cannot go anywhere.
     fn wire(&self, ctx: &PinCtx) -> Result<Wire, Bytes> {
         let (slot, raw, count, keep) = match self {
-            PinOp::Kill { raw } => (None, raw.clone(), 1, false),
+            PinOp::Kill { args } => (None, encode_command(args), 1, false),
             PinOp::Blocking { slot, raw } => (Some(*slot), raw.clone(), 1, false),
             PinOp::Watch { slot, raw } => (Some(*slot), raw.clone(), 1, true),
             PinOp::Exec {
@@ -296,26 +298,6 @@ fn answered(ctx: &PinCtx, pinned: Pinned, frames: &[Bytes], keep: bool, on_watch
         }
     }
     frames.last().cloned().unwrap_or_else(no_connection)
-}
-
-/// Sends a `KILL` to every master: `+OK` from the one that ran the script, else the first
-/// answer (`NOTBUSY`).
-async fn kill_everywhere(ctx: &PinCtx, raw: &Bytes) -> Bytes {
-    let mut first = None;
-    for master in ctx.state.map().masters() {
-        let reply = match Pinned::open(master.clone(), ctx.protocol, 0, &ctx.limit).await {
-            Ok(conn) => match send(&conn, raw, 1, false).await {
-                Ok(frames) => frames.last().cloned().unwrap_or_else(no_connection),
-                Err(e) => backend_error(&e, master.addr()).0,
-            },
-            Err(_) => no_connection(),
-        };
-        if reply.starts_with(b"+OK") {
-            return reply;
-        }
-        first.get_or_insert(reply);
-    }
-    first.unwrap_or_else(|| error_reply("CLUSTERDOWN Hash slot not served"))
 }
 
 fn master_for(state: &ClusterState, slot: Option<u16>) -> Option<Arc<Backend>> {

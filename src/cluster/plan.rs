@@ -173,9 +173,10 @@ fn keyless(name: &str, req: &Request) -> Plan {
         "keys" => Plan::AllMasters(Combine::Concat),
         "randomkey" => Plan::AllMasters(Combine::FirstNonNil),
         "flushall" | "flushdb" | "script|load" | "script|flush" | "function|load"
-        | "function|flush" | "function|delete" | "function|restore" | "config|set" => {
+        | "function|flush" | "function|delete" | "function|restore" => {
             Plan::AllMasters(Combine::Same)
         }
+        "config|set" => Plan::AllMasters(Combine::ConfigSet),
         "script|exists" => Plan::AllMasters(Combine::AllHave),
         "scan" => scan(req),
         _ => Plan::AnyMaster,
@@ -364,7 +365,7 @@ mod tests {
         assert_eq!(p(&["FLUSHALL"]), Plan::AllMasters(Combine::Same));
         assert_eq!(
             p(&["CONFIG", "SET", "maxmemory", "0"]),
-            Plan::AllMasters(Combine::Same)
+            Plan::AllMasters(Combine::ConfigSet)
         );
         let Plan::Scan { node, raw } =
             p(&["SCAN", &(5 * SCAN_NODES + 2).to_string(), "COUNT", "9"])

@@ -214,6 +214,12 @@ pub async fn watch_migrations(
 /// A node's `CLUSTER SLOTS`, if it serves at least one slot.
 async fn slots_of(conn: &mut ControlConn) -> Option<SlotMap> {
     let reply = conn.call(&["CLUSTER", "SLOTS"]).await.ok()?;
+    if let Value::Error(e) = &reply {
+        // `-BUSY` (a script running), `-LOADING`: the node is there but answers no map now;
+        // the next candidate is asked.
+        tracing::debug!(reply = %String::from_utf8_lossy(e), "CLUSTER SLOTS refused");
+        return None;
+    }
     match SlotMap::from_cluster_slots(&reply) {
         Ok(map) if map.served() > 0 => Some(map),
         Ok(_) => None,

@@ -12,7 +12,8 @@ use super::queue::{Batch, Pending};
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError, BatchReply, Dispatch};
-use crate::resp::{error_reply, is_error_reply, status_reply, CommandInfo, Request, Value};
+use crate::client::fanout::{config_set_reply, kill_on_each, no_reply};
+use crate::resp::{CommandInfo, Request};
 use crate::router::RoutingTable;
 
 /// How a command reaches every server.
@@ -110,7 +111,7 @@ impl Dispatcher {
                 };
                 replies.push((addr, reply));
             }
-            let _ = tx.send(one_reply(combine(&replies)));
+            let _ = tx.send(one_reply(config_set_reply(&replies)));
         });
         rx
     }
@@ -121,21 +122,7 @@ impl Dispatcher {
 fn on_own(servers: Vec<Arc<Backend>>, args: Vec<Bytes>) -> oneshot::Receiver<BatchReply> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
-        let calls = servers.iter().map(|backend| {
-            let args = &args;
-            async move { backend.control().await?.call(args).await }
-        });
-        let replies: Vec<Bytes> = futures_util::future::join_all(calls)
-            .await
-            .into_iter()
-            .map(|r| match r {
-                Ok(Value::Status(s)) => status_reply(&String::from_utf8_lossy(&s)),
-                Ok(Value::Error(e)) => error_reply(&String::from_utf8_lossy(&e)),
-                Ok(_) => error_reply("ERR haproxy-rs: an unexpected reply"),
-                Err(e) => no_reply(Some(e)),
-            })
-            .collect();
-        let _ = tx.send(one_reply(kill_combine(&replies)));
+        let _ = tx.send(one_reply(kill_on_each(&servers, &args).await));
     });
     rx
 }
@@ -145,75 +132,5 @@ fn one_reply(frame: Bytes) -> BatchReply {
         frames: vec![frame],
         error: None,
         confirmed: None,
-    }
-}
-
-/// `SCRIPT KILL`/`FUNCTION KILL` on every server: `+OK` if one killed its script, else an
-/// `UNKILLABLE` (a script that wrote), else `NOTBUSY` (none ran), else the first error.
-fn kill_combine(replies: &[Bytes]) -> Bytes {
-    let starts = |p: &[u8]| replies.iter().find(|r| r.starts_with(p)).cloned();
-    starts(b"+OK")
-        .or_else(|| starts(b"-UNKILLABLE"))
-        .or_else(|| starts(b"-NOTBUSY"))
-        .or_else(|| replies.first().cloned())
-        .unwrap_or_else(|| error_reply("ERR haproxy-rs: no server to send it to"))
-}
-
-fn no_reply(error: Option<BackendError>) -> Bytes {
-    let why = error.map_or_else(|| "the connection was lost".to_string(), |e| e.to_string());
-    error_reply(&format!("ERR no reply: {why}"))
-}
-
-/// One reply for the servers' replies, master first: `+OK` when each said so; the error when
-/// every server gave the same one (an unknown parameter, a bad value: Redis's own words);
-/// else the servers that refused, with their errors.
-fn combine(replies: &[(String, Bytes)]) -> Bytes {
-    if replies.iter().all(|(_, r)| !is_error_reply(r)) {
-        return status_reply("OK");
-    }
-    if let Some((_, first)) = replies.first() {
-        if replies.iter().all(|(_, r)| r == first) {
-            return first.clone();
-        }
-    }
-    let failed: Vec<String> = replies
-        .iter()
-        .filter(|(_, r)| is_error_reply(r))
-        .map(|(addr, r)| {
-            let text = String::from_utf8_lossy(r.get(1..).unwrap_or_default());
-            format!("{addr} ({})", text.trim_end())
-        })
-        .collect();
-    error_reply(&format!("ERR CONFIG SET failed on {}", failed.join(", ")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(addr: &str, reply: &'static [u8]) -> (String, Bytes) {
-        (addr.to_string(), Bytes::from_static(reply))
-    }
-
-    #[test]
-    fn ok_only_when_every_server_said_so() {
-        assert_eq!(
-            combine(&[r("m", b"+OK\r\n"), r("r", b"+OK\r\n")]),
-            status_reply("OK")
-        );
-        let unknown = b"-ERR Unknown option or number of arguments for CONFIG SET - 'x'\r\n";
-        assert_eq!(
-            combine(&[r("m", unknown), r("r", unknown)]),
-            Bytes::from_static(unknown),
-            "the same refusal everywhere: Redis's own words"
-        );
-        assert_eq!(
-            combine(&[
-                r("m", b"+OK\r\n"),
-                r("r1", b"-ERR nope\r\n"),
-                r("r2", b"+OK\r\n")
-            ]),
-            error_reply("ERR CONFIG SET failed on r1 (ERR nope)")
-        );
     }
 }

@@ -11,6 +11,12 @@ pub trait Locate: Send + Sync {
     /// The server for channels and patterns. `current` is the server they are on (kept while it
     /// is fit, so a cluster's subscriptions do not wander); `avoid` failed a moment ago.
     fn classic(&self, current: Option<&str>, avoid: Option<&str>) -> Option<Arc<Backend>>;
+    /// The servers that each publish the keyspace notifications of their own keys, when a
+    /// subscription to them must be on every one (cluster mode: every master); `None`: the
+    /// server [`classic`](Self::classic) names publishes them all.
+    fn event_sources(&self) -> Option<Vec<Arc<Backend>>> {
+        None
+    }
     /// The server for shard channels of `slot`.
     fn shard(&self, slot: u16) -> Option<Arc<Backend>>;
     /// The server for a command a RESP3 client sends while subscribed.

@@ -8,7 +8,9 @@
 //! confirmations are the proxy's own, sent once the servers have confirmed, so their counts
 //! are the client's totals whatever the links, and a failover changes nothing the client sees:
 //! when the master changes or a link breaks, the subscriptions are made again on the new
-//! master (messages published during the switch are lost, as with Redis itself).
+//! master (messages published during the switch are lost, as with Redis itself). In cluster
+//! mode, subscriptions that can receive keyspace notifications go to every master
+//! ([`keyspace`]): each node publishes its own keys' events only.
 #![cfg_attr(
     not(test),
     deny(
@@ -19,6 +21,7 @@
     )
 )]
 
+pub mod keyspace;
 mod link;
 pub mod locate;
 mod mode;

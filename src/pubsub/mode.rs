@@ -162,6 +162,9 @@ struct Subscriber<'a> {
     seen: u64,
     /// A server whose link failed a moment ago.
     avoid: Option<String>,
+    /// Cluster mode: the server whose link delivers ordinary messages through a pattern placed on
+    /// every master (for keyspace notifications); the other masters' copies are dropped.
+    home: Option<String>,
     /// The current command, redirected by its node, to send again.
     redirect: Option<Redirect>,
     closing: bool,
@@ -340,6 +343,7 @@ impl Subscriber<'_> {
             retry_backoff: TICK,
             seen,
             avoid: None,
+            home: None,
             redirect: None,
             closing: false,
             tracking: None,

@@ -151,3 +151,33 @@ async fn keyspace_notifications_reach_a_subscriber_through_the_proxy_across_a_fa
     .expect("an event from the new master within 20 s");
     assert!(got[0].contains("__keyspace@0__:note1"), "{got:?}");
 }
+
+/// Cluster mode: when some masters refuse `CONFIG SET`, the client's error names them and their
+/// errors (as the Sentinel-mode fan-out's does), and the others have taken the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_set_in_cluster_mode_names_the_masters_that_refused() {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    let refusing = &cluster.nodes[0];
+    let mut direct = refusing.client().await;
+    let ok: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-config|set"])
+        .query_async(&mut direct)
+        .await
+        .expect("ACL SETUSER");
+    assert_eq!(ok, "OK");
+    let mut c = proxy.client().await;
+    let err = config_set(&mut c, &["maxmemory", "90"])
+        .await
+        .expect_err("refused by one master");
+    let expected = format!(
+        "CONFIG SET failed on {} (NOPERM this user has no permissions to run the 'config|set' command)",
+        refusing.addr()
+    );
+    assert!(
+        err.to_string().contains(&expected),
+        "the error names the master that refused: {err}"
+    );
+    let others: Vec<&RedisServer> = cluster.nodes.iter().skip(1).collect();
+    assert_eq!(on_each(&others, "maxmemory").await, ["90"; 2]);
+}

@@ -20,6 +20,7 @@ mod every_server;
 mod failover_writes;
 mod harness;
 mod harness_selftest;
+mod keyspace_events;
 mod layers;
 mod limits;
 mod logging;

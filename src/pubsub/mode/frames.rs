@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::super::link::LinkEvent;
 use super::super::redirect::show_redirect;
-use super::super::{classify_frame, Incoming, Kind};
+use super::super::{classify_frame, keyspace, Incoming, Kind};
 use super::{Redirect, Subscriber, MAX_REDIRECTS};
 use crate::backend::BackendError;
 use crate::client::reply::backend_error;
@@ -80,6 +80,7 @@ impl Subscriber<'_> {
             return; // a link closed since
         };
         let answer = match classify_frame(&frame, self.parts.protocol) {
+            Incoming::Message if self.copy_from_elsewhere(li, &frame) => return,
             Incoming::Message => {
                 // Behind a (un)subscribe's confirmations; a command's reply comes after the
                 // messages its server sent before it (a client's PUBLISH to itself: message,
@@ -113,6 +114,15 @@ impl Subscriber<'_> {
             }
         }
         self.try_complete(out);
+    }
+
+    /// Whether `frame`, a message on link `li`, is another master's copy of an ordinary message
+    /// that the home link delivers too (through a pattern placed on every master).
+    fn copy_from_elsewhere(&self, li: usize, frame: &[u8]) -> bool {
+        let (Some(home), Some(link)) = (&self.home, self.links.get(li)) else {
+            return false;
+        };
+        link.addr() != home && keyspace::broadcast_copy(frame)
     }
 
     /// A (un)subscribe confirmation on link `li`: how many of the current command's it answers.

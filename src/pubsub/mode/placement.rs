@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::{Subscriber, MAX_RETRY, TICK};
 use crate::backend::{Backend, BackendError};
 use crate::client::reply::backend_error;
+use crate::pubsub::keyspace;
 use crate::pubsub::link::Link;
 use crate::pubsub::{Kind, Subscriptions};
 use crate::router::slot::key_slot;
@@ -81,18 +82,37 @@ impl Subscriber<'_> {
         }
     }
 
-    /// Where each subscription should be now, per server; true when some have no server.
-    fn wanted(&self) -> (Vec<(Arc<Backend>, Subscriptions)>, bool) {
+    /// Where each subscription should be now, per server; true when some have no server. Sets
+    /// [`Self::home`], the link that delivers ordinary messages through patterns placed on every
+    /// master.
+    fn wanted(&mut self) -> (Vec<(Arc<Backend>, Subscriptions)>, bool) {
         let locator = self.parts.locator;
+        let sources = locator.event_sources().filter(|s| !s.is_empty());
+        let everywhere =
+            |kind: Kind, name: &[u8]| sources.is_some() && keyspace::receives_events(kind, name);
         let classic_now = self
             .links
             .iter()
-            .find(|l| l.requested.count_for(Kind::Channel) > 0)
+            .find(|l| {
+                l.requested
+                    .iter()
+                    .any(|(k, n)| k != Kind::Shard && !everywhere(k, n))
+            })
             .map(|l| l.addr().to_string());
         let classic = locator.classic(classic_now.as_deref(), self.avoid.as_deref());
+        self.home = sources
+            .as_ref()
+            .and(classic.as_ref())
+            .map(|b| b.addr().to_string());
         let mut wanted: Vec<(Arc<Backend>, Subscriptions)> = Vec::new();
         let mut unplaced = false;
         for (kind, name) in self.subs.iter() {
+            if let Some(all) = sources.as_ref().filter(|_| everywhere(kind, name)) {
+                for backend in all {
+                    want(&mut wanted, backend, kind, name);
+                }
+                continue;
+            }
             let target = match kind {
                 Kind::Shard => locator.shard(key_slot(name)),
                 Kind::Channel | Kind::Pattern => classic.clone(),
@@ -103,19 +123,9 @@ impl Subscriber<'_> {
                     .find(|l| l.requested.contains(kind, name))
                     .map(|l| l.backend.clone())
             });
-            let Some(backend) = target else {
-                unplaced = true;
-                continue;
-            };
-            let entry = match wanted.iter().position(|(b, _)| b.addr() == backend.addr()) {
-                Some(i) => wanted.get_mut(i),
-                None => {
-                    wanted.push((backend, Subscriptions::default()));
-                    wanted.last_mut()
-                }
-            };
-            if let Some((_, set)) = entry {
-                set.insert(kind, name.clone());
+            match target {
+                Some(backend) => want(&mut wanted, &backend, kind, name),
+                None => unplaced = true,
             }
         }
         (wanted, unplaced)
@@ -234,5 +244,24 @@ impl Subscriber<'_> {
         }
         self.unplaced = true;
         self.retry_at = Instant::now();
+    }
+}
+
+/// Adds `(kind, name)` to what is wanted of `backend`.
+fn want(
+    wanted: &mut Vec<(Arc<Backend>, Subscriptions)>,
+    backend: &Arc<Backend>,
+    kind: Kind,
+    name: &Bytes,
+) {
+    let entry = match wanted.iter().position(|(b, _)| b.addr() == backend.addr()) {
+        Some(i) => wanted.get_mut(i),
+        None => {
+            wanted.push((backend.clone(), Subscriptions::default()));
+            wanted.last_mut()
+        }
+    };
+    if let Some((_, set)) = entry {
+        set.insert(kind, name.clone());
     }
 }
