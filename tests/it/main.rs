@@ -26,6 +26,7 @@ mod limits;
 mod logging;
 mod memory_limits;
 mod modes_agree;
+mod partition;
 mod protocol;
 mod pubsub;
 mod pubsub_hard;

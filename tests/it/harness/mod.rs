@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod eventually;
 pub mod load;
 pub mod migration;
+pub mod netns;
 pub mod ports;
 pub mod proxy;
 pub mod redis;

@@ -13,6 +13,7 @@ use redis::AsyncConnectionConfig;
 use tempfile::TempDir;
 
 use super::eventually::{scaled, Deadline};
+use super::netns::Host;
 use super::ports;
 
 /// How long a server may take to answer `PING` after spawn (scaled by the patience multiplier).
@@ -29,6 +30,8 @@ const SPAWN_ATTEMPTS: usize = 3;
 /// across an `.await`.
 pub(super) struct Process {
     program: &'static str,
+    /// The network namespace it runs in (`None`: the test's own).
+    netns: Option<String>,
     conf: PathBuf,
     child: Mutex<Option<Child>>,
     dir: TempDir,
@@ -37,6 +40,16 @@ pub(super) struct Process {
 impl Process {
     /// Writes `conf_text` to `<tempdir>/<conf_name>` and spawns `program <conf>` with cwd in the temp dir.
     pub(super) fn spawn(program: &'static str, conf_name: &str, conf_text: &str) -> Self {
+        Self::spawn_in(None, program, conf_name, conf_text)
+    }
+
+    /// [`spawn`](Self::spawn) in network namespace `netns`.
+    pub(super) fn spawn_in(
+        netns: Option<&str>,
+        program: &'static str,
+        conf_name: &str,
+        conf_text: &str,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("haproxy-rs-it-")
             .tempdir()
@@ -45,6 +58,7 @@ impl Process {
         fs::write(&conf, conf_text).expect("write the server config");
         let process = Self {
             program,
+            netns: netns.map(str::to_owned),
             conf,
             child: Mutex::new(None),
             dir,
@@ -61,7 +75,7 @@ impl Process {
     /// (Re)starts the program from its config file; the previous child must be gone.
     pub(super) fn respawn(&self) {
         let stdio = File::create(self.dir().join("stdio.log")).expect("create stdio.log");
-        let child = command(self.program)
+        let child = command(self.netns.as_deref(), self.program)
             .arg(&self.conf)
             .current_dir(self.dir())
             .stdin(Stdio::null())
@@ -123,7 +137,13 @@ impl Process {
 /// `program` wrapped in `setpriv --pdeathsig KILL` when util-linux provides it, so servers die with the test
 /// binary even when it is SIGKILLed (a CI timeout) and `Drop` never runs. The signal fires when the
 /// *thread* that spawned the server exits: start servers from the test's task, not from `spawn_blocking`.
-fn command(program: &str) -> Command {
+/// In namespace `netns`, through `ip netns exec` (which becomes the program: the same pid).
+fn command(netns: Option<&str>, program: &str) -> Command {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = netns {
+        args.extend(["ip", "netns", "exec", ns]);
+    }
+    args.push(program);
     static SETPRIV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let have_setpriv = *SETPRIV.get_or_init(|| {
         Command::new("setpriv")
@@ -133,13 +153,17 @@ fn command(program: &str) -> Command {
             .status()
             .is_ok_and(|s| s.success())
     });
-    if have_setpriv {
+    let mut cmd = if have_setpriv {
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--pdeathsig", "KILL", program]);
+        cmd.args(["--pdeathsig", "KILL"]).args(&args);
         cmd
     } else {
-        Command::new(program)
-    }
+        let mut cmd = Command::new(args[0]);
+        cmd.args(&args[1..]);
+        cmd
+    };
+    cmd.stdin(Stdio::null());
+    cmd
 }
 
 impl Drop for Process {
@@ -151,6 +175,7 @@ impl Drop for Process {
 
 /// A `redis-server` listening on 127.0.0.1:`port`, persistence off, killed (SIGKILL + wait) on drop.
 pub struct RedisServer {
+    ip: String,
     port: u16,
     process: Process,
 }
@@ -175,7 +200,13 @@ impl RedisServer {
 
     /// Starts a replica of `master` and waits until it answers `PING` and reports `master_link_status:up`.
     pub async fn start_replica_of(master: &RedisServer) -> Self {
-        let server = Self::start_with(&format!("replicaof 127.0.0.1 {}\n", master.port())).await;
+        Self::start_replica_on(&Host::loopback(), master).await
+    }
+
+    /// [`start_replica_of`](Self::start_replica_of) on `host`.
+    pub async fn start_replica_on(host: &Host, master: &RedisServer) -> Self {
+        let replicaof = format!("replicaof {} {}\n", master.ip, master.port());
+        let server = Self::start_on(host, &replicaof).await;
         server.wait_link_up().await;
         server
     }
@@ -183,13 +214,24 @@ impl RedisServer {
     /// Starts a server with `extra` appended to the base config, retrying on a fresh port when the chosen
     /// one was taken before redis-server could bind it.
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_on(&Host::loopback(), extra).await
+    }
+
+    /// [`start_with`](Self::start_with) on `host` (a network namespace's address).
+    pub async fn start_on(host: &Host, extra: &str) -> Self {
         let mut last_log = String::new();
         for _ in 0..SPAWN_ATTEMPTS {
             let port = ports::free_port();
-            let conf = format!("{}{extra}", base_config(port));
+            let conf = format!("{}{extra}", base_config(&host.ip, port));
             let server = Self {
+                ip: host.ip.clone(),
                 port,
-                process: Process::spawn("redis-server", "redis.conf", &conf),
+                process: Process::spawn_in(
+                    host.netns.as_deref(),
+                    "redis-server",
+                    "redis.conf",
+                    &conf,
+                ),
             };
             match server.wait_ready().await {
                 Ok(()) => return server,
@@ -200,9 +242,9 @@ impl RedisServer {
         panic!("redis-server did not find a free port in {SPAWN_ATTEMPTS} attempts:\n{last_log}");
     }
 
-    /// "127.0.0.1:port".
+    /// "ip:port" ("127.0.0.1:port" but in a network namespace).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// The TCP port.
@@ -349,9 +391,9 @@ impl RedisServer {
     }
 }
 
-fn base_config(port: u16) -> String {
+fn base_config(ip: &str, port: u16) -> String {
     format!(
-        "port {port}\nbind 127.0.0.1\ndaemonize no\nsave \"\"\nappendonly no\n\
+        "port {port}\nbind {ip}\nprotected-mode no\ndaemonize no\nsave \"\"\nappendonly no\n\
          logfile server.log\ndir .\nrepl-diskless-sync-delay 0\n"
     )
 }

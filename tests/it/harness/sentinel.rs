@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use redis::aio::MultiplexedConnection;
 
 use super::eventually::Deadline;
+use super::netns::Host;
 use super::ports;
 use super::redis::{connect, wait_ping, Process, RedisServer};
 
@@ -49,6 +50,7 @@ impl Default for SentinelOptions {
 
 /// A `redis-sentinel` on 127.0.0.1:`port` monitoring one master; killed (SIGKILL + wait) on drop.
 pub struct Sentinel {
+    ip: String,
     port: u16,
     master_name: String,
     process: Process,
@@ -80,16 +82,23 @@ impl Sentinel {
     /// # Panics
     /// When redis-sentinel is missing or not ready within the (scaled) start timeout.
     pub async fn start_with(master: &RedisServer, opts: &SentinelOptions) -> Self {
+        Self::start_on(&Host::loopback(), master, opts).await
+    }
+
+    /// [`start_with`](Self::start_with) on `host` (a network namespace's address).
+    pub async fn start_on(host: &Host, master: &RedisServer, opts: &SentinelOptions) -> Self {
         let mut last_log = String::new();
         for _ in 0..SPAWN_ATTEMPTS {
             let port = ports::free_port();
             let sentinel = Self {
+                ip: host.ip.clone(),
                 port,
                 master_name: opts.master_name.clone(),
-                process: Process::spawn(
+                process: Process::spawn_in(
+                    host.netns.as_deref(),
                     "redis-sentinel",
                     "sentinel.conf",
-                    &config(port, master.port(), opts),
+                    &config(&host.ip, port, &master.addr(), opts),
                 ),
             };
             match wait_ping(&sentinel.process, &sentinel.addr(), START_TIMEOUT).await {
@@ -104,9 +113,9 @@ impl Sentinel {
         panic!("redis-sentinel did not find a free port in {SPAWN_ATTEMPTS} attempts:\n{last_log}");
     }
 
-    /// "127.0.0.1:port".
+    /// "ip:port" ("127.0.0.1:port" but in a network namespace).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// The TCP port.
@@ -231,12 +240,13 @@ impl Sentinel {
     }
 }
 
-fn config(port: u16, master_port: u16, opts: &SentinelOptions) -> String {
+fn config(ip: &str, port: u16, master: &str, opts: &SentinelOptions) -> String {
     let name = &opts.master_name;
+    let (master_ip, master_port) = master.rsplit_once(':').unwrap_or((master, "6379"));
     format!(
-        "port {port}\nbind 127.0.0.1\ndaemonize no\nlogfile server.log\ndir .\n\
+        "port {port}\nbind {ip}\nprotected-mode no\ndaemonize no\nlogfile server.log\ndir .\n\
          sentinel resolve-hostnames no\n\
-         sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n\
+         sentinel monitor {name} {master_ip} {master_port} {quorum}\n\
          sentinel down-after-milliseconds {name} {down}\n\
          sentinel failover-timeout {name} {failover}\n\
          sentinel parallel-syncs {name} 1\n",
@@ -264,6 +274,9 @@ pub struct TopologyBuilder {
     replicas: usize,
     sentinels: usize,
     opts: SentinelOptions,
+    /// Where the processes run: server `i` (the master first) and sentinel `i` on host `i`
+    /// (round the list); empty: loopback.
+    hosts: Vec<Host>,
 }
 
 impl TopologyBuilder {
@@ -297,18 +310,34 @@ impl TopologyBuilder {
         self
     }
 
+    /// Runs server `i` (the master first) and sentinel `i` on `hosts[i]`, round the list.
+    pub fn on(mut self, hosts: &[Host]) -> Self {
+        self.hosts = hosts.to_vec();
+        self
+    }
+
     /// Starts the master, then the replicas (linked), then the sentinels; ready when every sentinel sees
     /// every replica healthy and all the other sentinels.
     ///
     /// # Panics
     /// When any process does not come up or discovery does not finish within its (scaled) timeout.
     pub async fn start(self) -> Topology {
-        let master = RedisServer::start().await;
+        let loopback = [Host::loopback()];
+        let hosts = if self.hosts.is_empty() {
+            &loopback[..]
+        } else {
+            &self.hosts[..]
+        };
+        let host = |i: usize| &hosts[i % hosts.len()];
+        let master = RedisServer::start_on(host(0), "").await;
         // Replicas first and linked, so each sentinel learns them from the master's first INFO.
-        let replicas =
-            join_all((0..self.replicas).map(|_| RedisServer::start_replica_of(&master))).await;
+        let replicas = join_all(
+            (0..self.replicas).map(|i| RedisServer::start_replica_on(host(i + 1), &master)),
+        )
+        .await;
         let sentinels =
-            join_all((0..self.sentinels).map(|_| Sentinel::start_with(&master, &self.opts))).await;
+            join_all((0..self.sentinels).map(|i| Sentinel::start_on(host(i), &master, &self.opts)))
+                .await;
         let topology = Topology {
             master,
             replicas,
@@ -327,6 +356,7 @@ impl Topology {
             replicas: 2,
             sentinels: 3,
             opts: SentinelOptions::default(),
+            hosts: Vec::new(),
         }
     }
 

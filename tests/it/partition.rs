@@ -1,0 +1,137 @@
+//! Real partitions (issue 15), in network namespaces the test makes: Jepsen's "Call me maybe:
+//! Redis" case. Three hosts each run a redis-server and a sentinel (the master on the first);
+//! the test process (the proxy and its writing clients) and the master's host are cut off from
+//! the other two for 15 s. The majority promotes a replica; when the partition heals the old
+//! master becomes its replica and drops what it took meanwhile, so every write it acknowledged
+//! during the partition is lost unless the proxy stopped sending it writes.
+
+use std::time::Duration;
+
+use crate::eventually;
+use crate::harness::load::{missing_keys, LoadReport, WriteLoad};
+use crate::harness::netns::{Host, Net};
+use crate::harness::proxy::{ProxyBuilder, TestProxy};
+use crate::harness::Topology;
+
+/// How long the partition lasts (as in the issue's measurements).
+const PARTITION: Duration = Duration::from_secs(15);
+/// The sentinels' `down-after-milliseconds` (the issue's).
+const DOWN_AFTER: Duration = Duration::from_millis(3000);
+
+/// A net of three hosts and the topology on them.
+async fn three_hosts() -> (Net, [Host; 3], Topology) {
+    let net = Net::new();
+    let hosts = [net.host(), net.host(), net.host()];
+    let topo = Topology::builder()
+        .replicas(2)
+        .sentinels(3)
+        .down_after(DOWN_AFTER)
+        .on(&hosts)
+        .start()
+        .await;
+    (net, hosts, topo)
+}
+
+/// What a run of Jepsen's partition under a write load through `proxy` gives: the load's
+/// report, the acknowledged keys the new master lacks afterwards, and when the cut began.
+async fn jepsen_run(
+    net: &Net,
+    hosts: &[Host; 3],
+    topo: &Topology,
+    proxy: &TestProxy,
+) -> (LoadReport, Vec<String>, Duration) {
+    let old = topo.master.addr();
+    let load = WriteLoad::start(proxy.addr(), 4, "jepsen");
+    load.wait_more_acks(200).await;
+    let cut_at = load.started.elapsed();
+    net.cut(&[&hosts[0], &net.me()], &[&hosts[1], &hosts[2]]);
+    tokio::time::sleep(PARTITION).await;
+    net.heal();
+    eventually!(
+        Duration::from_secs(30),
+        proxy.master().is_some_and(|m| m != old),
+        "after the heal the proxy follows the master the majority promoted"
+    );
+    load.wait_more_acks(200).await;
+    let report = load.stop().await;
+    let new = topo.server_by_addr(&proxy.master().expect("a master"));
+    // The old master is a replica of the new one again, and its own writes are gone.
+    eventually!(
+        Duration::from_secs(30),
+        topo.master.role().await == "slave",
+        "the old master rejoins as a replica"
+    );
+    let missing = missing_keys(new, &report.acked).await;
+    (report, missing, cut_at)
+}
+
+/// When each missing key was acknowledged, since the cut.
+fn lost_at(report: &LoadReport, missing: &[String], cut_at: Duration) -> Vec<Duration> {
+    report
+        .acked
+        .iter()
+        .zip(&report.acked_at)
+        .filter(|(k, _)| missing.contains(k))
+        .map(|(_, at)| at.saturating_sub(cut_at))
+        .collect()
+}
+
+/// With `on_sentinel_loss = "fence-writes"` (the default), the minority side stops writing once
+/// it has not heard a majority for `sentinel_loss_fence_ms`: only what the old master
+/// acknowledged before that is lost, not the whole partition's writes (with `"serve"`, as
+/// before, every write of the 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minority_side_stops_writing_once_it_cannot_hear_a_majority() {
+    let (net, hosts, topo) = three_hosts().await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let (report, missing, cut_at) = jepsen_run(&net, &hosts, &topo, &proxy).await;
+    let lost = lost_at(&report, &missing, cut_at);
+    let fence = Duration::from_millis(2000);
+    let late: Vec<_> = lost
+        .iter()
+        .filter(|at| **at > fence + Duration::from_secs(1))
+        .collect();
+    println!(
+        "acknowledged {}, lost {} (latest {:?} after the cut), errors {}",
+        report.acked.len(),
+        lost.len(),
+        lost.iter().max(),
+        report.errors.len()
+    );
+    assert!(
+        late.is_empty(),
+        "writes acknowledged well after the fence were lost: {} of {} lost, {} of them from {:?} to {:?} after the cut",
+        lost.len(),
+        report.acked.len(),
+        late.len(),
+        late.iter().min(),
+        late.iter().max()
+    );
+}
+
+/// With `write_durability = "replicas:1"` as well, nothing acknowledged is lost: on the minority
+/// side no replica confirms a write, so none is acknowledged there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_write_durability_the_partition_loses_nothing_acknowledged() {
+    let (net, hosts, topo) = three_hosts().await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| {
+            c.failover.write_durability = "replicas:1".to_string().try_into().expect("valid");
+        })
+        .start(2)
+        .await;
+    let (report, missing, _) = jepsen_run(&net, &hosts, &topo, &proxy).await;
+    println!(
+        "acknowledged {}, lost {}, errors {}",
+        report.acked.len(),
+        missing.len(),
+        report.errors.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        missing.len(),
+        report.acked.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
