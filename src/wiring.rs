@@ -316,6 +316,7 @@ impl<'a> Wiring<'a> {
             max_held_bytes: cfg.failover.max_held_bytes,
             holds: self.stats.hold(),
             durability,
+            min_replicas: client::min_replicas(&cfg.failover),
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts,
             clients: client::registry::Clients::new(self.shutdown.clone()),

@@ -82,12 +82,27 @@ pub struct ProxyContext {
     pub holds: Arc<HoldStats>,
     /// `write_durability = "replicas:N"`: write batches are followed by this `WAIT`.
     pub durability: Option<Durability>,
+    /// `min_replicas_to_ack`: (replicas, their largest lag in seconds).
+    pub min_replicas: Option<(u32, u64)>,
     /// Permits for pinned connections (transactions, blocking commands), all clients together.
     pub pinned: Arc<tokio::sync::Semaphore>,
     /// Scripts seen, loaded onto every server (Redis 7 does not replicate `SCRIPT LOAD`).
     pub scripts: Arc<crate::scripts::ScriptCache>,
     /// Every client session of this proxy (`CLIENT LIST`, `KILL`, `UNBLOCK`, `PAUSE`).
     pub clients: registry::Clients,
+}
+
+impl ProxyContext {
+    /// Whether batches keep which of their requests are writes (their replies may be turned
+    /// into errors: `write_durability`, `min_replicas_to_ack`).
+    pub fn marks_writes(&self) -> bool {
+        self.durability.is_some() || self.min_replicas.is_some()
+    }
+}
+
+/// `min_replicas_to_ack` from the `[failover]` settings (`None`: off).
+pub fn min_replicas(f: &crate::config::FailoverConfig) -> Option<(u32, u64)> {
+    (f.min_replicas_to_ack > 0).then_some((f.min_replicas_to_ack, f.min_replicas_max_lag_secs))
 }
 
 /// Writes are acknowledged only once `replicas` replicas have them.

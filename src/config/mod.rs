@@ -140,6 +140,13 @@ pub struct FailoverConfig {
     /// the master nor makes a majority). Keep it below Sentinel's `down-after-milliseconds`, so
     /// that writes are fenced before the majority side can promote a replica.
     pub sentinel_loss_fence_ms: u64,
+    /// A write is acknowledged only if the master, at its last health check, had at least this
+    /// many replicas in sync (online, acknowledging within `min_replicas_max_lag_secs`): the
+    /// proxy's counterpart of Redis's `min-replicas-to-write`. 0: off.
+    pub min_replicas_to_ack: u32,
+    /// The replication lag (seconds since the replica's last acknowledgement, `lag=` in the
+    /// master's `INFO replication`) up to which a replica counts as in sync.
+    pub min_replicas_max_lag_secs: u64,
 }
 
 /// `on_sentinel_loss`.
@@ -173,6 +180,8 @@ impl Default for FailoverConfig {
             durability_timeout_ms: 1000,
             on_sentinel_loss: SentinelLoss::default(),
             sentinel_loss_fence_ms: 2000,
+            min_replicas_to_ack: 0,
+            min_replicas_max_lag_secs: 1,
         }
     }
 }

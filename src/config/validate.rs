@@ -89,6 +89,12 @@ impl Config {
                     "not supported with `[cluster]` yet (only \"none\")",
                 ));
             }
+            if self.failover.min_replicas_to_ack > 0 {
+                return Err(invalid(
+                    "failover.min_replicas_to_ack",
+                    "not supported with `[cluster]` yet (only 0)",
+                ));
+            }
         }
         if let Some(s) = &self.sentinel {
             s.validate()?;
@@ -189,6 +195,18 @@ impl super::FailoverConfig {
             self.durability_timeout_ms,
             1,
             60_000,
+        )?;
+        check_range(
+            "failover.min_replicas_to_ack",
+            u64::from(self.min_replicas_to_ack),
+            0,
+            16,
+        )?;
+        check_range(
+            "failover.min_replicas_max_lag_secs",
+            self.min_replicas_max_lag_secs,
+            1,
+            3600,
         )?;
         check_range(
             "failover.sentinel_loss_fence_ms",

@@ -397,7 +397,7 @@ impl Dispatcher {
         if let Some(open) = &mut self.open {
             open.count += 1;
             open.scan = Some(scan);
-            if self.ctx.durability.is_some() {
+            if self.ctx.marks_writes() {
                 open.write_mask.push(false);
             }
         }
@@ -407,7 +407,7 @@ impl Dispatcher {
     /// Adds `req` to the open batch.
     pub(super) fn append(&mut self, req: &Request, write: bool) {
         self.batch_buf.extend_from_slice(req.raw());
-        let durable = self.ctx.durability.is_some();
+        let durable = self.ctx.marks_writes();
         if let Some(open) = &mut self.open {
             open.count += 1;
             if write {

@@ -58,6 +58,9 @@ impl Dispatcher {
         if batch.waited {
             self.check_durability(&batch, &mut reply);
         }
+        if batch.writes > 0 {
+            check_replicas_in_sync(self.ctx.min_replicas, &batch, backend, &mut reply);
+        }
         let count = batch.replies();
         if let Some(r) = &batch.replace_last {
             if reply.frames.len() == count {
@@ -123,6 +126,31 @@ impl Dispatcher {
             if *write && !is_error_reply(frame) {
                 *frame = error.clone();
             }
+        }
+    }
+}
+
+/// With `min_replicas_to_ack`, each write's reply becomes an error unless the master had that
+/// many replicas in sync at its last health check: what it acknowledged may exist on it alone.
+fn check_replicas_in_sync(
+    min: Option<(u32, u64)>,
+    batch: &Batch,
+    master: &Backend,
+    reply: &mut BatchReply,
+) {
+    let Some((want, max_lag)) = min else {
+        return;
+    };
+    let in_sync = master.health().replicas_in_sync(max_lag);
+    if in_sync >= want as usize {
+        return;
+    }
+    let error = error_reply(&format!(
+        "NOREPLICAS haproxy-rs: the write reached the master, but only {in_sync} of the {want} replicas min_replicas_to_ack asks for were in sync (lag <= {max_lag} s); it may be lost in a failover"
+    ));
+    for (frame, write) in reply.frames.iter_mut().zip(&batch.write_mask) {
+        if *write && !is_error_reply(frame) {
+            *frame = error.clone();
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use consistency::{ReadNeed, ReadYourWrites, ReplicationClock};
-pub use server::{Role, Server, ServerHealth};
+pub use server::{ReplicaLink, Role, Server, ServerHealth};
 pub use table::{Fence, RoutingTable};
 
 use crate::config::ReadPolicy;

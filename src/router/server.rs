@@ -83,6 +83,17 @@ impl Server {
     }
 }
 
+/// A replica as its master's `INFO replication` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLink {
+    /// `ip:port`.
+    pub addr: String,
+    /// `state=online`: synced and streaming.
+    pub online: bool,
+    /// `lag=`: seconds since the replica last acknowledged (`None`: not shown).
+    pub lag: Option<u64>,
+}
+
 /// What the health checks last saw of a server (atomics: read on every routed read).
 #[derive(Debug, Default)]
 pub struct ServerHealth {
@@ -91,8 +102,9 @@ pub struct ServerHealth {
     lag_ok: AtomicBool,
     offset: AtomicU64,
     /// A master's connected replicas. A mutex, not an atomic: written once per check and read
-    /// once per topology update, never on the per-command path nor across an `.await`.
-    replicas: Mutex<Vec<String>>,
+    /// once per topology update (and per write batch with `min_replicas_to_ack`), never across
+    /// an `.await`.
+    replicas: Mutex<Vec<ReplicaLink>>,
 }
 
 impl ServerHealth {
@@ -108,7 +120,7 @@ impl ServerHealth {
         self.reachable.store(true, Ordering::Release);
     }
     /// Records the replicas a master reports connected (none for a replica).
-    pub fn set_replicas(&self, replicas: Vec<String>) {
+    pub fn set_replicas(&self, replicas: Vec<ReplicaLink>) {
         *self.replicas.lock().unwrap_or_else(|e| e.into_inner()) = replicas;
     }
     /// The replicas the server reported connected at its last successful check, as `ip:port`.
@@ -116,7 +128,18 @@ impl ServerHealth {
         self.replicas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .map(|r| r.addr.clone())
+            .collect()
+    }
+    /// How many of those were online and had acknowledged within `max_lag_secs`.
+    pub fn replicas_in_sync(&self, max_lag_secs: u64) -> usize {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.online && r.lag.is_some_and(|l| l <= max_lag_secs))
+            .count()
     }
     /// Whether the last check succeeded.
     pub fn reachable(&self) -> bool {

@@ -139,6 +139,7 @@ impl Rig {
             max_held_bytes: cfg.failover.max_held_bytes,
             holds: stats.hold(),
             durability: Durability::from_config(&cfg.failover),
+            min_replicas: crate::client::min_replicas(&cfg.failover),
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts: Arc::new(crate::scripts::ScriptCache::default()),
             clients: crate::client::registry::Clients::new(shutdown.clone()),

@@ -14,7 +14,7 @@ use tokio::time::MissedTickBehavior;
 use crate::backend::control::info_field;
 use crate::backend::{Backend, ControlConn, Credentials};
 use crate::resp::Value;
-use crate::router::{ReplicationClock, RoutingTable};
+use crate::router::{ReplicaLink, ReplicationClock, RoutingTable};
 use crate::stats::Role;
 
 /// What a health task shares with the topology.
@@ -96,6 +96,12 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
 /// The replicas connected to a master, as `ip:port`, from the `slaveN:ip=..,port=..` lines of
 /// its `INFO replication` (what Sentinel itself discovers replicas from).
 pub fn connected_replicas(info: &str) -> Vec<String> {
+    replica_links(info).into_iter().map(|l| l.addr).collect()
+}
+
+/// The `slaveN:` lines of a master's `INFO replication`: each replica, whether it is `online`,
+/// and its `lag` (seconds since its last acknowledgement).
+pub fn replica_links(info: &str) -> Vec<ReplicaLink> {
     info.lines()
         .filter_map(|line| {
             let (key, fields) = line.split_once(':')?;
@@ -109,7 +115,11 @@ pub fn connected_replicas(info: &str) -> Vec<String> {
                     .split(',')
                     .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
             };
-            Some(format!("{}:{}", field("ip")?, field("port")?))
+            Some(ReplicaLink {
+                addr: format!("{}:{}", field("ip")?, field("port")?),
+                online: field("state") == Some("online"),
+                lag: field("lag").and_then(|l| l.parse().ok()),
+            })
         })
         .collect()
 }
@@ -200,7 +210,7 @@ async fn check_once(
     backend.health().set_checked(info.role, info.offset, lag_ok);
     backend.stats.set_replication(info.offset, info.link_up);
     backend.health().set_replicas(match info.role {
-        Role::Master => connected_replicas(&text),
+        Role::Master => replica_links(&text),
         _ => Vec::new(),
     });
     if let (Some((feeds, seq)), Role::Master) = (seq, info.role) {

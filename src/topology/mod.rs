@@ -298,7 +298,11 @@ mod tests {
         // Out of the table and of the snapshot, but the master reports it connected: kept.
         state.publish(Some(m), &[r1.to_string()]);
         let master = state.table.load().master.clone().expect("a master");
-        master.health.set_replicas(vec![r2.to_string()]);
+        master.health.set_replicas(vec![crate::router::ReplicaLink {
+            addr: r2.to_string(),
+            online: true,
+            lag: Some(0),
+        }]);
         state.members(&[]);
         assert_eq!(known(&state), [m, r1, r2]);
 

@@ -72,3 +72,28 @@ async fn writes_are_held_while_a_majority_of_the_sentinels_is_silent() {
     assert_eq!(released, ["+OK"]);
     assert!(stats_json(proxy.stats_addr()).await["writes_fenced"].is_null());
 }
+
+/// `min_replicas_to_ack = 1`: once the master's only replica stops acknowledging (stopped, as
+/// if cut off), writes the master took are answered `-NOREPLICAS` instead of `+OK`, since they
+/// may exist on the master alone; acknowledged again once the replica is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_not_acknowledged_while_the_master_has_no_replica_in_sync() {
+    let topo = Topology::builder().replicas(1).sentinels(1).start().await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| c.failover.min_replicas_to_ack = 1)
+        .start(1)
+        .await;
+    assert_eq!(raw(proxy.addr(), &[&["SET", "k", "1"]]).await, ["+OK"]);
+    topo.replicas[0].stop();
+    eventually!(
+        Duration::from_secs(15),
+        raw(proxy.addr(), &[&["SET", "k", "2"]]).await[0].starts_with("-NOREPLICAS haproxy-rs"),
+        "a write is refused its acknowledgement while the replica lags"
+    );
+    topo.replicas[0].cont();
+    eventually!(
+        Duration::from_secs(15),
+        raw(proxy.addr(), &[&["SET", "k", "3"]]).await == ["+OK"],
+        "acknowledged again once the replica is back"
+    );
+}
