@@ -93,12 +93,16 @@ pub(crate) struct Wiring<'a> {
     pub(crate) stats: Arc<Stats>,
     pub(crate) background: TaskTracker,
     pub(crate) backend_token: CancellationToken,
-    /// The proxy's shutdown, which also ends every client session (see `client::registry`).
-    shutdown: CancellationToken,
+    /// The end of the shutdown grace, which ends every client session still open (see
+    /// `client::registry`).
+    pub(crate) hard_stop: CancellationToken,
+    /// Stops the stats listener: at the end of a shutdown, or at once when a new process takes
+    /// the listeners over (it serves the stats page from then on).
+    pub(crate) stats_stop: CancellationToken,
 }
 
 impl<'a> Wiring<'a> {
-    pub(crate) fn new(cfg: &'a Config, shutdown: &CancellationToken) -> Self {
+    pub(crate) fn new(cfg: &'a Config) -> Self {
         let (mode, master_name) = match (&cfg.sentinel, &cfg.cluster) {
             (Some(s), _) => ("sentinel", Some(s.master_name.as_str())),
             (None, Some(_)) => ("cluster", None),
@@ -113,7 +117,8 @@ impl<'a> Wiring<'a> {
             ),
             background: TaskTracker::new(),
             backend_token: CancellationToken::new(),
-            shutdown: shutdown.clone(),
+            hard_stop: CancellationToken::new(),
+            stats_stop: CancellationToken::new(),
         }
     }
 
@@ -318,7 +323,7 @@ impl<'a> Wiring<'a> {
             durability,
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts,
-            clients: client::registry::Clients::new(self.shutdown.clone()),
+            clients: client::registry::Clients::new(self.hard_stop.clone()),
         }
     }
 
@@ -363,7 +368,10 @@ impl<'a> Wiring<'a> {
             self.background.spawn(stats::serve(
                 socket,
                 self.stats.clone(),
-                shutdown.clone(),
+                stats::Lifecycle {
+                    draining: shutdown.clone(),
+                    stop: self.stats_stop.clone(),
+                },
                 admin,
             ));
         }

@@ -81,6 +81,9 @@ pub struct Session {
     pub(super) auth: ClientAuth,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
     pub(super) closing: bool,
+    /// The proxy is stopping: the client is let go as soon as it has nothing pending (see
+    /// [`Session::drained`]).
+    pub(super) draining: bool,
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     pub(super) subscribe: Option<Request>,
@@ -143,6 +146,7 @@ impl Session {
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
             closing: false,
+            draining: false,
             subscribe: None,
             dispatch,
         }
@@ -187,6 +191,9 @@ impl Session {
         {
             return Step::End;
         }
+        if self.draining && !self.closing && self.drained(io) {
+            self.close_input();
+        }
         let unwritten = io.out.len();
         self.dispatch.collect(&mut io.out);
         self.replies.filter(&mut io.out, unwritten);
@@ -216,11 +223,13 @@ impl Session {
 
     /// Waits for whatever comes first: the client's socket, the dispatcher, a timer, shutdown.
     async fn next_event(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Event {
+        // While the proxy stops, only the rest of a request begun, or of a transaction, is read.
         let can_read = !self.closing
             && self.subscribe.is_none()
             && self.postponed.is_none()
             && self.dispatch.can_parse()
-            && self.dispatch.queued() < self.ctx.max_pipeline;
+            && self.dispatch.queued() < self.ctx.max_pipeline
+            && (!self.draining || self.dispatch.in_multi() || !io.inbuf.is_empty());
         // The client is written to as it reads, while replies keep being collected (so the
         // output buffer limit sees a client that does not read) and requests keep being read.
         let writing = must_write(&io.wr, &io.out);
@@ -235,11 +244,9 @@ impl Session {
             r = io.rd.read_buf(&mut io.inbuf), if can_read => Event::Read(r),
             _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
             _ = io.backlog.evicted() => Event::Evicted,
-            _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
-            // The entry's token is a child of `shutdown`: cancelled by either.
-            _ = self.entry.killed().cancelled(), if !shutdown.is_cancelled() => {
-                if shutdown.is_cancelled() { Event::Shutdown } else { Event::Killed }
-            }
+            _ = shutdown.cancelled(), if !self.closing && !self.draining => Event::Shutdown,
+            // The entry's token is a child of the end of the shutdown grace: cancelled by either.
+            _ = self.entry.killed().cancelled() => Event::Killed,
         }
     }
 
@@ -279,16 +286,49 @@ impl Session {
             }
             Event::Evicted => return Step::End,
             Event::Unpaused => {}
+            Event::Killed if self.draining => {
+                tracing::debug!("client closed at the end of the shutdown grace");
+                return Step::End;
+            }
             Event::Killed => {
                 tracing::debug!("client killed (CLIENT KILL)");
                 return Step::End;
             }
-            Event::Shutdown => {
-                self.close_input();
-                self.dispatch.shutdown().await;
-            }
+            Event::Shutdown => return self.begin_drain(io).await,
         }
         Step::Go
+    }
+
+    /// The proxy begins to stop: what the client sent already is answered (a request that
+    /// arrived but was not read yet too), held requests are answered now, and the client is
+    /// let go once [`drained`](Self::drained).
+    async fn begin_drain(&mut self, io: &mut Io) -> Step {
+        self.draining = true;
+        if !self.closing && io.inbuf.is_empty() {
+            // One poll, no wait: a client accepted just before the stop has usually sent its
+            // first request already, and closing on it would fail a request that could be served.
+            match futures_util::FutureExt::now_or_never(io.rd.read_buf(&mut io.inbuf)) {
+                Some(Ok(0)) => self.close_input(),
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "client read failed");
+                    return Step::End;
+                }
+            }
+        }
+        self.dispatch.shutdown().await;
+        Step::Go
+    }
+
+    /// While the proxy stops: the client has nothing more to send that the proxy would serve
+    /// (no request begun, no transaction open, no command waiting for `CLIENT PAUSE`, no
+    /// subscriber mode to enter), so its input closes and it goes once its replies are out. A
+    /// subscriber stays until the end of the grace, getting its messages.
+    fn drained(&self, io: &Io) -> bool {
+        io.inbuf.is_empty()
+            && !self.dispatch.in_multi()
+            && self.postponed.is_none()
+            && self.subscribe.is_none()
     }
 
     /// Subscriber (or monitor) mode, from `first`, until the client leaves it.
