@@ -13,6 +13,7 @@
 //!   admin actions (`POST /switchover`) with the admin token.
 //! - [`logging`]: the binary's log on stderr, text or JSON lines.
 //! - [`shutdown`]: graceful shutdown.
+//! - [`upgrade`]: handing the listening sockets to a new process (`run --takeover`).
 //! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
 //! - `wiring`: the steps [`start`] takes to put the parts together.
@@ -36,6 +37,7 @@ pub mod stats;
 pub(crate) mod testkit;
 pub mod tls;
 pub mod topology;
+pub mod upgrade;
 mod wiring;
 
 use std::net::SocketAddr;
@@ -73,6 +75,9 @@ pub enum StartError {
     /// The session threads could not be started.
     #[error("cannot start the session threads: {0}")]
     Threads(std::io::Error),
+    /// The listening sockets could not be offered or taken over (`[upgrade]`, `--takeover`).
+    #[error("upgrade socket: {0}")]
+    Upgrade(#[from] upgrade::UpgradeError),
 }
 
 /// A running proxy.
@@ -147,9 +152,23 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
 /// # Errors
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
+    start_with(cfg, shutdown, upgrade::Inherited::default()).await
+}
+
+/// [`start`], on the listening sockets of `inherited` where they match the config (a takeover:
+/// see [`upgrade`]).
+///
+/// # Errors
+/// See [`start`].
+pub async fn start_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    inherited: upgrade::Inherited,
+) -> Result<Proxy, StartError> {
     check_config(&cfg)?;
     let tls = tls::Setup::load(&cfg)?;
-    let sockets = Sockets::bind(&cfg).await?;
+    let sockets = Sockets::bind(&cfg, inherited).await?;
+    let offer = sockets.offer(&cfg)?;
     let wiring = Wiring::new(&cfg);
     let sessions = TaskTracker::new();
     let workers = Arc::new(
@@ -208,6 +227,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         grace,
         hard_stop.clone(),
     ));
+    if let Some(offer) = offer {
+        background.spawn(offer.serve(shutdown.clone(), stats_stop.clone()));
+    }
     Ok(Proxy {
         addr,
         read_addr,

@@ -57,6 +57,9 @@ fn queued_in_multi(class: &Class) -> bool {
     }
 }
 
+/// While the proxy stops, how long a client that has sent nothing yet is waited for.
+const FIRST_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One client's session.
 pub struct Session {
     pub(super) ctx: Arc<ProxyContext>,
@@ -84,6 +87,10 @@ pub struct Session {
     /// The proxy is stopping: the client is let go as soon as it has nothing pending (see
     /// [`Session::drained`]).
     pub(super) draining: bool,
+    /// The client has sent something.
+    pub(super) heard: bool,
+    /// While the proxy stops: how long a client that has sent nothing yet is waited for.
+    pub(super) first_request_wait: Option<tokio::time::Instant>,
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     pub(super) subscribe: Option<Request>,
@@ -123,6 +130,8 @@ enum Event {
     Killed,
     /// The `CLIENT PAUSE` a command waits for may be over.
     Unpaused,
+    /// The proxy stops, and a client that connected just before has still sent nothing.
+    FirstRequestWaitOver,
 }
 
 impl Session {
@@ -147,6 +156,8 @@ impl Session {
             protocol: Protocol::Resp2,
             closing: false,
             draining: false,
+            heard: false,
+            first_request_wait: None,
             subscribe: None,
             dispatch,
         }
@@ -229,7 +240,10 @@ impl Session {
             && self.postponed.is_none()
             && self.dispatch.can_parse()
             && self.dispatch.queued() < self.ctx.max_pipeline
-            && (!self.draining || self.dispatch.in_multi() || !io.inbuf.is_empty());
+            && (!self.draining
+                || self.dispatch.in_multi()
+                || !io.inbuf.is_empty()
+                || self.first_request_wait.is_some());
         // The client is written to as it reads, while replies keep being collected (so the
         // output buffer limit sees a client that does not read) and requests keep being read.
         let writing = must_write(&io.wr, &io.out);
@@ -245,6 +259,9 @@ impl Session {
             _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
             _ = io.backlog.evicted() => Event::Evicted,
             _ = shutdown.cancelled(), if !self.closing && !self.draining => Event::Shutdown,
+            _ = sleep_until_some(self.first_request_wait), if self.first_request_wait.is_some() => {
+                Event::FirstRequestWaitOver
+            }
             // The entry's token is a child of the end of the shutdown grace: cancelled by either.
             _ = self.entry.killed().cancelled() => Event::Killed,
         }
@@ -273,7 +290,11 @@ impl Session {
                 }
                 self.close_input();
             }
-            Event::Read(Ok(_)) => io.backlog.active(),
+            Event::Read(Ok(_)) => {
+                self.heard = true;
+                self.first_request_wait = None;
+                io.backlog.active();
+            }
             Event::Read(Err(e)) => {
                 tracing::debug!(error = %e, "client read failed");
                 return Step::End;
@@ -286,6 +307,7 @@ impl Session {
             }
             Event::Evicted => return Step::End,
             Event::Unpaused => {}
+            Event::FirstRequestWaitOver => self.first_request_wait = None,
             Event::Killed if self.draining => {
                 tracing::debug!("client closed at the end of the shutdown grace");
                 return Step::End;
@@ -294,27 +316,20 @@ impl Session {
                 tracing::debug!("client killed (CLIENT KILL)");
                 return Step::End;
             }
-            Event::Shutdown => return self.begin_drain(io).await,
+            Event::Shutdown => return self.begin_drain().await,
         }
         Step::Go
     }
 
-    /// The proxy begins to stop: what the client sent already is answered (a request that
-    /// arrived but was not read yet too), held requests are answered now, and the client is
-    /// let go once [`drained`](Self::drained).
-    async fn begin_drain(&mut self, io: &mut Io) -> Step {
+    /// The proxy begins to stop: what the client sent already is answered, held requests are
+    /// answered now, and the client is let go once [`drained`](Self::drained).
+    async fn begin_drain(&mut self) -> Step {
         self.draining = true;
-        if !self.closing && io.inbuf.is_empty() {
-            // One poll, no wait: a client accepted just before the stop has usually sent its
-            // first request already, and closing on it would fail a request that could be served.
-            match futures_util::FutureExt::now_or_never(io.rd.read_buf(&mut io.inbuf)) {
-                Some(Ok(0)) => self.close_input(),
-                Some(Ok(_)) | None => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "client read failed");
-                    return Step::End;
-                }
-            }
+        if !self.heard {
+            // A client accepted just before the stop connected to send something, which may be
+            // on its way: closing on it would fail a request that can be served (without this wait,
+            // clients connecting and writing through a takeover saw one such close in 1314).
+            self.first_request_wait = Some(tokio::time::Instant::now() + FIRST_REQUEST_WAIT);
         }
         self.dispatch.shutdown().await;
         Step::Go
@@ -326,6 +341,7 @@ impl Session {
     /// subscriber stays until the end of the grace, getting its messages.
     fn drained(&self, io: &Io) -> bool {
         io.inbuf.is_empty()
+            && self.first_request_wait.is_none()
             && !self.dispatch.in_multi()
             && self.postponed.is_none()
             && self.subscribe.is_none()

@@ -1,9 +1,12 @@
 //! Restart and upgrade without dropping anyone (issue 15 part 3), with the real binary: a graceful
 //! stop on `SIGTERM` (`/healthz` fails at once, what is in flight is answered, idle clients go at
-//! once, the rest within `shutdown_grace_ms`).
+//! once, the rest within `shutdown_grace_ms`), and a new binary taking the listening sockets over
+//! from the running one (`[upgrade] socket`, `run --takeover`) with no client refused.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,4 +248,142 @@ async fn what_is_left_when_shutdown_grace_ms_ends_is_closed_and_the_proxy_exits(
     // The transaction never ran.
     let v: Option<String> = query(&mut admin, &["GET", "never"]).await.unwrap();
     assert_eq!(v, None);
+}
+
+/// What a closed-loop writer saw: keys acknowledged, and every failure (refused connection,
+/// error reply, closed connection) with what it was.
+#[derive(Debug, Default)]
+struct Written {
+    acked: Vec<String>,
+    failures: Vec<String>,
+}
+
+/// Connects, `SET`s a unique key and reads the reply, without pause, until `stop` (at most
+/// `max` writes and `within`): each write on a new connection, so that every one of them goes
+/// through the listening socket.
+async fn write_loop(
+    addr: SocketAddr,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    max: usize,
+    within: Duration,
+) -> Written {
+    let mut out = Written::default();
+    let started = Instant::now();
+    for i in 0..max {
+        if stop.load(Ordering::Relaxed) || started.elapsed() > within {
+            break;
+        }
+        let key = format!("{prefix}:{i}");
+        let mut s = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                out.failures.push(format!("{key}: connect: {e}"));
+                continue;
+            }
+        };
+        let cmd =
+            haproxy_rs::resp::encode_command(&["SET".to_string(), key.clone(), "v".to_string()]);
+        if let Err(e) = s.write_all(&cmd).await {
+            out.failures.push(format!("{key}: write: {e}"));
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(n)) if buf.get(..n) == Some(&b"+OK\r\n"[..]) => out.acked.push(key),
+            other => out.failures.push(format!("{key}: {other:?}")),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_takes_the_listeners_over_and_no_client_is_refused() {
+    let master = RedisServer::start().await;
+    let ports = ports();
+    let sockets = tempfile::tempdir().expect("temp dir");
+    let path = sockets.path().join("upgrade.sock");
+    let extra = format!(
+        "shutdown_grace_ms = 3000\n[upgrade]\nsocket = \"{}\"\n",
+        path.display()
+    );
+    let mut old = Binary::spawn(&master.addr(), ports, &extra, &[]);
+    old.wait_healthy().await;
+    eventually!(
+        Duration::from_secs(5),
+        path.exists(),
+        "the upgrade socket is made"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // Three writers, each at most 20000 writes and 60 s.
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            tokio::spawn(write_loop(
+                old.addr,
+                format!("upgrade{w}"),
+                stop.clone(),
+                20_000,
+                Duration::from_secs(60),
+            ))
+        })
+        .collect();
+    eventually!(
+        Duration::from_secs(5),
+        master.commandstats("set").await >= 200,
+        "the writer writes through the old proxy"
+    );
+
+    let path_arg = path.to_str().expect("utf-8 path");
+    let mut new = Binary::spawn(&master.addr(), ports, &extra, &["--takeover", path_arg]);
+    eventually!(
+        Duration::from_secs(15),
+        old.exited().is_some(),
+        "the old proxy drains and exits; old log: {}\nnew log: {}",
+        old.log(),
+        new.log()
+    );
+    assert!(old.exited().is_some_and(|s| s.success()), "{}", old.log());
+    assert!(
+        old.log().contains("taken over by a new process"),
+        "{}",
+        old.log()
+    );
+    let after_old = master.commandstats("set").await;
+    eventually!(
+        Duration::from_secs(5),
+        master.commandstats("set").await >= after_old + 1000,
+        "the writer goes on through the new proxy"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut written = Written::default();
+    for w in writers {
+        let w = w.await.expect("a writer ends");
+        written.acked.extend(w.acked);
+        written.failures.extend(w.failures);
+    }
+    assert!(
+        written.failures.is_empty(),
+        "{} failures of {} writes, first: {:?}; new log: {}",
+        written.failures.len(),
+        written.acked.len() + written.failures.len(),
+        written.failures.first(),
+        new.log()
+    );
+    // Every acknowledged write is on the master.
+    let mut admin = master.client().await;
+    for chunk in written.acked.chunks(500) {
+        let mut args = vec!["EXISTS"];
+        args.extend(chunk.iter().map(String::as_str));
+        let n: usize = query(&mut admin, &args).await.unwrap();
+        assert_eq!(n, chunk.len(), "acknowledged writes missing on the master");
+    }
+    // The new proxy serves the stats page, and took the upgrade socket for the next upgrade.
+    assert_eq!(healthz(new.stats).await.map(|(s, _)| s), Some(200));
+    assert!(new.exited().is_none());
+    assert!(path.exists());
+    assert!(
+        new.log().contains("taken over from the running proxy"),
+        "{}",
+        new.log()
+    );
 }
