@@ -319,3 +319,66 @@ async fn read_line(
         Ok(Ok(_)) => Ok(Some(String::from_utf8_lossy(&buf).trim_end().to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_process_gets_the_sockets_and_the_old_one_drains_only_on_stop() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("u.sock");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let copy = listener.as_fd().try_clone_to_owned().expect("dup");
+        let offer = Offer::bind(&path, vec![(Role::Main, copy)]).expect("offer");
+        let (drain, stats_stop) = (CancellationToken::new(), CancellationToken::new());
+        let served = tokio::spawn(offer.serve(drain.clone(), stats_stop.clone()));
+
+        // A process that hangs up before `stop` changes nothing.
+        let p = path.clone();
+        let (first, mut inherited) = tokio::task::spawn_blocking(move || Takeover::connect(&p))
+            .await
+            .expect("no panic")
+            .expect("takeover");
+        assert!(inherited.take(Role::Read, addr).is_none());
+        assert!(inherited.take(Role::Main, addr).is_some());
+        drop(first);
+        let p = path.clone();
+        let (second, mut inherited) = tokio::task::spawn_blocking(move || Takeover::connect(&p))
+            .await
+            .expect("no panic")
+            .expect("a second takeover");
+        assert!(!drain.is_cancelled());
+        // The socket received is the same one: a client queued on it is accepted through it.
+        let socket = inherited.take(Role::Main, addr).expect("the main socket");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let socket = tokio::net::TcpListener::from_std(socket).expect("register");
+        socket.accept().await.expect("accepted through the copy");
+        drop(listener);
+
+        tokio::task::spawn_blocking(move || second.finish())
+            .await
+            .expect("no panic")
+            .expect("the old side confirms");
+        assert!(drain.is_cancelled() && stats_stop.is_cancelled());
+        served.await.expect("serve ends");
+        // The socket file was the old side's own: removed.
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_newer_socket_at_the_path_is_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("u.sock");
+        let old = Offer::bind(&path, Vec::new()).expect("old offer");
+        let new = Offer::bind(&path, Vec::new()).expect("new offer, in place of the old");
+        let drain = CancellationToken::new();
+        drain.cancel();
+        old.serve(drain.clone(), CancellationToken::new()).await;
+        assert!(path.exists(), "the new one's socket stays");
+        new.serve(drain, CancellationToken::new()).await;
+        assert!(!path.exists());
+        assert!(Takeover::connect(&path).is_err());
+    }
+}
