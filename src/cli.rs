@@ -143,6 +143,10 @@ pub struct RunArgs {
     /// The TLS keys.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Take the listening sockets over from the proxy whose `[upgrade] socket` this is, then
+    /// tell it to drain: a zero-downtime upgrade or restart on one host.
+    #[arg(long, value_name = "PATH")]
+    pub takeover: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -165,7 +169,7 @@ impl RunArgs {
         runtime.block_on(async {
             let token = tokio_util::sync::CancellationToken::new();
             tokio::spawn(crate::shutdown::on_signal(token.clone()));
-            match crate::run(cfg, token).await {
+            match serve(cfg, token, self.takeover.as_deref()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("haproxy-rs: {e}");
@@ -249,6 +253,39 @@ impl RunArgs {
         crate::check_config(&cfg)?;
         Ok(cfg)
     }
+}
+
+/// How long a new process waits to know its master (or every slot) before it tells the old one to
+/// drain anyway.
+const TAKEOVER_READY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the proxy until `token`; with `takeover`, on the listening sockets of the proxy serving
+/// that upgrade socket, which is told to drain once this one is ready (knows its master, or every
+/// slot in cluster mode) or after [`TAKEOVER_READY`].
+async fn serve(
+    cfg: Config,
+    token: tokio_util::sync::CancellationToken,
+    takeover: Option<&std::path::Path>,
+) -> Result<(), crate::StartError> {
+    let Some(path) = takeover else {
+        return crate::run(cfg, token).await;
+    };
+    let (takeover, inherited) = crate::upgrade::Takeover::connect(path)?;
+    let proxy = crate::start_with(cfg, token, inherited).await?;
+    let deadline = tokio::time::Instant::now() + TAKEOVER_READY;
+    while !proxy.stats.snapshot().healthy() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if !proxy.stats.snapshot().healthy() {
+        tracing::warn!("takeover: not ready yet; taking over anyway");
+    }
+    match tokio::task::spawn_blocking(move || takeover.finish()).await {
+        Ok(Ok(())) => tracing::info!(path = %path.display(), "took over from the running proxy"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "takeover: the old proxy did not confirm"),
+        Err(e) => tracing::warn!(error = %e, "takeover: the old proxy did not confirm"),
+    }
+    proxy.wait().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //!   admin actions (`POST /switchover`) with the admin token.
 //! - [`logging`]: the binary's log on stderr, text or JSON lines.
 //! - [`shutdown`]: graceful shutdown.
+//! - [`upgrade`]: handing the listening sockets to a new process (`run --takeover`).
 //! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
 //! - `wiring`: the steps [`start`] takes to put the parts together.
@@ -36,6 +37,7 @@ pub mod stats;
 pub(crate) mod testkit;
 pub mod tls;
 pub mod topology;
+pub mod upgrade;
 mod wiring;
 
 use std::net::SocketAddr;
@@ -73,6 +75,9 @@ pub enum StartError {
     /// The session threads could not be started.
     #[error("cannot start the session threads: {0}")]
     Threads(std::io::Error),
+    /// The listening sockets could not be offered or taken over (`[upgrade]`, `--takeover`).
+    #[error("upgrade socket: {0}")]
+    Upgrade(#[from] upgrade::UpgradeError),
 }
 
 /// A running proxy.
@@ -95,17 +100,29 @@ pub struct Proxy {
     sessions: TaskTracker,
     background: TaskTracker,
     backend_token: CancellationToken,
+    hard_stop: CancellationToken,
+    stats_stop: CancellationToken,
+    grace: Duration,
     workers: Arc<Workers>,
 }
 
 impl Proxy {
-    /// Waits until shutdown is requested, then stops gracefully: no new clients, in-flight
-    /// requests answered (within [`shutdown::GRACE`]), then backends closed.
+    /// Waits until shutdown is requested, then stops gracefully: no new clients (`/healthz`
+    /// answers 503 meanwhile), idle clients closed, in-flight requests answered and transactions
+    /// let end, within `shutdown_grace_ms`; then whatever is left is closed and the backends too.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
-        if !shutdown::drain(&self.sessions, shutdown::GRACE).await {
-            tracing::warn!("some client sessions did not finish within the grace period");
+        if !shutdown::drain(&self.sessions, self.grace).await {
+            // The grace timer cancels `hard_stop` too; done here as well, in case it is late.
+            self.hard_stop.cancel();
+            tracing::warn!(
+                grace_ms = self.grace.as_millis() as u64,
+                "client sessions still busy at the end of the shutdown grace were closed"
+            );
+            shutdown::drain(&self.sessions, shutdown::HARD_STOP).await;
         }
+        self.hard_stop.cancel();
+        self.stats_stop.cancel();
         self.backend_token.cancel();
         shutdown::drain(&self.background, Duration::from_secs(2)).await;
         self.workers.stop();
@@ -135,10 +152,24 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
 /// # Errors
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
+    start_with(cfg, shutdown, upgrade::Inherited::default()).await
+}
+
+/// [`start`], on the listening sockets of `inherited` where they match the config (a takeover:
+/// see [`upgrade`]).
+///
+/// # Errors
+/// See [`start`].
+pub async fn start_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    inherited: upgrade::Inherited,
+) -> Result<Proxy, StartError> {
     check_config(&cfg)?;
     let tls = tls::Setup::load(&cfg)?;
-    let sockets = Sockets::bind(&cfg).await?;
-    let wiring = Wiring::new(&cfg, &shutdown);
+    let sockets = Sockets::bind(&cfg, inherited).await?;
+    let offer = sockets.offer(&cfg)?;
+    let wiring = Wiring::new(&cfg);
     let sessions = TaskTracker::new();
     let workers = Arc::new(
         Workers::start(session_threads(cfg.threads), &sessions).map_err(StartError::Threads)?,
@@ -182,12 +213,23 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
     };
     let (addr, read_addr, stats_addr) =
         wiring.spawn_listeners(sockets, shared, switchover_tx, &shutdown);
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
     let Wiring {
         stats,
         background,
         backend_token,
+        hard_stop,
+        stats_stop,
         ..
     } = wiring;
+    background.spawn(shutdown::hard_stop_after(
+        shutdown.clone(),
+        grace,
+        hard_stop.clone(),
+    ));
+    if let Some(offer) = offer {
+        background.spawn(offer.serve(shutdown.clone(), stats_stop.clone()));
+    }
     Ok(Proxy {
         addr,
         read_addr,
@@ -200,6 +242,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, St
         sessions,
         background,
         backend_token,
+        hard_stop,
+        stats_stop,
+        grace,
         workers,
     })
 }

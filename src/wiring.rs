@@ -21,11 +21,26 @@ use crate::resp::RequestLimits;
 use crate::router::{Endpoint, ReplicationClock, RoutingTable};
 use crate::stats::{self, Stats};
 use crate::topology::{self, TopologyState};
-use crate::{client, cluster, scripts, tls, StartError};
+use crate::{client, cluster, scripts, tls, upgrade, StartError};
 
-async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+/// The listener of `what` on `addr`: the one a running proxy handed over for `role`, if it
+/// listens there, or a new one.
+async fn bind(
+    what: &'static str,
+    addr: &str,
+    role: upgrade::Role,
+    inherited: &mut upgrade::Inherited,
+) -> Result<TcpListener, StartError> {
     let sa = parse_listen_addr(addr)
         .map_err(|problem| StartError::Config(ConfigError::Invalid { key: what, problem }))?;
+    if let Some(socket) = inherited.take(role, sa) {
+        tracing::info!(listener = what, %addr, "listening socket taken over from the running proxy");
+        return TcpListener::from_std(socket).map_err(|source| StartError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        });
+    }
     TcpListener::bind(sa)
         .await
         .map_err(|source| StartError::Bind {
@@ -43,17 +58,55 @@ pub(crate) struct Sockets {
 }
 
 impl Sockets {
-    pub(crate) async fn bind(cfg: &Config) -> Result<Sockets, StartError> {
-        let main = bind("listen", &cfg.listen).await?;
+    /// Binds what `cfg` names, or takes it from `inherited` (a takeover).
+    pub(crate) async fn bind(
+        cfg: &Config,
+        mut inherited: upgrade::Inherited,
+    ) -> Result<Sockets, StartError> {
+        use upgrade::Role;
+        let main = bind("listen", &cfg.listen, Role::Main, &mut inherited).await?;
         let read = match &cfg.read_listen {
-            Some(a) => Some(bind("read_listen", a).await?),
+            Some(a) => Some(bind("read_listen", a, Role::Read, &mut inherited).await?),
             None => None,
         };
         let stats = match &cfg.stats {
-            Some(a) => Some(bind("stats", a).await?),
+            Some(a) => Some(bind("stats", a, Role::Stats, &mut inherited).await?),
             None => None,
         };
+        for (role, addr) in inherited.left() {
+            tracing::warn!(
+                ?role,
+                ?addr,
+                "a listening socket handed over is not in this config: it closes with the old proxy"
+            );
+        }
         Ok(Sockets { main, read, stats })
+    }
+
+    /// With `[upgrade] socket`: the Unix socket where the listening sockets are handed to a new
+    /// process (copies of them, closed when the proxy stops).
+    pub(crate) fn offer(&self, cfg: &Config) -> Result<Option<upgrade::Offer>, StartError> {
+        use std::os::fd::AsFd;
+        use upgrade::Role;
+        let Some(path) = &cfg.upgrade.socket else {
+            return Ok(None);
+        };
+        let sockets = std::iter::once((Role::Main, &self.main))
+            .chain(self.read.as_ref().map(|s| (Role::Read, s)))
+            .chain(self.stats.as_ref().map(|s| (Role::Stats, s)));
+        let mut copies = Vec::new();
+        for (role, socket) in sockets {
+            let fd = socket.as_fd().try_clone_to_owned().map_err(|e| {
+                StartError::Upgrade(upgrade::UpgradeError::Io {
+                    what: "cannot copy a listening socket",
+                    source: e,
+                })
+            })?;
+            copies.push((role, fd));
+        }
+        let offer = upgrade::Offer::bind(path, copies).map_err(StartError::Upgrade)?;
+        tracing::info!(path = %path.display(), "upgrade socket: a new process started with --takeover takes the listeners over here");
+        Ok(Some(offer))
     }
 }
 
@@ -93,12 +146,16 @@ pub(crate) struct Wiring<'a> {
     pub(crate) stats: Arc<Stats>,
     pub(crate) background: TaskTracker,
     pub(crate) backend_token: CancellationToken,
-    /// The proxy's shutdown, which also ends every client session (see `client::registry`).
-    shutdown: CancellationToken,
+    /// The end of the shutdown grace, which ends every client session still open (see
+    /// `client::registry`).
+    pub(crate) hard_stop: CancellationToken,
+    /// Stops the stats listener: at the end of a shutdown, or at once when a new process takes
+    /// the listeners over (it serves the stats page from then on).
+    pub(crate) stats_stop: CancellationToken,
 }
 
 impl<'a> Wiring<'a> {
-    pub(crate) fn new(cfg: &'a Config, shutdown: &CancellationToken) -> Self {
+    pub(crate) fn new(cfg: &'a Config) -> Self {
         let (mode, master_name) = match (&cfg.sentinel, &cfg.cluster) {
             (Some(s), _) => ("sentinel", Some(s.master_name.as_str())),
             (None, Some(_)) => ("cluster", None),
@@ -113,7 +170,8 @@ impl<'a> Wiring<'a> {
             ),
             background: TaskTracker::new(),
             backend_token: CancellationToken::new(),
-            shutdown: shutdown.clone(),
+            hard_stop: CancellationToken::new(),
+            stats_stop: CancellationToken::new(),
         }
     }
 
@@ -319,7 +377,7 @@ impl<'a> Wiring<'a> {
             min_replicas: client::min_replicas(&cfg.failover),
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts,
-            clients: client::registry::Clients::new(self.shutdown.clone()),
+            clients: client::registry::Clients::new(self.hard_stop.clone()),
         }
     }
 
@@ -364,7 +422,10 @@ impl<'a> Wiring<'a> {
             self.background.spawn(stats::serve(
                 socket,
                 self.stats.clone(),
-                shutdown.clone(),
+                stats::Lifecycle {
+                    draining: shutdown.clone(),
+                    stop: self.stats_stop.clone(),
+                },
                 admin,
             ));
         }

@@ -78,6 +78,21 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// TLS on the client listeners (off when absent).
     pub tls: Option<TlsConfig>,
+    /// How long a stopping proxy (`SIGTERM`, or taken over by a new process) lets its busy
+    /// clients finish: requests in flight are answered and a transaction may end with `EXEC`;
+    /// idle clients are closed at once, whatever is left at the end of it is closed.
+    pub shutdown_grace_ms: u64,
+    /// Handing the listening sockets to a new process (`haproxy-rs run --takeover`).
+    pub upgrade: UpgradeConfig,
+}
+
+/// The `[upgrade]` table: zero-downtime upgrades on one host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradeConfig {
+    /// A Unix socket where the proxy hands its listening sockets to a new process started with
+    /// `haproxy-rs run --takeover <socket>` (HAProxy's `-x`), then drains; not set: no takeover.
+    pub socket: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -104,6 +119,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             commands: CommandsConfig::default(),
             tls: None,
+            shutdown_grace_ms: 5000,
+            upgrade: UpgradeConfig::default(),
         }
     }
 }

@@ -155,6 +155,15 @@ impl Config {
             1 << 20,
             1 << 40,
         )?;
+        check_range("shutdown_grace_ms", self.shutdown_grace_ms, 0, 600_000)?;
+        if let Some(path) = &self.upgrade.socket {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(
+                    "upgrade.socket",
+                    "must not be empty (leave it out to disable takeovers)",
+                ));
+            }
+        }
         if let super::MemoryLimit::Bytes(b) = self.max_output_bytes_total {
             check_range("max_output_bytes_total", b, 0, 1 << 50)?;
         }
@@ -335,6 +344,28 @@ mod tests {
     #[test]
     fn no_backend_names_sentinel_addrs() {
         assert_eq!(key_of(Config::default().validate()), "sentinel.addrs");
+    }
+
+    #[test]
+    fn shutdown_grace_and_the_upgrade_socket_are_checked() {
+        let mut c = base();
+        assert_eq!(c.shutdown_grace_ms, 5000);
+        c.shutdown_grace_ms = 600_001;
+        assert_eq!(key_of(c.validate()), "shutdown_grace_ms");
+        c.shutdown_grace_ms = 0;
+        c.validate().unwrap();
+        c.upgrade.socket = Some(std::path::PathBuf::new());
+        assert_eq!(key_of(c.validate()), "upgrade.socket");
+        let c = Config::from_toml(
+            "servers = [\"127.0.0.1:1\"]\nshutdown_grace_ms = 1500\n[upgrade]\nsocket = \"/tmp/u.sock\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_grace_ms, 1500);
+        assert_eq!(
+            c.upgrade.socket.as_deref(),
+            Some(std::path::Path::new("/tmp/u.sock"))
+        );
     }
 
     #[test]

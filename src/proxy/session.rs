@@ -57,6 +57,9 @@ fn queued_in_multi(class: &Class) -> bool {
     }
 }
 
+/// While the proxy stops, how long a client that has sent nothing yet is waited for.
+const FIRST_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One client's session.
 pub struct Session {
     pub(super) ctx: Arc<ProxyContext>,
@@ -81,6 +84,13 @@ pub struct Session {
     pub(super) auth: ClientAuth,
     /// No more requests are read: QUIT, a protocol error, EOF or shutdown.
     pub(super) closing: bool,
+    /// The proxy is stopping: the client is let go as soon as it has nothing pending (see
+    /// [`Session::drained`]).
+    pub(super) draining: bool,
+    /// The client has sent something.
+    pub(super) heard: bool,
+    /// While the proxy stops: how long a client that has sent nothing yet is waited for.
+    pub(super) first_request_wait: Option<tokio::time::Instant>,
     /// A pub/sub command or `MONITOR`: that mode starts with it once the replies before it are
     /// out.
     pub(super) subscribe: Option<Request>,
@@ -120,6 +130,8 @@ enum Event {
     Killed,
     /// The `CLIENT PAUSE` a command waits for may be over.
     Unpaused,
+    /// The proxy stops, and a client that connected just before has still sent nothing.
+    FirstRequestWaitOver,
 }
 
 impl Session {
@@ -143,6 +155,9 @@ impl Session {
             client: ClientState::new(id),
             protocol: Protocol::Resp2,
             closing: false,
+            draining: false,
+            heard: false,
+            first_request_wait: None,
             subscribe: None,
             dispatch,
         }
@@ -187,6 +202,9 @@ impl Session {
         {
             return Step::End;
         }
+        if self.draining && !self.closing && self.drained(io) {
+            self.close_input();
+        }
         let unwritten = io.out.len();
         self.dispatch.collect(&mut io.out);
         self.replies.filter(&mut io.out, unwritten);
@@ -216,11 +234,16 @@ impl Session {
 
     /// Waits for whatever comes first: the client's socket, the dispatcher, a timer, shutdown.
     async fn next_event(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Event {
+        // While the proxy stops, only the rest of a request begun, or of a transaction, is read.
         let can_read = !self.closing
             && self.subscribe.is_none()
             && self.postponed.is_none()
             && self.dispatch.can_parse()
-            && self.dispatch.queued() < self.ctx.max_pipeline;
+            && self.dispatch.queued() < self.ctx.max_pipeline
+            && (!self.draining
+                || self.dispatch.in_multi()
+                || !io.inbuf.is_empty()
+                || self.first_request_wait.is_some());
         // The client is written to as it reads, while replies keep being collected (so the
         // output buffer limit sees a client that does not read) and requests keep being read.
         let writing = must_write(&io.wr, &io.out);
@@ -235,11 +258,12 @@ impl Session {
             r = io.rd.read_buf(&mut io.inbuf), if can_read => Event::Read(r),
             _ = sleep_until_some(idle), if idle.is_some() && !self.closing => Event::Idle,
             _ = io.backlog.evicted() => Event::Evicted,
-            _ = shutdown.cancelled(), if !self.closing => Event::Shutdown,
-            // The entry's token is a child of `shutdown`: cancelled by either.
-            _ = self.entry.killed().cancelled(), if !shutdown.is_cancelled() => {
-                if shutdown.is_cancelled() { Event::Shutdown } else { Event::Killed }
+            _ = shutdown.cancelled(), if !self.closing && !self.draining => Event::Shutdown,
+            _ = sleep_until_some(self.first_request_wait), if self.first_request_wait.is_some() => {
+                Event::FirstRequestWaitOver
             }
+            // The entry's token is a child of the end of the shutdown grace: cancelled by either.
+            _ = self.entry.killed().cancelled() => Event::Killed,
         }
     }
 
@@ -266,7 +290,11 @@ impl Session {
                 }
                 self.close_input();
             }
-            Event::Read(Ok(_)) => io.backlog.active(),
+            Event::Read(Ok(_)) => {
+                self.heard = true;
+                self.first_request_wait = None;
+                io.backlog.active();
+            }
             Event::Read(Err(e)) => {
                 tracing::debug!(error = %e, "client read failed");
                 return Step::End;
@@ -279,16 +307,44 @@ impl Session {
             }
             Event::Evicted => return Step::End,
             Event::Unpaused => {}
+            Event::FirstRequestWaitOver => self.first_request_wait = None,
+            Event::Killed if self.draining => {
+                tracing::debug!("client closed at the end of the shutdown grace");
+                return Step::End;
+            }
             Event::Killed => {
                 tracing::debug!("client killed (CLIENT KILL)");
                 return Step::End;
             }
-            Event::Shutdown => {
-                self.close_input();
-                self.dispatch.shutdown().await;
-            }
+            Event::Shutdown => return self.begin_drain().await,
         }
         Step::Go
+    }
+
+    /// The proxy begins to stop: what the client sent already is answered, held requests are
+    /// answered now, and the client is let go once [`drained`](Self::drained).
+    async fn begin_drain(&mut self) -> Step {
+        self.draining = true;
+        if !self.heard {
+            // A client accepted just before the stop connected to send something, which may be
+            // on its way: closing on it would fail a request that can be served (without this wait,
+            // clients connecting and writing through a takeover saw one such close in 1314).
+            self.first_request_wait = Some(tokio::time::Instant::now() + FIRST_REQUEST_WAIT);
+        }
+        self.dispatch.shutdown().await;
+        Step::Go
+    }
+
+    /// While the proxy stops: the client has nothing more to send that the proxy would serve
+    /// (no request begun, no transaction open, no command waiting for `CLIENT PAUSE`, no
+    /// subscriber mode to enter), so its input closes and it goes once its replies are out. A
+    /// subscriber stays until the end of the grace, getting its messages.
+    fn drained(&self, io: &Io) -> bool {
+        io.inbuf.is_empty()
+            && self.first_request_wait.is_none()
+            && !self.dispatch.in_multi()
+            && self.postponed.is_none()
+            && self.subscribe.is_none()
     }
 
     /// Subscriber (or monitor) mode, from `first`, until the client leaves it.

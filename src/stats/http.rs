@@ -46,6 +46,16 @@ pub struct Admin {
     pub switchover: Option<SwitchoverSender>,
 }
 
+/// When the stats listener stops, and whether the proxy is stopping meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// Cancelled when the proxy begins to stop: `/healthz` answers 503 ("shutting down") from
+    /// then on, so a load balancer stops sending clients while the listener still answers.
+    pub draining: CancellationToken,
+    /// Stops the listener (the end of the shutdown, or a takeover by a new process).
+    pub stop: CancellationToken,
+}
+
 /// The admin actions. Each changes the topology, so each goes through [`authorize`] first
 /// (in [`perform`]); a new action is a new variant here and nothing else to secure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +86,8 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// Maps a read-only request (method and path) to a response; pure apart from taking a snapshot.
-fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
+/// `draining`: the proxy is stopping.
+fn route(method: &Method, path: &str, stats: &Stats, draining: bool) -> Response<Full<Bytes>> {
     if Action::from_path(path).is_some() {
         return method_not_allowed("POST");
     }
@@ -97,6 +108,11 @@ fn route(method: &Method, path: &str, stats: &Stats) -> Response<Full<Bytes>> {
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             render_prometheus(&snap),
+        ),
+        "/healthz" if draining => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "shutting down\n".to_owned(),
         ),
         "/healthz" if snap.healthy() => respond(StatusCode::OK, TEXT, "ok\n".to_owned()),
         "/healthz" => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, unhealthy(&snap)),
@@ -188,20 +204,17 @@ async fn switchover_response(admin: Option<SwitchoverSender>) -> Response<Full<B
     }
 }
 
-/// Serves the stats page on `listener` until `shutdown` is cancelled.
+/// Serves the stats page on `listener` until `lifecycle.stop` is cancelled (with `/healthz`
+/// answering 503 once `lifecycle.draining` is).
 ///
 /// Also resamples ops/s every second so rates stay fresh between page loads.
-/// On cancel it stops accepting and asks open connections to finish their current request
+/// On stop it stops accepting and asks open connections to finish their current request
 /// and close (hyper graceful shutdown); it returns without waiting for them.
 ///
 /// `admin` holds the admin token and, in Sentinel mode, where `POST /switchover` goes (the
 /// topology's Sentinel task, which answers each [`SwitchoverRequest`]).
-pub async fn serve(
-    listener: TcpListener,
-    stats: Arc<Stats>,
-    shutdown: CancellationToken,
-    admin: Admin,
-) {
+pub async fn serve(listener: TcpListener, stats: Arc<Stats>, lifecycle: Lifecycle, admin: Admin) {
+    let shutdown = lifecycle.stop.clone();
     // The ticker lives in this loop rather than its own task so that dropping `serve`
     // leaves nothing behind.
     let mut tick = tokio::time::interval(RATE_TICK);
@@ -222,7 +235,7 @@ pub async fn serve(
                     stream,
                     peer,
                     Arc::clone(&stats),
-                    shutdown.clone(),
+                    lifecycle.clone(),
                     admin.clone(),
                 ));
             }
@@ -242,16 +255,18 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     stats: Arc<Stats>,
-    shutdown: CancellationToken,
+    lifecycle: Lifecycle,
     admin: Admin,
 ) {
+    let Lifecycle { draining, stop } = lifecycle;
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let action = Action::from_path(req.uri().path()).filter(|_| req.method() == Method::POST);
         let (stats, admin) = (Arc::clone(&stats), admin.clone());
+        let draining = draining.is_cancelled();
         async move {
             Ok::<_, Infallible>(match action {
                 Some(action) => perform(action, req.headers(), &admin, peer).await,
-                None => route(req.method(), req.uri().path(), &stats),
+                None => route(req.method(), req.uri().path(), &stats, draining),
             })
         }
     });
@@ -262,7 +277,7 @@ async fn serve_connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = shutdown.cancelled() => {
+        () = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -277,6 +292,13 @@ async fn serve_connection(
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn lifecycle(stop: &CancellationToken) -> Lifecycle {
+        Lifecycle {
+            draining: CancellationToken::new(),
+            stop: stop.clone(),
+        }
+    }
 
     async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, String) {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -305,7 +327,7 @@ mod tests {
         let server = tokio::spawn(serve(
             listener,
             Arc::clone(&stats),
-            token.clone(),
+            lifecycle(&token),
             Admin::default(),
         ));
 
@@ -357,7 +379,7 @@ mod tests {
         let server = tokio::spawn(serve(
             listener,
             Arc::clone(&stats),
-            token.clone(),
+            lifecycle(&token),
             Admin::default(),
         ));
 
@@ -399,6 +421,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn healthz_fails_once_the_proxy_drains_while_the_page_still_answers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stats = Stats::new("sentinel", Some("mymaster"));
+        stats.set_master(Some("127.0.0.1:6391"));
+        let lifecycle = Lifecycle::default();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::clone(&stats),
+            lifecycle.clone(),
+            Admin::default(),
+        ));
+        assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
+        lifecycle.draining.cancel();
+        let (status, _, body) = get(addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (503, "shutting down\n"));
+        assert_eq!(get(addr, "GET", "/stats.json").await.0, 200);
+        lifecycle.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns after stop")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
     async fn cancel_stops_accepting() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -406,7 +453,7 @@ mod tests {
         let server = tokio::spawn(serve(
             listener,
             Stats::new("static", None),
-            token.clone(),
+            lifecycle(&token),
             Admin::default(),
         ));
         token.cancel();

@@ -36,7 +36,7 @@ pub use counters::{
 pub use failovers::{FailoverRecord, FAILOVER_HISTORY};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use hold::{HoldSnapshot, HoldStats};
-pub use http::{serve, Admin};
+pub use http::{serve, Admin, Lifecycle};
 pub use prometheus::render_prometheus;
 pub use render::{render_html, render_json};
 

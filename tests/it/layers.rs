@@ -9,7 +9,7 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     "testkit", "lib", "wiring", "main", "cli", "logging", "bench", "proxy", "primary", "cluster",
     "pubsub", "client", "topology", "scripts", "backend", "stats", "router", "tls", "config",
-    "resp", "shutdown",
+    "resp", "shutdown", "upgrade",
 ];
 
 /// Imports that go up, each with the reason it stays (`docs/architecture.md` names them too).

@@ -31,6 +31,7 @@ mod protocol;
 mod pubsub;
 mod pubsub_hard;
 mod released_backends;
+mod restart;
 mod routing;
 mod scripts;
 mod security;
