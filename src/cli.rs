@@ -169,7 +169,9 @@ impl RunArgs {
         runtime.block_on(async {
             let token = tokio_util::sync::CancellationToken::new();
             tokio::spawn(crate::shutdown::on_signal(token.clone()));
-            match serve(cfg, token, self.takeover.as_deref()).await {
+            let takeover = self.takeover.clone();
+            let source: crate::reload::ConfigSource = Box::new(move || self.to_config());
+            match serve(cfg, token, takeover.as_deref(), source).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("haproxy-rs: {e}");
@@ -259,19 +261,34 @@ impl RunArgs {
 /// drain anyway.
 const TAKEOVER_READY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Runs the proxy until `token`; with `takeover`, on the listening sockets of the proxy serving
-/// that upgrade socket, which is told to drain once this one is ready (knows its master, or every
-/// slot in cluster mode) or after [`TAKEOVER_READY`].
+/// Runs the proxy until `token`, reloading from `source` on `SIGHUP` and `POST /reload`; with
+/// `takeover`, on the listening sockets of the proxy serving that upgrade socket, which is told to
+/// drain once this one is ready (knows its master, or every slot in cluster mode) or after
+/// [`TAKEOVER_READY`].
 async fn serve(
     cfg: Config,
     token: tokio_util::sync::CancellationToken,
     takeover: Option<&std::path::Path>,
+    source: crate::reload::ConfigSource,
 ) -> Result<(), crate::StartError> {
+    let mut launch = crate::Launch {
+        reload: Some(source),
+        ..crate::Launch::default()
+    };
     let Some(path) = takeover else {
-        return crate::run(cfg, token).await;
+        let proxy = crate::start_with(cfg, token.clone(), launch).await?;
+        if let Some(reloads) = proxy.reloads() {
+            tokio::spawn(crate::reload::on_sighup(reloads, token));
+        }
+        proxy.wait().await;
+        return Ok(());
     };
     let (takeover, inherited) = crate::upgrade::Takeover::connect(path)?;
-    let proxy = crate::start_with(cfg, token, inherited).await?;
+    launch.inherited = inherited;
+    let proxy = crate::start_with(cfg, token.clone(), launch).await?;
+    if let Some(reloads) = proxy.reloads() {
+        tokio::spawn(crate::reload::on_sighup(reloads, token));
+    }
     let deadline = tokio::time::Instant::now() + TAKEOVER_READY;
     while !proxy.stats.snapshot().healthy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -13,6 +13,7 @@
 //!   admin actions (`POST /switchover`) with the admin token.
 //! - [`logging`]: the binary's log on stderr, text or JSON lines.
 //! - [`shutdown`]: graceful shutdown.
+//! - [`reload`]: applying a changed config to the running proxy (`SIGHUP`, `POST /reload`).
 //! - [`upgrade`]: handing the listening sockets to a new process (`run --takeover`).
 //! - [`tls`]: TLS on the client listeners and to backends and sentinels; the stream type of both legs.
 //! - [`bench`](mod@bench): `haproxy-rs bench`, the load generator (throughput, latency, failover cost).
@@ -28,6 +29,7 @@ pub mod logging;
 pub mod primary;
 pub mod proxy;
 pub mod pubsub;
+pub mod reload;
 pub mod resp;
 pub mod router;
 pub mod scripts;
@@ -104,6 +106,7 @@ pub struct Proxy {
     stats_stop: CancellationToken,
     grace: Duration,
     workers: Arc<Workers>,
+    reloads: Option<stats::ReloadSender>,
 }
 
 impl Proxy {
@@ -126,6 +129,11 @@ impl Proxy {
         self.backend_token.cancel();
         shutdown::drain(&self.background, Duration::from_secs(2)).await;
         self.workers.stop();
+    }
+
+    /// Where reloads are asked for (`SIGHUP`), when started with a [`Launch::reload`] source.
+    pub fn reloads(&self) -> Option<stats::ReloadSender> {
+        self.reloads.clone()
     }
 
     /// Requests shutdown.
@@ -152,19 +160,29 @@ pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
 /// # Errors
 /// An invalid config or a listener that cannot bind.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Proxy, StartError> {
-    start_with(cfg, shutdown, upgrade::Inherited::default()).await
+    start_with(cfg, shutdown, Launch::default()).await
 }
 
-/// [`start`], on the listening sockets of `inherited` where they match the config (a takeover:
-/// see [`upgrade`]).
+/// How [`start_with`] starts besides the config.
+#[derive(Default)]
+pub struct Launch {
+    /// The listening sockets a running proxy handed over (a takeover: see [`upgrade`]); used
+    /// where they match the config.
+    pub inherited: upgrade::Inherited,
+    /// Where a reload reads the config again (`None`: no reloads; `POST /reload` answers 404).
+    pub reload: Option<reload::ConfigSource>,
+}
+
+/// [`start`], with what `launch` gives.
 ///
 /// # Errors
 /// See [`start`].
 pub async fn start_with(
     cfg: Config,
     shutdown: CancellationToken,
-    inherited: upgrade::Inherited,
+    launch: Launch,
 ) -> Result<Proxy, StartError> {
+    let Launch { inherited, reload } = launch;
     check_config(&cfg)?;
     let tls = tls::Setup::load(&cfg)?;
     let sockets = Sockets::bind(&cfg, inherited).await?;
@@ -204,15 +222,33 @@ pub async fn start_with(
         output_budget.clone(),
         scripts,
     ));
+    let live = client::live::LiveContext::new(ctx);
     let shared = ListenerShared {
-        ctx,
+        live: live.clone(),
         cluster: cluster_state.clone(),
         clients: Arc::new(Semaphore::new(cfg.max_clients)),
         workers: workers.clone(),
         tls: tls.server,
     };
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let reloads = reload.is_some().then_some(reload_tx);
+    let admin_channels = wiring::AdminChannels {
+        switchover: switchover_tx,
+        reload: reloads.clone(),
+    };
     let (addr, read_addr, stats_addr) =
-        wiring.spawn_listeners(sockets, shared, switchover_tx, &shutdown);
+        wiring.spawn_listeners(sockets, shared, admin_channels, &shutdown);
+    if let Some(source) = reload {
+        let reloader = reload::Reloader {
+            source,
+            running: cfg.clone(),
+            live,
+            stats: wiring.stats.clone(),
+        };
+        wiring
+            .background
+            .spawn(reloader.run(reload_rx, wiring.backend_token.clone()));
+    }
     let grace = Duration::from_millis(cfg.shutdown_grace_ms);
     let Wiring {
         stats,
@@ -246,6 +282,7 @@ pub async fn start_with(
         stats_stop,
         grace,
         workers,
+        reloads,
     })
 }
 

@@ -17,7 +17,6 @@ use crate::client::ProxyContext;
 use crate::config::{self, parse_listen_addr, Config, ConfigError};
 use crate::proxy::listener::Listener;
 use crate::proxy::workers::Workers;
-use crate::resp::RequestLimits;
 use crate::router::{Endpoint, ReplicationClock, RoutingTable};
 use crate::stats::{self, Stats};
 use crate::topology::{self, TopologyState};
@@ -130,9 +129,17 @@ pub(crate) struct TopologyFeeds {
     pub(crate) switchovers: mpsc::UnboundedReceiver<stats::switchover::SwitchoverRequest>,
 }
 
+/// Where the stats page's admin actions go.
+pub(crate) struct AdminChannels {
+    /// `POST /switchover` (Sentinel mode only).
+    pub(crate) switchover: stats::switchover::SwitchoverSender,
+    /// `POST /reload`, when the proxy can read its config again.
+    pub(crate) reload: Option<stats::ReloadSender>,
+}
+
 /// What every listener shares.
 pub(crate) struct ListenerShared {
-    pub(crate) ctx: Arc<ProxyContext>,
+    pub(crate) live: Arc<client::live::LiveContext>,
     pub(crate) cluster: Option<Arc<cluster::ClusterState>>,
     pub(crate) clients: Arc<Semaphore>,
     pub(crate) workers: Arc<Workers>,
@@ -350,35 +357,23 @@ impl<'a> Wiring<'a> {
         scripts: Arc<scripts::ScriptCache>,
     ) -> ProxyContext {
         let cfg = self.cfg;
-        ProxyContext {
+        let shared = client::Shared {
             table: state.table.clone(),
             backends: state.backends.clone(),
             commands: state.commands.clone(),
             clock,
-            routing: cfg.routing.clone(),
-            limits: RequestLimits {
-                max_query_buffer: cfg.client_query_buffer_limit.bytes(),
-                ..RequestLimits::default()
-            },
-            max_pipeline: cfg.max_pipeline,
-            client_timeout: (cfg.client_timeout_secs > 0)
-                .then(|| Duration::from_secs(cfg.client_timeout_secs)),
-            output_buffer_limit: cfg.client_output_buffer_limit_bytes,
             output_budget,
             backend_password: cfg.backend.password.clone(),
             backend_username: cfg.backend.username.clone(),
-            security,
             server_version: state.server_version.clone(),
             table_changes: state.generations.subscribe(),
-            hold: Duration::from_millis(cfg.failover.hold_ms),
-            max_held_bytes: cfg.failover.max_held_bytes,
             holds: self.stats.hold(),
             durability,
-            min_replicas: client::min_replicas(&cfg.failover),
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts,
-            clients: client::registry::Clients::new(self.hard_stop.clone()),
-        }
+            clients: Arc::new(client::registry::Clients::new(self.hard_stop.clone())),
+        };
+        ProxyContext::new(shared, client::Settings::from_config(cfg), security)
     }
 
     /// The client listeners and the stats page (which sends `switchovers` in Sentinel mode);
@@ -387,7 +382,7 @@ impl<'a> Wiring<'a> {
         &self,
         sockets: Sockets,
         shared: ListenerShared,
-        switchovers: stats::switchover::SwitchoverSender,
+        channels: AdminChannels,
         shutdown: &CancellationToken,
     ) -> (SocketAddr, Option<SocketAddr>, Option<SocketAddr>) {
         let addr = local_addr(&sockets.main);
@@ -400,7 +395,7 @@ impl<'a> Wiring<'a> {
                 stats: self.stats.listener(name, local_addr(&socket)),
                 socket,
                 endpoint,
-                ctx: shared.ctx.clone(),
+                live: shared.live.clone(),
                 cluster: shared.cluster.clone(),
                 clients: shared.clients.clone(),
                 workers: shared.workers.clone(),
@@ -416,7 +411,8 @@ impl<'a> Wiring<'a> {
                     .admin_token
                     .as_ref()
                     .map(stats::admin::AdminToken::new),
-                switchover: self.cfg.sentinel.is_some().then_some(switchovers),
+                switchover: self.cfg.sentinel.is_some().then_some(channels.switchover),
+                reload: channels.reload,
             };
             tracing::info!(addr = %local_addr(&socket), "stats page");
             self.background.spawn(stats::serve(

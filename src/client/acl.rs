@@ -208,6 +208,11 @@ impl Security {
         name == "default" || self.backend().is_some() || self.users.iter().any(|u| u.name == name)
     }
 
+    /// The `[auth]` user of this name.
+    pub fn user(&self, name: &str) -> Option<Arc<User>> {
+        self.users.iter().find(|u| u.name == name).cloned()
+    }
+
     /// Whether clients must authenticate before anything else.
     pub fn auth_required(&self) -> bool {
         matches!(self.mode(), AuthMode::Proxy | AuthMode::Backend)
@@ -301,6 +306,27 @@ impl ClientAuth {
     /// The client authenticated as `user` (a failed `AUTH` changes nothing, as in Redis).
     pub fn login(&mut self, user: Arc<User>) {
         self.user = Some(user);
+    }
+
+    /// A reload replaced the tables with `security`: a client authenticated as an `[auth]` user
+    /// is that user as `security` defines it (its new rules); false when the user is gone, and the
+    /// client is then disconnected, as Redis disconnects the clients of a user `ACL DELUSER`
+    /// removes. A client that needed no password keeps needing none (Redis's `requirepass` does
+    /// not log connected clients out); one not yet authenticated needs to only if `security` says
+    /// so. Backend mode's users are the servers': a reload keeps them.
+    pub fn adopt(&mut self, security: &Security) -> bool {
+        self.required &= security.auth_required();
+        match &self.user {
+            Some(_) if security.backend().is_some() => true,
+            Some(u) => match security.user(u.name()) {
+                Some(user) => {
+                    self.user = Some(user);
+                    true
+                }
+                None => false,
+            },
+            None => true,
+        }
     }
 
     /// `RESET`: back to the default user, which with `[auth]` means unauthenticated (Redis 7

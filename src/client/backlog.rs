@@ -42,6 +42,12 @@ impl Backlog {
         }
     }
 
+    /// A reload's `client_timeout_secs` and `client_output_buffer_limit_bytes`.
+    pub fn reconfigure(&mut self, ctx: &ProxyContext) {
+        self.timeout = ctx.client_timeout;
+        self.limit = ctx.output_buffer_limit;
+    }
+
     /// The client sent something or took some of its replies.
     pub fn active(&mut self) {
         // Only read the clock when a timeout needs it.

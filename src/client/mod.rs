@@ -20,6 +20,7 @@ pub mod backend_auth;
 pub mod backlog;
 pub mod client_state;
 pub mod fanout;
+pub mod live;
 pub mod local;
 pub mod output_budget;
 pub mod policy;
@@ -89,10 +90,155 @@ pub struct ProxyContext {
     /// Scripts seen, loaded onto every server (Redis 7 does not replicate `SCRIPT LOAD`).
     pub scripts: Arc<crate::scripts::ScriptCache>,
     /// Every client session of this proxy (`CLIENT LIST`, `KILL`, `UNBLOCK`, `PAUSE`).
-    pub clients: registry::Clients,
+    pub clients: Arc<registry::Clients>,
+}
+
+/// What every context of a proxy shares whatever its settings: the topology, the backends, the
+/// registries, and what only a restart changes (the backend credentials, `write_durability`,
+/// which the backend connections follow). Its fields are [`ProxyContext`]'s of the same names.
+#[allow(missing_docs)]
+pub struct Shared {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub backends: Arc<BackendSet>,
+    pub commands: Arc<ArcSwap<CommandTable>>,
+    pub clock: Arc<ReplicationClock>,
+    pub output_budget: Option<Arc<output_budget::OutputBudget>>,
+    pub backend_password: Option<MaskedString>,
+    pub backend_username: Option<String>,
+    pub server_version: Arc<ArcSwap<String>>,
+    pub table_changes: tokio::sync::watch::Receiver<u64>,
+    pub holds: Arc<HoldStats>,
+    pub durability: Option<Durability>,
+    pub pinned: Arc<tokio::sync::Semaphore>,
+    pub scripts: Arc<crate::scripts::ScriptCache>,
+    pub clients: Arc<registry::Clients>,
+}
+
+/// The client-side settings of a config that a reload applies (see `crate::reload`); the
+/// fields of [`ProxyContext`] of the same names.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub struct Settings {
+    pub routing: RoutingConfig,
+    pub limits: RequestLimits,
+    pub max_pipeline: usize,
+    pub client_timeout: Option<std::time::Duration>,
+    pub output_buffer_limit: usize,
+    pub hold: std::time::Duration,
+    pub max_held_bytes: usize,
+    pub min_replicas: Option<(u32, u64)>,
+}
+
+impl Settings {
+    /// The settings `cfg` gives.
+    pub fn from_config(cfg: &crate::config::Config) -> Settings {
+        Settings {
+            routing: cfg.routing.clone(),
+            limits: RequestLimits {
+                max_query_buffer: cfg.client_query_buffer_limit.bytes(),
+                ..RequestLimits::default()
+            },
+            max_pipeline: cfg.max_pipeline,
+            client_timeout: (cfg.client_timeout_secs > 0)
+                .then(|| std::time::Duration::from_secs(cfg.client_timeout_secs)),
+            output_buffer_limit: cfg.client_output_buffer_limit_bytes,
+            hold: std::time::Duration::from_millis(cfg.failover.hold_ms),
+            max_held_bytes: cfg.failover.max_held_bytes,
+            min_replicas: min_replicas(&cfg.failover),
+        }
+    }
 }
 
 impl ProxyContext {
+    /// A context of `shared`'s parts with `settings` and `security`.
+    pub fn new(shared: Shared, settings: Settings, security: acl::Security) -> ProxyContext {
+        let Settings {
+            routing,
+            limits,
+            max_pipeline,
+            client_timeout,
+            output_buffer_limit,
+            hold,
+            max_held_bytes,
+            min_replicas,
+        } = settings;
+        let Shared {
+            table,
+            backends,
+            commands,
+            clock,
+            output_budget,
+            backend_password,
+            backend_username,
+            server_version,
+            table_changes,
+            holds,
+            durability,
+            pinned,
+            scripts,
+            clients,
+        } = shared;
+        ProxyContext {
+            table,
+            backends,
+            commands,
+            clock,
+            routing,
+            limits,
+            max_pipeline,
+            client_timeout,
+            output_buffer_limit,
+            output_budget,
+            backend_password,
+            backend_username,
+            security,
+            server_version,
+            table_changes,
+            hold,
+            max_held_bytes,
+            holds,
+            durability,
+            min_replicas,
+            pinned,
+            scripts,
+            clients,
+        }
+    }
+
+    /// The parts a reloaded context keeps.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            table: self.table.clone(),
+            backends: self.backends.clone(),
+            commands: self.commands.clone(),
+            clock: self.clock.clone(),
+            output_budget: self.output_budget.clone(),
+            backend_password: self.backend_password.clone(),
+            backend_username: self.backend_username.clone(),
+            server_version: self.server_version.clone(),
+            table_changes: self.table_changes.clone(),
+            holds: self.holds.clone(),
+            durability: self.durability.clone(),
+            pinned: self.pinned.clone(),
+            scripts: self.scripts.clone(),
+            clients: self.clients.clone(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            routing: self.routing.clone(),
+            limits: self.limits,
+            max_pipeline: self.max_pipeline,
+            client_timeout: self.client_timeout,
+            output_buffer_limit: self.output_buffer_limit,
+            hold: self.hold,
+            max_held_bytes: self.max_held_bytes,
+            min_replicas: self.min_replicas,
+        }
+    }
+
     /// Whether batches keep which of their requests are writes (their replies may be turned
     /// into errors: `write_durability`, `min_replicas_to_ack`).
     pub fn marks_writes(&self) -> bool {
@@ -106,6 +252,7 @@ pub fn min_replicas(f: &crate::config::FailoverConfig) -> Option<(u32, u64)> {
 }
 
 /// Writes are acknowledged only once `replicas` replicas have them.
+#[derive(Clone)]
 pub struct Durability {
     /// How many replicas must confirm.
     pub replicas: u32,

@@ -169,6 +169,22 @@ impl Dispatcher {
         self.tx.is_some()
     }
 
+    /// Takes `ctx` (a reload's), unless the client still depends on the one it has: replies
+    /// awaited, a transaction or a `WATCH`.
+    pub fn adopt(&mut self, ctx: &Arc<ProxyContext>) -> bool {
+        let watching = self.watch.lock().map_or(true, |w| w.is_some());
+        if !self.is_idle() || self.chunk.is_some() || self.tx.is_some() || watching {
+            return false;
+        }
+        let consistency = ctx.routing.read_consistency;
+        self.track_writes =
+            self.endpoint == Endpoint::Main && consistency != ReadConsistency::Eventual;
+        self.wrote |=
+            self.endpoint == Endpoint::Main && consistency == ReadConsistency::AcknowledgedWrites;
+        self.ctx = ctx.clone();
+        true
+    }
+
     /// A command of the transaction was refused: `EXEC` aborts.
     pub fn spoil_transaction(&mut self) {
         if let Some(tx) = self.tx.as_mut() {

@@ -17,7 +17,7 @@ pub use validate::parse_listen_addr;
 
 /// Everything the proxy needs to start. Built by [`Config::from_toml`] or by hand (tests),
 /// then checked by [`Config::validate`].
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Read/write client endpoint (HAProxy's `bind :6379`): writes to the master, reads to replicas.
@@ -87,7 +87,7 @@ pub struct Config {
 }
 
 /// The `[upgrade]` table: zero-downtime upgrades on one host.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpgradeConfig {
     /// A Unix socket where the proxy hands its listening sockets to a new process started with
@@ -136,7 +136,7 @@ fn deserialize_stats<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<St
 }
 
 /// The `[failover]` table: writes are held, not failed, while there is no master to write to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FailoverConfig {
     /// Longest a request waits for a master (`failover_hold`); then it gets `-TRYAGAIN`.
@@ -231,7 +231,7 @@ impl TryFrom<String> for WriteDurability {
 }
 
 /// The `[sentinel]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SentinelConfig {
     /// Every sentinel of the quorum, `host:port`.
@@ -274,7 +274,7 @@ impl Default for SentinelConfig {
 }
 
 /// The `[cluster]` table: the proxy routes by hash slot to the nodes of a Redis Cluster.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Nodes to ask for the slot map, `host:port` (any node of the cluster will do; several in
@@ -308,7 +308,7 @@ impl Default for ClusterConfig {
 }
 
 /// The `[backend]` table: how the proxy talks to each Redis server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// Shared, pipelined connections per server and session thread (twemproxy's
@@ -362,7 +362,7 @@ impl Default for BackendConfig {
 }
 
 /// The `[routing]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Where read-only commands go.

@@ -33,7 +33,7 @@ impl AuthMode {
 
 /// The `[auth]` table. Without `mode`, the proxy's own users when `requirepass` or `users` are
 /// set, else the backend's when the backend needs a password, else none.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Who checks the clients' credentials; see [`AuthConfig::resolved_mode`].
@@ -74,7 +74,7 @@ impl AuthConfig {
 }
 
 /// One `[[auth.users]]` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The user name given to `AUTH <name> <password>`.
@@ -95,7 +95,7 @@ pub struct UserConfig {
 }
 
 /// The `[commands]` table: the command policy, for every client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
     /// Refuse the commands that would change the topology behind the proxy's back

@@ -7,7 +7,7 @@ use super::{BackendConfig, Config, ConfigError, SentinelConfig};
 
 /// The `[tls]` table: when present, the client listeners (`listen`, `read_listen`) speak TLS
 /// only, like a Redis server with `tls-port` and `port 0`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// The proxy's certificate chain (PEM), leaf first.

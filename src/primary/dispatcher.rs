@@ -114,10 +114,7 @@ impl Dispatcher {
         stats: Arc<ListenerStats>,
         id: u64,
     ) -> Dispatcher {
-        let track_writes =
-            endpoint == Endpoint::Main && ctx.routing.read_consistency != ReadConsistency::Eventual;
-        let track_all = endpoint == Endpoint::Main
-            && ctx.routing.read_consistency == ReadConsistency::AcknowledgedWrites;
+        let (track_writes, track_all) = tracking(&ctx, endpoint);
         let table_changes = ctx.table_changes.clone();
         Dispatcher {
             ctx,
@@ -277,6 +274,17 @@ impl Dispatcher {
     /// Between `MULTI` and `EXEC`/`DISCARD`.
     pub fn in_multi(&self) -> bool {
         self.pin.as_ref().is_some_and(|p| p.multi)
+    }
+
+    /// Takes `ctx` (a reload's), unless the client still depends on the one it has: replies
+    /// awaited, a pinned connection (`MULTI`, `WATCH`, a blocking command) or one waited for.
+    pub fn adopt(&mut self, ctx: &Arc<ProxyContext>) -> bool {
+        if !self.is_idle() || self.open.is_some() || self.pin.is_some() || self.pin_wait.is_some() {
+            return false;
+        }
+        (self.track_writes, self.track_all) = tracking(ctx, self.endpoint);
+        self.ctx = ctx.clone();
+        true
     }
 
     /// A command of the transaction was refused by the proxy: `EXEC` becomes `DISCARD` and
@@ -669,4 +677,14 @@ async fn table_changed(rx: &mut watch::Receiver<u64>) {
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// Whether reads follow the client's own writes, and every client's (`read_consistency`; the
+/// read-only endpoint follows none).
+fn tracking(ctx: &ProxyContext, endpoint: Endpoint) -> (bool, bool) {
+    let consistency = ctx.routing.read_consistency;
+    (
+        endpoint == Endpoint::Main && consistency != ReadConsistency::Eventual,
+        endpoint == Endpoint::Main && consistency == ReadConsistency::AcknowledgedWrites,
+    )
 }

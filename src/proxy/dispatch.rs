@@ -88,6 +88,10 @@ impl Dispatcher {
     pub fn in_multi(&self) -> bool {
         each!(self, d => d.in_multi())
     }
+    /// Takes a reloaded context unless the client still depends on its own (see each mode's).
+    pub fn adopt(&mut self, ctx: &Arc<crate::client::ProxyContext>) -> bool {
+        each!(self, d => d.adopt(ctx))
+    }
     /// A command of the transaction was refused: `EXEC` will answer `-EXECABORT`.
     pub fn spoil_transaction(&mut self) {
         each!(self, d => d.spoil_transaction())

@@ -18,7 +18,7 @@ use super::dispatch::Dispatcher;
 use super::session::Session;
 use super::workers::{Job, Workers};
 use crate::backend::tune_socket;
-use crate::client::ProxyContext;
+use crate::client::live::LiveContext;
 use crate::cluster::ClusterState;
 use crate::router::Endpoint;
 use crate::stats::ListenerStats;
@@ -37,8 +37,8 @@ pub struct Listener {
     pub socket: TcpListener,
     /// Main or read-only.
     pub endpoint: Endpoint,
-    /// Shared state.
-    pub ctx: Arc<ProxyContext>,
+    /// Shared state, replaced by reloads.
+    pub live: Arc<LiveContext>,
     /// Cluster mode: sessions route by slot over this instead of the routing table.
     pub cluster: Option<Arc<ClusterState>>,
     /// This listener's counters.
@@ -120,7 +120,8 @@ impl Listener {
         permit: OwnedSemaphorePermit,
         shutdown: &CancellationToken,
     ) -> Job {
-        let (ctx, endpoint, stats) = (self.ctx.clone(), self.endpoint, self.stats.clone());
+        let (ctx, generation) = self.live.load();
+        let (endpoint, stats) = (self.endpoint, self.stats.clone());
         let dispatch = match &self.cluster {
             Some(state) => Dispatcher::Cluster(Box::new(crate::cluster::Dispatcher::new(
                 ctx.clone(),
@@ -136,7 +137,8 @@ impl Listener {
                 id,
             ))),
         };
-        let session = Session::new(ctx, stats.clone(), id, dispatch);
+        let session =
+            Session::new(ctx, stats.clone(), id, dispatch).following(self.live.clone(), generation);
         let token = shutdown.clone();
         let tls = self.tls.clone();
         let span = tracing::debug_span!("session", client.addr = %peer, session.id = id);

@@ -22,6 +22,7 @@ use crate::backend::Protocol;
 use crate::client::acl::{self, ClientAuth};
 use crate::client::backlog::{must_write, sleep_until_some, write_or_flush, Backlog};
 use crate::client::client_state::ClientState;
+use crate::client::live::LiveContext;
 use crate::client::registry::{ClientEntry, Pause};
 use crate::client::reply::{input_error, Close};
 use crate::client::reply_mode::ReplyMode;
@@ -96,6 +97,8 @@ pub struct Session {
     pub(super) subscribe: Option<Request>,
     /// Where requests go: the mode's routing, and the replies' order.
     pub(super) dispatch: Dispatcher,
+    /// Where a reload puts the new context, and the generation `ctx` is (`None`: no reloads).
+    live: Option<(Arc<LiveContext>, u64)>,
 }
 
 /// The client's side of the session.
@@ -160,7 +163,15 @@ impl Session {
             first_request_wait: None,
             subscribe: None,
             dispatch,
+            live: None,
         }
+    }
+
+    /// The session takes the contexts a reload stores in `live` after `generation` (the one it
+    /// started with), between requests (see [`Session::adopt_reload`]).
+    pub fn following(mut self, live: Arc<LiveContext>, generation: u64) -> Session {
+        self.live = Some((live, generation));
+        self
     }
 
     /// Serves the client until it quits, breaks the protocol, hangs up, or the proxy stops.
@@ -197,6 +208,9 @@ impl Session {
     async fn step(&mut self, io: &mut Io, shutdown: &CancellationToken) -> Step {
         if self.postponed.is_some() && !self.closing {
             self.resume_postponed().await;
+        }
+        if self.reloaded() && self.adopt_reload(io) == Step::End {
+            return Step::End;
         }
         if !self.closing && self.dispatch_parsed(&mut io.parser, &mut io.inbuf).await == Close::Now
         {
@@ -345,6 +359,44 @@ impl Session {
             && !self.dispatch.in_multi()
             && self.postponed.is_none()
             && self.subscribe.is_none()
+    }
+
+    /// A reload stored a context newer than the session's.
+    fn reloaded(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_some_and(|(live, generation)| live.generation() != *generation)
+    }
+
+    /// Takes the reloaded context once nothing of the client's depends on the old one: no reply
+    /// awaited, no transaction, `WATCH`, blocking command, paused command or subscriber mode
+    /// under way (those finish under the settings they began with). Its user is looked up again
+    /// (the new rules apply from the next command); a user the reload removed ends the session.
+    fn adopt_reload(&mut self, io: &mut Io) -> Step {
+        let Some((live, _)) = &self.live else {
+            return Step::Go;
+        };
+        if self.subscribe.is_some() || self.postponed.is_some() {
+            return Step::Go;
+        }
+        let (ctx, generation) = live.load();
+        if !self.dispatch.adopt(&ctx) {
+            return Step::Go;
+        }
+        if !self.auth.adopt(&ctx.security) {
+            tracing::debug!(
+                user = self.auth.user_name(),
+                "client closed: its user is gone from the reloaded config"
+            );
+            return Step::End;
+        }
+        io.parser.set_limits(ctx.limits);
+        io.backlog.reconfigure(&ctx);
+        self.ctx = ctx;
+        if let Some((_, mine)) = self.live.as_mut() {
+            *mine = generation;
+        }
+        Step::Go
     }
 
     /// Subscriber (or monitor) mode, from `first`, until the client leaves it.

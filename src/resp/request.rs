@@ -150,6 +150,11 @@ impl RequestParser {
         }
     }
 
+    /// New limits (a reload's), from the next byte parsed on.
+    pub fn set_limits(&mut self, limits: RequestLimits) {
+        self.limits = limits;
+    }
+
     /// Whether the client has yet to authenticate: until then a multibulk of more than 10
     /// arguments or a bulk over 16 KiB is a protocol error (Redis 7 `authRequired`), so an
     /// unauthenticated client cannot make the proxy buffer large requests.

@@ -44,6 +44,8 @@ pub struct Admin {
     pub token: Option<AdminToken>,
     /// Sentinel mode: where `POST /switchover` goes.
     pub switchover: Option<SwitchoverSender>,
+    /// Where `POST /reload` goes (`None`: the proxy has no config file to read again).
+    pub reload: Option<super::ReloadSender>,
 }
 
 /// When the stats listener stops, and whether the proxy is stopping meanwhile.
@@ -62,12 +64,15 @@ pub struct Lifecycle {
 enum Action {
     /// `POST /switchover`.
     Switchover,
+    /// `POST /reload`.
+    Reload,
 }
 
 impl Action {
     fn from_path(path: &str) -> Option<Action> {
         match path {
             "/switchover" => Some(Action::Switchover),
+            "/reload" => Some(Action::Reload),
             _ => None,
         }
     }
@@ -150,6 +155,7 @@ async fn perform(
     tracing::info!(client.addr = %peer, ?action, "admin action");
     match action {
         Action::Switchover => switchover_response(admin.switchover.clone()).await,
+        Action::Reload => reload_response(admin.reload.as_ref()).await,
     }
 }
 
@@ -200,6 +206,45 @@ async fn switchover_response(admin: Option<SwitchoverSender>) -> Response<Full<B
             StatusCode::GATEWAY_TIMEOUT,
             TEXT,
             "switchover still running after 60 s; see the stats page\n".to_owned(),
+        ),
+    }
+}
+
+/// `POST /reload`: reads the config again and answers with what the reload did, as JSON: 200 when
+/// applied (`changed`, `needs_restart`), 422 when the config was refused (`error`; the running
+/// config stays).
+async fn reload_response(reload: Option<&super::ReloadSender>) -> Response<Full<Bytes>> {
+    let Some(reload) = reload else {
+        return respond(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "reload needs a config file (haproxy-rs run -c FILE)\n".to_owned(),
+        );
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if reload
+        .send(super::ReloadRequest { reply: Some(tx) })
+        .is_err()
+    {
+        return respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "the reload task is not running\n".to_owned(),
+        );
+    }
+    match rx.await {
+        Ok(record) => {
+            let status = match record.outcome {
+                "applied" => StatusCode::OK,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let body = serde_json::to_string(&record).unwrap_or_default() + "\n";
+            respond(status, "application/json", body)
+        }
+        Err(_) => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "the reload task stopped\n".to_owned(),
         ),
     }
 }

@@ -14,6 +14,7 @@ mod hold;
 mod http;
 mod membership;
 mod prometheus;
+mod reloads;
 mod render;
 #[cfg(test)]
 mod samples;
@@ -38,6 +39,7 @@ pub use histogram::{Histogram, HistogramSnapshot};
 pub use hold::{HoldSnapshot, HoldStats};
 pub use http::{serve, Admin, Lifecycle};
 pub use prometheus::render_prometheus;
+pub use reloads::{ReloadRecord, ReloadRequest, ReloadSender, ReloadSnapshot, ReloadStats};
 pub use render::{render_html, render_json};
 
 use counters::{lock, unix_millis};
@@ -68,6 +70,7 @@ pub struct Stats {
     hold: Arc<HoldStats>,
     cluster: Arc<ClusterStats>,
     auth: Arc<AuthStats>,
+    reloads: ReloadStats,
 }
 
 /// Everything the stats page shows, copied at one moment. Times are unix millis, ages
@@ -115,6 +118,8 @@ pub struct Snapshot {
     pub cluster: Option<ClusterSnapshot>,
     /// Client authentication.
     pub auth: AuthSnapshot,
+    /// Configuration reloads.
+    pub reloads: ReloadSnapshot,
 }
 
 impl Snapshot {
@@ -159,12 +164,18 @@ impl Stats {
             hold: Arc::new(HoldStats::default()),
             cluster: Arc::new(ClusterStats::default()),
             auth: Arc::new(AuthStats::default()),
+            reloads: ReloadStats::default(),
         })
     }
 
     /// The authentication counters (shared with the sessions).
     pub fn auth(&self) -> Arc<AuthStats> {
         Arc::clone(&self.auth)
+    }
+
+    /// The reload counters.
+    pub fn reloads(&self) -> &ReloadStats {
+        &self.reloads
     }
 
     /// The held-request counters (shared with the sessions).
@@ -279,6 +290,7 @@ impl Stats {
             hold: self.hold.snapshot(),
             cluster,
             auth: self.auth.snapshot(),
+            reloads: self.reloads.snapshot(),
         }
     }
 }

@@ -100,8 +100,55 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     p.sample("master_known", &[], u8::from(s.healthy()));
     p.family("failovers_total", "counter", "Master changes seen.");
     p.sample("failovers_total", &[], s.failovers_total);
+    p.family(
+        "writes_fenced",
+        "gauge",
+        "1 while writes are held off the master (a failover, or a majority of the sentinels not heard).",
+    );
+    p.sample("writes_fenced", &[], u8::from(s.writes_fenced.is_some()));
     prom_holds(p, &s.hold);
     prom_auth(p, &s.auth);
+    prom_reloads(p, &s.reloads);
+}
+
+/// Configuration reloads, named as Prometheus names its own.
+fn prom_reloads(p: &mut Prom, r: &super::ReloadSnapshot) {
+    p.family(
+        "config_reloads_total",
+        "counter",
+        "Configuration reloads, by outcome.",
+    );
+    p.sample(
+        "config_reloads_total",
+        &[("outcome", "applied")],
+        r.applied_total,
+    );
+    p.sample(
+        "config_reloads_total",
+        &[("outcome", "refused")],
+        r.refused_total,
+    );
+    p.family(
+        "config_last_reload_successful",
+        "gauge",
+        "0 when the last reload was refused (the running config stays), else 1.",
+    );
+    let refused = r.last.as_ref().is_some_and(|l| l.error.is_some());
+    p.sample("config_last_reload_successful", &[], u8::from(!refused));
+    p.family(
+        "config_last_reload_timestamp_seconds",
+        "gauge",
+        "When the last reload happened (unix time; 0: none yet).",
+    );
+    let at = r.last.as_ref().map_or(0.0, |l| l.at_ms as f64 / 1000.0);
+    p.sample("config_last_reload_timestamp_seconds", &[], float(at));
+    p.family(
+        "config_restart_pending",
+        "gauge",
+        "1 when the last reload left settings that take effect only at a restart.",
+    );
+    let pending = r.last.as_ref().is_some_and(|l| !l.needs_restart.is_empty());
+    p.sample("config_restart_pending", &[], u8::from(pending));
 }
 
 /// The requests held while there is no master.

@@ -152,6 +152,7 @@ fn html_head(out: &mut String, s: &Snapshot) {
 <tr><td>topology</td><td>{} ({})</td></tr>\
 {}\
 <tr><td>client auth</td><td>{}</td></tr>\
+<tr><td>config reloads</td><td>{}</td></tr>\
 <tr><td>updated</td><td>{} UTC (refreshes every 2 s)</td></tr></table>\n\
 <div class=\"legend\"><span style=\"background:#c0ffc0\">UP</span>\
 <span style=\"background:#ff9090\">DOWN</span>\
@@ -167,8 +168,34 @@ fn html_head(out: &mut String, s: &Snapshot) {
         },
         master_rows(s),
         auth_cell(&s.auth),
+        reload_cell(&s.reloads),
         fmt_time(s.now_ms),
     );
+}
+
+/// The reload counters and what the last reload did (a refusal in red, with its reason).
+fn reload_cell(r: &super::ReloadSnapshot) -> String {
+    let counts = format!("{} applied, {} refused", r.applied_total, r.refused_total);
+    let Some(last) = &r.last else {
+        return counts;
+    };
+    let at = fmt_time(last.at_ms);
+    let mut cell = match &last.error {
+        Some(error) => format!(
+            "{counts}; <span class=\"bad\">last at {at} UTC REFUSED: {}</span> (the running config stays)",
+            esc(error)
+        ),
+        None if last.changed.is_empty() => format!("{counts}; last at {at} UTC changed nothing live"),
+        None => format!("{counts}; last at {at} UTC applied: {}", esc(&last.changed.join(", "))),
+    };
+    if !last.needs_restart.is_empty() {
+        let _ = write!(
+            cell,
+            "; <span class=\"bad\">needs a restart: {}</span>",
+            esc(&last.needs_restart.join(", "))
+        );
+    }
+    cell
 }
 
 /// Whether a status starts with a word in capitals (`ALL SENTINELS UNREACHABLE`, `NO SENTINEL

@@ -21,7 +21,7 @@ use crate::client::acl::Security;
 use crate::client::{Durability, ProxyContext};
 use crate::cluster::ClusterState;
 use crate::config::Config;
-use crate::resp::{CommandTable, RequestLimits, Value};
+use crate::resp::{CommandTable, Value};
 use crate::router::slotmap::SlotMap;
 use crate::router::{Endpoint, ReplicationClock, RoutingTable};
 use crate::stats::{ListenerStats, Role, Stats};
@@ -115,35 +115,24 @@ impl Rig {
         let security = Security::from_config(&cfg.auth, &cfg.commands, &cfg.backend)
             .expect("a valid [auth] and [commands]")
             .with_counters(stats.auth());
-        let ctx = Arc::new(ProxyContext {
+        let shared = crate::client::Shared {
             table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
             backends: backends.clone(),
             commands: Arc::new(ArcSwap::from_pointee(CommandTable::builtin())),
             clock: Arc::new(ReplicationClock::default()),
-            routing: cfg.routing.clone(),
-            limits: RequestLimits {
-                max_query_buffer: cfg.client_query_buffer_limit.bytes(),
-                ..RequestLimits::default()
-            },
-            max_pipeline: cfg.max_pipeline,
-            client_timeout: (cfg.client_timeout_secs > 0)
-                .then(|| std::time::Duration::from_secs(cfg.client_timeout_secs)),
-            output_buffer_limit: cfg.client_output_buffer_limit_bytes,
             output_budget: None,
             backend_password: cfg.backend.password.clone(),
             backend_username: cfg.backend.username.clone(),
-            security,
             server_version: Arc::new(ArcSwap::from_pointee("7.2.0".to_string())),
             table_changes: generations.subscribe(),
-            hold: std::time::Duration::from_millis(cfg.failover.hold_ms),
-            max_held_bytes: cfg.failover.max_held_bytes,
             holds: stats.hold(),
             durability: Durability::from_config(&cfg.failover),
-            min_replicas: crate::client::min_replicas(&cfg.failover),
             pinned: Arc::new(Semaphore::new(cfg.backend.max_pinned_connections)),
             scripts: Arc::new(crate::scripts::ScriptCache::default()),
-            clients: crate::client::registry::Clients::new(shutdown.clone()),
-        });
+            clients: Arc::new(crate::client::registry::Clients::new(shutdown.clone())),
+        };
+        let settings = crate::client::Settings::from_config(cfg);
+        let ctx = Arc::new(ProxyContext::new(shared, settings, security));
         let listener = stats.listener("main", std::net::SocketAddr::from(([127, 0, 0, 1], 6379)));
         Rig {
             ctx,

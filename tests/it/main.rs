@@ -31,6 +31,7 @@ mod protocol;
 mod pubsub;
 mod pubsub_hard;
 mod released_backends;
+mod reload;
 mod restart;
 mod routing;
 mod scripts;

@@ -27,6 +27,8 @@ pub(crate) struct Binary {
     pub(crate) addr: SocketAddr,
     /// The stats page.
     pub(crate) stats: SocketAddr,
+    /// The config's lines before the `extra` ones.
+    base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -39,10 +41,10 @@ impl Binary {
             SocketAddr::from(([127, 0, 0, 1], ports.1)),
         );
         let config = dir.path().join("proxy.toml");
-        let text = format!(
-            "listen = \"{addr}\"\nstats = \"{stats}\"\nthreads = 1\nservers = [\"{server}\"]\n{extra}"
+        let base = format!(
+            "listen = \"{addr}\"\nstats = \"{stats}\"\nthreads = 1\nservers = [\"{server}\"]\n"
         );
-        std::fs::write(&config, text).expect("config file");
+        std::fs::write(&config, format!("{base}{extra}")).expect("config file");
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_haproxy-rs"))
             .args(["--log", "haproxy_rs=debug", "run", "-c"])
@@ -57,8 +59,25 @@ impl Binary {
             child,
             addr,
             stats,
+            base,
             _dir: dir,
         }
+    }
+
+    /// Writes the config file again, with `extra` instead of the lines it started with.
+    pub(crate) fn rewrite_config(&self, extra: &str) {
+        let path = self._dir.path().join("proxy.toml");
+        std::fs::write(path, format!("{}{extra}", self.base)).expect("config file");
+    }
+
+    /// Sends `SIGHUP` (a reload).
+    pub(crate) fn sighup(&self) {
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the binary");
     }
 
     /// The binary's log so far.
@@ -77,8 +96,7 @@ impl Binary {
     }
 
     pub(crate) fn sigterm(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
     /// The exit status once the process has exited, if it has.

@@ -1,0 +1,200 @@
+//! Reloading the config without dropping anyone (issue 15 part 2), with the real binary: `SIGHUP`
+//! and `POST /reload` read the file again and apply what can change live to new and connected
+//! clients alike (those keep their connections and transactions); a config that does not validate
+//! is refused whole; what needs a restart is reported and left as it runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::eventually;
+use crate::harness::ports::free_port;
+use crate::harness::RedisServer;
+use crate::restart::Binary;
+use crate::security::send;
+use crate::stats_http::{request, stats_json};
+
+const TOKEN: &str = "reload-test-token-0123456789";
+
+/// The config's lines after the listeners and the server: the admin token, then `extra`.
+fn lines(extra: &str) -> String {
+    format!("admin_token = \"{TOKEN}\"\n{extra}")
+}
+
+fn start(server: &RedisServer, extra: &str) -> Binary {
+    Binary::spawn(
+        &server.addr(),
+        (free_port(), free_port()),
+        &lines(extra),
+        &[],
+    )
+}
+
+/// Writes the config file again with `extra` (and the same admin token).
+fn rewrite(proxy: &Binary, extra: &str) {
+    proxy.rewrite_config(&lines(extra));
+}
+
+/// `POST /reload` with the admin token: (status, body).
+async fn post_reload(stats: SocketAddr) -> (u16, String) {
+    let host = format!("Host: {stats}");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let (status, _, body) = request(stats, "POST", "/reload", &[&host, &auth]).await;
+    (status, body)
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    assert_eq!(send(&mut s, &[&["PING"]]).await, ["+PONG"]);
+    s
+}
+
+/// How many reloads the stats say were applied.
+async fn applied(stats: SocketAddr) -> u64 {
+    stats_json(stats).await["reloads"]["applied_total"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+const KEYS_REFUSED: &str =
+    "-ERR haproxy-rs: 'KEYS' is refused by the command policy (commands.deny)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_command_policy_to_new_and_connected_clients() {
+    let server = RedisServer::start().await;
+    let proxy = start(&server, "");
+    proxy.wait_healthy().await;
+    let mut connected = connect(proxy.addr).await;
+    assert_eq!(send(&mut connected, &[&["KEYS", "nothing*"]]).await, ["*0"]);
+    // A transaction open across the reload is kept and runs.
+    let mut in_multi = connect(proxy.addr).await;
+    assert_eq!(
+        send(&mut in_multi, &[&["MULTI"], &["SET", "reload:tx", "1"]]).await,
+        ["+OK", "+QUEUED"]
+    );
+
+    rewrite(&proxy, "[commands]\ndeny = [\"keys\"]\n");
+    proxy.sighup();
+    eventually!(
+        Duration::from_secs(10),
+        applied(proxy.stats).await == 1,
+        "the reload is applied; log: {}",
+        proxy.log()
+    );
+
+    let mut new = connect(proxy.addr).await;
+    assert_eq!(send(&mut new, &[&["KEYS", "*"]]).await, [KEYS_REFUSED]);
+    // The connected client keeps its connection and gets the new policy at its next command.
+    assert_eq!(
+        send(&mut connected, &[&["KEYS", "*"]]).await,
+        [KEYS_REFUSED]
+    );
+    assert_eq!(send(&mut connected, &[&["PING"]]).await, ["+PONG"]);
+    assert_eq!(send(&mut in_multi, &[&["EXEC"]]).await, ["*1\r\n+OK"]);
+    let stats = stats_json(proxy.stats).await;
+    let last = &stats["reloads"]["last"];
+    assert_eq!(last["outcome"], "applied", "{stats}");
+    assert_eq!(last["changed"], serde_json::json!(["commands"]), "{stats}");
+    assert_eq!(last["needs_restart"], serde_json::json!([]), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_does_not_validate_is_refused_whole() {
+    let server = RedisServer::start().await;
+    let proxy = start(&server, "client_timeout_secs = 0\n");
+    proxy.wait_healthy().await;
+    let mut connected = connect(proxy.addr).await;
+
+    // A change that would apply live, beside one that does not validate: neither is applied.
+    rewrite(
+        &proxy,
+        "client_timeout_secs = 1\n[commands]\ndeny = [\"keys\", \"flush all\"]\n",
+    );
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 422, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(outcome["outcome"], "refused", "{body}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("commands.deny") && error.contains("flush all"),
+        "{body}"
+    );
+
+    assert_eq!(send(&mut connected, &[&["KEYS", "nothing*"]]).await, ["*0"]);
+    let mut new = connect(proxy.addr).await;
+    assert_eq!(send(&mut new, &[&["KEYS", "nothing*"]]).await, ["*0"]);
+    // The timeout was not applied either: an idle client stays past it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(send(&mut new, &[&["PING"]]).await, ["+PONG"]);
+
+    let (_, metrics) = crate::stats_http::get(proxy.stats, "/metrics").await;
+    assert!(
+        metrics.contains("haproxy_rs_config_last_reload_successful 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("haproxy_rs_config_reloads_total{outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
+    let (_, page) = crate::stats_http::get(proxy.stats, "/").await;
+    assert!(page.contains("REFUSED"), "the page shows the refusal");
+
+    // Fixed, the same file applies.
+    rewrite(
+        &proxy,
+        "client_timeout_secs = 1\n[commands]\ndeny = [\"keys\"]\n",
+    );
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(send(&mut new, &[&["KEYS", "*"]]).await, [KEYS_REFUSED]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_need_a_restart_are_reported_and_left_as_they_run() {
+    let server = RedisServer::start().await;
+    let proxy = start(&server, "");
+    proxy.wait_healthy().await;
+    let elsewhere = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // The base config names `listen` already (a second one would not parse): the new address
+    // is a read-only endpoint's, which needs a restart as well.
+    rewrite(
+        &proxy,
+        &format!("read_listen = \"{elsewhere}\"\nmax_pipeline = 64\n"),
+    );
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        outcome["changed"],
+        serde_json::json!(["max_pipeline"]),
+        "{body}"
+    );
+    assert_eq!(
+        outcome["needs_restart"],
+        serde_json::json!(["read_listen"]),
+        "{body}"
+    );
+    assert!(
+        TcpStream::connect(elsewhere).await.is_err(),
+        "nothing listens there before a restart"
+    );
+    let _ = connect(proxy.addr).await;
+    let (_, metrics) = crate::stats_http::get(proxy.stats, "/metrics").await;
+    assert!(
+        metrics.contains("haproxy_rs_config_restart_pending 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_needs_the_admin_token() {
+    let server = RedisServer::start().await;
+    let proxy = start(&server, "");
+    proxy.wait_healthy().await;
+    let host = format!("Host: {}", proxy.stats);
+    let (status, _, body) = request(proxy.stats, "POST", "/reload", &[&host]).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(applied(proxy.stats).await, 0);
+    assert_eq!(stats_json(proxy.stats).await["reloads"]["refused_total"], 0);
+}
