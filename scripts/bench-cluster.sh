@@ -37,31 +37,23 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/haproxy-rs
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-cluster.XXXXXX")
 # Longest any one load run may take (warm-up, measurement, connection set-up and slack).
 RUN_TIMEOUT=$((SECONDS_PER_RUN + 60))
-PIDS=()
 NODES=()
 PROXY_PORT=
 STATS_PORT=
 NEXT_PORT=$BASE_PORT
 
-log() { printf 'bench-cluster: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+SCRIPT_NAME=bench-cluster
+# shellcheck source=lib/children.sh
+. "$ROOT/scripts/lib/children.sh"
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-    done
+# After the children are stopped (scripts/lib/children.sh).
+on_exit() {
     if [ "$KEEP" = 1 ]; then
         log "logs and reports kept in $WORK"
     else
         rm -rf "$WORK"
     fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 port_busy() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 

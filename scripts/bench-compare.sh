@@ -27,25 +27,17 @@ WORK=$ROOT/.lab/bench
 LAB_MASTER_PORT=6391
 
 declare -A PORT=([direct]=$LAB_MASTER_PORT [haproxy-rs]=6379 [haproxy-rs-before]=16383 [haproxy]=16379 [twemproxy]=16381)
-PIDS=()
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+SCRIPT_NAME=bench
+# shellcheck source=lib/children.sh
+. "$ROOT/scripts/lib/children.sh"
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-    done
+# After the children are stopped (scripts/lib/children.sh).
+on_exit() {
     if [ "$LAB_DOWN" = 1 ]; then
         bash "$ROOT/scripts/lab.sh" down || true
     fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 wanted() { [[ " $TARGETS " == *" $1 "* ]]; }
 

@@ -30,22 +30,8 @@ HAPROXY_PORT=${HAPROXY_PORT:-16379}
 RS_CONFIG=${RS_CONFIG:-config/haproxy-rs.toml}
 RS_PORT=${RS_PORT:-6379}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/haproxy-rs
-PIDS=()
-
-log() { printf 'bench-failover: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=lib/children.sh
+. "$ROOT/scripts/lib/children.sh"
 
 # wait_master PORT: 6 consecutive connections through the proxy reach a master (HAProxy needs `fall 2`
 # failed checks to drop a replica; haproxy-rs needs its first topology).

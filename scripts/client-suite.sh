@@ -94,7 +94,7 @@ run_suite() {
     shift 3
     log "$name: redis-py $VERSION's tests against $url"
     (cd "$SRC" && timeout 1800 "$DIR/venv/bin/python" -m pytest "$@" --redis-url="$url" \
-        --redis-cluster-nodes="$nodes" -q -p no:cacheprovider -o addopts="" \
+        --redis-cluster-nodes="$nodes" -q -p no:cacheprovider -o addopts="" -o timeout_func_only=true \
         --junitxml="$DIR/$name.xml" >"$DIR/$name.log" 2>&1) || true
     tail -n 1 "$DIR/$name.log" >&2
 }

@@ -266,6 +266,7 @@ pub async fn start_with(
     if let Some(offer) = offer {
         background.spawn(offer.serve(shutdown.clone(), stats_stop.clone()));
     }
+    stats.count_tasks(sessions.clone(), background.clone());
     Ok(Proxy {
         addr,
         read_addr,

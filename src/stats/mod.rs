@@ -71,6 +71,8 @@ pub struct Stats {
     cluster: Arc<ClusterStats>,
     auth: Arc<AuthStats>,
     reloads: ReloadStats,
+    /// The client sessions' and the background tasks' trackers, counted in snapshots.
+    tasks: Mutex<Option<(tokio_util::task::TaskTracker, tokio_util::task::TaskTracker)>>,
 }
 
 /// Everything the stats page shows, copied at one moment. Times are unix millis, ages
@@ -120,6 +122,17 @@ pub struct Snapshot {
     pub auth: AuthSnapshot,
     /// Configuration reloads.
     pub reloads: ReloadSnapshot,
+    /// Tasks alive now.
+    pub tasks: TaskCounts,
+}
+
+/// Tasks alive at snapshot time (what a long run watches for leaks).
+#[derive(Serialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Client sessions.
+    pub sessions: u64,
+    /// Everything else: listeners, topology, health checks, backend connections' tasks.
+    pub background: u64,
 }
 
 impl Snapshot {
@@ -165,12 +178,31 @@ impl Stats {
             cluster: Arc::new(ClusterStats::default()),
             auth: Arc::new(AuthStats::default()),
             reloads: ReloadStats::default(),
+            tasks: Mutex::new(None),
         })
     }
 
     /// The authentication counters (shared with the sessions).
     pub fn auth(&self) -> Arc<AuthStats> {
         Arc::clone(&self.auth)
+    }
+
+    /// Counts the tasks of these trackers in every snapshot.
+    pub fn count_tasks(
+        &self,
+        sessions: tokio_util::task::TaskTracker,
+        background: tokio_util::task::TaskTracker,
+    ) {
+        *lock(&self.tasks) = Some((sessions, background));
+    }
+
+    fn task_counts(&self) -> TaskCounts {
+        lock(&self.tasks)
+            .as_ref()
+            .map_or_else(TaskCounts::default, |(sessions, background)| TaskCounts {
+                sessions: sessions.len() as u64,
+                background: background.len() as u64,
+            })
     }
 
     /// The reload counters.
@@ -291,6 +323,7 @@ impl Stats {
             cluster,
             auth: self.auth.snapshot(),
             reloads: self.reloads.snapshot(),
+            tasks: self.task_counts(),
         }
     }
 }

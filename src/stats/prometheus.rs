@@ -109,6 +109,13 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     prom_holds(p, &s.hold);
     prom_auth(p, &s.auth);
     prom_reloads(p, &s.reloads);
+    p.family(
+        "tasks",
+        "gauge",
+        "Tasks alive: client sessions, and the rest (background).",
+    );
+    p.sample("tasks", &[("kind", "sessions")], s.tasks.sessions);
+    p.sample("tasks", &[("kind", "background")], s.tasks.background);
 }
 
 /// Configuration reloads, named as Prometheus names its own.

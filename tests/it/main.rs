@@ -38,6 +38,7 @@ mod scripts;
 mod security;
 mod sentinel_failover;
 mod sentinel_loss;
+mod soak;
 mod stats_http;
 mod tls;
 mod tracking;
