@@ -205,10 +205,14 @@ pub async fn start_with(
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let state = Arc::new(wiring.topology_state(backends, clock.clone(), changes_tx));
     let (switchover_tx, switchover_rx) = mpsc::unbounded_channel();
+    let sentinel_addrs = cfg.sentinel.as_ref().map(|s| s.addrs.clone());
+    let (sentinels_tx, sentinels_rx) =
+        tokio::sync::watch::channel(sentinel_addrs.unwrap_or_default());
     let topology = TopologyFeeds {
         sentinel_tls: tls.sentinel,
         changes: changes_rx,
         switchovers: switchover_rx,
+        sentinel_addrs: sentinels_rx,
     };
     wiring.spawn_topology(&state, cluster_state.as_ref(), topology);
     let scripts = wiring.spawn_script_loader(&state, &cluster_state);
@@ -244,6 +248,7 @@ pub async fn start_with(
             running: cfg.clone(),
             live,
             stats: wiring.stats.clone(),
+            sentinels: sentinels_tx,
         };
         wiring
             .background

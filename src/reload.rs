@@ -77,6 +77,16 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         live("auth", old.auth == new.auth);
     }
     live("commands", old.commands == new.commands);
+    let sentinel_rest_same = match (&old.sentinel, &new.sentinel) {
+        (Some(a), Some(b)) => {
+            live("sentinel.addrs", a.addrs == b.addrs);
+            // The rest of the table, compared without the addresses.
+            let mut a = a.clone();
+            a.addrs.clone_from(&b.addrs);
+            a == *b
+        }
+        (a, b) => a == b,
+    };
 
     let mut restart = |key, same: bool| {
         if !same {
@@ -97,7 +107,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         "max_output_bytes_total",
         old.max_output_bytes_total == new.max_output_bytes_total,
     );
-    restart("sentinel", old.sentinel == new.sentinel);
+    restart("sentinel", sentinel_rest_same);
     restart("servers", old.servers == new.servers);
     restart("cluster", old.cluster == new.cluster);
     restart("backend", old.backend == new.backend);
@@ -155,6 +165,11 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
             }
             "auth" => run.auth = new.auth.clone(),
             "commands" => run.commands = new.commands.clone(),
+            "sentinel.addrs" => {
+                if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
+                    r.addrs.clone_from(&n.addrs);
+                }
+            }
             _ => {}
         }
     }
@@ -171,6 +186,8 @@ pub struct Reloader {
     pub live: Arc<LiveContext>,
     /// Where outcomes are counted.
     pub stats: Arc<Stats>,
+    /// The sentinels the Sentinel task follows.
+    pub sentinels: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 impl Reloader {
@@ -212,6 +229,13 @@ impl Reloader {
         let plan = plan(&self.running, &new);
         let running = running_after(&self.running, &new, &plan);
         let (old, _) = self.live.load();
+        if let Some(s) = running
+            .sentinel
+            .as_ref()
+            .filter(|_| plan.live.contains(&"sentinel.addrs"))
+        {
+            self.sentinels.send_replace(s.addrs.clone());
+        }
         if plan.live.is_empty() {
             tracing::info!(needs_restart = ?plan.needs_restart, "reload: nothing to change live");
         } else {

@@ -238,6 +238,11 @@ impl Stats {
         s
     }
 
+    /// Drops the link state of a sentinel no longer configured (a reload).
+    pub fn forget_sentinel(&self, addr: &str) {
+        lock(&self.sentinels).retain(|s| s.addr() != addr);
+    }
+
     /// Why writes are fenced off the master now (a failover under way, the sentinels' majority
     /// lost), or `None`.
     pub fn set_write_fence(&self, cause: Option<String>) {

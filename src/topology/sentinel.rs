@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::failover::{failover_aborted, failover_sign};
@@ -50,13 +50,18 @@ impl Failover {
 /// Starts one link per sentinel and runs the manager until shutdown. `failover.hold_ms` lifts a
 /// fence whose failover never came (the sentinels still name the old master and it still
 /// answers as master). `tls` is the connector to the sentinels (`[sentinel] tls`), built at start.
+///
+/// `addrs` gets the sentinel lists of reloads: links to the sentinels no longer listed end (their
+/// views stop counting), links to new ones start, the others go on undisturbed.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_sentinel(
-    cfg: SentinelConfig,
+    mut cfg: SentinelConfig,
     tls: Option<Arc<crate::tls::ClientTls>>,
     state: Arc<TopologyState>,
     mut changes: mpsc::UnboundedReceiver<String>,
     failover_cfg: FailoverConfig,
     mut switchovers: mpsc::UnboundedReceiver<SwitchoverRequest>,
+    mut addrs: watch::Receiver<Vec<String>>,
 ) {
     let fence_timeout = Duration::from_millis(failover_cfg.hold_ms);
     let mut loss = LossFence::new(
@@ -72,20 +77,15 @@ pub async fn run_sentinel(
         password: cfg.password.clone(),
         tls,
     };
-    for addr in &cfg.addrs {
-        let link = Link {
-            addr: addr.clone(),
-            master_name: cfg.master_name.clone(),
-            creds: creds.clone(),
-            reconcile: loss.heartbeat(Duration::from_millis(cfg.reconcile_interval_ms)),
-            timeout: state.health.timeout,
-            stats: state.stats.sentinel(addr),
-            tx: tx.clone(),
-        };
-        state.tracker.spawn(link.run(state.token.clone()));
-    }
-    drop(tx);
-    let total = cfg.addrs.len();
+    let mut links = Links {
+        tokens: HashMap::new(),
+        master_name: cfg.master_name.clone(),
+        creds: creds.clone(),
+        reconcile: loss.heartbeat(Duration::from_millis(cfg.reconcile_interval_ms)),
+        tx,
+    };
+    links.follow(&cfg.addrs, &state);
+    let mut total = cfg.addrs.len();
     let mut views: HashMap<String, SentinelView> = HashMap::new();
     let mut unknown = UnknownMaster::new(&cfg.master_name, &cfg.addrs);
     let mut failover: Option<Failover> = None;
@@ -95,7 +95,19 @@ pub async fn run_sentinel(
     loop {
         let cause = tokio::select! {
             _ = state.token.cancelled() => return,
+            Ok(()) = addrs.changed() => {
+                let new = addrs.borrow_and_update().clone();
+                tracing::info!(sentinels = ?new, "reload: the sentinels to follow changed");
+                links.follow(&new, &state);
+                views.retain(|s, _| new.contains(s));
+                cfg.addrs = new;
+                total = cfg.addrs.len();
+                unknown = UnknownMaster::new(&cfg.master_name, &cfg.addrs);
+                "sentinels reloaded".to_string()
+            }
             m = rx.recv() => match m {
+                // A link of a sentinel no longer listed, before it saw its end.
+                Some(msg) if !links.has(msg.sentinel()) => continue,
                 Some(LinkMsg::View { sentinel, view, cause }) => {
                     loss.heard(&sentinel);
                     views.insert(sentinel.clone(), view);
@@ -142,6 +154,50 @@ pub async fn run_sentinel(
             &cause,
         )
         .await;
+    }
+}
+
+/// The running links, by sentinel, each with the token that ends it, and what a new one needs.
+struct Links {
+    tokens: HashMap<String, tokio_util::sync::CancellationToken>,
+    master_name: String,
+    creds: Credentials,
+    reconcile: Duration,
+    tx: mpsc::UnboundedSender<LinkMsg>,
+}
+
+impl Links {
+    /// Links to exactly `addrs`: the others end (their stats rows go), missing ones start.
+    fn follow(&mut self, addrs: &[String], state: &TopologyState) {
+        self.tokens.retain(|addr, token| {
+            let keep = addrs.contains(addr);
+            if !keep {
+                token.cancel();
+                state.stats.forget_sentinel(addr);
+            }
+            keep
+        });
+        for addr in addrs {
+            if self.tokens.contains_key(addr) {
+                continue;
+            }
+            let token = state.token.child_token();
+            let link = Link {
+                addr: addr.clone(),
+                master_name: self.master_name.clone(),
+                creds: self.creds.clone(),
+                reconcile: self.reconcile,
+                timeout: state.health.timeout,
+                stats: state.stats.sentinel(addr),
+                tx: self.tx.clone(),
+            };
+            state.tracker.spawn(link.run(token.clone()));
+            self.tokens.insert(addr.clone(), token);
+        }
+    }
+
+    fn has(&self, sentinel: &str) -> bool {
+        self.tokens.contains_key(sentinel)
     }
 }
 

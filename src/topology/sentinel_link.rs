@@ -49,6 +49,18 @@ pub(crate) enum LinkMsg {
     },
 }
 
+impl LinkMsg {
+    /// The sentinel it comes from.
+    pub(crate) fn sentinel(&self) -> &str {
+        match self {
+            LinkMsg::View { sentinel, .. }
+            | LinkMsg::Down { sentinel }
+            | LinkMsg::Unknown { sentinel }
+            | LinkMsg::Event { sentinel, .. } => sentinel,
+        }
+    }
+}
+
 /// One sentinel's connections.
 pub(crate) struct Link {
     pub(crate) addr: String,

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::eventually;
 use crate::harness::ports::free_port;
-use crate::harness::RedisServer;
+use crate::harness::{RedisServer, Topology};
 use crate::restart::Binary;
 use crate::security::send;
 use crate::stats_http::{request, stats_json};
@@ -197,4 +197,69 @@ async fn post_reload_needs_the_admin_token() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(applied(proxy.stats).await, 0);
     assert_eq!(stats_json(proxy.stats).await["reloads"]["refused_total"], 0);
+}
+
+/// The sentinels the stats page shows links to.
+async fn linked_sentinels(stats: SocketAddr) -> Vec<String> {
+    let json = stats_json(stats).await;
+    let mut addrs: Vec<String> = json["sentinels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["addr"].as_str().map(str::to_owned))
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_proxy_to_other_sentinels_without_a_fence() {
+    let topo = Topology::start(1, 3).await;
+    let addrs = topo.sentinel_addrs();
+    let sentinel = |list: &[String]| {
+        let quoted: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
+        format!(
+            "[sentinel]\naddrs = [{}]\nmaster_name = \"{}\"\n",
+            quoted.join(", "),
+            topo.master_name()
+        )
+    };
+    let ports = (free_port(), free_port());
+    let proxy = Binary::spawn_with("", ports, &lines(&sentinel(&addrs[..1])), &[]);
+    proxy.wait_healthy().await;
+    assert_eq!(linked_sentinels(proxy.stats).await, addrs[..1]);
+
+    rewrite(&proxy, &sentinel(&addrs[1..]));
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        outcome["changed"],
+        serde_json::json!(["sentinel.addrs"]),
+        "{body}"
+    );
+    assert_eq!(outcome["needs_restart"], serde_json::json!([]), "{body}");
+    let mut expected = addrs[1..].to_vec();
+    expected.sort();
+    eventually!(
+        Duration::from_secs(10),
+        linked_sentinels(proxy.stats).await == expected,
+        "the links follow the new list"
+    );
+
+    // The sentinel the proxy followed before hangs: with the old list that is every sentinel,
+    // and writes would be fenced after sentinel_loss_fence_ms (2 s).
+    topo.sentinels[0].stop();
+    let mut client = connect(proxy.addr).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut n = 0;
+    while tokio::time::Instant::now() < until {
+        let key = format!("reload:sentinels:{n}");
+        assert_eq!(send(&mut client, &[&["SET", &key, "1"]]).await, ["+OK"]);
+        let stats = stats_json(proxy.stats).await;
+        assert!(stats["writes_fenced"].is_null(), "writes fenced: {stats}");
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    topo.sentinels[0].cont();
 }

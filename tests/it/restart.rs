@@ -35,15 +35,24 @@ pub(crate) struct Binary {
 impl Binary {
     /// Starts the binary with `extra` config lines on the given ports, and `args` after `run`.
     pub(crate) fn spawn(server: &str, ports: (u16, u16), extra: &str, args: &[&str]) -> Binary {
+        Binary::spawn_with(&format!("servers = [\"{server}\"]\n"), ports, extra, args)
+    }
+
+    /// [`Binary::spawn`] with `backend` (top-level lines naming the servers) instead of one
+    /// static server.
+    pub(crate) fn spawn_with(
+        backend: &str,
+        ports: (u16, u16),
+        extra: &str,
+        args: &[&str],
+    ) -> Binary {
         let dir = tempfile::tempdir().expect("temp dir");
         let (addr, stats) = (
             SocketAddr::from(([127, 0, 0, 1], ports.0)),
             SocketAddr::from(([127, 0, 0, 1], ports.1)),
         );
         let config = dir.path().join("proxy.toml");
-        let base = format!(
-            "listen = \"{addr}\"\nstats = \"{stats}\"\nthreads = 1\nservers = [\"{server}\"]\n"
-        );
+        let base = format!("listen = \"{addr}\"\nstats = \"{stats}\"\nthreads = 1\n{backend}");
         std::fs::write(&config, format!("{base}{extra}")).expect("config file");
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_haproxy-rs"))
