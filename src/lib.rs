@@ -232,7 +232,7 @@ pub async fn start_with(
         cluster: cluster_state.clone(),
         clients: Arc::new(Semaphore::new(cfg.max_clients)),
         workers: workers.clone(),
-        tls: tls.server,
+        tls: tls.server.clone(),
     };
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     let reloads = reload.is_some().then_some(reload_tx);
@@ -249,6 +249,7 @@ pub async fn start_with(
             live,
             stats: wiring.stats.clone(),
             sentinels: sentinels_tx,
+            server_tls: tls.server,
         };
         wiring
             .background

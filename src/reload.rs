@@ -19,6 +19,7 @@ use crate::client::live::LiveContext;
 use crate::client::{ProxyContext, Settings};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::stats::{ReloadRecord, ReloadRequest, Stats};
+use crate::tls::ServerTls;
 
 /// Reads the config again: the file with the command line laid over it, as at start.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -121,7 +122,13 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     if backend_involved {
         restart("auth.mode", false);
     }
-    restart("tls", old.tls == new.tls);
+    // The files, the client CA and `client_auth` are read again by every reload (see
+    // `Reloader::reload`); turning TLS on or off, and the handshake timeout, wait for a restart.
+    restart(
+        "tls",
+        old.tls.as_ref().map(|t| t.handshake_timeout_ms)
+            == new.tls.as_ref().map(|t| t.handshake_timeout_ms),
+    );
     restart(
         "shutdown_grace_ms",
         old.shutdown_grace_ms == new.shutdown_grace_ms,
@@ -146,6 +153,11 @@ fn auth_mode(cfg: &Config) -> AuthMode {
 /// `new`.
 pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
     let mut run = old.clone();
+    if let (Some(r), Some(n)) = (run.tls.as_mut(), new.tls.as_ref()) {
+        let handshake_timeout_ms = r.handshake_timeout_ms;
+        *r = n.clone();
+        r.handshake_timeout_ms = handshake_timeout_ms;
+    }
     for key in &plan.live {
         match *key {
             "max_pipeline" => run.max_pipeline = new.max_pipeline,
@@ -188,6 +200,8 @@ pub struct Reloader {
     pub stats: Arc<Stats>,
     /// The sentinels the Sentinel task follows.
     pub sentinels: tokio::sync::watch::Sender<Vec<String>>,
+    /// The client listeners' TLS, whose certificate a reload may replace.
+    pub server_tls: Option<Arc<ServerTls>>,
 }
 
 impl Reloader {
@@ -215,10 +229,15 @@ impl Reloader {
     /// One reload: read, check, apply what can change live.
     pub fn reload(&mut self) -> ReloadRecord {
         let reloads = self.stats.reloads();
-        let (new, security) = match (self.source)().and_then(|new| {
+        let server_tls = self.server_tls.clone();
+        let (new, security, tls_files) = match (self.source)().and_then(|new| {
             new.validate()?;
             let security = Security::from_config(&new.auth, &new.commands, &new.backend)?;
-            Ok((new, security))
+            let tls_files = match (&server_tls, &new.tls) {
+                (Some(tls), Some(c)) => tls.reread(c)?,
+                _ => None,
+            };
+            Ok((new, security, tls_files))
         }) {
             Ok(checked) => checked,
             Err(e) => {
@@ -226,7 +245,11 @@ impl Reloader {
                 return reloads.refused(e.to_string());
             }
         };
-        let plan = plan(&self.running, &new);
+        let mut plan = plan(&self.running, &new);
+        if let (Some(files), Some(tls)) = (tls_files, &self.server_tls) {
+            tls.install(files);
+            plan.live.push("tls (certificate files)");
+        }
         let running = running_after(&self.running, &new, &plan);
         let (old, _) = self.live.load();
         if let Some(s) = running
@@ -236,11 +259,18 @@ impl Reloader {
         {
             self.sentinels.send_replace(s.addrs.clone());
         }
+        // The sentinel list and the certificate went where they are used above and before.
+        let context_changed = plan
+            .live
+            .iter()
+            .any(|k| !k.starts_with("tls") && *k != "sentinel.addrs");
+        if context_changed {
+            let ctx = reloaded_context(&old, &running, security, &self.stats);
+            self.live.store(Arc::new(ctx));
+        }
         if plan.live.is_empty() {
             tracing::info!(needs_restart = ?plan.needs_restart, "reload: nothing to change live");
         } else {
-            let ctx = reloaded_context(&old, &running, security, &self.stats);
-            self.live.store(Arc::new(ctx));
             tracing::info!(changed = ?plan.live, needs_restart = ?plan.needs_restart, "reload applied");
         }
         if !plan.needs_restart.is_empty() {

@@ -67,9 +67,11 @@ fn load_roots(key: &'static str, path: &str) -> Result<Arc<RootCertStore>, Confi
 }
 
 /// The client listeners' TLS (`[tls]`): a handshake with a deadline on each accepted client.
-#[derive(Clone)]
 pub struct ServerTls {
-    acceptor: tokio_rustls::TlsAcceptor,
+    /// Replaced by a reload that finds the certificate, key or CA files changed.
+    acceptor: arc_swap::ArcSwap<tokio_rustls::TlsAcceptor>,
+    /// A digest of the files the acceptor was built from.
+    files: arc_swap::ArcSwap<[u8; 32]>,
     handshake_timeout: Duration,
 }
 
@@ -88,6 +90,83 @@ impl ServerTls {
     /// A file that cannot be read or parsed, or a key that does not fit the certificate, named
     /// by its config key.
     pub fn from_config(c: &TlsConfig) -> Result<ServerTls, ConfigError> {
+        Ok(ServerTls {
+            acceptor: arc_swap::ArcSwap::from_pointee(acceptor(c)?),
+            files: arc_swap::ArcSwap::from_pointee(files_digest(c)?),
+            handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+        })
+    }
+
+    /// Reads `c`'s files again (a reload) and builds what new handshakes use; `None` when they
+    /// are the files in use, unchanged. Nothing is replaced until [`ServerTls::install`].
+    ///
+    /// # Errors
+    /// As [`ServerTls::from_config`]: the reload is refused, and the running certificate stays.
+    pub fn reread(&self, c: &TlsConfig) -> Result<Option<TlsFiles>, ConfigError> {
+        let digest = files_digest(c)?;
+        if **self.files.load() == digest {
+            return Ok(None);
+        }
+        Ok(Some(TlsFiles {
+            acceptor: acceptor(c)?,
+            digest,
+        }))
+    }
+
+    /// New handshakes use `files` from now on; connections already up keep theirs.
+    pub fn install(&self, files: TlsFiles) {
+        self.acceptor.store(Arc::new(files.acceptor));
+        self.files.store(Arc::new(files.digest));
+    }
+
+    /// Runs the server side of the handshake on an accepted client.
+    ///
+    /// # Errors
+    /// The handshake failing (a plaintext client, an unknown or missing client certificate) or
+    /// not finishing within `handshake_timeout_ms`.
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
+        let acceptor = self.acceptor.load_full();
+        let tls = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))))
+    }
+}
+
+/// The certificate files a reload read, checked, ready for [`ServerTls::install`].
+pub struct TlsFiles {
+    acceptor: tokio_rustls::TlsAcceptor,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles").finish_non_exhaustive()
+    }
+}
+
+/// A SHA-256 over the certificate, key and CA files' bytes: whether a reload finds them changed.
+fn files_digest(c: &TlsConfig) -> Result<[u8; 32], ConfigError> {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    let files = [
+        ("tls.cert_file", Some(&c.cert_file)),
+        ("tls.key_file", Some(&c.key_file)),
+        ("tls.ca_file", c.ca_file.as_ref()),
+    ];
+    for (key, path) in files {
+        let Some(path) = path else { continue };
+        let bytes =
+            std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {path}: {e}")))?;
+        digest.update((bytes.len() as u64).to_le_bytes());
+        digest.update(&bytes);
+    }
+    Ok(digest.finalize().into())
+}
+
+/// The acceptor of `c`'s certificate chain, key and client CA.
+fn acceptor(c: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ConfigError> {
+    {
         let certs = load_certs("tls.cert_file", &c.cert_file)?;
         let key = load_key("tls.key_file", &c.key_file)?;
         let builder = ServerConfig::builder_with_provider(provider())
@@ -114,22 +193,7 @@ impl ServerTls {
         let config = builder
             .with_single_cert(certs, key)
             .map_err(|e| invalid("tls.key_file", e.to_string()))?;
-        Ok(ServerTls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
-        })
-    }
-
-    /// Runs the server side of the handshake on an accepted client.
-    ///
-    /// # Errors
-    /// The handshake failing (a plaintext client, an unknown or missing client certificate) or
-    /// not finishing within `handshake_timeout_ms`.
-    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
-        let tls = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))))
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
 }
 

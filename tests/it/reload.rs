@@ -263,3 +263,72 @@ async fn a_reload_moves_the_proxy_to_other_sentinels_without_a_fence() {
     }
     topo.sentinels[0].cont();
 }
+
+/// A TLS client's `PING` through `addr` with `pki`'s CA: `+PONG`, or why not.
+async fn tls_ping(addr: SocketAddr, pki: &crate::harness::tls::Pki) -> std::io::Result<String> {
+    let mut s =
+        crate::harness::tls::tls_connect(&addr.to_string(), pki.client_config(None)).await?;
+    let reply = crate::harness::tls::exchange(&mut s, b"PING\r\n", 7).await?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_a_renewed_certificate_to_new_clients() {
+    use crate::harness::tls::Pki;
+    let server = RedisServer::start().await;
+    let (old, renewed) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let install = |pki: &Pki| {
+        std::fs::copy(pki.path("server.pem"), &cert).expect("copy the certificate");
+        std::fs::copy(pki.path("server.key"), &key).expect("copy the key");
+    };
+    install(&old);
+    let tls = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let proxy = start(&server, &tls);
+    proxy.wait_healthy().await;
+    let mut connected =
+        crate::harness::tls::tls_connect(&proxy.addr.to_string(), old.client_config(None))
+            .await
+            .expect("TLS with the first certificate");
+    assert!(
+        tls_ping(proxy.addr, &renewed).await.is_err(),
+        "not trusted yet"
+    );
+
+    // The same file names, new contents: the config is unchanged, the files are not.
+    install(&renewed);
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        outcome["changed"],
+        serde_json::json!(["tls (certificate files)"]),
+        "{body}"
+    );
+    assert_eq!(
+        tls_ping(proxy.addr, &renewed).await.ok().as_deref(),
+        Some("+PONG\r\n")
+    );
+    assert!(
+        tls_ping(proxy.addr, &old).await.is_err(),
+        "the old certificate is gone"
+    );
+    // A connection made before the reload keeps its session.
+    let reply = crate::harness::tls::exchange(&mut connected, b"PING\r\n", 7).await;
+    assert_eq!(reply.ok().as_deref(), Some(&b"+PONG\r\n"[..]));
+
+    // A key that does not fit the certificate refuses the reload; the renewed one stays.
+    std::fs::copy(old.path("server.key"), &key).expect("copy a wrong key");
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("tls.key_file"), "{body}");
+    assert_eq!(
+        tls_ping(proxy.addr, &renewed).await.ok().as_deref(),
+        Some("+PONG\r\n")
+    );
+}
