@@ -1,9 +1,10 @@
-//! Real partitions (issue 15), in network namespaces the test makes: Jepsen's "Call me maybe:
-//! Redis" case. Three hosts each run a redis-server and a sentinel (the master on the first);
+//! Real partitions (issue 15), in network namespaces the test makes. Jepsen's "Call me maybe:
+//! Redis" case (a): three hosts each run a redis-server and a sentinel (the master on the first);
 //! the test process (the proxy and its writing clients) and the master's host are cut off from
 //! the other two for 15 s. The majority promotes a replica; when the partition heals the old
 //! master becomes its replica and drops what it took meanwhile, so every write it acknowledged
-//! during the partition is lost unless the proxy stopped sending it writes.
+//! during the partition is lost unless the proxy stopped sending it writes. Then the proxy cut
+//! off from the sentinels only (b), one host cut off (c/d), and a flapping link (e).
 
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use crate::harness::load::{missing_keys, LoadReport, WriteLoad};
 use crate::harness::netns::{Host, Net};
 use crate::harness::proxy::{ProxyBuilder, TestProxy};
 use crate::harness::Topology;
+use crate::security::raw;
+use crate::sentinel_loss::fenced_for_sentinel_loss;
+use crate::stats_http::stats_json;
 
 /// How long the partition lasts (as in the issue's measurements).
 const PARTITION: Duration = Duration::from_secs(15);
@@ -22,14 +26,21 @@ const DOWN_AFTER: Duration = Duration::from_millis(3000);
 async fn three_hosts() -> (Net, [Host; 3], Topology) {
     let net = Net::new();
     let hosts = [net.host(), net.host(), net.host()];
-    let topo = Topology::builder()
+    let topo = topology_on(&hosts, &[]).await;
+    (net, hosts, topo)
+}
+
+/// A master and two replicas on `servers`, and three sentinels on `sentinels` (empty: one on
+/// each server's host), with the issue's `down-after-milliseconds`.
+async fn topology_on(servers: &[Host; 3], sentinels: &[Host]) -> Topology {
+    Topology::builder()
         .replicas(2)
         .sentinels(3)
         .down_after(DOWN_AFTER)
-        .on(&hosts)
+        .on(servers)
+        .sentinels_on(sentinels)
         .start()
-        .await;
-    (net, hosts, topo)
+        .await
 }
 
 /// What a run of Jepsen's partition under a write load through `proxy` gives: the load's
@@ -173,4 +184,79 @@ async fn a_replica_and_a_sentinel_cut_off_change_nothing_for_writes() {
     assert_eq!(proxy.master(), Some(topo.master.addr()));
     let missing = missing_keys(&topo.master, &report.acked).await;
     assert!(missing.is_empty(), "{} lost", missing.len());
+}
+
+/// Scenario (b): the proxy cut off from every sentinel, while it still reaches the master and
+/// the replicas (the sentinels on hosts of their own). The sentinels still see the master, so
+/// nothing fails over; the proxy, hearing no sentinel for `sentinel_loss_fence_ms`, fences writes
+/// (held for `hold_ms`, then `-TRYAGAIN`) and goes on answering reads; after the heal writes
+/// resume within a few seconds, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_cut_off_from_the_sentinels_only_fences_writes_and_loses_nothing() {
+    let net = Net::new();
+    let servers = [net.host(), net.host(), net.host()];
+    let sentinel_hosts = [net.host(), net.host(), net.host()];
+    let topo = topology_on(&servers, &sentinel_hosts).await;
+    let hold = Duration::from_millis(4000);
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .with(|c| c.failover.hold_ms = hold.as_millis() as u64)
+        .start(2)
+        .await;
+    assert_eq!(raw(proxy.addr(), &[&["SET", "before", "1"]]).await, ["+OK"]);
+    let load = WriteLoad::start(proxy.addr(), 4, "no-sentinels");
+    load.wait_more_acks(200).await;
+    let sentinels: Vec<&Host> = sentinel_hosts.iter().collect();
+    net.cut(&[&net.me()], &sentinels);
+    let cut = tokio::time::Instant::now();
+    eventually!(
+        Duration::from_secs(10),
+        fenced_for_sentinel_loss(proxy.stats_addr()).await,
+        "the proxy fences writes once it hears no sentinel"
+    );
+    let fenced_after = cut.elapsed();
+    // Reads go on while writes are held.
+    assert_eq!(raw(proxy.addr(), &[&["GET", "before"]]).await, ["$1\r\n1"]);
+    // Long enough for writes held since the fence to reach hold_ms.
+    tokio::time::sleep_until(cut + fenced_after + hold + Duration::from_secs(2)).await;
+    assert_eq!(raw(proxy.addr(), &[&["GET", "before"]]).await, ["$1\r\n1"]);
+    let acked_at_heal = load.acked();
+    net.heal();
+    let healed = tokio::time::Instant::now();
+    eventually!(
+        Duration::from_secs(5),
+        load.acked() > acked_at_heal + 10,
+        "writes resume within a few seconds of the heal"
+    );
+    let resumed_after = healed.elapsed();
+    load.wait_more_acks(200).await;
+    let report = load.stop().await;
+    assert!(stats_json(proxy.stats_addr()).await["writes_fenced"].is_null());
+    assert_eq!(proxy.master(), Some(topo.master.addr()), "no failover");
+    let missing = missing_keys(&topo.master, &report.acked).await;
+    println!(
+        "fenced {fenced_after:?} after the cut, writes resumed {resumed_after:?} after the heal; \
+         errors {} ({}), acknowledged {}, lost {}, longest acknowledged hold {:?}",
+        report.errors.len(),
+        report.error_summary(),
+        report.acked.len(),
+        missing.len(),
+        report.max_latency
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost",
+        missing.len()
+    );
+    assert!(
+        report
+            .errors
+            .iter()
+            .all(|e| e.what.starts_with("-TRYAGAIN")),
+        "only held writes' -TRYAGAIN: {}",
+        report.error_summary()
+    );
+    assert!(
+        !report.errors.is_empty(),
+        "writes held past hold_ms are answered -TRYAGAIN"
+    );
 }

@@ -13,6 +13,14 @@ use crate::harness::Topology;
 use crate::security::{raw, send};
 use crate::stats_http::stats_json;
 
+/// Whether the stats JSON of the proxy at `stats` says writes are fenced for want of a sentinel
+/// majority.
+pub(crate) async fn fenced_for_sentinel_loss(stats: std::net::SocketAddr) -> bool {
+    stats_json(stats).await["writes_fenced"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("sentinel majority lost"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_are_held_while_a_majority_of_the_sentinels_is_silent() {
     let topo = Topology::builder().replicas(1).sentinels(3).start().await;
@@ -29,9 +37,7 @@ async fn writes_are_held_while_a_majority_of_the_sentinels_is_silent() {
     topo.sentinels[1].stop();
     eventually!(
         Duration::from_secs(10),
-        stats_json(proxy.stats_addr()).await["writes_fenced"]
-            .as_str()
-            .is_some_and(|c| c.starts_with("sentinel majority lost")),
+        fenced_for_sentinel_loss(proxy.stats_addr()).await,
         "the proxy fences writes once two of three sentinels are silent"
     );
     // A write waits; a read is answered.
