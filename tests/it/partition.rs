@@ -30,6 +30,16 @@ async fn three_hosts() -> (Net, [Host; 3], Topology) {
     (net, hosts, topo)
 }
 
+/// [`three_hosts`], a proxy in front, and 4 writers through it (`prefix`) that have had 200
+/// writes acknowledged.
+async fn three_hosts_under_load(prefix: &str) -> (Net, [Host; 3], Topology, TestProxy, WriteLoad) {
+    let (net, hosts, topo) = three_hosts().await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
+    let load = WriteLoad::start(proxy.addr(), 4, prefix);
+    load.wait_more_acks(200).await;
+    (net, hosts, topo, proxy, load)
+}
+
 /// A master and two replicas on `servers`, and three sentinels on `sentinels` (empty: one on
 /// each server's host), with the issue's `down-after-milliseconds`.
 async fn topology_on(servers: &[Host; 3], sentinels: &[Host]) -> Topology {
@@ -100,6 +110,23 @@ fn lost_at(report: &LoadReport, missing: &[String], cut_at: Duration) -> Vec<Dur
         .collect()
 }
 
+/// Prints what the clients saw (errors, acknowledged, lost, the longest acknowledged request, and
+/// `what` else) and asserts that no acknowledged write is `missing`.
+fn nothing_lost(report: &LoadReport, missing: &[String], what: &str) {
+    println!(
+        "errors {}, acknowledged {}, lost {}, longest hold {:?}; {what}",
+        report.errors.len(),
+        report.acked.len(),
+        missing.len(),
+        report.max_latency
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost",
+        missing.len()
+    );
+}
+
 /// With `on_sentinel_loss = "fence-writes"` (the default), the minority side stops writing once
 /// it has not heard a majority for `sentinel_loss_fence_ms`: only what the old master
 /// acknowledged before that is lost, not the whole partition's writes (with `"serve"`, as
@@ -164,10 +191,7 @@ async fn with_write_durability_the_partition_loses_nothing_acknowledged() {
 /// sentinels, so writes are never fenced; they go on without an error, and none is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_and_a_sentinel_cut_off_change_nothing_for_writes() {
-    let (net, hosts, topo) = three_hosts().await;
-    let proxy = ProxyBuilder::sentinel(&topo).start(2).await;
-    let load = WriteLoad::start(proxy.addr(), 4, "one-host");
-    load.wait_more_acks(200).await;
+    let (net, hosts, topo, proxy, load) = three_hosts_under_load("one-host").await;
     let everyone_else = [&hosts[0], &hosts[1], &net.me()];
     net.cut(&[&hosts[2]], &everyone_else);
     // Past the fence window and Sentinel's down-after: time for a wrong fence to show.
@@ -233,19 +257,14 @@ async fn the_proxy_cut_off_from_the_sentinels_only_fences_writes_and_loses_nothi
     assert!(stats_json(proxy.stats_addr()).await["writes_fenced"].is_null());
     assert_eq!(proxy.master(), Some(topo.master.addr()), "no failover");
     let missing = missing_keys(&topo.master, &report.acked).await;
-    println!(
-        "fenced {fenced_after:?} after the cut, writes resumed {resumed_after:?} after the heal; \
-         errors {} ({}), acknowledged {}, lost {}, longest acknowledged hold {:?}",
-        report.errors.len(),
-        report.error_summary(),
-        report.acked.len(),
-        missing.len(),
-        report.max_latency
-    );
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes lost",
-        missing.len()
+    nothing_lost(
+        &report,
+        &missing,
+        &format!(
+            "fenced {fenced_after:?} after the cut, writes resumed {resumed_after:?} after the \
+             heal; {}",
+            report.error_summary()
+        ),
     );
     assert!(
         report
@@ -259,4 +278,54 @@ async fn the_proxy_cut_off_from_the_sentinels_only_fences_writes_and_loses_nothi
         !report.errors.is_empty(),
         "writes held past hold_ms are answered -TRYAGAIN"
     );
+}
+
+/// How long one state of the flapping link lasts (cut, then mended), and how many cycles.
+const FLAP: Duration = Duration::from_secs(1);
+const FLAPS: u32 = 15;
+
+/// Scenario (e): Jepsen's cut (the old master and the proxy away from the other two hosts)
+/// flapping, on for 1 s and off for 1 s for 30 s, under 4 writers. No cut lasts as long as
+/// `down-after-milliseconds` (3 s) or the fence window (2 s), so nothing fails over, writes are
+/// never fenced, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_link_neither_fails_over_nor_fences_writes() {
+    let (net, hosts, topo, proxy, load) = three_hosts_under_load("flapping").await;
+    let stats = proxy.stats_addr();
+    let watch = tokio::spawn(async move {
+        // What the stats page said each 100 ms: how often writes were fenced, and why first.
+        let (mut samples, mut fenced, mut first) = (0u32, 0u32, None);
+        let until = tokio::time::Instant::now() + (FLAP * 2 * FLAPS);
+        while tokio::time::Instant::now() < until {
+            let s = stats_json(stats).await;
+            samples += 1;
+            if let Some(cause) = s["writes_fenced"].as_str() {
+                fenced += 1;
+                first.get_or_insert_with(|| cause.to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (samples, fenced, first)
+    });
+    let minority = [&hosts[0], &net.me()];
+    for _ in 0..FLAPS {
+        net.cut(&minority, &[&hosts[1], &hosts[2]]);
+        tokio::time::sleep(FLAP).await;
+        net.heal();
+        tokio::time::sleep(FLAP).await;
+    }
+    let (samples, fenced, cause) = watch.await.expect("the stats watcher");
+    load.wait_more_acks(200).await;
+    let report = load.stop().await;
+    let master = topo.current_master_addr().await;
+    let missing = missing_keys(&topo.master, &report.acked).await;
+    nothing_lost(
+        &report,
+        &missing,
+        &format!("fenced in {fenced} of {samples} samples ({cause:?}), master after {master}"),
+    );
+    assert_eq!(master, topo.master.addr(), "no failover");
+    assert_eq!(proxy.master(), Some(topo.master.addr()));
+    assert_eq!(fenced, 0, "writes fenced: {cause:?}");
+    assert!(report.errors.is_empty(), "{}", report.error_summary());
 }
