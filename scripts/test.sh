@@ -33,6 +33,8 @@ install_deps() {
     command -v python3 >/dev/null 2>&1 || apt_install python3
     # The partition tests put servers in network namespaces (`ip netns`, veth; run as root).
     command -v ip >/dev/null 2>&1 || apt_install iproute2
+    # scripts/chaos.sh runs HAProxy beside haproxy-rs (chaos_script test).
+    command -v haproxy >/dev/null 2>&1 || apt_install haproxy
     if ! python3 -c 'import redis' 2>/dev/null; then
         # Debian's python is externally managed (PEP 668): pip refuses, then the distro package does it.
         python3 -m pip install --quiet redis 2>/dev/null || apt_install python3-redis

@@ -58,7 +58,10 @@ pub struct ReplicationInfo {
     /// How old the replica's data may be, in seconds: `master_last_io_seconds_ago` while the
     /// link is up, `master_link_down_since_seconds` while it is down (a failover drops every
     /// replica's link; its data is still as fresh as the moment the link went down). 0 for a
-    /// master, `u64::MAX` for a replica that never synced.
+    /// master, `u64::MAX` for a replica that never synced or is in a full sync
+    /// (`master_sync_in_progress:1`: its data is about to be flushed and the master's loaded,
+    /// during which it answers `-LOADING`; seen as `-LOADING` replies to reads right after a
+    /// failover, from the old master resyncing as a replica).
     pub last_io_secs: u64,
 }
 
@@ -78,6 +81,7 @@ pub fn parse_replication(info: &str) -> ReplicationInfo {
             link_up: info_field(info, "master_link_status") == Some("up"),
             // -1 while never connected: treat as very old.
             last_io_secs: match info_field(info, "master_link_status") {
+                _ if num("master_sync_in_progress") == Some(1) => None,
                 Some("up") => num("master_last_io_seconds_ago"),
                 _ => num("master_link_down_since_seconds"),
             }
@@ -238,6 +242,12 @@ mod tests {
         assert_eq!(parse_replication("garbage").role, Role::Unknown);
         let lost = parse_replication("role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_link_down_since_seconds:3\r\n");
         assert_eq!(lost.last_io_secs, 3, "data as old as the link's loss");
+        let syncing = parse_replication("role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_sync_in_progress:1\r\nmaster_link_down_since_seconds:0\r\n");
+        assert_eq!(
+            syncing.last_io_secs,
+            u64::MAX,
+            "a full sync is about to replace the data (and answer -LOADING)"
+        );
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub async fn run_sentinel(
                     format!("sentinel {sentinel}: {cause}")
                 }
                 Some(LinkMsg::Down { sentinel }) => {
-                    loss.lost(&sentinel);
+                    // Its view no longer routes; for the fence it counts until the window ends.
                     views.remove(&sentinel);
                     unknown.heard(&sentinel, false, &views, &state.stats);
                     continue;

@@ -78,16 +78,20 @@ impl Link {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
+            let mut answered = false;
             let result = tokio::select! {
                 _ = token.cancelled() => return,
-                r = self.serve() => r,
+                r = self.serve(&mut answered) => r,
             };
             self.stats.set_connected(false);
             let _ = self.tx.send(LinkMsg::Down {
                 sentinel: self.addr.clone(),
             });
             tracing::warn!(sentinel.addr = %self.addr, error = %result, "sentinel link down");
-            if started.elapsed() > Duration::from_secs(10) {
+            // A link that answered was a working one: come back quickly. Without this a link
+            // that drops packets a second at a time (flapping) had its backoff grow to a second,
+            // long enough for writes to be fenced on every cut.
+            if answered || started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
             }
             tokio::select! {
@@ -99,8 +103,9 @@ impl Link {
         }
     }
 
-    /// Serves until a connection fails; returns why.
-    async fn serve(&self) -> String {
+    /// Serves until a connection fails; returns why. `answered` is set once the sentinel has
+    /// answered its first query.
+    async fn serve(&self, answered: &mut bool) -> String {
         let mut cmd = match ControlConn::connect(&self.addr, &self.creds, self.timeout).await {
             Ok(c) => c,
             Err(e) => return e.to_string(),
@@ -117,6 +122,7 @@ impl Link {
         if let Err(e) = self.report(&mut cmd, "connected").await {
             return e;
         }
+        *answered = true;
         let mut tick = tokio::time::interval(self.reconcile);
         tick.reset();
         loop {

@@ -37,9 +37,13 @@ impl LossFence {
     }
 
     /// How often each sentinel must be asked for its view so that a live one never goes
-    /// unheard for the window: a quarter of it, or `reconcile` if that is shorter.
+    /// unheard for the window: an eighth of it, or `reconcile` if that is shorter. An eighth,
+    /// not a quarter: across a link that drops packets for a second, a sentinel goes unheard
+    /// for the time since it last answered, plus the link's request timeout (1 s), plus the
+    /// reconnect; with a quarter (500 ms of the default 2 s) that came within a few hundred
+    /// ms of the window, and a busy host crossed it.
     pub(super) fn heartbeat(&self, reconcile: Duration) -> Duration {
-        reconcile.min(self.window / 4)
+        reconcile.min(self.window / 8)
     }
 
     /// `sentinel` answered.
@@ -47,14 +51,14 @@ impl LossFence {
         self.heard.insert(sentinel.to_owned(), Instant::now());
     }
 
-    /// `sentinel`'s link is down.
-    pub(super) fn lost(&mut self, sentinel: &str) {
-        self.heard.remove(sentinel);
-    }
-
     /// Drops the views of sentinels not heard from within the window, then fences writes off the
-    /// master if fewer than a majority of the `total` configured sentinels remain (once, while
-    /// there is a master to fence).
+    /// master if fewer than a majority of the `total` configured sentinels were heard from within
+    /// it (once, while there is a master to fence).
+    ///
+    /// A sentinel whose link just went down still counts until its last answer is older than
+    /// the window (its view is gone from `views` at once, so it routes nothing meanwhile): a
+    /// request that timed out across a link that drops packets for a second, as a flapping one
+    /// does, would otherwise fence writes after the link's timeout (1 s) instead of the window.
     pub(super) fn check(
         &mut self,
         state: &TopologyState,
@@ -63,8 +67,10 @@ impl LossFence {
     ) {
         let window = self.window;
         let heard = &self.heard;
-        views.retain(|s, _| heard.get(s).is_some_and(|t| t.elapsed() < window));
-        if self.policy == SentinelLoss::Serve || self.fenced || views.len() * 2 > total {
+        let recent = |s: &str| heard.get(s).is_some_and(|t| t.elapsed() < window);
+        views.retain(|s, _| recent(s));
+        let recently_heard = heard.keys().filter(|s| recent(s)).count();
+        if self.policy == SentinelLoss::Serve || self.fenced || recently_heard * 2 > total {
             return;
         }
         let table = state.table.load_full();
@@ -72,8 +78,7 @@ impl LossFence {
             return; // writes are held anyway
         };
         let cause = format!(
-            "sentinel majority lost: {} of {total} sentinels heard within {} ms",
-            views.len(),
+            "sentinel majority lost: {recently_heard} of {total} sentinels heard within {} ms",
             window.as_millis()
         );
         tracing::warn!(master = %master.addr(), %cause, "holding writes until a majority of the sentinels names the master again");

@@ -6,6 +6,7 @@ mod admin;
 mod backend_auth;
 mod bench;
 mod busy;
+mod chaos_script;
 mod client_commands;
 mod clients;
 mod cluster_mode;

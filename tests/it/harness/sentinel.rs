@@ -277,6 +277,9 @@ pub struct TopologyBuilder {
     /// Where the processes run: server `i` (the master first) and sentinel `i` on host `i`
     /// (round the list); empty: loopback.
     hosts: Vec<Host>,
+    /// Where the sentinels run instead, when not on the servers' hosts: sentinel `i` on host `i`
+    /// (round the list).
+    sentinel_hosts: Vec<Host>,
 }
 
 impl TopologyBuilder {
@@ -316,6 +319,13 @@ impl TopologyBuilder {
         self
     }
 
+    /// Runs sentinel `i` on `hosts[i]` (round the list) instead of on the servers' hosts, so that
+    /// a partition can separate the sentinels from the servers.
+    pub fn sentinels_on(mut self, hosts: &[Host]) -> Self {
+        self.sentinel_hosts = hosts.to_vec();
+        self
+    }
+
     /// Starts the master, then the replicas (linked), then the sentinels; ready when every sentinel sees
     /// every replica healthy and all the other sentinels.
     ///
@@ -335,9 +345,14 @@ impl TopologyBuilder {
             (0..self.replicas).map(|i| RedisServer::start_replica_on(host(i + 1), &master)),
         )
         .await;
-        let sentinels =
-            join_all((0..self.sentinels).map(|i| Sentinel::start_on(host(i), &master, &self.opts)))
-                .await;
+        let sentinel_host = |i: usize| match self.sentinel_hosts.len() {
+            0 => host(i),
+            n => &self.sentinel_hosts[i % n],
+        };
+        let sentinels = join_all(
+            (0..self.sentinels).map(|i| Sentinel::start_on(sentinel_host(i), &master, &self.opts)),
+        )
+        .await;
         let topology = Topology {
             master,
             replicas,
@@ -357,6 +372,7 @@ impl Topology {
             sentinels: 3,
             opts: SentinelOptions::default(),
             hosts: Vec::new(),
+            sentinel_hosts: Vec::new(),
         }
     }
 
