@@ -31,9 +31,7 @@
 #
 # Adding a scenario: a function fault_<name>, run FAULT_AT seconds into the load, that injects the fault and
 # returns within the scenario's load (DURATION_OF[<name>] seconds, which must leave the topology time to
-# settle before the writes are read back), and <name> in ALL_SCENARIOS. The config reload scenario goes
-# here once `SIGHUP` reload lands: fault_reload sending haproxy-rs SIGHUP (`$RS_PID`) and reloading HAProxy
-# as fault_proxy-restart does.
+# settle before the writes are read back), and <name> in ALL_SCENARIOS.
 #
 # Environment: TARGETS ("haproxy-rs haproxy"), CLIENTS (4 per target), RATIO (1:1 writes to reads), OUT
 # (.lab/chaos: the bench reports <scenario>-<target>.{txt,json,html}, logs/, chaos.md), BIN (the release
@@ -54,10 +52,11 @@ NS_PREFIX=${NS_PREFIX:-chaos}
 MAX_SECONDS=${MAX_SECONDS:-1800}
 FAULT_AT=5
 ALL_SCENARIOS="partition-a partition-b partition-c partition-d partition-e sigstop-master stale-sentinel
-    proxy-restart failover-every-30s"
+    proxy-restart reload failover-every-30s"
 declare -A DURATION_OF=(
     [partition-a]=45 [partition-b]=25 [partition-c]=25 [partition-d]=25 [partition-e]=45
-    [sigstop-master]=35 [stale-sentinel]=45 [proxy-restart]=25 [failover-every-30s]=95
+    [sigstop-master]=35 [stale-sentinel]=45 [proxy-restart]=25 [reload]=25
+    [failover-every-30s]=95
 )
 
 # Hosts: index k has the address $NET.(4k+2)/30, its hub side $NET.(4k+1).
@@ -464,6 +463,32 @@ fault_proxy-restart() {
         PIDS+=("$old_ha")
     fi
     sleep 8
+}
+
+# Three config reloads 5 s apart: haproxy-rs gets SIGHUP with a changed max_pipeline each time (a live
+# change, applied to connected clients too); HAProxy reloads the way it does, a new process taking the
+# listeners over (-x) and the old one finishing its connections (-sf).
+fault_reload() {
+    local i pipeline old_ha
+    for i in 1 2 3; do
+        if [[ " $TARGETS " = *" haproxy-rs "* ]]; then
+            pipeline=$((1024 - i))
+            if grep -q '^max_pipeline' "$RUN/haproxy-rs.toml"; then
+                sed -i "s/^max_pipeline = .*/max_pipeline = $pipeline/" "$RUN/haproxy-rs.toml"
+            else
+                sed -i "1i max_pipeline = $pipeline" "$RUN/haproxy-rs.toml"
+            fi
+            log "haproxy-rs: SIGHUP (max_pipeline = $pipeline)"
+            kill -HUP "$RS_PID"
+        fi
+        if [[ " $TARGETS " = *" haproxy "* ]]; then
+            old_ha=$HA_PID
+            log "HAProxy: reload (-x $RUN/haproxy.sock -sf $old_ha)"
+            start_haproxy -x "$RUN/haproxy.sock" -sf "$old_ha"
+            PIDS+=("$old_ha")
+        fi
+        sleep 5
+    done
 }
 
 fault_failover-every-30s() {
