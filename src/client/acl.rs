@@ -349,15 +349,8 @@ pub fn check(
         if logs_in_or_out(req) {
             return None; // answered by the session
         }
-        let info = commands.lookup(req);
         // Redis checks the arity before authentication.
-        if let Some(i) = info.filter(|i| !arity_ok(i, req.argc())) {
-            return Some(error_reply(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                i.name
-            )));
-        }
-        return Some(error_reply(NOAUTH));
+        return Some(arity_error(commands, req).unwrap_or_else(|| error_reply(NOAUTH)));
     }
     if let Some(refused) = security.policy.check(req) {
         return Some(refused);
@@ -458,6 +451,18 @@ fn logs_in_or_out(req: &Request) -> bool {
         || n.eq_ignore_ascii_case(b"hello")
         || n.eq_ignore_ascii_case(b"quit")
         || n.eq_ignore_ascii_case(b"reset")
+}
+
+/// Redis's `-ERR wrong number of arguments for '<name>' command` when `req` has an argument count
+/// its command's arity refuses (a command the table does not know passes).
+pub fn arity_error(commands: &CommandTable, req: &Request) -> Option<Bytes> {
+    let info = commands.lookup(req)?;
+    (!arity_ok(info, req.argc())).then(|| {
+        error_reply(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            info.name
+        ))
+    })
 }
 
 fn arity_ok(info: &CommandInfo, argc: usize) -> bool {

@@ -139,10 +139,13 @@ impl Dispatcher {
         let Some(tx) = self.tx.as_mut() else {
             return;
         };
-        let refused = match planned {
-            Plan::Slot(s) if tx.takes_slot(s) => None,
-            Plan::AnyMaster => None,
-            Plan::Reply(e) if is_error_reply(&e) => Some(e),
+        // As Redis's `queueMultiCommand`: a command of the wrong arity is refused now, and
+        // `EXEC` aborts.
+        let refused = match (crate::client::acl::arity_error(commands, &req), planned) {
+            (Some(e), _) => Some(e),
+            (None, Plan::Slot(s)) if tx.takes_slot(s) => None,
+            (None, Plan::AnyMaster) => None,
+            (None, Plan::Reply(e)) if is_error_reply(&e) => Some(e),
             _ => Some(error_reply(CROSSSLOT)),
         };
         let reply = match refused {

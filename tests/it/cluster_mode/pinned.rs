@@ -74,6 +74,31 @@ async fn transactions_run_on_the_master_of_their_slot() {
             ":0"
         ]
     );
+    // A command of the wrong arity is refused when queued, as Redis does (redis-py's pipeline
+    // reports that error), and EXEC aborts.
+    let got = raw(
+        &proxy,
+        &[
+            cmd(&["MULTI"]),
+            cmd(&["SET", "{k}a", "1"]),
+            cmd(&["ZREM", "{k}b"]),
+            cmd(&["SET", "{k}b", "2"]),
+            cmd(&["EXEC"]),
+            cmd(&["EXISTS", "{k}a"]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            "+OK",
+            "+QUEUED",
+            "-ERR wrong number of arguments for 'zrem' command",
+            "+QUEUED",
+            "-EXECABORT Transaction discarded because of previous errors.",
+            ":0"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
