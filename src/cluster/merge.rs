@@ -31,6 +31,9 @@ pub enum Combine {
     AllHave,
     /// `RANDOMKEY`: the first reply that is not nil.
     FirstNonNil,
+    /// `INFO`: the first master's text, with its `# Keyspace` section the whole cluster's (each
+    /// database's `keys` and `expires` added up, `avg_ttl` weighted by them).
+    Info,
     /// `SCAN` on master `node` of `nodes`: its cursor rewritten to address the proxy's cursor.
     Scan {
         /// Which master was scanned.
@@ -115,6 +118,7 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
             .cloned()
             .unwrap_or_else(no_reply),
         Combine::Scan { node, nodes } => scan(*node, *nodes, parts),
+        Combine::Info => info(parts),
     }
 }
 
@@ -320,6 +324,124 @@ mod tests {
         assert_eq!(
             combine(&Combine::Scan { node: 2, nodes: 3 }, &[done]),
             b("*2\r\n$1\r\n0\r\n*0\r\n")
+        );
+    }
+}
+
+/// The text of a bulk (`$`) or verbatim (`=`, `txt:`) string reply, and how to encode it back.
+fn info_text(reply: &[u8]) -> Option<(bool, &str)> {
+    let verbatim = match reply.first()? {
+        b'$' => false,
+        b'=' => true,
+        _ => return None,
+    };
+    let start = reply.windows(2).position(|w| w == b"\r\n")? + 2;
+    let body = reply.get(start..reply.len().checked_sub(2)?)?;
+    let body = if verbatim { body.get(4..)? } else { body };
+    Some((verbatim, std::str::from_utf8(body).ok()?))
+}
+
+/// [`Combine::Info`].
+fn info(parts: &[Bytes]) -> Bytes {
+    let Some(first) = parts.first() else {
+        return no_reply();
+    };
+    let Some((verbatim, text)) = info_text(first) else {
+        return first.clone();
+    };
+    let Some(at) = text.find("# Keyspace\r\n") else {
+        return first.clone();
+    };
+    // db -> (keys, expires, avg_ttl weighted by expires)
+    let mut dbs: std::collections::BTreeMap<u32, (u64, u64, u128)> = Default::default();
+    for part in parts {
+        let Some((_, t)) = info_text(part) else {
+            continue;
+        };
+        let Some(i) = t.find("# Keyspace\r\n") else {
+            continue;
+        };
+        let section = t[i..].split("\r\n\r\n").next().unwrap_or_default();
+        for line in section.lines().skip(1) {
+            let Some((db, fields)) = line.trim().split_once(':') else {
+                continue;
+            };
+            let Some(n) = db.strip_prefix("db").and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let field = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let e = dbs.entry(n).or_default();
+            e.0 += field("keys");
+            e.1 += field("expires");
+            e.2 += u128::from(field("avg_ttl")) * u128::from(field("expires"));
+        }
+    }
+    let mut section = String::from("# Keyspace\r\n");
+    for (db, (keys, expires, ttl)) in &dbs {
+        let avg = if *expires > 0 {
+            ttl / u128::from(*expires)
+        } else {
+            0
+        };
+        section.push_str(&format!(
+            "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n"
+        ));
+    }
+    let rest = &text[at..];
+    let after = rest.find("\r\n\r\n").map_or("", |j| &rest[j + 2..]);
+    let merged = format!("{}{section}{after}", &text[..at]);
+    if verbatim {
+        let body = format!("txt:{merged}");
+        Bytes::from(format!("={}\r\n{body}\r\n", body.len()))
+    } else {
+        Bytes::from(format!("${}\r\n{merged}\r\n", merged.len()))
+    }
+}
+
+#[cfg(test)]
+mod info_tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Bytes {
+        Bytes::from(format!("${}\r\n{s}\r\n", s.len()))
+    }
+
+    #[test]
+    fn info_adds_up_every_masters_keyspace() {
+        let a = bulk("# Server\r\nredis_version:7.0.15\r\n\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=100\r\n");
+        let b = bulk("# Server\r\nredis_version:7.0.15\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=300\r\n");
+        let c = bulk("# Server\r\nredis_version:7.0.15\r\n\r\n# Keyspace\r\n");
+        let merged = combine(&Combine::Info, &[c, a, b]);
+        assert_eq!(
+            merged,
+            bulk("# Server\r\nredis_version:7.0.15\r\n\r\n# Keyspace\r\ndb0:keys=5,expires=2,avg_ttl=200\r\n")
+        );
+        // Sections after the keyspace stay; a reply without one is the first master's.
+        let d = bulk("# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n\r\n# Other\r\nx:1\r\n");
+        assert_eq!(
+            combine(&Combine::Info, &[d.clone(), d]),
+            bulk("# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n\r\n# Other\r\nx:1\r\n")
+        );
+        let server = bulk("# Server\r\nredis_version:7.0.15\r\n");
+        assert_eq!(
+            combine(&Combine::Info, std::slice::from_ref(&server)),
+            server
+        );
+    }
+
+    #[test]
+    fn resp3_info_stays_a_verbatim_string() {
+        let v = |s: &str| Bytes::from(format!("={}\r\ntxt:{s}\r\n", s.len() + 4));
+        let a = v("# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n");
+        assert_eq!(
+            combine(&Combine::Info, &[a.clone(), a]),
+            v("# Keyspace\r\ndb0:keys=2,expires=0,avg_ttl=0\r\n")
         );
     }
 }

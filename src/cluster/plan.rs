@@ -167,6 +167,19 @@ fn split_pairs(req: &Request) -> Plan {
     }
 }
 
+/// Whether `INFO`'s sections include the keyspace (no section, `all`, `everything`, `default`,
+/// `keyspace`).
+fn info_has_keyspace(req: &Request) -> bool {
+    req.argc() == 1
+        || (1..req.argc()).any(|i| {
+            req.arg(i).is_some_and(|a| {
+                [&b"keyspace"[..], b"all", b"everything", b"default"]
+                    .iter()
+                    .any(|s| a.eq_ignore_ascii_case(s))
+            })
+        })
+}
+
 fn keyless(name: &str, req: &Request) -> Plan {
     match name {
         "dbsize" => Plan::AllMasters(Combine::Sum),
@@ -177,6 +190,11 @@ fn keyless(name: &str, req: &Request) -> Plan {
             Plan::AllMasters(Combine::Same)
         }
         "config|set" => Plan::AllMasters(Combine::ConfigSet),
+        // The whole cluster's keyspace (a one-node view of it would count one master's keys).
+        "info" if info_has_keyspace(req) => Plan::AllMasters(Combine::Info),
+        // Redis Cluster does not spread ACL changes: every master gets them, as a cluster
+        // client sends them.
+        "acl|setuser" | "acl|deluser" => Plan::AllMasters(Combine::Same),
         "script|exists" => Plan::AllMasters(Combine::AllHave),
         "scan" => scan(req),
         _ => Plan::AnyMaster,
@@ -299,7 +317,9 @@ mod tests {
             Plan::Slot(key_slot(b"k"))
         );
         assert_eq!(p(&["EVAL", "return 1", "0"]), Plan::AnyMaster);
-        assert_eq!(p(&["INFO"]), Plan::AnyMaster);
+        assert_eq!(p(&["INFO", "server"]), Plan::AnyMaster);
+        assert_eq!(p(&["INFO"]), Plan::AllMasters(Combine::Info));
+        assert_eq!(p(&["INFO", "KEYSPACE"]), Plan::AllMasters(Combine::Info));
     }
 
     #[test]

@@ -298,6 +298,59 @@ async fn cluster_wide_commands_cover_every_master() {
     assert_eq!(dbsize, 1000);
     assert_eq!(direct_sizes.iter().sum::<i64>(), 1000, "{direct_sizes:?}");
     assert!(direct_sizes.iter().all(|&n| n > 0), "{direct_sizes:?}");
+    // INFO's keyspace is the cluster's (monitoring reads `db0:keys=`), with the other sections.
+    for section in [None, Some("keyspace")] {
+        let mut info = redis::cmd("INFO");
+        if let Some(s) = section {
+            info.arg(s);
+        }
+        let text: String = info.query_async(&mut c).await.unwrap();
+        assert!(
+            text.contains("db0:keys=1000,expires=0,avg_ttl=0"),
+            "{section:?}: {text}"
+        );
+        assert_eq!(
+            section.is_none(),
+            text.contains("redis_version:"),
+            "{section:?}"
+        );
+    }
+    // ACL changes reach every master (Redis Cluster does not spread them).
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", "wide-user", "on", ">pw", "+get", "~*"])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for m in &masters {
+        let users: Vec<String> = redis::cmd("ACL")
+            .arg("USERS")
+            .query_async(&mut m.client().await)
+            .await
+            .unwrap();
+        assert!(
+            users.contains(&"wide-user".to_string()),
+            "{}: {users:?}",
+            m.addr()
+        );
+    }
+    let deleted: i64 = redis::cmd("ACL")
+        .arg(&["DELUSER", "wide-user"])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    for m in &masters {
+        let users: Vec<String> = redis::cmd("ACL")
+            .arg("USERS")
+            .query_async(&mut m.client().await)
+            .await
+            .unwrap();
+        assert!(
+            !users.contains(&"wide-user".to_string()),
+            "{}: {users:?}",
+            m.addr()
+        );
+    }
 
     // SCAN, with the cursor each reply returns, until 0: every key exactly once.
     let (mut cursor, mut seen, mut calls) = ("0".to_string(), Vec::new(), 0);
