@@ -35,6 +35,8 @@ install_deps() {
     command -v ip >/dev/null 2>&1 || apt_install iproute2
     # scripts/chaos.sh runs HAProxy beside haproxy-rs (chaos_script test).
     command -v haproxy >/dev/null 2>&1 || apt_install haproxy
+    # scripts/soak.sh reads the stats page with curl (soak test).
+    command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
     if ! python3 -c 'import redis' 2>/dev/null; then
         # Debian's python is externally managed (PEP 668): pip refuses, then the distro package does it.
         python3 -m pip install --quiet redis 2>/dev/null || apt_install python3-redis
