@@ -97,12 +97,7 @@ impl Dispatcher {
         stats: Arc<ListenerStats>,
         id: u64,
     ) -> Dispatcher {
-        let track_writes =
-            endpoint == Endpoint::Main && ctx.routing.read_consistency != ReadConsistency::Eventual;
-        // Every client's acknowledged writes: the cluster's replicas report no offsets the
-        // proxy follows, so reads stay on the masters, as a Redis Cluster client's do by default.
-        let wrote = endpoint == Endpoint::Main
-            && ctx.routing.read_consistency == ReadConsistency::AcknowledgedWrites;
+        let (track_writes, wrote) = tracking(&ctx, endpoint);
         Dispatcher {
             ctx,
             client: None,
@@ -176,11 +171,9 @@ impl Dispatcher {
         if !self.is_idle() || self.chunk.is_some() || self.tx.is_some() || watching {
             return false;
         }
-        let consistency = ctx.routing.read_consistency;
-        self.track_writes =
-            self.endpoint == Endpoint::Main && consistency != ReadConsistency::Eventual;
-        self.wrote |=
-            self.endpoint == Endpoint::Main && consistency == ReadConsistency::AcknowledgedWrites;
+        let (track_writes, all_writes) = tracking(ctx, self.endpoint);
+        self.track_writes = track_writes;
+        self.wrote |= all_writes;
         self.ctx = ctx.clone();
         true
     }
@@ -533,4 +526,16 @@ impl InFlight {
 
 pub(super) fn no_cluster() -> Bytes {
     error_reply("CLUSTERDOWN haproxy-rs: no cluster node known yet")
+}
+
+/// Whether reads follow the client's own writes, and whether they stay on the masters from the
+/// start (`read_consistency`; the read-only endpoint follows none). For every client's
+/// acknowledged writes they do: the cluster's replicas report no offsets the proxy follows, so
+/// reads stay on the masters, as a Redis Cluster client's do by default.
+fn tracking(ctx: &ProxyContext, endpoint: Endpoint) -> (bool, bool) {
+    let consistency = ctx.routing.read_consistency;
+    (
+        endpoint == Endpoint::Main && consistency != ReadConsistency::Eventual,
+        endpoint == Endpoint::Main && consistency == ReadConsistency::AcknowledgedWrites,
+    )
 }

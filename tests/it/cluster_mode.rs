@@ -322,11 +322,7 @@ async fn cluster_wide_commands_cover_every_master() {
         .await
         .unwrap();
     for m in &masters {
-        let users: Vec<String> = redis::cmd("ACL")
-            .arg("USERS")
-            .query_async(&mut m.client().await)
-            .await
-            .unwrap();
+        let users = acl_users(m).await;
         assert!(
             users.contains(&"wide-user".to_string()),
             "{}: {users:?}",
@@ -340,11 +336,7 @@ async fn cluster_wide_commands_cover_every_master() {
         .unwrap();
     assert_eq!(deleted, 1);
     for m in &masters {
-        let users: Vec<String> = redis::cmd("ACL")
-            .arg("USERS")
-            .query_async(&mut m.client().await)
-            .await
-            .unwrap();
+        let users = acl_users(m).await;
         assert!(
             !users.contains(&"wide-user".to_string()),
             "{}: {users:?}",
@@ -455,6 +447,15 @@ async fn cluster_wide_commands_cover_every_master() {
     }
     let dbsize: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(dbsize, 0);
+}
+
+/// `ACL USERS` of one node, asked directly.
+async fn acl_users(node: &RedisServer) -> Vec<String> {
+    redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut node.client().await)
+        .await
+        .unwrap()
 }
 
 /// The lines of `INFO commandstats` whose command was refused (`rejected_calls`) or failed
