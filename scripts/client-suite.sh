@@ -11,6 +11,8 @@
 #                      scripting, connection and cluster files below)
 #   SUITE_DIR          where the sdist, the virtualenv and the results go (default .lab/client-suite)
 #   HAPROXY_RS         the binary (default target/release/haproxy-rs, built when missing)
+#   REUSE_DIRECT       when 1, the direct runs' results from an earlier run (in SUITE_DIR) are kept and only
+#                      the runs through the proxy are done again
 #
 # Topologies: scripts/lab.sh's Sentinel lab (master 6391, replicas 6392-6393) with the proxy from
 # config/haproxy-rs.toml on 6379, and its cluster (6401-6406) with the proxy from config/cluster.toml on 6379.
@@ -92,6 +94,10 @@ start_proxy() {
 run_suite() {
     local name=$1 url=$2 nodes=$3
     shift 3
+    if [ "${REUSE_DIRECT:-0}" = 1 ] && [[ $name == *-direct ]] && [ -s "$DIR/$name.xml" ]; then
+        log "$name: keeping the results of an earlier run ($DIR/$name.xml)"
+        return 0
+    fi
     log "$name: redis-py $VERSION's tests against $url"
     (cd "$SRC" && timeout 1800 "$DIR/venv/bin/python" -m pytest "$@" --redis-url="$url" \
         --redis-cluster-nodes="$nodes" -q -p no:cacheprovider -o addopts="" -o timeout_func_only=true \

@@ -464,22 +464,35 @@ impl Dispatcher {
                     .collect();
                 self.open_chunk().push_parts(parts, read, false, combine);
             }
-            Plan::Scan { node, raw } => {
+            Plan::Scan {
+                node,
+                raw,
+                start,
+                count,
+            } => {
                 let map = self.state.map();
-                let nodes = map.masters().len() as u64;
-                let first = usize::try_from(node)
+                let first_slots = map.first_slots();
+                let nodes = first_slots.len() as u64;
+                // A master's iteration that starts here may run on into the next masters'
+                // (from their start) in the same call, as far as `SCAN_CHAIN` of them.
+                let chain = if start { SCAN_CHAIN } else { 1 };
+                let parts: Vec<_> = usize::try_from(node)
                     .ok()
-                    .and_then(|n| map.first_slots().get(n).copied());
+                    .and_then(|n| first_slots.get(n..))
+                    .unwrap_or_default()
+                    .iter()
+                    .take(chain)
+                    .map(|&slot| (Target::MasterOf(slot), raw.clone()))
+                    .collect();
                 let c = self.open_chunk();
-                match first {
-                    Some(slot) => c.push_parts(
-                        vec![(Target::MasterOf(slot), raw)],
-                        true,
-                        false,
-                        Combine::Scan { node, nodes },
-                    ),
-                    None if nodes == 0 => c.push_ready(no_cluster()),
-                    None => c.push_ready(error_reply("ERR invalid cursor")),
+                if parts.is_empty() {
+                    c.push_ready(if nodes == 0 {
+                        no_cluster()
+                    } else {
+                        error_reply("ERR invalid cursor")
+                    });
+                } else {
+                    c.push_parts(parts, true, false, Combine::Scan { node, nodes, count });
                 }
             }
         }
@@ -523,6 +536,10 @@ impl InFlight {
         );
     }
 }
+
+/// How many masters one `SCAN` call may cover: a small cluster's keys come in one call, as a
+/// small database's do from one server, and the masters scanned ahead of need stay few.
+const SCAN_CHAIN: usize = 16;
 
 pub(super) fn no_cluster() -> Bytes {
     error_reply("CLUSTERDOWN haproxy-rs: no cluster node known yet")

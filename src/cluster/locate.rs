@@ -8,9 +8,10 @@ use crate::pubsub::Locate;
 use crate::resp::{CommandTable, Request};
 use crate::router::slot::key_slot;
 
-/// Cluster mode: channels and patterns on one master (Redis Cluster sends every `PUBLISH` to
-/// every node), those that can receive keyspace notifications on every master (each publishes
-/// only its own keys' events), shard channels on their slot's master.
+/// Cluster mode: channels and shard channels on their slot's master (a channel stays where it
+/// is while that node is a master: Redis Cluster sends every `PUBLISH` to every node), patterns
+/// on one master, and those that can receive keyspace notifications on every master (each
+/// publishes only its own keys' events).
 pub struct ClusterLocator {
     state: Arc<ClusterState>,
 }
@@ -37,6 +38,13 @@ impl Locate for ClusterLocator {
     }
     fn event_sources(&self) -> Option<Vec<Arc<Backend>>> {
         Some(self.state.map().masters().to_vec())
+    }
+    fn channel(&self, name: &[u8], current: Option<&str>) -> Option<Arc<Backend>> {
+        let map = self.state.map();
+        if let Some(m) = current.and_then(|c| map.masters().iter().find(|m| m.addr() == c)) {
+            return Some(m.clone());
+        }
+        self.shard(key_slot(name))
     }
     fn shard(&self, slot: u16) -> Option<Arc<Backend>> {
         self.state.map().owners(slot).map(|o| o.master.clone())

@@ -27,6 +27,10 @@ pub enum Combine {
     ConfigSet,
     /// `KEYS`: the arrays one after another.
     Concat,
+    /// `PUBSUB CHANNELS`: the arrays one after another, each element once.
+    Union,
+    /// `PUBSUB NUMSUB`: `[name, count, ...]` arrays with the same names, the counts added up.
+    SumPairs,
     /// `SCRIPT EXISTS`: element-wise minimum (1 only when every master has the script).
     AllHave,
     /// `RANDOMKEY`: the first reply that is not nil.
@@ -34,12 +38,16 @@ pub enum Combine {
     /// `INFO`: the first master's text, with its `# Keyspace` section the whole cluster's (each
     /// database's `keys` and `expires` added up, `avg_ttl` weighted by them).
     Info,
-    /// `SCAN` on master `node` of `nodes`: its cursor rewritten to address the proxy's cursor.
+    /// `SCAN` on masters `node`, `node + 1`, ... of `nodes` (part `i` on master `node + i`):
+    /// their keys one after another while each master finished its iteration in the call and
+    /// fewer than `count` keys came, and the cursor rewritten to address the proxy's cursor.
     Scan {
-        /// Which master was scanned.
+        /// The first master scanned.
         node: u64,
         /// How many masters there are.
         nodes: u64,
+        /// The call's `COUNT`.
+        count: u64,
     },
 }
 
@@ -61,7 +69,8 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
         return parts.first().cloned().unwrap_or_else(no_reply);
     }
     if let Some(err) = parts.iter().find(|p| is_error_reply(p)) {
-        if !matches!(how, Combine::FirstNonNil) {
+        // A SCAN's later parts count only when the call reaches them.
+        if !matches!(how, Combine::FirstNonNil | Combine::Scan { .. }) {
             return err.clone();
         }
     }
@@ -90,6 +99,17 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
             }
             array(&all)
         }
+        Combine::Union => {
+            let (mut all, mut seen) = (Vec::new(), std::collections::HashSet::new());
+            for p in parts {
+                match elements(p) {
+                    Some(e) => all.extend(e.into_iter().filter(|f| seen.insert(f.clone()))),
+                    None => return unexpected(p),
+                }
+            }
+            array(&all)
+        }
+        Combine::SumPairs => sum_pairs(parts),
         Combine::AllHave => {
             let mut flags: Option<Vec<i64>> = None;
             for p in parts {
@@ -117,9 +137,34 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
             .or_else(|| parts.first())
             .cloned()
             .unwrap_or_else(no_reply),
-        Combine::Scan { node, nodes } => scan(*node, *nodes, parts),
+        Combine::Scan { node, nodes, count } => scan(*node, *nodes, *count, parts),
         Combine::Info => info(parts),
     }
+}
+
+fn sum_pairs(parts: &[Bytes]) -> Bytes {
+    // The names are the request's, in its order, on every master.
+    let mut totals: Vec<(Bytes, i64)> = Vec::new();
+    for p in parts {
+        let Some(e) = elements(p).filter(|e| e.len() % 2 == 0) else {
+            return unexpected(p);
+        };
+        for (i, pair) in e.chunks(2).enumerate() {
+            let (Some(name), Some(n)) = (pair.first(), pair.get(1).and_then(|n| integer(n))) else {
+                return unexpected(p);
+            };
+            match totals.get_mut(i) {
+                Some((k, total)) if k == name => *total = total.saturating_add(n),
+                Some(_) => return unexpected(p),
+                None => totals.push((name.clone(), n)),
+            }
+        }
+    }
+    let frames: Vec<Bytes> = totals
+        .into_iter()
+        .flat_map(|(name, n)| [name, int_reply(n)])
+        .collect();
+    array(&frames)
 }
 
 fn gather(order: &[(u32, u32)], parts: &[Bytes]) -> Bytes {
@@ -140,34 +185,40 @@ fn gather(order: &[(u32, u32)], parts: &[Bytes]) -> Bytes {
     array(&out)
 }
 
-fn scan(node: u64, nodes: u64, parts: &[Bytes]) -> Bytes {
-    let Some(p) = parts.first() else {
-        return no_reply();
-    };
-    let Some(fields) = elements(p).filter(|f| f.len() == 2) else {
-        return unexpected(p);
-    };
-    let (Some(cursor), Some(keys)) = (fields.first(), fields.get(1)) else {
-        return unexpected(p);
-    };
-    let Some(inner) = bulk_text(cursor).and_then(|c| c.parse::<u64>().ok()) else {
-        return unexpected(p);
-    };
-    let next = if inner == 0 {
-        // This master is done: the next one from its start, or the end of the whole scan.
-        if node + 1 < nodes {
-            node + 1
-        } else {
+fn scan(node: u64, nodes: u64, count: u64, parts: &[Bytes]) -> Bytes {
+    let mut keys = Vec::new();
+    for (at, p) in (node..).zip(parts) {
+        if is_error_reply(p) {
+            return p.clone();
+        }
+        let Some(fields) = elements(p).filter(|f| f.len() == 2) else {
+            return unexpected(p);
+        };
+        let (Some(cursor), Some(batch)) = (fields.first(), fields.get(1).and_then(elements)) else {
+            return unexpected(p);
+        };
+        let Some(inner) = bulk_text(cursor).and_then(|c| c.parse::<u64>().ok()) else {
+            return unexpected(p);
+        };
+        keys.extend(batch);
+        let next = if inner != 0 {
+            match crate::router::scan::tagged_cursor(inner, at, SCAN_NODES) {
+                Ok(c) => c,
+                Err(reply) => return reply,
+            }
+        } else if at + 1 >= nodes {
+            // The last master is done: so is the whole scan.
             0
-        }
-    } else {
-        match crate::router::scan::tagged_cursor(inner, node, SCAN_NODES) {
-            Ok(c) => c,
-            Err(reply) => return reply,
-        }
-    };
-    let cursor = crate::resp::bulk_reply(next.to_string().as_bytes());
-    array(&[cursor, keys.clone()])
+        } else if (keys.len() as u64) < count && at + 1 < node + parts.len() as u64 {
+            // This master is done and the call wants more: the next one, from its start.
+            continue;
+        } else {
+            at + 1
+        };
+        let cursor = crate::resp::bulk_reply(next.to_string().as_bytes());
+        return array(&[cursor, array(&keys)]);
+    }
+    no_reply()
 }
 
 /// Splits an array reply (`*<n>`, RESP3 sets `~` too) into its element frames.
@@ -303,7 +354,14 @@ mod tests {
     #[test]
     fn scan_cursor_addresses_the_node() {
         let reply = b("*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n");
-        let out = combine(&Combine::Scan { node: 2, nodes: 3 }, &[reply]);
+        let out = combine(
+            &Combine::Scan {
+                node: 2,
+                nodes: 3,
+                count: 10,
+            },
+            &[reply],
+        );
         let c = 17 * SCAN_NODES + 2;
         assert_eq!(
             out,
@@ -316,15 +374,90 @@ mod tests {
         let done = b("*2\r\n$1\r\n0\r\n*0\r\n");
         assert_eq!(
             combine(
-                &Combine::Scan { node: 0, nodes: 3 },
+                &Combine::Scan {
+                    node: 0,
+                    nodes: 3,
+                    count: 10
+                },
                 std::slice::from_ref(&done)
             ),
             b("*2\r\n$1\r\n1\r\n*0\r\n")
         );
         assert_eq!(
-            combine(&Combine::Scan { node: 2, nodes: 3 }, &[done]),
+            combine(
+                &Combine::Scan {
+                    node: 2,
+                    nodes: 3,
+                    count: 10
+                },
+                &[done]
+            ),
             b("*2\r\n$1\r\n0\r\n*0\r\n")
         );
+    }
+
+    #[test]
+    fn pubsub_counts_add_up_over_the_masters() {
+        let numsub = [
+            b("*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:0\r\n"),
+            b("*4\r\n$1\r\na\r\n:2\r\n$1\r\nb\r\n:3\r\n"),
+        ];
+        assert_eq!(
+            combine(&Combine::SumPairs, &numsub),
+            b("*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:3\r\n")
+        );
+        let channels = [
+            b("*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+            b("*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+        ];
+        assert_eq!(
+            combine(&Combine::Union, &channels),
+            b("*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
+        );
+    }
+
+    #[test]
+    fn a_scan_call_runs_on_into_the_next_masters_while_it_wants_keys() {
+        let scan = |count, parts: &[Bytes]| {
+            combine(
+                &Combine::Scan {
+                    node: 1,
+                    nodes: 4,
+                    count,
+                },
+                parts,
+            )
+        };
+        let one = |cursor: &str, key: &str| {
+            b(&format!(
+                "*2\r\n${}\r\n{cursor}\r\n*1\r\n${}\r\n{key}\r\n",
+                cursor.len(),
+                key.len()
+            ))
+        };
+        let (done_a, done_b, done_c) = (one("0", "a"), one("0", "b"), one("0", "c"));
+        // Masters 1, 2 and 3 finish: every key, and the scan is over.
+        assert_eq!(
+            scan(10, &[done_a.clone(), done_b.clone(), done_c]),
+            b("*2\r\n$1\r\n0\r\n*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n")
+        );
+        // COUNT 2 reached after master 2: the next call starts master 3.
+        let err = b("-ERR down\r\n");
+        assert_eq!(
+            scan(2, &[done_a.clone(), done_b.clone(), err.clone()]),
+            b("*2\r\n$1\r\n3\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n")
+        );
+        // Master 2 has more: its cursor, with the keys so far.
+        let c = 7 * SCAN_NODES + 2;
+        assert_eq!(
+            scan(10, &[done_a.clone(), one("7", "b"), err.clone()]),
+            b(&format!(
+                "*2\r\n${}\r\n{c}\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n",
+                c.to_string().len()
+            ))
+        );
+        // A master the call reaches answers an error: the client gets it.
+        assert_eq!(scan(10, &[done_a, err.clone(), done_b]), err);
     }
 }
 

@@ -40,6 +40,12 @@ pub enum Plan {
         node: u64,
         /// The request to send it.
         raw: Bytes,
+        /// The call starts that master's iteration (its cursor is 0), so the masters after it
+        /// may be scanned from their start in the same call.
+        start: bool,
+        /// The call's `COUNT` (Redis's default 10): how many keys one call gathers before the
+        /// next master waits for the next call.
+        count: u64,
     },
 }
 
@@ -190,6 +196,13 @@ fn keyless(name: &str, req: &Request) -> Plan {
             Plan::AllMasters(Combine::Same)
         }
         "config|set" => Plan::AllMasters(Combine::ConfigSet),
+        // Where the proxy subscribes its clients to the channel (see `ClusterLocator`), as a
+        // cluster client does: the reply counts them.
+        "publish" if req.argc() == 3 => Plan::Slot(key_slot(req.arg(1).unwrap_or_default())),
+        // Each node counts its own subscribers: the cluster's are every master's.
+        "pubsub|numsub" | "pubsub|shardnumsub" => Plan::AllMasters(Combine::SumPairs),
+        "pubsub|numpat" => Plan::AllMasters(Combine::Sum),
+        "pubsub|channels" | "pubsub|shardchannels" => Plan::AllMasters(Combine::Union),
         // The whole cluster's keyspace (a one-node view of it would count one master's keys).
         "info" if info_has_keyspace(req) => Plan::AllMasters(Combine::Info),
         // Redis Cluster does not spread ACL changes: every master gets them, as a cluster
@@ -212,6 +225,7 @@ fn scan(req: &Request) -> Plan {
         return Plan::Reply(error_reply("ERR invalid cursor"));
     };
     let (inner, node) = (cursor / SCAN_NODES, cursor % SCAN_NODES);
+    let start = inner == 0;
     let inner = inner.to_string();
     let mut args: Vec<&[u8]> = req.args().collect();
     if let Some(c) = args.get_mut(1) {
@@ -220,7 +234,26 @@ fn scan(req: &Request) -> Plan {
     Plan::Scan {
         node,
         raw: encode_command(&args),
+        start,
+        count: scan_count(req),
     }
+}
+
+/// A `SCAN`'s `COUNT` (the last one given, as Redis reads it), 10 without one or when it does
+/// not parse (the masters then answer Redis's error).
+fn scan_count(req: &Request) -> u64 {
+    let args: Vec<&[u8]> = req.args().collect();
+    let mut count = 10;
+    let mut i = 2;
+    while let (Some(opt), Some(value)) = (args.get(i), args.get(i + 1)) {
+        if opt.eq_ignore_ascii_case(b"count") {
+            if let Some(n) = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()) {
+                count = n;
+            }
+        }
+        i += 2;
+    }
+    count
 }
 
 /// `CLUSTER ...`: the proxy presents itself as a one-node cluster serving every slot, so a
@@ -387,13 +420,22 @@ mod tests {
             p(&["CONFIG", "SET", "maxmemory", "0"]),
             Plan::AllMasters(Combine::ConfigSet)
         );
-        let Plan::Scan { node, raw } =
-            p(&["SCAN", &(5 * SCAN_NODES + 2).to_string(), "COUNT", "9"])
+        let Plan::Scan {
+            node,
+            raw,
+            start,
+            count,
+        } = p(&["SCAN", &(5 * SCAN_NODES + 2).to_string(), "COUNT", "9"])
         else {
             panic!("SCAN");
         };
-        assert_eq!(node, 2);
+        assert_eq!((node, start, count), (2, false, 9));
         assert_eq!(raw, encode_command(&["SCAN", "5", "COUNT", "9"]));
+        let Plan::Scan { start, count, .. } = p(&["SCAN", "3", "MATCH", "a*", "type", "set"])
+        else {
+            panic!("SCAN");
+        };
+        assert_eq!((start, count), (true, 10));
         assert_eq!(
             p(&["SCAN", "x"]),
             Plan::Reply(error_reply("ERR invalid cursor"))

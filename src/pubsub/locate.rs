@@ -17,6 +17,12 @@ pub trait Locate: Send + Sync {
     fn event_sources(&self) -> Option<Vec<Arc<Backend>>> {
         None
     }
+    /// The server for channel `name`, which is on `current` now, when it is not `classic`'s
+    /// (cluster mode: the master of its slot, as a cluster client subscribes, so that a
+    /// `PUBLISH` sent there counts the subscribers).
+    fn channel(&self, _name: &[u8], _current: Option<&str>) -> Option<Arc<Backend>> {
+        None
+    }
     /// The server for shard channels of `slot`.
     fn shard(&self, slot: u16) -> Option<Arc<Backend>>;
     /// The server for a command a RESP3 client sends while subscribed.

@@ -441,6 +441,64 @@ async fn cluster_subscriptions_reach_every_shard_and_follow_a_killed_master() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_publish_counts_and_pubsub_counts_are_the_whole_clusters() {
+    let cluster = Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    // One channel per master; a direct cluster client subscribes on the channel's slot's
+    // master, and so does the proxy for its client.
+    let channels = shard_channels(&cluster).await;
+    let mut direct = Vec::new();
+    for (name, owner) in &channels {
+        let mut d = Raw::connect(owner).await;
+        d.send(&["SUBSCRIBE", name]).await;
+        d.frame().await;
+        direct.push(d);
+    }
+    let mut patterns = Raw::connect(&channels[1].1).await;
+    patterns.send(&["PSUBSCRIBE", "other:*"]).await;
+    patterns.frame().await;
+    let mut sub = Raw::connect(proxy.addr()).await;
+    for (i, (name, _)) in channels.iter().enumerate() {
+        sub.send(&["SUBSCRIBE", name]).await;
+        assert_eq!(
+            sub.frame().await,
+            format!("*3 $9 subscribe ${} {name} :{} ", name.len(), i + 1)
+        );
+    }
+    sub.send(&["PSUBSCRIBE", "other:*"]).await;
+    sub.frame().await;
+
+    let mut c = Raw::connect(proxy.addr()).await;
+    for (name, _) in &channels {
+        // Both subscribers, each message once.
+        c.send(&["PUBLISH", name, "hi"]).await;
+        assert_eq!(c.frame().await, ":2 ", "PUBLISH {name}");
+        assert_eq!(
+            sub.frame().await,
+            format!("*3 $7 message ${} {name} $2 hi ", name.len())
+        );
+    }
+    assert_eq!(sub.frame_within(Duration::from_millis(300)).await, None);
+    let names: Vec<&str> = channels.iter().map(|(n, _)| n.as_str()).collect();
+    let mut numsub = vec!["PUBSUB", "NUMSUB"];
+    numsub.extend(&names);
+    c.send(&numsub).await;
+    let want: String = names
+        .iter()
+        .map(|n| format!("${} {n} :2 ", n.len()))
+        .collect();
+    assert_eq!(c.frame().await, format!("*6 {want}"));
+    c.send(&["PUBSUB", "NUMPAT"]).await;
+    assert_eq!(c.frame().await, ":2 ");
+    c.send(&["PUBSUB", "CHANNELS", "shard:*"]).await;
+    let listed = c.frame().await;
+    assert!(listed.starts_with("*3 "), "{listed}");
+    for n in &names {
+        assert!(listed.contains(&format!(" {n} ")), "{n}: {listed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_pubsub_works_through_the_proxy() {
     let server = RedisServer::start().await;
     let proxy = ProxyBuilder::servers(vec![server.addr()]).start(0).await;

@@ -90,14 +90,17 @@ impl Subscriber<'_> {
         let sources = locator.event_sources().filter(|s| !s.is_empty());
         let everywhere =
             |kind: Kind, name: &[u8]| sources.is_some() && keyspace::receives_events(kind, name);
-        let classic_now = self
-            .links
-            .iter()
-            .find(|l| {
+        // Where the patterns are (in cluster mode channels may be on other masters), else the
+        // channels.
+        let holding = |kind: Kind| {
+            self.links.iter().find(|l| {
                 l.requested
                     .iter()
-                    .any(|(k, n)| k != Kind::Shard && !everywhere(k, n))
+                    .any(|(k, n)| k == kind && !everywhere(k, n))
             })
+        };
+        let classic_now = holding(Kind::Pattern)
+            .or_else(|| holding(Kind::Channel))
             .map(|l| l.addr().to_string());
         let classic = locator.classic(classic_now.as_deref(), self.avoid.as_deref());
         self.home = sources
@@ -115,7 +118,15 @@ impl Subscriber<'_> {
             }
             let target = match kind {
                 Kind::Shard => locator.shard(key_slot(name)),
-                Kind::Channel | Kind::Pattern => classic.clone(),
+                Kind::Channel => {
+                    let current = self
+                        .links
+                        .iter()
+                        .find(|l| l.requested.contains(kind, name))
+                        .map(|l| l.addr());
+                    locator.channel(name, current).or_else(|| classic.clone())
+                }
+                Kind::Pattern => classic.clone(),
             };
             let target = target.or_else(|| {
                 self.links
