@@ -156,6 +156,7 @@ impl Dispatcher {
         PlanEnv {
             me: self.me,
             slots_served: self.state.map().served,
+            resp3: self.protocol == Protocol::Resp3,
         }
     }
 
@@ -245,6 +246,7 @@ impl Dispatcher {
     /// Later requests use connections speaking `protocol`.
     pub fn set_protocol(&mut self, protocol: Protocol) {
         self.protocol = protocol;
+        self.env = None;
     }
 
     /// `RESET`: no transaction or `WATCH` (the pinned connection is let go).

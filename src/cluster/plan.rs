@@ -56,6 +56,8 @@ pub struct PlanEnv {
     pub me: SocketAddr,
     /// Slots the cluster serves now.
     pub slots_served: usize,
+    /// The client speaks RESP3 (`CLUSTER SHARDS` answers maps then).
+    pub resp3: bool,
 }
 
 /// Plans `req`, a command the proxy forwards (the session has answered `PING`, `AUTH`, `HELLO`
@@ -305,11 +307,41 @@ fn cluster_command(req: &Request, env: &PlanEnv) -> Plan {
             let line = format!("{id} {ip}:{port}@0 myself,master - 0 0 1 connected 0-16383\n");
             Plan::Reply(bulk_reply(line.as_bytes()))
         }
+        "shards" => Plan::Reply(shards(&id, &ip, port, env.resp3)),
+        // A one-node cluster has no links to other nodes.
+        "links" => Plan::Reply(Bytes::from_static(b"*0\r\n")),
         _ => Plan::Reply(error_reply(&format!(
             "ERR haproxy-rs: CLUSTER {} is not available through the proxy (it presents the cluster as one node)",
             sub.to_uppercase()
         ))),
     }
+}
+
+/// `CLUSTER SHARDS` of the one-node cluster the proxy presents, in Redis 7.0's shape: one shard
+/// serving every slot, whose only node is the proxy.
+fn shards(id: &str, ip: &str, port: u16, resp3: bool) -> Bytes {
+    let map = |pairs: usize| match resp3 {
+        true => format!("%{pairs}\r\n"),
+        false => format!("*{}\r\n", pairs * 2),
+    };
+    let mut out = String::from("*1\r\n");
+    out.push_str(&map(2));
+    out.push_str("$5\r\nslots\r\n*2\r\n:0\r\n:16383\r\n$5\r\nnodes\r\n*1\r\n");
+    out.push_str(&map(7));
+    let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+    for (field, value) in [
+        ("id", bulk(id)),
+        ("port", format!(":{port}\r\n")),
+        ("ip", bulk(ip)),
+        ("endpoint", bulk(ip)),
+        ("role", bulk("master")),
+        ("replication-offset", ":0\r\n".to_string()),
+        ("health", bulk("online")),
+    ] {
+        out.push_str(&bulk(field));
+        out.push_str(&value);
+    }
+    Bytes::from(out)
 }
 
 /// A stable 40-hex-digit node id for the proxy's address.
@@ -330,6 +362,7 @@ mod tests {
         PlanEnv {
             me: "127.0.0.1:6379".parse().unwrap(),
             slots_served: 16384,
+            resp3: false,
         }
     }
 

@@ -403,6 +403,69 @@ async fn cluster_wide_commands_cover_every_master() {
     let (first, last, (ip, port, _)) = &slots[0];
     assert_eq!((*first, *last), (0, 16383));
     assert_eq!(format!("{ip}:{port}"), proxy.addr().to_string());
+    // CLUSTER SHARDS: one shard with every slot, its node the proxy, with a node's fields.
+    let shards: redis::Value = redis::cmd("CLUSTER")
+        .arg("SHARDS")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let direct: redis::Value = redis::cmd("CLUSTER")
+        .arg("SHARDS")
+        .query_async(&mut masters[0].client().await)
+        .await
+        .unwrap();
+    let node_fields = |shards: &redis::Value| -> Vec<Vec<(String, String)>> {
+        let redis::Value::Array(shards) = shards else {
+            panic!("{shards:?}")
+        };
+        shards
+            .iter()
+            .flat_map(|shard| {
+                let redis::Value::Array(fields) = shard else {
+                    panic!("{shard:?}")
+                };
+                let Some(redis::Value::Array(nodes)) = fields.get(3) else {
+                    panic!("{fields:?}")
+                };
+                nodes.iter().map(|n| {
+                    let pairs: Vec<(String, redis::Value)> =
+                        redis::from_redis_value(n.clone()).unwrap();
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                        .collect()
+                })
+            })
+            .collect()
+    };
+    let ours = node_fields(&shards);
+    assert_eq!(ours.len(), 1, "{shards:?}");
+    let names = |n: &[(String, String)]| n.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&ours[0]),
+        names(&node_fields(&direct)[0]),
+        "{shards:?}"
+    );
+    let value = |k: &str| ours[0].iter().find(|(n, _)| n == k).unwrap().1.clone();
+    assert_eq!(
+        format!("{}:{}", value("ip"), value("port")),
+        proxy.addr().to_string()
+    );
+    assert_eq!(value("role"), "master");
+    let redis::Value::Array(shard) = &shards else {
+        panic!()
+    };
+    let slots: Vec<i64> = match &shard[0] {
+        redis::Value::Array(f) => redis::from_redis_value(f[1].clone()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(slots, [0, 16383]);
+    let links: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("LINKS")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(links.is_empty(), "{links:?}");
     let mut node = masters[0].client().await;
     for key in ["wide:1", "{u}x", "foo{}{bar}", ""] {
         let via_proxy: i64 = redis::cmd("CLUSTER")
