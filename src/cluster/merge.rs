@@ -27,6 +27,8 @@ pub enum Combine {
     ConfigSet,
     /// `KEYS`: the arrays one after another.
     Concat,
+    /// `PUBSUB NUMPAT`: the largest integer.
+    Max,
     /// `PUBSUB CHANNELS`: the arrays one after another, each element once.
     Union,
     /// `PUBSUB NUMSUB`: `[name, count, ...]` arrays with the same names, the counts added up.
@@ -86,6 +88,16 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
                 }
             }
             int_reply(total)
+        }
+        Combine::Max => {
+            let mut most: i64 = 0;
+            for p in parts {
+                match integer(p) {
+                    Some(n) => most = most.max(n),
+                    None => return unexpected(p),
+                }
+            }
+            int_reply(most)
         }
         Combine::AllOk => status_reply("OK"),
         Combine::Same | Combine::ConfigSet => parts.first().cloned().unwrap_or_else(no_reply),
@@ -405,6 +417,10 @@ mod tests {
         assert_eq!(
             combine(&Combine::SumPairs, &numsub),
             b("*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:3\r\n")
+        );
+        assert_eq!(
+            combine(&Combine::Max, &[b(":3\r\n"), b(":2\r\n")]),
+            b(":3\r\n")
         );
         let channels = [
             b("*2\r\n$1\r\na\r\n$1\r\nb\r\n"),

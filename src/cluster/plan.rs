@@ -203,7 +203,9 @@ fn keyless(name: &str, req: &Request) -> Plan {
         "publish" if req.argc() == 3 => Plan::Slot(key_slot(req.arg(1).unwrap_or_default())),
         // Each node counts its own subscribers: the cluster's are every master's.
         "pubsub|numsub" | "pubsub|shardnumsub" => Plan::AllMasters(Combine::SumPairs),
-        "pubsub|numpat" => Plan::AllMasters(Combine::Sum),
+        // Patterns that can match keyspace notifications are on every master (see
+        // `ClusterLocator`), the rest on one: the largest count counts each pattern once.
+        "pubsub|numpat" => Plan::AllMasters(Combine::Max),
         "pubsub|channels" | "pubsub|shardchannels" => Plan::AllMasters(Combine::Union),
         // The whole cluster's keyspace (a one-node view of it would count one master's keys).
         "info" if info_has_keyspace(req) => Plan::AllMasters(Combine::Info),
