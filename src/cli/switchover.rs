@@ -29,6 +29,10 @@ pub struct SwitchoverArgs {
     /// The token sent.
     #[command(flatten)]
     pub admin: AdminTokenArg,
+    /// Print the proxy's report as JSON (`old_master`, `new_master`, `writes_held_ms`,
+    /// `catch_up_ms`) instead of a sentence, for scripts.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl SwitchoverArgs {
@@ -41,7 +45,13 @@ impl SwitchoverArgs {
         let token = self.admin.admin_token.as_deref();
         match runtime.block_on(post_switchover(&self.stats, token)) {
             Ok((200, body)) => {
-                print!("{body}");
+                let report =
+                    serde_json::from_str::<crate::stats::switchover::SwitchoverReport>(&body);
+                match report {
+                    Ok(r) if !self.json => println!("{r}"),
+                    // An answer this version does not know: as it came.
+                    _ => println!("{}", body.trim_end()),
+                }
                 ExitCode::SUCCESS
             }
             Ok((status, body)) => {

@@ -448,6 +448,76 @@ async fn a_switchover_under_continuous_writes_loses_nothing_and_reports_the_hold
         .is_some_and(|f| f.detected_by.starts_with("switchover")));
 }
 
+/// `haproxy-rs switchover` against `stats`: its exit status and what it printed.
+async fn switchover_command(stats: std::net::SocketAddr, json: bool) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_haproxy-rs"));
+    cmd.args([
+        "switchover",
+        "--stats",
+        &stats.to_string(),
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().await.expect("run haproxy-rs switchover");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.success(),
+        printed + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switchover_command_prints_a_sentence_and_json_for_scripts() {
+    let topo = Topology::start(1, 3).await;
+    let proxy = ProxyBuilder::sentinel(&topo)
+        .admin_token(ADMIN_TOKEN)
+        .start(1)
+        .await;
+    let old = topo.master.addr();
+    let (ok, printed) = switchover_command(proxy.stats_addr(), false).await;
+    assert!(ok, "{printed}");
+    let new = topo.wait_new_master(&old, Duration::from_secs(30)).await;
+    let sentence = printed.trim_end();
+    let prefix = format!("switched {old} -> {new}, writes held ");
+    let rest = sentence
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{printed}"));
+    let (held, caught_up) = rest
+        .split_once(" s, replicas caught up in ")
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(held.parse::<f64>().is_ok(), "{printed}");
+    assert!(
+        caught_up
+            .strip_suffix(" ms")
+            .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+        "{printed}"
+    );
+
+    // Back, with the report as JSON.
+    eventually!(
+        Duration::from_secs(30),
+        proxy.master().as_deref() == Some(new.as_str()) && proxy.readable_replicas() >= 1,
+        "the proxy follows the new master and sees its replica"
+    );
+    let (ok, printed) = switchover_command(proxy.stats_addr(), true).await;
+    assert!(ok, "{printed}");
+    let report: serde_json::Value = serde_json::from_str(&printed).expect("JSON");
+    assert_eq!(
+        report["old_master"].as_str(),
+        Some(new.as_str()),
+        "{printed}"
+    );
+    assert_eq!(
+        report["new_master"].as_str(),
+        Some(old.as_str()),
+        "{printed}"
+    );
+    assert!(report["writes_held_ms"].as_u64().is_some(), "{printed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_master_restarted_empty_gets_no_writes() {
     let clients = 4;
