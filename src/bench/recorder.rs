@@ -31,6 +31,20 @@ impl Default for Second {
     }
 }
 
+/// Keeps the first `keep` seconds, the replies that landed past the measured end (to requests sent
+/// just before it) added to the last one kept rather than shown as a near-empty second (a false
+/// dip).
+pub fn fold_tail(seconds: &mut Vec<Second>, keep: usize) {
+    if seconds.len() > keep {
+        let tail = seconds.split_off(keep);
+        if let Some(last) = seconds.last_mut() {
+            for s in &tail {
+                last.add(s);
+            }
+        }
+    }
+}
+
 impl Second {
     /// Adds `other`'s counts and latencies.
     pub fn add(&mut self, other: &Second) {

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use super::args::OutputArgs;
 use super::failover::FailoverReport;
 use super::hist::{encode, fmt_us, Hist, Percentiles};
-use super::recorder::{Collected, Second};
+use super::recorder::{fold_tail, Collected, Second};
 use super::sentinel::SentinelEvent;
 use super::workload::WorkloadSpec;
 
@@ -109,21 +109,16 @@ pub struct RunReport {
     pub events: Vec<SentinelEvent>,
 }
 
+/// How many timeline seconds a run of `duration_s` has (the last may be partial).
+pub fn measured_seconds(duration_s: f64) -> usize {
+    (duration_s.ceil() as usize).max(1)
+}
+
 impl RunReport {
     /// The report of `collected` over `duration_s` seconds.
     pub fn new(setup: RunSetup, duration_s: f64, collected: &Collected) -> Self {
-        // Replies to requests sent just before the end land in a second past it: fold them into the
-        // last measured second rather than show a near-empty second (a false dip).
-        let whole = (duration_s.ceil() as usize).max(1);
         let mut seconds = collected.seconds.clone();
-        if seconds.len() > whole {
-            let tail: Vec<Second> = seconds.split_off(whole);
-            if let Some(last) = seconds.last_mut() {
-                for s in &tail {
-                    last.add(s);
-                }
-            }
-        }
+        fold_tail(&mut seconds, measured_seconds(duration_s));
         let timeline: Vec<TimelineRow> = seconds
             .iter()
             .enumerate()

@@ -15,8 +15,8 @@ use super::cluster;
 use super::conn::{Auth, Conn, ConnError};
 use super::failover::{self, FailoverReport, Trigger};
 use super::hist::{fmt_us, Percentiles};
-use super::recorder::{Collector, Second};
-use super::report::{RunReport, RunSetup};
+use super::recorder::{fold_tail, Collector, Second};
+use super::report::{measured_seconds, RunReport, RunSetup};
 use super::sentinel;
 use super::stateful::{STREAM_GROUP, STREAM_KEY};
 use super::workload::{Generator, WorkloadKind, WorkloadSpec};
@@ -60,8 +60,8 @@ pub async fn run_load(
     let plan = Arc::new(plan(args, &target, &auth, clients, start, &collector));
     let tasks = spawn_clients(&plan, &spec, clients);
     let live = stop.child_token();
-    let printer =
-        (!args.quiet).then(|| tokio::spawn(live_line(collector.clone(), start, live.clone())));
+    let printer = (!args.quiet)
+        .then(|| tokio::spawn(live_line(collector.clone(), start, plan.end, live.clone())));
     let fired =
         trigger.map(|t| spawn_trigger(t, auth.clone(), args.timeout, start, args.failover_at));
     let mut results = Vec::with_capacity(clients);
@@ -383,8 +383,13 @@ async fn verify_addr(
 }
 
 /// Prints one line per measured second (the second before last, so that connections have flushed it);
-/// once stopped, the seconds not printed yet.
-async fn live_line(collector: Arc<Collector>, start: Instant, stop: CancellationToken) {
+/// once stopped, the seconds not printed yet, as the report counts them (nothing past the end).
+async fn live_line(
+    collector: Arc<Collector>,
+    start: Instant,
+    end: Instant,
+    stop: CancellationToken,
+) {
     let mut k: usize = 0;
     loop {
         let at = start + Duration::from_secs(k as u64 + 1) + Duration::from_millis(250);
@@ -393,9 +398,14 @@ async fn live_line(collector: Arc<Collector>, start: Instant, stop: Cancellation
             _ = tokio::time::sleep_until(at) => false,
         };
         if stopped {
-            while let Some(s) = collector.second(k) {
-                print_second(k, &s);
-                k += 1;
+            let measured = Instant::now().min(end).saturating_duration_since(start);
+            let mut rest: Vec<Second> = (k..).map_while(|i| collector.second(i)).collect();
+            fold_tail(
+                &mut rest,
+                measured_seconds(measured.as_secs_f64()).saturating_sub(k),
+            );
+            for (i, s) in rest.iter().enumerate() {
+                print_second(k + i, s);
             }
             return;
         }

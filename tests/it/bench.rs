@@ -96,6 +96,31 @@ async fn every_workload_runs_without_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_lines_stop_at_the_measured_end() {
+    let redis = RedisServer::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_haproxy-rs"))
+        .args([
+            "bench",
+            "--target",
+            &redis.addr(),
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+        ])
+        .output()
+        .await
+        .expect("run haproxy-rs bench");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let seconds: Vec<&str> = stderr.lines().filter(|l| l.starts_with('[')).collect();
+    // One line per measured second; replies landing after the end count in the last one, as in
+    // the report, not as a third, near-empty second.
+    assert_eq!(seconds.len(), 2, "{stderr}");
+    assert!(seconds[1].starts_with("[   2s]"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_streams_and_pubsub_run_against_a_real_server() {
     let redis = RedisServer::start().await;
     let addr = redis.addr();
