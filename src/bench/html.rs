@@ -1,5 +1,6 @@
-//! The `--html` report: one self-contained page, inline SVG charts of throughput, p99 and errors per second,
-//! with the failover, the error window and the sentinel events marked.
+//! The `--html` report: one self-contained page, a summary of each run at the top (requests, errors,
+//! acknowledged writes lost, error window, worst latency), inline SVG charts of throughput, latency (p50,
+//! p99, max) and errors per second, with the failover, the error window and the sentinel events marked.
 
 use std::fmt::Write as _;
 
@@ -11,6 +12,10 @@ const HEIGHT: f64 = 180.0;
 const LEFT: f64 = 70.0;
 const BOTTOM: f64 = 24.0;
 const TOP: f64 = 10.0;
+/// Steps between the value axis's grid lines.
+const GRID_STEPS: f64 = 4.0;
+/// The colour of a chart's main line.
+const BLUE: &str = "#1f6feb";
 
 /// A vertical marker on a chart; `caption` ones are labelled on the chart and drawn over the others.
 struct Mark<'a> {
@@ -57,28 +62,54 @@ fn count(v: f64) -> String {
     }
 }
 
-/// A line chart of `points` (x in seconds) with markers and an optional shaded window.
+/// One line of a chart: its name (in the legend), colour and points (x in seconds).
+struct Series<'a> {
+    name: &'a str,
+    color: &'a str,
+    points: Vec<(f64, f64)>,
+}
+
+/// A line chart of `lines` with markers and an optional shaded window; `whole` when the values
+/// are counts (the grid then falls on whole numbers).
 fn chart(
     title: &str,
-    points: &[(f64, f64)],
+    lines: &[Series<'_>],
     fmt: &dyn Fn(f64) -> String,
+    whole: bool,
     marks: &[Mark<'_>],
     window: Option<(f64, f64)>,
 ) -> String {
-    let plot = Plot::of(points);
+    let all: Vec<(f64, f64)> = lines
+        .iter()
+        .flat_map(|l| l.points.iter().copied())
+        .collect();
+    let plot = Plot::of(&all, whole);
     let (plot_w, plot_h) = (plot.w, plot.h);
     let mut s = String::new();
+    let _ = write!(s, "<h3>{}", escape(title));
+    if lines.len() > 1 {
+        for l in lines {
+            let _ = write!(
+                s,
+                r#" <span style="color:{}">&#9473; {}</span>"#,
+                l.color,
+                escape(l.name)
+            );
+        }
+    }
     let _ = write!(
         s,
-        r##"<h3>{}</h3><svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>"##,
-        escape(title)
+        r##"</h3><svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"><rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>"##
     );
     if let Some((a, b)) = window {
         plot.window(&mut s, a, b);
     }
     plot.axes(&mut s, fmt);
     plot.marks(&mut s, marks);
-    plot.line(&mut s, points);
+    for l in lines {
+        plot.line(&mut s, l);
+    }
+    s.push_str("</svg>");
     s
 }
 
@@ -92,11 +123,15 @@ struct Plot {
 }
 
 impl Plot {
-    /// The scales that show every point, the value axis rounded up.
-    fn of(points: &[(f64, f64)]) -> Plot {
+    /// The scales that show every point, the value axis rounded up to four round steps (whole
+    /// ones for counts).
+    fn of(points: &[(f64, f64)], whole: bool) -> Plot {
+        let top = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
+        let step = nice_ceiling(top / GRID_STEPS);
+        let step = if whole { step.max(1.0) } else { step };
         Plot {
             x_max: points.iter().map(|p| p.0).fold(1.0_f64, f64::max),
-            y_max: nice_ceiling(points.iter().map(|p| p.1).fold(0.0_f64, f64::max)),
+            y_max: step * GRID_STEPS,
             w: WIDTH - LEFT - 10.0,
             h: HEIGHT - TOP - BOTTOM,
         }
@@ -124,7 +159,7 @@ impl Plot {
     /// Five value grid lines labelled with `fmt`, and a seconds tick about every tenth.
     fn axes(&self, s: &mut String, fmt: &dyn Fn(f64) -> String) {
         for i in 0..=4 {
-            let v = self.y_max * f64::from(i) / 4.0;
+            let v = self.y_max * f64::from(i) / GRID_STEPS;
             let _ = write!(
                 s,
                 r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
@@ -186,16 +221,19 @@ impl Plot {
         }
     }
 
-    /// The line through `points`, and the end of the chart.
-    fn line(&self, s: &mut String, points: &[(f64, f64)]) {
-        let path: Vec<String> = points
+    /// The line of `series`.
+    fn line(&self, s: &mut String, series: &Series<'_>) {
+        let path: Vec<String> = series
+            .points
             .iter()
             .map(|&(t, v)| format!("{:.1},{:.1}", self.x(t), self.y(v)))
             .collect();
         let _ = write!(
             s,
-            r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/></svg>"##,
-            path.join(" ")
+            r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"><title>{}</title></polyline>"#,
+            series.color,
+            path.join(" "),
+            escape(series.name)
         );
     }
 }
@@ -206,8 +244,9 @@ fn section(r: &RunReport) -> String {
     let l = &r.latency_us;
     let _ = write!(
         s,
-        "<h2>{}</h2><pre>{}</pre>",
+        "<h2>{}</h2>{}<pre>{}</pre>",
         escape(&r.setup.name),
+        summary(r),
         escape(&r.table())
     );
     let mut marks = Vec::new();
@@ -241,24 +280,51 @@ fn section(r: &RunReport) -> String {
             .map(|row| (row.t as f64 + 0.5, v(row)))
             .collect()
     };
+    let one = |name, points| {
+        [Series {
+            name,
+            color: BLUE,
+            points,
+        }]
+    };
     s.push_str(&chart(
         "Throughput (req/s)",
-        &series(&|row| row.ops as f64),
+        &one("req/s", series(&|row| row.ops as f64)),
         &count,
+        true,
         &marks,
         window,
     ));
+    let latency = [
+        Series {
+            name: "p50",
+            color: "#2da44e",
+            points: series(&|row| row.p50_us as f64),
+        },
+        Series {
+            name: "p99",
+            color: BLUE,
+            points: series(&|row| row.p99_us as f64),
+        },
+        Series {
+            name: "max",
+            color: "#bf8700",
+            points: series(&|row| row.max_us as f64),
+        },
+    ];
     s.push_str(&chart(
-        "p99 latency",
-        &series(&|row| row.p99_us as f64),
+        "Latency",
+        &latency,
         &|v| fmt_us(v as u64),
+        false,
         &marks,
         window,
     ));
     s.push_str(&chart(
         "Errors per second",
-        &series(&|row| row.errors as f64),
+        &one("errors", series(&|row| row.errors as f64)),
         &count,
+        true,
         &marks,
         window,
     ));
@@ -274,12 +340,43 @@ fn section(r: &RunReport) -> String {
     s
 }
 
+/// The figures a reader looks for first: requests, errors, acknowledged writes lost, the error
+/// window and the worst latency.
+fn summary(r: &RunReport) -> String {
+    let f = r.failover.as_ref();
+    let lost = f.map_or_else(
+        || "not tracked (run with --track)".to_string(),
+        |f| format!("{} of {} acknowledged", f.lost_writes, f.acked_writes),
+    );
+    let window = match f.map(|f| (f.error_window_start_s, f.error_window_end_s)) {
+        Some((Some(a), Some(b))) => format!("{:.2} s ({a:.2} s to {b:.2} s)", b - a),
+        Some((Some(a), None)) => format!("from {a:.2} s to the end"),
+        _ => "none".to_string(),
+    };
+    let rows = [
+        ("requests", (r.ops + r.errors).to_string()),
+        ("errors", r.errors.to_string()),
+        ("acknowledged writes lost", lost),
+        ("error window", window),
+        ("worst latency", fmt_us(r.latency_us.max)),
+    ];
+    let mut s = String::from(r#"<table class="summary">"#);
+    for (name, value) in rows {
+        let _ = write!(s, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
+    }
+    s.push_str("</table>");
+    s
+}
+
 /// The whole page for one or more runs (several: `--compare`).
 pub fn render(reports: &[RunReport]) -> String {
     let mut s = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>haproxy-rs bench</title><style>\
          body{font-family:sans-serif;margin:2em;color:#222}pre{background:#f6f8fa;padding:1em}\
-         h3{margin:1em 0 .2em;font-size:1em}</style></head><body><h1>haproxy-rs bench</h1>",
+         h3{margin:1em 0 .2em;font-size:1em}\
+         table.summary{border-collapse:collapse;margin:.5em 0}\
+         table.summary th{text-align:left;padding:.2em 1em .2em 0;font-weight:normal;color:#555}\
+         table.summary td{font-weight:bold}</style></head><body><h1>haproxy-rs bench</h1>",
     );
     for r in reports {
         s.push_str(&section(r));
@@ -330,6 +427,62 @@ mod tests {
         assert_eq!(count(12_500.0), "12.5k");
         assert_eq!(count(100_000.0), "100k");
         assert_eq!(count(1_200_000.0), "1.2M");
+    }
+
+    /// The value axis's labels of a chart, bottom up.
+    fn value_labels(svg: &str) -> Vec<String> {
+        svg.split(r#"text-anchor="end">"#)
+            .skip(1)
+            .filter_map(|t| t.split('<').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn count_axes_tick_on_whole_numbers() {
+        let errors = [Series {
+            name: "errors",
+            color: BLUE,
+            points: vec![(0.5, 1.0), (1.5, 0.0), (2.5, 0.0)],
+        }];
+        let svg = chart("Errors", &errors, &count, true, &[], None);
+        assert_eq!(value_labels(&svg), ["0", "1", "2", "3", "4"]);
+        let busy = [Series {
+            name: "req/s",
+            color: BLUE,
+            points: vec![(0.5, 34_998.0)],
+        }];
+        let svg = chart("Throughput", &busy, &count, true, &[], None);
+        assert_eq!(value_labels(&svg), ["0", "10k", "20k", "30k", "40k"]);
+    }
+
+    #[test]
+    fn the_summary_comes_first_and_latency_has_three_lines() {
+        let mut r = sample(&[100, 100, 0, 100], &[500, 500, 500, 900]);
+        r.failover = Some(FailoverReport {
+            acked_writes: 300,
+            lost_writes: 0,
+            error_window_start_s: Some(1.6),
+            error_window_end_s: Some(2.9),
+            ..FailoverReport::default()
+        });
+        let page = render(&[r]);
+        let summary = page.find(r#"<table class="summary">"#).expect("a summary");
+        assert!(summary < page.find("<svg").expect("charts"));
+        for row in [
+            "<th>acknowledged writes lost</th><td>0 of 300 acknowledged</td>",
+            "<th>error window</th><td>1.30 s (1.60 s to 2.90 s)</td>",
+            "<th>worst latency</th>",
+        ] {
+            assert!(page.contains(row), "{row}: {page}");
+        }
+        for line in [
+            "<title>p50</title>",
+            "<title>p99</title>",
+            "<title>max</title>",
+        ] {
+            assert!(page.contains(line), "{line}");
+        }
     }
 
     #[test]
