@@ -5,7 +5,8 @@
 //! stays as it is. Otherwise what can change live is applied: a new client context (the users,
 //! their rules, the command policy, the limits and timeouts, the read policy, the hold) that new
 //! clients start with and connected ones take between two requests (see `Session::adopt_reload`),
-//! keeping their connections, transactions and subscriptions. What cannot change live (the
+//! keeping their connections, transactions and subscriptions; and the sentinels followed, the
+//! listeners' certificate and the log filter, each where it is used. What cannot change live (the
 //! addresses listened on, the thread count, the backends' connection settings...) is reported and
 //! left as it is until a restart. Each outcome is counted on the stats page and in `/metrics`.
 
@@ -78,6 +79,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         live("auth", old.auth == new.auth);
     }
     live("commands", old.commands == new.commands);
+    live("log", old.log == new.log);
     let sentinel_rest_same = match (&old.sentinel, &new.sentinel) {
         (Some(a), Some(b)) => {
             live("sentinel.addrs", a.addrs == b.addrs);
@@ -177,6 +179,7 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
             }
             "auth" => run.auth = new.auth.clone(),
             "commands" => run.commands = new.commands.clone(),
+            "log" => run.log.clone_from(&new.log),
             "sentinel.addrs" => {
                 if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
                     r.addrs.clone_from(&n.addrs);
@@ -259,11 +262,17 @@ impl Reloader {
         {
             self.sentinels.send_replace(s.addrs.clone());
         }
-        // The sentinel list and the certificate went where they are used above and before.
+        if plan.live.contains(&"log") {
+            if let Err(e) = crate::logging::set_filter(&running.log) {
+                tracing::warn!(error = %e, "reload: the log filter stays");
+            }
+        }
+        // The sentinel list, the certificate and the log filter went where they are used above
+        // and before.
         let context_changed = plan
             .live
             .iter()
-            .any(|k| !k.starts_with("tls") && *k != "sentinel.addrs");
+            .any(|k| !k.starts_with("tls") && !matches!(*k, "sentinel.addrs" | "log"));
         if context_changed {
             let ctx = reloaded_context(&old, &running, security, &self.stats);
             self.live.store(Arc::new(ctx));
@@ -348,13 +357,15 @@ mod tests {
         new.max_pipeline = 10;
         new.routing.max_replica_lag_secs += 1;
         new.commands.deny = vec!["keys".into()];
+        new.log = "haproxy_rs=debug".into();
         new.listen = "127.0.0.1:7000".into();
         new.threads = 3;
         let p = plan(&old, &new);
-        assert_eq!(p.live, ["max_pipeline", "routing", "commands"]);
+        assert_eq!(p.live, ["max_pipeline", "routing", "commands", "log"]);
         assert_eq!(p.needs_restart, ["listen", "threads"]);
         let run = running_after(&old, &new, &p);
         assert_eq!((run.max_pipeline, run.commands.deny.len()), (10, 1));
+        assert_eq!(run.log, "haproxy_rs=debug");
         assert_eq!(
             (run.listen.as_str(), run.threads),
             (old.listen.as_str(), old.threads)

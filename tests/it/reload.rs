@@ -332,3 +332,50 @@ async fn a_reload_serves_a_renewed_certificate_to_new_clients() {
         Some("+PONG\r\n")
     );
 }
+
+/// A client's protocol error: the proxy answers it, logs it at debug level, and closes.
+async fn protocol_error(addr: SocketAddr) {
+    let reply = crate::security::until_closed(addr, b"*1\r\n$x\r\n").await;
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+}
+
+const DEBUG_LINE: &str = "client protocol error";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_log_filter_of_the_file() {
+    let server = RedisServer::start().await;
+    let backend = format!("servers = [\"{}\"]\n", server.addr());
+    let ports = (free_port(), free_port());
+    // No `--log` and no HAPROXY_RS_LOG: the file's filter counts.
+    let proxy = Binary::spawn_logging(&backend, ports, &lines("log = \"info\"\n"), None, &[]);
+    proxy.wait_healthy().await;
+    protocol_error(proxy.addr).await;
+    assert!(!proxy.log().contains(DEBUG_LINE), "{}", proxy.log());
+
+    rewrite(&proxy, "log = \"haproxy_rs=debug\"\n");
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(outcome["changed"], serde_json::json!(["log"]), "{body}");
+    protocol_error(proxy.addr).await;
+    eventually!(
+        Duration::from_secs(10),
+        proxy.log().contains(DEBUG_LINE),
+        "a debug-level line after the reload; log: {}",
+        proxy.log()
+    );
+
+    // A filter that does not parse refuses the reload, naming the key; the filter stays.
+    rewrite(&proxy, "log = \"haproxy_rs=loud\"\n");
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("`log`"), "{body}");
+    let before = proxy.log().matches(DEBUG_LINE).count();
+    protocol_error(proxy.addr).await;
+    eventually!(
+        Duration::from_secs(10),
+        proxy.log().matches(DEBUG_LINE).count() > before,
+        "still at debug level; log: {}",
+        proxy.log()
+    );
+}
