@@ -21,6 +21,7 @@ use crate::client::{ProxyContext, Settings};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::stats::{ReloadRecord, ReloadRequest, Stats};
 use crate::tls::ServerTls;
+use crate::topology::Followed;
 
 /// Reads the config again: the file with the command line laid over it, as at start.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -83,9 +84,11 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     let sentinel_rest_same = match (&old.sentinel, &new.sentinel) {
         (Some(a), Some(b)) => {
             live("sentinel.addrs", a.addrs == b.addrs);
-            // The rest of the table, compared without the addresses.
+            live("sentinel.master_name", a.master_name == b.master_name);
+            // The rest of the table, compared without what the Sentinel task follows.
             let mut a = a.clone();
             a.addrs.clone_from(&b.addrs);
+            a.master_name.clone_from(&b.master_name);
             a == *b
         }
         (a, b) => a == b,
@@ -185,11 +188,20 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
                     r.addrs.clone_from(&n.addrs);
                 }
             }
+            "sentinel.master_name" => {
+                if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
+                    r.master_name.clone_from(&n.master_name);
+                }
+            }
             _ => {}
         }
     }
     run
 }
+
+/// Keys applied live that the client context does not hold: a change of them alone leaves the
+/// sessions' context as it is.
+const OUTSIDE_THE_CONTEXT: &[&str] = &["sentinel.addrs", "sentinel.master_name", "log"];
 
 /// The task that applies reloads, one at a time.
 pub struct Reloader {
@@ -201,8 +213,9 @@ pub struct Reloader {
     pub live: Arc<LiveContext>,
     /// Where outcomes are counted.
     pub stats: Arc<Stats>,
-    /// The sentinels the Sentinel task follows.
-    pub sentinels: tokio::sync::watch::Sender<Vec<String>>,
+    /// What the mode's topology task follows (the sentinels and the master name, the servers,
+    /// the cluster seeds).
+    pub followed: tokio::sync::watch::Sender<Followed>,
     /// The client listeners' TLS, whose certificate a reload may replace.
     pub server_tls: Option<Arc<ServerTls>>,
 }
@@ -255,24 +268,23 @@ impl Reloader {
         }
         let running = running_after(&self.running, &new, &plan);
         let (old, _) = self.live.load();
-        if let Some(s) = running
-            .sentinel
-            .as_ref()
-            .filter(|_| plan.live.contains(&"sentinel.addrs"))
-        {
-            self.sentinels.send_replace(s.addrs.clone());
-        }
+        let followed = Followed::of(&running);
+        self.followed.send_if_modified(|f| {
+            let changed = *f != followed;
+            *f = followed;
+            changed
+        });
         if plan.live.contains(&"log") {
             if let Err(e) = crate::logging::set_filter(&running.log) {
                 tracing::warn!(error = %e, "reload: the log filter stays");
             }
         }
-        // The sentinel list, the certificate and the log filter went where they are used above
-        // and before.
+        // What the topology follows, the certificate and the log filter went where they are used
+        // above and before.
         let context_changed = plan
             .live
             .iter()
-            .any(|k| !k.starts_with("tls") && !matches!(*k, "sentinel.addrs" | "log"));
+            .any(|k| !k.starts_with("tls") && !OUTSIDE_THE_CONTEXT.contains(k));
         if context_changed {
             let ctx = reloaded_context(&old, &running, security, &self.stats);
             self.live.store(Arc::new(ctx));
@@ -384,6 +396,37 @@ mod tests {
         let p = plan(&old, &backend);
         assert!(p.live.is_empty(), "{p:?}");
         assert_eq!(p.needs_restart, ["auth.mode"]);
+    }
+
+    #[test]
+    fn what_the_topology_follows_changes_live_and_the_rest_of_its_table_waits() {
+        let old = Config::for_sentinels(vec!["127.0.0.1:26379".into()], "one");
+        let mut new = old.clone();
+        if let Some(s) = new.sentinel.as_mut() {
+            s.addrs = vec!["127.0.0.1:26380".into()];
+            s.master_name = "two".into();
+            s.reconcile_interval_ms += 1;
+        }
+        let p = plan(&old, &new);
+        assert_eq!(p.live, ["sentinel.addrs", "sentinel.master_name"]);
+        assert_eq!(p.needs_restart, ["sentinel"]);
+        let run = running_after(&old, &new, &p);
+        let s = run.sentinel.as_ref().unwrap();
+        assert_eq!(
+            (s.addrs.as_slice(), s.master_name.as_str()),
+            (&["127.0.0.1:26380".to_string()][..], "two")
+        );
+        assert_eq!(
+            s.reconcile_interval_ms,
+            old.sentinel.as_ref().unwrap().reconcile_interval_ms
+        );
+        assert_eq!(
+            Followed::of(&run),
+            Followed::Sentinel {
+                addrs: vec!["127.0.0.1:26380".into()],
+                master_name: "two".into()
+            }
+        );
     }
 
     #[test]
