@@ -39,6 +39,11 @@ pub struct Plan {
 /// restart.
 pub fn plan(old: &Config, new: &Config) -> Plan {
     let mut plan = Plan::default();
+    // Static mode before and after: its task follows the servers (a change of mode waits for a
+    // restart).
+    let both_static = [old, new]
+        .iter()
+        .all(|c| c.sentinel.is_none() && c.cluster.is_none());
     let mut live = |key, same: bool| {
         if !same {
             plan.live.push(key);
@@ -81,6 +86,9 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     }
     live("commands", old.commands == new.commands);
     live("log", old.log == new.log);
+    if both_static {
+        live("servers", old.servers == new.servers);
+    }
     let sentinel_rest_same = match (&old.sentinel, &new.sentinel) {
         (Some(a), Some(b)) => {
             live("sentinel.addrs", a.addrs == b.addrs);
@@ -114,7 +122,9 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         old.max_output_bytes_total == new.max_output_bytes_total,
     );
     restart("sentinel", sentinel_rest_same);
-    restart("servers", old.servers == new.servers);
+    if !both_static {
+        restart("servers", old.servers == new.servers);
+    }
     restart("cluster", old.cluster == new.cluster);
     restart("backend", old.backend == new.backend);
     restart(
@@ -183,6 +193,7 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
             "auth" => run.auth = new.auth.clone(),
             "commands" => run.commands = new.commands.clone(),
             "log" => run.log.clone_from(&new.log),
+            "servers" => run.servers.clone_from(&new.servers),
             "sentinel.addrs" => {
                 if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
                     r.addrs.clone_from(&n.addrs);
@@ -201,7 +212,7 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
 
 /// Keys applied live that the client context does not hold: a change of them alone leaves the
 /// sessions' context as it is.
-const OUTSIDE_THE_CONTEXT: &[&str] = &["sentinel.addrs", "sentinel.master_name", "log"];
+const OUTSIDE_THE_CONTEXT: &[&str] = &["sentinel.addrs", "sentinel.master_name", "servers", "log"];
 
 /// The task that applies reloads, one at a time.
 pub struct Reloader {
@@ -427,6 +438,29 @@ mod tests {
                 master_name: "two".into()
             }
         );
+    }
+
+    #[test]
+    fn static_servers_change_live_but_a_change_of_mode_waits() {
+        let old = base();
+        let mut new = base();
+        new.servers = vec!["127.0.0.1:6380".into()];
+        let p = plan(&old, &new);
+        assert_eq!(
+            (p.live.as_slice(), p.needs_restart.len()),
+            (&["servers"][..], 0)
+        );
+        let run = running_after(&old, &new, &p);
+        assert_eq!(
+            Followed::of(&run),
+            Followed::Static {
+                servers: new.servers.clone()
+            }
+        );
+        let sentinel = Config::for_sentinels(vec!["127.0.0.1:26379".into()], "m");
+        let p = plan(&old, &sentinel);
+        assert!(p.live.is_empty(), "{p:?}");
+        assert_eq!(p.needs_restart, ["sentinel", "servers"]);
     }
 
     #[test]

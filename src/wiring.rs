@@ -285,6 +285,7 @@ impl<'a> Wiring<'a> {
                 cfg.servers.clone(),
                 state.clone(),
                 feeds.changes,
+                feeds.followed,
             )),
         };
         if let Some(cs) = cluster_state {

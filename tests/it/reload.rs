@@ -471,3 +471,62 @@ async fn a_reload_naming_another_master_group_moves_writes_and_reads_to_it() {
     );
     assert_eq!(topo.replicas[0].commandstats("get").await, old_reads);
 }
+
+/// The addresses of the backends the stats page shows.
+async fn listed_backends(stats: SocketAddr) -> Vec<String> {
+    let json = stats_json(stats).await;
+    json["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["addr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How many clients `server` has (this query's own connection included).
+async fn connected_clients(server: &RedisServer) -> String {
+    crate::harness::redis::info_field(&server.info("clients").await, "connected_clients")
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_other_static_servers_routes_to_them_and_lets_the_old_go() {
+    let (old, new) = (RedisServer::start().await, RedisServer::start().await);
+    let extra = "stats_forget_after_secs = 1\n";
+    let servers = |s: &RedisServer| format!("servers = [\"{}\"]\n{extra}", s.addr());
+    let proxy = Binary::spawn_with("", (free_port(), free_port()), &lines(&servers(&old)), &[]);
+    proxy.wait_healthy().await;
+    let mut client = connect(proxy.addr).await;
+    assert_eq!(
+        send(&mut client, &[&["SET", "static:key", "one"]]).await,
+        ["+OK"]
+    );
+    assert_eq!(get(&old, "static:key").await.as_deref(), Some("one"));
+
+    proxy.rewrite_config(&lines(&servers(&new)));
+    reload_applies(proxy.stats, &["servers"]).await;
+    eventually!(
+        Duration::from_secs(10),
+        stats_json(proxy.stats).await["master"] == new.addr(),
+        "the new server is the master; log: {}",
+        proxy.log()
+    );
+    assert_eq!(
+        send(&mut client, &[&["SET", "static:key", "two"]]).await,
+        ["+OK"]
+    );
+    assert_eq!(get(&new, "static:key").await.as_deref(), Some("two"));
+    assert_eq!(get(&old, "static:key").await.as_deref(), Some("one"));
+    // The old server leaves the page after stats_forget_after_secs, and its health checks and
+    // connections end.
+    eventually!(
+        Duration::from_secs(10),
+        listed_backends(proxy.stats).await == [new.addr()],
+        "only the new server is listed"
+    );
+    eventually!(
+        Duration::from_secs(10),
+        connected_clients(&old).await == "1",
+        "the proxy's connections to the old server are closed"
+    );
+}
