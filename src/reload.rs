@@ -5,8 +5,10 @@
 //! stays as it is. Otherwise what can change live is applied: a new client context (the users,
 //! their rules, the command policy, the limits and timeouts, the read policy, the hold) that new
 //! clients start with and connected ones take between two requests (see `Session::adopt_reload`),
-//! keeping their connections, transactions and subscriptions; and the sentinels followed, the
-//! listeners' certificate and the log filter, each where it is used. What cannot change live (the
+//! keeping their connections, transactions and subscriptions; and what the topology task follows
+//! (the sentinels and the master name, the static servers, the cluster seeds: one
+//! [`Followed`] value on one watch channel), the listeners' certificate and the log filter, each
+//! where it is used. What cannot change live (the
 //! addresses listened on, the thread count, the backends' connection settings...) is reported and
 //! left as it is until a restart. Each outcome is counted on the stats page and in `/metrics`.
 
@@ -89,6 +91,15 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     if both_static {
         live("servers", old.servers == new.servers);
     }
+    let cluster_rest_same = match (&old.cluster, &new.cluster) {
+        (Some(a), Some(b)) => {
+            live("cluster.seeds", a.seeds == b.seeds);
+            let mut a = a.clone();
+            a.seeds.clone_from(&b.seeds);
+            a == *b
+        }
+        (a, b) => a == b,
+    };
     let sentinel_rest_same = match (&old.sentinel, &new.sentinel) {
         (Some(a), Some(b)) => {
             live("sentinel.addrs", a.addrs == b.addrs);
@@ -125,7 +136,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     if !both_static {
         restart("servers", old.servers == new.servers);
     }
-    restart("cluster", old.cluster == new.cluster);
+    restart("cluster", cluster_rest_same);
     restart("backend", old.backend == new.backend);
     restart(
         "failover",
@@ -194,6 +205,11 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
             "commands" => run.commands = new.commands.clone(),
             "log" => run.log.clone_from(&new.log),
             "servers" => run.servers.clone_from(&new.servers),
+            "cluster.seeds" => {
+                if let (Some(r), Some(n)) = (run.cluster.as_mut(), new.cluster.as_ref()) {
+                    r.seeds.clone_from(&n.seeds);
+                }
+            }
             "sentinel.addrs" => {
                 if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
                     r.addrs.clone_from(&n.addrs);
@@ -212,7 +228,13 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
 
 /// Keys applied live that the client context does not hold: a change of them alone leaves the
 /// sessions' context as it is.
-const OUTSIDE_THE_CONTEXT: &[&str] = &["sentinel.addrs", "sentinel.master_name", "servers", "log"];
+const OUTSIDE_THE_CONTEXT: &[&str] = &[
+    "sentinel.addrs",
+    "sentinel.master_name",
+    "servers",
+    "cluster.seeds",
+    "log",
+];
 
 /// The task that applies reloads, one at a time.
 pub struct Reloader {
@@ -461,6 +483,30 @@ mod tests {
         let p = plan(&old, &sentinel);
         assert!(p.live.is_empty(), "{p:?}");
         assert_eq!(p.needs_restart, ["sentinel", "servers"]);
+    }
+
+    #[test]
+    fn cluster_seeds_change_live_and_the_rest_of_the_table_waits() {
+        let old = Config::for_cluster(vec!["127.0.0.1:7000".into()]);
+        let mut new = old.clone();
+        if let Some(c) = new.cluster.as_mut() {
+            c.seeds = vec!["127.0.0.1:7001".into()];
+            c.refresh_interval_ms += 1;
+        }
+        let p = plan(&old, &new);
+        assert_eq!(p.live, ["cluster.seeds"]);
+        assert_eq!(p.needs_restart, ["cluster"]);
+        let run = running_after(&old, &new, &p);
+        assert_eq!(
+            Followed::of(&run),
+            Followed::Cluster {
+                seeds: vec!["127.0.0.1:7001".into()]
+            }
+        );
+        assert_eq!(
+            run.cluster.map(|c| c.refresh_interval_ms),
+            old.cluster.map(|c| c.refresh_interval_ms)
+        );
     }
 
     #[test]

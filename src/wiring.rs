@@ -269,6 +269,7 @@ impl<'a> Wiring<'a> {
                     timeout: backends.connect_timeout(),
                     commands: state.commands.clone(),
                     server_version: state.server_version.clone(),
+                    followed: feeds.followed,
                 }
                 .run(token.clone()),
             ),

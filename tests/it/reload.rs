@@ -530,3 +530,37 @@ async fn a_reload_with_other_static_servers_routes_to_them_and_lets_the_old_go()
         "the proxy's connections to the old server are closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_other_cluster_seeds_learns_the_slot_map_from_them() {
+    let cluster = crate::harness::Cluster::start(3, 0).await;
+    let seeds = |addrs: &[String]| {
+        let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        lines(&format!("[cluster]\nseeds = [{}]\n", quoted.join(", ")))
+    };
+    // A seed nobody listens on: the proxy starts without a slot map.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let proxy = Binary::spawn_with("", (free_port(), free_port()), &seeds(&[nowhere]), &[]);
+    eventually!(
+        Duration::from_secs(10),
+        crate::restart::healthz(proxy.stats).await.map(|(s, _)| s) == Some(503),
+        "the proxy answers, without a slot map; log: {}",
+        proxy.log()
+    );
+
+    proxy.rewrite_config(&seeds(&cluster.addrs()[1..2]));
+    reload_applies(proxy.stats, &["cluster.seeds"]).await;
+    proxy.wait_healthy().await;
+    let mut client = connect(proxy.addr).await;
+    assert_eq!(
+        send(&mut client, &[&["SET", "seeds:key", "v"]]).await,
+        ["+OK"]
+    );
+    let map = cluster.slot_map().await;
+    assert_eq!(
+        get(cluster.owner(&map, "seeds:key"), "seeds:key")
+            .await
+            .as_deref(),
+        Some("v")
+    );
+}
