@@ -17,9 +17,10 @@ pub use tls::TlsArgs;
 #[derive(Debug, Parser)]
 #[command(name = "haproxy-rs", version, about)]
 pub struct Cli {
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `haproxy_rs=debug`.
-    #[arg(long, global = true, env = "HAPROXY_RS_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `haproxy_rs=debug`; overrides the
+    /// config's `log` (default `info`).
+    #[arg(long, global = true, env = "HAPROXY_RS_LOG")]
+    pub log: Option<String>,
     /// Log line format: `text` (coloured only on a terminal) or `json` (one object per line).
     #[arg(
         long,
@@ -147,6 +148,10 @@ pub struct RunArgs {
     /// tell it to drain: a zero-downtime upgrade or restart on one host.
     #[arg(long, value_name = "PATH")]
     pub takeover: Option<PathBuf>,
+    /// The global `--log` (`HAPROXY_RS_LOG`), laid over the config's `log` as the other flags are
+    /// over theirs; `main` hands it over.
+    #[arg(skip)]
+    pub log: Option<String>,
 }
 
 impl RunArgs {
@@ -161,6 +166,12 @@ impl RunArgs {
                 return ExitCode::from(64);
             }
         };
+        // Logging started with `--log` or `info`: from here on, the config's filter (the flag's
+        // when given, which the config then holds).
+        if let Err(e) = crate::logging::set_filter(&cfg.log) {
+            eprintln!("haproxy-rs: config: `log`: {e}");
+            return ExitCode::from(64);
+        }
         // Sessions run on their own threads (`threads`); this runtime runs listeners and the
         // topology.
         let Some(runtime) = small_runtime() else {
@@ -198,6 +209,9 @@ impl RunArgs {
         }
         if let Some(n) = self.threads {
             cfg.threads = n;
+        }
+        if let Some(v) = &self.log {
+            cfg.log.clone_from(v);
         }
         if let Some(v) = &self.stats {
             cfg.stats = crate::config::stats_setting(v);
@@ -350,6 +364,24 @@ pub(crate) mod tests {
         assert_eq!(cfg.listen, ":7002");
         assert_eq!(cfg.servers, vec!["127.0.0.1:1".to_string()]);
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn log_flag_overrides_the_files_log_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "log = \"warn\"\nservers = [\"127.0.0.1:1\"]\n").unwrap();
+        let path = path.to_str().unwrap();
+        assert_eq!(run_args(&["-c", path]).to_config().unwrap().log, "warn");
+        let cli = Cli::try_parse_from(["haproxy-rs", "run", "-c", path, "--log", "debug"]).unwrap();
+        let Command::Run(mut args) = cli.command else {
+            unreachable!("parsed `run`")
+        };
+        assert_eq!(cli.log.as_deref(), Some("debug"));
+        args.log = cli.log;
+        assert_eq!(args.to_config().unwrap().log, "debug");
+        args.log = Some("haproxy_rs=loud".into());
+        assert!(args.to_config().unwrap_err().to_string().contains("`log`"));
     }
 
     #[test]

@@ -205,14 +205,12 @@ pub async fn start_with(
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let state = Arc::new(wiring.topology_state(backends, clock.clone(), changes_tx));
     let (switchover_tx, switchover_rx) = mpsc::unbounded_channel();
-    let sentinel_addrs = cfg.sentinel.as_ref().map(|s| s.addrs.clone());
-    let (sentinels_tx, sentinels_rx) =
-        tokio::sync::watch::channel(sentinel_addrs.unwrap_or_default());
+    let (followed_tx, followed_rx) = tokio::sync::watch::channel(topology::Followed::of(&cfg));
     let topology = TopologyFeeds {
         sentinel_tls: tls.sentinel,
         changes: changes_rx,
         switchovers: switchover_rx,
-        sentinel_addrs: sentinels_rx,
+        followed: followed_rx,
     };
     wiring.spawn_topology(&state, cluster_state.as_ref(), topology);
     let scripts = wiring.spawn_script_loader(&state, &cluster_state);
@@ -248,7 +246,7 @@ pub async fn start_with(
             running: cfg.clone(),
             live,
             stats: wiring.stats.clone(),
-            sentinels: sentinels_tx,
+            followed: followed_tx,
             server_tls: tls.server,
         };
         wiring

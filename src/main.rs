@@ -7,9 +7,12 @@ use haproxy_rs::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    haproxy_rs::logging::init(&cli.log, cli.log_format);
+    haproxy_rs::logging::init(cli.log.as_deref().unwrap_or("info"), cli.log_format);
     match cli.command {
-        Command::Run(args) => args.execute(),
+        Command::Run(mut args) => {
+            args.log = cli.log;
+            args.execute()
+        }
         Command::Bench(args) => haproxy_rs::bench::main(args),
         Command::Switchover(args) => args.execute(),
     }

@@ -5,7 +5,10 @@
 //! stays as it is. Otherwise what can change live is applied: a new client context (the users,
 //! their rules, the command policy, the limits and timeouts, the read policy, the hold) that new
 //! clients start with and connected ones take between two requests (see `Session::adopt_reload`),
-//! keeping their connections, transactions and subscriptions. What cannot change live (the
+//! keeping their connections, transactions and subscriptions; and what the topology task follows
+//! (the sentinels and the master name, the static servers, the cluster seeds: one
+//! [`Followed`] value on one watch channel), the listeners' certificate and the log filter, each
+//! where it is used. What cannot change live (the
 //! addresses listened on, the thread count, the backends' connection settings...) is reported and
 //! left as it is until a restart. Each outcome is counted on the stats page and in `/metrics`.
 
@@ -20,6 +23,7 @@ use crate::client::{ProxyContext, Settings};
 use crate::config::{AuthMode, Config, ConfigError};
 use crate::stats::{ReloadRecord, ReloadRequest, Stats};
 use crate::tls::ServerTls;
+use crate::topology::Followed;
 
 /// Reads the config again: the file with the command line laid over it, as at start.
 pub type ConfigSource = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -37,6 +41,11 @@ pub struct Plan {
 /// restart.
 pub fn plan(old: &Config, new: &Config) -> Plan {
     let mut plan = Plan::default();
+    // Static mode before and after: its task follows the servers (a change of mode waits for a
+    // restart).
+    let both_static = [old, new]
+        .iter()
+        .all(|c| c.sentinel.is_none() && c.cluster.is_none());
     let mut live = |key, same: bool| {
         if !same {
             plan.live.push(key);
@@ -78,12 +87,27 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         live("auth", old.auth == new.auth);
     }
     live("commands", old.commands == new.commands);
+    live("log", old.log == new.log);
+    if both_static {
+        live("servers", old.servers == new.servers);
+    }
+    let cluster_rest_same = match (&old.cluster, &new.cluster) {
+        (Some(a), Some(b)) => {
+            live("cluster.seeds", a.seeds == b.seeds);
+            let mut a = a.clone();
+            a.seeds.clone_from(&b.seeds);
+            a == *b
+        }
+        (a, b) => a == b,
+    };
     let sentinel_rest_same = match (&old.sentinel, &new.sentinel) {
         (Some(a), Some(b)) => {
             live("sentinel.addrs", a.addrs == b.addrs);
-            // The rest of the table, compared without the addresses.
+            live("sentinel.master_name", a.master_name == b.master_name);
+            // The rest of the table, compared without what the Sentinel task follows.
             let mut a = a.clone();
             a.addrs.clone_from(&b.addrs);
+            a.master_name.clone_from(&b.master_name);
             a == *b
         }
         (a, b) => a == b,
@@ -109,8 +133,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         old.max_output_bytes_total == new.max_output_bytes_total,
     );
     restart("sentinel", sentinel_rest_same);
-    restart("servers", old.servers == new.servers);
-    restart("cluster", old.cluster == new.cluster);
+    if !both_static {
+        restart("servers", old.servers == new.servers);
+    }
+    restart("cluster", cluster_rest_same);
     restart("backend", old.backend == new.backend);
     restart(
         "failover",
@@ -177,9 +203,21 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
             }
             "auth" => run.auth = new.auth.clone(),
             "commands" => run.commands = new.commands.clone(),
+            "log" => run.log.clone_from(&new.log),
+            "servers" => run.servers.clone_from(&new.servers),
+            "cluster.seeds" => {
+                if let (Some(r), Some(n)) = (run.cluster.as_mut(), new.cluster.as_ref()) {
+                    r.seeds.clone_from(&n.seeds);
+                }
+            }
             "sentinel.addrs" => {
                 if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
                     r.addrs.clone_from(&n.addrs);
+                }
+            }
+            "sentinel.master_name" => {
+                if let (Some(r), Some(n)) = (run.sentinel.as_mut(), new.sentinel.as_ref()) {
+                    r.master_name.clone_from(&n.master_name);
                 }
             }
             _ => {}
@@ -187,6 +225,16 @@ pub fn running_after(old: &Config, new: &Config, plan: &Plan) -> Config {
     }
     run
 }
+
+/// Keys applied live that the client context does not hold: a change of them alone leaves the
+/// sessions' context as it is.
+const OUTSIDE_THE_CONTEXT: &[&str] = &[
+    "sentinel.addrs",
+    "sentinel.master_name",
+    "servers",
+    "cluster.seeds",
+    "log",
+];
 
 /// The task that applies reloads, one at a time.
 pub struct Reloader {
@@ -198,8 +246,9 @@ pub struct Reloader {
     pub live: Arc<LiveContext>,
     /// Where outcomes are counted.
     pub stats: Arc<Stats>,
-    /// The sentinels the Sentinel task follows.
-    pub sentinels: tokio::sync::watch::Sender<Vec<String>>,
+    /// What the mode's topology task follows (the sentinels and the master name, the servers,
+    /// the cluster seeds).
+    pub followed: tokio::sync::watch::Sender<Followed>,
     /// The client listeners' TLS, whose certificate a reload may replace.
     pub server_tls: Option<Arc<ServerTls>>,
 }
@@ -252,18 +301,23 @@ impl Reloader {
         }
         let running = running_after(&self.running, &new, &plan);
         let (old, _) = self.live.load();
-        if let Some(s) = running
-            .sentinel
-            .as_ref()
-            .filter(|_| plan.live.contains(&"sentinel.addrs"))
-        {
-            self.sentinels.send_replace(s.addrs.clone());
+        let followed = Followed::of(&running);
+        self.followed.send_if_modified(|f| {
+            let changed = *f != followed;
+            *f = followed;
+            changed
+        });
+        if plan.live.contains(&"log") {
+            if let Err(e) = crate::logging::set_filter(&running.log) {
+                tracing::warn!(error = %e, "reload: the log filter stays");
+            }
         }
-        // The sentinel list and the certificate went where they are used above and before.
+        // What the topology follows, the certificate and the log filter went where they are used
+        // above and before.
         let context_changed = plan
             .live
             .iter()
-            .any(|k| !k.starts_with("tls") && *k != "sentinel.addrs");
+            .any(|k| !k.starts_with("tls") && !OUTSIDE_THE_CONTEXT.contains(k));
         if context_changed {
             let ctx = reloaded_context(&old, &running, security, &self.stats);
             self.live.store(Arc::new(ctx));
@@ -348,13 +402,15 @@ mod tests {
         new.max_pipeline = 10;
         new.routing.max_replica_lag_secs += 1;
         new.commands.deny = vec!["keys".into()];
+        new.log = "haproxy_rs=debug".into();
         new.listen = "127.0.0.1:7000".into();
         new.threads = 3;
         let p = plan(&old, &new);
-        assert_eq!(p.live, ["max_pipeline", "routing", "commands"]);
+        assert_eq!(p.live, ["max_pipeline", "routing", "commands", "log"]);
         assert_eq!(p.needs_restart, ["listen", "threads"]);
         let run = running_after(&old, &new, &p);
         assert_eq!((run.max_pipeline, run.commands.deny.len()), (10, 1));
+        assert_eq!(run.log, "haproxy_rs=debug");
         assert_eq!(
             (run.listen.as_str(), run.threads),
             (old.listen.as_str(), old.threads)
@@ -373,6 +429,84 @@ mod tests {
         let p = plan(&old, &backend);
         assert!(p.live.is_empty(), "{p:?}");
         assert_eq!(p.needs_restart, ["auth.mode"]);
+    }
+
+    #[test]
+    fn what_the_topology_follows_changes_live_and_the_rest_of_its_table_waits() {
+        let old = Config::for_sentinels(vec!["127.0.0.1:26379".into()], "one");
+        let mut new = old.clone();
+        if let Some(s) = new.sentinel.as_mut() {
+            s.addrs = vec!["127.0.0.1:26380".into()];
+            s.master_name = "two".into();
+            s.reconcile_interval_ms += 1;
+        }
+        let p = plan(&old, &new);
+        assert_eq!(p.live, ["sentinel.addrs", "sentinel.master_name"]);
+        assert_eq!(p.needs_restart, ["sentinel"]);
+        let run = running_after(&old, &new, &p);
+        let s = run.sentinel.as_ref().unwrap();
+        assert_eq!(
+            (s.addrs.as_slice(), s.master_name.as_str()),
+            (&["127.0.0.1:26380".to_string()][..], "two")
+        );
+        assert_eq!(
+            s.reconcile_interval_ms,
+            old.sentinel.as_ref().unwrap().reconcile_interval_ms
+        );
+        assert_eq!(
+            Followed::of(&run),
+            Followed::Sentinel {
+                addrs: vec!["127.0.0.1:26380".into()],
+                master_name: "two".into()
+            }
+        );
+    }
+
+    #[test]
+    fn static_servers_change_live_but_a_change_of_mode_waits() {
+        let old = base();
+        let mut new = base();
+        new.servers = vec!["127.0.0.1:6380".into()];
+        let p = plan(&old, &new);
+        assert_eq!(
+            (p.live.as_slice(), p.needs_restart.len()),
+            (&["servers"][..], 0)
+        );
+        let run = running_after(&old, &new, &p);
+        assert_eq!(
+            Followed::of(&run),
+            Followed::Static {
+                servers: new.servers.clone()
+            }
+        );
+        let sentinel = Config::for_sentinels(vec!["127.0.0.1:26379".into()], "m");
+        let p = plan(&old, &sentinel);
+        assert!(p.live.is_empty(), "{p:?}");
+        assert_eq!(p.needs_restart, ["sentinel", "servers"]);
+    }
+
+    #[test]
+    fn cluster_seeds_change_live_and_the_rest_of_the_table_waits() {
+        let old = Config::for_cluster(vec!["127.0.0.1:7000".into()]);
+        let mut new = old.clone();
+        if let Some(c) = new.cluster.as_mut() {
+            c.seeds = vec!["127.0.0.1:7001".into()];
+            c.refresh_interval_ms += 1;
+        }
+        let p = plan(&old, &new);
+        assert_eq!(p.live, ["cluster.seeds"]);
+        assert_eq!(p.needs_restart, ["cluster"]);
+        let run = running_after(&old, &new, &p);
+        assert_eq!(
+            Followed::of(&run),
+            Followed::Cluster {
+                seeds: vec!["127.0.0.1:7001".into()]
+            }
+        );
+        assert_eq!(
+            run.cluster.map(|c| c.refresh_interval_ms),
+            old.cluster.map(|c| c.refresh_interval_ms)
+        );
     }
 
     #[test]

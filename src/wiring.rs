@@ -127,8 +127,9 @@ pub(crate) struct TopologyFeeds {
     pub(crate) changes: mpsc::UnboundedReceiver<String>,
     /// `POST /switchover` requests from the stats listener.
     pub(crate) switchovers: mpsc::UnboundedReceiver<stats::switchover::SwitchoverRequest>,
-    /// The sentinels to follow, as reloads change them.
-    pub(crate) sentinel_addrs: tokio::sync::watch::Receiver<Vec<String>>,
+    /// What the mode's task follows (sentinels and master name, servers, seeds), as reloads
+    /// change it.
+    pub(crate) followed: topology::FollowedReceiver,
 }
 
 /// Where the stats page's admin actions go.
@@ -268,6 +269,7 @@ impl<'a> Wiring<'a> {
                     timeout: backends.connect_timeout(),
                     commands: state.commands.clone(),
                     server_version: state.server_version.clone(),
+                    followed: feeds.followed,
                 }
                 .run(token.clone()),
             ),
@@ -278,12 +280,13 @@ impl<'a> Wiring<'a> {
                 feeds.changes,
                 cfg.failover.clone(),
                 feeds.switchovers,
-                feeds.sentinel_addrs,
+                feeds.followed,
             )),
             _ => background.spawn(topology::static_servers::run_static(
                 cfg.servers.clone(),
                 state.clone(),
                 feeds.changes,
+                feeds.followed,
             )),
         };
         if let Some(cs) = cluster_state {

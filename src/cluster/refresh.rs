@@ -12,6 +12,7 @@ use crate::config::ClusterConfig;
 use crate::resp::{CommandTable, Value};
 use crate::router::slotmap::SlotMap;
 use crate::stats::{ClusterNodeSnapshot, ClusterView};
+use crate::topology::{Followed, FollowedReceiver};
 
 /// Shortest pause between two refreshes, so a burst of `MOVED` costs one `CLUSTER SLOTS`.
 const MIN_GAP: Duration = Duration::from_millis(50);
@@ -30,11 +31,14 @@ pub struct Refresher {
     pub commands: Arc<ArcSwap<CommandTable>>,
     /// The nodes' `redis_version`, for `HELLO`.
     pub server_version: Arc<ArcSwap<String>>,
+    /// The seeds reloads name (`config.seeds` follows it).
+    pub followed: FollowedReceiver,
 }
 
 impl Refresher {
-    /// Refreshes until `token` is cancelled.
-    pub async fn run(self, token: CancellationToken) {
+    /// Refreshes until `token` is cancelled; at once when a reload names other seeds, which are
+    /// asked from then on (after the map's own nodes, as the first ones were).
+    pub async fn run(mut self, token: CancellationToken) {
         let interval = Duration::from_millis(self.config.refresh_interval_ms);
         let mut conn: Option<(String, ControlConn)> = None;
         let mut learned_commands = false;
@@ -72,6 +76,12 @@ impl Refresher {
                 _ = token.cancelled() => return,
                 _ = self.state.refresh.notified() => {}
                 _ = tokio::time::sleep(interval) => {}
+                Ok(()) = self.followed.changed() => {
+                    if let Followed::Cluster { seeds } = self.followed.borrow_and_update().clone() {
+                        tracing::info!(?seeds, "reload: the cluster seeds changed");
+                        self.config.seeds = seeds;
+                    }
+                }
             }
             tokio::select! {
                 _ = token.cancelled() => return,

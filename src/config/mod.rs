@@ -39,6 +39,9 @@ pub struct Config {
     /// Session threads, each with its own clients and backend connections; 0 means half the cores
     /// (at least one).
     pub threads: usize,
+    /// The log filter (tracing's `EnvFilter` syntax: `"info"`, `"haproxy_rs=debug,warn"`); the
+    /// command line's `--log` (`HAPROXY_RS_LOG`) overrides it when given.
+    pub log: String,
     /// Most client connections served at once; a client past it gets
     /// `-ERR max number of clients reached` and is closed, as Redis does (`maxclients`).
     pub max_clients: usize,
@@ -104,6 +107,7 @@ impl Default for Config {
             admin_token: None,
             stats_forget_after_secs: 60,
             threads: 0,
+            log: "info".into(),
             max_clients: 10_000,
             max_pipeline: 1024,
             client_timeout_secs: 0,

@@ -110,6 +110,7 @@ impl Config {
             0,
             86_400,
         )?;
+        crate::logging::parse_filter(&self.log).map_err(|p| invalid("log", p))?;
         Ok(())
     }
 
@@ -344,6 +345,15 @@ mod tests {
     #[test]
     fn no_backend_names_sentinel_addrs() {
         assert_eq!(key_of(Config::default().validate()), "sentinel.addrs");
+    }
+
+    #[test]
+    fn the_log_filter_must_parse() {
+        let mut c = base();
+        c.log = "haproxy_rs=debug,warn".into();
+        c.validate().unwrap();
+        c.log = "haproxy_rs=loud".into();
+        assert_eq!(key_of(c.validate()), "log");
     }
 
     #[test]

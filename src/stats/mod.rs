@@ -54,7 +54,7 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Stats {
     mode: String,
-    master_name: Option<String>,
+    master_name: Mutex<Option<String>>,
     started_at: Instant,
     started_ms: u64,
     master: Mutex<Option<String>>,
@@ -161,7 +161,7 @@ impl Stats {
     ) -> Arc<Stats> {
         Arc::new(Stats {
             mode: mode.to_owned(),
-            master_name: master_name.map(str::to_owned),
+            master_name: Mutex::new(master_name.map(str::to_owned)),
             started_at: Instant::now(),
             started_ms: unix_millis(),
             master: Mutex::new(None),
@@ -236,6 +236,11 @@ impl Stats {
         let s = Arc::new(SentinelStats::new(addr));
         sentinels.push(Arc::clone(&s));
         s
+    }
+
+    /// The name of the master group followed now (Sentinel mode: a reload may change it).
+    pub fn set_master_name(&self, name: &str) {
+        *lock(&self.master_name) = Some(name.to_owned());
     }
 
     /// Drops the link state of a sentinel no longer configured (a reload).
@@ -314,7 +319,7 @@ impl Stats {
             started_ms: self.started_ms,
             uptime_secs: now.saturating_duration_since(self.started_at).as_secs(),
             mode: self.mode.clone(),
-            master_name: self.master_name.clone(),
+            master_name: lock(&self.master_name).clone(),
             master: lock(&self.master).clone(),
             listeners: self.listeners().iter().map(|l| l.snapshot(now)).collect(),
             backends,

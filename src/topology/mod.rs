@@ -2,6 +2,7 @@
 //! a whole new [`RoutingTable`] on every change and swap it in.
 
 pub mod failover;
+pub mod followed;
 pub mod health;
 pub mod sentinel;
 pub mod sentinel_link;
@@ -21,6 +22,7 @@ use crate::backend::{BackendSet, ControlConn};
 use crate::resp::{CommandTable, Value};
 use crate::router::{Fence, ReplicationClock, RoutingTable, Server};
 use crate::stats::{Role, Stats};
+pub use followed::{Followed, FollowedReceiver};
 use health::{run_health, HealthContext, HealthFeeds};
 
 /// Shared by the topology tasks: the table they publish and the backends behind it.

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::failover::{failover_aborted, failover_sign};
@@ -18,7 +18,7 @@ pub use super::sentinel_link::SentinelView;
 use super::sentinel_link::{Link, LinkMsg};
 use super::sentinel_loss::LossFence;
 use super::switchover::{ask_sentinel_failover, wait_caught_up};
-use super::{probe_role, TopologyState};
+use super::{probe_role, Followed, FollowedReceiver, TopologyState};
 use crate::backend::Credentials;
 use crate::config::{FailoverConfig, SentinelConfig};
 use crate::router::Fence;
@@ -51,8 +51,10 @@ impl Failover {
 /// fence whose failover never came (the sentinels still name the old master and it still
 /// answers as master). `tls` is the connector to the sentinels (`[sentinel] tls`), built at start.
 ///
-/// `addrs` gets the sentinel lists of reloads: links to the sentinels no longer listed end (their
-/// views stop counting), links to new ones start, the others go on undisturbed.
+/// `followed` gets what reloads name: links to the sentinels no longer listed end (their views
+/// stop counting), links to new ones start, the others go on undisturbed; another master name
+/// restarts every link under it, and the old group's servers leave the routing table at once
+/// (writes are held until the sentinels name the new group's master and it answers as one).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_sentinel(
     mut cfg: SentinelConfig,
@@ -61,7 +63,7 @@ pub async fn run_sentinel(
     mut changes: mpsc::UnboundedReceiver<String>,
     failover_cfg: FailoverConfig,
     mut switchovers: mpsc::UnboundedReceiver<SwitchoverRequest>,
-    mut addrs: watch::Receiver<Vec<String>>,
+    mut followed: FollowedReceiver,
 ) {
     let fence_timeout = Duration::from_millis(failover_cfg.hold_ms);
     let mut loss = LossFence::new(
@@ -95,9 +97,28 @@ pub async fn run_sentinel(
     loop {
         let cause = tokio::select! {
             _ = state.token.cancelled() => return,
-            Ok(()) = addrs.changed() => {
-                let new = addrs.borrow_and_update().clone();
-                tracing::info!(sentinels = ?new, "reload: the sentinels to follow changed");
+            Ok(()) = followed.changed() => {
+                let Followed::Sentinel { addrs: new, master_name } =
+                    followed.borrow_and_update().clone()
+                else {
+                    continue; // another mode's: that waits for a restart
+                };
+                if master_name != cfg.master_name {
+                    tracing::info!(old = %cfg.master_name, new = %master_name, "reload: following another master group");
+                    rx = links.rename(&master_name, &new, &state);
+                    views.clear();
+                    if let Some(f) = failover.take() {
+                        f.give_up("a reload named another master group");
+                    }
+                    settling = None;
+                    state.stats.set_master_name(&master_name);
+                    state.stats.set_topology_problem(None);
+                    state.publish(None, &[]);
+                    cfg.master_name = master_name;
+                }
+                if new != cfg.addrs {
+                    tracing::info!(sentinels = ?new, "reload: the sentinels to follow changed");
+                }
                 links.follow(&new, &state);
                 views.retain(|s, _| new.contains(s));
                 cfg.addrs = new;
@@ -194,6 +215,27 @@ impl Links {
             state.tracker.spawn(link.run(token.clone()));
             self.tokens.insert(addr.clone(), token);
         }
+    }
+
+    /// Ends every link, to follow the group named `master_name` from now on (the next
+    /// [`Links::follow`] starts the links again; the stats rows of the sentinels not in `keep`
+    /// go); returns where the new links report, so that nothing the old ones sent counts.
+    fn rename(
+        &mut self,
+        master_name: &str,
+        keep: &[String],
+        state: &TopologyState,
+    ) -> mpsc::UnboundedReceiver<LinkMsg> {
+        for (addr, token) in self.tokens.drain() {
+            token.cancel();
+            if !keep.contains(&addr) {
+                state.stats.forget_sentinel(&addr);
+            }
+        }
+        master_name.clone_into(&mut self.master_name);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.tx = tx;
+        rx
     }
 
     fn has(&self, sentinel: &str) -> bool {

@@ -1,26 +1,45 @@
-//! Static mode: a fixed list of servers, their roles from health checks (PING + ROLE, as HAProxy's
-//! `tcp-check` did).
+//! Static mode: a list of servers (a reload may change it), their roles from health checks
+//! (PING + ROLE, as HAProxy's `tcp-check` did).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::TopologyState;
+use super::{Followed, FollowedReceiver, TopologyState};
 use crate::stats::Role;
 
-/// Keeps the table in line with what the health checks report.
+/// Keeps the table in line with what the health checks report, and with the servers reloads
+/// name: new ones are checked at once, removed ones leave the table at once, and the stats and
+/// their checks and connections `stats_forget_after_secs` later (as a server that leaves a
+/// Sentinel topology does).
 pub async fn run_static(
-    servers: Vec<String>,
+    mut servers: Vec<String>,
     state: Arc<TopologyState>,
     mut changes: mpsc::UnboundedReceiver<String>,
+    mut followed: FollowedReceiver,
 ) {
     // Register every server so that health checks start, with no master until one reports it.
     state.publish(None, &servers);
+    // Servers a reload removed are let go only when asked again after the grace.
+    let mut membership = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = state.token.cancelled() => return,
             c = changes.recv() => if c.is_none() { return },
+            Ok(()) = followed.changed() => {
+                if let Followed::Static { servers: new } = followed.borrow_and_update().clone() {
+                    if new != servers {
+                        tracing::info!(servers = ?new, "reload: the servers changed");
+                        servers = new;
+                        follow(&state, &servers);
+                    }
+                }
+            }
+            _ = membership.tick() => {}
         }
+        let members: Vec<&str> = servers.iter().map(String::as_str).collect();
+        crate::backend::follow_membership(&[&state.backends], &members);
         while changes.try_recv().is_ok() {}
         let table = state.table.load_full();
         let all: Vec<_> = table
@@ -43,7 +62,7 @@ pub async fn run_static(
         let silent_master = table
             .master
             .as_ref()
-            .filter(|m| !m.health.reachable())
+            .filter(|m| !m.health.reachable() && servers.iter().any(|s| s == m.addr()))
             .map(|m| m.addr().to_string());
         let master = servers
             .iter()
@@ -69,4 +88,21 @@ pub async fn run_static(
             .stats
             .set_master(if silent { None } else { master.as_deref() });
     }
+}
+
+/// A table of exactly `servers`: the master stays if it is still listed, the others (new ones
+/// included, so that their checks start) as replicas until their checks report.
+fn follow(state: &TopologyState, servers: &[String]) {
+    let table = state.table.load_full();
+    let master = table
+        .master
+        .as_ref()
+        .map(|m| m.addr())
+        .filter(|m| servers.iter().any(|s| s == m));
+    let replicas: Vec<String> = servers
+        .iter()
+        .filter(|s| Some(s.as_str()) != master)
+        .cloned()
+        .collect();
+    state.publish(master, &replicas);
 }

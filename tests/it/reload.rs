@@ -44,6 +44,15 @@ async fn post_reload(stats: SocketAddr) -> (u16, String) {
     (status, body)
 }
 
+/// `POST /reload`, which must apply exactly `changed` and leave nothing for a restart.
+async fn reload_applies(stats: SocketAddr, changed: &[&str]) {
+    let (status, body) = post_reload(stats).await;
+    assert_eq!(status, 200, "{body}");
+    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(outcome["changed"], serde_json::json!(changed), "{body}");
+    assert_eq!(outcome["needs_restart"], serde_json::json!([]), "{body}");
+}
+
 async fn connect(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     assert_eq!(send(&mut s, &[&["PING"]]).await, ["+PONG"]);
@@ -230,15 +239,7 @@ async fn a_reload_moves_the_proxy_to_other_sentinels_without_a_fence() {
     assert_eq!(linked_sentinels(proxy.stats).await, addrs[..1]);
 
     rewrite(&proxy, &sentinel(&addrs[1..]));
-    let (status, body) = post_reload(proxy.stats).await;
-    assert_eq!(status, 200, "{body}");
-    let outcome: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(
-        outcome["changed"],
-        serde_json::json!(["sentinel.addrs"]),
-        "{body}"
-    );
-    assert_eq!(outcome["needs_restart"], serde_json::json!([]), "{body}");
+    reload_applies(proxy.stats, &["sentinel.addrs"]).await;
     let mut expected = addrs[1..].to_vec();
     expected.sort();
     eventually!(
@@ -330,5 +331,236 @@ async fn a_reload_serves_a_renewed_certificate_to_new_clients() {
     assert_eq!(
         tls_ping(proxy.addr, &renewed).await.ok().as_deref(),
         Some("+PONG\r\n")
+    );
+}
+
+/// A client's protocol error: the proxy answers it, logs it at debug level, and closes.
+async fn protocol_error(addr: SocketAddr) {
+    let reply = crate::security::until_closed(addr, b"*1\r\n$x\r\n").await;
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+}
+
+const DEBUG_LINE: &str = "client protocol error";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_the_log_filter_of_the_file() {
+    let server = RedisServer::start().await;
+    let backend = format!("servers = [\"{}\"]\n", server.addr());
+    let ports = (free_port(), free_port());
+    // No `--log` and no HAPROXY_RS_LOG: the file's filter counts.
+    let proxy = Binary::spawn_logging(&backend, ports, &lines("log = \"info\"\n"), None, &[]);
+    proxy.wait_healthy().await;
+    protocol_error(proxy.addr).await;
+    assert!(!proxy.log().contains(DEBUG_LINE), "{}", proxy.log());
+
+    rewrite(&proxy, "log = \"haproxy_rs=debug\"\n");
+    reload_applies(proxy.stats, &["log"]).await;
+    protocol_error(proxy.addr).await;
+    eventually!(
+        Duration::from_secs(10),
+        proxy.log().contains(DEBUG_LINE),
+        "a debug-level line after the reload; log: {}",
+        proxy.log()
+    );
+
+    // A filter that does not parse refuses the reload, naming the key; the filter stays.
+    rewrite(&proxy, "log = \"haproxy_rs=loud\"\n");
+    let (status, body) = post_reload(proxy.stats).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("`log`"), "{body}");
+    let before = proxy.log().matches(DEBUG_LINE).count();
+    protocol_error(proxy.addr).await;
+    eventually!(
+        Duration::from_secs(10),
+        proxy.log().matches(DEBUG_LINE).count() > before,
+        "still at debug level; log: {}",
+        proxy.log()
+    );
+}
+
+/// `SENTINEL REPLICAS <name>` on `sentinel`: the replicas' `ip:port`.
+async fn sentinel_replicas(sentinel: &crate::harness::Sentinel, name: &str) -> Vec<String> {
+    let mut c = sentinel.client().await;
+    let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("REPLICAS")
+        .arg(name)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    replicas
+        .iter()
+        .filter_map(|r| Some(format!("{}:{}", r.get("ip")?, r.get("port")?)))
+        .collect()
+}
+
+async fn get(server: &RedisServer, key: &str) -> Option<String> {
+    crate::security::query(&mut server.client().await, &["GET", key])
+        .await
+        .expect("GET")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_naming_another_master_group_moves_writes_and_reads_to_it() {
+    let topo = Topology::start(1, 1).await;
+    // A second group under the same sentinel: a master and its replica.
+    let other = RedisServer::start().await;
+    let other_replica = RedisServer::start_replica_of(&other).await;
+    let sentinel = &topo.sentinels[0];
+    let mut admin = sentinel.client().await;
+    let monitored: String = redis::cmd("SENTINEL")
+        .arg("MONITOR")
+        .arg("other")
+        .arg("127.0.0.1")
+        .arg(other.port())
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .expect("SENTINEL MONITOR");
+    assert_eq!(monitored, "OK");
+    eventually!(
+        Duration::from_secs(20),
+        sentinel_replicas(sentinel, "other").await == [other_replica.addr()],
+        "the sentinel lists the other group's replica"
+    );
+    let config = |name: &str| {
+        lines(&format!(
+            "[sentinel]\naddrs = [\"{}\"]\nmaster_name = \"{name}\"\n",
+            sentinel.addr()
+        ))
+    };
+    let proxy = Binary::spawn_with(
+        "",
+        (free_port(), free_port()),
+        &config(topo.master_name()),
+        &[],
+    );
+    proxy.wait_healthy().await;
+    let mut client = connect(proxy.addr).await;
+    let set = |v: &'static str| [["SET", "group:key", v]];
+    assert_eq!(send(&mut client, &[&set("one")[0]]).await, ["+OK"]);
+    assert_eq!(get(&topo.master, "group:key").await.as_deref(), Some("one"));
+    let old_reads = topo.replicas[0].commandstats("get").await;
+
+    proxy.rewrite_config(&config("other"));
+    reload_applies(proxy.stats, &["sentinel.master_name"]).await;
+    eventually!(
+        Duration::from_secs(10),
+        {
+            let stats = stats_json(proxy.stats).await;
+            stats["master_name"] == "other" && stats["master"] == other.addr()
+        },
+        "the stats name the other group and its master; log: {}",
+        proxy.log()
+    );
+    let (_, metrics) = crate::stats_http::get(proxy.stats, "/metrics").await;
+    assert!(metrics.contains("master_name=\"other\""), "{metrics}");
+
+    // The client connected before the reload writes to the other group's master now.
+    assert_eq!(send(&mut client, &[&set("two")[0]]).await, ["+OK"]);
+    assert_eq!(get(&other, "group:key").await.as_deref(), Some("two"));
+    assert_eq!(get(&topo.master, "group:key").await.as_deref(), Some("one"));
+    // Reads go to the other group's replica, none to the first group's.
+    let mut reader = connect(proxy.addr).await;
+    eventually!(
+        Duration::from_secs(10),
+        {
+            send(&mut reader, &[&["GET", "group:key"]]).await;
+            other_replica.commandstats("get").await > 0
+        },
+        "a read reaches the other group's replica"
+    );
+    assert_eq!(topo.replicas[0].commandstats("get").await, old_reads);
+}
+
+/// The addresses of the backends the stats page shows.
+async fn listed_backends(stats: SocketAddr) -> Vec<String> {
+    let json = stats_json(stats).await;
+    json["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["addr"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How many clients `server` has (this query's own connection included).
+async fn connected_clients(server: &RedisServer) -> String {
+    crate::harness::redis::info_field(&server.info("clients").await, "connected_clients")
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_other_static_servers_routes_to_them_and_lets_the_old_go() {
+    let (old, new) = (RedisServer::start().await, RedisServer::start().await);
+    let extra = "stats_forget_after_secs = 1\n";
+    let servers = |s: &RedisServer| format!("servers = [\"{}\"]\n{extra}", s.addr());
+    let proxy = Binary::spawn_with("", (free_port(), free_port()), &lines(&servers(&old)), &[]);
+    proxy.wait_healthy().await;
+    let mut client = connect(proxy.addr).await;
+    assert_eq!(
+        send(&mut client, &[&["SET", "static:key", "one"]]).await,
+        ["+OK"]
+    );
+    assert_eq!(get(&old, "static:key").await.as_deref(), Some("one"));
+
+    proxy.rewrite_config(&lines(&servers(&new)));
+    reload_applies(proxy.stats, &["servers"]).await;
+    eventually!(
+        Duration::from_secs(10),
+        stats_json(proxy.stats).await["master"] == new.addr(),
+        "the new server is the master; log: {}",
+        proxy.log()
+    );
+    assert_eq!(
+        send(&mut client, &[&["SET", "static:key", "two"]]).await,
+        ["+OK"]
+    );
+    assert_eq!(get(&new, "static:key").await.as_deref(), Some("two"));
+    assert_eq!(get(&old, "static:key").await.as_deref(), Some("one"));
+    // The old server leaves the page after stats_forget_after_secs, and its health checks and
+    // connections end.
+    eventually!(
+        Duration::from_secs(10),
+        listed_backends(proxy.stats).await == [new.addr()],
+        "only the new server is listed"
+    );
+    eventually!(
+        Duration::from_secs(10),
+        connected_clients(&old).await == "1",
+        "the proxy's connections to the old server are closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_other_cluster_seeds_learns_the_slot_map_from_them() {
+    let cluster = crate::harness::Cluster::start(3, 0).await;
+    let seeds = |addrs: &[String]| {
+        let quoted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+        lines(&format!("[cluster]\nseeds = [{}]\n", quoted.join(", ")))
+    };
+    // A seed nobody listens on: the proxy starts without a slot map.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let proxy = Binary::spawn_with("", (free_port(), free_port()), &seeds(&[nowhere]), &[]);
+    eventually!(
+        Duration::from_secs(10),
+        crate::restart::healthz(proxy.stats).await.map(|(s, _)| s) == Some(503),
+        "the proxy answers, without a slot map; log: {}",
+        proxy.log()
+    );
+
+    proxy.rewrite_config(&seeds(&cluster.addrs()[1..2]));
+    reload_applies(proxy.stats, &["cluster.seeds"]).await;
+    proxy.wait_healthy().await;
+    let mut client = connect(proxy.addr).await;
+    assert_eq!(
+        send(&mut client, &[&["SET", "seeds:key", "v"]]).await,
+        ["+OK"]
+    );
+    let map = cluster.slot_map().await;
+    assert_eq!(
+        get(cluster.owner(&map, "seeds:key"), "seeds:key")
+            .await
+            .as_deref(),
+        Some("v")
     );
 }

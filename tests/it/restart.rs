@@ -46,6 +46,18 @@ impl Binary {
         extra: &str,
         args: &[&str],
     ) -> Binary {
+        Binary::spawn_logging(backend, ports, extra, Some("haproxy_rs=debug"), args)
+    }
+
+    /// [`Binary::spawn_with`] with `--log log`, or with neither the flag nor `HAPROXY_RS_LOG`
+    /// (the config's `log` counts then).
+    pub(crate) fn spawn_logging(
+        backend: &str,
+        ports: (u16, u16),
+        extra: &str,
+        log: Option<&str>,
+        args: &[&str],
+    ) -> Binary {
         let dir = tempfile::tempdir().expect("temp dir");
         let (addr, stats) = (
             SocketAddr::from(([127, 0, 0, 1], ports.0)),
@@ -54,14 +66,19 @@ impl Binary {
         let config = dir.path().join("proxy.toml");
         let base = format!("listen = \"{addr}\"\nstats = \"{stats}\"\nthreads = 1\n{backend}");
         std::fs::write(&config, format!("{base}{extra}")).expect("config file");
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_haproxy-rs"))
-            .args(["--log", "haproxy_rs=debug", "run", "-c"])
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_haproxy-rs"));
+        match log {
+            Some(filter) => command.args(["--log", filter]),
+            None => command.env_remove("HAPROXY_RS_LOG"),
+        };
+        let child = command
+            .args(["run", "-c"])
             .arg(&config)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(stderr)
             .spawn()
             .expect("run the haproxy-rs binary");
         Binary {

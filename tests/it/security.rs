@@ -73,7 +73,7 @@ pub(crate) async fn send(s: &mut TcpStream, commands: &[&[&str]]) -> Vec<String>
 }
 
 /// Sends `input` and reads until the proxy closes the connection (bounded).
-async fn until_closed(addr: std::net::SocketAddr, input: &[u8]) -> String {
+pub(crate) async fn until_closed(addr: std::net::SocketAddr, input: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(input).await.unwrap();
     let mut buf = Vec::new();
