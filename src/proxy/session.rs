@@ -168,7 +168,7 @@ impl Session {
     }
 
     /// The session takes the contexts a reload stores in `live` after `generation` (the one it
-    /// started with), between requests (see [`Session::adopt_reload`]).
+    /// started with), between requests (see `Session::adopt_reload`).
     pub fn following(mut self, live: Arc<LiveContext>, generation: u64) -> Session {
         self.live = Some((live, generation));
         self
