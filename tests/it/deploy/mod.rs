@@ -7,6 +7,7 @@
 //! note; under `CI=true` it fails.
 
 mod bench;
+mod host;
 mod pods;
 mod schemas;
 
