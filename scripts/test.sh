@@ -37,6 +37,8 @@ install_deps() {
     command -v haproxy >/dev/null 2>&1 || apt_install haproxy
     # scripts/soak.sh reads the stats page with curl (soak test).
     command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+    # The metrics tests run promtool (check metrics, check/test rules) and a real Prometheus.
+    command -v promtool >/dev/null 2>&1 || apt_install prometheus
     if ! python3 -c 'import redis' 2>/dev/null; then
         # Debian's python is externally managed (PEP 668): pip refuses, then the distro package does it.
         python3 -m pip install --quiet redis 2>/dev/null || apt_install python3-redis

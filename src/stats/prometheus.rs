@@ -3,8 +3,8 @@
 use std::fmt::{Display, Write};
 
 use super::{
-    AuthSnapshot, BackendSnapshot, BackendState, ClusterSnapshot, HoldSnapshot, ListenerSnapshot,
-    SentinelSnapshot, Snapshot,
+    AuthSnapshot, BackendSnapshot, BackendState, ClusterSnapshot, HoldSnapshot, LatencySnapshot,
+    ListenerSnapshot, SentinelSnapshot, Snapshot, EXPORTED_BOUNDS_US,
 };
 
 /// Writes Prometheus text exposition (format 0.0.4) one family at a time.
@@ -287,30 +287,60 @@ fn backend_labels(b: &BackendSnapshot) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn prom_latency(p: &mut Prom, bs: &[BackendSnapshot]) {
-    if bs.is_empty() {
-        return;
-    }
-    let name = "backend_latency_seconds";
-    p.family(name, "summary", "Command round-trip latency.");
-    for b in bs {
-        let (addr, role) = (b.addr.as_str(), b.role.as_str());
-        let quantiles = [
-            ("0.5", b.latency.p50_us),
-            ("0.9", b.latency.p90_us),
-            ("0.99", b.latency.p99_us),
-        ];
-        for (q, us) in quantiles {
-            // NaN is how a summary says "no observations yet".
-            let v = us.map_or(f64::NAN, |us| us as f64 / 1e6);
-            let labels = [("backend", addr), ("role", role), ("quantile", q)];
-            p.sample(name, &labels, float(v));
+/// A latency histogram family: one series of buckets per item (`le` from
+/// [`EXPORTED_BOUNDS_US`], then `+Inf`), `_sum` and `_count`, in seconds.
+fn prom_histogram<'a>(
+    p: &mut Prom,
+    name: &str,
+    help: &str,
+    items: impl IntoIterator<Item = (Vec<(&'static str, String)>, &'a LatencySnapshot)>,
+) {
+    let bounds: Vec<String> = EXPORTED_BOUNDS_US
+        .iter()
+        .map(|us| float(*us as f64 / 1e6))
+        .chain(["+Inf".to_owned()])
+        .collect();
+    let mut header = false;
+    for (labels, latency) in items {
+        if !header {
+            p.family(name, "histogram", help);
+            header = true;
         }
-        let labels = [("backend", addr), ("role", role)];
-        let sum = float(b.latency.sum_us as f64 / 1e6);
-        p.sample("backend_latency_seconds_sum", &labels, sum);
-        p.sample("backend_latency_seconds_count", &labels, b.latency.count);
+        let mut pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bucket = format!("{name}_bucket");
+        // `+Inf` and `_count` are the last cumulative bucket: the three always agree.
+        let count = latency.buckets.last().copied().unwrap_or(0);
+        for (i, le) in bounds.iter().enumerate() {
+            pairs.push(("le", le));
+            p.sample(
+                &bucket,
+                &pairs,
+                latency.buckets.get(i).copied().unwrap_or(0),
+            );
+            pairs.pop();
+        }
+        p.sample(
+            &format!("{name}_sum"),
+            &pairs,
+            float(latency.sum_us as f64 / 1e6),
+        );
+        p.sample(&format!("{name}_count"), &pairs, count);
     }
+}
+
+fn prom_latency(p: &mut Prom, s: &Snapshot) {
+    prom_histogram(
+        p,
+        "listener_latency_seconds",
+        "From a command read to its reply ready to be written to the client.",
+        s.listeners.iter().map(|l| (listener_labels(l), &l.latency)),
+    );
+    prom_histogram(
+        p,
+        "backend_latency_seconds",
+        "Command round trip to the backend.",
+        s.backends.iter().map(|b| (backend_labels(b), &b.latency)),
+    );
 }
 
 /// Cluster mode: the slot map and when it was fetched and changed.
@@ -402,7 +432,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     prom_process(&mut p, s);
     p.families(&s.listeners, listener_labels, LISTENER_FAMILIES);
     p.families(&s.backends, backend_labels, BACKEND_FAMILIES);
-    prom_latency(&mut p, &s.backends);
+    prom_latency(&mut p, s);
     p.families(&s.sentinels, sentinel_labels, SENTINEL_FAMILIES);
     if let Some(c) = &s.cluster {
         prom_cluster_map(&mut p, c);
@@ -467,7 +497,7 @@ mod tests {
             }
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("name and type");
-                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 assert!(typed.insert(name.to_owned(), kind.to_owned()).is_none());
                 continue;
             }
@@ -475,10 +505,10 @@ mod tests {
             assert!(valid_name(&name), "bad name {name}");
             assert!(name.starts_with("haproxy_rs_"), "{name}");
             assert!(value == "NaN" || value.parse::<f64>().is_ok(), "{line}");
-            let summary = |f: &&str| typed.get(*f).is_some_and(|k| k == "summary");
-            let family = ["_sum", "_count"]
+            let histogram = |f: &&str| typed.get(*f).is_some_and(|k| k == "histogram");
+            let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(summary))
+                .find_map(|s| name.strip_suffix(s).filter(histogram))
                 .unwrap_or(&name);
             let kind = typed
                 .get(family)
@@ -505,8 +535,43 @@ mod tests {
             text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\",role=\"master\"} 1\n")
         );
         assert!(text.contains("backend=\"bad\\\"host\\\\\\n:1\""));
-        assert!(text.contains("quantile=\"0.99\""));
+        assert!(!text.contains("quantile="), "histograms, not summaries");
         assert!(text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\",role=\"replica\"} 4242"));
+    }
+
+    #[test]
+    fn latency_is_a_histogram_per_listener_and_per_backend() {
+        let text = render_prometheus(&sample());
+        assert!(text.contains("# TYPE haproxy_rs_listener_latency_seconds histogram\n"));
+        assert!(text.contains("# TYPE haproxy_rs_backend_latency_seconds histogram\n"));
+        // The sample's master answered one command in 250 us.
+        let master = "backend=\"127.0.0.1:6391\",role=\"master\"";
+        for (le, n) in [
+            ("0.00005", 0),
+            ("0.0001", 0),
+            ("0.00025", 1),
+            ("10", 1),
+            ("+Inf", 1),
+        ] {
+            let line =
+                format!("haproxy_rs_backend_latency_seconds_bucket{{{master},le=\"{le}\"}} {n}");
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        for line in [
+            format!("haproxy_rs_backend_latency_seconds_sum{{{master}}} 0.00025"),
+            format!("haproxy_rs_backend_latency_seconds_count{{{master}}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        let buckets = text
+            .lines()
+            .filter(|l| l.starts_with("haproxy_rs_listener_latency_seconds_bucket{"))
+            .count();
+        assert_eq!(
+            buckets,
+            EXPORTED_BOUNDS_US.len() + 1,
+            "one listener's buckets"
+        );
     }
 
     #[test]

@@ -42,6 +42,19 @@ pub(crate) async fn request(
     (status, head.to_string(), body.to_string())
 }
 
+/// `n` `SET`s through the proxy, one after the other, on one connection.
+pub(crate) async fn sets(proxy: &TestProxy, n: usize) {
+    let mut c = proxy.client().await;
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+}
+
 fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
@@ -81,15 +94,7 @@ async fn stats_endpoints_serve_html_json_and_prometheus() {
     let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
         .start(1)
         .await;
-    let mut c = proxy.client().await;
-    for i in 0..10 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-    }
+    sets(&proxy, 10).await;
     let addr = proxy.stats_addr();
 
     let (status, html) = get(addr, "/").await;
@@ -236,20 +241,35 @@ async fn stats_show_the_cluster_slot_map_nodes_and_counters() {
     }
 }
 
+/// Whether `tool` (a binary of Debian's `prometheus` package) can be run: with `CI=true` it
+/// must be (`scripts/test.sh` installs it), elsewhere a test without it skips that check.
+pub(crate) fn prometheus_tool(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found || std::env::var("CI").as_deref() != Ok("true"),
+        "{tool} is not installed (apt-get install prometheus; scripts/test.sh does)"
+    );
+    found
+}
+
 /// `promtool check metrics` on `/metrics`, when promtool is installed (`apt-get install
-/// prometheus`); nothing otherwise.
-async fn promtool_check(addr: std::net::SocketAddr) {
+/// prometheus`; required with `CI=true`); nothing otherwise.
+pub(crate) async fn promtool_check(addr: std::net::SocketAddr) {
     use std::process::Stdio;
+    if !prometheus_tool("promtool") {
+        return;
+    }
     let (_, metrics) = get(addr, "/metrics").await;
-    let child = tokio::process::Command::new("promtool")
+    let mut child = tokio::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        return;
-    };
+        .spawn()
+        .unwrap();
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(metrics.as_bytes()).await.unwrap();
     }
@@ -260,6 +280,68 @@ async fn promtool_check(addr: std::net::SocketAddr) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The sum of every sample of family member `name` (exactly: `name{..} v` or `name v`).
+pub(crate) fn sum_of(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Issue 16: latency is a Prometheus histogram (aggregatable over several proxies) per listener
+/// and per backend, with buckets from 50 us to 10 s, and `promtool` accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_export_latency_histograms_per_listener_and_backend() {
+    let master = RedisServer::start().await;
+    let proxy = ProxyBuilder::servers(vec![master.addr()]).start(0).await;
+    sets(&proxy, 20).await;
+    let addr = proxy.stats_addr();
+    let count =
+        |m: &str, family: &str| sum_of(m, &format!("haproxy_rs_{family}_latency_seconds_count"));
+    crate::eventually!(
+        Duration::from_secs(10),
+        {
+            let (_, m) = get(addr, "/metrics").await;
+            count(&m, "listener") >= 20.0 && count(&m, "backend") >= 20.0
+        },
+        "20 commands in both histograms: {}",
+        get(addr, "/metrics").await.1
+    );
+    let (_, metrics) = get(addr, "/metrics").await;
+    for family in ["listener", "backend"] {
+        let name = format!("haproxy_rs_{family}_latency_seconds");
+        assert!(
+            metrics.contains(&format!("# TYPE {name} histogram\n")),
+            "{metrics}"
+        );
+        for le in ["0.00005", "0.001", "10", "+Inf"] {
+            let bucket = format!("{name}_bucket{{");
+            let with_le = format!(",le=\"{le}\"}} ");
+            assert!(
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with(&bucket) && l.contains(&with_le)),
+                "no le={le} bucket of {name}"
+            );
+        }
+        let inf = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains("le=\"+Inf\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        assert_eq!(inf, count(&metrics, family), "+Inf bucket is the count");
+        assert!(sum_of(&metrics, &format!("{name}_sum")) > 0.0);
+    }
+    promtool_check(addr).await;
 }
 
 /// The backends `/metrics` has a `haproxy_rs_backend_up` sample of.
