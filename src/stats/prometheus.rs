@@ -4,7 +4,7 @@ use std::fmt::{Display, Write};
 
 use super::{
     AuthSnapshot, BackendSnapshot, BackendState, ClusterSnapshot, HoldSnapshot, LatencySnapshot,
-    ListenerSnapshot, SentinelSnapshot, Snapshot, EXPORTED_BOUNDS_US,
+    ListenerSnapshot, Role, SentinelSnapshot, Snapshot, EXPORTED_BOUNDS_US,
 };
 
 /// Writes Prometheus text exposition (format 0.0.4) one family at a time.
@@ -280,11 +280,30 @@ fn sentinel_labels(x: &SentinelSnapshot) -> Vec<(&'static str, String)> {
     vec![("sentinel", x.addr.clone())]
 }
 
+/// A backend's series are named by its address alone: a failover changes its role, not its
+/// identity (the role is `haproxy_rs_backend_role`).
 fn backend_labels(b: &BackendSnapshot) -> Vec<(&'static str, String)> {
-    vec![
-        ("backend", b.addr.clone()),
-        ("role", b.role.as_str().to_owned()),
-    ]
+    vec![("backend", b.addr.clone())]
+}
+
+/// Each backend's role as an info-style gauge: one series per role, 1 for the one it has now
+/// (`haproxy_rs_backend_role{role="master"} == 1` is the master), so joins and alerts see a
+/// failover as two gauges flipping.
+fn prom_roles(p: &mut Prom, bs: &[BackendSnapshot]) {
+    if bs.is_empty() {
+        return;
+    }
+    p.family(
+        "backend_role",
+        "gauge",
+        "1 for the backend's current role (master, replica, unknown), 0 for the others.",
+    );
+    for b in bs {
+        for role in [Role::Master, Role::Replica, Role::Unknown] {
+            let labels = [("backend", b.addr.as_str()), ("role", role.as_str())];
+            p.sample("backend_role", &labels, u8::from(b.role == role));
+        }
+    }
 }
 
 /// A latency histogram family: one series of buckets per item (`le` from
@@ -432,6 +451,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     prom_process(&mut p, s);
     p.families(&s.listeners, listener_labels, LISTENER_FAMILIES);
     p.families(&s.backends, backend_labels, BACKEND_FAMILIES);
+    prom_roles(&mut p, &s.backends);
     prom_latency(&mut p, s);
     p.families(&s.sentinels, sentinel_labels, SENTINEL_FAMILIES);
     if let Some(c) = &s.cluster {
@@ -531,12 +551,31 @@ mod tests {
             !text.contains("haproxy_rs_cluster_"),
             "no cluster series outside cluster mode"
         );
-        assert!(
-            text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\",role=\"master\"} 1\n")
-        );
+        assert!(text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\"} 1\n"));
         assert!(text.contains("backend=\"bad\\\"host\\\\\\n:1\""));
         assert!(!text.contains("quantile="), "histograms, not summaries");
-        assert!(text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\",role=\"replica\"} 4242"));
+        assert!(
+            text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\"} 4242")
+        );
+    }
+
+    #[test]
+    fn the_role_is_a_gauge_of_its_own_and_no_label_of_the_other_backend_series() {
+        let text = render_prometheus(&sample());
+        for line in [
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6391\",role=\"master\"} 1",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6391\",role=\"replica\"} 0",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6391\",role=\"unknown\"} 0",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6392\",role=\"replica\"} 1",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6392\",role=\"master\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        let with_role = text
+            .lines()
+            .filter(|l| l.starts_with("haproxy_rs_backend_") && l.contains("role="))
+            .find(|l| !l.starts_with("haproxy_rs_backend_role{"));
+        assert_eq!(with_role, None, "role is a label of backend_role only");
     }
 
     #[test]
@@ -545,7 +584,7 @@ mod tests {
         assert!(text.contains("# TYPE haproxy_rs_listener_latency_seconds histogram\n"));
         assert!(text.contains("# TYPE haproxy_rs_backend_latency_seconds histogram\n"));
         // The sample's master answered one command in 250 us.
-        let master = "backend=\"127.0.0.1:6391\",role=\"master\"";
+        let master = "backend=\"127.0.0.1:6391\"";
         for (le, n) in [
             ("0.00005", 0),
             ("0.0001", 0),
@@ -594,7 +633,9 @@ mod tests {
             "haproxy_rs_cluster_refreshes_total 7",
             "haproxy_rs_cluster_refresh_failures_total 1",
             "haproxy_rs_cluster_split_commands_total 4",
-            "haproxy_rs_backend_up{backend=\"127.0.0.1:7004\",role=\"replica\"} 0",
+            "haproxy_rs_backend_up{backend=\"127.0.0.1:7004\"} 0",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:7004\",role=\"replica\"} 1",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:7004\",role=\"master\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }
