@@ -8,6 +8,7 @@ pub mod admin;
 mod auth;
 mod cluster;
 mod counters;
+mod errors;
 mod failovers;
 mod histogram;
 mod hold;
@@ -34,6 +35,7 @@ pub use counters::{
     BackendSnapshot, BackendState, BackendStats, LatencySnapshot, ListenerSnapshot, ListenerStats,
     ReplyTimer, Role, SentinelSnapshot, SentinelStats,
 };
+pub use errors::ErrorReason;
 pub use failovers::{FailoverRecord, FAILOVER_HISTORY};
 pub use histogram::{Histogram, HistogramSnapshot, EXPORTED_BOUNDS_US};
 pub use hold::{HoldSnapshot, HoldStats};

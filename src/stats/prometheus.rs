@@ -241,7 +241,7 @@ const LISTENER_FAMILIES: &[Family<ListenerSnapshot>] = &[
     ("listener_connections", "gauge", "Open client connections.", |l| Some(l.current_connections as f64)),
     ("listener_connections_total", "counter", "Accepted client connections.", |l| Some(l.total_connections as f64)),
     ("listener_commands_total", "counter", "Commands received.", |l| Some(l.commands as f64)),
-    ("listener_errors_total", "counter", "Commands answered with an error.", |l| Some(l.errors as f64)),
+    ("listener_errors_total", "counter", "Commands answered with an error (haproxy_rs_errors_total has them by reason).", |l| Some(l.errors as f64)),
     ("listener_output_buffer_limit_disconnections_total", "counter", "Clients disconnected for not reading their replies.", |l| Some(l.output_buffer_limit_disconnections as f64)),
     ("listener_query_buffer_limit_disconnections_total", "counter", "Clients closed for input past client_query_buffer_limit.", |l| Some(l.query_buffer_limit_disconnections as f64)),
     ("listener_output_total_limit_disconnections_total", "counter", "Clients disconnected, largest output first, for max_output_bytes_total.", |l| Some(l.output_total_limit_disconnections as f64)),
@@ -344,6 +344,29 @@ fn prom_histogram<'a>(
             float(latency.sum_us as f64 / 1e6),
         );
         p.sample(&format!("{name}_count"), &pairs, count);
+    }
+}
+
+/// Each listener's errors by reason, every reason listed (zeros too: `rate()` needs the series
+/// before the first error).
+fn prom_errors(p: &mut Prom, ls: &[ListenerSnapshot]) {
+    if ls.is_empty() {
+        return;
+    }
+    p.family(
+        "errors_total",
+        "counter",
+        "Commands answered with an error, by reason (the proxy's refusals included).",
+    );
+    for l in ls {
+        for (reason, n) in &l.errors_by_reason {
+            let labels = [
+                ("listener", l.name.as_str()),
+                ("addr", l.addr.as_str()),
+                ("reason", reason),
+            ];
+            p.sample("errors_total", &labels, n);
+        }
     }
 }
 
@@ -450,6 +473,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     };
     prom_process(&mut p, s);
     p.families(&s.listeners, listener_labels, LISTENER_FAMILIES);
+    prom_errors(&mut p, &s.listeners);
     p.families(&s.backends, backend_labels, BACKEND_FAMILIES);
     prom_roles(&mut p, &s.backends);
     prom_latency(&mut p, s);

@@ -124,3 +124,122 @@ async fn a_failover_flips_the_role_gauges_and_keeps_every_backend_series() {
     assert!(lost.is_empty(), "series gone after the failover: {lost:?}");
     promtool_check(addr).await;
 }
+
+/// `haproxy_rs_errors_total{addr="<addr>",reason="<reason>"}` summed over the listener names.
+fn errors(metrics: &str, addr: std::net::SocketAddr, reason: &str) -> f64 {
+    let labels = format!(",addr=\"{addr}\",reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("haproxy_rs_errors_total{") && l.contains(&labels))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends bytes that are not RESP on a connection of its own: `-ERR Protocol error`, then the
+/// proxy closes it.
+async fn protocol_error(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"*1\r\n+PING\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+}
+
+/// Runs, on the proxy's endpoints, one command of each error reason a test can provoke: a write
+/// on the read-only endpoint, a command the policy denies (`FLUSHALL`, denied by the caller's
+/// config), a command's own error (`WRONGTYPE`) and a protocol error.
+async fn one_error_of_each(proxy: &crate::harness::proxy::TestProxy) {
+    async fn error_of(
+        c: &mut redis::aio::MultiplexedConnection,
+        args: &[&str],
+    ) -> redis::RedisError {
+        let mut cmd = redis::cmd(args[0]);
+        cmd.arg(&args[1..]);
+        cmd.query_async::<()>(c).await.unwrap_err()
+    }
+    let mut c = proxy.client().await;
+    let () = redis::cmd("SET")
+        .arg(&["s", "v"])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let e = error_of(&mut c, &["LPUSH", "s", "x"]).await;
+    assert_eq!(e.code(), Some("WRONGTYPE"), "{e}");
+    let e = error_of(&mut c, &["FLUSHALL"]).await;
+    assert!(e.to_string().contains("commands.deny"), "{e}");
+    let e = error_of(&mut proxy.read_client().await, &["SET", "k", "v"]).await;
+    assert_eq!(e.code(), Some("READONLY"), "{e}");
+    protocol_error(proxy.addr()).await;
+}
+
+/// Checks that each error of [`one_error_of_each`] is counted once, by its reason, on the listener
+/// that answered it, and that the per-listener total agrees.
+async fn each_error_counted_once(proxy: &crate::harness::proxy::TestProxy) {
+    let (main, read, stats) = (proxy.addr(), proxy.read_addr(), proxy.stats_addr());
+    let expected = [
+        (main, "command", 1.0),
+        (main, "policy", 1.0),
+        (main, "protocol", 1.0),
+        (main, "readonly", 0.0),
+        (read, "readonly", 1.0),
+        (read, "policy", 0.0),
+    ];
+    crate::eventually!(
+        Duration::from_secs(10),
+        {
+            let (_, m) = get(stats, "/metrics").await;
+            expected.iter().all(|&(a, r, n)| errors(&m, a, r) == n)
+        },
+        "each error counted once by reason: {}",
+        get(stats, "/metrics").await.1
+    );
+    let (_, m) = get(stats, "/metrics").await;
+    for addr in [main, read] {
+        let by_reason: f64 = [
+            "readonly", "policy", "acl", "noauth", "tryagain", "protocol", "backend", "command",
+            "other",
+        ]
+        .iter()
+        .map(|r| errors(&m, addr, r))
+        .sum();
+        let total = m
+            .lines()
+            .filter(|l| l.starts_with("haproxy_rs_listener_errors_total{"))
+            .filter(|l| l.contains(&format!("addr=\"{addr}\"")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>();
+        assert_eq!(
+            by_reason, total,
+            "{addr}: the reasons add up to the total\n{m}"
+        );
+    }
+    promtool_check(stats).await;
+}
+
+/// Issue 16: errors are counted by reason, the proxy's own refusals included (before, a write on
+/// the read-only endpoint or a denied command was not counted at all in Sentinel/static mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_counted_by_reason_with_the_proxys_refusals() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .with(|c| c.commands.deny = vec!["flushall".into()])
+        .start(1)
+        .await;
+    one_error_of_each(&proxy).await;
+    each_error_counted_once(&proxy).await;
+}
+
+/// Issue 16, cluster mode: the same reasons, each counted once (a protocol error was counted twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_counts_errors_by_reason_once_each() {
+    let cluster = crate::harness::Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster)
+        .with(|c| c.commands.deny = vec!["flushall".into()])
+        .start_cluster()
+        .await;
+    one_error_of_each(&proxy).await;
+    each_error_counted_once(&proxy).await;
+}

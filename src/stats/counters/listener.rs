@@ -1,6 +1,6 @@
 //! The counters of one client-facing listener.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{gauge, lock, round2, LatencySnapshot, RateMeter};
+use crate::stats::errors::{ErrorCounts, ErrorReason};
 use crate::stats::histogram::Histogram;
 
 /// Counters of one client-facing listener.
@@ -20,6 +21,7 @@ pub struct ListenerStats {
     total: AtomicU64,
     commands: AtomicU64,
     errors: AtomicU64,
+    errors_by_reason: ErrorCounts,
     output_limit_closes: AtomicU64,
     query_limit_closes: AtomicU64,
     output_total_closes: AtomicU64,
@@ -47,6 +49,9 @@ pub struct ListenerSnapshot {
     pub commands: u64,
     /// Commands answered with an error since start.
     pub errors: u64,
+    /// The same errors by reason (`readonly`, `policy`, `acl`, ...: see `ErrorReason`), every
+    /// reason listed.
+    pub errors_by_reason: BTreeMap<&'static str, u64>,
     /// Clients disconnected for letting replies pile up past `client_output_buffer_limit_bytes`
     /// (Redis's `client_output_buffer_limit_disconnections`).
     pub output_buffer_limit_disconnections: u64,
@@ -82,6 +87,7 @@ impl ListenerStats {
             total: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            errors_by_reason: ErrorCounts::default(),
             output_limit_closes: AtomicU64::new(0),
             query_limit_closes: AtomicU64::new(0),
             output_total_closes: AtomicU64::new(0),
@@ -111,9 +117,11 @@ impl ListenerStats {
         self.commands.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One command answered with an error (or a protocol error).
-    pub fn error(&self) {
+    /// One command answered with the error `reply` (the server's or the proxy's own), counted by
+    /// the reason it gives ([`ErrorReason::of`]).
+    pub fn error(&self, reply: &[u8]) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors_by_reason.add(ErrorReason::of(reply));
     }
 
     /// A client was disconnected for not reading its replies (output buffer limit).
@@ -171,6 +179,7 @@ impl ListenerStats {
             total_connections: self.total.load(Ordering::Relaxed),
             commands: self.commands.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            errors_by_reason: self.errors_by_reason.snapshot().into_iter().collect(),
             output_buffer_limit_disconnections: self.output_limit_closes.load(Ordering::Relaxed),
             query_buffer_limit_disconnections: self.query_limit_closes.load(Ordering::Relaxed),
             output_total_limit_disconnections: self.output_total_closes.load(Ordering::Relaxed),
@@ -236,7 +245,7 @@ mod tests {
         for _ in 0..5 {
             l.command();
         }
-        l.error();
+        l.error(b"-READONLY You can't write against a read only replica.\r\n");
         let s = l.snapshot(Instant::now());
         assert_eq!(s.name, "main");
         assert_eq!(s.addr, "127.0.0.1:6380");
@@ -244,6 +253,8 @@ mod tests {
         assert_eq!(s.total_connections, 2);
         assert_eq!(s.commands, 5);
         assert_eq!(s.errors, 1);
+        assert_eq!(s.errors_by_reason.get("readonly"), Some(&1));
+        assert_eq!(s.errors_by_reason.get("policy"), Some(&0));
     }
 
     #[test]
