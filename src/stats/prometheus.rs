@@ -86,8 +86,23 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
         ("mode", s.mode.as_str()),
         ("master_name", s.master_name.as_deref().unwrap_or("")),
     ];
-    p.family("build_info", "gauge", "Version of the proxy, always 1.");
-    p.sample("build_info", &[("version", &s.version)], 1);
+    p.family(
+        "build_info",
+        "gauge",
+        "The proxy's build: version, profile, target OS and architecture; always 1.",
+    );
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let build = [
+        ("version", s.version.as_str()),
+        ("profile", profile),
+        ("os", std::env::consts::OS),
+        ("arch", std::env::consts::ARCH),
+    ];
+    p.sample("build_info", &build, 1);
     p.family("uptime_seconds", "gauge", "Seconds since start.");
     p.sample("uptime_seconds", &[], s.uptime_secs);
     p.family("topology_info", "gauge", "Topology mode, always 1.");
@@ -571,6 +586,18 @@ mod tests {
         let text = render_prometheus(&sample());
         assert!(assert_valid_exposition(&text) > 20);
         assert!(text.contains("haproxy_rs_master_known 1\n"));
+        let build = format!(
+            "haproxy_rs_build_info{{version=\"{}\",profile=\"{}\",os=\"{}\",arch=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        assert!(text.contains(&build), "{text}");
         assert!(
             !text.contains("haproxy_rs_cluster_"),
             "no cluster series outside cluster mode"
