@@ -693,4 +693,65 @@ mod tests {
         assert!(text.contains("haproxy_rs_cluster_last_refresh_timestamp_seconds "));
         assert!(text.contains("haproxy_rs_cluster_slot_map_changed_timestamp_seconds "));
     }
+
+    /// `docs/metrics.md`'s tables: name -> (type, label names).
+    fn documented() -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+        let doc = include_str!("../../docs/metrics.md");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        doc.lines()
+            .filter(|l| l.starts_with("| `haproxy_rs_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                let name = ticked(cells[0]).remove(0);
+                (name, (cells[1].trim().to_owned(), ticked(cells[2])))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_family_is_documented_with_its_type_and_labels_and_nothing_else_is() {
+        let docs = documented();
+        let mut exported = std::collections::BTreeSet::new();
+        for text in [
+            render_prometheus(&sample()),
+            render_prometheus(&cluster_sample()),
+        ] {
+            let mut family = String::new();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# TYPE ") {
+                    let (name, kind) = rest.split_once(' ').expect("name and type");
+                    let (doc_kind, _) = docs
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{name} is not in docs/metrics.md"));
+                    assert_eq!(doc_kind, kind, "{name}'s type in docs/metrics.md");
+                    exported.insert(name.to_owned());
+                    family = name.to_owned();
+                    continue;
+                }
+                if line.starts_with('#') {
+                    continue;
+                }
+                let labels = line
+                    .split_once('{')
+                    .map(|(_, rest)| rest.rsplit_once('}').expect("}").0)
+                    .unwrap_or("");
+                let (_, doc_labels) = &docs[&family];
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let key = pair.split('=').next().expect("key");
+                    assert!(
+                        doc_labels.iter().any(|l| l == key),
+                        "{family}: label {key} is not in docs/metrics.md ({line})"
+                    );
+                }
+            }
+        }
+        let stale: Vec<&String> = docs.keys().filter(|n| !exported.contains(*n)).collect();
+        assert!(stale.is_empty(), "documented but not exported: {stale:?}");
+    }
 }

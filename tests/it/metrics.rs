@@ -243,3 +243,142 @@ async fn cluster_mode_counts_errors_by_reason_once_each() {
     one_error_of_each(&proxy).await;
     each_error_counted_once(&proxy).await;
 }
+
+/// A Prometheus server of its own (Debian's `prometheus`), scraping `target` every second, with
+/// its storage in a temporary directory; killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: std::net::SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: haproxy-rs\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = crate::harness::ports::free_port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// The `data.result` of an instant query (empty while Prometheus is not up, or has no data).
+    async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        let mut q = String::new();
+        for b in promql.bytes() {
+            if b.is_ascii_alphanumeric() || b"_.-".contains(&b) {
+                q.push(char::from(b));
+            } else {
+                q.push_str(&format!("%{b:02X}"));
+            }
+        }
+        // Not up yet: `get` expects a server that listens.
+        if tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            return Vec::new();
+        }
+        let path = format!("/api/v1/query?query={q}");
+        let Ok((_, body)) =
+            tokio::time::timeout(Duration::from_secs(5), get(self.addr, &path)).await
+        else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The log, for a failure message.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The families of docs/metrics.md's tables.
+fn documented_families() -> BTreeSet<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next().map(str::to_owned))
+        .filter(|n| n.starts_with("haproxy_rs_"))
+        .collect()
+}
+
+/// Issue 16: every family the running proxy exports is documented, `promtool` accepts them, and a
+/// real Prometheus scrapes the proxy and answers `rate()` and `histogram_quantile()` over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_proxy_and_answers_rate_queries() {
+    let topo = Topology::builder().replicas(1).sentinels(1).start().await;
+    let proxy = ProxyBuilder::sentinel(&topo).start(1).await;
+    let stats = proxy.stats_addr();
+    let (_, metrics) = get(stats, "/metrics").await;
+    let documented = documented_families();
+    for name in metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+    {
+        assert!(
+            documented.contains(name),
+            "{name} is not in docs/metrics.md"
+        );
+    }
+    promtool_check(stats).await;
+    if !crate::stats_http::prometheus_tool("prometheus") {
+        return;
+    }
+    let prometheus = Prometheus::start(stats);
+    // Commands keep coming while Prometheus scrapes, so the rates are above zero.
+    let traffic = tokio::spawn({
+        let mut c = proxy.client().await;
+        async move {
+            loop {
+                let _: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg("k")
+                    .arg("v")
+                    .query_async(&mut c)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let rate = "sum by (listener) (rate(haproxy_rs_listener_commands_total[10s])) > 0";
+    let p99 = "histogram_quantile(0.99, sum by (le) (rate(haproxy_rs_listener_latency_seconds_bucket[10s]))) > 0";
+    let master = "haproxy_rs_backend_role{role=\"master\"} == 1";
+    crate::eventually!(
+        Duration::from_secs(30),
+        !prometheus.query(rate).await.is_empty()
+            && !prometheus.query(p99).await.is_empty()
+            && prometheus.query(master).await.len() == 1,
+        "Prometheus answers {rate}, {p99} and {master}: {:?}\n{}",
+        prometheus.query("up").await,
+        prometheus.log()
+    );
+    traffic.abort();
+}
