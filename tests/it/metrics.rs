@@ -382,3 +382,60 @@ async fn prometheus_scrapes_the_proxy_and_answers_rate_queries() {
     );
     traffic.abort();
 }
+
+/// The `haproxy_rs_*` names a text uses, each as its family (`_bucket`, `_sum`, `_count` taken
+/// off a histogram's).
+pub(crate) fn families_used(text: &str, documented: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("haproxy_rs_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| documented.contains(*f)))
+            .map_or(name.clone(), str::to_owned);
+        out.insert(family);
+    }
+    out
+}
+
+/// Issue 16: `deploy/monitoring/alerts.yml` passes `promtool check rules`, its unit tests
+/// (`alerts_test.yml`) pass `promtool test rules`, and it uses only series the proxy exports.
+#[test]
+fn alert_rules_check_and_pass_their_unit_tests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring");
+    let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
+    let documented = documented_families();
+    let unknown: Vec<String> = families_used(&rules, &documented)
+        .into_iter()
+        .filter(|f| !documented.contains(f))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "alerts.yml uses series the proxy does not export: {unknown:?}"
+    );
+    if !crate::stats_http::prometheus_tool("promtool") {
+        return;
+    }
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
