@@ -387,4 +387,20 @@ mod tests {
         let off = as_proxy(false);
         assert!(check(&off, &["acl", "deluser", "proxy"]).is_none());
     }
+
+    #[test]
+    fn every_refusal_is_counted_as_a_policy_error() {
+        use crate::stats::ErrorReason;
+        let deny = policy(&["flushall"], &[]);
+        let allow = policy(&[], &["get"]);
+        for (p, args) in [
+            (&deny, &["flushall"][..]),
+            (&deny, &["replicaof", "no", "one"]),
+            (&deny, &["config", "set", "requirepass", "pw"]),
+            (&allow, &["set", "k", "v"]),
+        ] {
+            let reply = p.check(&Request::from_args(args)).expect("refused");
+            assert_eq!(ErrorReason::of(&reply), ErrorReason::Policy, "{args:?}");
+        }
+    }
 }

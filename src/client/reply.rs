@@ -30,7 +30,8 @@ pub fn protocol_error(e: &DecodeError) -> (Bytes, Close) {
 }
 
 /// What every session loop (both modes, subscriber and monitor mode) does with the parser's
-/// error: counts it on the listener, logs it, and says what the client gets.
+/// error: logs it, counts a close for the query buffer limit, and says what the client gets (the
+/// error reply is counted where it is written, as every error is).
 pub fn input_error(stats: &ListenerStats, e: &DecodeError) -> (Bytes, Close) {
     let (reply, close) = protocol_error(e);
     if close == Close::Now {
@@ -41,7 +42,6 @@ pub fn input_error(stats: &ListenerStats, e: &DecodeError) -> (Bytes, Close) {
         stats.query_buffer_limit_reached();
     } else {
         tracing::debug!(error = %e, "client protocol error");
-        stats.error();
     }
     (reply, close)
 }
@@ -68,4 +68,34 @@ pub fn backend_error(e: &BackendError, backend: &str) -> (Bytes, Close) {
         }
     };
     (error_reply(&msg), Close::No)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::ErrorReason;
+
+    #[test]
+    fn every_backend_failure_is_counted_as_a_backend_error() {
+        for e in [
+            BackendError::Unavailable,
+            BackendError::ConnectionLost,
+            BackendError::Closed,
+            BackendError::Io(std::io::ErrorKind::BrokenPipe.into()),
+            BackendError::Timeout,
+            BackendError::Auth("WRONGPASS".into()),
+            BackendError::Protocol(DecodeError::QueryBufferLimit),
+        ] {
+            let (reply, _) = backend_error(&e, "10.0.0.1:6379");
+            assert_eq!(ErrorReason::of(&reply), ErrorReason::Backend, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_protocol_error_is_counted_as_one() {
+        let e = DecodeError::ExpectedDollar(b'x');
+        let (reply, close) = protocol_error(&e);
+        assert_eq!(close, Close::AfterReply);
+        assert_eq!(ErrorReason::of(&reply), ErrorReason::Protocol);
+    }
 }

@@ -536,7 +536,7 @@ impl Chunk {
                 }
             };
             if is_error_reply(&reply) {
-                self.ctx.listener.error();
+                self.ctx.listener.error(&reply);
             }
             out.extend_from_slice(&reply);
         }

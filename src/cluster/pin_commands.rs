@@ -34,7 +34,7 @@ impl Dispatcher {
             turn.wait().await;
             let reply = op.run(ctx).await;
             if is_error_reply(&reply) {
-                listener.error();
+                listener.error(&reply);
             }
             reply
         }));

@@ -640,8 +640,8 @@ impl Dispatcher {
     pub(super) fn fail_batch(&mut self, batch: Batch, reply: Bytes, front: bool) {
         // Never acknowledged: other clients need not see these writes.
         self.own_writes_done(batch.writes);
+        // Each is counted as an error when collected, as every ready reply is.
         for _ in 0..batch.replies() {
-            self.stats.error();
             if front {
                 self.queue.push_front(Pending::Ready(reply.clone()));
             } else {

@@ -18,6 +18,10 @@ impl Dispatcher {
             match self.queue.front() {
                 Some(Pending::Ready(_)) => {
                     if let Some(Pending::Ready(b)) = self.queue.pop_front() {
+                        // The proxy's own answers: refusals (read-only, policy, ACL...) included.
+                        if is_error_reply(&b) {
+                            self.stats.error(&b);
+                        }
                         out.extend_from_slice(&b);
                     }
                 }
@@ -76,7 +80,7 @@ impl Dispatcher {
         let answered = reply.frames.len().min(count);
         for frame in reply.frames.iter().take(count) {
             if is_error_reply(frame) {
-                self.stats.error();
+                self.stats.error(frame);
             }
             out.extend_from_slice(frame);
         }
@@ -91,7 +95,7 @@ impl Dispatcher {
             tracing::debug!(backend.addr = backend.addr(), error = %error, "request failed");
             let (bytes, _) = backend_error(&error, backend.addr());
             for _ in answered..count {
-                self.stats.error();
+                self.stats.error(&bytes);
                 out.extend_from_slice(&bytes);
             }
         } else if let Some(conn) = batch.recycle.take() {

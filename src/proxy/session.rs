@@ -31,7 +31,7 @@ use crate::resp::{
     error_reply, is_error_reply, status_reply, CommandTable, Request, RequestParser,
 };
 use crate::router::{refused_in_transaction, Class, ConnCmd};
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, ReplyTimer};
 use crate::tls::{ReadHalf, WriteHalf};
 
 /// Hands a request to whichever dispatcher this is. A macro, not a method of the enum: an async
@@ -99,6 +99,8 @@ pub struct Session {
     pub(super) dispatch: Dispatcher,
     /// Where a reload puts the new context, and the generation `ctx` is (`None`: no reloads).
     live: Option<(Arc<LiveContext>, u64)>,
+    /// When the commands whose replies are not ready yet were read (the listener's latency).
+    timer: ReplyTimer,
 }
 
 /// The client's side of the session.
@@ -164,6 +166,7 @@ impl Session {
             subscribe: None,
             dispatch,
             live: None,
+            timer: ReplyTimer::default(),
         }
     }
 
@@ -221,6 +224,7 @@ impl Session {
         }
         let unwritten = io.out.len();
         self.dispatch.collect(&mut io.out);
+        self.timer.answered(self.dispatch.queued(), &self.stats);
         self.replies.filter(&mut io.out, unwritten);
         if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
             return Step::End;
@@ -291,6 +295,7 @@ impl Session {
             Event::Progress(p) => {
                 let unwritten = io.out.len();
                 self.dispatch.advance(p, &mut io.out).await;
+                self.timer.answered(self.dispatch.queued(), &self.stats);
                 self.replies.filter(&mut io.out, unwritten);
                 if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
                     return Step::End;
@@ -477,6 +482,7 @@ impl Session {
                     if close == Close::Now {
                         return Close::Now;
                     }
+                    self.timer.read(std::time::Instant::now());
                     self.dispatch.push_ready(reply).await;
                     if close == Close::AfterReply {
                         self.close_input();
@@ -498,6 +504,7 @@ impl Session {
             return;
         }
         self.stats.command();
+        self.timer.read(std::time::Instant::now());
         self.publish(Some(info.map_or("NULL", |i| i.name.as_str())));
         // `CLIENT REPLY OFF`/`SKIP`: this command's reply is marked to be dropped.
         let dropped = self.replies.next_command();
@@ -559,6 +566,8 @@ impl Session {
                 error_reply("ERR haproxy-rs does not support pub/sub commands inside a transaction")
             }
             Class::PubSub => {
+                // Subscriber mode answers it, outside the dispatcher's count.
+                self.timer.untimed();
                 if dropped {
                     // Subscriber mode writes its own confirmations.
                     self.replies.unmark_last();
@@ -569,7 +578,7 @@ impl Session {
             }
             Class::Conn(cmd) => match self.conn_command(cmd, &req, in_multi, dropped).await {
                 Some(reply) => reply,
-                None => return,
+                None => return self.timer.untimed(),
             },
         };
         self.dispatch.push_ready(reply).await;

@@ -361,6 +361,7 @@ impl Subscriber<'_> {
                             if close == Close::Now {
                                 return Some(Exit::Close);
                             }
+                            self.parts.stats.error(&reply);
                             out.extend_from_slice(&reply);
                             self.closing |= close == Close::AfterReply;
                             break;
@@ -382,7 +383,7 @@ impl Subscriber<'_> {
         let ctx = self.parts.ctx.clone();
         let commands = ctx.commands.load_full();
         if let Some(refused) = acl::check(&ctx.security, self.parts.auth, &commands, &req) {
-            stats.error();
+            stats.error(&refused);
             out.extend_from_slice(&refused);
             return None;
         }
@@ -430,7 +431,7 @@ impl Subscriber<'_> {
             },
         };
         if crate::resp::is_error_reply(&reply) {
-            stats.error();
+            stats.error(&reply);
         }
         out.extend_from_slice(&reply);
         None
@@ -439,11 +440,12 @@ impl Subscriber<'_> {
     /// A (un)subscribe: the client's set changes now, the servers follow.
     async fn pubsub(&mut self, kind: Kind, subscribe: bool, req: &Request, out: &mut BytesMut) {
         if subscribe && req.argc() < 2 {
-            self.parts.stats.error();
-            out.extend_from_slice(&error_reply(&format!(
+            let reply = error_reply(&format!(
                 "ERR wrong number of arguments for '{}' command",
                 kind.verb(true)
-            )));
+            ));
+            self.parts.stats.error(&reply);
+            out.extend_from_slice(&reply);
             return;
         }
         let names: Vec<Bytes> = req.args().skip(1).map(Bytes::copy_from_slice).collect();
@@ -451,10 +453,10 @@ impl Subscriber<'_> {
             let mut slots = names.iter().map(|n| key_slot(n));
             if let Some(first) = slots.next() {
                 if slots.any(|s| s != first) {
-                    self.parts.stats.error();
-                    out.extend_from_slice(&error_reply(
-                        "CROSSSLOT Keys in request don't hash to the same slot",
-                    ));
+                    let reply =
+                        error_reply("CROSSSLOT Keys in request don't hash to the same slot");
+                    self.parts.stats.error(&reply);
+                    out.extend_from_slice(&reply);
                     return;
                 }
             }
@@ -477,10 +479,11 @@ impl Subscriber<'_> {
         out: &mut BytesMut,
     ) -> Option<Exit> {
         let Some(backend) = self.parts.locator.command(commands, req) else {
-            self.parts.stats.error();
-            out.extend_from_slice(&error_reply(
+            let reply = error_reply(
                 "TRYAGAIN haproxy-rs: no master right now (failover in progress); not executed",
-            ));
+            );
+            self.parts.stats.error(&reply);
+            out.extend_from_slice(&reply);
             return None;
         };
         let addr = backend.addr().to_string();
@@ -488,16 +491,18 @@ impl Subscriber<'_> {
         let idx = match self.link_index(&backend).await {
             Ok(i) => i,
             Err(e) => {
-                self.parts.stats.error();
-                out.extend_from_slice(&backend_error(&e, &addr).0);
+                let reply = backend_error(&e, &addr).0;
+                self.parts.stats.error(&reply);
+                out.extend_from_slice(&reply);
                 return None;
             }
         };
         let tracking = self.tracking.clone();
         let wanted = switch.as_ref().filter(|t| t.on()).or(tracking.as_ref());
         if let Err(e) = self.relay_for(idx, wanted).await {
-            self.parts.stats.error();
-            out.extend_from_slice(&backend_error(&e, &addr).0);
+            let reply = backend_error(&e, &addr).0;
+            self.parts.stats.error(&reply);
+            out.extend_from_slice(&reply);
             return None;
         }
         let tag = self.start(Vec::new(), false);

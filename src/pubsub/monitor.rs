@@ -165,6 +165,7 @@ async fn forward_requests(
                 if close == Close::Now {
                     return Forwarded::Close;
                 }
+                parts.stats.error(&reply);
                 out.extend_from_slice(&reply);
                 return if close == Close::AfterReply {
                     Forwarded::Closing

@@ -9,8 +9,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use backend::{BackendSnapshot, BackendState, BackendStats, LatencySnapshot};
-pub use listener::{ListenerSnapshot, ListenerStats};
+use serde::Serialize;
+
+use super::histogram::HistogramSnapshot;
+
+pub use backend::{BackendSnapshot, BackendState, BackendStats};
+pub use listener::{ListenerSnapshot, ListenerStats, ReplyTimer};
 pub use sentinel::{SentinelSnapshot, SentinelStats};
 // What a server is: the routing table's servers carry it, the stats show it.
 pub use crate::router::Role;
@@ -77,6 +81,44 @@ impl RateMeter {
             rate
         } else {
             delta / RATE_WINDOW.as_secs_f64()
+        }
+    }
+}
+
+/// Latency of a listener's or a backend's commands since start, in microseconds.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct LatencySnapshot {
+    /// Commands measured.
+    pub count: u64,
+    /// Sum of all latencies.
+    pub sum_us: u64,
+    /// Median (`None` before the first command).
+    pub p50_us: Option<u64>,
+    /// 90th percentile.
+    pub p90_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// Upper bound of the slowest bucket.
+    pub max_us: Option<u64>,
+    /// `/metrics`' histogram buckets, cumulative: one per bound of
+    /// [`EXPORTED_BOUNDS_US`](super::histogram::EXPORTED_BOUNDS_US), then every command (`+Inf`).
+    #[serde(skip)]
+    pub buckets: Vec<u64>,
+}
+
+impl LatencySnapshot {
+    /// The summary of a histogram's copy.
+    pub fn of(h: &HistogramSnapshot) -> LatencySnapshot {
+        let micros =
+            |d: Option<Duration>| d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        LatencySnapshot {
+            count: h.count(),
+            sum_us: micros(Some(h.sum())).unwrap_or(0),
+            p50_us: micros(h.quantile(0.5)),
+            p90_us: micros(h.quantile(0.9)),
+            p99_us: micros(h.quantile(0.99)),
+            max_us: micros(h.max()),
+            buckets: h.cumulative(),
         }
     }
 }

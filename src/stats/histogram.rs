@@ -15,6 +15,17 @@ const BUCKETS: usize = (SUB_COUNT + (MAX_EXP - SUB_BITS + 1) as u64 * SUB_COUNT)
 /// Largest value recorded, in microseconds.
 const MAX_RECORDED_US: u64 = 1 << 40;
 
+/// Upper bounds (`le`) of the buckets `/metrics` exports, in microseconds: 50 us to 10 s, three per
+/// decade (1, 2.5, 5). Counted exactly on the side of the log-linear buckets, whose bounds are
+/// powers of two (a bound such as 1 ms falls inside one of them), so that each `le` bucket holds
+/// exactly the observations at most its bound, and merges across proxies (sums of buckets) are right.
+pub const EXPORTED_BOUNDS_US: [u64; 17] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+/// The exported buckets, the last one past 10 s (`+Inf`).
+const EXPORTED: usize = EXPORTED_BOUNDS_US.len() + 1;
+
 /// Bucket index of a value in microseconds (values past the range go to the last bucket).
 fn index_of(us: u64) -> usize {
     if us < SUB_COUNT {
@@ -44,13 +55,16 @@ fn bounds_of(index: usize) -> (u64, u64) {
 
 /// A latency histogram that many tasks record into at once.
 ///
-/// Recording is two relaxed `fetch_add`s and no allocation; reading takes a
+/// Recording is three relaxed `fetch_add`s (a log-linear bucket, an exported bucket, the sum) and
+/// no allocation; reading takes a
 /// [`HistogramSnapshot`] copy, which is not atomic across buckets (a command recorded
 /// during the copy may be counted in the sum but not yet in a bucket), which is fine
 /// for a stats page.
 #[derive(Debug)]
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS],
+    /// Observations per exported bucket (not cumulative): `EXPORTED_BOUNDS_US`, then `+Inf`.
+    exported: [AtomicU64; EXPORTED],
     sum_us: AtomicU64,
 }
 
@@ -65,6 +79,7 @@ impl Histogram {
     pub fn new() -> Self {
         Self {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            exported: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_us: AtomicU64::new(0),
         }
     }
@@ -75,6 +90,11 @@ impl Histogram {
         let us = u64::try_from(latency.as_micros())
             .map_or(MAX_RECORDED_US, |us| us.min(MAX_RECORDED_US));
         if let Some(bucket) = self.buckets.get(index_of(us)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        // The first bound at least `us` (17 bounds: a binary search is no faster).
+        let le = EXPORTED_BOUNDS_US.partition_point(|&b| b < us);
+        if let Some(bucket) = self.exported.get(le) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
         self.sum_us.fetch_add(us, Ordering::Relaxed);
@@ -88,6 +108,11 @@ impl Histogram {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
+            exported: self
+                .exported
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
             sum_us: self.sum_us.load(Ordering::Relaxed),
         }
     }
@@ -97,6 +122,7 @@ impl Histogram {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistogramSnapshot {
     counts: Vec<u64>,
+    exported: Vec<u64>,
     sum_us: u64,
 }
 
@@ -104,6 +130,7 @@ impl Default for HistogramSnapshot {
     fn default() -> Self {
         Self {
             counts: vec![0; BUCKETS],
+            exported: vec![0; EXPORTED],
             sum_us: 0,
         }
     }
@@ -123,6 +150,9 @@ impl HistogramSnapshot {
     /// Adds another snapshot's counts into this one (e.g. per-worker histograms).
     pub fn merge(&mut self, other: &HistogramSnapshot) {
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        for (mine, theirs) in self.exported.iter_mut().zip(&other.exported) {
             *mine = mine.saturating_add(*theirs);
         }
         self.sum_us = self.sum_us.saturating_add(other.sum_us);
@@ -147,6 +177,19 @@ impl HistogramSnapshot {
             }
         }
         None
+    }
+
+    /// The exported buckets, cumulative as Prometheus's: for each of [`EXPORTED_BOUNDS_US`] the
+    /// observations at most that bound, then all of them (`le="+Inf"`, the `_count`).
+    pub fn cumulative(&self) -> Vec<u64> {
+        let mut total = 0u64;
+        self.exported
+            .iter()
+            .map(|&n| {
+                total = total.saturating_add(n);
+                total
+            })
+            .collect()
     }
 
     /// The upper bound of the highest non-empty bucket. `None` when empty.
@@ -248,6 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn exported_buckets_hold_exactly_the_values_at_most_their_bound() {
+        let h = Histogram::new();
+        for us in [
+            0,
+            50,
+            51,
+            999,
+            1_000,
+            1_001,
+            10_000_000,
+            10_000_001,
+            u64::MAX,
+        ] {
+            h.record(Duration::from_micros(us));
+        }
+        let c = h.snapshot().cumulative();
+        assert_eq!(c.len(), EXPORTED_BOUNDS_US.len() + 1);
+        let at = |bound_us: u64| {
+            let i = EXPORTED_BOUNDS_US.iter().position(|&b| b == bound_us);
+            c[i.expect("a bound")]
+        };
+        assert_eq!(at(50), 2, "0 and 50 us are at most 50 us");
+        assert_eq!(at(100), 3);
+        assert_eq!(at(1_000), 5, "1 ms itself is in le=0.001");
+        assert_eq!(at(2_500), 6);
+        assert_eq!(at(10_000_000), 7);
+        assert_eq!(c.last().copied(), Some(9), "+Inf holds everything");
+        assert!(c.windows(2).all(|w| w[0] <= w[1]), "cumulative");
+    }
+
+    #[test]
     fn merge_adds_counts_and_sums() {
         let a = Histogram::new();
         let b = Histogram::new();
@@ -258,6 +332,7 @@ mod tests {
         let mut merged = a.snapshot();
         merged.merge(&b.snapshot());
         assert_eq!(merged.count(), 100);
+        assert_eq!(merged.cumulative().last().copied(), Some(100));
         assert_eq!(merged.sum(), Duration::from_micros(55_000));
         assert!(within(merged.quantile(0.25).expect("p25"), 100, 0.0625));
         assert!(within(merged.quantile(0.75).expect("p75"), 1_000, 0.0625));

@@ -8,6 +8,7 @@ pub mod admin;
 mod auth;
 mod cluster;
 mod counters;
+mod errors;
 mod failovers;
 mod histogram;
 mod hold;
@@ -32,10 +33,11 @@ pub use auth::{AuthSnapshot, AuthStats, Denied};
 pub use cluster::{ClusterNodeSnapshot, ClusterSnapshot, ClusterStats, ClusterView};
 pub use counters::{
     BackendSnapshot, BackendState, BackendStats, LatencySnapshot, ListenerSnapshot, ListenerStats,
-    Role, SentinelSnapshot, SentinelStats,
+    ReplyTimer, Role, SentinelSnapshot, SentinelStats,
 };
+pub use errors::ErrorReason;
 pub use failovers::{FailoverRecord, FAILOVER_HISTORY};
-pub use histogram::{Histogram, HistogramSnapshot};
+pub use histogram::{Histogram, HistogramSnapshot, EXPORTED_BOUNDS_US};
 pub use hold::{HoldSnapshot, HoldStats};
 pub use http::{serve, Admin, Lifecycle};
 pub use prometheus::render_prometheus;

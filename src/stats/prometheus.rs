@@ -3,8 +3,8 @@
 use std::fmt::{Display, Write};
 
 use super::{
-    AuthSnapshot, BackendSnapshot, BackendState, ClusterSnapshot, HoldSnapshot, ListenerSnapshot,
-    SentinelSnapshot, Snapshot,
+    AuthSnapshot, BackendSnapshot, BackendState, ClusterSnapshot, HoldSnapshot, LatencySnapshot,
+    ListenerSnapshot, Role, SentinelSnapshot, Snapshot, EXPORTED_BOUNDS_US,
 };
 
 /// Writes Prometheus text exposition (format 0.0.4) one family at a time.
@@ -86,8 +86,23 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
         ("mode", s.mode.as_str()),
         ("master_name", s.master_name.as_deref().unwrap_or("")),
     ];
-    p.family("build_info", "gauge", "Version of the proxy, always 1.");
-    p.sample("build_info", &[("version", &s.version)], 1);
+    p.family(
+        "build_info",
+        "gauge",
+        "The proxy's build: version, profile, target OS and architecture; always 1.",
+    );
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let build = [
+        ("version", s.version.as_str()),
+        ("profile", profile),
+        ("os", std::env::consts::OS),
+        ("arch", std::env::consts::ARCH),
+    ];
+    p.sample("build_info", &build, 1);
     p.family("uptime_seconds", "gauge", "Seconds since start.");
     p.sample("uptime_seconds", &[], s.uptime_secs);
     p.family("topology_info", "gauge", "Topology mode, always 1.");
@@ -241,7 +256,7 @@ const LISTENER_FAMILIES: &[Family<ListenerSnapshot>] = &[
     ("listener_connections", "gauge", "Open client connections.", |l| Some(l.current_connections as f64)),
     ("listener_connections_total", "counter", "Accepted client connections.", |l| Some(l.total_connections as f64)),
     ("listener_commands_total", "counter", "Commands received.", |l| Some(l.commands as f64)),
-    ("listener_errors_total", "counter", "Commands answered with an error.", |l| Some(l.errors as f64)),
+    ("listener_errors_total", "counter", "Commands answered with an error (haproxy_rs_errors_total has them by reason).", |l| Some(l.errors as f64)),
     ("listener_output_buffer_limit_disconnections_total", "counter", "Clients disconnected for not reading their replies.", |l| Some(l.output_buffer_limit_disconnections as f64)),
     ("listener_query_buffer_limit_disconnections_total", "counter", "Clients closed for input past client_query_buffer_limit.", |l| Some(l.query_buffer_limit_disconnections as f64)),
     ("listener_output_total_limit_disconnections_total", "counter", "Clients disconnected, largest output first, for max_output_bytes_total.", |l| Some(l.output_total_limit_disconnections as f64)),
@@ -280,37 +295,109 @@ fn sentinel_labels(x: &SentinelSnapshot) -> Vec<(&'static str, String)> {
     vec![("sentinel", x.addr.clone())]
 }
 
+/// A backend's series are named by its address alone: a failover changes its role, not its
+/// identity (the role is `haproxy_rs_backend_role`).
 fn backend_labels(b: &BackendSnapshot) -> Vec<(&'static str, String)> {
-    vec![
-        ("backend", b.addr.clone()),
-        ("role", b.role.as_str().to_owned()),
-    ]
+    vec![("backend", b.addr.clone())]
 }
 
-fn prom_latency(p: &mut Prom, bs: &[BackendSnapshot]) {
+/// Each backend's role as an info-style gauge: one series per role, 1 for the one it has now
+/// (`haproxy_rs_backend_role{role="master"} == 1` is the master), so joins and alerts see a
+/// failover as two gauges flipping.
+fn prom_roles(p: &mut Prom, bs: &[BackendSnapshot]) {
     if bs.is_empty() {
         return;
     }
-    let name = "backend_latency_seconds";
-    p.family(name, "summary", "Command round-trip latency.");
+    p.family(
+        "backend_role",
+        "gauge",
+        "1 for the backend's current role (master, replica, unknown), 0 for the others.",
+    );
     for b in bs {
-        let (addr, role) = (b.addr.as_str(), b.role.as_str());
-        let quantiles = [
-            ("0.5", b.latency.p50_us),
-            ("0.9", b.latency.p90_us),
-            ("0.99", b.latency.p99_us),
-        ];
-        for (q, us) in quantiles {
-            // NaN is how a summary says "no observations yet".
-            let v = us.map_or(f64::NAN, |us| us as f64 / 1e6);
-            let labels = [("backend", addr), ("role", role), ("quantile", q)];
-            p.sample(name, &labels, float(v));
+        for role in [Role::Master, Role::Replica, Role::Unknown] {
+            let labels = [("backend", b.addr.as_str()), ("role", role.as_str())];
+            p.sample("backend_role", &labels, u8::from(b.role == role));
         }
-        let labels = [("backend", addr), ("role", role)];
-        let sum = float(b.latency.sum_us as f64 / 1e6);
-        p.sample("backend_latency_seconds_sum", &labels, sum);
-        p.sample("backend_latency_seconds_count", &labels, b.latency.count);
     }
+}
+
+/// A latency histogram family: one series of buckets per item (`le` from
+/// [`EXPORTED_BOUNDS_US`], then `+Inf`), `_sum` and `_count`, in seconds.
+fn prom_histogram<'a>(
+    p: &mut Prom,
+    name: &str,
+    help: &str,
+    items: impl IntoIterator<Item = (Vec<(&'static str, String)>, &'a LatencySnapshot)>,
+) {
+    let bounds: Vec<String> = EXPORTED_BOUNDS_US
+        .iter()
+        .map(|us| float(*us as f64 / 1e6))
+        .chain(["+Inf".to_owned()])
+        .collect();
+    let mut header = false;
+    for (labels, latency) in items {
+        if !header {
+            p.family(name, "histogram", help);
+            header = true;
+        }
+        let mut pairs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let bucket = format!("{name}_bucket");
+        // `+Inf` and `_count` are the last cumulative bucket: the three always agree.
+        let count = latency.buckets.last().copied().unwrap_or(0);
+        for (i, le) in bounds.iter().enumerate() {
+            pairs.push(("le", le));
+            p.sample(
+                &bucket,
+                &pairs,
+                latency.buckets.get(i).copied().unwrap_or(0),
+            );
+            pairs.pop();
+        }
+        p.sample(
+            &format!("{name}_sum"),
+            &pairs,
+            float(latency.sum_us as f64 / 1e6),
+        );
+        p.sample(&format!("{name}_count"), &pairs, count);
+    }
+}
+
+/// Each listener's errors by reason, every reason listed (zeros too: `rate()` needs the series
+/// before the first error).
+fn prom_errors(p: &mut Prom, ls: &[ListenerSnapshot]) {
+    if ls.is_empty() {
+        return;
+    }
+    p.family(
+        "errors_total",
+        "counter",
+        "Commands answered with an error, by reason (the proxy's refusals included).",
+    );
+    for l in ls {
+        for (reason, n) in &l.errors_by_reason {
+            let labels = [
+                ("listener", l.name.as_str()),
+                ("addr", l.addr.as_str()),
+                ("reason", reason),
+            ];
+            p.sample("errors_total", &labels, n);
+        }
+    }
+}
+
+fn prom_latency(p: &mut Prom, s: &Snapshot) {
+    prom_histogram(
+        p,
+        "listener_latency_seconds",
+        "From a command read to its reply ready to be written to the client.",
+        s.listeners.iter().map(|l| (listener_labels(l), &l.latency)),
+    );
+    prom_histogram(
+        p,
+        "backend_latency_seconds",
+        "Command round trip to the backend.",
+        s.backends.iter().map(|b| (backend_labels(b), &b.latency)),
+    );
 }
 
 /// Cluster mode: the slot map and when it was fetched and changed.
@@ -401,8 +488,10 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     };
     prom_process(&mut p, s);
     p.families(&s.listeners, listener_labels, LISTENER_FAMILIES);
+    prom_errors(&mut p, &s.listeners);
     p.families(&s.backends, backend_labels, BACKEND_FAMILIES);
-    prom_latency(&mut p, &s.backends);
+    prom_roles(&mut p, &s.backends);
+    prom_latency(&mut p, s);
     p.families(&s.sentinels, sentinel_labels, SENTINEL_FAMILIES);
     if let Some(c) = &s.cluster {
         prom_cluster_map(&mut p, c);
@@ -467,7 +556,7 @@ mod tests {
             }
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("name and type");
-                assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 assert!(typed.insert(name.to_owned(), kind.to_owned()).is_none());
                 continue;
             }
@@ -475,10 +564,10 @@ mod tests {
             assert!(valid_name(&name), "bad name {name}");
             assert!(name.starts_with("haproxy_rs_"), "{name}");
             assert!(value == "NaN" || value.parse::<f64>().is_ok(), "{line}");
-            let summary = |f: &&str| typed.get(*f).is_some_and(|k| k == "summary");
-            let family = ["_sum", "_count"]
+            let histogram = |f: &&str| typed.get(*f).is_some_and(|k| k == "histogram");
+            let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|s| name.strip_suffix(s).filter(summary))
+                .find_map(|s| name.strip_suffix(s).filter(histogram))
                 .unwrap_or(&name);
             let kind = typed
                 .get(family)
@@ -497,16 +586,82 @@ mod tests {
         let text = render_prometheus(&sample());
         assert!(assert_valid_exposition(&text) > 20);
         assert!(text.contains("haproxy_rs_master_known 1\n"));
+        let build = format!(
+            "haproxy_rs_build_info{{version=\"{}\",profile=\"{}\",os=\"{}\",arch=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        );
+        assert!(text.contains(&build), "{text}");
         assert!(
             !text.contains("haproxy_rs_cluster_"),
             "no cluster series outside cluster mode"
         );
-        assert!(
-            text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\",role=\"master\"} 1\n")
-        );
+        assert!(text.contains("haproxy_rs_backend_up{backend=\"127.0.0.1:6391\"} 1\n"));
         assert!(text.contains("backend=\"bad\\\"host\\\\\\n:1\""));
-        assert!(text.contains("quantile=\"0.99\""));
-        assert!(text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\",role=\"replica\"} 4242"));
+        assert!(!text.contains("quantile="), "histograms, not summaries");
+        assert!(
+            text.contains("haproxy_rs_backend_replication_offset{backend=\"127.0.0.1:6392\"} 4242")
+        );
+    }
+
+    #[test]
+    fn the_role_is_a_gauge_of_its_own_and_no_label_of_the_other_backend_series() {
+        let text = render_prometheus(&sample());
+        for line in [
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6391\",role=\"master\"} 1",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6391\",role=\"replica\"} 0",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6391\",role=\"unknown\"} 0",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6392\",role=\"replica\"} 1",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:6392\",role=\"master\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        let with_role = text
+            .lines()
+            .filter(|l| l.starts_with("haproxy_rs_backend_") && l.contains("role="))
+            .find(|l| !l.starts_with("haproxy_rs_backend_role{"));
+        assert_eq!(with_role, None, "role is a label of backend_role only");
+    }
+
+    #[test]
+    fn latency_is_a_histogram_per_listener_and_per_backend() {
+        let text = render_prometheus(&sample());
+        assert!(text.contains("# TYPE haproxy_rs_listener_latency_seconds histogram\n"));
+        assert!(text.contains("# TYPE haproxy_rs_backend_latency_seconds histogram\n"));
+        // The sample's master answered one command in 250 us.
+        let master = "backend=\"127.0.0.1:6391\"";
+        for (le, n) in [
+            ("0.00005", 0),
+            ("0.0001", 0),
+            ("0.00025", 1),
+            ("10", 1),
+            ("+Inf", 1),
+        ] {
+            let line =
+                format!("haproxy_rs_backend_latency_seconds_bucket{{{master},le=\"{le}\"}} {n}");
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        for line in [
+            format!("haproxy_rs_backend_latency_seconds_sum{{{master}}} 0.00025"),
+            format!("haproxy_rs_backend_latency_seconds_count{{{master}}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        let buckets = text
+            .lines()
+            .filter(|l| l.starts_with("haproxy_rs_listener_latency_seconds_bucket{"))
+            .count();
+        assert_eq!(
+            buckets,
+            EXPORTED_BOUNDS_US.len() + 1,
+            "one listener's buckets"
+        );
     }
 
     #[test]
@@ -529,11 +684,74 @@ mod tests {
             "haproxy_rs_cluster_refreshes_total 7",
             "haproxy_rs_cluster_refresh_failures_total 1",
             "haproxy_rs_cluster_split_commands_total 4",
-            "haproxy_rs_backend_up{backend=\"127.0.0.1:7004\",role=\"replica\"} 0",
+            "haproxy_rs_backend_up{backend=\"127.0.0.1:7004\"} 0",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:7004\",role=\"replica\"} 1",
+            "haproxy_rs_backend_role{backend=\"127.0.0.1:7004\",role=\"master\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }
         assert!(text.contains("haproxy_rs_cluster_last_refresh_timestamp_seconds "));
         assert!(text.contains("haproxy_rs_cluster_slot_map_changed_timestamp_seconds "));
+    }
+
+    /// `docs/metrics.md`'s tables: name -> (type, label names).
+    fn documented() -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+        let doc = include_str!("../../docs/metrics.md");
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        doc.lines()
+            .filter(|l| l.starts_with("| `haproxy_rs_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                let name = ticked(cells[0]).remove(0);
+                (name, (cells[1].trim().to_owned(), ticked(cells[2])))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_family_is_documented_with_its_type_and_labels_and_nothing_else_is() {
+        let docs = documented();
+        let mut exported = std::collections::BTreeSet::new();
+        for text in [
+            render_prometheus(&sample()),
+            render_prometheus(&cluster_sample()),
+        ] {
+            let mut family = String::new();
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# TYPE ") {
+                    let (name, kind) = rest.split_once(' ').expect("name and type");
+                    let (doc_kind, _) = docs
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{name} is not in docs/metrics.md"));
+                    assert_eq!(doc_kind, kind, "{name}'s type in docs/metrics.md");
+                    exported.insert(name.to_owned());
+                    family = name.to_owned();
+                    continue;
+                }
+                if line.starts_with('#') {
+                    continue;
+                }
+                let labels = line
+                    .split_once('{')
+                    .map(|(_, rest)| rest.rsplit_once('}').expect("}").0)
+                    .unwrap_or("");
+                let (_, doc_labels) = &docs[&family];
+                for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                    let key = pair.split('=').next().expect("key");
+                    assert!(
+                        doc_labels.iter().any(|l| l == key),
+                        "{family}: label {key} is not in docs/metrics.md ({line})"
+                    );
+                }
+            }
+        }
+        let stale: Vec<&String> = docs.keys().filter(|n| !exported.contains(*n)).collect();
+        assert!(stale.is_empty(), "documented but not exported: {stale:?}");
     }
 }

@@ -27,6 +27,7 @@ mod layers;
 mod limits;
 mod logging;
 mod memory_limits;
+mod metrics;
 mod modes_agree;
 mod partition;
 mod protocol;

@@ -51,7 +51,7 @@ impl Subscriber<'_> {
             "client|tracking" => match Tracking::parse(req, &self.parts.ctx.clients) {
                 Ok(t) => Some(self.forward(commands, req, Some(t), out).await),
                 Err(e) => {
-                    self.parts.stats.error();
+                    self.parts.stats.error(&e);
                     out.extend_from_slice(&e);
                     Some(None)
                 }

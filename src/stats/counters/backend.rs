@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{gauge, lock, round2, unix_millis, RateMeter, Role};
+use super::{gauge, lock, round2, unix_millis, LatencySnapshot, RateMeter, Role};
 use crate::stats::histogram::Histogram;
 
 /// Health of a backend as the page shows it.
@@ -54,23 +54,6 @@ pub struct BackendStats {
     rate: Mutex<RateMeter>,
 }
 
-/// Latency summary of one backend, in microseconds.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct LatencySnapshot {
-    /// Commands measured.
-    pub count: u64,
-    /// Sum of all latencies.
-    pub sum_us: u64,
-    /// Median (`None` before the first command).
-    pub p50_us: Option<u64>,
-    /// 90th percentile.
-    pub p90_us: Option<u64>,
-    /// 99th percentile.
-    pub p99_us: Option<u64>,
-    /// Upper bound of the slowest bucket.
-    pub max_us: Option<u64>,
-}
-
 /// A backend's counters and state at snapshot time.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct BackendSnapshot {
@@ -103,10 +86,6 @@ pub struct BackendSnapshot {
     /// Milliseconds since the topology stopped naming it (it is forgotten
     /// `stats_forget_after_secs` after that); `None` while the topology names it, up or down.
     pub left_topology_age_ms: Option<u64>,
-}
-
-fn micros(d: Option<Duration>) -> Option<u64> {
-    d.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl BackendStats {
@@ -188,7 +167,6 @@ impl BackendStats {
             0 => None,
             ms => Some(ms),
         };
-        let hist = self.latency.snapshot();
         let has_replication = self.has_replication.load(Ordering::Relaxed);
         BackendSnapshot {
             addr: self.addr.clone(),
@@ -201,14 +179,7 @@ impl BackendStats {
             ops: self.ops.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             ops_per_sec: round2(self.refresh_rate(now)),
-            latency: LatencySnapshot {
-                count: hist.count(),
-                sum_us: micros(Some(hist.sum())).unwrap_or(0),
-                p50_us: micros(hist.quantile(0.5)),
-                p90_us: micros(hist.quantile(0.9)),
-                p99_us: micros(hist.quantile(0.99)),
-                max_us: micros(hist.max()),
-            },
+            latency: LatencySnapshot::of(&self.latency.snapshot()),
             replication_offset: has_replication.then(|| self.repl_offset.load(Ordering::Relaxed)),
             replication_link_up: has_replication.then(|| self.repl_link_up.load(Ordering::Relaxed)),
             left_topology_age_ms: None,

@@ -1,5 +1,6 @@
 //! The counters of one client-facing listener.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -7,7 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{gauge, lock, round2, RateMeter};
+use super::{gauge, lock, round2, LatencySnapshot, RateMeter};
+use crate::stats::errors::{ErrorCounts, ErrorReason};
+use crate::stats::histogram::Histogram;
 
 /// Counters of one client-facing listener.
 #[derive(Debug)]
@@ -18,6 +21,7 @@ pub struct ListenerStats {
     total: AtomicU64,
     commands: AtomicU64,
     errors: AtomicU64,
+    errors_by_reason: ErrorCounts,
     output_limit_closes: AtomicU64,
     query_limit_closes: AtomicU64,
     output_total_closes: AtomicU64,
@@ -26,6 +30,7 @@ pub struct ListenerStats {
     rejected: AtomicU64,
     output_peak: AtomicU64,
     pubsub: AtomicI64,
+    latency: Histogram,
     rate: Mutex<RateMeter>,
 }
 
@@ -44,6 +49,9 @@ pub struct ListenerSnapshot {
     pub commands: u64,
     /// Commands answered with an error since start.
     pub errors: u64,
+    /// The same errors by reason (`readonly`, `policy`, `acl`, ...: see `ErrorReason`), every
+    /// reason listed.
+    pub errors_by_reason: BTreeMap<&'static str, u64>,
     /// Clients disconnected for letting replies pile up past `client_output_buffer_limit_bytes`
     /// (Redis's `client_output_buffer_limit_disconnections`).
     pub output_buffer_limit_disconnections: u64,
@@ -66,6 +74,8 @@ pub struct ListenerSnapshot {
     pub pubsub_clients: u64,
     /// Commands per second over the last window.
     pub ops_per_sec: f64,
+    /// From a command read to its reply ready for the client (see [`ReplyTimer`]).
+    pub latency: LatencySnapshot,
 }
 
 impl ListenerStats {
@@ -77,6 +87,7 @@ impl ListenerStats {
             total: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            errors_by_reason: ErrorCounts::default(),
             output_limit_closes: AtomicU64::new(0),
             query_limit_closes: AtomicU64::new(0),
             output_total_closes: AtomicU64::new(0),
@@ -85,6 +96,7 @@ impl ListenerStats {
             rejected: AtomicU64::new(0),
             output_peak: AtomicU64::new(0),
             pubsub: AtomicI64::new(0),
+            latency: Histogram::new(),
             rate: RateMeter::new(),
         }
     }
@@ -105,9 +117,11 @@ impl ListenerStats {
         self.commands.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One command answered with an error (or a protocol error).
-    pub fn error(&self) {
+    /// One command answered with the error `reply` (the server's or the proxy's own), counted by
+    /// the reason it gives ([`ErrorReason::of`]).
+    pub fn error(&self, reply: &[u8]) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors_by_reason.add(ErrorReason::of(reply));
     }
 
     /// A client was disconnected for not reading its replies (output buffer limit).
@@ -165,6 +179,7 @@ impl ListenerStats {
             total_connections: self.total.load(Ordering::Relaxed),
             commands: self.commands.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            errors_by_reason: self.errors_by_reason.snapshot().into_iter().collect(),
             output_buffer_limit_disconnections: self.output_limit_closes.load(Ordering::Relaxed),
             query_buffer_limit_disconnections: self.query_limit_closes.load(Ordering::Relaxed),
             output_total_limit_disconnections: self.output_total_closes.load(Ordering::Relaxed),
@@ -174,6 +189,45 @@ impl ListenerStats {
             output_buffer_peak_bytes: self.output_peak.load(Ordering::Relaxed),
             pubsub_clients: gauge(&self.pubsub),
             ops_per_sec: round2(self.refresh_rate(now)),
+            latency: LatencySnapshot::of(&self.latency.snapshot()),
+        }
+    }
+}
+
+/// When each of a session's commands was read, oldest first, until its reply is ready: what the
+/// listener's latency histogram records, command by command.
+///
+/// The dispatchers keep replies in request order and say how many are still to come
+/// (`queued()`), so the session needs no tag on a reply: when `n` replies are still to come,
+/// every command read before the last `n` is answered. A command that gets no reply of the
+/// dispatcher's (one that enters subscriber mode) is taken back with [`ReplyTimer::untimed`].
+/// The queue is as long as the replies the session waits for, which the pipeline cap bounds.
+#[derive(Debug, Default)]
+pub struct ReplyTimer {
+    read_at: VecDeque<Instant>,
+}
+
+impl ReplyTimer {
+    /// A command was read at `at`; its reply comes after those of the commands before it.
+    pub fn read(&mut self, at: Instant) {
+        self.read_at.push_back(at);
+    }
+
+    /// The command just read gets no reply the dispatcher counts.
+    pub fn untimed(&mut self) {
+        self.read_at.pop_back();
+    }
+
+    /// `pending` replies are still to come: the commands before them are answered now.
+    pub fn answered(&mut self, pending: usize, stats: &ListenerStats) {
+        if self.read_at.len() <= pending {
+            return;
+        }
+        let now = Instant::now();
+        while self.read_at.len() > pending {
+            if let Some(at) = self.read_at.pop_front() {
+                stats.latency.record(now.saturating_duration_since(at));
+            }
         }
     }
 }
@@ -191,7 +245,7 @@ mod tests {
         for _ in 0..5 {
             l.command();
         }
-        l.error();
+        l.error(b"-READONLY You can't write against a read only replica.\r\n");
         let s = l.snapshot(Instant::now());
         assert_eq!(s.name, "main");
         assert_eq!(s.addr, "127.0.0.1:6380");
@@ -199,6 +253,31 @@ mod tests {
         assert_eq!(s.total_connections, 2);
         assert_eq!(s.commands, 5);
         assert_eq!(s.errors, 1);
+        assert_eq!(s.errors_by_reason.get("readonly"), Some(&1));
+        assert_eq!(s.errors_by_reason.get("policy"), Some(&0));
+    }
+
+    #[test]
+    fn reply_timer_records_the_commands_answered_oldest_first() {
+        let l = ListenerStats::new("main", "127.0.0.1:6380".parse().expect("addr"));
+        let mut t = ReplyTimer::default();
+        let start = Instant::now();
+        let long_ago = start.checked_sub(std::time::Duration::from_secs(2));
+        t.read(long_ago.unwrap_or(start));
+        t.read(start);
+        t.read(start);
+        t.untimed();
+        t.answered(2, &l);
+        assert_eq!(l.snapshot(Instant::now()).latency.count, 0, "both pending");
+        t.answered(1, &l);
+        let s = l.snapshot(Instant::now()).latency;
+        assert_eq!(s.count, 1, "the oldest is answered");
+        if long_ago.is_some() {
+            assert!(s.sum_us >= 2_000_000, "{s:?}");
+        }
+        t.answered(0, &l);
+        t.answered(0, &l);
+        assert_eq!(l.snapshot(Instant::now()).latency.count, 2, "each once");
     }
 
     #[test]
