@@ -115,6 +115,30 @@ fn prom_process(p: &mut Prom, s: &Snapshot) {
     p.sample("master_known", &[], u8::from(s.healthy()));
     p.family("failovers_total", "counter", "Master changes seen.");
     p.sample("failovers_total", &[], s.failovers_total);
+    let last = s.failovers.first();
+    p.family(
+        "last_failover_timestamp_seconds",
+        "gauge",
+        "When the last master change was seen (unix time; 0: none yet).",
+    );
+    p.sample(
+        "last_failover_timestamp_seconds",
+        &[],
+        float(last.map_or(0.0, |f| f.at_ms as f64 / 1000.0)),
+    );
+    p.family(
+        "last_failover_writes_held_seconds",
+        "gauge",
+        "How long writes were held in the last master change (0: none yet, or writes were not held).",
+    );
+    p.sample(
+        "last_failover_writes_held_seconds",
+        &[],
+        float(
+            last.and_then(|f| f.writes_held_ms)
+                .map_or(0.0, |ms| ms as f64 / 1000.0),
+        ),
+    );
     p.family(
         "writes_fenced",
         "gauge",

@@ -98,6 +98,10 @@ async fn a_failover_flips_the_role_gauges_and_keeps_every_backend_series() {
     };
     let (_, before) = get(addr, "/metrics").await;
     assert_eq!(role(&before, &old, "master"), Some(1.0), "{before}");
+    assert_eq!(
+        metric(&before, "haproxy_rs_last_failover_timestamp_seconds"),
+        Some(0.0)
+    );
     assert_eq!(role(&before, &old, "replica"), Some(0.0));
     assert_eq!(role(&before, &replica, "replica"), Some(1.0));
     assert_eq!(role(&before, &replica, "master"), Some(0.0));
@@ -122,6 +126,18 @@ async fn a_failover_flips_the_role_gauges_and_keeps_every_backend_series() {
     let now = backend_series(&after);
     let lost: Vec<&String> = series.difference(&now).collect();
     assert!(lost.is_empty(), "series gone after the failover: {lost:?}");
+    // The dashboard's failover annotations and the last hold.
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let at = metric(&after, "haproxy_rs_last_failover_timestamp_seconds").unwrap_or(0.0);
+    assert!((unix_now - at).abs() < 120.0, "{at}: {after}");
+    let held = metric(&after, "haproxy_rs_last_failover_writes_held_seconds");
+    assert!(
+        held.is_some_and(|h| h > 0.0 && h < 60.0),
+        "{held:?}: {after}"
+    );
     promtool_check(addr).await;
 }
 
@@ -403,21 +419,26 @@ pub(crate) fn families_used(text: &str, documented: &BTreeSet<String>) -> BTreeS
     out
 }
 
+/// `what` (`text`) names only `haproxy_rs_*` series that docs/metrics.md lists (the proxy's).
+fn assert_only_exported_series(text: &str, what: &str) {
+    let documented = documented_families();
+    let unknown: Vec<String> = families_used(text, &documented)
+        .into_iter()
+        .filter(|f| !documented.contains(f))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{what} uses series the proxy does not export: {unknown:?}"
+    );
+}
+
 /// Issue 16: `deploy/monitoring/alerts.yml` passes `promtool check rules`, its unit tests
 /// (`alerts_test.yml`) pass `promtool test rules`, and it uses only series the proxy exports.
 #[test]
 fn alert_rules_check_and_pass_their_unit_tests() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring");
     let rules = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
-    let documented = documented_families();
-    let unknown: Vec<String> = families_used(&rules, &documented)
-        .into_iter()
-        .filter(|f| !documented.contains(f))
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "alerts.yml uses series the proxy does not export: {unknown:?}"
-    );
+    assert_only_exported_series(&rules, "alerts.yml");
     if !crate::stats_http::prometheus_tool("promtool") {
         return;
     }
@@ -438,4 +459,81 @@ fn alert_rules_check_and_pass_their_unit_tests() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Every string under the key `key` in `v`, depth first.
+fn strings_under(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                match child {
+                    serde_json::Value::String(s) if k == key => out.push(s.clone()),
+                    _ => strings_under(child, key, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| strings_under(i, key, out)),
+        _ => {}
+    }
+}
+
+/// Issue 16: `deploy/monitoring/grafana-dashboard.json` has the panels the issue names and the
+/// failover annotations, its queries use only series the proxy exports, and each parses as
+/// PromQL (`promtool check rules` over them as recording rules, Grafana's variables filled in).
+#[test]
+fn the_grafana_dashboard_queries_only_exported_series() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring");
+    let text = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut titles = Vec::new();
+    strings_under(&dashboard["panels"], "title", &mut titles);
+    for wanted in [
+        "Throughput per listener",
+        "Latency per listener (p50, p99)",
+        "Errors by reason",
+        "Backends up",
+        "Backend roles (1 = in that role)",
+        "Held requests",
+        "Writes held in the last failover",
+    ] {
+        assert!(titles.iter().any(|t| t == wanted), "{wanted}: {titles:?}");
+    }
+    let annotations = dashboard["annotations"]["list"].as_array().unwrap();
+    assert!(
+        annotations.iter().any(|a| a["expr"]
+            .as_str()
+            .is_some_and(|e| e.contains("haproxy_rs_failovers_total"))),
+        "failovers as annotations"
+    );
+    let mut exprs = Vec::new();
+    strings_under(&dashboard, "expr", &mut exprs);
+    assert_only_exported_series(&exprs.join("\n"), "the dashboard");
+    if !crate::stats_http::prometheus_tool("promtool") {
+        return;
+    }
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$job", ".*");
+        let quoted = serde_json::to_string(&e).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dashboard-rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the dashboard's queries as PromQL: {}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
