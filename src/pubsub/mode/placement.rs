@@ -116,24 +116,16 @@ impl Subscriber<'_> {
                 }
                 continue;
             }
+            // The link it is on now, if any.
+            let current = self.links.iter().find(|l| l.requested.contains(kind, name));
             let target = match kind {
                 Kind::Shard => locator.shard(key_slot(name)),
-                Kind::Channel => {
-                    let current = self
-                        .links
-                        .iter()
-                        .find(|l| l.requested.contains(kind, name))
-                        .map(|l| l.addr());
-                    locator.channel(name, current).or_else(|| classic.clone())
-                }
+                Kind::Channel => locator
+                    .channel(name, current.map(|l| l.addr()))
+                    .or_else(|| classic.clone()),
                 Kind::Pattern => classic.clone(),
             };
-            let target = target.or_else(|| {
-                self.links
-                    .iter()
-                    .find(|l| l.requested.contains(kind, name))
-                    .map(|l| l.backend.clone())
-            });
+            let target = target.or_else(|| current.map(|l| l.backend.clone()));
             match target {
                 Some(backend) => want(&mut wanted, &backend, kind, name),
                 None => unplaced = true,
