@@ -79,26 +79,8 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
     match how {
         Combine::First => parts.first().cloned().unwrap_or_else(no_reply),
         Combine::Gather(order) => gather(order, parts),
-        Combine::Sum => {
-            let mut total: i64 = 0;
-            for p in parts {
-                match integer(p) {
-                    Some(n) => total = total.saturating_add(n),
-                    None => return unexpected(p),
-                }
-            }
-            int_reply(total)
-        }
-        Combine::Max => {
-            let mut most: i64 = 0;
-            for p in parts {
-                match integer(p) {
-                    Some(n) => most = most.max(n),
-                    None => return unexpected(p),
-                }
-            }
-            int_reply(most)
-        }
+        Combine::Sum => fold_integers(parts, i64::saturating_add),
+        Combine::Max => fold_integers(parts, i64::max),
         Combine::AllOk => status_reply("OK"),
         Combine::Same | Combine::ConfigSet => parts.first().cloned().unwrap_or_else(no_reply),
         Combine::Concat => {
@@ -152,6 +134,18 @@ pub fn combine(how: &Combine, parts: &[Bytes]) -> Bytes {
         Combine::Scan { node, nodes, count } => scan(*node, *nodes, *count, parts),
         Combine::Info => info(parts),
     }
+}
+
+/// The parts' integer replies folded with `f` from 0, or the first part that is not one.
+fn fold_integers(parts: &[Bytes], f: fn(i64, i64) -> i64) -> Bytes {
+    let mut acc: i64 = 0;
+    for p in parts {
+        match integer(p) {
+            Some(n) => acc = f(acc, n),
+            None => return unexpected(p),
+        }
+    }
+    int_reply(acc)
 }
 
 fn sum_pairs(parts: &[Bytes]) -> Bytes {
