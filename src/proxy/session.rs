@@ -224,7 +224,9 @@ impl Session {
         }
         let unwritten = io.out.len();
         self.dispatch.collect(&mut io.out);
-        self.timer.answered(self.dispatch.queued(), &self.stats);
+        let collected = io.out.get(unwritten..).unwrap_or_default();
+        self.timer
+            .answered(self.dispatch.queued(), collected, &self.stats);
         self.replies.filter(&mut io.out, unwritten);
         if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
             return Step::End;
@@ -295,7 +297,9 @@ impl Session {
             Event::Progress(p) => {
                 let unwritten = io.out.len();
                 self.dispatch.advance(p, &mut io.out).await;
-                self.timer.answered(self.dispatch.queued(), &self.stats);
+                let collected = io.out.get(unwritten..).unwrap_or_default();
+                self.timer
+                    .answered(self.dispatch.queued(), collected, &self.stats);
                 self.replies.filter(&mut io.out, unwritten);
                 if io.backlog.over_limit(&self.stats, unwritten, io.out.len()) {
                     return Step::End;
@@ -482,7 +486,7 @@ impl Session {
                     if close == Close::Now {
                         return Close::Now;
                     }
-                    self.timer.read(std::time::Instant::now());
+                    self.timer.read(std::time::Instant::now(), None);
                     self.dispatch.push_ready(reply).await;
                     if close == Close::AfterReply {
                         self.close_input();
@@ -504,7 +508,7 @@ impl Session {
             return;
         }
         self.stats.command();
-        self.timer.read(std::time::Instant::now());
+        self.timer.read(std::time::Instant::now(), info);
         self.publish(Some(info.map_or("NULL", |i| i.name.as_str())));
         // `CLIENT REPLY OFF`/`SKIP`: this command's reply is marked to be dropped.
         let dropped = self.replies.next_command();

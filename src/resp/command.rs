@@ -30,6 +30,30 @@ pub struct CommandInfo {
     /// The ACL categories (bit `i` is [`ACL_CATEGORIES`]`[i]`), from the server's `COMMAND`
     /// or the built-in table; `None` from a server that does not report them (before Redis 6).
     pub acl_categories: Option<u32>,
+    /// Where the command's calls are counted ([`command_stats_name`]): its place in the
+    /// built-in table, or [`COMMAND_STATS_OTHER`] for a name the table lacks. Set by the table.
+    pub stats_slot: u16,
+}
+
+/// How many per-command counters there are: one per built-in command and subcommand, then one
+/// for every other name a server's `COMMAND` lists (a module's, a newer Redis's).
+pub const COMMAND_STATS_SLOTS: usize = BUILTIN.len() + 1;
+
+/// The slot of the commands the built-in table lacks.
+pub const COMMAND_STATS_OTHER: u16 = BUILTIN.len() as u16;
+
+/// The name a per-command counter reports: the built-in command's, or `"other"`.
+pub fn command_stats_name(slot: u16) -> &'static str {
+    BUILTIN.get(usize::from(slot)).map_or("other", |e| e.0)
+}
+
+/// The counter slot of the command named `name` (the built-in table is sorted by name).
+fn stats_slot_of(name: &str) -> u16 {
+    BUILTIN
+        .binary_search_by(|e| e.0.cmp(name))
+        .ok()
+        .and_then(|i| u16::try_from(i).ok())
+        .unwrap_or(COMMAND_STATS_OTHER)
 }
 
 /// Command name -> [`CommandInfo`], including subcommands.
@@ -58,12 +82,19 @@ impl CommandTable {
                 last_key,
                 step,
                 acl_categories: Some(category_bits(categories.iter().map(|c| c.as_bytes()))),
+                stats_slot: COMMAND_STATS_OTHER,
             },
         ))
     }
 
     fn from_infos(infos: impl IntoIterator<Item = CommandInfo>) -> Self {
-        let entries: Vec<CommandInfo> = infos.into_iter().collect();
+        let entries: Vec<CommandInfo> = infos
+            .into_iter()
+            .map(|info| CommandInfo {
+                stats_slot: stats_slot_of(&info.name),
+                ..info
+            })
+            .collect();
         let index: HashMap<Box<[u8]>, usize> = entries
             .iter()
             .enumerate()
@@ -218,6 +249,20 @@ mod tests {
             .into_iter()
             .map(|k| std::str::from_utf8(k).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn every_command_is_counted_under_its_own_name() {
+        // The slots are found by binary search: the table must stay sorted.
+        assert!(BUILTIN.windows(2).all(|w| w[0].0 < w[1].0));
+        let t = CommandTable::builtin();
+        for name in ["get", "config|get", "client|no-evict", "zunionstore"] {
+            let slot = t.get(name).unwrap().stats_slot;
+            assert_eq!(command_stats_name(slot), name);
+        }
+        assert_eq!(command_stats_name(COMMAND_STATS_OTHER), "other");
+        assert_eq!(stats_slot_of("module.cmd"), COMMAND_STATS_OTHER);
+        assert_eq!(COMMAND_STATS_SLOTS, usize::from(COMMAND_STATS_OTHER) + 1);
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub mod request;
 pub mod value;
 
 pub use command::{
-    acl_category_bit, CommandFlags, CommandInfo, CommandTable, CommandTableError, ACL_CATEGORIES,
+    acl_category_bit, command_stats_name, CommandFlags, CommandInfo, CommandTable,
+    CommandTableError, ACL_CATEGORIES, COMMAND_STATS_OTHER, COMMAND_STATS_SLOTS,
 };
 pub use encode::{
     bulk_reply, encode_command, error_reply, int_reply, nil_reply, null_reply, status_reply,

@@ -7,6 +7,7 @@
 pub mod admin;
 mod auth;
 mod cluster;
+mod commands;
 mod counters;
 mod errors;
 mod failovers;
@@ -31,6 +32,7 @@ use serde::Serialize;
 
 pub use auth::{AuthSnapshot, AuthStats, Denied};
 pub use cluster::{ClusterNodeSnapshot, ClusterSnapshot, ClusterStats, ClusterView};
+pub use commands::{CommandSnapshot, CommandStats};
 pub use counters::{
     BackendSnapshot, BackendState, BackendStats, LatencySnapshot, ListenerSnapshot, ListenerStats,
     ReplyTimer, Role, SentinelSnapshot, SentinelStats,
@@ -64,6 +66,7 @@ pub struct Stats {
     write_fence: Mutex<Option<String>>,
     sentinel_loss: Mutex<Option<&'static str>>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
+    commands: Arc<CommandStats>,
     backends: Mutex<Vec<BackendEntry>>,
     forget_after: Duration,
     sentinels: Mutex<Vec<Arc<SentinelStats>>>,
@@ -108,6 +111,8 @@ pub struct Snapshot {
     pub on_sentinel_loss: Option<String>,
     /// Client-facing listeners.
     pub listeners: Vec<ListenerSnapshot>,
+    /// The commands clients called, over every listener, most called first.
+    pub commands: Vec<CommandSnapshot>,
     /// Redis backends, in registration order.
     pub backends: Vec<BackendSnapshot>,
     /// Sentinel links.
@@ -171,6 +176,7 @@ impl Stats {
             write_fence: Mutex::new(None),
             sentinel_loss: Mutex::new(None),
             listeners: Mutex::new(Vec::new()),
+            commands: Arc::default(),
             backends: Mutex::new(Vec::new()),
             forget_after,
             sentinels: Mutex::new(Vec::new()),
@@ -224,7 +230,11 @@ impl Stats {
 
     /// Registers a listener (once, at start) and returns its counters.
     pub fn listener(&self, name: &str, addr: SocketAddr) -> Arc<ListenerStats> {
-        let stats = Arc::new(ListenerStats::new(name, addr));
+        let stats = Arc::new(ListenerStats::counting_commands_in(
+            name,
+            addr,
+            Arc::clone(&self.commands),
+        ));
         lock(&self.listeners).push(Arc::clone(&stats));
         stats
     }
@@ -324,6 +334,7 @@ impl Stats {
             master_name: lock(&self.master_name).clone(),
             master: lock(&self.master).clone(),
             listeners: self.listeners().iter().map(|l| l.snapshot(now)).collect(),
+            commands: self.commands.snapshot(),
             backends,
             sentinels,
             topology_status,

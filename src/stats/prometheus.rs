@@ -5,8 +5,8 @@ use std::fmt::{Display, Write};
 mod cluster;
 
 use super::{
-    AuthSnapshot, BackendSnapshot, BackendState, HoldSnapshot, LatencySnapshot, ListenerSnapshot,
-    Role, SentinelSnapshot, Snapshot, EXPORTED_BOUNDS_US,
+    AuthSnapshot, BackendSnapshot, BackendState, CommandSnapshot, HoldSnapshot, LatencySnapshot,
+    ListenerSnapshot, Role, SentinelSnapshot, Snapshot, EXPORTED_BOUNDS_US,
 };
 
 /// Writes Prometheus text exposition (format 0.0.4) one family at a time.
@@ -308,6 +308,12 @@ const BACKEND_FAMILIES: &[Family<BackendSnapshot>] = &[
 ];
 
 #[rustfmt::skip]
+const COMMAND_FAMILIES: &[Family<CommandSnapshot>] = &[
+    ("command_calls_total", "counter", "Calls answered, per command (as INFO commandstats).", |c| Some(c.calls as f64)),
+    ("command_errors_total", "counter", "Calls answered with an error, per command.", |c| Some(c.errors as f64)),
+];
+
+#[rustfmt::skip]
 const SENTINEL_FAMILIES: &[Family<SentinelSnapshot>] = &[
     ("sentinel_connected", "gauge", "1 while the sentinel link is up.", |x| Some(bool_f(x.connected))),
     ("sentinel_events_total", "counter", "Events received.", |x| Some(x.events as f64)),
@@ -315,6 +321,10 @@ const SENTINEL_FAMILIES: &[Family<SentinelSnapshot>] = &[
 
 fn listener_labels(l: &ListenerSnapshot) -> Vec<(&'static str, String)> {
     vec![("listener", l.name.clone()), ("addr", l.addr.clone())]
+}
+
+fn command_labels(c: &CommandSnapshot) -> Vec<(&'static str, String)> {
+    vec![("command", c.name.to_owned())]
 }
 
 fn sentinel_labels(x: &SentinelSnapshot) -> Vec<(&'static str, String)> {
@@ -424,6 +434,12 @@ fn prom_latency(p: &mut Prom, s: &Snapshot) {
         "Command round trip to the backend.",
         s.backends.iter().map(|b| (backend_labels(b), &b.latency)),
     );
+    prom_histogram(
+        p,
+        "command_latency_seconds",
+        "From a command read to its reply ready to be written to the client, per command.",
+        s.commands.iter().map(|c| (command_labels(c), &c.latency)),
+    );
 }
 
 /// The snapshot in Prometheus text exposition format 0.0.4; every name starts `haproxy_rs_`.
@@ -436,6 +452,7 @@ pub fn render_prometheus(s: &Snapshot) -> String {
     prom_errors(&mut p, &s.listeners);
     p.families(&s.backends, backend_labels, BACKEND_FAMILIES);
     prom_roles(&mut p, &s.backends);
+    p.families(&s.commands, command_labels, COMMAND_FAMILIES);
     prom_latency(&mut p, s);
     p.families(&s.sentinels, sentinel_labels, SENTINEL_FAMILIES);
     if let Some(c) = &s.cluster {

@@ -10,6 +10,10 @@ pub(crate) fn sample() -> Snapshot {
     let l = stats.listener("main <script>", "127.0.0.1:6380".parse().expect("addr"));
     l.connection_opened();
     l.command();
+    let get = crate::resp::CommandTable::builtin();
+    let mut timer = super::ReplyTimer::default();
+    timer.read(std::time::Instant::now(), get.get("get"));
+    timer.answered(0, b"-ERR some error\r\n", &l);
     let m = stats.backend("127.0.0.1:6391");
     m.set_role(Role::Master);
     m.set_up(true);

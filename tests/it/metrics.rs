@@ -537,3 +537,109 @@ fn the_grafana_dashboard_queries_only_exported_series() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `haproxy_rs_command_<family>{command="<name>"}`'s value, if exported.
+fn command_series(metrics: &str, family: &str, name: &str) -> Option<f64> {
+    let prefix = format!("haproxy_rs_command_{family}{{command=\"{name}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+}
+
+/// Issue 16: calls, errors and latency per command, as `INFO commandstats`, for the commands
+/// clients call, in both endpoints' traffic, pipelined or not, the proxy's refusals included.
+async fn commands_counted_per_command(proxy: &crate::harness::proxy::TestProxy) {
+    use crate::security::raw;
+    let mut c = proxy.client().await;
+    for i in 0..5 {
+        let () = redis::cmd("SET")
+            .arg(&[format!("k{i}"), "v".into()])
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // One pipeline: two GETs, an INCR that fails, a GET of a value that holds "\r\n-", an
+    // unknown command (not counted per command) and a CONFIG GET (a subcommand).
+    let () = redis::cmd("SET")
+        .arg(&["dash", "a\r\n-b"])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let replies = raw(
+        proxy.addr(),
+        &[
+            &["GET", "k0"],
+            &["GET", "dash"],
+            &["INCR", "k1"],
+            &["NOSUCHCOMMAND"],
+            &["CONFIG", "GET", "maxmemory"],
+        ],
+    )
+    .await;
+    assert!(
+        replies.iter().any(|r| r.contains("not an integer")),
+        "{replies:?}"
+    );
+    // A write on the read-only endpoint: the proxy's refusal is the command's error.
+    let e = redis::cmd("SET")
+        .arg(&["r", "v"])
+        .query_async::<()>(&mut proxy.read_client().await)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("READONLY"), "{e}");
+    let stats = proxy.stats_addr();
+    let expected = [
+        ("set", 7.0, 1.0),
+        ("get", 2.0, 0.0),
+        ("incr", 1.0, 1.0),
+        ("config|get", 1.0, 0.0),
+    ];
+    crate::eventually!(
+        Duration::from_secs(10),
+        {
+            let (_, m) = get(stats, "/metrics").await;
+            expected.iter().all(|&(name, calls, errors)| {
+                command_series(&m, "calls_total", name) == Some(calls)
+                    && command_series(&m, "errors_total", name) == Some(errors)
+            })
+        },
+        "per-command calls and errors: {}",
+        get(stats, "/metrics").await.1
+    );
+    let (_, m) = get(stats, "/metrics").await;
+    assert!(!m.contains("nosuchcommand"), "unknown names make no series");
+    assert!(
+        command_series(&m, "calls_total", "lpush").is_none(),
+        "commands never called are not listed"
+    );
+    let set_latency = sum_of(
+        &m,
+        "haproxy_rs_command_latency_seconds_count{command=\"set\"}",
+    );
+    assert_eq!(set_latency, 7.0, "{m}");
+    let (_, json) = get(stats, "/stats.json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json["commands"][0]["name"], "set",
+        "most called first: {json}"
+    );
+    assert_eq!(json["commands"][0]["calls"], 7);
+    promtool_check(stats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_counted_per_command_as_commandstats() {
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let proxy = ProxyBuilder::servers(vec![master.addr(), replica.addr()])
+        .start(1)
+        .await;
+    commands_counted_per_command(&proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_counts_commands_per_command() {
+    let cluster = crate::harness::Cluster::start(3, 0).await;
+    let proxy = ProxyBuilder::cluster(&cluster).start_cluster().await;
+    commands_counted_per_command(&proxy).await;
+}

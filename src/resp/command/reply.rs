@@ -97,6 +97,7 @@ fn parse_entry(fields: &[Value]) -> Result<CommandInfo, &'static str> {
         last_key: int(4, "last key is not an integer")?,
         step: int(5, "step is not an integer")?,
         acl_categories,
+        stats_slot: super::COMMAND_STATS_OTHER,
     })
 }
 

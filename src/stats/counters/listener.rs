@@ -3,12 +3,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use serde::Serialize;
 
 use super::{gauge, lock, round2, LatencySnapshot, RateMeter};
+use crate::resp::{is_error_reply, CommandInfo, ReplyScanner};
+use crate::stats::commands::CommandStats;
 use crate::stats::errors::{ErrorCounts, ErrorReason};
 use crate::stats::histogram::Histogram;
 
@@ -31,6 +34,8 @@ pub struct ListenerStats {
     output_peak: AtomicU64,
     pubsub: AtomicI64,
     latency: Histogram,
+    /// Per command, shared by every listener of the proxy.
+    by_command: Arc<CommandStats>,
     rate: Mutex<RateMeter>,
 }
 
@@ -79,7 +84,17 @@ pub struct ListenerSnapshot {
 }
 
 impl ListenerStats {
+    #[cfg(test)]
     pub(crate) fn new(name: &str, addr: SocketAddr) -> Self {
+        Self::counting_commands_in(name, addr, Arc::default())
+    }
+
+    /// A listener whose commands are counted in `commands` (the proxy's, shared).
+    pub(crate) fn counting_commands_in(
+        name: &str,
+        addr: SocketAddr,
+        commands: Arc<CommandStats>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             addr,
@@ -97,6 +112,7 @@ impl ListenerStats {
             output_peak: AtomicU64::new(0),
             pubsub: AtomicI64::new(0),
             latency: Histogram::new(),
+            by_command: commands,
             rate: RateMeter::new(),
         }
     }
@@ -195,7 +211,7 @@ impl ListenerStats {
 }
 
 /// When each of a session's commands was read, oldest first, until its reply is ready: what the
-/// listener's latency histogram records, command by command.
+/// listener's latency histogram and the per-command counters record, command by command.
 ///
 /// The dispatchers keep replies in request order and say how many are still to come
 /// (`queued()`), so the session needs no tag on a reply: when `n` replies are still to come,
@@ -204,13 +220,18 @@ impl ListenerStats {
 /// The queue is as long as the replies the session waits for, which the pipeline cap bounds.
 #[derive(Debug, Default)]
 pub struct ReplyTimer {
-    read_at: VecDeque<Instant>,
+    read_at: VecDeque<(Instant, u16)>,
 }
 
+/// The counter slot of a reply that no command counts (an unknown command, a protocol error).
+const UNCOUNTED: u16 = u16::MAX;
+
 impl ReplyTimer {
-    /// A command was read at `at`; its reply comes after those of the commands before it.
-    pub fn read(&mut self, at: Instant) {
-        self.read_at.push_back(at);
+    /// The command `info` (`None`: unknown, or no command at all) was read at `at`; its reply
+    /// comes after those of the commands before it.
+    pub fn read(&mut self, at: Instant, info: Option<&CommandInfo>) {
+        self.read_at
+            .push_back((at, info.map_or(UNCOUNTED, |i| i.stats_slot)));
     }
 
     /// The command just read gets no reply the dispatcher counts.
@@ -218,16 +239,74 @@ impl ReplyTimer {
         self.read_at.pop_back();
     }
 
-    /// `pending` replies are still to come: the commands before them are answered now.
-    pub fn answered(&mut self, pending: usize, stats: &ListenerStats) {
-        if self.read_at.len() <= pending {
+    /// `pending` replies are still to come: the commands before them are answered now, with
+    /// `replies` (the bytes just collected for the client, their replies in order).
+    pub fn answered(&mut self, pending: usize, replies: &[u8], stats: &ListenerStats) {
+        let Some(answered) = self.read_at.len().checked_sub(pending).filter(|&n| n > 0) else {
             return;
-        }
+        };
+        let errors = ErrorFlags::of(replies, answered);
         let now = Instant::now();
-        while self.read_at.len() > pending {
-            if let Some(at) = self.read_at.pop_front() {
-                stats.latency.record(now.saturating_duration_since(at));
+        for i in 0..answered {
+            if let Some((at, slot)) = self.read_at.pop_front() {
+                let latency = now.saturating_duration_since(at);
+                stats.latency.record(latency);
+                if slot != UNCOUNTED {
+                    stats.by_command.answered(slot, latency, errors.is_error(i));
+                }
             }
+        }
+    }
+}
+
+/// Which of the replies just collected are errors.
+enum ErrorFlags {
+    /// None is (the common case, told without splitting the replies).
+    None,
+    /// The first and only one is.
+    First,
+    /// Per reply, in order.
+    Each(Vec<bool>),
+}
+
+impl ErrorFlags {
+    /// The flags of the first `n` replies in `replies`. Only bytes that may start an error
+    /// frame (`-` or `!` first or after a CRLF) make it split them into frames.
+    fn of(replies: &[u8], n: usize) -> ErrorFlags {
+        let starts_push = replies.first() == Some(&b'>');
+        if n == 1 && !starts_push {
+            return if is_error_reply(replies) {
+                ErrorFlags::First
+            } else {
+                ErrorFlags::None
+            };
+        }
+        let may_hold_error = is_error_reply(replies)
+            || memchr::memmem::find(replies, b"\r\n-").is_some()
+            || memchr::memmem::find(replies, b"\r\n!").is_some();
+        if !may_hold_error {
+            return ErrorFlags::None;
+        }
+        // Rare: pipelined replies with a possible error among them.
+        let mut buf = BytesMut::from(replies);
+        let mut scanner = ReplyScanner::new(crate::resp::reply::MAX_REPLY_DEPTH);
+        let mut flags = Vec::with_capacity(n);
+        while flags.len() < n {
+            match scanner.next(&mut buf) {
+                // Out-of-band pushes (client tracking's invalidations) answer no command.
+                Ok(Some(frame)) if frame.first() == Some(&b'>') => {}
+                Ok(Some(frame)) => flags.push(is_error_reply(&frame)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        ErrorFlags::Each(flags)
+    }
+
+    fn is_error(&self, i: usize) -> bool {
+        match self {
+            ErrorFlags::None => false,
+            ErrorFlags::First => i == 0,
+            ErrorFlags::Each(flags) => flags.get(i).copied().unwrap_or(false),
         }
     }
 }
@@ -263,21 +342,66 @@ mod tests {
         let mut t = ReplyTimer::default();
         let start = Instant::now();
         let long_ago = start.checked_sub(std::time::Duration::from_secs(2));
-        t.read(long_ago.unwrap_or(start));
-        t.read(start);
-        t.read(start);
+        t.read(long_ago.unwrap_or(start), None);
+        t.read(start, None);
+        t.read(start, None);
         t.untimed();
-        t.answered(2, &l);
+        t.answered(2, b"", &l);
         assert_eq!(l.snapshot(Instant::now()).latency.count, 0, "both pending");
-        t.answered(1, &l);
+        t.answered(1, b"+OK\r\n", &l);
         let s = l.snapshot(Instant::now()).latency;
         assert_eq!(s.count, 1, "the oldest is answered");
         if long_ago.is_some() {
             assert!(s.sum_us >= 2_000_000, "{s:?}");
         }
-        t.answered(0, &l);
-        t.answered(0, &l);
+        t.answered(0, b"+OK\r\n", &l);
+        t.answered(0, b"", &l);
         assert_eq!(l.snapshot(Instant::now()).latency.count, 2, "each once");
+    }
+
+    #[test]
+    fn each_answered_command_is_counted_with_its_own_reply() {
+        let table = crate::resp::CommandTable::builtin();
+        let l = ListenerStats::new("main", "127.0.0.1:6380".parse().expect("addr"));
+        let mut t = ReplyTimer::default();
+        let now = Instant::now();
+        for name in ["set", "incr", "get", "lpush", "get", "ping"] {
+            t.read(now, table.get(name));
+        }
+        t.read(now, None);
+        // A pipeline answered in two parts: the first with an error third, a bulk holding
+        // "\r\n-" and a tracking push between two replies; then an error alone.
+        t.answered(
+            4,
+            b"+OK\r\n-ERR value is not an integer\r\n$5\r\na\r\n-b\r\n",
+            &l,
+        );
+        t.answered(
+            0,
+            b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n-WRONGTYPE x\r\n$-1\r\n+PONG\r\n-ERR unknown command\r\n",
+            &l,
+        );
+        let counted: Vec<(&str, u64, u64)> = l
+            .by_command
+            .snapshot()
+            .iter()
+            .map(|c| (c.name, c.calls, c.errors))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                ("get", 2, 0),
+                ("incr", 1, 1),
+                ("lpush", 1, 1),
+                ("ping", 1, 0),
+                ("set", 1, 0)
+            ]
+        );
+        assert_eq!(
+            l.snapshot(Instant::now()).latency.count,
+            7,
+            "the unknown too"
+        );
     }
 
     #[test]
