@@ -52,6 +52,8 @@ install_deps() {
     command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
     # The metrics tests run promtool (check metrics, check/test rules) and a real Prometheus.
     command -v promtool >/dev/null 2>&1 || apt_install prometheus
+    # The stats page is rendered by headless Chromium at 1280 px.
+    command -v chromium >/dev/null 2>&1 || apt_install chromium
     if ! python3 -c 'import redis' 2>/dev/null; then
         # Debian's python is externally managed (PEP 668): pip refuses, then the distro package does it.
         python3 -m pip install --quiet redis 2>/dev/null || apt_install python3-redis

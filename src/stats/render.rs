@@ -80,8 +80,8 @@ h1{font-size:18px;margin:0 0 6px;color:#fff;background:#20446e;padding:6px 10px}
 h2{font-size:14px;margin:16px 0 4px;color:#20446e}\
 table{border-collapse:collapse;margin-bottom:6px}\
 th,td{border:1px solid #999;padding:2px 8px;text-align:right;white-space:nowrap}\
-th{background:#20a0ff;color:#fff;font-weight:bold;text-align:center}\
-td.l{text-align:left}\
+th{background:#20a0ff;color:#fff;font-weight:bold;text-align:center;white-space:normal}\
+td.l{text-align:left}td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:16em}\
 tr.up{background:#c0ffc0}tr.down{background:#ff9090}tr.unknown{background:#e0e0e0}\
 tr.master .role{font-weight:bold}\
 .info td{border:none;text-align:left;padding:1px 8px}.info td:first-child{font-weight:bold}\
@@ -210,6 +210,8 @@ fn shouts(status: &str) -> bool {
 /// One table cell of escaped HTML: left-aligned text or a right-aligned number.
 enum Cell {
     Text(String),
+    /// Text that wraps (long lists), so the page fits a 1280 px screen.
+    Wrapped(String),
     Num(String),
 }
 
@@ -236,6 +238,7 @@ fn table(out: &mut String, title: &str, headers: &str, rows: Vec<(String, Vec<Ce
         for cell in cells {
             let _ = match cell {
                 Cell::Text(t) => write!(out, "<td class=\"l\">{t}</td>"),
+                Cell::Wrapped(t) => write!(out, "<td class=\"l wrap\">{t}</td>"),
                 Cell::Num(n) => write!(out, "<td>{n}</td>"),
             };
         }
@@ -371,7 +374,7 @@ fn html_failovers(out: &mut String, s: &Snapshot) {
                 f.writes_held_ms
                     .map_or_else(|| "-".into(), |ms| format!("{ms} ms")),
             ),
-            Cell::Text(f.holds.as_ref().map_or_else(
+            Cell::Wrapped(f.holds.as_ref().map_or_else(
                 || "-".into(),
                 |h| {
                     format!(
@@ -380,8 +383,8 @@ fn html_failovers(out: &mut String, s: &Snapshot) {
                     )
                 },
             )),
-            // One event per line: the list is long and the table cells do not wrap.
-            Cell::Text(
+            // One event per line, each wrapping: the list is long.
+            Cell::Wrapped(
                 f.events
                     .iter()
                     .map(|e| esc(e))
@@ -400,11 +403,38 @@ fn html_failovers(out: &mut String, s: &Snapshot) {
     );
 }
 
+/// How many commands the page lists (`/metrics` and `/stats.json` have them all).
+const PAGE_COMMANDS: usize = 10;
+
+fn html_commands(out: &mut String, s: &Snapshot) {
+    let rows = s.commands.iter().take(PAGE_COMMANDS).map(|c| {
+        let average = c.latency.sum_us.checked_div(c.latency.count);
+        let cells = vec![
+            Cell::Text(esc(c.name)),
+            num(c.calls),
+            num(c.errors),
+            num(fmt_us(average)),
+            num(fmt_us(c.latency.p50_us)),
+            num(fmt_us(c.latency.p99_us)),
+            num(fmt_us(c.latency.max_us)),
+        ];
+        (String::new(), cells)
+    });
+    let title = format!("Commands (the {PAGE_COMMANDS} most called)");
+    table(
+        out,
+        &title,
+        "Command|Calls|Errors|Average|p50|p99|Max",
+        rows.collect(),
+    );
+}
+
 /// The stats page: a self-refreshing (every 2 s) HTML document.
 pub fn render_html(s: &Snapshot) -> String {
     let mut out = String::with_capacity(8 * 1024);
     html_head(&mut out, s);
     html_listeners(&mut out, s);
+    html_commands(&mut out, s);
     match &s.cluster {
         // Cluster mode has no sentinels, and neither holds writes for a master nor sees
         // failovers of its own: the cluster fails over, the proxy follows the slot map.
@@ -446,6 +476,8 @@ mod tests {
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"2\">"));
         for needle in [
             "<h2>Listeners</h2>",
+            "<h2>Commands (the 10 most called)</h2>",
+            "<td class=\"l\">get</td><td>1</td><td>1</td>",
             "<h2>Backends</h2>",
             "<h2>Sentinels</h2>",
             "<th>Role</th>",
@@ -477,7 +509,8 @@ mod tests {
     #[test]
     fn html_renders_an_empty_registry() {
         let html = render_html(&Stats::new("static", None).snapshot());
-        assert_eq!(html.matches(">none</td>").count(), 4);
+        // Listeners, commands, backends, sentinels, failovers.
+        assert_eq!(html.matches(">none</td>").count(), 5);
         assert!(html.contains(">unknown</span>"));
     }
 

@@ -43,6 +43,7 @@ mod sentinel_failover;
 mod sentinel_loss;
 mod soak;
 mod stats_http;
+mod stats_page;
 mod tls;
 mod tracking;
 mod transactions;

@@ -157,8 +157,8 @@ mod tests {
         let html = render_html(&stats.snapshot());
         assert!(html.contains("0 / 16384 (16384 not served)"));
         assert!(html.contains("0 masters, 0 replicas"));
-        // Listeners, backends and cluster nodes are all empty.
-        assert_eq!(html.matches(">none</td>").count(), 3);
+        // Listeners, commands, backends and cluster nodes are all empty.
+        assert_eq!(html.matches(">none</td>").count(), 4);
     }
 
     #[test]
