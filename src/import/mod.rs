@@ -3,7 +3,7 @@
 //! haproxy-rs TOML, with every line it could not translate named.
 //!
 //! [`parse`] splits the file as HAProxy does; `model` finds the proxies, their defaults and
-//! servers; `checks` reads the `tcp-check` scripts; `plan` decides what each line becomes;
+//! servers; `checks` reads the `tcp-check` scripts; `plan` decides what each line becomes (`settings` the keys from the backends and `global`);
 //! `leftover` says why the lines nothing claimed have no counterpart; `write` renders the TOML.
 //! The result is loaded with the proxy's own loader before it is handed back.
 
@@ -13,6 +13,7 @@ mod model;
 mod options;
 pub mod parse;
 mod plan;
+mod settings;
 mod write;
 
 use std::collections::BTreeSet;
