@@ -7,9 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{AuthMode, Config, ConfigError, MaskedString, SentinelConfig};
 use crate::logging::LogFormat;
 
+mod import;
 mod switchover;
 mod tls;
 
+pub use import::ImportArgs;
 pub use switchover::{post_switchover, AdminTokenArg, SwitchoverArgs};
 pub use tls::TlsArgs;
 
@@ -47,6 +49,9 @@ pub enum Command {
     /// Switch a running proxy's master over without losing a write (Sentinel mode): hold writes,
     /// let the replicas catch up, `SENTINEL FAILOVER`, release the writes to the new master.
     Switchover(SwitchoverArgs),
+    /// Translate an HAProxy config (haproxy.cfg) of the usual Redis shape into a haproxy-rs TOML
+    /// config, saying on stderr (and in the TOML's first comments) what it could not translate.
+    ImportHaproxy(ImportArgs),
 }
 
 /// A single-threaded runtime (the proxy's sessions have their own threads); `None`, reported,
@@ -328,7 +333,9 @@ pub(crate) mod tests {
         full.extend_from_slice(argv);
         match Cli::try_parse_from(full).unwrap().command {
             Command::Run(a) => a,
-            Command::Bench(_) | Command::Switchover(_) => unreachable!("parsed `run`"),
+            Command::Bench(_) | Command::Switchover(_) | Command::ImportHaproxy(_) => {
+                unreachable!("parsed `run`")
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //!
 //! Crate map:
 //! - [`cli`]: subcommands and flags; [`config`]: the TOML file, validation.
+//! - [`import`]: `haproxy-rs import-haproxy`, an HAProxy config translated to haproxy-rs TOML.
 //! - [`resp`]: the client request parser, backend reply framing, encoding, the command table.
 //! - [`router`]: classifying commands, the [`router::RoutingTable`] snapshot, read-your-writes.
 //! - [`topology`]: Sentinel links, static servers and health checks that publish routing tables.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod import;
 pub mod logging;
 pub mod primary;
 pub mod proxy;

@@ -15,5 +15,6 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => haproxy_rs::bench::main(args),
         Command::Switchover(args) => args.execute(),
+        Command::ImportHaproxy(args) => args.execute(),
     }
 }

@@ -121,7 +121,9 @@ pub(crate) mod tests {
         let cli = Cli::try_parse_from(["haproxy-rs", "switchover", "--admin-token", "t0k"]);
         match cli.unwrap().command {
             Command::Switchover(a) => assert_eq!(a.admin.admin_token.as_deref(), Some("t0k")),
-            Command::Run(_) | Command::Bench(_) => unreachable!("parsed `switchover`"),
+            Command::Run(_) | Command::Bench(_) | Command::ImportHaproxy(_) => {
+                unreachable!("parsed `switchover`")
+            }
         }
         assert_eq!(
             admin_token_variable("switchover").as_deref(),

@@ -30,7 +30,9 @@ fn parse_bench(argv: &[&str]) -> BenchArgs {
         .command
     {
         Command::Bench(b) => b,
-        Command::Run(_) | Command::Switchover(_) => unreachable!("parsed `bench`"),
+        Command::Run(_) | Command::Switchover(_) | Command::ImportHaproxy(_) => {
+            unreachable!("parsed `bench`")
+        }
     }
 }
 

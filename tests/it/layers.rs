@@ -7,9 +7,9 @@ use std::path::Path;
 /// Top-level modules from the top down; each may import only those after it.
 /// `testkit` (unit tests' scripted servers, `cfg(test)`) drives everything, so it is on top.
 const LAYERS: &[&str] = &[
-    "testkit", "lib", "wiring", "main", "cli", "bench", "proxy", "reload", "primary", "cluster",
-    "pubsub", "client", "topology", "scripts", "backend", "stats", "router", "tls", "config",
-    "logging", "resp", "shutdown", "upgrade",
+    "testkit", "lib", "wiring", "main", "cli", "bench", "import", "proxy", "reload", "primary",
+    "cluster", "pubsub", "client", "topology", "scripts", "backend", "stats", "router", "tls",
+    "config", "logging", "resp", "shutdown", "upgrade",
 ];
 
 /// Imports that go up, each with the reason it stays (`docs/architecture.md` names them too).

@@ -22,6 +22,7 @@ mod every_server;
 mod failover_writes;
 mod harness;
 mod harness_selftest;
+mod import_haproxy;
 mod keyspace_events;
 mod layers;
 mod limits;
